@@ -1,0 +1,98 @@
+//! `AIRoute`: which model aliases a gateway serves, and from which backends.
+
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use crate::common::{LocalObjectReference, ResourceStatus};
+
+/// Maps model aliases (and optional header matches) on one gateway to
+/// weighted, prioritized provider backends.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "tollgate.dev",
+    version = "v1alpha1",
+    kind = "AIRoute",
+    plural = "airoutes",
+    shortname = "air",
+    namespaced,
+    status = "ResourceStatus",
+    printcolumn = r#"{"name":"Gateway","type":"string","jsonPath":".spec.gatewayRef.name"}"#,
+    printcolumn = r#"{"name":"Models","type":"string","jsonPath":".spec.models"}"#,
+    printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
+    printcolumn = r#"{"name":"ResolvedRefs","type":"string","jsonPath":".status.conditions[?(@.type==\"ResolvedRefs\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AIRouteSpec {
+    /// The AIGateway (same namespace) that serves this route.
+    pub gateway_ref: LocalObjectReference,
+    /// Model names clients ask for. An entry with `*` is a glob (`gpt-4o*`);
+    /// exact names win over globs and are listed by `GET /v1/models`.
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("self.size() > 0").message("at least one model alias is required"))]
+    #[x_kube(validation = Rule::new("self.all(m, m.size() > 0 && m.size() <= 256)").message("model aliases must be 1-256 characters"))]
+    pub models: Vec<ModelAlias>,
+    /// Request headers that must all match (exact value) for this route to apply.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub headers: Vec<HeaderMatch>,
+    /// Where requests go. The lowest `priority` tier is tried first, split by
+    /// `weight`; the next tier is the fallback when a tier fails.
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("self.size() > 0").message("at least one backend is required"))]
+    #[x_kube(validation = Rule::new("self.exists(b, b.weight != 0)").message("at least one backend needs a non-zero weight"))]
+    pub backends: Vec<RouteBackend>,
+    /// Per-route timeouts, overriding the provider's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<RouteTimeouts>,
+}
+
+/// A model alias; a string so that it stays a plain list in YAML.
+pub type ModelAlias = String;
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HeaderMatch {
+    /// Header name, case-insensitive.
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9!#$%&*+.^_`|~-]{1,256}$')").message("must be a valid HTTP header name"))]
+    pub name: String,
+    /// Exact value the header must have.
+    #[x_kube(validation = Rule::new("self.size() <= 4096").message("value must be at most 4096 characters"))]
+    pub value: String,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteBackend {
+    /// The ModelProvider (same namespace).
+    pub provider_ref: LocalObjectReference,
+    /// Model name sent upstream.
+    #[x_kube(validation = Rule::new("self.size() > 0 && self.size() <= 256").message("model must be 1-256 characters"))]
+    pub model: String,
+    /// Share of traffic within its priority tier, 0-100 (default 1; 0 disables).
+    #[serde(default = "default_weight")]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 100").message("weight must be between 0 and 100"))]
+    pub weight: u32,
+    /// Tier, lower first (default 0). Higher tiers serve only as fallback.
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 1000").message("priority must be between 0 and 1000"))]
+    pub priority: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteTimeouts {
+    /// Deadline for the upstream answer: the whole body for a plain request,
+    /// the first chunk for a stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(ms|s|m|h))+$')").message("must be a duration such as 500ms, 30s or 1m30s"))]
+    pub request: Option<String>,
+    /// Longest silence allowed between two chunks of a stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(ms|s|m|h))+$')").message("must be a duration such as 500ms, 30s or 1m30s"))]
+    pub stream_idle: Option<String>,
+}

@@ -1,0 +1,1 @@
+fn main() { print!("{}", tollgate_api::crds_yaml().unwrap()); }

@@ -1,0 +1,266 @@
+//! Checks one manifest document the way the apiserver would: known kind,
+//! field types and unknown fields (typed deserialization), then the CEL rules
+//! of the CRD schema. Pure: the environment lookup is passed in.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::core::cel::{CompiledSchema, Validator, compile_schema};
+use kube::Resource;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tollgate_api::{AIGateway, AIRoute, ModelProvider};
+
+use crate::diagnostics::{Diagnostic, ObjectRef, Severity};
+use crate::resources::DEFAULT_NAMESPACE;
+
+/// A document that passed validation.
+#[derive(Debug, Clone)]
+pub enum Document {
+    Gateway(Box<AIGateway>),
+    Provider(Box<ModelProvider>),
+    Route(Box<AIRoute>),
+    Secret(Box<Secret>),
+}
+
+impl Document {
+    pub fn object_ref(&self) -> ObjectRef {
+        match self {
+            Document::Gateway(o) => crate::resources::object_ref(o.as_ref()),
+            Document::Provider(o) => crate::resources::object_ref(o.as_ref()),
+            Document::Route(o) => crate::resources::object_ref(o.as_ref()),
+            Document::Secret(o) => crate::resources::object_ref(o.as_ref()),
+        }
+    }
+}
+
+/// Result of checking one document: the typed object, or why not; plus
+/// warnings (for example a kind Tollgate does not read).
+pub struct Checked {
+    pub document: Option<Document>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Validates one parsed manifest. `env` resolves `${NAME}` in Secret `stringData`.
+pub fn check(value: Value, env: &dyn Fn(&str) -> Option<String>) -> Checked {
+    let api_version = value.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string();
+    let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
+    let name = value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+    let namespace = value
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or(DEFAULT_NAMESPACE)
+        .to_string();
+    let object = ObjectRef::new(if kind.is_empty() { "<no kind>" } else { &kind }, &namespace, if name.is_empty() { "<no name>" } else { &name });
+    let fail = |field: &str, message: String| Checked {
+        document: None,
+        diagnostics: vec![Diagnostic::error(&object, field, tollgate_api::conditions::reason::INVALID, message)],
+    };
+    if kind.is_empty() {
+        return fail("kind", "required field is missing".into());
+    }
+    if name.is_empty() {
+        return fail("metadata.name", "required field is missing".into());
+    }
+    let tollgate_kind = matches!(kind.as_str(), "AIGateway" | "ModelProvider" | "AIRoute");
+    if tollgate_kind && api_version != tollgate_api::API_VERSION {
+        return fail("apiVersion", format!("{kind} is served as {}, not {api_version:?}", tollgate_api::API_VERSION));
+    }
+    let result = match (api_version.as_str(), kind.as_str()) {
+        (_, "AIGateway") => typed::<AIGateway>(value).map(|o| Document::Gateway(Box::new(o))),
+        (_, "ModelProvider") => typed::<ModelProvider>(value).map(|o| Document::Provider(Box::new(o))),
+        (_, "AIRoute") => typed::<AIRoute>(value).map(|o| Document::Route(Box::new(o))),
+        ("v1", "Secret") => typed::<Secret>(value).and_then(|s| expand_secret(s, env)).map(|o| Document::Secret(Box::new(o))),
+        _ => {
+            return Checked {
+                document: None,
+                diagnostics: vec![Diagnostic {
+                    severity: Severity::Warning,
+                    ..Diagnostic::error(&object, "kind", "Ignored", format!("{api_version} {kind} is not read by Tollgate; ignored"))
+                }],
+            };
+        }
+    };
+    match result {
+        Ok(document) => Checked { document: Some(document), diagnostics: Vec::new() },
+        Err(problems) => Checked {
+            document: None,
+            diagnostics: problems
+                .into_iter()
+                .map(|(field, message)| Diagnostic::error(&object, field, tollgate_api::conditions::reason::INVALID, message))
+                .collect(),
+        },
+    }
+}
+
+type Problems = Vec<(String, String)>;
+
+/// Typed deserialization (types, required fields, unknown fields), then CEL.
+fn typed<K>(value: Value) -> Result<K, Problems>
+where
+    K: DeserializeOwned + Resource<DynamicType = ()>,
+{
+    if let Some(compiled) = schemas().get(K::kind(&()).as_ref()) {
+        if let Err(errors) = Validator::new().validate_compiled(compiled, &value, None) {
+            return Err(errors.iter().map(|e| (e.field_path.clone(), e.message.clone())).collect());
+        }
+    }
+    serde_path_to_error::deserialize::<_, K>(value).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { String::new() } else { path };
+        vec![(field, e.into_inner().to_string())]
+    })
+}
+
+/// The CEL rules of each Tollgate CRD, compiled once.
+fn schemas() -> &'static BTreeMap<String, CompiledSchema> {
+    static SCHEMAS: OnceLock<BTreeMap<String, CompiledSchema>> = OnceLock::new();
+    SCHEMAS.get_or_init(|| {
+        tollgate_api::crds()
+            .into_iter()
+            .filter_map(|crd| {
+                let schema = crd.spec.versions.first()?.schema.as_ref()?.open_api_v3_schema.as_ref()?;
+                let schema = serde_json::to_value(schema).ok()?;
+                Some((crd.spec.names.kind.clone(), compile_schema(&schema)))
+            })
+            .collect()
+    })
+}
+
+/// Moves `stringData` into `data` (as the apiserver does), resolving `${NAME}`
+/// from the environment so keys need not be written into files.
+fn expand_secret(mut secret: Secret, env: &dyn Fn(&str) -> Option<String>) -> Result<Secret, Problems> {
+    let mut problems = Vec::new();
+    if let Some(string_data) = secret.string_data.take() {
+        let data = secret.data.get_or_insert_with(BTreeMap::new);
+        for (key, text) in string_data {
+            match expand_env(&text, env) {
+                Ok(expanded) => {
+                    data.insert(key, ByteString(expanded.into_bytes()));
+                }
+                Err(missing) => problems.push((
+                    format!("stringData.{key}"),
+                    format!("environment variable {missing} is not set"),
+                )),
+            }
+        }
+    }
+    if problems.is_empty() { Ok(secret) } else { Err(problems) }
+}
+
+/// Replaces every `${NAME}`; `$$` stays a literal `$`. Returns the first missing name.
+pub fn expand_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(body) = after.strip_prefix('{') {
+            let Some(end) = body.find('}') else {
+                out.push('$');
+                rest = after;
+                continue;
+            };
+            let name = &body[..end];
+            out.push_str(&env(name).ok_or_else(|| name.to_string())?);
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn errors(value: Value) -> Vec<String> {
+        check(value, &no_env).diagnostics.iter().map(|d| d.to_string()).collect()
+    }
+
+    fn route(spec: Value) -> Value {
+        json!({"apiVersion": "tollgate.dev/v1alpha1", "kind": "AIRoute", "metadata": {"name": "r"}, "spec": spec})
+    }
+
+    #[test]
+    fn valid_route_is_typed() {
+        let checked = check(
+            route(json!({"gatewayRef": {"name": "gw"}, "models": ["chat"], "backends": [{"providerRef": {"name": "p"}, "model": "m"}]})),
+            &no_env,
+        );
+        assert!(checked.diagnostics.is_empty(), "{:?}", checked.diagnostics);
+        let Some(Document::Route(r)) = checked.document else { panic!("not a route") };
+        assert_eq!(r.spec.backends[0].weight, 1);
+    }
+
+    #[test]
+    fn cel_rules_reject_bad_values_with_field_paths() {
+        let errs = errors(route(json!({
+            "gatewayRef": {"name": "gw"}, "models": ["chat"],
+            "backends": [{"providerRef": {"name": "p"}, "model": "m", "weight": 101}]
+        })));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].contains("spec.backends[0].weight: weight must be between 0 and 100"), "{errs:?}");
+
+        let errs = errors(route(json!({"gatewayRef": {"name": "gw"}, "models": ["chat"], "backends": []})));
+        assert!(errs.iter().any(|e| e.contains("spec.backends: at least one backend is required")), "{errs:?}");
+    }
+
+    #[test]
+    fn unknown_fields_and_wrong_types_name_the_field() {
+        let errs = errors(route(json!({
+            "gatewayRef": {"name": "gw"}, "models": ["chat"],
+            "backends": [{"providerRef": {"name": "p"}, "model": "m", "wieght": 3}]
+        })));
+        assert!(errs[0].contains("spec.backends[0]") && errs[0].contains("unknown field `wieght`"), "{errs:?}");
+        let errs = errors(route(json!({"gatewayRef": {"name": "gw"}, "models": "chat", "backends": []})));
+        assert!(errs.iter().any(|e| e.contains("spec.models")), "{errs:?}");
+    }
+
+    #[test]
+    fn provider_rules_cross_fields() {
+        let errs = errors(json!({"apiVersion": "tollgate.dev/v1alpha1", "kind": "ModelProvider", "metadata": {"name": "p"}, "spec": {"type": "OpenAICompatible"}}));
+        assert!(errs.iter().any(|e| e.contains("endpoint is required unless type is OpenAI")), "{errs:?}");
+    }
+
+    #[test]
+    fn foreign_kinds_are_warnings() {
+        let checked = check(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"}}), &no_env);
+        assert!(checked.document.is_none());
+        assert_eq!(checked.diagnostics[0].severity, Severity::Warning);
+    }
+
+    #[test]
+    fn secrets_expand_env_and_report_missing() {
+        let env = |name: &str| (name == "KEY").then(|| "sk-123".to_string());
+        let value = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "stringData": {"apiKey": "${KEY}"}});
+        let Some(Document::Secret(secret)) = check(value, &env).document else { panic!("no secret") };
+        assert_eq!(secret.data.unwrap()["apiKey"].0, b"sk-123");
+
+        let value = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "stringData": {"apiKey": "${MISSING}"}});
+        let errs = errors(value);
+        assert!(errs[0].contains("stringData.apiKey: environment variable MISSING is not set"), "{errs:?}");
+    }
+
+    #[test]
+    fn expand_env_handles_escapes_and_literals() {
+        let env = |n: &str| (n == "A").then(|| "x".to_string());
+        assert_eq!(expand_env("a${A}b", &env), Ok("axb".into()));
+        assert_eq!(expand_env("$$A and $A", &env), Ok("$A and $A".into()));
+        assert_eq!(expand_env("${B}", &env), Err("B".into()));
+        assert_eq!(expand_env("${A", &env), Ok("${A".into()));
+    }
+}

@@ -1,0 +1,22 @@
+//! Tollgate configuration: one internal representation, the [`Snapshot`], fed
+//! by both standalone files ([`load`]) and, later, the controller.
+//!
+//! * [`load`] reads manifests (files or directories of multi-document YAML),
+//!   checks each document against its kind's schema and CEL rules, and
+//!   collects [`Resources`].
+//! * [`compile`] turns [`Resources`] into one [`Snapshot`] per AIGateway plus
+//!   [`Diagnostic`]s. It does no IO and is deterministic: the same resources
+//!   give the same bytes and the same hash.
+
+pub mod compile;
+pub mod diagnostics;
+pub mod document;
+pub mod load;
+pub mod resources;
+pub mod snapshot;
+
+pub use compile::{Compiled, compile};
+pub use diagnostics::{Diagnostic, ObjectRef, Severity};
+pub use load::{LoadError, Loaded, load_paths};
+pub use resources::Resources;
+pub use snapshot::{Snapshot, SnapshotError};

@@ -1,0 +1,224 @@
+//! The compiled configuration of one gateway: everything the data plane needs,
+//! resolved, defaulted and sorted, with no references left to follow.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tollgate_api::ProviderType;
+
+use crate::diagnostics::ObjectRef;
+
+/// A versioned gateway configuration. `hash` is the SHA-256 of the canonical
+/// JSON of `config`, so equal configurations have equal hashes everywhere.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub hash: String,
+    pub config: GatewayConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("snapshot is not valid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("snapshot hash mismatch: header says {claimed}, content hashes to {actual}")]
+    HashMismatch { claimed: String, actual: String },
+}
+
+impl Snapshot {
+    pub fn new(config: GatewayConfig) -> Self {
+        Self { hash: hash_config(&config), config }
+    }
+
+    /// Canonical bytes, for transport and storage.
+    pub fn to_json(&self) -> Result<Vec<u8>, SnapshotError> {
+        Ok(serde_json::to_vec(self)?)
+    }
+
+    /// Parses and checks the hash, so a corrupted snapshot is never served.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, SnapshotError> {
+        let snapshot: Snapshot = serde_json::from_slice(bytes)?;
+        let actual = hash_config(&snapshot.config);
+        if actual != snapshot.hash {
+            return Err(SnapshotError::HashMismatch { claimed: snapshot.hash, actual });
+        }
+        Ok(snapshot)
+    }
+
+    /// First 12 hex digits: enough to tell versions apart in logs and status.
+    pub fn short_hash(&self) -> &str {
+        &self.hash[..self.hash.len().min(12)]
+    }
+}
+
+fn hash_config(config: &GatewayConfig) -> String {
+    // Serializing plain structs, Vecs and BTreeMaps cannot fail and is
+    // deterministic: field order is declaration order, maps are sorted.
+    let bytes = serde_json::to_vec(config).unwrap_or_default();
+    hex::encode(Sha256::digest(&bytes))
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayConfig {
+    pub gateway: ObjectRef,
+    pub listener_port: u16,
+    pub admin_port: u16,
+    pub limits: Limits,
+    /// Sorted by digest; empty means the gateway is open.
+    pub api_keys: Vec<ApiKey>,
+    /// Only the providers this gateway's routes use, sorted by name.
+    pub providers: Vec<Provider>,
+    /// In precedence order (oldest first, then by namespace/name).
+    pub routes: Vec<Route>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Limits {
+    pub max_request_body_bytes: u64,
+    pub request_timeout_ms: u64,
+}
+
+/// A client key, held only as its SHA-256 so a leaked snapshot leaks no keys.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKey {
+    pub sha256: String,
+    pub principal: Principal,
+}
+
+/// Who a request is, for limits, budgets, metrics and audit.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Principal {
+    pub user: String,
+    pub team: Option<String>,
+    pub app: Option<String>,
+}
+
+/// SHA-256 hex of a client key, as stored in [`ApiKey::sha256`].
+pub fn api_key_digest(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Provider {
+    pub name: String,
+    pub provider_type: ProviderType,
+    /// Base URL without a trailing slash, e.g. `https://api.openai.com/v1`.
+    pub base_url: String,
+    pub api_key: Option<Credential>,
+    pub connect_timeout_ms: u64,
+    pub request_timeout_ms: u64,
+    pub max_concurrent_requests: Option<u32>,
+    /// Upstream model name to price. Empty: any model, cost unknown.
+    pub models: BTreeMap<String, Pricing>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Pricing {
+    pub input_per_million: f64,
+    pub output_per_million: f64,
+    pub cached_input_per_million: f64,
+}
+
+impl Pricing {
+    /// USD for one request's usage.
+    pub fn cost(&self, prompt_tokens: u64, cached_prompt_tokens: u64, completion_tokens: u64) -> f64 {
+        let cached = cached_prompt_tokens.min(prompt_tokens);
+        let uncached = prompt_tokens - cached;
+        (uncached as f64 * self.input_per_million
+            + cached as f64 * self.cached_input_per_million
+            + completion_tokens as f64 * self.output_per_million)
+            / 1_000_000.0
+    }
+}
+
+/// A provider secret. Serialized in the clear (the snapshot must carry it to
+/// the gateway) but never printed.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Credential(pub String);
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Credential(<redacted>)")
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Route {
+    /// `namespace/name` of the AIRoute.
+    pub name: String,
+    /// Exact aliases.
+    pub aliases: Vec<String>,
+    /// Glob aliases (`*` matches any run of characters).
+    pub globs: Vec<String>,
+    /// Header name (lower-case) and exact value; all must match.
+    pub headers: Vec<(String, String)>,
+    pub backends: Vec<Backend>,
+    pub request_timeout_ms: Option<u64>,
+    pub stream_idle_timeout_ms: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Backend {
+    /// Index into [`GatewayConfig::providers`].
+    pub provider: usize,
+    pub model: String,
+    pub weight: u32,
+    pub priority: u32,
+}
+
+/// True when `pattern` (with `*` wildcards) matches all of `text`.
+pub fn glob_matches(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let Some(first) = parts.next() else { return text.is_empty() };
+    let Some(mut rest) = text.strip_prefix(first) else { return false };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else { return rest.is_empty() };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob_matches("gpt-4o*", "gpt-4o-mini"));
+        assert!(glob_matches("gpt-4o*", "gpt-4o"));
+        assert!(!glob_matches("gpt-4o*", "gpt-4"));
+        assert!(glob_matches("*-mini", "gpt-4o-mini"));
+        assert!(glob_matches("a*b*c", "aXbYc"));
+        assert!(!glob_matches("a*b*c", "aXcYb"));
+        assert!(glob_matches("*", "anything"));
+        assert!(!glob_matches("ab*ba", "aba"));
+        assert!(glob_matches("exact", "exact"));
+        assert!(!glob_matches("exact", "exactly"));
+    }
+
+    #[test]
+    fn pricing_splits_cached_tokens() {
+        let p = Pricing { input_per_million: 2.0, output_per_million: 8.0, cached_input_per_million: 0.5 };
+        let cost = p.cost(1_000_000, 500_000, 250_000);
+        assert!((cost - (1.0 + 0.25 + 2.0)).abs() < 1e-9, "{cost}");
+    }
+
+    #[test]
+    fn credentials_never_print() {
+        assert_eq!(format!("{:?}", Credential("sk-live".into())), "Credential(<redacted>)");
+    }
+}
