@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 #[derive(Clone, Debug)]
 pub struct RequestTemplate {
     pub addr: SocketAddr,
-    pub path: String,
+    path: http::Uri,
     host: HeaderValue,
     body: Bytes,
 }
@@ -29,7 +29,8 @@ impl RequestTemplate {
         let host = HeaderValue::from_str(&addr.to_string()).expect("socket addr is a valid header");
         RequestTemplate {
             addr,
-            path: path.to_string(),
+            // Paths are compile-time constants of the harness.
+            path: path.parse().expect("valid request path"),
             host,
             body: body.into(),
         }
@@ -38,10 +39,13 @@ impl RequestTemplate {
     pub fn build(&self) -> Request<Full<Bytes>> {
         let mut req = Request::new(Full::new(self.body.clone()));
         *req.method_mut() = Method::POST;
-        *req.uri_mut() = self.path.parse().expect("path validated at construction");
+        *req.uri_mut() = self.path.clone();
         let h = req.headers_mut();
         h.insert(header::HOST, self.host.clone());
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         req
     }
 }
@@ -246,7 +250,11 @@ mod tests {
 
     #[test]
     fn template_builds_post_with_host() {
-        let t = RequestTemplate::new("127.0.0.1:8080".parse().unwrap(), "/v1/chat/completions", "{}");
+        let t = RequestTemplate::new(
+            "127.0.0.1:8080".parse().unwrap(),
+            "/v1/chat/completions",
+            "{}",
+        );
         let r = t.build();
         assert_eq!(r.method(), Method::POST);
         assert_eq!(r.uri().path(), "/v1/chat/completions");

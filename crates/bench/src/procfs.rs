@@ -23,10 +23,7 @@ pub fn parse_stat(content: &str) -> Result<ProcStat> {
     };
     let open = content.find('(').ok_or_else(|| err("no '('"))?;
     let close = content.rfind(')').ok_or_else(|| err("no ')'"))?;
-    let pid = content[..open]
-        .trim()
-        .parse()
-        .map_err(|_| err("bad pid"))?;
+    let pid = content[..open].trim().parse().map_err(|_| err("bad pid"))?;
     // After ')': field 3 (state) is index 0, ppid (4) index 1,
     // utime (14) index 11, stime (15) index 12.
     let rest: Vec<&str> = content[close + 1..].split_whitespace().collect();
@@ -217,7 +214,10 @@ mod tests {
 
     #[test]
     fn children_of_self_includes_spawned_child() {
-        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
         let kids = children_of(std::process::id());
         child.kill().unwrap();
         child.wait().unwrap();

@@ -78,7 +78,10 @@ mod tests {
     fn non_integer_interval_has_no_drift() {
         // 3 req/s: interval 333_333_333.3 ns. Summing rounded intervals
         // would drift by 1 ns every 3 requests; absolute offsets do not.
-        let s = Schedule { rate: 3.0, total: 3_000_000 };
+        let s = Schedule {
+            rate: 3.0,
+            total: 3_000_000,
+        };
         assert_eq!(s.offset(3), Duration::from_secs(1));
         assert_eq!(s.offset(3_000_000), Duration::from_secs(1_000_000));
         assert_eq!(s.offset(1), Duration::from_nanos(333_333_333));

@@ -78,7 +78,7 @@ pub fn ratio(value: f64, baseline: f64, floor: f64) -> Option<f64> {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "verdict", content = "detail")]
+#[serde(tag = "verdict", content = "detail", rename_all = "UPPERCASE")]
 pub enum Verdict {
     Pass(String),
     Fail(String),
@@ -108,7 +108,11 @@ pub fn check_ratio(value: f64, baseline: f64, factor: f64, floor: f64, unit: &st
             let d = format!(
                 "{value:.1}{unit} vs baseline {baseline:.1}{unit} (ratio {r:.2}, limit {factor:.1}x)"
             );
-            if r <= factor { Verdict::Pass(d) } else { Verdict::Fail(d) }
+            if r <= factor {
+                Verdict::Pass(d)
+            } else {
+                Verdict::Fail(d)
+            }
         }
     }
 }
@@ -119,7 +123,11 @@ pub fn check_below(value: f64, limit: f64, unit: &str) -> Verdict {
         return Verdict::Skipped("missing data".into());
     }
     let d = format!("{value:.1}{unit} (limit < {limit:.1}{unit})");
-    if value < limit { Verdict::Pass(d) } else { Verdict::Fail(d) }
+    if value < limit {
+        Verdict::Pass(d)
+    } else {
+        Verdict::Fail(d)
+    }
 }
 
 #[cfg(test)]
@@ -152,7 +160,13 @@ mod tests {
     #[test]
     fn added_latency_is_difference_of_percentiles() {
         let a = added_latency(&summary(180.0, 450.0), &summary(100.0, 300.0));
-        assert_eq!(a, AddedLatency { p50_us: 80.0, p99_us: 150.0 });
+        assert_eq!(
+            a,
+            AddedLatency {
+                p50_us: 80.0,
+                p99_us: 150.0
+            }
+        );
         // Noise can make a proxy look faster than direct; keep the sign.
         let b = added_latency(&summary(95.0, 290.0), &summary(100.0, 300.0));
         assert_eq!(b.p50_us, -5.0);

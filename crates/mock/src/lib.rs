@@ -1,1 +1,93 @@
+//! `tollgate-mock`: a fast, deterministic stand-in for LLM providers.
+//!
+//! Serves OpenAI (`/v1/chat/completions`, `/v1/embeddings`, `/v1/models`)
+//! and Anthropic (`/v1/messages`) APIs with provider-exact JSON and SSE
+//! shapes, over HTTP/1.1 and h2c. Latency, errors and disconnects are
+//! configurable server-wide (flags) and per request, through `x-mock-<name>`
+//! headers or a `[mock key=value ...]` directive in the last user message
+//! (directive > header > flag). Keys: `ttft_ms`, `token_delay_ms`, `tokens`,
+//! `header_delay_ms`, `disconnect_after`, `status`, `error_rate`,
+//! `error_status`.
 
+mod anthropic;
+mod api_error;
+mod body;
+mod config;
+mod openai;
+mod request;
+mod server;
+mod text;
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub use body::{Disconnect, MockBody};
+pub use config::{MockArgs, MockConfig};
+pub use server::serve;
+
+/// Failures of [`run`].
+#[derive(Debug, thiserror::Error)]
+pub enum MockError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot install signal handler: {0}")]
+    Signal(#[source] std::io::Error),
+    #[error("cannot announce listening address: {0}")]
+    Announce(#[source] std::io::Error),
+    #[error("server failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Binds `args.listen`, prints `listening data=http://ADDR` on stdout, and
+/// serves until SIGTERM or SIGINT, then drains in-flight requests.
+pub async fn run(args: MockArgs) -> Result<(), MockError> {
+    let config = Arc::new(args.config());
+    let shutdown = shutdown_signal().map_err(MockError::Signal)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| MockError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(MockError::Announce)?;
+    {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "listening data=http://{addr}")
+            .and_then(|()| stdout.flush())
+            .map_err(MockError::Announce)?;
+    }
+    tracing::info!(%addr, "tollgate-mock listening");
+    serve(listener, config, shutdown)
+        .await
+        .map_err(MockError::Serve)
+}
+
+/// Resolves on the first SIGTERM or SIGINT. Handlers are installed before
+/// returning so a signal arriving right after startup is not missed.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            if let Err(err) = tokio::signal::ctrl_c().await {
+                tracing::warn!(%err, "ctrl-c handler failed; shutting down");
+            }
+        })
+    }
+}

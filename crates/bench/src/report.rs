@@ -1,0 +1,820 @@
+//! Result model (serialised to JSON as-is) and the human-readable report.
+
+use crate::load::PhaseOutcome;
+use crate::procfs::MemStatus;
+use crate::stats::{
+    self, AddedLatency, CPU_NOISE_FLOOR_US, LATENCY_NOISE_FLOOR_US, Verdict, added_latency,
+};
+use serde::Serialize;
+use std::fmt::Write as _;
+
+pub const DIRECT: &str = "mock-direct";
+pub const NGINX: &str = "nginx";
+pub const TOLLGATE: &str = "tollgate";
+
+/// Thresholds of the summary block.
+pub const MAX_ADDED_P50_RATIO: f64 = 2.0;
+pub const MAX_CPU_RATIO: f64 = 2.0;
+pub const MAX_STREAM_OVERHEAD_MS: f64 = 0.5;
+pub const MAX_IDLE_RSS_MB: f64 = 30.0;
+
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct CpuPerRequest {
+    /// Target process(es): utime+stime delta / requests sent.
+    pub target_us: Option<f64>,
+    /// The mock behind the proxy (same as target for mock-direct).
+    pub backend_us: Option<f64>,
+    /// This load generator, for judging whether it was a bottleneck.
+    pub loadgen_us: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseResult {
+    /// Open loop: the scheduled rate.
+    pub rate: Option<f64>,
+    #[serde(flatten)]
+    pub outcome: PhaseOutcome,
+    pub cpu_per_request: CpuPerRequest,
+}
+
+impl PhaseResult {
+    /// Enough successful requests for its numbers to mean something: at
+    /// least one success and at most 1% errors.
+    pub fn usable(&self) -> bool {
+        let o = &self.outcome;
+        o.ok > 0 && o.errors * 100 <= o.planned.max(1)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct MemoryReport {
+    /// Right after start (before any request).
+    pub after_start: MemStatus,
+    /// Idle, right after warm-up.
+    pub after_warmup: MemStatus,
+    /// After all load phases; `vm_hwm_kib` is the peak.
+    pub after_load: MemStatus,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetReport {
+    pub name: String,
+    /// `None` if the target ran; otherwise why it was skipped.
+    pub skipped: Option<String>,
+    pub notes: Vec<String>,
+    pub warmup: Option<PhaseResult>,
+    pub open_loop: Vec<PhaseResult>,
+    pub closed_loop: Option<PhaseResult>,
+    pub streaming_ttfb: Option<PhaseResult>,
+    pub memory: Option<MemoryReport>,
+    pub shutdown: Option<String>,
+}
+
+impl TargetReport {
+    pub fn skipped(name: &str, why: String) -> Self {
+        TargetReport {
+            name: name.into(),
+            skipped: Some(why),
+            notes: Vec::new(),
+            warmup: None,
+            open_loop: Vec::new(),
+            closed_loop: None,
+            streaming_ttfb: None,
+            memory: None,
+            shutdown: None,
+        }
+    }
+
+    fn open_at(&self, rate: f64) -> Option<&PhaseResult> {
+        self.open_loop.iter().find(|p| p.rate == Some(rate))
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AddedAtRate {
+    pub rate: f64,
+    pub added: AddedLatency,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Ratios {
+    pub rate: f64,
+    pub added_p50: Option<f64>,
+    pub added_p99: Option<f64>,
+    pub cpu_per_request: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    pub target: String,
+    /// Target minus mock-direct, per open-loop rate.
+    pub added_latency: Vec<AddedAtRate>,
+    /// Streaming first-byte p50/p99 minus mock-direct's, µs.
+    pub stream_ttfb_overhead_p50_us: Option<f64>,
+    pub stream_ttfb_overhead_p99_us: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub name: String,
+    #[serde(flatten)]
+    pub verdict: Verdict,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Meta {
+    pub quick: bool,
+    pub phase_duration_s: f64,
+    pub warmup_s: f64,
+    pub open_loop_rates: Vec<f64>,
+    pub open_loop_connections: usize,
+    pub closed_loop_concurrency: usize,
+    pub stream_requests: u64,
+    pub request_timeout_ms: u64,
+    pub loadgen_threads: usize,
+    pub cpus_online: usize,
+    pub clock_ticks_per_sec: u64,
+    pub mock: String,
+    pub nginx: String,
+    pub tollgate: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub meta: Meta,
+    pub targets: Vec<TargetReport>,
+    pub comparisons: Vec<Comparison>,
+    /// tollgate ÷ nginx, per open-loop rate.
+    pub tollgate_vs_nginx: Vec<Ratios>,
+    pub summary: Vec<Check>,
+}
+
+impl BenchReport {
+    pub fn new(meta: Meta, targets: Vec<TargetReport>) -> Self {
+        let find = |n: &str| targets.iter().find(|t| t.name == n && t.skipped.is_none());
+        let direct = find(DIRECT);
+        let mut comparisons = Vec::new();
+        for name in [NGINX, TOLLGATE] {
+            if let (Some(d), Some(t)) = (direct, find(name)) {
+                comparisons.push(compare(d, t, &meta.open_loop_rates));
+            }
+        }
+        let tollgate_vs_nginx = match (find(NGINX), find(TOLLGATE)) {
+            (Some(n), Some(t)) => meta
+                .open_loop_rates
+                .iter()
+                .map(|&rate| ratios(rate, &comparisons, n, t))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let summary = summary_checks(&meta, &targets, &comparisons);
+        BenchReport {
+            meta,
+            targets,
+            comparisons,
+            tollgate_vs_nginx,
+            summary,
+        }
+    }
+}
+
+fn compare(direct: &TargetReport, t: &TargetReport, rates: &[f64]) -> Comparison {
+    let added: Vec<AddedAtRate> = rates
+        .iter()
+        .filter_map(|&rate| {
+            let (d, x) = (direct.open_at(rate)?, t.open_at(rate)?);
+            (d.usable() && x.usable()).then(|| AddedAtRate {
+                rate,
+                added: added_latency(&x.outcome.latency, &d.outcome.latency),
+            })
+        })
+        .collect();
+    let stream = match (&direct.streaming_ttfb, &t.streaming_ttfb) {
+        (Some(d), Some(x)) if d.usable() && x.usable() => {
+            Some(added_latency(&x.outcome.latency, &d.outcome.latency))
+        }
+        _ => None,
+    };
+    Comparison {
+        target: t.name.clone(),
+        added_latency: added,
+        stream_ttfb_overhead_p50_us: stream.map(|s| s.p50_us),
+        stream_ttfb_overhead_p99_us: stream.map(|s| s.p99_us),
+    }
+}
+
+fn added_for<'a>(
+    comparisons: &'a [Comparison],
+    target: &str,
+    rate: f64,
+) -> Option<&'a AddedLatency> {
+    comparisons
+        .iter()
+        .find(|c| c.target == target)?
+        .added_latency
+        .iter()
+        .find(|a| a.rate == rate)
+        .map(|a| &a.added)
+}
+
+fn cpu_at(t: &TargetReport, rate: f64) -> Option<f64> {
+    t.open_at(rate)
+        .filter(|p| p.usable())?
+        .cpu_per_request
+        .target_us
+}
+
+fn ratios(
+    rate: f64,
+    comparisons: &[Comparison],
+    nginx: &TargetReport,
+    tg: &TargetReport,
+) -> Ratios {
+    let n = added_for(comparisons, NGINX, rate);
+    let t = added_for(comparisons, TOLLGATE, rate);
+    let lat = |f: fn(&AddedLatency) -> f64| stats::ratio(f(t?), f(n?), LATENCY_NOISE_FLOOR_US);
+    Ratios {
+        rate,
+        added_p50: lat(|a| a.p50_us),
+        added_p99: lat(|a| a.p99_us),
+        cpu_per_request: cpu_at(tg, rate)
+            .zip(cpu_at(nginx, rate))
+            .and_then(|(t, n)| stats::ratio(t, n, CPU_NOISE_FLOOR_US)),
+    }
+}
+
+fn summary_checks(meta: &Meta, targets: &[TargetReport], comparisons: &[Comparison]) -> Vec<Check> {
+    let find = |n: &str| targets.iter().find(|t| t.name == n);
+    let check = |name: String, verdict: Verdict| Check { name, verdict };
+    let mut out = Vec::new();
+    let tg = find(TOLLGATE);
+    let tg_ran = tg.filter(|t| t.skipped.is_none());
+    let skip_reason = match tg {
+        Some(t) => t.skipped.clone().unwrap_or_default(),
+        None => "not run".into(),
+    };
+    let nginx_ran = find(NGINX).filter(|t| t.skipped.is_none());
+    // Headline rate: the highest open-loop rate (most load, least noise).
+    let rate = meta
+        .open_loop_rates
+        .iter()
+        .copied()
+        .fold(f64::NAN, f64::max);
+
+    let latency_name =
+        |r: f64| format!("added p50 latency <= {MAX_ADDED_P50_RATIO}x nginx @ {r} req/s");
+    let cpu_name = format!("CPU/request <= {MAX_CPU_RATIO}x nginx @ {rate} req/s");
+    let stream_name = format!("streaming first-byte overhead (p50) < {MAX_STREAM_OVERHEAD_MS} ms");
+    let rss_name = format!("idle RSS (after warm-up) < {MAX_IDLE_RSS_MB} MB");
+
+    let Some(tg) = tg_ran else {
+        let names = meta.open_loop_rates.iter().map(|&r| latency_name(r));
+        for name in names.chain([cpu_name, stream_name, rss_name]) {
+            out.push(check(
+                name,
+                Verdict::Skipped(format!("tollgate skipped: {skip_reason}")),
+            ));
+        }
+        return out;
+    };
+
+    // A target that mostly failed must not "pass" on an empty histogram.
+    let tg_phase_failure = |p: Option<&PhaseResult>| -> Option<Verdict> {
+        match p {
+            None => Some(Verdict::Fail("phase did not run".into())),
+            Some(p) if !p.usable() => Some(Verdict::Fail(format!(
+                "{} errors of {} requests (first: {})",
+                p.outcome.errors,
+                p.outcome.planned,
+                p.outcome.first_error.as_deref().unwrap_or("-")
+            ))),
+            _ => None,
+        }
+    };
+
+    for r in &meta.open_loop_rates {
+        let name = latency_name(*r);
+        let v = tg_phase_failure(tg.open_at(*r)).unwrap_or_else(|| {
+            match (
+                added_for(comparisons, TOLLGATE, *r),
+                added_for(comparisons, NGINX, *r),
+            ) {
+                (Some(t), Some(n)) => stats::check_ratio(
+                    t.p50_us,
+                    n.p50_us,
+                    MAX_ADDED_P50_RATIO,
+                    LATENCY_NOISE_FLOOR_US,
+                    "us",
+                ),
+                _ => Verdict::Skipped("no nginx or mock-direct baseline".into()),
+            }
+        });
+        out.push(check(name, v));
+    }
+
+    let name = cpu_name;
+    let v = tg_phase_failure(tg.open_at(rate)).unwrap_or_else(|| {
+        match (cpu_at(tg, rate), nginx_ran.and_then(|n| cpu_at(n, rate))) {
+            (Some(t), Some(n)) => stats::check_ratio(t, n, MAX_CPU_RATIO, CPU_NOISE_FLOOR_US, "us"),
+            _ => Verdict::Skipped("no nginx baseline".into()),
+        }
+    });
+    out.push(check(name, v));
+
+    let name = stream_name;
+    let v = tg_phase_failure(tg.streaming_ttfb.as_ref()).unwrap_or_else(|| {
+        match comparisons
+            .iter()
+            .find(|c| c.target == TOLLGATE)
+            .and_then(|c| c.stream_ttfb_overhead_p50_us)
+        {
+            Some(us) => stats::check_below(us / 1e3, MAX_STREAM_OVERHEAD_MS, "ms"),
+            None => Verdict::Skipped("no mock-direct streaming baseline".into()),
+        }
+    });
+    out.push(check(name, v));
+
+    let name = rss_name;
+    let v = match tg.memory {
+        Some(m) => stats::check_below(
+            m.after_warmup.vm_rss_kib as f64 / 1024.0,
+            MAX_IDLE_RSS_MB,
+            "MB",
+        ),
+        None => Verdict::Skipped("no memory sample".into()),
+    };
+    out.push(check(name, v));
+    out
+}
+
+// ---------------------------------------------------------------- printing
+
+fn us(v: f64) -> String {
+    if v.abs() >= 10_000.0 {
+        format!("{:.1}ms", v / 1e3)
+    } else {
+        format!("{v:.0}us")
+    }
+}
+
+fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
+    v.map(f).unwrap_or_else(|| "-".into())
+}
+
+fn mb(kib: u64) -> String {
+    format!("{:.1}MB", kib as f64 / 1024.0)
+}
+
+fn errors(o: &PhaseOutcome) -> String {
+    if o.errors == 0 {
+        "0".into()
+    } else {
+        let kinds: Vec<String> = o
+            .error_kinds
+            .iter()
+            .map(|(k, v)| format!("{k}:{v}"))
+            .collect();
+        format!("{} ({})", o.errors, kinds.join(","))
+    }
+}
+
+fn row(out: &mut String, cells: &[String], widths: &[usize]) {
+    for (c, w) in cells.iter().zip(widths) {
+        let _ = write!(out, "{c:<w$} ");
+    }
+    let _ = writeln!(out);
+}
+
+impl BenchReport {
+    pub fn render(&self) -> String {
+        let m = &self.meta;
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "tollgate-bench{} — all traffic on 127.0.0.1",
+            if m.quick { " (quick)" } else { "" }
+        );
+        let _ = writeln!(
+            o,
+            "cpus={} loadgen_threads={} phase={}s warmup={}s timeout={}ms; mock: {}; nginx: {} (worker_processes 1, upstream keepalive 64, proxy_buffering off); tollgate: {}",
+            m.cpus_online,
+            m.loadgen_threads,
+            m.phase_duration_s,
+            m.warmup_s,
+            m.request_timeout_ms,
+            m.mock,
+            m.nginx,
+            m.tollgate
+        );
+        for t in &self.targets {
+            if let Some(why) = &t.skipped {
+                let _ = writeln!(o, "NOTE: target {} SKIPPED: {}", t.name, why);
+            }
+            for n in &t.notes {
+                let _ = writeln!(o, "NOTE: {}: {}", t.name, n);
+            }
+        }
+        let ran: Vec<&TargetReport> = self
+            .targets
+            .iter()
+            .filter(|t| t.skipped.is_none())
+            .collect();
+
+        for &rate in &m.open_loop_rates {
+            let _ = writeln!(
+                o,
+                "\n== Open loop {rate} req/s, {}s, {} keep-alive conns (latency from intended send time) ==",
+                m.phase_duration_s, m.open_loop_connections
+            );
+            let w = [12, 9, 8, 8, 8, 8, 8, 9, 9, 10, 9, 12];
+            row(
+                &mut o,
+                &[
+                    "target", "achieved", "ok", "p50", "p90", "p99", "p99.9", "max", "cpu/req",
+                    "mock cpu", "lag p99", "errors",
+                ]
+                .map(String::from),
+                &w,
+            );
+            for t in &ran {
+                if let Some(p) = t.open_at(rate) {
+                    let l = &p.outcome.latency;
+                    row(
+                        &mut o,
+                        &[
+                            t.name.clone(),
+                            format!("{:.0}/s", p.outcome.achieved_rps),
+                            p.outcome.ok.to_string(),
+                            us(l.p50_us),
+                            us(l.p90_us),
+                            us(l.p99_us),
+                            us(l.p999_us),
+                            us(l.max_us),
+                            opt(p.cpu_per_request.target_us, |v| format!("{v:.1}us")),
+                            opt(p.cpu_per_request.backend_us, |v| format!("{v:.1}us")),
+                            opt(p.outcome.send_lag.map(|s| s.p99_us), us),
+                            errors(&p.outcome),
+                        ],
+                        &w,
+                    );
+                }
+            }
+        }
+
+        let _ = writeln!(
+            o,
+            "\n== Added latency vs mock-direct (difference of percentiles, same rate) =="
+        );
+        let w = [12, 10, 11, 11];
+        row(
+            &mut o,
+            &["target", "rate", "added p50", "added p99"].map(String::from),
+            &w,
+        );
+        for c in &self.comparisons {
+            for a in &c.added_latency {
+                row(
+                    &mut o,
+                    &[
+                        c.target.clone(),
+                        format!("{}/s", a.rate),
+                        us(a.added.p50_us),
+                        us(a.added.p99_us),
+                    ],
+                    &w,
+                );
+            }
+        }
+
+        let _ = writeln!(
+            o,
+            "\n== Closed loop, {} workers, {}s (max throughput) ==",
+            m.closed_loop_concurrency, m.phase_duration_s
+        );
+        let w = [12, 10, 8, 8, 9, 9, 10, 12];
+        row(
+            &mut o,
+            &[
+                "target", "req/s", "p50", "p99", "max", "cpu/req", "gen cpu", "errors",
+            ]
+            .map(String::from),
+            &w,
+        );
+        for t in &ran {
+            if let Some(p) = &t.closed_loop {
+                let l = &p.outcome.latency;
+                row(
+                    &mut o,
+                    &[
+                        t.name.clone(),
+                        format!("{:.0}", p.outcome.achieved_rps),
+                        us(l.p50_us),
+                        us(l.p99_us),
+                        us(l.max_us),
+                        opt(p.cpu_per_request.target_us, |v| format!("{v:.1}us")),
+                        opt(p.cpu_per_request.loadgen_us, |v| format!("{v:.1}us")),
+                        errors(&p.outcome),
+                    ],
+                    &w,
+                );
+            }
+        }
+
+        let _ = writeln!(
+            o,
+            "\n== Streaming time to first body byte ({} sequential stream:true requests, mock TTFT 0) ==",
+            m.stream_requests
+        );
+        let w = [12, 7, 8, 8, 8, 14, 14, 12];
+        row(
+            &mut o,
+            &[
+                "target",
+                "ok",
+                "p50",
+                "p99",
+                "max",
+                "overhead p50",
+                "overhead p99",
+                "errors",
+            ]
+            .map(String::from),
+            &w,
+        );
+        for t in &ran {
+            if let Some(p) = &t.streaming_ttfb {
+                let l = &p.outcome.latency;
+                let c = self.comparisons.iter().find(|c| c.target == t.name);
+                row(
+                    &mut o,
+                    &[
+                        t.name.clone(),
+                        p.outcome.ok.to_string(),
+                        us(l.p50_us),
+                        us(l.p99_us),
+                        us(l.max_us),
+                        opt(c.and_then(|c| c.stream_ttfb_overhead_p50_us), us),
+                        opt(c.and_then(|c| c.stream_ttfb_overhead_p99_us), us),
+                        errors(&p.outcome),
+                    ],
+                    &w,
+                );
+            }
+        }
+
+        let _ = writeln!(o, "\n== Memory (nginx: master + worker summed) ==");
+        let w = [12, 13, 14, 13, 13];
+        row(
+            &mut o,
+            &[
+                "target",
+                "RSS @start",
+                "RSS @warm",
+                "RSS @end",
+                "peak (HWM)",
+            ]
+            .map(String::from),
+            &w,
+        );
+        for t in &ran {
+            if let Some(mem) = &t.memory {
+                row(
+                    &mut o,
+                    &[
+                        t.name.clone(),
+                        mb(mem.after_start.vm_rss_kib),
+                        mb(mem.after_warmup.vm_rss_kib),
+                        mb(mem.after_load.vm_rss_kib),
+                        mb(mem.after_load.vm_hwm_kib),
+                    ],
+                    &w,
+                );
+            }
+        }
+
+        if !self.tollgate_vs_nginx.is_empty() {
+            let _ = writeln!(
+                o,
+                "\n== Ratio tollgate / nginx (baseline clamped to >= {LATENCY_NOISE_FLOOR_US}us latency, >= {CPU_NOISE_FLOOR_US}us CPU) =="
+            );
+            let w = [10, 11, 11, 9];
+            row(
+                &mut o,
+                &["rate", "added p50", "added p99", "cpu/req"].map(String::from),
+                &w,
+            );
+            for r in &self.tollgate_vs_nginx {
+                let x = |v: Option<f64>| opt(v, |v| format!("{v:.2}x"));
+                row(
+                    &mut o,
+                    &[
+                        format!("{}/s", r.rate),
+                        x(r.added_p50),
+                        x(r.added_p99),
+                        x(r.cpu_per_request),
+                    ],
+                    &w,
+                );
+            }
+        }
+
+        let _ = writeln!(o, "\n== Summary: tollgate targets ==");
+        for c in &self.summary {
+            let _ = writeln!(
+                o,
+                "[{}] {}: {}",
+                c.verdict.label(),
+                c.name,
+                c.verdict.detail()
+            );
+        }
+        o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::LatencySummary;
+    use std::collections::BTreeMap;
+
+    const RATES: [f64; 2] = [500.0, 2000.0];
+
+    fn meta() -> Meta {
+        Meta {
+            quick: true,
+            phase_duration_s: 1.0,
+            warmup_s: 0.1,
+            open_loop_rates: RATES.to_vec(),
+            open_loop_connections: 64,
+            closed_loop_concurrency: 32,
+            stream_requests: 10,
+            request_timeout_ms: 5000,
+            loadgen_threads: 1,
+            cpus_online: 2,
+            clock_ticks_per_sec: 100,
+            mock: "test".into(),
+            nginx: "test".into(),
+            tollgate: "test".into(),
+        }
+    }
+
+    fn phase(rate: Option<f64>, p50: f64, p99: f64, cpu: f64, ok: u64, errors: u64) -> PhaseResult {
+        let mut error_kinds = BTreeMap::new();
+        if errors > 0 {
+            error_kinds.insert("status_502".to_string(), errors);
+        }
+        PhaseResult {
+            rate,
+            outcome: PhaseOutcome {
+                planned: ok + errors,
+                sent: ok + errors,
+                ok,
+                errors,
+                error_kinds,
+                first_error: (errors > 0).then(|| "HTTP status 502".into()),
+                elapsed_s: 1.0,
+                achieved_rps: ok as f64,
+                latency: LatencySummary {
+                    count: ok,
+                    p50_us: p50,
+                    p99_us: p99,
+                    ..Default::default()
+                },
+                send_lag: None,
+            },
+            cpu_per_request: CpuPerRequest {
+                target_us: Some(cpu),
+                backend_us: Some(10.0),
+                loadgen_us: Some(5.0),
+            },
+        }
+    }
+
+    /// A target whose every phase has the given p50 (p99 = 3x), CPU, stream
+    /// first-byte p50 and idle RSS.
+    fn target(name: &str, p50: f64, cpu: f64, ttfb: f64, rss_mb: u64, errors: u64) -> TargetReport {
+        let ok = if errors > 0 { 0 } else { 1000 };
+        let mut t = TargetReport::skipped(name, String::new());
+        t.skipped = None;
+        t.open_loop = RATES
+            .iter()
+            .map(|&r| phase(Some(r), p50, 3.0 * p50, cpu, ok, errors))
+            .collect();
+        t.closed_loop = Some(phase(None, p50, 3.0 * p50, cpu, ok, errors));
+        t.streaming_ttfb = Some(phase(None, ttfb, 2.0 * ttfb, cpu, ok, errors));
+        let m = MemStatus {
+            vm_rss_kib: rss_mb * 1024,
+            vm_hwm_kib: rss_mb * 1024,
+        };
+        t.memory = Some(MemoryReport {
+            after_start: m,
+            after_warmup: m,
+            after_load: m,
+        });
+        t
+    }
+
+    fn labels(r: &BenchReport) -> Vec<&'static str> {
+        r.summary.iter().map(|c| c.verdict.label()).collect()
+    }
+
+    #[test]
+    fn all_pass_and_ratios() {
+        let r = BenchReport::new(
+            meta(),
+            vec![
+                target(DIRECT, 100.0, 10.0, 40.0, 4, 0),
+                target(NGINX, 130.0, 20.0, 90.0, 12, 0),
+                target(TOLLGATE, 150.0, 35.0, 240.0, 20, 0),
+            ],
+        );
+        assert_eq!(labels(&r), ["PASS"; 5]);
+        let tg = r.comparisons.iter().find(|c| c.target == TOLLGATE).unwrap();
+        assert_eq!(tg.added_latency[0].added.p50_us, 50.0);
+        assert_eq!(tg.added_latency[0].added.p99_us, 150.0);
+        assert_eq!(tg.stream_ttfb_overhead_p50_us, Some(200.0));
+        let ratio = &r.tollgate_vs_nginx[1];
+        assert_eq!(ratio.rate, 2000.0);
+        assert!((ratio.added_p50.unwrap() - 50.0 / 30.0).abs() < 1e-9);
+        assert!((ratio.added_p99.unwrap() - 150.0 / 90.0).abs() < 1e-9);
+        assert!((ratio.cpu_per_request.unwrap() - 1.75).abs() < 1e-9);
+        let text = r.render();
+        for needle in [
+            "Open loop 500",
+            "Closed loop",
+            "Streaming",
+            "Memory",
+            "Ratio tollgate / nginx",
+            "[PASS]",
+        ] {
+            assert!(text.contains(needle), "missing {needle}");
+        }
+    }
+
+    #[test]
+    fn all_fail() {
+        let r = BenchReport::new(
+            meta(),
+            vec![
+                target(DIRECT, 100.0, 10.0, 40.0, 4, 0),
+                target(NGINX, 130.0, 20.0, 90.0, 12, 0),
+                target(TOLLGATE, 200.0, 45.0, 600.0, 40, 0),
+            ],
+        );
+        assert_eq!(labels(&r), ["FAIL"; 5]);
+    }
+
+    #[test]
+    fn erroring_tollgate_fails_instead_of_passing_on_empty_data() {
+        // p50 of 0 on an all-error run would otherwise look like a win.
+        let r = BenchReport::new(
+            meta(),
+            vec![
+                target(DIRECT, 100.0, 10.0, 40.0, 4, 0),
+                target(NGINX, 130.0, 20.0, 90.0, 12, 0),
+                target(TOLLGATE, 0.0, 1.0, 0.0, 10, 50),
+            ],
+        );
+        assert_eq!(labels(&r), ["FAIL", "FAIL", "FAIL", "FAIL", "PASS"]);
+        assert!(r.summary[0].verdict.detail().contains("502"));
+        let tg = r.comparisons.iter().find(|c| c.target == TOLLGATE).unwrap();
+        assert!(tg.added_latency.is_empty());
+    }
+
+    #[test]
+    fn skipped_tollgate_or_nginx() {
+        let r = BenchReport::new(
+            meta(),
+            vec![
+                target(DIRECT, 100.0, 10.0, 40.0, 4, 0),
+                target(NGINX, 130.0, 20.0, 90.0, 12, 0),
+                TargetReport::skipped(TOLLGATE, "binary not found".into()),
+            ],
+        );
+        assert_eq!(labels(&r), ["SKIP"; 5]);
+        assert!(r.summary[0].verdict.detail().contains("binary not found"));
+        assert!(r.tollgate_vs_nginx.is_empty());
+        assert!(r.render().contains("SKIPPED: binary not found"));
+
+        // Without nginx the ratio checks can't be judged; absolute ones can.
+        let r = BenchReport::new(
+            meta(),
+            vec![
+                target(DIRECT, 100.0, 10.0, 40.0, 4, 0),
+                TargetReport::skipped(NGINX, "no nginx".into()),
+                target(TOLLGATE, 150.0, 35.0, 240.0, 20, 0),
+            ],
+        );
+        assert_eq!(labels(&r), ["SKIP", "SKIP", "SKIP", "PASS", "PASS"]);
+    }
+
+    #[test]
+    fn json_shape() {
+        let r = BenchReport::new(meta(), vec![TargetReport::skipped(TOLLGATE, "x".into())]);
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["summary"][0]["verdict"], "SKIPPED");
+        assert!(v["targets"][0]["skipped"].is_string());
+        assert!(v["meta"]["open_loop_rates"].is_array());
+    }
+}

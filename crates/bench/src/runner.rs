@@ -1,0 +1,322 @@
+//! Orchestration: start each target in turn in front of one shared mock,
+//! warm up, run the measured phases, sample CPU/RSS around them, stop it.
+
+use crate::client::{RequestTemplate, chat_body};
+use crate::error::{BenchError, Result};
+use crate::load::{self, ClosedLoopConfig, Measure, OpenLoopConfig, PhaseOutcome};
+use crate::procfs;
+use crate::report::{
+    BenchReport, CpuPerRequest, DIRECT, MemoryReport, Meta, NGINX, PhaseResult, TOLLGATE,
+    TargetReport,
+};
+use crate::targets::{self, MockSource, Process};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::runtime::Runtime;
+
+const CHAT_PATH: &str = "/v1/chat/completions";
+/// Pause between phases so closed connections and TIME_WAIT churn settle.
+const SETTLE: Duration = Duration::from_millis(300);
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub quick: bool,
+    pub phase: Duration,
+    pub warmup: Duration,
+    pub rates: Vec<f64>,
+    pub connections: usize,
+    pub concurrency: usize,
+    pub stream_requests: u64,
+    pub timeout: Duration,
+    pub loadgen_threads: usize,
+    pub tollgate_bin: PathBuf,
+    pub nginx_bin: PathBuf,
+    pub mock: MockSource,
+    /// Extra time for an open-loop backlog to drain before unsent requests
+    /// are written off as errors.
+    pub grace: Duration,
+    /// Wall-clock cap on the streaming phase.
+    pub stream_cap: Duration,
+}
+
+/// What the runner needs to know about a started target.
+struct Target<'a> {
+    name: &'static str,
+    addr: SocketAddr,
+    model: &'static str,
+    /// PIDs whose CPU/RSS count as the target's (re-evaluated per sample
+    /// because nginx workers are child processes).
+    pids: &'a dyn Fn() -> Vec<u32>,
+    mock_pid: u32,
+}
+
+pub fn run(plan: &Plan, workdir: &Path) -> Result<BenchReport> {
+    // The load generator's own runtime, sized explicitly so it leaves the
+    // rest of the (2-core) machine to the processes under test.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(plan.loadgen_threads.max(1))
+        .thread_name("loadgen")
+        .enable_all()
+        .build()?;
+
+    // One mock for all targets: every target talks to the same backend
+    // process, and the mock never restarts between targets.
+    let (mut mock, mock_addr) = targets::start_mock(&plan.mock, workdir)?;
+    let mock_pid = mock.pid();
+    eprintln!("mock listening on {mock_addr} (pid {mock_pid})");
+
+    let mut reports = Vec::new();
+
+    let direct_pids = move || vec![mock_pid];
+    reports.push(run_target(
+        &rt,
+        plan,
+        &Target {
+            name: DIRECT,
+            addr: mock_addr,
+            model: "mock-chat",
+            pids: &direct_pids,
+            mock_pid,
+        },
+    ));
+
+    match targets::start_nginx(&plan.nginx_bin, mock_addr, workdir) {
+        Ok((mut p, addr)) => {
+            let master = p.pid();
+            let pids = move || procfs::with_children(master);
+            let mut r = run_target(
+                &rt,
+                plan,
+                &Target {
+                    name: NGINX,
+                    addr,
+                    model: "mock-chat",
+                    pids: &pids,
+                    mock_pid,
+                },
+            );
+            r.notes.push(format!(
+                "worker_processes {}, upstream keepalive {}",
+                targets::NGINX_WORKER_PROCESSES,
+                targets::NGINX_UPSTREAM_KEEPALIVE
+            ));
+            r.shutdown = Some(stop(&mut p));
+            reports.push(r);
+        }
+        Err(e) => reports.push(TargetReport::skipped(NGINX, e.to_string())),
+    }
+
+    match targets::start_tollgate(&plan.tollgate_bin, mock_addr, workdir) {
+        Ok((mut p, addr)) => {
+            let pid = p.pid();
+            let pids = move || vec![pid];
+            let mut r = run_target(
+                &rt,
+                plan,
+                &Target {
+                    name: TOLLGATE,
+                    addr,
+                    model: "chat",
+                    pids: &pids,
+                    mock_pid,
+                },
+            );
+            r.shutdown = Some(stop(&mut p));
+            reports.push(r);
+        }
+        Err(e) => reports.push(TargetReport::skipped(TOLLGATE, e.to_string())),
+    }
+
+    if let Some(why) = mock.exited() {
+        return Err(BenchError::NotReady {
+            what: "mock".into(),
+            reason: format!(
+                "died during the run: {why}; stderr:\n{}",
+                mock.stderr_tail()
+            ),
+        });
+    }
+    let _ = stop(&mut mock);
+    rt.shutdown_timeout(Duration::from_secs(1));
+
+    Ok(BenchReport::new(meta(plan), reports))
+}
+
+fn stop(p: &mut Process) -> String {
+    p.stop(Duration::from_secs(5))
+}
+
+#[derive(Clone, Copy)]
+struct CpuSample {
+    target: Option<Duration>,
+    backend: Option<Duration>,
+    loadgen: Option<Duration>,
+}
+
+fn sample(t: &Target) -> CpuSample {
+    CpuSample {
+        target: procfs::cpu_time(&(t.pids)()).ok(),
+        backend: procfs::cpu_time(&[t.mock_pid]).ok(),
+        loadgen: procfs::cpu_time(&[std::process::id()]).ok(),
+    }
+}
+
+fn per_request(before: CpuSample, after: CpuSample, requests: u64) -> CpuPerRequest {
+    let f = |b: Option<Duration>, a: Option<Duration>| procfs::cpu_us_per_request(b?, a?, requests);
+    CpuPerRequest {
+        target_us: f(before.target, after.target),
+        backend_us: f(before.backend, after.backend),
+        loadgen_us: f(before.loadgen, after.loadgen),
+    }
+}
+
+/// Runs one load phase with CPU sampled immediately around it.
+fn measured(
+    rt: &Runtime,
+    t: &Target,
+    rate: Option<f64>,
+    phase: impl Future<Output = PhaseOutcome>,
+) -> PhaseResult {
+    let before = sample(t);
+    let outcome = rt.block_on(phase);
+    let after = sample(t);
+    let cpu_per_request = per_request(before, after, outcome.sent);
+    std::thread::sleep(SETTLE);
+    PhaseResult {
+        rate,
+        outcome,
+        cpu_per_request,
+    }
+}
+
+fn memory(t: &Target) -> procfs::MemStatus {
+    procfs::read_mem_sum(&(t.pids)()).unwrap_or_default()
+}
+
+fn run_target(rt: &Runtime, plan: &Plan, t: &Target) -> TargetReport {
+    eprintln!("== {} at {}", t.name, t.addr);
+    let mut report = TargetReport::skipped(t.name, String::new());
+    report.skipped = None;
+    let plain = Arc::new(RequestTemplate::new(
+        t.addr,
+        CHAT_PATH,
+        chat_body(t.model, false),
+    ));
+    let stream = Arc::new(RequestTemplate::new(
+        t.addr,
+        CHAT_PATH,
+        chat_body(t.model, true),
+    ));
+    let mut mem = MemoryReport {
+        after_start: memory(t),
+        ..Default::default()
+    };
+
+    // Warm-up with the open-loop connection count, so the target's own
+    // upstream pool is filled before anything is measured.
+    let warm_cfg = ClosedLoopConfig {
+        concurrency: plan.connections,
+        duration: plan.warmup,
+        max_requests: (plan.warmup.as_secs_f64() * 50_000.0) as u64 + 100,
+        timeout: plan.timeout,
+        measure: Measure::FullResponse,
+    };
+    let warm = measured(rt, t, None, load::closed_loop(plain.clone(), &warm_cfg));
+    let warm_ok = warm.outcome.ok > 0;
+    if !warm_ok {
+        report.notes.push(format!(
+            "warm-up had no successful request (first error: {}); measured phases skipped",
+            warm.outcome.first_error.as_deref().unwrap_or("-")
+        ));
+    }
+    report.warmup = Some(warm);
+    mem.after_warmup = memory(t);
+    if !warm_ok {
+        mem.after_load = mem.after_warmup;
+        report.memory = Some(mem);
+        return report;
+    }
+
+    for &rate in &plan.rates {
+        eprintln!("   open loop {rate} req/s");
+        let cfg = OpenLoopConfig {
+            rate,
+            duration: plan.phase,
+            connections: plan.connections,
+            timeout: plan.timeout,
+            grace: plan.grace,
+        };
+        report.open_loop.push(measured(
+            rt,
+            t,
+            Some(rate),
+            load::open_loop(plain.clone(), &cfg),
+        ));
+    }
+
+    eprintln!("   closed loop x{}", plan.concurrency);
+    let cfg = ClosedLoopConfig {
+        concurrency: plan.concurrency,
+        duration: plan.phase,
+        max_requests: (plan.phase.as_secs_f64() * 200_000.0) as u64,
+        timeout: plan.timeout,
+        measure: Measure::FullResponse,
+    };
+    report.closed_loop = Some(measured(
+        rt,
+        t,
+        None,
+        load::closed_loop(plain.clone(), &cfg),
+    ));
+
+    eprintln!("   streaming first byte x{}", plan.stream_requests);
+    let cfg = ClosedLoopConfig {
+        concurrency: 1,
+        duration: plan.stream_cap,
+        max_requests: plan.stream_requests,
+        timeout: plan.timeout,
+        measure: Measure::FirstByte,
+    };
+    report.streaming_ttfb = Some(measured(rt, t, None, load::closed_loop(stream, &cfg)));
+
+    mem.after_load = memory(t);
+    report.memory = Some(mem);
+    report
+}
+
+fn meta(plan: &Plan) -> Meta {
+    let nginx_version = std::process::Command::new(&plan.nginx_bin)
+        .arg("-v")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stderr).trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown version".into());
+    Meta {
+        quick: plan.quick,
+        phase_duration_s: plan.phase.as_secs_f64(),
+        warmup_s: plan.warmup.as_secs_f64(),
+        open_loop_rates: plan.rates.clone(),
+        open_loop_connections: plan.connections,
+        closed_loop_concurrency: plan.concurrency,
+        stream_requests: plan.stream_requests,
+        request_timeout_ms: plan.timeout.as_millis() as u64,
+        loadgen_threads: plan.loadgen_threads,
+        cpus_online: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        clock_ticks_per_sec: procfs::clock_ticks_per_sec(),
+        mock: match &plan.mock {
+            MockSource::Binary(b) => format!(
+                "one shared process: {} mock (ttft/token delay 0)",
+                b.display()
+            ),
+            MockSource::Stub => {
+                "one shared process: built-in stub (--stub-mock; NOT the real mock)".into()
+            }
+        },
+        nginx: format!("{} ({nginx_version})", plan.nginx_bin.display()),
+        tollgate: plan.tollgate_bin.display().to_string(),
+    }
+}

@@ -1,0 +1,104 @@
+//! Authentication: a client API key (`Authorization: Bearer` or `x-api-key`)
+//! maps to a [`Principal`]. Keys are compared by SHA-256, as stored.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http::HeaderMap;
+use sha2::{Digest, Sha256};
+use tollgate_config::snapshot::{ApiKey, Principal};
+
+use crate::error::ApiError;
+
+#[derive(Debug, Default)]
+pub struct KeyIndex {
+    keys: HashMap<[u8; 32], Arc<Principal>>,
+}
+
+impl KeyIndex {
+    pub fn new(keys: &[ApiKey]) -> Self {
+        let keys = keys
+            .iter()
+            .filter_map(|k| {
+                let mut digest = [0u8; 32];
+                decode_hex(&k.sha256, &mut digest)?;
+                Some((digest, Arc::new(k.principal.clone())))
+            })
+            .collect();
+        Self { keys }
+    }
+
+    /// `Ok(None)` when the gateway has no keys (open); otherwise the
+    /// principal of a valid key, or 401.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Option<Arc<Principal>>, ApiError> {
+        if self.keys.is_empty() {
+            return Ok(None);
+        }
+        let presented = presented_key(headers).ok_or_else(|| {
+            ApiError::unauthorized("You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY' or 'x-api-key: YOUR_KEY'.")
+        })?;
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        self.keys
+            .get(&digest)
+            .cloned()
+            .map(Some)
+            .ok_or_else(|| ApiError::unauthorized("Incorrect API key provided."))
+    }
+}
+
+fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    if let Some(value) = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        let (scheme, key) = value.split_once(' ')?;
+        return scheme.eq_ignore_ascii_case("bearer").then(|| key.trim()).filter(|k| !k.is_empty());
+    }
+    headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim).filter(|k| !k.is_empty())
+}
+
+fn decode_hex(text: &str, out: &mut [u8; 32]) -> Option<()> {
+    if text.len() != 64 {
+        return None;
+    }
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollgate_config::snapshot::api_key_digest;
+
+    fn index() -> KeyIndex {
+        KeyIndex::new(&[ApiKey { sha256: api_key_digest("tg-good"), principal: Principal { user: "ann".into(), ..Default::default() } }])
+    }
+
+    fn headers(name: &'static str, value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(name, value.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn accepts_bearer_and_x_api_key() {
+        let idx = index();
+        assert_eq!(idx.authenticate(&headers("authorization", "Bearer tg-good")).unwrap().unwrap().user, "ann");
+        assert_eq!(idx.authenticate(&headers("authorization", "bearer tg-good")).unwrap().unwrap().user, "ann");
+        assert_eq!(idx.authenticate(&headers("x-api-key", "tg-good")).unwrap().unwrap().user, "ann");
+    }
+
+    #[test]
+    fn rejects_missing_wrong_and_malformed_keys() {
+        let idx = index();
+        for h in [HeaderMap::new(), headers("authorization", "Bearer nope"), headers("authorization", "Basic tg-good"), headers("authorization", "Bearer ")] {
+            let err = idx.authenticate(&h).unwrap_err();
+            assert_eq!(err.status, 401);
+            assert_eq!(err.code, "invalid_api_key");
+        }
+    }
+
+    #[test]
+    fn open_gateway_needs_no_key() {
+        assert!(KeyIndex::new(&[]).authenticate(&HeaderMap::new()).unwrap().is_none());
+    }
+}

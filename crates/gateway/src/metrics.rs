@@ -1,0 +1,101 @@
+//! Prometheus metrics for the data plane, served on the admin port.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of one settled request. Empty strings where a stage was not reached
+/// (for example `route` on a 401).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub endpoint: &'static str,
+    pub route: String,
+    pub provider: String,
+    pub model: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UsageLabels {
+    pub route: String,
+    pub provider: String,
+    pub model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    pub route: String,
+    pub provider: String,
+    pub model: String,
+    pub direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamErrorLabels {
+    pub provider: String,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    pub result: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_duration: Family<RequestLabels, Histogram>,
+    pub time_to_first_token: Family<UsageLabels, Histogram>,
+    pub tokens: Family<TokenLabels, Counter>,
+    pub cost_usd: Family<UsageLabels, Counter<f64, AtomicU64>>,
+    pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    pub in_flight: Gauge,
+    pub reloads: Family<ReloadLabels, Counter>,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms .. ~65 s: gateway overhead at the low end, long generations at the top.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 18))
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("tollgate");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let request_duration = Family::<RequestLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let time_to_first_token = Family::<UsageLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let tokens = Family::<TokenLabels, Counter>::default();
+        let cost_usd = Family::<UsageLabels, Counter<f64, AtomicU64>>::default();
+        let upstream_errors = Family::<UpstreamErrorLabels, Counter>::default();
+        let in_flight = Gauge::default();
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register("requests", "Requests by endpoint, route, provider, model and status", requests.clone());
+        registry.register("request_duration_seconds", "Request latency, to the last byte", request_duration.clone());
+        registry.register("time_to_first_token_seconds", "Streaming: time to the first forwarded chunk", time_to_first_token.clone());
+        registry.register("tokens", "Tokens by direction (input, output, cached_input)", tokens.clone());
+        registry.register("cost_usd", "Estimated cost in USD from the provider catalog prices", cost_usd.clone());
+        registry.register("upstream_errors", "Failed upstream attempts (each may fall back)", upstream_errors.clone());
+        registry.register("requests_in_flight", "Requests being served", in_flight.clone());
+        registry.register("config_reloads", "Configuration reloads by result", reloads.clone());
+        Self { registry, requests, request_duration, time_to_first_token, tokens, cost_usd, upstream_errors, in_flight, reloads }
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

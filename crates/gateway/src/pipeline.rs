@@ -1,0 +1,560 @@
+//! The LLM request pipeline, top to bottom:
+//! authenticate -> read and check the body -> route -> select a backend ->
+//! call the provider (falling back on failure) -> relay -> settle usage.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body::{Body, Frame};
+use http_body_util::{BodyExt, Full, Limited, combinators::BoxBody};
+use hyper::body::Incoming;
+use serde_json::{Map, Value};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::{Instant, Sleep};
+use tollgate_config::snapshot::{Pricing, Route};
+
+use crate::error::ApiError;
+use crate::metrics::{RequestLabels, TokenLabels, UpstreamErrorLabels, UsageLabels};
+use crate::routing::attempt_order;
+use crate::runtime::{Gateway, Runtime};
+use crate::sse::{SseRelay, Usage, usage_of_body};
+use crate::upstream::{Endpoint, UpstreamError};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type ResponseBody = BoxBody<Bytes, BoxError>;
+
+/// Largest upstream error body read back, to quote it to the client.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// Entry point for the client-facing port.
+pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Response<ResponseBody> {
+    let path = request.uri().path();
+    let method = request.method().clone();
+    match (method, path) {
+        (Method::POST, "/v1/chat/completions") => llm(gateway, request, Endpoint::ChatCompletions).await,
+        (Method::POST, "/v1/embeddings") => llm(gateway, request, Endpoint::Embeddings).await,
+        (Method::GET, "/v1/models") => models(&gateway, request.headers(), None),
+        (Method::GET, p) if p.starts_with("/v1/models/") => {
+            let id = p["/v1/models/".len()..].to_string();
+            models(&gateway, request.headers(), Some(&id))
+        }
+        (Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
+        (Method::GET, "/readyz") => readiness(&gateway),
+        (method, path @ ("/v1/chat/completions" | "/v1/embeddings" | "/v1/models" | "/healthz" | "/readyz")) => {
+            ApiError::method_not_allowed(&method, path).into_response::<Full<Bytes>>().map(box_body)
+        }
+        (_, path) => ApiError::not_found(path).into_response::<Full<Bytes>>().map(box_body),
+    }
+}
+
+pub fn box_body<B>(body: B) -> ResponseBody
+where
+    B: Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    body.map_err(Into::into).boxed()
+}
+
+pub fn text(status: StatusCode, body: &'static str) -> Response<ResponseBody> {
+    let mut response = Response::new(box_body(Full::new(Bytes::from_static(body.as_bytes()))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
+
+pub fn readiness(gateway: &Gateway) -> Response<ResponseBody> {
+    if gateway.is_ready() { text(StatusCode::OK, "ready") } else { text(StatusCode::SERVICE_UNAVAILABLE, "not ready") }
+}
+
+fn json_response(status: StatusCode, body: Bytes) -> Response<ResponseBody> {
+    let mut response = Response::new(box_body(Full::new(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn error_response(error: ApiError) -> Response<ResponseBody> {
+    error.into_response::<Full<Bytes>>().map(box_body)
+}
+
+/// `GET /v1/models` and `GET /v1/models/{id}`: the aliases this caller may use.
+fn models(gateway: &Gateway, headers: &HeaderMap, id: Option<&str>) -> Response<ResponseBody> {
+    let Some(runtime) = gateway.runtime() else { return error_response(ApiError::not_ready()) };
+    if let Err(error) = runtime.keys.authenticate(headers) {
+        return error_response(error);
+    }
+    let entry = |alias: &str| serde_json::json!({"id": alias, "object": "model", "created": 0, "owned_by": "tollgate"});
+    let aliases = runtime.routes.visible_aliases(headers);
+    let body = match id {
+        None => serde_json::json!({"object": "list", "data": aliases.iter().map(|a| entry(a)).collect::<Vec<_>>()}),
+        Some(id) if aliases.contains(&id) => entry(id),
+        Some(id) => return error_response(ApiError::model_not_found(id)),
+    };
+    json_response(StatusCode::OK, Bytes::from(body.to_string()))
+}
+
+/// Counts a request in flight until dropped.
+struct InFlight(Arc<Gateway>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.metrics.in_flight.dec();
+    }
+}
+
+/// One client request's accounting, filled in as stages are reached and
+/// settled exactly once (on the response, at stream end, or on disconnect).
+struct Exchange {
+    gateway: Arc<Gateway>,
+    endpoint: Endpoint,
+    started: Instant,
+    route: String,
+    provider: String,
+    model: String,
+    pricing: Option<Pricing>,
+    settled: bool,
+    _in_flight: InFlight,
+}
+
+impl Exchange {
+    fn new(gateway: Arc<Gateway>, endpoint: Endpoint) -> Self {
+        gateway.metrics.in_flight.inc();
+        Self {
+            _in_flight: InFlight(gateway.clone()),
+            gateway,
+            endpoint,
+            started: Instant::now(),
+            route: String::new(),
+            provider: String::new(),
+            model: String::new(),
+            pricing: None,
+            settled: false,
+        }
+    }
+
+    fn usage_labels(&self) -> UsageLabels {
+        UsageLabels { route: self.route.clone(), provider: self.provider.clone(), model: self.model.clone() }
+    }
+
+    fn settle(&mut self, status: u16, usage: Option<Usage>) {
+        if std::mem::replace(&mut self.settled, true) {
+            return;
+        }
+        let metrics = &self.gateway.metrics;
+        let labels = RequestLabels {
+            endpoint: self.endpoint.label(),
+            route: self.route.clone(),
+            provider: self.provider.clone(),
+            model: self.model.clone(),
+            status,
+        };
+        metrics.requests.get_or_create(&labels).inc();
+        metrics.request_duration.get_or_create(&labels).observe(self.started.elapsed().as_secs_f64());
+        let Some(usage) = usage else { return };
+        let cached = usage.cached_tokens();
+        for (direction, count) in [("input", usage.prompt_tokens), ("output", usage.completion_tokens), ("cached_input", cached)] {
+            if count > 0 {
+                let labels = TokenLabels { route: self.route.clone(), provider: self.provider.clone(), model: self.model.clone(), direction };
+                metrics.tokens.get_or_create(&labels).inc_by(count);
+            }
+        }
+        if let Some(pricing) = self.pricing {
+            let cost = pricing.cost(usage.prompt_tokens, cached, usage.completion_tokens);
+            metrics.cost_usd.get_or_create(&self.usage_labels()).inc_by(cost);
+        }
+    }
+
+    fn fail(&mut self, error: ApiError) -> Response<ResponseBody> {
+        self.settle(error.status.as_u16(), None);
+        error_response(error)
+    }
+
+    fn upstream_error(&self, reason: &'static str) {
+        let labels = UpstreamErrorLabels { provider: self.provider.clone(), reason };
+        self.gateway.metrics.upstream_errors.get_or_create(&labels).inc();
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        // Reached only when the client went away before we answered.
+        self.settle(499, None);
+    }
+}
+
+async fn llm(gateway: Arc<Gateway>, request: Request<Incoming>, endpoint: Endpoint) -> Response<ResponseBody> {
+    let mut exchange = Exchange::new(gateway.clone(), endpoint);
+    // One snapshot for the whole request, streams included.
+    let Some(runtime) = gateway.runtime() else { return exchange.fail(ApiError::not_ready()) };
+    match proxy(&runtime, request, endpoint, &mut exchange).await {
+        Ok(Delivery::Complete(response, status, usage)) => {
+            exchange.settle(status, usage);
+            response
+        }
+        Ok(Delivery::Stream(head, relay)) => {
+            let body = RelayBody { exchange: Some(exchange), ..relay };
+            head.map(|()| box_body(body))
+        }
+        Err(error) => exchange.fail(error),
+    }
+}
+
+enum Delivery {
+    /// A full response, its status for metrics and the usage it reported.
+    Complete(Response<ResponseBody>, u16, Option<Usage>),
+    /// A stream: the response head and the relay body (settles itself).
+    Stream(Response<()>, RelayBody),
+}
+
+async fn proxy(runtime: &Runtime, request: Request<Incoming>, endpoint: Endpoint, exchange: &mut Exchange) -> Result<Delivery, ApiError> {
+    let (parts, body) = request.into_parts();
+    runtime.keys.authenticate(&parts.headers)?;
+    let limits = &runtime.snapshot.config.limits;
+    let bytes = read_limited(body, &parts.headers, limits.max_request_body_bytes).await?;
+    let mut payload = parse_object(&bytes)?;
+    let model = check_payload(&payload, endpoint)?;
+
+    let route = runtime.routes.find(&model, &parts.headers).ok_or_else(|| ApiError::model_not_found(&model))?;
+    exchange.route.clone_from(&route.name);
+
+    let stream = endpoint == Endpoint::ChatCompletions && payload.get("stream").and_then(Value::as_bool) == Some(true);
+    let client_wants_usage = payload
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        == Some(true);
+    if stream {
+        // Always ask for usage so tokens and cost are accounted; the relay
+        // removes the extra chunk when the client did not ask for it.
+        let options = payload.entry("stream_options").or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(options) = options {
+            options.insert("include_usage".into(), Value::Bool(true));
+        }
+    }
+
+    let timeout_ms = route.request_timeout_ms.unwrap_or(limits.request_timeout_ms);
+    let order = attempt_order(route, &mut rand::rng());
+    let mut last_error = ApiError::unavailable(format!("route {} has no available backend", route.name));
+    for (attempt, &index) in order.iter().enumerate() {
+        let is_last = attempt + 1 == order.len();
+        let backend = &route.backends[index];
+        let upstream = &runtime.upstreams[backend.provider];
+        exchange.provider.clone_from(&upstream.config.name);
+        exchange.model.clone_from(&backend.model);
+        exchange.pricing = upstream.config.models.get(&backend.model).copied();
+
+        let Some(permit) = upstream.try_acquire() else {
+            exchange.upstream_error("concurrency_limit");
+            last_error = ApiError::overloaded(format!("provider {} is at its concurrency limit", upstream.config.name));
+            continue;
+        };
+        payload.insert("model".into(), Value::String(backend.model.clone()));
+        let body = Bytes::from(serde_json::to_vec(&payload).map_err(|e| ApiError::invalid_json(e))?);
+        let deadline = Instant::now() + Duration::from_millis(timeout_ms.min(upstream.config.request_timeout_ms));
+        let response = match upstream.send(endpoint, body, deadline).await {
+            Ok(response) => response,
+            Err(UpstreamError::Timeout) => {
+                exchange.upstream_error("timeout");
+                // The caller's time budget is spent: no fallback.
+                return Err(ApiError::timeout(format!("provider {} did not answer within {timeout_ms} ms", upstream.config.name)));
+            }
+            Err(error) => {
+                exchange.upstream_error("connect");
+                tracing::warn!(provider = %upstream.config.name, %error, "upstream attempt failed");
+                last_error = ApiError::bad_gateway(format!("provider {}: {error}", upstream.config.name));
+                continue;
+            }
+        };
+        let status = response.status();
+        if status.is_success() {
+            let head = response_head(status, route, &upstream.config.name, stream);
+            if stream {
+                let relay = RelayBody {
+                    upstream: response.into_body(),
+                    relay: SseRelay::new(!client_wants_usage),
+                    timer: Some(Box::pin(tokio::time::sleep_until(deadline))),
+                    idle: route.stream_idle_timeout_ms.map(Duration::from_millis),
+                    exchange: None,
+                    first_chunk_seen: false,
+                    upstream_done: false,
+                    _permit: permit,
+                };
+                return Ok(Delivery::Stream(head, relay));
+            }
+            let body = match tokio::time::timeout_at(deadline, response.into_body().collect()).await {
+                Ok(Ok(collected)) => collected.to_bytes(),
+                Ok(Err(error)) => return Err(ApiError::bad_gateway(format!("provider {} broke off the response: {error}", upstream.config.name))),
+                Err(_) => return Err(ApiError::timeout(format!("provider {} did not finish within {timeout_ms} ms", upstream.config.name))),
+            };
+            let usage = usage_of_body(&body);
+            let (head, ()) = head.into_parts();
+            return Ok(Delivery::Complete(Response::from_parts(head, box_body(Full::new(body))), status.as_u16(), usage));
+        }
+        exchange.upstream_error(status_reason(status));
+        if is_retryable(status) && !is_last {
+            tracing::debug!(provider = %upstream.config.name, %status, "falling back to the next backend");
+            continue;
+        }
+        let body = read_error_body(response.into_body(), deadline).await;
+        let response = upstream_failure(status, &body, &upstream.config.name);
+        let status = response.status().as_u16();
+        return Ok(Delivery::Complete(response, status, None));
+    }
+    Err(last_error)
+}
+
+fn response_head(status: StatusCode, route: &Route, provider: &str, stream: bool) -> Response<()> {
+    let mut head = Response::new(());
+    *head.status_mut() = status;
+    let headers = head.headers_mut();
+    if stream {
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    } else {
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    if let Ok(value) = HeaderValue::from_str(&route.name) {
+        headers.insert("x-tollgate-route", value);
+    }
+    if let Ok(value) = HeaderValue::from_str(provider) {
+        headers.insert("x-tollgate-provider", value);
+    }
+    head
+}
+
+fn is_retryable(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 429 | 500 | 502 | 503 | 504)
+}
+
+fn status_reason(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        429 => "rate_limited",
+        401 | 403 => "unauthorized",
+        s if s >= 500 => "server_error",
+        _ => "client_error",
+    }
+}
+
+async fn read_error_body(body: Incoming, deadline: Instant) -> Bytes {
+    let limited = Limited::new(body, MAX_ERROR_BODY);
+    match tokio::time::timeout_at(deadline, limited.collect()).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        _ => Bytes::new(),
+    }
+}
+
+/// What the client sees when the last backend answered with an error.
+fn upstream_failure(status: StatusCode, body: &Bytes, provider: &str) -> Response<ResponseBody> {
+    let upstream_message = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.pointer("/error/message").and_then(Value::as_str).map(str::to_string));
+    let detail = upstream_message.clone().map(|m| format!(": {m}")).unwrap_or_default();
+    match status.as_u16() {
+        // The provider rejected *our* key: the client's request is fine.
+        401 | 403 => error_response(ApiError::bad_gateway(format!("provider {provider} rejected the gateway's credentials (status {status})"))),
+        503 => error_response(ApiError::unavailable(format!("provider {provider} is unavailable{detail}"))),
+        504 => error_response(ApiError::timeout(format!("provider {provider} timed out{detail}"))),
+        s if s >= 500 => error_response(ApiError::bad_gateway(format!("provider {provider} failed with status {status}{detail}"))),
+        // 4xx (incl. 429) in the OpenAI shape passes through unchanged.
+        _ if upstream_message.is_some() => {
+            let mut response = json_response(status, body.clone());
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            response
+        }
+        _ => error_response(ApiError {
+            status,
+            kind: "invalid_request_error",
+            code: "upstream_rejected",
+            message: format!("provider {provider} rejected the request with status {status}"),
+            param: None,
+        }),
+    }
+}
+
+async fn read_limited(body: Incoming, headers: &HeaderMap, limit: u64) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::too_large(limit));
+    }
+    let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
+    match Limited::new(body, limit_usize).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(ApiError::too_large(limit)),
+        Err(error) => Err(ApiError::invalid_request("body_read_failed", format!("Could not read the request body: {error}"))),
+    }
+}
+
+fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::invalid_request("invalid_body", "The request body must be a JSON object.")),
+        Err(error) => Err(ApiError::invalid_json(error)),
+    }
+}
+
+/// The checks the gateway needs before routing; the provider validates the rest.
+fn check_payload(payload: &Map<String, Value>, endpoint: Endpoint) -> Result<String, ApiError> {
+    let model = match payload.get("model") {
+        Some(Value::String(model)) if !model.is_empty() => model.clone(),
+        Some(_) => return Err(ApiError::invalid_request("invalid_type", "'model' must be a non-empty string.").with_param("model")),
+        None => return Err(ApiError::invalid_request("missing_required_parameter", "You must provide a model parameter.").with_param("model")),
+    };
+    match endpoint {
+        Endpoint::ChatCompletions => match payload.get("messages") {
+            Some(Value::Array(messages)) if !messages.is_empty() => {}
+            Some(Value::Array(_)) => return Err(ApiError::invalid_request("empty_array", "'messages' must contain at least one message.").with_param("messages")),
+            Some(_) => return Err(ApiError::invalid_request("invalid_type", "'messages' must be an array.").with_param("messages")),
+            None => return Err(ApiError::invalid_request("missing_required_parameter", "Missing required parameter: 'messages'.").with_param("messages")),
+        },
+        Endpoint::Embeddings => {
+            if !payload.contains_key("input") {
+                return Err(ApiError::invalid_request("missing_required_parameter", "Missing required parameter: 'input'.").with_param("input"));
+            }
+        }
+    }
+    if let Some(stream) = payload.get("stream") {
+        if !stream.is_boolean() && !stream.is_null() {
+            return Err(ApiError::invalid_request("invalid_type", "'stream' must be a boolean.").with_param("stream"));
+        }
+    }
+    Ok(model)
+}
+
+/// Streams upstream SSE to the client event by event, with deadlines, and
+/// settles the exchange when the stream ends however it ends.
+struct RelayBody {
+    upstream: Incoming,
+    relay: SseRelay,
+    /// First-chunk deadline, then the idle deadline after each chunk.
+    timer: Option<Pin<Box<Sleep>>>,
+    idle: Option<Duration>,
+    exchange: Option<Exchange>,
+    first_chunk_seen: bool,
+    upstream_done: bool,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum StreamError {
+    #[error("provider stream failed: {0}")]
+    Upstream(String),
+    #[error("provider stream went silent")]
+    Idle,
+}
+
+impl RelayBody {
+    fn settle(&mut self, status: u16) {
+        let usage = self.relay.usage();
+        if let Some(exchange) = self.exchange.as_mut() {
+            exchange.settle(status, usage);
+        }
+    }
+
+    fn forward(&mut self, bytes: Bytes) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if !self.first_chunk_seen {
+            self.first_chunk_seen = true;
+            if let Some(exchange) = &self.exchange {
+                let elapsed = exchange.started.elapsed().as_secs_f64();
+                exchange.gateway.metrics.time_to_first_token.get_or_create(&exchange.usage_labels()).observe(elapsed);
+            }
+        }
+        Poll::Ready(Some(Ok(Frame::data(bytes))))
+    }
+}
+
+impl Body for RelayBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            if this.upstream_done {
+                this.settle(if this.relay.finished() { 200 } else { 502 });
+                return Poll::Ready(None);
+            }
+            match Pin::new(&mut this.upstream).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let Ok(data) = frame.into_data() else { continue };
+                    // Data arrived: the first-chunk deadline no longer applies;
+                    // the idle deadline (if any) restarts.
+                    match (this.idle, this.timer.as_mut()) {
+                        (Some(idle), Some(timer)) => timer.as_mut().reset(Instant::now() + idle),
+                        (Some(idle), None) => this.timer = Some(Box::pin(tokio::time::sleep(idle))),
+                        (None, _) => this.timer = None,
+                    }
+                    if let Some(out) = this.relay.push(data) {
+                        return this.forward(out);
+                    }
+                }
+                Poll::Ready(Some(Err(error))) => {
+                    this.settle(502);
+                    this.upstream_done = true;
+                    return Poll::Ready(Some(Err(Box::new(StreamError::Upstream(error.to_string())))));
+                }
+                Poll::Ready(None) => {
+                    this.upstream_done = true;
+                    if let Some(rest) = this.relay.finish() {
+                        return this.forward(rest);
+                    }
+                }
+                Poll::Pending => {
+                    if let Some(timer) = this.timer.as_mut() {
+                        if timer.as_mut().poll(cx).is_ready() {
+                            this.settle(504);
+                            this.upstream_done = true;
+                            return Poll::Ready(Some(Err(Box::new(StreamError::Idle))));
+                        }
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_checks_name_the_parameter() {
+        let check = |v: Value, e| check_payload(v.as_object().unwrap(), e);
+        assert_eq!(check(serde_json::json!({"messages": [{}]}), Endpoint::ChatCompletions).unwrap_err().param, Some("model"));
+        assert_eq!(check(serde_json::json!({"model": "m"}), Endpoint::ChatCompletions).unwrap_err().param, Some("messages"));
+        assert_eq!(check(serde_json::json!({"model": "m", "messages": []}), Endpoint::ChatCompletions).unwrap_err().code, "empty_array");
+        assert_eq!(check(serde_json::json!({"model": "m"}), Endpoint::Embeddings).unwrap_err().param, Some("input"));
+        assert_eq!(check(serde_json::json!({"model": "m", "input": "x"}), Endpoint::Embeddings).unwrap(), "m");
+        assert_eq!(check(serde_json::json!({"model": "m", "messages": [{}], "stream": "yes"}), Endpoint::ChatCompletions).unwrap_err().param, Some("stream"));
+    }
+
+    #[test]
+    fn bodies_must_be_json_objects() {
+        assert_eq!(parse_object(b"[1]").unwrap_err().code, "invalid_body");
+        assert_eq!(parse_object(b"{oops").unwrap_err().code, "invalid_json");
+        assert!(parse_object(b"{}").is_ok());
+    }
+
+    #[test]
+    fn upstream_errors_map_to_gateway_statuses() {
+        let openai_error = Bytes::from_static(br#"{"error":{"message":"bad temperature","type":"invalid_request_error","param":"temperature","code":null}}"#);
+        assert_eq!(upstream_failure(StatusCode::BAD_REQUEST, &openai_error, "p").status(), 400);
+        assert_eq!(upstream_failure(StatusCode::UNAUTHORIZED, &openai_error, "p").status(), 502);
+        assert_eq!(upstream_failure(StatusCode::INTERNAL_SERVER_ERROR, &Bytes::new(), "p").status(), 502);
+        assert_eq!(upstream_failure(StatusCode::SERVICE_UNAVAILABLE, &Bytes::new(), "p").status(), 503);
+        assert_eq!(upstream_failure(StatusCode::GATEWAY_TIMEOUT, &Bytes::new(), "p").status(), 504);
+        let html = upstream_failure(StatusCode::NOT_FOUND, &Bytes::from_static(b"<html>"), "p");
+        assert_eq!(html.status(), 404);
+        assert_eq!(html.headers()[header::CONTENT_TYPE], "application/json");
+    }
+}

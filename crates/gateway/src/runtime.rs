@@ -1,0 +1,72 @@
+//! Per-snapshot state: built once when a snapshot is swapped in, then shared
+//! read-only by every request that started under it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arc_swap::ArcSwapOption;
+use tollgate_config::Snapshot;
+
+use crate::auth::KeyIndex;
+use crate::metrics::Metrics;
+use crate::routing::RouteTable;
+use crate::upstream::{Clients, Upstream, UpstreamError};
+
+pub struct Runtime {
+    pub snapshot: Snapshot,
+    pub keys: KeyIndex,
+    pub routes: RouteTable,
+    /// Parallel to `snapshot.config.providers`; backends index into it.
+    pub upstreams: Vec<Upstream>,
+}
+
+impl Runtime {
+    pub fn build(snapshot: Snapshot, clients: &Clients) -> Result<Self, UpstreamError> {
+        let upstreams = snapshot
+            .config
+            .providers
+            .iter()
+            .map(|p| Upstream::new(p.clone(), clients))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            keys: KeyIndex::new(&snapshot.config.api_keys),
+            routes: RouteTable::new(snapshot.config.routes.clone()),
+            upstreams,
+            snapshot,
+        })
+    }
+}
+
+/// What every connection shares: the current runtime (swapped atomically on
+/// reload), metrics, the client pools and readiness.
+pub struct Gateway {
+    current: ArcSwapOption<Runtime>,
+    pub metrics: Metrics,
+    pub clients: Clients,
+    draining: AtomicBool,
+}
+
+impl Gateway {
+    pub fn new(clients: Clients) -> Self {
+        Self { current: ArcSwapOption::empty(), metrics: Metrics::new(), clients, draining: AtomicBool::new(false) }
+    }
+
+    /// The runtime a new request should use for its whole life.
+    pub fn runtime(&self) -> Option<Arc<Runtime>> {
+        self.current.load_full()
+    }
+
+    /// Swaps in a new runtime; requests already running keep the old one.
+    pub fn install(&self, runtime: Runtime) {
+        self.current.store(Some(Arc::new(runtime)));
+    }
+
+    pub fn is_ready(&self) -> bool {
+        !self.draining.load(Ordering::Relaxed) && self.current.load().is_some()
+    }
+
+    /// Readiness goes false first, so load balancers stop sending before we stop accepting.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+}

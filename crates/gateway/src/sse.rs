@@ -1,0 +1,240 @@
+//! Server-sent-event relay for OpenAI streams: forwards whole events as soon
+//! as they are complete, reads the usage chunk, and drops it when the client
+//! did not ask for usage (the gateway always asks, to account tokens).
+//! Pure: bytes in, bytes out.
+
+use bytes::{Bytes, BytesMut};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+
+/// Token counts as OpenAI reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct Usage {
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
+    #[serde(default)]
+    pub prompt_tokens_details: Option<PromptTokensDetails>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct PromptTokensDetails {
+    #[serde(default)]
+    pub cached_tokens: u64,
+}
+
+impl Usage {
+    pub fn cached_tokens(&self) -> u64 {
+        self.prompt_tokens_details.map_or(0, |d| d.cached_tokens)
+    }
+}
+
+/// Reads `usage` out of a complete (non-streamed) response body.
+pub fn usage_of_body(body: &[u8]) -> Option<Usage> {
+    #[derive(Deserialize)]
+    struct WithUsage {
+        usage: Option<Usage>,
+    }
+    serde_json::from_slice::<WithUsage>(body).ok()?.usage
+}
+
+#[derive(Debug, Default)]
+pub struct SseRelay {
+    pending: BytesMut,
+    strip_usage_chunk: bool,
+    usage: Option<Usage>,
+    finished: bool,
+}
+
+impl SseRelay {
+    /// `strip_usage_chunk`: drop the final `choices: []` usage event.
+    pub fn new(strip_usage_chunk: bool) -> Self {
+        Self { strip_usage_chunk, ..Self::default() }
+    }
+
+    pub fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+
+    /// True once `data: [DONE]` went by: the stream ended cleanly.
+    pub fn finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Feeds upstream bytes; returns what to forward now (complete events only).
+    pub fn push(&mut self, chunk: Bytes) -> Option<Bytes> {
+        // Fast path: a chunk of whole events with no usage in it passes
+        // through untouched, without a copy.
+        if self.pending.is_empty() && ends_with_boundary(&chunk) && !mentions_usage(&chunk) {
+            self.note_done(&chunk);
+            return Some(chunk);
+        }
+        self.pending.extend_from_slice(&chunk);
+        let mut out = BytesMut::new();
+        while let Some(end) = event_end(&self.pending) {
+            let event = self.pending.split_to(end).freeze();
+            if self.keep(&event) {
+                out.extend_from_slice(&event);
+            }
+        }
+        if out.is_empty() { None } else { Some(out.freeze()) }
+    }
+
+    /// At upstream EOF: whatever partial event is left, unchanged.
+    pub fn finish(&mut self) -> Option<Bytes> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let rest = std::mem::take(&mut self.pending).freeze();
+        self.note_done(&rest);
+        Some(rest)
+    }
+
+    /// Inspects one complete event; false means drop it.
+    fn keep(&mut self, event: &Bytes) -> bool {
+        self.note_done(event);
+        if !mentions_usage(event) {
+            return true;
+        }
+        #[derive(Deserialize)]
+        struct Chunk {
+            #[serde(default)]
+            choices: Vec<IgnoredAny>,
+            usage: Option<Usage>,
+        }
+        let Some(data) = event_data(event) else { return true };
+        match serde_json::from_slice::<Chunk>(data) {
+            Ok(Chunk { choices, usage: Some(usage) }) => {
+                self.usage = Some(usage);
+                !(self.strip_usage_chunk && choices.is_empty())
+            }
+            _ => true,
+        }
+    }
+
+    fn note_done(&mut self, bytes: &[u8]) {
+        if !self.finished && memchr::memmem::find(bytes, b"data: [DONE]").is_some() {
+            self.finished = true;
+        }
+    }
+}
+
+fn ends_with_boundary(bytes: &[u8]) -> bool {
+    bytes.ends_with(b"\n\n") || bytes.ends_with(b"\r\n\r\n")
+}
+
+/// Cheap pre-filter: does an object-valued `"usage"` key appear?
+fn mentions_usage(bytes: &[u8]) -> bool {
+    let finder = memchr::memmem::Finder::new(b"\"usage\"");
+    finder.find_iter(bytes).any(|at| {
+        let rest = &bytes[at + 7..];
+        let rest = rest.trim_ascii_start();
+        rest.first() == Some(&b':') && rest[1..].trim_ascii_start().first() == Some(&b'{')
+    })
+}
+
+/// Index just past the first complete event, if any.
+fn event_end(bytes: &[u8]) -> Option<usize> {
+    let lf = memchr::memmem::find(bytes, b"\n\n").map(|i| i + 2);
+    let crlf = memchr::memmem::find(bytes, b"\r\n\r\n").map(|i| i + 4);
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The payload of the event's `data:` line (single-line data, as OpenAI sends).
+fn event_data(event: &[u8]) -> Option<&[u8]> {
+    let mut rest = event;
+    while !rest.is_empty() {
+        let line_end = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
+        let line = rest[..line_end].strip_suffix(b"\r").unwrap_or(&rest[..line_end]);
+        if let Some(data) = line.strip_prefix(b"data:") {
+            return Some(data.trim_ascii_start());
+        }
+        rest = &rest[(line_end + 1).min(rest.len())..];
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHUNK: &str = "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n";
+    const USAGE: &str = "data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":3,\"total_tokens\":10,\"prompt_tokens_details\":{\"cached_tokens\":2}}}\n\n";
+    const DONE: &str = "data: [DONE]\n\n";
+
+    fn run(relay: &mut SseRelay, pieces: &[&[u8]]) -> String {
+        let mut out = Vec::new();
+        for piece in pieces {
+            if let Some(b) = relay.push(Bytes::copy_from_slice(piece)) {
+                out.extend_from_slice(&b);
+            }
+        }
+        if let Some(b) = relay.finish() {
+            out.extend_from_slice(&b);
+        }
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn strips_usage_chunk_when_not_requested_but_records_usage() {
+        let mut relay = SseRelay::new(true);
+        let all = format!("{CHUNK}{CHUNK}{USAGE}{DONE}");
+        let out = run(&mut relay, &[all.as_bytes()]);
+        assert_eq!(out, format!("{CHUNK}{CHUNK}{DONE}"));
+        let usage = relay.usage().unwrap();
+        assert_eq!((usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens()), (7, 3, 2));
+        assert!(relay.finished());
+    }
+
+    #[test]
+    fn keeps_usage_chunk_when_requested() {
+        let mut relay = SseRelay::new(false);
+        let all = format!("{CHUNK}{USAGE}{DONE}");
+        assert_eq!(run(&mut relay, &[all.as_bytes()]), all);
+        assert_eq!(relay.usage().unwrap().completion_tokens, 3);
+    }
+
+    #[test]
+    fn events_split_across_reads_are_forwarded_whole() {
+        let mut relay = SseRelay::new(true);
+        let all = format!("{CHUNK}{USAGE}{DONE}");
+        let bytes = all.as_bytes();
+        // Every split point, including inside "\n\n" and inside the usage JSON.
+        for cut in 1..bytes.len() {
+            let mut relay_i = SseRelay::new(true);
+            let out = run(&mut relay_i, &[&bytes[..cut], &bytes[cut..]]);
+            assert_eq!(out, format!("{CHUNK}{DONE}"), "cut at {cut}");
+            assert_eq!(relay_i.usage().map(|u| u.prompt_tokens), Some(7), "cut at {cut}");
+        }
+        let first = relay.push(Bytes::copy_from_slice(&bytes[..10]));
+        assert!(first.is_none(), "an incomplete event is held back");
+    }
+
+    #[test]
+    fn usage_with_spaces_is_recognised() {
+        let mut relay = SseRelay::new(true);
+        let spaced = "data: {\"choices\": [], \"usage\": {\"prompt_tokens\": 1, \"completion_tokens\": 2}}\r\n\r\n";
+        assert_eq!(run(&mut relay, &[spaced.as_bytes()]), "");
+        assert_eq!(relay.usage().unwrap().completion_tokens, 2);
+    }
+
+    #[test]
+    fn truncated_stream_is_not_finished() {
+        let mut relay = SseRelay::new(true);
+        let out = run(&mut relay, &[CHUNK.as_bytes(), b"data: {\"partial"]);
+        assert!(out.ends_with("data: {\"partial"));
+        assert!(!relay.finished());
+    }
+
+    #[test]
+    fn body_usage() {
+        let usage = usage_of_body(br#"{"id":"x","usage":{"prompt_tokens":5,"completion_tokens":6,"total_tokens":11}}"#).unwrap();
+        assert_eq!((usage.prompt_tokens, usage.completion_tokens), (5, 6));
+        assert!(usage_of_body(b"{}").is_none());
+        assert!(usage_of_body(b"not json").is_none());
+    }
+}

@@ -1,0 +1,189 @@
+//! Calling providers: pooled keep-alive connections (HTTP/1.1 and HTTP/2 by
+//! ALPN), TLS by rustls, connect and request deadlines, a concurrency cap.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, Uri, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tollgate_config::snapshot::Provider;
+
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("could not reach the provider: {0}")]
+    Connect(String),
+    #[error("the provider did not answer in time")]
+    Timeout,
+    #[error("invalid provider URL {0}")]
+    BadUrl(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("no TLS root certificates available: {0}")]
+    Tls(std::io::Error),
+}
+
+/// HTTP clients shared across snapshots, keyed by connect timeout, so a
+/// reload keeps the warm connection pools.
+pub struct Clients {
+    tls: rustls::ClientConfig,
+    by_connect_timeout: Mutex<HashMap<u64, HttpClient>>,
+}
+
+impl Clients {
+    pub fn new() -> Result<Self, ClientError> {
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ClientError::Tls(std::io::Error::other(e)))?
+            .with_root_certificates(root_store())
+            .with_no_client_auth();
+        Ok(Self { tls: config, by_connect_timeout: Mutex::new(HashMap::new()) })
+    }
+
+    pub fn get(&self, connect_timeout: Duration) -> HttpClient {
+        let key = u64::try_from(connect_timeout.as_millis()).unwrap_or(u64::MAX);
+        let mut clients = self.by_connect_timeout.lock().unwrap_or_else(|p| p.into_inner());
+        clients.entry(key).or_insert_with(|| self.build(connect_timeout)).clone()
+    }
+
+    fn build(&self, connect_timeout: Duration) -> HttpClient {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(connect_timeout));
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(self.tls.clone())
+            .https_or_http()
+            .enable_all_versions()
+            .wrap_connector(http);
+        Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(1024)
+            .build(https)
+    }
+}
+
+/// Native roots honour corporate CAs; the bundled set covers minimal images.
+fn root_store() -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        let _ = roots.add(cert);
+    }
+    if roots.is_empty() {
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    }
+    roots
+}
+
+/// Which OpenAI endpoint a request is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    ChatCompletions,
+    Embeddings,
+}
+
+impl Endpoint {
+    pub fn label(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "chat_completions",
+            Endpoint::Embeddings => "embeddings",
+        }
+    }
+
+    fn path(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "/chat/completions",
+            Endpoint::Embeddings => "/embeddings",
+        }
+    }
+}
+
+/// One provider of the running snapshot, ready to call.
+pub struct Upstream {
+    pub config: Provider,
+    client: HttpClient,
+    chat_url: Uri,
+    embeddings_url: Uri,
+    authorization: Option<HeaderValue>,
+    permits: Option<Arc<Semaphore>>,
+}
+
+impl Upstream {
+    pub fn new(config: Provider, clients: &Clients) -> Result<Self, UpstreamError> {
+        let url = |endpoint: Endpoint| {
+            let text = format!("{}{}", config.base_url, endpoint.path());
+            text.parse::<Uri>().map_err(|_| UpstreamError::BadUrl(text))
+        };
+        let authorization = match &config.api_key {
+            Some(key) => {
+                let mut value = HeaderValue::from_str(&format!("Bearer {}", key.0)).map_err(|_| UpstreamError::BadUrl("invalid API key characters".into()))?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+            None => None,
+        };
+        Ok(Self {
+            client: clients.get(Duration::from_millis(config.connect_timeout_ms)),
+            chat_url: url(Endpoint::ChatCompletions)?,
+            embeddings_url: url(Endpoint::Embeddings)?,
+            authorization,
+            permits: config.max_concurrent_requests.map(|n| Arc::new(Semaphore::new(n as usize))),
+            config,
+        })
+    }
+
+    /// A concurrency slot; `None` when the provider is at its cap.
+    pub fn try_acquire(&self) -> Option<Option<OwnedSemaphorePermit>> {
+        match &self.permits {
+            None => Some(None),
+            Some(permits) => permits.clone().try_acquire_owned().ok().map(Some),
+        }
+    }
+
+    /// Sends `body` and waits for the response head until `deadline`.
+    pub async fn send(&self, endpoint: Endpoint, body: Bytes, deadline: Instant) -> Result<Response<Incoming>, UpstreamError> {
+        let uri = match endpoint {
+            Endpoint::ChatCompletions => self.chat_url.clone(),
+            Endpoint::Embeddings => self.embeddings_url.clone(),
+        };
+        let mut request = Request::post(uri)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::ACCEPT, "application/json, text/event-stream")
+            .body(Full::new(body))
+            .map_err(|e| UpstreamError::BadUrl(e.to_string()))?;
+        if let Some(auth) = &self.authorization {
+            request.headers_mut().insert(header::AUTHORIZATION, auth.clone());
+        }
+        match tokio::time::timeout_at(deadline, self.client.request(request)).await {
+            Err(_) => Err(UpstreamError::Timeout),
+            Ok(Err(e)) => Err(UpstreamError::Connect(error_chain(&e))),
+            Ok(Ok(response)) => Ok(response),
+        }
+    }
+}
+
+/// "error: cause: root cause", since hyper's top-level messages are terse.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

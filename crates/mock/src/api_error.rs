@@ -1,0 +1,183 @@
+//! Error responses in each provider's own shape.
+
+use std::borrow::Cow;
+
+use http::header::{ALLOW, CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderValue, Response, StatusCode};
+use serde::Serialize;
+
+use crate::body::MockBody;
+use crate::config::OverrideError;
+
+/// Which provider's error shape to answer with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flavor {
+    OpenAi,
+    Anthropic,
+}
+
+/// An error answer: validation failures, injected errors, routing errors.
+#[derive(Debug, Clone)]
+pub(crate) struct ApiError {
+    pub status: StatusCode,
+    pub message: Cow<'static, str>,
+    pub param: Option<Cow<'static, str>>,
+    pub code: Option<&'static str>,
+    allow: Option<&'static str>,
+}
+
+impl ApiError {
+    pub(crate) fn new(status: StatusCode, message: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            param: None,
+            code: None,
+            allow: None,
+        }
+    }
+
+    /// 400 `invalid_request_error`, optionally naming the offending parameter.
+    pub(crate) fn invalid(
+        message: impl Into<Cow<'static, str>>,
+        param: Option<&'static str>,
+    ) -> Self {
+        Self {
+            param: param.map(Cow::Borrowed),
+            ..Self::new(StatusCode::BAD_REQUEST, message)
+        }
+    }
+
+    pub(crate) fn missing(param: &'static str) -> Self {
+        Self::invalid(format!("{param}: Field required"), Some(param))
+    }
+
+    pub(crate) fn bad_json(err: &serde_json::Error) -> Self {
+        let message = if err.is_syntax() || err.is_eof() {
+            format!("We could not parse the JSON body of your request. ({err})")
+        } else {
+            format!("Invalid request body: {err}")
+        };
+        Self::invalid(message, None)
+    }
+
+    pub(crate) fn not_found(method: &http::Method, path: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, format!("Invalid URL ({method} {path})"))
+    }
+
+    pub(crate) fn method_not_allowed(allow: &'static str) -> Self {
+        Self {
+            allow: Some(allow),
+            ..Self::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("Method not allowed; use {allow}"),
+            )
+        }
+    }
+
+    /// An error injected by `--error-rate` or a `status` override.
+    pub(crate) fn injected(status: StatusCode) -> Self {
+        let message = match status.as_u16() {
+            429 => "Rate limit reached for requests (injected by tollgate-mock).",
+            500 => "The server had an error while processing your request (injected by tollgate-mock).",
+            503 | 529 => "The service is temporarily overloaded, please try again later (injected by tollgate-mock).",
+            _ => "Injected error from tollgate-mock.",
+        };
+        let code = match status.as_u16() {
+            429 => Some("rate_limit_exceeded"),
+            401 => Some("invalid_api_key"),
+            _ => None,
+        };
+        Self {
+            code,
+            ..Self::new(status, message)
+        }
+    }
+
+    fn openai_type(&self) -> &'static str {
+        match self.status.as_u16() {
+            429 => "requests",
+            500..=599 => "server_error",
+            _ => "invalid_request_error",
+        }
+    }
+
+    fn anthropic_type(&self) -> &'static str {
+        match self.status.as_u16() {
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            413 => "request_too_large",
+            429 => "rate_limit_error",
+            503 | 529 => "overloaded_error",
+            500..=599 => "api_error",
+            _ => "invalid_request_error",
+        }
+    }
+
+    pub(crate) fn into_response(self, flavor: Flavor) -> Response<MockBody> {
+        let body = match flavor {
+            Flavor::OpenAi => serde_json::to_vec(&OpenAiEnvelope {
+                error: OpenAiError {
+                    message: &self.message,
+                    kind: self.openai_type(),
+                    param: self.param.as_deref(),
+                    code: self.code,
+                },
+            }),
+            Flavor::Anthropic => serde_json::to_vec(&AnthropicEnvelope {
+                kind: "error",
+                error: AnthropicError {
+                    kind: self.anthropic_type(),
+                    message: &self.message,
+                },
+            }),
+        };
+        // Serialising these plain structs cannot fail; fall back to an empty body anyway.
+        let mut response = Response::new(MockBody::full(body.unwrap_or_default()));
+        *response.status_mut() = self.status;
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let Some(allow) = self.allow {
+            headers.insert(ALLOW, HeaderValue::from_static(allow));
+        }
+        response
+    }
+}
+
+impl From<OverrideError> for ApiError {
+    fn from(err: OverrideError) -> Self {
+        Self::invalid(err.to_string(), None)
+    }
+}
+
+#[derive(Serialize)]
+struct OpenAiEnvelope<'a> {
+    error: OpenAiError<'a>,
+}
+
+#[derive(Serialize)]
+struct OpenAiError<'a> {
+    message: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    param: Option<&'a str>,
+    code: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct AnthropicEnvelope<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    error: AnthropicError<'a>,
+}
+
+#[derive(Serialize)]
+struct AnthropicError<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    message: &'a str,
+}
