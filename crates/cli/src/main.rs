@@ -36,8 +36,12 @@ enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
-    /// Print the CustomResourceDefinitions as YAML.
-    Crds,
+    /// Print the CustomResourceDefinitions as YAML, or write one file per CRD.
+    Crds {
+        /// Write `<plural>.<group>.yaml` files into this directory instead of printing.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
     /// Run the mock LLM provider (OpenAI and Anthropic wire formats).
     Mock(tollgate_mock::MockArgs),
 }
@@ -72,11 +76,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     match cli.command {
-        Command::Crds => match tollgate_api::crds_yaml() {
+        Command::Crds { out_dir: None } => match tollgate_api::crds_yaml() {
             Ok(yaml) => {
                 print!("{yaml}");
                 ExitCode::SUCCESS
             }
+            Err(error) => fail(error),
+        },
+        Command::Crds { out_dir: Some(dir) } => match write_crds(&dir) {
+            Ok(()) => ExitCode::SUCCESS,
             Err(error) => fail(error),
         },
         Command::Validate { paths } => validate::run(&paths),
@@ -102,6 +110,16 @@ fn main() -> ExitCode {
             Err(error) => fail(error),
         },
     }
+}
+
+fn write_crds(dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    std::fs::create_dir_all(dir)?;
+    for crd in tollgate_api::crds() {
+        let path = dir.join(tollgate_api::crd_file_name(&crd));
+        std::fs::write(&path, tollgate_api::crd_yaml(&crd)?)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {

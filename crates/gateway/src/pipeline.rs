@@ -29,6 +29,9 @@ pub type ResponseBody = BoxBody<Bytes, BoxError>;
 
 /// Largest upstream error body read back, to quote it to the client.
 const MAX_ERROR_BODY: usize = 64 * 1024;
+/// Oversized request bodies up to this size are read and discarded before
+/// the 413; beyond it the connection is simply closed.
+const MAX_DRAIN: u64 = 64 * 1024 * 1024;
 
 /// Entry point for the client-facing port.
 pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Response<ResponseBody> {
@@ -378,20 +381,51 @@ fn upstream_failure(status: StatusCode, body: &Bytes, provider: &str) -> Respons
     }
 }
 
-async fn read_limited(body: Incoming, headers: &HeaderMap, limit: u64) -> Result<Bytes, ApiError> {
+/// Reads the request body up to `limit`. An oversized body is read on and
+/// discarded (up to [`MAX_DRAIN`]) before answering 413, so the client gets the
+/// error instead of a broken pipe mid-upload.
+async fn read_limited(mut body: Incoming, headers: &HeaderMap, limit: u64) -> Result<Bytes, ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
+    let mut buffer = bytes::BytesMut::with_capacity(declared.filter(|n| *n <= limit).unwrap_or(0) as usize);
+    let mut seen: u64 = 0;
+    let mut too_large = declared.is_some_and(|n| n > limit);
+    if too_large && declared.is_some_and(|n| n > MAX_DRAIN) {
         return Err(ApiError::too_large(limit));
     }
-    let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
-    match Limited::new(body, limit_usize).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(ApiError::too_large(limit)),
-        Err(error) => Err(ApiError::invalid_request("body_read_failed", format!("Could not read the request body: {error}"))),
+    let drain_deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let frame = if too_large {
+            match tokio::time::timeout_at(drain_deadline, body.frame()).await {
+                Ok(frame) => frame,
+                Err(_) => return Err(ApiError::too_large(limit)),
+            }
+        } else {
+            body.frame().await
+        };
+        match frame {
+            None => break,
+            Some(Err(error)) => {
+                return Err(if too_large { ApiError::too_large(limit) } else { ApiError::invalid_request("body_read_failed", format!("Could not read the request body: {error}")) });
+            }
+            Some(Ok(frame)) => {
+                let Ok(data) = frame.into_data() else { continue };
+                seen += data.len() as u64;
+                if seen > limit {
+                    too_large = true;
+                    buffer.clear();
+                    if seen > MAX_DRAIN {
+                        break;
+                    }
+                } else {
+                    buffer.extend_from_slice(&data);
+                }
+            }
+        }
     }
+    if too_large { Err(ApiError::too_large(limit)) } else { Ok(buffer.freeze()) }
 }
 
 fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {

@@ -1,0 +1,40 @@
+# Tollgate developer entry points. `make help` lists them.
+CARGO ?= cargo
+BIN_DEBUG := target/debug/tollgate
+BIN_RELEASE := target/release/tollgate
+
+.PHONY: help build run test test-rust test-python crds lint fmt bench clean
+
+help: ## List targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+build: ## Build the tollgate binary (debug)
+	$(CARGO) build -p tollgate-cli
+
+run: build ## Start the mock provider and the gateway on deploy/examples/quickstart.yaml
+	@scripts/quickstart.sh $(BIN_DEBUG)
+
+test: test-rust test-python ## Run every test: Rust unit + black-box, official OpenAI SDK
+
+test-rust: ## Rust unit, golden and black-box tests
+	$(CARGO) test --workspace
+
+test-python: build ## The official OpenAI Python SDK against the gateway
+	TOLLGATE_BIN=$(CURDIR)/$(BIN_DEBUG) bash tests/python/run.sh
+
+crds: ## Regenerate crds/ from crates/api
+	$(CARGO) run -q -p tollgate-cli -- crds --out-dir crds
+
+lint: ## Formatting and clippy, warnings as errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+bench: ## Benchmark: mock direct vs nginx vs tollgate, side by side (needs nginx)
+	$(CARGO) build --release -p tollgate-cli -p tollgate-bench
+	target/release/tollgate-bench --tollgate $(BIN_RELEASE)
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs the mock provider and the gateway on the quickstart config until Ctrl-C.
+set -euo pipefail
+bin=${1:-target/debug/tollgate}
+config=deploy/examples/quickstart.yaml
+
+"$bin" mock --listen 127.0.0.1:8081 >/dev/null &
+mock=$!
+trap 'kill $mock $gateway 2>/dev/null; wait 2>/dev/null' EXIT INT TERM
+"$bin" gateway --config "$config" &
+gateway=$!
+
+for _ in $(seq 1 100); do
+  curl -fsS -o /dev/null http://127.0.0.1:9090/readyz 2>/dev/null && break
+  sleep 0.1
+done
+cat <<MSG
+
+Tollgate is serving $config (edit it: changes apply live). Try:
+
+curl -s http://127.0.0.1:8080/v1/chat/completions -H 'Authorization: Bearer tg-demo-key' -H 'Content-Type: application/json' -d '{"model":"chat","messages":[{"role":"user","content":"Hello!"}]}'
+
+Metrics: http://127.0.0.1:9090/metrics   Stop: Ctrl-C
+
+MSG
+wait $gateway

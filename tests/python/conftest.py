@@ -1,0 +1,349 @@
+"""Session fixtures: a `tollgate mock` provider and `tollgate gateway`
+processes in front of it, all on 127.0.0.1 with ports picked by the OS.
+
+Every process prints exactly one `listening ...` line on stdout once it is
+ready; we wait for that line (bounded), then drive the gateway with the
+official `openai` SDK. Teardown sends SIGTERM and asserts the gateway
+drained and exited 0.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import selectors
+import signal
+import subprocess
+import textwrap
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import openai
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_BIN = REPO / "target" / "debug" / "tollgate"
+
+API_KEY = "tg-demo-key"
+STARTUP_TIMEOUT_S = 30.0
+SHUTDOWN_TIMEOUT_S = 30.0
+CLIENT_TIMEOUT_S = 30.0
+# The main gateway's body limit: small, so a 413 needs no multi-MiB upload.
+MAX_BODY_BYTES = 64 * 1024
+
+# Route names as the gateway labels them (namespace/name).
+CHAT_ROUTE = "default/chat"
+EMBED_ROUTE = "default/embeddings"
+MOCK_PROVIDER = "mock"
+DEAD_PROVIDER = "dead"
+
+
+def tollgate_bin() -> Path:
+    path = Path(os.environ.get("TOLLGATE_BIN") or DEFAULT_BIN)
+    if not path.is_file() or not os.access(path, os.X_OK):
+        pytest.exit(
+            f"tollgate binary not found at {path}: build it with `cargo build -p tollgate-cli` "
+            "or set TOLLGATE_BIN (tests/python/run.sh does this for you)",
+            returncode=2,
+        )
+    return path
+
+
+@dataclass
+class Proc:
+    """A tollgate subprocess and the addresses from its `listening` line."""
+
+    name: str
+    popen: subprocess.Popen
+    addrs: dict[str, str]
+    stderr_path: Path
+    extra_stdout: list[str] = field(default_factory=list)
+
+    def stderr_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.stderr_path.read_text(errors="replace")
+        except OSError:
+            return "<no stderr>"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self) -> int:
+        """SIGTERM, then wait (bounded); SIGKILL as a last resort. Returns the exit code."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+        try:
+            return self.popen.wait(timeout=SHUTDOWN_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(timeout=10)
+            raise AssertionError(
+                f"{self.name} did not exit within {SHUTDOWN_TIMEOUT_S}s of SIGTERM\n{self.stderr_tail()}"
+            )
+
+
+LISTENING = re.compile(r"^listening((?:\s+\w+=\S+)+)\s*$")
+
+
+def _read_line(popen: subprocess.Popen, timeout: float) -> str:
+    """First stdout line of `popen`, waiting at most `timeout` seconds."""
+    assert popen.stdout is not None
+    fd = popen.stdout.fileno()
+    os.set_blocking(fd, False)
+    buf = b""
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        while b"\n" not in buf:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no stdout line within {timeout}s (got {buf!r})")
+            if not sel.select(timeout=min(remaining, 0.5)):
+                if popen.poll() is not None:
+                    raise RuntimeError(f"process exited with {popen.returncode} before printing its address")
+                continue
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                raise RuntimeError(f"stdout closed before a full line (got {buf!r}); exit={popen.poll()}")
+            buf += chunk
+    os.set_blocking(fd, True)
+    line, _, rest = buf.partition(b"\n")
+    if rest.strip():
+        raise RuntimeError(f"unexpected extra stdout: {rest!r}")
+    return line.decode()
+
+
+def _drain(proc: Proc) -> None:
+    """Keep reading stdout so the child can never block on a full pipe."""
+    assert proc.popen.stdout is not None
+    for raw in proc.popen.stdout:
+        proc.extra_stdout.append(raw.decode(errors="replace").rstrip("\n"))
+
+
+def start(name: str, args: list[str], workdir: Path) -> Proc:
+    workdir.mkdir(parents=True, exist_ok=True)
+    stderr_path = workdir / f"{name}.stderr.log"
+    stderr = open(stderr_path, "wb")
+    env = dict(os.environ, NO_COLOR="1", RUST_LOG=os.environ.get("RUST_LOG", "info"))
+    popen = subprocess.Popen(
+        [str(tollgate_bin()), *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        env=env,
+        cwd=workdir,
+    )
+    stderr.close()
+    proc = Proc(name=name, popen=popen, addrs={}, stderr_path=stderr_path)
+    try:
+        line = _read_line(popen, STARTUP_TIMEOUT_S)
+        match = LISTENING.match(line)
+        if not match:
+            raise RuntimeError(f"unexpected first stdout line: {line!r}")
+        proc.addrs = dict(kv.split("=", 1) for kv in match.group(1).split())
+        for url in proc.addrs.values():
+            if not re.fullmatch(r"http://127\.0\.0\.1:\d+", url):
+                raise RuntimeError(f"{name} is not on loopback: {line!r}")
+    except Exception as exc:
+        if popen.poll() is None:
+            popen.kill()
+        popen.wait(timeout=10)
+        pytest.fail(f"{name} failed to start: {exc}\n--- stderr ---\n{proc.stderr_tail()}", pytrace=False)
+    threading.Thread(target=_drain, args=(proc,), daemon=True).start()
+    return proc
+
+
+# ---------------------------------------------------------------- configs
+
+def gateway_config(mock_url: str, *, fallback: bool = False) -> str:
+    """Multi-document manifest. `fallback`: the chat route tries a dead
+    provider (priority 0, closed port 1) before the mock (priority 1)."""
+    head = textwrap.dedent(
+        f"""\
+        apiVersion: tollgate.dev/v1alpha1
+        kind: AIGateway
+        metadata: {{name: pytest}}
+        spec:
+          apiKeys:
+          - secretRef: {{name: pytest-keys, key: demo}}
+            principal: {{user: demo, team: platform, app: pytest}}
+          limits: {{maxRequestBodyBytes: {MAX_BODY_BYTES}}}
+        ---
+        apiVersion: v1
+        kind: Secret
+        metadata: {{name: pytest-keys}}
+        stringData: {{demo: {API_KEY}}}
+        ---
+        apiVersion: tollgate.dev/v1alpha1
+        kind: ModelProvider
+        metadata: {{name: {MOCK_PROVIDER}}}
+        spec:
+          type: Mock
+          endpoint: {mock_url}/v1
+          models:
+          - name: mock-chat
+            pricing: {{inputPerMillion: 0.15, outputPerMillion: 0.60}}
+          - name: mock-embed
+            pricing: {{inputPerMillion: 0.02}}
+        """
+    )
+    if not fallback:
+        routes = textwrap.dedent(
+            f"""\
+            ---
+            apiVersion: tollgate.dev/v1alpha1
+            kind: AIRoute
+            metadata: {{name: chat}}
+            spec:
+              gatewayRef: {{name: pytest}}
+              models: [chat]
+              backends: [{{providerRef: {{name: {MOCK_PROVIDER}}}, model: mock-chat}}]
+            ---
+            apiVersion: tollgate.dev/v1alpha1
+            kind: AIRoute
+            metadata: {{name: embeddings}}
+            spec:
+              gatewayRef: {{name: pytest}}
+              models: [embed]
+              backends: [{{providerRef: {{name: {MOCK_PROVIDER}}}, model: mock-embed}}]
+            """
+        )
+    else:
+        routes = textwrap.dedent(
+            f"""\
+            ---
+            apiVersion: tollgate.dev/v1alpha1
+            kind: ModelProvider
+            metadata: {{name: {DEAD_PROVIDER}}}
+            spec:
+              type: Mock
+              endpoint: http://127.0.0.1:1/v1
+              timeouts: {{connect: 2s}}
+              models:
+              - name: mock-chat
+            ---
+            apiVersion: tollgate.dev/v1alpha1
+            kind: AIRoute
+            metadata: {{name: chat}}
+            spec:
+              gatewayRef: {{name: pytest}}
+              models: [chat]
+              backends:
+              - {{providerRef: {{name: {DEAD_PROVIDER}}}, model: mock-chat, priority: 0}}
+              - {{providerRef: {{name: {MOCK_PROVIDER}}}, model: mock-chat, priority: 1}}
+            """
+        )
+    return head + routes
+
+
+@dataclass
+class Gateway:
+    proc: Proc
+    config_path: Path
+
+    @property
+    def data_url(self) -> str:
+        return self.proc.addrs["data"]
+
+    @property
+    def admin_url(self) -> str:
+        return self.proc.addrs["admin"]
+
+    def client(self, api_key: str = API_KEY, **kwargs) -> openai.OpenAI:
+        return openai.OpenAI(
+            base_url=f"{self.data_url}/v1",
+            api_key=api_key,
+            max_retries=0,
+            timeout=CLIENT_TIMEOUT_S,
+            **kwargs,
+        )
+
+
+def _start_gateway(name: str, mock: Proc, workdir: Path, *, fallback: bool) -> Gateway:
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_path = workdir / "tollgate.yaml"
+    config_path.write_text(gateway_config(mock.addrs["data"], fallback=fallback))
+    proc = start(
+        name,
+        [
+            "gateway",
+            "--config",
+            str(config_path),
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--drain-timeout-secs",
+            "10",
+        ],
+        workdir,
+    )
+    assert set(proc.addrs) == {"data", "admin"}, proc.addrs
+    return Gateway(proc=proc, config_path=config_path)
+
+
+def _stop_gateway(gw: Gateway) -> None:
+    code = gw.proc.stop()
+    assert code == 0, f"{gw.proc.name} exited with {code} after SIGTERM\n{gw.proc.stderr_tail()}"
+
+
+# ---------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("tollgate")
+
+
+@pytest.fixture(scope="session")
+def mock(workdir) -> Proc:
+    proc = start("mock", ["mock", "--listen", "127.0.0.1:0", "--drain-timeout-secs", "2"], workdir / "mock")
+    assert set(proc.addrs) == {"data"}, proc.addrs
+    yield proc
+    code = proc.stop()
+    assert code == 0, f"mock exited with {code} after SIGTERM\n{proc.stderr_tail()}"
+
+
+@pytest.fixture(scope="session")
+def gateway(mock, workdir) -> Gateway:
+    gw = _start_gateway("gateway", mock, workdir / "gateway", fallback=False)
+    yield gw
+    _stop_gateway(gw)
+
+
+@pytest.fixture(scope="session")
+def fallback_gateway(mock, workdir) -> Gateway:
+    gw = _start_gateway("gateway-fallback", mock, workdir / "gateway-fallback", fallback=True)
+    yield gw
+    _stop_gateway(gw)
+
+
+@pytest.fixture()
+def client(gateway) -> openai.OpenAI:
+    with gateway.client() as c:
+        yield c
+
+
+class Ledger:
+    """Successful (HTTP 200, completed) calls made through the main gateway,
+    per route, so the metrics test can check the counters cover them."""
+
+    def __init__(self) -> None:
+        self.ok: dict[str, int] = {}
+
+    def success(self, route: str, n: int = 1) -> None:
+        self.ok[route] = self.ok.get(route, 0) + n
+
+
+@pytest.fixture(scope="session")
+def ledger() -> Ledger:
+    return Ledger()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "run_last: run after every other test (reads accumulated metrics)")
+
+
+def pytest_collection_modifyitems(config, items):
+    # Stable sort: tests marked run_last go to the end, order otherwise kept.
+    items.sort(key=lambda item: item.get_closest_marker("run_last") is not None)
+
