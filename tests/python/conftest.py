@@ -24,7 +24,13 @@ import openai
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-DEFAULT_BIN = REPO / "target" / "debug" / "tollgate"
+
+def _default_bin() -> Path:
+    target = Path(os.environ.get("CARGO_TARGET_DIR") or REPO / "target")
+    if not target.is_absolute():
+        target = REPO / target
+    return target / "debug" / "tollgate"
+
 
 API_KEY = "tg-demo-key"
 STARTUP_TIMEOUT_S = 30.0
@@ -41,7 +47,7 @@ DEAD_PROVIDER = "dead"
 
 
 def tollgate_bin() -> Path:
-    path = Path(os.environ.get("TOLLGATE_BIN") or DEFAULT_BIN)
+    path = Path(os.environ.get("TOLLGATE_BIN") or _default_bin())
     if not path.is_file() or not os.access(path, os.X_OK):
         pytest.exit(
             f"tollgate binary not found at {path}: build it with `cargo build -p tollgate-cli` "
@@ -157,7 +163,8 @@ def start(name: str, args: list[str], workdir: Path) -> Proc:
 
 def gateway_config(mock_url: str, *, fallback: bool = False) -> str:
     """Multi-document manifest. `fallback`: the chat route tries a dead
-    provider (priority 0, closed port 1) before the mock (priority 1)."""
+    provider (priority 0, closed port 1) before the mock (priority 1), and
+    a `dead` alias routes to the dead provider alone."""
     head = textwrap.dedent(
         f"""\
         apiVersion: tollgate.dev/v1alpha1
@@ -231,6 +238,14 @@ def gateway_config(mock_url: str, *, fallback: bool = False) -> str:
               backends:
               - {{providerRef: {{name: {DEAD_PROVIDER}}}, model: mock-chat, priority: 0}}
               - {{providerRef: {{name: {MOCK_PROVIDER}}}, model: mock-chat, priority: 1}}
+            ---
+            apiVersion: tollgate.dev/v1alpha1
+            kind: AIRoute
+            metadata: {{name: dead-only}}
+            spec:
+              gatewayRef: {{name: pytest}}
+              models: [dead]
+              backends: [{{providerRef: {{name: {DEAD_PROVIDER}}}, model: mock-chat}}]
             """
         )
     return head + routes
@@ -324,14 +339,20 @@ def client(gateway) -> openai.OpenAI:
 
 
 class Ledger:
-    """Successful (HTTP 200, completed) calls made through the main gateway,
-    per route, so the metrics test can check the counters cover them."""
+    """Calls made through the main gateway, per route: successes (HTTP 200,
+    completed) and failures by the status the client saw, so the metrics
+    test can check the counters cover them."""
 
     def __init__(self) -> None:
         self.ok: dict[str, int] = {}
+        self.failed: dict[str, dict[int, int]] = {}
 
     def success(self, route: str, n: int = 1) -> None:
         self.ok[route] = self.ok.get(route, 0) + n
+
+    def failure(self, route: str, status: int) -> None:
+        by_status = self.failed.setdefault(route, {})
+        by_status[status] = by_status.get(status, 0) + 1
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ read the admin port's `/metrics`.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import math
@@ -334,12 +335,13 @@ def test_invalid_stream_type_is_bad_request(client):
         ("[mock status=400]", openai.BadRequestError, 400),
     ],
 )
-def test_upstream_errors_map_to_sdk_exceptions(client, directive, exc_type, status):
+def test_upstream_errors_map_to_sdk_exceptions(client, ledger, directive, exc_type, status):
     with pytest.raises(exc_type) as exc:
         client.chat.completions.create(
             model="chat", messages=[{"role": "user", "content": f"{unique_prompt('fail')} {directive}"}]
         )
     assert exc.value.status_code == status
+    ledger.failure(CHAT_ROUTE, status)
     # Every error reaches the SDK in the OpenAI shape, with a message.
     assert isinstance(exc.value.body, dict) and exc.value.body.get("message")
 
@@ -440,7 +442,48 @@ def test_fallback_to_second_priority(fallback_gateway):
 
     # The dead provider was tried (and counted) before the mock answered.
     metrics = scrape(fallback_gateway.admin_url)
-    assert total(metrics, "tollgate_requests_total", route=CHAT_ROUTE, provider=MOCK_PROVIDER, status="200") >= 2
+    assert total(metrics, "tollgate_upstream_errors_total", provider="dead", reason="connect") >= 2
+    assert total(metrics, "tollgate_requests_total", route=CHAT_ROUTE, provider=MOCK_PROVIDER, status="200") >= 1
+    assert total(metrics, "tollgate_requests_total", provider="dead") == 0
+
+
+def test_all_backends_down_is_502(fallback_gateway):
+    with fallback_gateway.client() as fb:
+        with pytest.raises(openai.InternalServerError) as exc:
+            fb.chat.completions.create(model="dead", messages=[{"role": "user", "content": "anyone there?"}])
+    assert exc.value.status_code == 502
+    assert exc.value.code == "upstream_error"
+
+
+# ------------------------------------------------------ async, concurrently
+
+def test_async_client_concurrent_streams(gateway, client, ledger):
+    """AsyncOpenAI over one pooled connection set: concurrent streams and
+    plain calls each get their own, correct answer."""
+    prompts = [unique_prompt(f"concurrent {i}") for i in range(6)]
+    expected = [chat(client, ledger, p).choices[0].message.content for p in prompts]
+
+    async def one_stream(aclient, prompt):
+        stream = await aclient.chat.completions.create(
+            model="chat", messages=[{"role": "user", "content": prompt}], stream=True
+        )
+        async with stream:
+            return "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+
+    async def one_plain(aclient, prompt):
+        completion = await aclient.chat.completions.create(model="chat", messages=[{"role": "user", "content": prompt}])
+        return completion.choices[0].message.content
+
+    async def main():
+        async with openai.AsyncOpenAI(
+            base_url=f"{gateway.data_url}/v1", api_key=API_KEY, max_retries=0, timeout=30
+        ) as aclient:
+            jobs = [one_stream(aclient, p) for p in prompts] + [one_plain(aclient, p) for p in prompts]
+            return await asyncio.wait_for(asyncio.gather(*jobs), timeout=60)
+
+    results = asyncio.run(main())
+    ledger.success(CHAT_ROUTE, len(results))
+    assert results == expected + expected
 
 
 # -------------------------------------------------- 9. mid-stream disconnect
@@ -454,7 +497,7 @@ except ImportError:  # pragma: no cover
     pass
 
 
-def test_mid_stream_disconnect_raises(client):
+def test_mid_stream_disconnect_raises(client, ledger):
     seen = []
     stream = client.chat.completions.create(
         model="chat",
@@ -468,15 +511,20 @@ def test_mid_stream_disconnect_raises(client):
     # The client must not mistake a truncated stream for a complete one.
     assert not any(c.choices and c.choices[0].finish_reason for c in seen)
     assert len(content_deltas(seen)) < MOCK_OUTPUT_TOKENS
+    # The gateway accounts the broken stream as a 502, not a success.
+    ledger.failure(CHAT_ROUTE, 502)
 
 
-def test_truncated_non_stream_body_is_502(client):
+def test_truncated_non_stream_body_is_502(client, ledger):
+    """A plain response cut off mid-body upstream becomes a clean 502."""
     with pytest.raises(openai.InternalServerError) as exc:
         client.chat.completions.create(
             model="chat",
             messages=[{"role": "user", "content": f"{unique_prompt('truncate')} [mock disconnect_after=1]"}],
         )
     assert exc.value.status_code == 502
+    assert exc.value.code == "upstream_error"
+    ledger.failure(CHAT_ROUTE, 502)
 
 
 # --------------------------------------------------------------- 7. metrics
@@ -531,8 +579,18 @@ def test_metrics_account_for_traffic(gateway, client, ledger):
         assert total(samples, "tollgate_requests_total", endpoint="embeddings", route=EMBED_ROUTE, status="200") >= ledger.ok[EMBED_ROUTE]
         assert total(samples, "tollgate_tokens_total", route=EMBED_ROUTE, direction="input") > 0
 
-    # Failures are counted under their client-facing status.
-    assert total(samples, "tollgate_requests_total", status="401") >= 0
+    # Cost is the catalog price times the tokens (mock-chat: $0.15 / $0.60 per 1M).
+    tokens_in = total(samples, "tollgate_tokens_total", direction="input", **labels)
+    tokens_out = total(samples, "tollgate_tokens_total", direction="output", **labels)
+    cost = total(samples, "tollgate_cost_usd_total", **labels)
+    assert math.isclose(cost, tokens_in * 0.15e-6 + tokens_out * 0.60e-6, rel_tol=1e-6), (cost, tokens_in, tokens_out)
+
+    # Failures are counted under the status the client saw, never as 200.
+    for status, count in ledger.failed.get(CHAT_ROUTE, {}).items():
+        seen = total(samples, "tollgate_requests_total", route=CHAT_ROUTE, provider=MOCK_PROVIDER, status=str(status))
+        assert seen >= count, f"status {status}: counted {seen}, caused {count}"
+
     config = httpx.get(f"{gateway.admin_url}/config", timeout=10).json()
     assert config["hash"]
-    assert {r["name"] for r in config["routes"]} >= {CHAT_ROUTE, EMBED_ROUTE} or len(config["routes"]) == 2
+    assert config["providers"] == [MOCK_PROVIDER]
+    assert {r["name"] for r in config["routes"]} == {CHAT_ROUTE, EMBED_ROUTE}

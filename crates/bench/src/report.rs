@@ -137,7 +137,15 @@ pub struct Meta {
     pub mock: String,
     pub nginx: String,
     pub tollgate: String,
+    /// /proc/loadavg before and after: other work on the machine skews tails.
+    pub loadavg_start: String,
+    pub loadavg_end: String,
 }
+
+/// Open-loop generator lateness (p99) above which a row's tail percentiles
+/// are flagged: 1 ms is normal timer granularity, far more means the
+/// generator itself was starved of CPU and the tail includes that stall.
+pub const LAG_WARN_US: f64 = 5_000.0;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
@@ -406,6 +414,11 @@ impl BenchReport {
             m.nginx,
             m.tollgate
         );
+        let _ = writeln!(
+            o,
+            "loadavg at start: {}; at end: {}",
+            m.loadavg_start, m.loadavg_end
+        );
         for t in &self.targets {
             if let Some(why) = &t.skipped {
                 let _ = writeln!(o, "NOTE: target {} SKIPPED: {}", t.name, why);
@@ -456,6 +469,20 @@ impl BenchReport {
                             errors(&p.outcome),
                         ],
                         &w,
+                    );
+                }
+            }
+            for t in &ran {
+                let lag = t
+                    .open_at(rate)
+                    .and_then(|p| p.outcome.send_lag)
+                    .map(|l| l.p99_us);
+                if let Some(lag) = lag.filter(|&l| l > LAG_WARN_US) {
+                    let _ = writeln!(
+                        o,
+                        "WARNING: {}: generator ran {} behind schedule at p99; tail percentiles include load-generator/machine stalls (rerun on an idle machine)",
+                        t.name,
+                        us(lag)
                     );
                 }
             }
@@ -656,6 +683,8 @@ mod tests {
             mock: "test".into(),
             nginx: "test".into(),
             tollgate: "test".into(),
+            loadavg_start: "0.00".into(),
+            loadavg_end: "0.00".into(),
         }
     }
 

@@ -53,7 +53,14 @@ struct Target<'a> {
     mock_pid: u32,
 }
 
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
 pub fn run(plan: &Plan, workdir: &Path) -> Result<BenchReport> {
+    let loadavg_start = loadavg();
     // The load generator's own runtime, sized explicitly so it leaves the
     // rest of the (2-core) machine to the processes under test.
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -142,7 +149,10 @@ pub fn run(plan: &Plan, workdir: &Path) -> Result<BenchReport> {
     let _ = stop(&mut mock);
     rt.shutdown_timeout(Duration::from_secs(1));
 
-    Ok(BenchReport::new(meta(plan), reports))
+    let mut meta = meta(plan);
+    meta.loadavg_start = loadavg_start;
+    meta.loadavg_end = loadavg();
+    Ok(BenchReport::new(meta, reports))
 }
 
 fn stop(p: &mut Process) -> String {
@@ -318,5 +328,7 @@ fn meta(plan: &Plan) -> Meta {
         },
         nginx: format!("{} ({nginx_version})", plan.nginx_bin.display()),
         tollgate: plan.tollgate_bin.display().to_string(),
+        loadavg_start: String::new(),
+        loadavg_end: String::new(),
     }
 }

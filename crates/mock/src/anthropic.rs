@@ -103,9 +103,14 @@ pub(crate) async fn messages(
 ) -> Result<Response<MockBody>, ApiError> {
     let req: MessagesRequest<'_> =
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_json(&e))?;
-    let model = req.model.as_deref().ok_or_else(|| ApiError::missing("model"))?;
+    let model = req
+        .model
+        .as_deref()
+        .ok_or_else(|| ApiError::missing("model"))?;
     let raw_messages = req.messages.ok_or_else(|| ApiError::missing("messages"))?;
-    let max_tokens = req.max_tokens.ok_or_else(|| ApiError::missing("max_tokens"))?;
+    let max_tokens = req
+        .max_tokens
+        .ok_or_else(|| ApiError::missing("max_tokens"))?;
     let messages: Vec<Message<'_>> = serde_json::from_str(raw_messages.get())
         .map_err(|e| ApiError::invalid(format!("messages: {e}"), Some("messages")))?;
     if messages.is_empty() {
@@ -285,16 +290,23 @@ fn stream_message(meta: &Meta<'_>, reply: &Reply<'_>, behavior: &Behavior) -> Mo
         Reply::ToolUse { json, .. } => json.len().div_ceil(ARGUMENT_FRAGMENT),
     };
     let mut out = StreamBuilder::with_capacity(512 + 110 * pieces, pieces + 6);
-    let event = |out: &mut StreamBuilder, name: &str, data: &dyn Fn(&mut Vec<u8>), delay: Duration| {
-        let buf = out.buf();
-        buf.extend_from_slice(b"event: ");
-        buf.extend_from_slice(name.as_bytes());
-        buf.extend_from_slice(b"\ndata: ");
-        data(buf);
-        buf.extend_from_slice(b"\n\n");
-        out.end_frame(delay);
+    let event =
+        |out: &mut StreamBuilder, name: &str, data: &dyn Fn(&mut Vec<u8>), delay: Duration| {
+            let buf = out.buf();
+            buf.extend_from_slice(b"event: ");
+            buf.extend_from_slice(name.as_bytes());
+            buf.extend_from_slice(b"\ndata: ");
+            data(buf);
+            buf.extend_from_slice(b"\n\n");
+            out.end_frame(delay);
+        };
+    let gap = |i: usize| {
+        if i == 0 {
+            Duration::ZERO
+        } else {
+            behavior.token_delay
+        }
     };
-    let gap = |i: usize| if i == 0 { Duration::ZERO } else { behavior.token_delay };
 
     event(
         &mut out,
@@ -320,8 +332,18 @@ fn stream_message(meta: &Meta<'_>, reply: &Reply<'_>, behavior: &Behavior) -> Mo
         }
         b.push(b'}');
     };
-    event(&mut out, "content_block_start", &block_start, Duration::ZERO);
-    event(&mut out, "ping", &|b| b.extend_from_slice(br#"{"type": "ping"}"#), Duration::ZERO);
+    event(
+        &mut out,
+        "content_block_start",
+        &block_start,
+        Duration::ZERO,
+    );
+    event(
+        &mut out,
+        "ping",
+        &|b| b.extend_from_slice(br#"{"type": "ping"}"#),
+        Duration::ZERO,
+    );
 
     let delta_prefix = br#"{"type":"content_block_delta","index":0,"delta":"#;
     match reply {

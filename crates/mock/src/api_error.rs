@@ -62,7 +62,10 @@ impl ApiError {
     }
 
     pub(crate) fn not_found(method: &http::Method, path: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, format!("Invalid URL ({method} {path})"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            format!("Invalid URL ({method} {path})"),
+        )
     }
 
     pub(crate) fn method_not_allowed(allow: &'static str) -> Self {
@@ -79,8 +82,12 @@ impl ApiError {
     pub(crate) fn injected(status: StatusCode) -> Self {
         let message = match status.as_u16() {
             429 => "Rate limit reached for requests (injected by tollgate-mock).",
-            500 => "The server had an error while processing your request (injected by tollgate-mock).",
-            503 | 529 => "The service is temporarily overloaded, please try again later (injected by tollgate-mock).",
+            500 => {
+                "The server had an error while processing your request (injected by tollgate-mock)."
+            }
+            503 | 529 => {
+                "The service is temporarily overloaded, please try again later (injected by tollgate-mock)."
+            }
             _ => "Injected error from tollgate-mock.",
         };
         let code = match status.as_u16() {

@@ -18,11 +18,11 @@ const FLUSH_BEFORE_ABORT: Duration = Duration::from_millis(5);
 /// reset the stream (HTTP/2), simulating an upstream that died mid-response.
 #[derive(Debug, thiserror::Error)]
 #[error("tollgate-mock: injected disconnect")]
-pub struct Disconnect;
+pub(crate) struct Disconnect;
 
 /// Body of every response the mock sends.
 #[derive(Debug)]
-pub enum MockBody {
+pub(crate) enum MockBody {
     Full(Option<Bytes>),
     Stream(FrameStream),
 }
@@ -52,7 +52,7 @@ impl MockBody {
 /// Frames rendered into one buffer; `marks` holds each frame's end offset and
 /// the delay before it is released. Frames are zero-copy slices of `data`.
 #[derive(Debug)]
-pub struct FrameStream {
+pub(crate) struct FrameStream {
     data: Bytes,
     marks: Vec<(usize, Duration)>,
     consumed: usize,
@@ -66,7 +66,7 @@ pub struct FrameStream {
 }
 
 impl FrameStream {
-    /// Waits on the (reused) timer until `deadline_in` has elapsed since arming.
+    /// Waits `delay` on the reused timer, counted from the first poll for this frame.
     fn poll_delay(&mut self, cx: &mut Context<'_>, delay: Duration) -> Poll<()> {
         if !self.armed {
             let deadline = Instant::now() + delay;
@@ -83,7 +83,10 @@ impl FrameStream {
         Poll::Ready(())
     }
 
-    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Disconnect>>> {
+    fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Disconnect>>> {
         let Some(&(end, delay)) = self.marks.get(self.next) else {
             return Poll::Ready(None);
         };
@@ -130,7 +133,10 @@ impl Body for MockBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             Self::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
-            Self::Stream(stream) => stream.exact_len.map(SizeHint::with_exact).unwrap_or_default(),
+            Self::Stream(stream) => stream
+                .exact_len
+                .map(SizeHint::with_exact)
+                .unwrap_or_default(),
         }
     }
 }
@@ -207,8 +213,14 @@ mod tests {
             b.end_frame(Duration::ZERO);
         }
         let mut body = b.finish(Some(2));
-        assert_eq!(body.frame().await.unwrap().unwrap().into_data().unwrap(), "a");
-        assert_eq!(body.frame().await.unwrap().unwrap().into_data().unwrap(), "b");
+        assert_eq!(
+            body.frame().await.unwrap().unwrap().into_data().unwrap(),
+            "a"
+        );
+        assert_eq!(
+            body.frame().await.unwrap().unwrap().into_data().unwrap(),
+            "b"
+        );
         assert!(body.frame().await.unwrap().is_err());
     }
 
@@ -216,7 +228,10 @@ mod tests {
     async fn truncated_announces_full_length() {
         let mut body = MockBody::truncated(Bytes::from_static(b"0123456789"));
         assert_eq!(body.size_hint().exact(), Some(10));
-        assert_eq!(body.frame().await.unwrap().unwrap().into_data().unwrap(), "01234");
+        assert_eq!(
+            body.frame().await.unwrap().unwrap().into_data().unwrap(),
+            "01234"
+        );
         assert!(body.frame().await.unwrap().is_err());
     }
 }

@@ -195,7 +195,11 @@ fn lookup_key(raw: &str) -> Option<(&'static str, Key)> {
         .find(|(name, _)| {
             name.len() == raw.len()
                 && name.bytes().zip(raw.bytes()).all(|(n, r)| {
-                    let r = if r == b'-' { b'_' } else { r.to_ascii_lowercase() };
+                    let r = if r == b'-' {
+                        b'_'
+                    } else {
+                        r.to_ascii_lowercase()
+                    };
                     n == r
                 })
         })

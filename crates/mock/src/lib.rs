@@ -22,7 +22,6 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-pub use body::{Disconnect, MockBody};
 pub use config::{MockArgs, MockConfig};
 pub use server::serve;
 

@@ -7,8 +7,8 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http::{HeaderMap, Response, StatusCode};
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 use serde::Serialize;
+use serde::de::IgnoredAny;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -19,7 +19,10 @@ use crate::request::Content;
 use crate::server::{
     ModelObject, State, generation_time, json_response, pause, push_json, sse_response, unix_now,
 };
-use crate::text::{PromptCounter, Rng, arguments_for_schema, estimate_tokens, fragments, make_id, words};
+use crate::text::{
+    PromptCounter, Rng, arguments_for_schema, completion_text, estimate_tokens, fragments, make_id,
+    words,
+};
 
 const SYSTEM_FINGERPRINT: &str = "fp_tollgate_mock";
 /// Bytes per streamed tool-argument fragment.
@@ -134,7 +137,10 @@ pub(crate) async fn chat_completions(
     body: Bytes,
 ) -> Result<Response<MockBody>, ApiError> {
     let req: ChatRequest<'_> = serde_json::from_slice(&body).map_err(|e| ApiError::bad_json(&e))?;
-    let model = req.model.as_deref().ok_or_else(|| ApiError::missing("model"))?;
+    let model = req
+        .model
+        .as_deref()
+        .ok_or_else(|| ApiError::missing("model"))?;
     let raw_messages = req.messages.ok_or_else(|| ApiError::missing("messages"))?;
     let messages: Vec<ChatMessage<'_>> = serde_json::from_str(raw_messages.get())
         .map_err(|e| ApiError::invalid(format!("Invalid 'messages': {e}"), Some("messages")))?;
@@ -204,7 +210,12 @@ pub(crate) async fn chat_completions(
             .stream_options
             .and_then(|o| o.include_usage)
             .unwrap_or(false);
-        return Ok(sse_response(stream_chat(&meta, &reply, &behavior, include_usage)));
+        return Ok(sse_response(stream_chat(
+            &meta,
+            &reply,
+            &behavior,
+            include_usage,
+        )));
     }
     pause(generation_time(&behavior, reply.completion_tokens())).await;
     Ok(json_response(
@@ -219,7 +230,11 @@ fn select_tool<'r>(
     req: &'r ChatRequest<'_>,
     messages: &[ChatMessage<'_>],
 ) -> Result<Option<&'r FunctionDef>, ApiError> {
-    let mut functions = req.tools.iter().flatten().filter_map(|t| t.function.as_ref());
+    let mut functions = req
+        .tools
+        .iter()
+        .flatten()
+        .filter_map(|t| t.function.as_ref());
     let answering_tool = messages.last().is_some_and(|m| m.role == "tool");
     match &req.tool_choice {
         _ if answering_tool => Ok(None),
@@ -333,7 +348,7 @@ fn completion<'a>(meta: &'a ChatMeta<'a>, reply: &'a Reply) -> Completion<'a> {
         } => (
             AssistantMessage {
                 role: "assistant",
-                content: Some(crate::text::completion_text(*seed, *tokens as usize)),
+                content: Some(completion_text(*seed, *tokens as usize)),
                 refusal: None,
                 tool_calls: None,
             },
@@ -375,7 +390,12 @@ fn completion<'a>(meta: &'a ChatMeta<'a>, reply: &'a Reply) -> Completion<'a> {
 
 /// Renders the whole SSE stream up front; the body releases it chunk by
 /// chunk: ttft before the first chunk, `token_delay` between tokens.
-fn stream_chat(meta: &ChatMeta<'_>, reply: &Reply, behavior: &Behavior, include_usage: bool) -> MockBody {
+fn stream_chat(
+    meta: &ChatMeta<'_>,
+    reply: &Reply,
+    behavior: &Behavior,
+    include_usage: bool,
+) -> MockBody {
     // `data: {...,"choices":[` shared by every chunk.
     let mut prefix = Vec::with_capacity(192);
     prefix.extend_from_slice(b"data: {\"id\":");
@@ -393,7 +413,10 @@ fn stream_chat(meta: &ChatMeta<'_>, reply: &Reply, behavior: &Behavior, include_
         Reply::ToolCall { arguments, .. } => arguments.len().div_ceil(ARGUMENT_FRAGMENT),
     };
     let mut out = StreamBuilder::with_capacity((prefix.len() + 96) * (pieces + 4), pieces + 4);
-    let chunk = |out: &mut StreamBuilder, delta: &dyn Fn(&mut Vec<u8>), finish: Option<&str>, delay: Duration| {
+    let chunk = |out: &mut StreamBuilder,
+                 delta: &dyn Fn(&mut Vec<u8>),
+                 finish: Option<&str>,
+                 delay: Duration| {
         let buf = out.buf();
         buf.extend_from_slice(&prefix);
         buf.extend_from_slice(b"{\"index\":0,\"delta\":");
@@ -412,7 +435,13 @@ fn stream_chat(meta: &ChatMeta<'_>, reply: &Reply, behavior: &Behavior, include_
     };
     // The first piece follows the opening chunk immediately; the ttft wait
     // is before the opening chunk so "first byte" and "first token" agree.
-    let gap = |i: usize| if i == 0 { Duration::ZERO } else { behavior.token_delay };
+    let gap = |i: usize| {
+        if i == 0 {
+            Duration::ZERO
+        } else {
+            behavior.token_delay
+        }
+    };
 
     let finish_reason = match reply {
         Reply::Text {
@@ -420,7 +449,12 @@ fn stream_chat(meta: &ChatMeta<'_>, reply: &Reply, behavior: &Behavior, include_
             tokens,
             finish_reason,
         } => {
-            chunk(&mut out, &|b| b.extend_from_slice(br#"{"role":"assistant","content":""}"#), None, behavior.ttft);
+            chunk(
+                &mut out,
+                &|b| b.extend_from_slice(br#"{"role":"assistant","content":""}"#),
+                None,
+                behavior.ttft,
+            );
             for (i, word) in words(*seed, *tokens as usize).enumerate() {
                 let delta = |b: &mut Vec<u8>| {
                     // Words are plain ASCII letters: no JSON escaping needed.
@@ -441,7 +475,9 @@ fn stream_chat(meta: &ChatMeta<'_>, reply: &Reply, behavior: &Behavior, include_
             arguments,
         } => {
             let opening = |b: &mut Vec<u8>| {
-                b.extend_from_slice(br#"{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"#);
+                b.extend_from_slice(
+                    br#"{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"#,
+                );
                 push_json(b, call_id);
                 b.extend_from_slice(br#","type":"function","function":{"name":"#);
                 push_json(b, name);
@@ -459,13 +495,21 @@ fn stream_chat(meta: &ChatMeta<'_>, reply: &Reply, behavior: &Behavior, include_
             "tool_calls"
         }
     };
-    chunk(&mut out, &|b| b.extend_from_slice(b"{}"), Some(finish_reason), Duration::ZERO);
+    chunk(
+        &mut out,
+        &|b| b.extend_from_slice(b"{}"),
+        Some(finish_reason),
+        Duration::ZERO,
+    );
 
     if include_usage {
         let buf = out.buf();
         buf.extend_from_slice(&prefix);
         buf.extend_from_slice(b"],\"usage\":");
-        push_json(buf, &Usage::new(meta.prompt_tokens, reply.completion_tokens()));
+        push_json(
+            buf,
+            &Usage::new(meta.prompt_tokens, reply.completion_tokens()),
+        );
         buf.extend_from_slice(b"}\n\n");
         out.end_frame(Duration::ZERO);
     }
@@ -547,8 +591,14 @@ pub(crate) async fn embeddings(
 ) -> Result<Response<MockBody>, ApiError> {
     let req: EmbeddingsRequest<'_> =
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_json(&e))?;
-    let model = req.model.as_deref().ok_or_else(|| ApiError::missing("model"))?;
-    let input = req.input.as_ref().ok_or_else(|| ApiError::missing("input"))?;
+    let model = req
+        .model
+        .as_deref()
+        .ok_or_else(|| ApiError::missing("model"))?;
+    let input = req
+        .input
+        .as_ref()
+        .ok_or_else(|| ApiError::missing("input"))?;
     let base64 = match req.encoding_format.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,
@@ -573,7 +623,9 @@ pub(crate) async fn embeddings(
     };
     if items.is_empty() || items.len() > MAX_EMBEDDING_INPUTS || items.iter().any(empty) {
         return Err(ApiError::invalid(
-            format!("'input' must be a non-empty string or an array of 1..={MAX_EMBEDDING_INPUTS} non-empty inputs"),
+            format!(
+                "'input' must be a non-empty string or an array of 1..={MAX_EMBEDDING_INPUTS} non-empty inputs"
+            ),
             Some("input"),
         ));
     }
@@ -632,7 +684,9 @@ pub(crate) async fn embeddings(
 /// A deterministic vector of length one.
 fn unit_vector(seed: u64, dimensions: usize) -> Vec<f32> {
     let mut rng = Rng::new(seed);
-    let mut vector: Vec<f64> = (0..dimensions).map(|_| rng.next_f64() * 2.0 - 1.0).collect();
+    let mut vector: Vec<f64> = (0..dimensions)
+        .map(|_| rng.next_f64() * 2.0 - 1.0)
+        .collect();
     let norm = vector.iter().map(|x| x * x).sum::<f64>().sqrt();
     if norm > 0.0 {
         vector.iter_mut().for_each(|x| *x /= norm);
@@ -661,7 +715,11 @@ mod tests {
     #[test]
     fn unit_vectors_are_normalised_and_deterministic() {
         let v = unit_vector(5, 256);
-        let norm: f64 = v.iter().map(|x| f64::from(*x) * f64::from(*x)).sum::<f64>().sqrt();
+        let norm: f64 = v
+            .iter()
+            .map(|x| f64::from(*x) * f64::from(*x))
+            .sum::<f64>()
+            .sqrt();
         assert!((norm - 1.0).abs() < 1e-4);
         assert_eq!(v, unit_vector(5, 256));
         assert_ne!(v, unit_vector(6, 256));

@@ -236,7 +236,11 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<MockBody>
         _ => Flavor::OpenAi,
     };
     if parts.method != route.method() {
-        let allow = if route.method() == Method::GET { "GET" } else { "POST" };
+        let allow = if route.method() == Method::GET {
+            "GET"
+        } else {
+            "POST"
+        };
         return ApiError::method_not_allowed(allow).into_response(flavor);
     }
     let result = match route {
@@ -337,7 +341,10 @@ pub async fn serve(
         .await
         .is_err()
     {
-        tracing::warn!(?drain_timeout, "drain timed out; abandoning remaining connections");
+        tracing::warn!(
+            ?drain_timeout,
+            "drain timed out; abandoning remaining connections"
+        );
     }
     Ok(())
 }

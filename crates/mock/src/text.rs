@@ -6,33 +6,105 @@ use serde_json::{Map, Value};
 /// Words used for generated text. One word is one token. They are plain
 /// lowercase ASCII so they can be written into JSON without escaping.
 pub(crate) const WORDS: [&str; 64] = [
-    "the", "gateway", "routes", "every", "request", "to", "a", "model", "and", "tokens", "flow",
-    "back", "through", "stream", "while", "budget", "limits", "keep", "costs", "under", "control",
-    "latency", "stays", "low", "because", "connections", "are", "reused", "across", "many",
-    "clients", "so", "throughput", "grows", "with", "cores", "each", "provider", "answers", "in",
-    "its", "own", "format", "which", "is", "translated", "for", "caller", "retries", "happen",
-    "when", "upstream", "fails", "quickly", "safely", "fairly", "mock", "data", "text", "quiet",
-    "bright", "river", "stone", "cloud",
+    "the",
+    "gateway",
+    "routes",
+    "every",
+    "request",
+    "to",
+    "a",
+    "model",
+    "and",
+    "tokens",
+    "flow",
+    "back",
+    "through",
+    "stream",
+    "while",
+    "budget",
+    "limits",
+    "keep",
+    "costs",
+    "under",
+    "control",
+    "latency",
+    "stays",
+    "low",
+    "because",
+    "connections",
+    "are",
+    "reused",
+    "across",
+    "many",
+    "clients",
+    "so",
+    "throughput",
+    "grows",
+    "with",
+    "cores",
+    "each",
+    "provider",
+    "answers",
+    "in",
+    "its",
+    "own",
+    "format",
+    "which",
+    "is",
+    "translated",
+    "for",
+    "caller",
+    "retries",
+    "happen",
+    "when",
+    "upstream",
+    "fails",
+    "quickly",
+    "safely",
+    "fairly",
+    "mock",
+    "data",
+    "text",
+    "quiet",
+    "bright",
+    "river",
+    "stone",
+    "cloud",
 ];
 
-/// FNV-1a, finished with a SplitMix64 round. Stable across builds and
-/// platforms, unlike `std`'s `DefaultHasher`, so outputs never change.
+/// A word-at-a-time multiplicative hash (FxHash-style), finished with a
+/// SplitMix64 round. Stable across builds and platforms, unlike `std`'s
+/// `DefaultHasher`, so generated outputs never change; fast enough to hash
+/// large prompts on every request.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct StableHasher(u64);
 
+const HASH_K: u64 = 0x517c_c1b7_2722_0a95;
+
 impl StableHasher {
     pub(crate) fn new(seed: u64) -> Self {
-        Self(0xcbf2_9ce4_8422_2325 ^ mix64(seed))
+        Self(mix64(seed))
+    }
+
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(HASH_K);
     }
 
     pub(crate) fn write(mut self, bytes: &[u8]) -> Self {
-        for &b in bytes {
-            self.0 ^= u64::from(b);
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            let mut le = [0u8; 8];
+            le.copy_from_slice(word);
+            self.add(u64::from_le_bytes(le));
         }
-        // Field separator so ("ab","c") and ("a","bc") differ.
-        self.0 ^= 0xff;
-        self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            let mut le = [0u8; 8];
+            le[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(le));
+        }
+        // The length separates fields, so ("ab","c") and ("a","bc") differ.
+        self.add(bytes.len() as u64);
         self
     }
 
@@ -131,9 +203,10 @@ const ID_ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijk
 pub(crate) fn make_id(prefix: &str, rng: &mut Rng) -> String {
     let mut id = String::with_capacity(prefix.len() + 24);
     id.push_str(prefix);
-    for _ in 0..2 {
+    // 8 characters per draw: 62^8 < 2^64, so every character is uniform enough.
+    for _ in 0..3 {
         let mut bits = rng.next_u64();
-        for _ in 0..12 {
+        for _ in 0..8 {
             id.push(char::from(ID_ALPHABET[(bits % 62) as usize]));
             bits /= 62;
         }
@@ -159,7 +232,11 @@ fn value_for_schema(schema: &Value, rng: &mut Rng, depth: usize) -> Value {
     let Some(schema) = schema.as_object() else {
         return Value::String(rng.word().to_owned());
     };
-    if let Some(first) = schema.get("enum").and_then(Value::as_array).and_then(|e| e.first()) {
+    if let Some(first) = schema
+        .get("enum")
+        .and_then(Value::as_array)
+        .and_then(|e| e.first())
+    {
         return first.clone();
     }
     if let Some(constant) = schema.get("const") {
@@ -176,9 +253,12 @@ fn value_for_schema(schema: &Value, rng: &mut Rng, depth: usize) -> Value {
         _ if schema.contains_key("properties") => "object",
         _ => {
             // anyOf/oneOf: follow the first alternative.
-            let first_alt = ["anyOf", "oneOf"]
-                .iter()
-                .find_map(|k| schema.get(*k).and_then(Value::as_array).and_then(|a| a.first()));
+            let first_alt = ["anyOf", "oneOf"].iter().find_map(|k| {
+                schema
+                    .get(*k)
+                    .and_then(Value::as_array)
+                    .and_then(|a| a.first())
+            });
             return match first_alt {
                 Some(alt) if depth < MAX_SCHEMA_DEPTH => value_for_schema(alt, rng, depth + 1),
                 _ => Value::String(rng.word().to_owned()),
@@ -256,6 +336,9 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a, StableHasher::new(1).write(b"ab").write(b"c").finish());
         assert_ne!(a, StableHasher::new(2).write(b"ab").write(b"c").finish());
+        let h = |b: &[u8]| StableHasher::new(0).write(b).finish();
+        assert_ne!(h(b"a"), h(b"a\0"));
+        assert_ne!(h(b"0123456789abcdef"), h(b"0123456789abcdeg"));
     }
 
     #[test]
@@ -291,7 +374,10 @@ mod tests {
         assert!(args["maybe"].is_string());
         assert!(args["extra"].is_string());
         assert_eq!(args, arguments_for_schema(&schema, &mut Rng::new(1)));
-        assert_eq!(arguments_for_schema(&json!(null), &mut Rng::new(1)), json!({}));
+        assert_eq!(
+            arguments_for_schema(&json!(null), &mut Rng::new(1)),
+            json!({})
+        );
     }
 
     #[test]
@@ -308,6 +394,10 @@ mod tests {
         let id = make_id("chatcmpl-", &mut Rng::new(3));
         assert!(id.starts_with("chatcmpl-"));
         assert_eq!(id.len(), "chatcmpl-".len() + 24);
-        assert!(id["chatcmpl-".len()..].bytes().all(|b| b.is_ascii_alphanumeric()));
+        assert!(
+            id["chatcmpl-".len()..]
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric())
+        );
     }
 }

@@ -136,7 +136,10 @@ impl Reply {
 
 /// Splits an SSE body into (event, data) frames, checking the framing.
 fn sse_frames(text: &str) -> Vec<(Option<String>, String)> {
-    assert!(text.ends_with("\n\n"), "stream must end with a blank line: {text:?}");
+    assert!(
+        text.ends_with("\n\n"),
+        "stream must end with a blank line: {text:?}"
+    );
     text.trim_end_matches('\n')
         .split("\n\n")
         .map(|frame| {
@@ -185,7 +188,9 @@ fn weather_tools() -> Value {
 #[tokio::test]
 async fn chat_non_stream_has_openai_shape() {
     let server = Server::default().await;
-    let reply = server.post("/v1/chat/completions", &chat("Hello there"), &[]).await;
+    let reply = server
+        .post("/v1/chat/completions", &chat("Hello there"), &[])
+        .await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.headers["content-type"], "application/json");
     let v = reply.json();
@@ -211,26 +216,41 @@ async fn chat_non_stream_has_openai_shape() {
 #[tokio::test]
 async fn chat_stream_chunk_sequence() {
     let server = Server::default().await;
-    let req = with(chat("stream please"), json!({"stream": true, "max_tokens": 3}));
+    let req = with(
+        chat("stream please"),
+        json!({"stream": true, "max_tokens": 3}),
+    );
     let reply = server.post("/v1/chat/completions", &req, &[]).await;
     assert_eq!(reply.status, StatusCode::OK);
-    assert_eq!(reply.headers["content-type"], "text/event-stream; charset=utf-8");
+    assert_eq!(
+        reply.headers["content-type"],
+        "text/event-stream; charset=utf-8"
+    );
     let frames = reply.data_frames();
     // role, 3 tokens, finish, [DONE]
     assert_eq!(frames.len(), 6, "{frames:#?}");
     assert_eq!(frames.last().unwrap(), "[DONE]");
-    let chunks: Vec<Value> = frames[..5].iter().map(|f| serde_json::from_str(f).unwrap()).collect();
+    let chunks: Vec<Value> = frames[..5]
+        .iter()
+        .map(|f| serde_json::from_str(f).unwrap())
+        .collect();
     let id = chunks[0]["id"].as_str().unwrap();
     for chunk in &chunks {
         assert_eq!(chunk["id"], id);
         assert_eq!(chunk["object"], "chat.completion.chunk");
         assert_eq!(chunk["model"], "mock-chat");
         assert!(chunk["system_fingerprint"].is_string());
-        assert!(chunk.get("usage").is_none(), "no usage without include_usage");
+        assert!(
+            chunk.get("usage").is_none(),
+            "no usage without include_usage"
+        );
         assert_eq!(chunk["choices"][0]["index"], 0);
         assert_eq!(chunk["choices"][0]["logprobs"], Value::Null);
     }
-    assert_eq!(chunks[0]["choices"][0]["delta"], json!({"role": "assistant", "content": ""}));
+    assert_eq!(
+        chunks[0]["choices"][0]["delta"],
+        json!({"role": "assistant", "content": ""})
+    );
     assert_eq!(chunks[0]["choices"][0]["finish_reason"], Value::Null);
     let text: String = chunks[1..4]
         .iter()
@@ -249,7 +269,11 @@ async fn chat_stream_chunk_sequence() {
 
     // Same text as the non-streamed answer.
     let plain = server
-        .post("/v1/chat/completions", &with(chat("stream please"), json!({"max_tokens": 3})), &[])
+        .post(
+            "/v1/chat/completions",
+            &with(chat("stream please"), json!({"max_tokens": 3})),
+            &[],
+        )
         .await
         .json();
     assert_eq!(plain["choices"][0]["message"]["content"], text);
@@ -263,11 +287,17 @@ async fn chat_stream_include_usage() {
         chat("count me"),
         json!({"stream": true, "stream_options": {"include_usage": true}}),
     );
-    let frames = server.post("/v1/chat/completions", &req, &[]).await.data_frames();
+    let frames = server
+        .post("/v1/chat/completions", &req, &[])
+        .await
+        .data_frames();
     // role, 16 tokens, finish, usage, [DONE]
     assert_eq!(frames.len(), 20);
     assert_eq!(frames[19], "[DONE]");
-    let chunks: Vec<Value> = frames[..19].iter().map(|f| serde_json::from_str(f).unwrap()).collect();
+    let chunks: Vec<Value> = frames[..19]
+        .iter()
+        .map(|f| serde_json::from_str(f).unwrap())
+        .collect();
     for chunk in &chunks[..18] {
         assert_eq!(chunk["usage"], Value::Null);
         assert!(chunk.as_object().unwrap().contains_key("usage"));
@@ -284,13 +314,37 @@ async fn chat_stream_include_usage() {
 #[tokio::test]
 async fn chat_is_deterministic() {
     let server = Server::default().await;
-    let content = |v: Value| v["choices"][0]["message"]["content"].as_str().unwrap().to_owned();
-    let a1 = content(server.post("/v1/chat/completions", &chat("alpha"), &[]).await.json());
-    let a2 = content(server.post("/v1/chat/completions", &chat("alpha"), &[]).await.json());
-    let b = content(server.post("/v1/chat/completions", &chat("beta"), &[]).await.json());
+    let content = |v: Value| {
+        v["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let a1 = content(
+        server
+            .post("/v1/chat/completions", &chat("alpha"), &[])
+            .await
+            .json(),
+    );
+    let a2 = content(
+        server
+            .post("/v1/chat/completions", &chat("alpha"), &[])
+            .await
+            .json(),
+    );
+    let b = content(
+        server
+            .post("/v1/chat/completions", &chat("beta"), &[])
+            .await
+            .json(),
+    );
     let other_model = content(
         server
-            .post("/v1/chat/completions", &with(chat("alpha"), json!({"model": "other"})), &[])
+            .post(
+                "/v1/chat/completions",
+                &with(chat("alpha"), json!({"model": "other"})),
+                &[],
+            )
             .await
             .json(),
     );
@@ -305,7 +359,11 @@ async fn max_tokens_caps_with_length() {
     let server = Server::default().await;
     for field in ["max_tokens", "max_completion_tokens"] {
         let v = server
-            .post("/v1/chat/completions", &with(chat("short"), json!({ field: 4 })), &[])
+            .post(
+                "/v1/chat/completions",
+                &with(chat("short"), json!({ field: 4 })),
+                &[],
+            )
             .await
             .json();
         assert_eq!(v["choices"][0]["finish_reason"], "length");
@@ -315,7 +373,11 @@ async fn max_tokens_caps_with_length() {
     }
     // A cap at or above the output length is not a truncation.
     let v = server
-        .post("/v1/chat/completions", &with(chat("short"), json!({"max_tokens": 16})), &[])
+        .post(
+            "/v1/chat/completions",
+            &with(chat("short"), json!({"max_tokens": 16})),
+            &[],
+        )
         .await
         .json();
     assert_eq!(v["choices"][0]["finish_reason"], "stop");
@@ -337,14 +399,19 @@ async fn tool_calls_non_stream_and_stream() {
     assert!(call["id"].as_str().unwrap().starts_with("call_"));
     assert_eq!(call["type"], "function");
     assert_eq!(call["function"]["name"], "get_weather");
-    let args: Value = serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    let args: Value =
+        serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
     assert!(args["city"].is_string());
     assert_eq!(args["days"], 42);
     assert_eq!(args["metric"], true);
 
     // Streamed: opening delta with id/name, then argument fragments.
     let frames = server
-        .post("/v1/chat/completions", &with(req.clone(), json!({"stream": true})), &[])
+        .post(
+            "/v1/chat/completions",
+            &with(req.clone(), json!({"stream": true})),
+            &[],
+        )
         .await
         .data_frames();
     assert_eq!(frames.last().unwrap(), "[DONE]");
@@ -355,7 +422,12 @@ async fn tool_calls_non_stream_and_stream() {
     let opening = &chunks[0]["choices"][0]["delta"];
     assert_eq!(opening["role"], "assistant");
     assert_eq!(opening["tool_calls"][0]["index"], 0);
-    assert!(opening["tool_calls"][0]["id"].as_str().unwrap().starts_with("call_"));
+    assert!(
+        opening["tool_calls"][0]["id"]
+            .as_str()
+            .unwrap()
+            .starts_with("call_")
+    );
     assert_eq!(opening["tool_calls"][0]["type"], "function");
     assert_eq!(opening["tool_calls"][0]["function"]["name"], "get_weather");
     assert_eq!(opening["tool_calls"][0]["function"]["arguments"], "");
@@ -363,21 +435,38 @@ async fn tool_calls_non_stream_and_stream() {
     assert!(fragments.len() > 1);
     let streamed: String = fragments
         .iter()
-        .map(|c| c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str().unwrap())
+        .map(|c| {
+            c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"]
+                .as_str()
+                .unwrap()
+        })
         .collect();
     assert_eq!(serde_json::from_str::<Value>(&streamed).unwrap(), args);
-    assert_eq!(chunks.last().unwrap()["choices"][0]["finish_reason"], "tool_calls");
+    assert_eq!(
+        chunks.last().unwrap()["choices"][0]["finish_reason"],
+        "tool_calls"
+    );
 
     // Default choice is the first tool; "none" and a tool answer give text.
     let v = server
-        .post("/v1/chat/completions", &with(chat("x"), json!({"tools": weather_tools()})), &[])
+        .post(
+            "/v1/chat/completions",
+            &with(chat("x"), json!({"tools": weather_tools()})),
+            &[],
+        )
         .await
         .json();
-    assert_eq!(v["choices"][0]["message"]["tool_calls"][0]["function"]["name"], "get_time");
+    assert_eq!(
+        v["choices"][0]["message"]["tool_calls"][0]["function"]["name"],
+        "get_time"
+    );
     let v = server
         .post(
             "/v1/chat/completions",
-            &with(chat("x"), json!({"tools": weather_tools(), "tool_choice": "none"})),
+            &with(
+                chat("x"),
+                json!({"tools": weather_tools(), "tool_choice": "none"}),
+            ),
             &[],
         )
         .await
@@ -392,7 +481,10 @@ async fn tool_calls_non_stream_and_stream() {
             {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}
         ]
     });
-    let v = server.post("/v1/chat/completions", &after_tool, &[]).await.json();
+    let v = server
+        .post("/v1/chat/completions", &after_tool, &[])
+        .await
+        .json();
     assert_eq!(v["choices"][0]["finish_reason"], "stop");
     assert!(v["choices"][0]["message"]["content"].is_string());
     server.stop().await;
@@ -422,7 +514,12 @@ async fn embeddings_float_and_base64() {
         .map(|(i, d)| {
             assert_eq!(d["object"], "embedding");
             assert_eq!(d["index"], i);
-            d["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+            d["embedding"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect()
         })
         .collect();
     for v in &vectors {
@@ -453,14 +550,25 @@ async fn embeddings_float_and_base64() {
 
     // Default dimension and token-array input.
     let tokens = server
-        .post("/v1/embeddings", &json!({"model": "mock-embed", "input": [[1, 2, 3], [4]]}), &[])
+        .post(
+            "/v1/embeddings",
+            &json!({"model": "mock-embed", "input": [[1, 2, 3], [4]]}),
+            &[],
+        )
         .await
         .json();
-    assert_eq!(tokens["data"][0]["embedding"].as_array().unwrap().len(), 256);
+    assert_eq!(
+        tokens["data"][0]["embedding"].as_array().unwrap().len(),
+        256
+    );
     assert_eq!(tokens["usage"]["prompt_tokens"], 4);
 
     let bad = server
-        .post("/v1/embeddings", &json!({"model": "mock-embed", "input": "x", "encoding_format": "hex"}), &[])
+        .post(
+            "/v1/embeddings",
+            &json!({"model": "mock-embed", "input": "x", "encoding_format": "hex"}),
+            &[],
+        )
         .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     assert_eq!(bad.json()["error"]["param"], "encoding_format");
@@ -474,13 +582,21 @@ async fn models_health_and_routing() {
     assert_eq!(models.status, StatusCode::OK);
     let v = models.json();
     assert_eq!(v["object"], "list");
-    let ids: Vec<&str> = v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, ["mock-chat", "mock-embed", "mock-claude"]);
     assert_eq!(v["data"][0]["object"], "model");
     assert_eq!(v["data"][0]["owned_by"], "tollgate-mock");
     assert!(v["data"][0]["created"].is_u64());
 
-    assert_eq!(server.get("/v1/models/mock-embed").await.json()["id"], "mock-embed");
+    assert_eq!(
+        server.get("/v1/models/mock-embed").await.json()["id"],
+        "mock-embed"
+    );
     let missing = server.get("/v1/models/nope").await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     assert_eq!(missing.json()["error"]["code"], "model_not_found");
@@ -493,7 +609,12 @@ async fn models_health_and_routing() {
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
     assert_eq!(unknown.json()["error"]["type"], "invalid_request_error");
 
-    let wrong = Reply::read(server.send(Method::GET, "/v1/chat/completions", Bytes::new(), &[]).await).await;
+    let wrong = Reply::read(
+        server
+            .send(Method::GET, "/v1/chat/completions", Bytes::new(), &[])
+            .await,
+    )
+    .await;
     assert_eq!(wrong.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(wrong.headers["allow"], "POST");
     assert!(wrong.json()["error"]["message"].is_string());
@@ -514,31 +635,61 @@ async fn invalid_requests_are_rejected() {
     assert_eq!(v["error"]["type"], "invalid_request_error");
     assert_eq!(v["error"]["param"], Value::Null);
     assert_eq!(v["error"]["code"], Value::Null);
-    assert!(v["error"]["message"].as_str().unwrap().contains("parse the JSON"));
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("parse the JSON")
+    );
 
     let no_model = server
-        .post("/v1/chat/completions", &json!({"messages": [{"role": "user", "content": "x"}]}), &[])
+        .post(
+            "/v1/chat/completions",
+            &json!({"messages": [{"role": "user", "content": "x"}]}),
+            &[],
+        )
         .await;
     assert_eq!(no_model.status, StatusCode::BAD_REQUEST);
     assert_eq!(no_model.json()["error"]["param"], "model");
-    let no_messages = server.post("/v1/chat/completions", &json!({"model": "m"}), &[]).await;
+    let no_messages = server
+        .post("/v1/chat/completions", &json!({"model": "m"}), &[])
+        .await;
     assert_eq!(no_messages.json()["error"]["param"], "messages");
-    let n2 = server.post("/v1/chat/completions", &with(chat("x"), json!({"n": 2})), &[]).await;
+    let n2 = server
+        .post(
+            "/v1/chat/completions",
+            &with(chat("x"), json!({"n": 2})),
+            &[],
+        )
+        .await;
     assert_eq!(n2.status, StatusCode::BAD_REQUEST);
     assert_eq!(n2.json()["error"]["param"], "n");
     let bad_override = server
-        .post("/v1/chat/completions", &chat("x"), &[("x-mock-ttft-ms", "soon")])
+        .post(
+            "/v1/chat/completions",
+            &chat("x"),
+            &[("x-mock-ttft-ms", "soon")],
+        )
         .await;
     assert_eq!(bad_override.status, StatusCode::BAD_REQUEST);
 
     let anthropic = server
-        .post("/v1/messages", &json!({"model": "mock-claude", "messages": [{"role": "user", "content": "x"}]}), &[])
+        .post(
+            "/v1/messages",
+            &json!({"model": "mock-claude", "messages": [{"role": "user", "content": "x"}]}),
+            &[],
+        )
         .await;
     assert_eq!(anthropic.status, StatusCode::BAD_REQUEST);
     let v = anthropic.json();
     assert_eq!(v["type"], "error");
     assert_eq!(v["error"]["type"], "invalid_request_error");
-    assert!(v["error"]["message"].as_str().unwrap().contains("max_tokens"));
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_tokens")
+    );
     server.stop().await;
 }
 
@@ -558,15 +709,25 @@ async fn anthropic_non_stream() {
     assert_eq!(v["role"], "assistant");
     assert_eq!(v["model"], "mock-claude");
     assert_eq!(v["content"][0]["type"], "text");
-    assert_eq!(v["content"][0]["text"].as_str().unwrap().split(' ').count(), 16);
+    assert_eq!(
+        v["content"][0]["text"].as_str().unwrap().split(' ').count(),
+        16
+    );
     assert_eq!(v["stop_reason"], "end_turn");
     assert_eq!(v["stop_sequence"], Value::Null);
     // ceil((8 + 9) / 4) + 3
     assert_eq!(v["usage"], json!({"input_tokens": 8, "output_tokens": 16}));
-    assert_eq!(server.post("/v1/messages", &req, &[]).await.json()["content"], v["content"]);
+    assert_eq!(
+        server.post("/v1/messages", &req, &[]).await.json()["content"],
+        v["content"]
+    );
 
     let capped = server
-        .post("/v1/messages", &with(claude("Hi"), json!({"max_tokens": 2})), &[])
+        .post(
+            "/v1/messages",
+            &with(claude("Hi"), json!({"max_tokens": 2})),
+            &[],
+        )
         .await
         .json();
     assert_eq!(capped["stop_reason"], "max_tokens");
@@ -579,7 +740,10 @@ async fn anthropic_stream_event_order() {
     let server = Server::default().await;
     let req = with(claude("stream it [mock tokens=3]"), json!({"stream": true}));
     let reply = server.post("/v1/messages", &req, &[]).await;
-    assert_eq!(reply.headers["content-type"], "text/event-stream; charset=utf-8");
+    assert_eq!(
+        reply.headers["content-type"],
+        "text/event-stream; charset=utf-8"
+    );
     let frames = sse_frames(reply.text());
     let names: Vec<&str> = frames.iter().map(|(e, _)| e.as_deref().unwrap()).collect();
     assert_eq!(
@@ -596,7 +760,10 @@ async fn anthropic_stream_event_order() {
             "message_stop"
         ]
     );
-    let data: Vec<Value> = frames.iter().map(|(_, d)| serde_json::from_str(d).unwrap()).collect();
+    let data: Vec<Value> = frames
+        .iter()
+        .map(|(_, d)| serde_json::from_str(d).unwrap())
+        .collect();
     for (name, d) in names.iter().zip(&data) {
         assert_eq!(d["type"], *name);
     }
@@ -606,7 +773,10 @@ async fn anthropic_stream_event_order() {
     assert_eq!(start["stop_reason"], Value::Null);
     assert_eq!(start["usage"]["output_tokens"], 1);
     assert!(start["usage"]["input_tokens"].as_u64().unwrap() > 0);
-    assert_eq!(data[1]["content_block"], json!({"type": "text", "text": ""}));
+    assert_eq!(
+        data[1]["content_block"],
+        json!({"type": "text", "text": ""})
+    );
     let text: String = data[3..6]
         .iter()
         .map(|d| {
@@ -615,10 +785,16 @@ async fn anthropic_stream_event_order() {
         })
         .collect();
     assert_eq!(data[6]["index"], 0);
-    assert_eq!(data[7]["delta"], json!({"stop_reason": "end_turn", "stop_sequence": null}));
+    assert_eq!(
+        data[7]["delta"],
+        json!({"stop_reason": "end_turn", "stop_sequence": null})
+    );
     assert_eq!(data[7]["usage"], json!({"output_tokens": 3}));
 
-    let plain = server.post("/v1/messages", &claude("stream it [mock tokens=3]"), &[]).await.json();
+    let plain = server
+        .post("/v1/messages", &claude("stream it [mock tokens=3]"), &[])
+        .await
+        .json();
     assert_eq!(plain["content"][0]["text"], text);
     server.stop().await;
 }
@@ -639,9 +815,18 @@ async fn anthropic_tool_use() {
     assert!(block["input"]["query"].is_string());
     assert_eq!(block["input"]["limit"], 42);
 
-    let reply = server.post("/v1/messages", &with(req.clone(), json!({"stream": true})), &[]).await;
+    let reply = server
+        .post(
+            "/v1/messages",
+            &with(req.clone(), json!({"stream": true})),
+            &[],
+        )
+        .await;
     let frames = sse_frames(reply.text());
-    let data: Vec<Value> = frames.iter().map(|(_, d)| serde_json::from_str(d).unwrap()).collect();
+    let data: Vec<Value> = frames
+        .iter()
+        .map(|(_, d)| serde_json::from_str(d).unwrap())
+        .collect();
     assert_eq!(data[1]["content_block"]["type"], "tool_use");
     assert_eq!(data[1]["content_block"]["name"], "lookup");
     assert_eq!(data[1]["content_block"]["input"], json!({}));
@@ -653,7 +838,10 @@ async fn anthropic_tool_use() {
             d["delta"]["partial_json"].as_str().unwrap()
         })
         .collect();
-    assert_eq!(serde_json::from_str::<Value>(&partial).unwrap(), block["input"]);
+    assert_eq!(
+        serde_json::from_str::<Value>(&partial).unwrap(),
+        block["input"]
+    );
     let delta = data.iter().find(|d| d["type"] == "message_delta").unwrap();
     assert_eq!(delta["delta"]["stop_reason"], "tool_use");
 
@@ -673,7 +861,11 @@ async fn anthropic_tool_use() {
 async fn error_injection_via_header_and_directive() {
     let server = Server::default().await;
     let limited = server
-        .post("/v1/chat/completions", &chat("hi"), &[("x-mock-status", "429")])
+        .post(
+            "/v1/chat/completions",
+            &chat("hi"),
+            &[("x-mock-status", "429")],
+        )
         .await;
     assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(limited.headers["retry-after"], "1");
@@ -684,23 +876,35 @@ async fn error_injection_via_header_and_directive() {
     assert!(v["error"].as_object().unwrap().contains_key("type"));
 
     let directive = server
-        .post("/v1/chat/completions", &chat("please fail [mock status=503]"), &[])
+        .post(
+            "/v1/chat/completions",
+            &chat("please fail [mock status=503]"),
+            &[],
+        )
         .await;
     assert_eq!(directive.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(directive.json()["error"]["type"], "server_error");
 
     // The directive beats the header.
     let both = server
-        .post("/v1/chat/completions", &chat("[mock status=200]"), &[("x-mock-status", "500")])
+        .post(
+            "/v1/chat/completions",
+            &chat("[mock status=200]"),
+            &[("x-mock-status", "500")],
+        )
         .await;
     assert_eq!(both.status, StatusCode::OK);
 
-    let anthropic = server.post("/v1/messages", &claude("[mock status=529]"), &[]).await;
+    let anthropic = server
+        .post("/v1/messages", &claude("[mock status=529]"), &[])
+        .await;
     assert_eq!(anthropic.status.as_u16(), 529);
     let v = anthropic.json();
     assert_eq!(v["type"], "error");
     assert_eq!(v["error"]["type"], "overloaded_error");
-    let anthropic = server.post("/v1/messages", &claude("x"), &[("x-mock-status", "429")]).await;
+    let anthropic = server
+        .post("/v1/messages", &claude("x"), &[("x-mock-status", "429")])
+        .await;
     assert_eq!(anthropic.headers["retry-after"], "1");
     assert_eq!(anthropic.json()["error"]["type"], "rate_limit_error");
 
@@ -710,7 +914,13 @@ async fn error_injection_via_header_and_directive() {
         {"role": "assistant", "content": "ok"},
         {"role": "user", "content": "fine now"}
     ]});
-    assert_eq!(server.post("/v1/chat/completions", &earlier, &[]).await.status, StatusCode::OK);
+    assert_eq!(
+        server
+            .post("/v1/chat/completions", &earlier, &[])
+            .await
+            .status,
+        StatusCode::OK
+    );
     server.stop().await;
 }
 
@@ -732,7 +942,10 @@ async fn error_rate_is_deterministic_with_seed() {
         assert!(first == StatusCode::OK || first == StatusCode::SERVICE_UNAVAILABLE);
         failures += usize::from(first == StatusCode::SERVICE_UNAVAILABLE);
     }
-    assert!((1..20).contains(&failures), "{failures} of 20 failed at rate 0.5");
+    assert!(
+        (1..20).contains(&failures),
+        "{failures} of 20 failed at rate 0.5"
+    );
     server.stop().await;
 
     let always = Server::start(MockConfig {
@@ -740,7 +953,9 @@ async fn error_rate_is_deterministic_with_seed() {
         ..MockConfig::default()
     })
     .await;
-    let reply = always.post("/v1/embeddings", &json!({"model": "e", "input": "x"}), &[]).await;
+    let reply = always
+        .post("/v1/embeddings", &json!({"model": "e", "input": "x"}), &[])
+        .await;
     assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(reply.json()["error"]["type"], "server_error");
     always.stop().await;
@@ -749,24 +964,49 @@ async fn error_rate_is_deterministic_with_seed() {
 #[tokio::test]
 async fn ttft_and_header_delay_are_honoured() {
     let server = Server::default().await;
-    let req = with(chat("slow [mock ttft_ms=200 tokens=2]"), json!({"stream": true}));
+    let req = with(
+        chat("slow [mock ttft_ms=200 tokens=2]"),
+        json!({"stream": true}),
+    );
     let started = Instant::now();
     let res = server
-        .send(Method::POST, "/v1/chat/completions", req.to_string(), &[("x-mock-header-delay-ms", "100")])
+        .send(
+            Method::POST,
+            "/v1/chat/completions",
+            req.to_string(),
+            &[("x-mock-header-delay-ms", "100")],
+        )
         .await;
     let headers_at = started.elapsed();
     let mut body = res.into_body();
-    let first = tokio::time::timeout(EXCHANGE_TIMEOUT, body.frame()).await.unwrap().unwrap().unwrap();
+    let first = tokio::time::timeout(EXCHANGE_TIMEOUT, body.frame())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     let first_at = started.elapsed();
     assert!(first.into_data().unwrap().starts_with(b"data: "));
-    assert!(headers_at >= Duration::from_millis(100), "headers after {headers_at:?}");
-    assert!(first_at >= Duration::from_millis(300), "first chunk after {first_at:?}");
-    assert!(first_at < Duration::from_secs(3), "first chunk after {first_at:?}");
+    assert!(
+        headers_at >= Duration::from_millis(100),
+        "headers after {headers_at:?}"
+    );
+    assert!(
+        first_at >= Duration::from_millis(300),
+        "first chunk after {first_at:?}"
+    );
+    assert!(
+        first_at < Duration::from_secs(3),
+        "first chunk after {first_at:?}"
+    );
 
     // Token delay spaces chunks; non-streamed answers wait for all tokens.
     let started = Instant::now();
     let reply = server
-        .post("/v1/chat/completions", &chat("x [mock tokens=4 token_delay_ms=50]"), &[])
+        .post(
+            "/v1/chat/completions",
+            &chat("x [mock tokens=4 token_delay_ms=50]"),
+            &[],
+        )
         .await;
     assert_eq!(reply.status, StatusCode::OK);
     let elapsed = started.elapsed();
@@ -778,14 +1018,22 @@ async fn ttft_and_header_delay_are_honoured() {
 #[tokio::test]
 async fn disconnect_after_truncates_stream() {
     let server = Server::default().await;
-    let req = with(chat("cut me [mock disconnect_after=3]"), json!({"stream": true}));
-    let res = server.send(Method::POST, "/v1/chat/completions", req.to_string(), &[]).await;
+    let req = with(
+        chat("cut me [mock disconnect_after=3]"),
+        json!({"stream": true}),
+    );
+    let res = server
+        .send(Method::POST, "/v1/chat/completions", req.to_string(), &[])
+        .await;
     assert_eq!(res.status(), StatusCode::OK);
     let mut body = res.into_body();
     let mut received = Vec::new();
     let mut failed = false;
     for _ in 0..100 {
-        match tokio::time::timeout(EXCHANGE_TIMEOUT, body.frame()).await.unwrap() {
+        match tokio::time::timeout(EXCHANGE_TIMEOUT, body.frame())
+            .await
+            .unwrap()
+        {
             Some(Ok(frame)) => received.extend_from_slice(frame.data_ref().unwrap()),
             Some(Err(_)) => {
                 failed = true;
@@ -801,9 +1049,19 @@ async fn disconnect_after_truncates_stream() {
 
     // Non-streamed answers are cut too.
     let res = server
-        .send(Method::POST, "/v1/chat/completions", chat("x").to_string(), &[("x-mock-disconnect-after", "0")])
+        .send(
+            Method::POST,
+            "/v1/chat/completions",
+            chat("x").to_string(),
+            &[("x-mock-disconnect-after", "0")],
+        )
         .await;
-    assert!(tokio::time::timeout(EXCHANGE_TIMEOUT, res.into_body().collect()).await.unwrap().is_err());
+    assert!(
+        tokio::time::timeout(EXCHANGE_TIMEOUT, res.into_body().collect())
+            .await
+            .unwrap()
+            .is_err()
+    );
 
     // The server keeps serving.
     assert_eq!(server.get("/healthz").await.status, StatusCode::OK);
@@ -813,13 +1071,19 @@ async fn disconnect_after_truncates_stream() {
 #[tokio::test]
 async fn h2c_prior_knowledge_works() {
     let server = Server::default().await;
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).http2_only(true).build_http();
+    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
     let req = Request::post(format!("{}/v1/chat/completions", server.base))
         .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(with(chat("h2"), json!({"stream": true})).to_string())))
+        .body(Full::new(Bytes::from(
+            with(chat("h2"), json!({"stream": true})).to_string(),
+        )))
         .unwrap();
-    let res = tokio::time::timeout(EXCHANGE_TIMEOUT, client.request(req)).await.unwrap().unwrap();
+    let res = tokio::time::timeout(EXCHANGE_TIMEOUT, client.request(req))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(res.version(), http::Version::HTTP_2);
     let reply = Reply::read(res).await;
     assert_eq!(reply.data_frames().last().unwrap(), "[DONE]");
@@ -829,11 +1093,20 @@ async fn h2c_prior_knowledge_works() {
 #[tokio::test]
 async fn shutdown_drains_in_flight_streams() {
     let server = Server::default().await;
-    let req = with(chat("drain [mock tokens=5 token_delay_ms=40]"), json!({"stream": true}));
-    let res = server.send(Method::POST, "/v1/chat/completions", req.to_string(), &[]).await;
+    let req = with(
+        chat("drain [mock tokens=5 token_delay_ms=40]"),
+        json!({"stream": true}),
+    );
+    let res = server
+        .send(Method::POST, "/v1/chat/completions", req.to_string(), &[])
+        .await;
     let Server { shutdown, task, .. } = server;
     shutdown.unwrap().send(()).unwrap();
     let reply = Reply::read(res).await;
     assert_eq!(reply.data_frames().last().unwrap(), "[DONE]");
-    tokio::time::timeout(EXCHANGE_TIMEOUT, task).await.unwrap().unwrap().unwrap();
+    tokio::time::timeout(EXCHANGE_TIMEOUT, task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }
