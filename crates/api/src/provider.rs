@@ -51,7 +51,9 @@ pub struct ModelProviderSpec {
     pub max_concurrent_requests: Option<u32>,
 }
 
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
 pub enum ProviderType {
     OpenAI,
     OpenAICompatible,

@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 mod validate;
 
 #[derive(Parser)]
-#[command(name = "tollgate", version, about = "AI gateway and MCP gateway for Kubernetes")]
+#[command(
+    name = "tollgate",
+    version,
+    about = "AI gateway and MCP gateway for Kubernetes"
+)]
 struct Cli {
     /// Log format: text for terminals, json for log pipelines.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "TOLLGATE_LOG_FORMAT")]
@@ -123,7 +127,9 @@ fn write_crds(dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
 }
 
 fn fail(error: impl std::fmt::Display) -> ExitCode {
@@ -132,8 +138,11 @@ fn fail(error: impl std::fmt::Display) -> ExitCode {
 }
 
 fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

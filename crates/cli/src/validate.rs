@@ -7,7 +7,9 @@ use tollgate_config::{Diagnostic, compile};
 
 pub fn run(paths: &[PathBuf]) -> ExitCode {
     // `${NAME}` references are checked for form only: CI need not hold the keys.
-    let loaded = match tollgate_config::load::load_paths_with_env(paths, &|_| Some("placeholder".to_string())) {
+    let loaded = match tollgate_config::load::load_paths_with_env(paths, &|_| {
+        Some("placeholder".to_string())
+    }) {
         Ok(loaded) => loaded,
         Err(error) => {
             eprintln!("error: {error}");
@@ -15,7 +17,11 @@ pub fn run(paths: &[PathBuf]) -> ExitCode {
         }
     };
     let compiled = compile(&loaded.resources);
-    let diagnostics: Vec<&Diagnostic> = loaded.diagnostics.iter().chain(&compiled.diagnostics).collect();
+    let diagnostics: Vec<&Diagnostic> = loaded
+        .diagnostics
+        .iter()
+        .chain(&compiled.diagnostics)
+        .collect();
     let errors = diagnostics.iter().filter(|d| d.is_error()).count();
     for diagnostic in &diagnostics {
         println!("{diagnostic}");
@@ -25,7 +31,11 @@ pub fn run(paths: &[PathBuf]) -> ExitCode {
         eprintln!("{errors} error(s) in {} file(s)", loaded.files.len());
         ExitCode::FAILURE
     } else {
-        eprintln!("ok: {objects} object(s) in {} file(s), {} gateway(s)", loaded.files.len(), compiled.snapshots.len());
+        eprintln!(
+            "ok: {objects} object(s) in {} file(s), {} gateway(s)",
+            loaded.files.len(),
+            compiled.snapshots.len()
+        );
         ExitCode::SUCCESS
     }
 }

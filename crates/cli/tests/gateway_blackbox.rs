@@ -12,7 +12,11 @@ use serde_json::Value;
 async fn routes_chat_and_rewrites_the_model() {
     let mock = start_mock();
     let dir = tempfile::tempdir().unwrap();
-    let path = write(dir.path(), "gw.yaml", &config(mock.url("data"), "mock-chat"));
+    let path = write(
+        dir.path(),
+        "gw.yaml",
+        &config(mock.url("data"), "mock-chat"),
+    );
     let gateway = start_gateway(&path);
     let response = client()
         .post(format!("{}/v1/chat/completions", gateway.url("data")))
@@ -32,16 +36,27 @@ async fn routes_chat_and_rewrites_the_model() {
 async fn editing_the_config_mid_stream_reroutes_new_requests_and_the_stream_completes() {
     let mock = start_mock();
     let dir = tempfile::tempdir().unwrap();
-    let path = write(dir.path(), "gw.yaml", &config(mock.url("data"), "model-before"));
+    let path = write(
+        dir.path(),
+        "gw.yaml",
+        &config(mock.url("data"), "model-before"),
+    );
     let gateway = start_gateway(&path);
-    let (data, admin) = (gateway.url("data").to_string(), gateway.url("admin").to_string());
+    let (data, admin) = (
+        gateway.url("data").to_string(),
+        gateway.url("admin").to_string(),
+    );
     let hash_before = config_hash(&admin).await;
 
     // A stream of 20 tokens, 50 ms apart: about a second on the wire.
     let stream = client()
         .post(format!("{data}/v1/chat/completions"))
         .bearer_auth(KEY)
-        .json(&chat_body("chat", "tell me a story [mock tokens=20 token_delay_ms=50]", true))
+        .json(&chat_body(
+            "chat",
+            "tell me a story [mock tokens=20 token_delay_ms=50]",
+            true,
+        ))
         .send()
         .await
         .unwrap();
@@ -51,7 +66,11 @@ async fn editing_the_config_mid_stream_reroutes_new_requests_and_the_stream_comp
     assert!(String::from_utf8_lossy(&first).contains("model-before"));
 
     // Edit the file while the stream is running.
-    write(dir.path(), "gw.yaml", &config(mock.url("data"), "model-after"));
+    write(
+        dir.path(),
+        "gw.yaml",
+        &config(mock.url("data"), "model-after"),
+    );
     wait_for_new_hash(&admin, &hash_before).await;
     let after: Value = client()
         .post(format!("{data}/v1/chat/completions"))
@@ -63,17 +82,29 @@ async fn editing_the_config_mid_stream_reroutes_new_requests_and_the_stream_comp
         .json()
         .await
         .unwrap();
-    assert_eq!(after["model"], "model-after", "new requests use the new routing");
+    assert_eq!(
+        after["model"], "model-after",
+        "new requests use the new routing"
+    );
 
     // The old stream finishes on the snapshot it started with.
     let mut rest = String::from_utf8_lossy(&first).into_owned();
-    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(10), chunks.next()).await.unwrap() {
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(10), chunks.next())
+        .await
+        .unwrap()
+    {
         rest.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
     }
-    assert!(rest.trim_end().ends_with("data: [DONE]"), "stream completed: {rest}");
+    assert!(
+        rest.trim_end().ends_with("data: [DONE]"),
+        "stream completed: {rest}"
+    );
     let deltas = rest.matches("\"content\":\"").count();
     assert!(deltas >= 20, "all tokens arrived ({deltas})");
-    assert!(!rest.contains("model-after"), "the running stream kept its snapshot");
+    assert!(
+        !rest.contains("model-after"),
+        "the running stream kept its snapshot"
+    );
 }
 
 #[tokio::test]
@@ -83,18 +114,35 @@ async fn a_broken_edit_is_rejected_and_the_last_good_config_keeps_serving() {
     let good = config(mock.url("data"), "mock-chat");
     let path = write(dir.path(), "gw.yaml", &good);
     let gateway = start_gateway(&path);
-    let (data, admin) = (gateway.url("data").to_string(), gateway.url("admin").to_string());
+    let (data, admin) = (
+        gateway.url("data").to_string(),
+        gateway.url("admin").to_string(),
+    );
     let hash = config_hash(&admin).await;
 
-    write(dir.path(), "gw.yaml", &good.replace("model: mock-chat", "model: mock-chat, weight: 500"));
+    write(
+        dir.path(),
+        "gw.yaml",
+        &good.replace("model: mock-chat", "model: mock-chat, weight: 500"),
+    );
     // Wait for the rejection to be counted, then check nothing changed.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let metrics = client().get(format!("{admin}/metrics")).send().await.unwrap().text().await.unwrap();
+        let metrics = client()
+            .get(format!("{admin}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         if metrics.contains("tollgate_config_reloads_total{result=\"rejected\"} 1") {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "rejection not recorded:\n{metrics}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "rejection not recorded:\n{metrics}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(config_hash(&admin).await, hash);
@@ -112,22 +160,35 @@ async fn a_broken_edit_is_rejected_and_the_last_good_config_keeps_serving() {
 async fn sigterm_drains_in_flight_streams_then_exits_cleanly() {
     let mock = start_mock();
     let dir = tempfile::tempdir().unwrap();
-    let path = write(dir.path(), "gw.yaml", &config(mock.url("data"), "mock-chat"));
+    let path = write(
+        dir.path(),
+        "gw.yaml",
+        &config(mock.url("data"), "mock-chat"),
+    );
     let mut gateway = start_gateway(&path);
     let data = gateway.url("data").to_string();
     let stream = client()
         .post(format!("{data}/v1/chat/completions"))
         .bearer_auth(KEY)
-        .json(&chat_body("chat", "slow [mock tokens=10 token_delay_ms=50]", true))
+        .json(&chat_body(
+            "chat",
+            "slow [mock tokens=10 token_delay_ms=50]",
+            true,
+        ))
         .send()
         .await
         .unwrap();
     assert_eq!(stream.status(), 200);
     let reader = tokio::spawn(async move { stream.text().await.unwrap() });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let status = tokio::task::spawn_blocking(move || gateway.terminate()).await.unwrap();
+    let status = tokio::task::spawn_blocking(move || gateway.terminate())
+        .await
+        .unwrap();
     let text = reader.await.unwrap();
-    assert!(text.trim_end().ends_with("data: [DONE]"), "stream drained: {text}");
+    assert!(
+        text.trim_end().ends_with("data: [DONE]"),
+        "stream drained: {text}"
+    );
     assert!(status.success(), "exit status {status}");
     let refused = client().get(format!("{data}/healthz")).send().await;
     assert!(refused.is_err(), "listener closed after shutdown");
@@ -137,19 +198,76 @@ async fn sigterm_drains_in_flight_streams_then_exits_cleanly() {
 async fn errors_are_openai_shaped() {
     let mock = start_mock();
     let dir = tempfile::tempdir().unwrap();
-    let path = write(dir.path(), "gw.yaml", &config(mock.url("data"), "mock-chat"));
+    let path = write(
+        dir.path(),
+        "gw.yaml",
+        &config(mock.url("data"), "mock-chat"),
+    );
     let gateway = start_gateway(&path);
     let url = format!("{}/v1/chat/completions", gateway.url("data"));
     let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
-        (client().post(&url).json(&chat_body("chat", "hi", false)), 401, "invalid_api_key"),
-        (client().post(&url).bearer_auth("wrong").json(&chat_body("chat", "hi", false)), 401, "invalid_api_key"),
-        (client().post(&url).bearer_auth(KEY).body("{not json"), 400, "invalid_json"),
-        (client().post(&url).bearer_auth(KEY).json(&chat_body("nope", "hi", false)), 404, "model_not_found"),
-        (client().post(&url).bearer_auth(KEY).body(vec![b' '; 5 * 1024 * 1024]), 413, "request_too_large"),
-        (client().post(&url).bearer_auth(KEY).json(&chat_body("chat", "[mock status=503]", false)), 503, "upstream_unavailable"),
-        (client().post(&url).bearer_auth(KEY).json(&chat_body("chat", "[mock status=500]", false)), 502, "upstream_error"),
-        (client().get(&url).bearer_auth(KEY), 405, "method_not_allowed"),
-        (client().post(format!("{}/v2/nothing", gateway.url("data"))), 404, "unknown_url"),
+        (
+            client().post(&url).json(&chat_body("chat", "hi", false)),
+            401,
+            "invalid_api_key",
+        ),
+        (
+            client()
+                .post(&url)
+                .bearer_auth("wrong")
+                .json(&chat_body("chat", "hi", false)),
+            401,
+            "invalid_api_key",
+        ),
+        (
+            client().post(&url).bearer_auth(KEY).body("{not json"),
+            400,
+            "invalid_json",
+        ),
+        (
+            client()
+                .post(&url)
+                .bearer_auth(KEY)
+                .json(&chat_body("nope", "hi", false)),
+            404,
+            "model_not_found",
+        ),
+        (
+            client()
+                .post(&url)
+                .bearer_auth(KEY)
+                .body(vec![b' '; 5 * 1024 * 1024]),
+            413,
+            "request_too_large",
+        ),
+        (
+            client().post(&url).bearer_auth(KEY).json(&chat_body(
+                "chat",
+                "[mock status=503]",
+                false,
+            )),
+            503,
+            "upstream_unavailable",
+        ),
+        (
+            client().post(&url).bearer_auth(KEY).json(&chat_body(
+                "chat",
+                "[mock status=500]",
+                false,
+            )),
+            502,
+            "upstream_error",
+        ),
+        (
+            client().get(&url).bearer_auth(KEY),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            client().post(format!("{}/v2/nothing", gateway.url("data"))),
+            404,
+            "unknown_url",
+        ),
     ];
     for (request, status, code) in cases {
         let response = request.send().await.unwrap();
@@ -157,7 +275,11 @@ async fn errors_are_openai_shaped() {
         assert_eq!(response.headers()["content-type"], "application/json");
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["error"]["code"], code, "{body}");
-        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
         assert!(body["error"]["type"].is_string());
     }
 }

@@ -7,8 +7,15 @@ use std::process::Command;
 use common::{BIN, write};
 
 fn validate(paths: &[&std::path::Path]) -> (i32, String) {
-    let output = Command::new(BIN).arg("validate").args(paths).output().unwrap();
-    (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stdout).into_owned())
+    let output = Command::new(BIN)
+        .arg("validate")
+        .args(paths)
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
 }
 
 #[test]
@@ -75,12 +82,21 @@ spec:
     let routes = routes.display().to_string();
     let providers = providers.display().to_string();
     for expected in [
-        format!("{routes}:AIRoute/heavy: spec.backends[0].weight: weight must be between 0 and 100"),
-        format!("{routes}:AIRoute/dangling: spec.backends[0].providerRef.name: ModelProvider \"missing\" not found in namespace default"),
+        format!(
+            "{routes}:AIRoute/heavy: spec.backends[0].weight: weight must be between 0 and 100"
+        ),
+        format!(
+            "{routes}:AIRoute/dangling: spec.backends[0].providerRef.name: ModelProvider \"missing\" not found in namespace default"
+        ),
         format!("{routes}:AIRoute/typo: spec.modles: unknown field `modles`, expected one of"),
-        format!("{providers}:ModelProvider/openai: spec.credentials.secretRef: Secret \"openai-key\" not found in namespace default"),
+        format!(
+            "{providers}:ModelProvider/openai: spec.credentials.secretRef: Secret \"openai-key\" not found in namespace default"
+        ),
     ] {
-        assert!(out.lines().any(|l| l.starts_with(&expected)), "missing {expected:?} in:\n{out}");
+        assert!(
+            out.lines().any(|l| l.starts_with(&expected)),
+            "missing {expected:?} in:\n{out}"
+        );
     }
 }
 
@@ -90,9 +106,14 @@ fn yaml_syntax_errors_name_the_line() {
     let bad = write(dir.path(), "bad.yaml", "apiVersion: v1\nkind: [unclosed\n");
     let (code, out) = validate(&[&bad]);
     assert_eq!(code, 1);
-    let rest = out.strip_prefix(&format!("{}:", bad.display())).unwrap_or_else(|| panic!("{out}"));
+    let rest = out
+        .strip_prefix(&format!("{}:", bad.display()))
+        .unwrap_or_else(|| panic!("{out}"));
     let (line, rest) = rest.split_once(':').unwrap();
-    assert!(line.parse::<u32>().is_ok_and(|l| l >= 2), "line number in {out}");
+    assert!(
+        line.parse::<u32>().is_ok_and(|l| l >= 2),
+        "line number in {out}"
+    );
     assert!(rest.contains("invalid YAML"), "{out}");
 }
 
@@ -101,7 +122,11 @@ fn crds_command_prints_three_crds() {
     let output = Command::new(BIN).arg("crds").output().unwrap();
     assert!(output.status.success());
     let text = String::from_utf8(output.stdout).unwrap();
-    for name in ["aigateways.tollgate.dev", "modelproviders.tollgate.dev", "airoutes.tollgate.dev"] {
+    for name in [
+        "aigateways.tollgate.dev",
+        "modelproviders.tollgate.dev",
+        "airoutes.tollgate.dev",
+    ] {
         assert!(text.contains(&format!("name: {name}")), "{name}");
     }
 }

@@ -15,7 +15,11 @@ pub struct ObjectRef {
 
 impl ObjectRef {
     pub fn new(kind: &str, namespace: &str, name: &str) -> Self {
-        Self { kind: kind.to_string(), namespace: namespace.to_string(), name: name.to_string() }
+        Self {
+            kind: kind.to_string(),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        }
     }
 }
 
@@ -51,7 +55,12 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
-    pub fn error(object: &ObjectRef, field: impl Into<String>, reason: &str, message: impl Into<String>) -> Self {
+    pub fn error(
+        object: &ObjectRef,
+        field: impl Into<String>,
+        reason: &str,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             severity: Severity::Error,
             origin: None,
@@ -62,8 +71,16 @@ impl Diagnostic {
         }
     }
 
-    pub fn warning(object: &ObjectRef, field: impl Into<String>, reason: &str, message: impl Into<String>) -> Self {
-        Self { severity: Severity::Warning, ..Self::error(object, field, reason, message) }
+    pub fn warning(
+        object: &ObjectRef,
+        field: impl Into<String>,
+        reason: &str,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            severity: Severity::Warning,
+            ..Self::error(object, field, reason, message)
+        }
     }
 
     pub fn is_error(&self) -> bool {

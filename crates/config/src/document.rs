@@ -7,8 +7,8 @@ use std::sync::OnceLock;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::core::cel::{CompiledSchema, Validator, compile_schema};
 use kube::Resource;
+use kube::core::cel::{CompiledSchema, Validator, compile_schema};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tollgate_api::{AIGateway, AIRoute, ModelProvider};
@@ -45,18 +45,39 @@ pub struct Checked {
 
 /// Validates one parsed manifest. `env` resolves `${NAME}` in Secret `stringData`.
 pub fn check(value: Value, env: &dyn Fn(&str) -> Option<String>) -> Checked {
-    let api_version = value.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string();
-    let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
-    let name = value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+    let api_version = value
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let kind = value
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let name = value
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     let namespace = value
         .pointer("/metadata/namespace")
         .and_then(Value::as_str)
         .unwrap_or(DEFAULT_NAMESPACE)
         .to_string();
-    let object = ObjectRef::new(if kind.is_empty() { "<no kind>" } else { &kind }, &namespace, if name.is_empty() { "<no name>" } else { &name });
+    let object = ObjectRef::new(
+        if kind.is_empty() { "<no kind>" } else { &kind },
+        &namespace,
+        if name.is_empty() { "<no name>" } else { &name },
+    );
     let fail = |field: &str, message: String| Checked {
         document: None,
-        diagnostics: vec![Diagnostic::error(&object, field, tollgate_api::conditions::reason::INVALID, message)],
+        diagnostics: vec![Diagnostic::error(
+            &object,
+            field,
+            tollgate_api::conditions::reason::INVALID,
+            message,
+        )],
     };
     if kind.is_empty() {
         return fail("kind", "required field is missing".into());
@@ -66,30 +87,55 @@ pub fn check(value: Value, env: &dyn Fn(&str) -> Option<String>) -> Checked {
     }
     let tollgate_kind = matches!(kind.as_str(), "AIGateway" | "ModelProvider" | "AIRoute");
     if tollgate_kind && api_version != tollgate_api::API_VERSION {
-        return fail("apiVersion", format!("{kind} is served as {}, not {api_version:?}", tollgate_api::API_VERSION));
+        return fail(
+            "apiVersion",
+            format!(
+                "{kind} is served as {}, not {api_version:?}",
+                tollgate_api::API_VERSION
+            ),
+        );
     }
     let result = match (api_version.as_str(), kind.as_str()) {
         (_, "AIGateway") => typed::<AIGateway>(value).map(|o| Document::Gateway(Box::new(o))),
-        (_, "ModelProvider") => typed::<ModelProvider>(value).map(|o| Document::Provider(Box::new(o))),
+        (_, "ModelProvider") => {
+            typed::<ModelProvider>(value).map(|o| Document::Provider(Box::new(o)))
+        }
         (_, "AIRoute") => typed::<AIRoute>(value).map(|o| Document::Route(Box::new(o))),
-        ("v1", "Secret") => typed::<Secret>(value).and_then(|s| expand_secret(s, env)).map(|o| Document::Secret(Box::new(o))),
+        ("v1", "Secret") => typed::<Secret>(value)
+            .and_then(|s| expand_secret(s, env))
+            .map(|o| Document::Secret(Box::new(o))),
         _ => {
             return Checked {
                 document: None,
                 diagnostics: vec![Diagnostic {
                     severity: Severity::Warning,
-                    ..Diagnostic::error(&object, "kind", "Ignored", format!("{api_version} {kind} is not read by Tollgate; ignored"))
+                    ..Diagnostic::error(
+                        &object,
+                        "kind",
+                        "Ignored",
+                        format!("{api_version} {kind} is not read by Tollgate; ignored"),
+                    )
                 }],
             };
         }
     };
     match result {
-        Ok(document) => Checked { document: Some(document), diagnostics: Vec::new() },
+        Ok(document) => Checked {
+            document: Some(document),
+            diagnostics: Vec::new(),
+        },
         Err(problems) => Checked {
             document: None,
             diagnostics: problems
                 .into_iter()
-                .map(|(field, message)| Diagnostic::error(&object, field, tollgate_api::conditions::reason::INVALID, message))
+                .map(|(field, message)| {
+                    Diagnostic::error(
+                        &object,
+                        field,
+                        tollgate_api::conditions::reason::INVALID,
+                        message,
+                    )
+                })
                 .collect(),
         },
     }
@@ -102,10 +148,13 @@ fn typed<K>(value: Value) -> Result<K, Problems>
 where
     K: DeserializeOwned + Resource<DynamicType = ()>,
 {
-    if let Some(compiled) = schemas().get(K::kind(&()).as_ref()) {
-        if let Err(errors) = Validator::new().validate_compiled(compiled, &value, None) {
-            return Err(errors.iter().map(|e| (e.field_path.clone(), e.message.clone())).collect());
-        }
+    if let Some(compiled) = schemas().get(K::kind(&()).as_ref())
+        && let Err(errors) = Validator::new().validate_compiled(compiled, &value, None)
+    {
+        return Err(errors
+            .iter()
+            .map(|e| (e.field_path.clone(), e.message.clone()))
+            .collect());
     }
     serde_path_to_error::deserialize::<_, K>(value).map_err(|e| {
         let path = e.path().to_string();
@@ -121,7 +170,14 @@ fn schemas() -> &'static BTreeMap<String, CompiledSchema> {
         tollgate_api::crds()
             .into_iter()
             .filter_map(|crd| {
-                let schema = crd.spec.versions.first()?.schema.as_ref()?.open_api_v3_schema.as_ref()?;
+                let schema = crd
+                    .spec
+                    .versions
+                    .first()?
+                    .schema
+                    .as_ref()?
+                    .open_api_v3_schema
+                    .as_ref()?;
                 let schema = serde_json::to_value(schema).ok()?;
                 Some((crd.spec.names.kind.clone(), compile_schema(&schema)))
             })
@@ -131,7 +187,10 @@ fn schemas() -> &'static BTreeMap<String, CompiledSchema> {
 
 /// Moves `stringData` into `data` (as the apiserver does), resolving `${NAME}`
 /// from the environment so keys need not be written into files.
-fn expand_secret(mut secret: Secret, env: &dyn Fn(&str) -> Option<String>) -> Result<Secret, Problems> {
+fn expand_secret(
+    mut secret: Secret,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Secret, Problems> {
     let mut problems = Vec::new();
     if let Some(string_data) = secret.string_data.take() {
         let data = secret.data.get_or_insert_with(BTreeMap::new);
@@ -147,7 +206,11 @@ fn expand_secret(mut secret: Secret, env: &dyn Fn(&str) -> Option<String>) -> Re
             }
         }
     }
-    if problems.is_empty() { Ok(secret) } else { Err(problems) }
+    if problems.is_empty() {
+        Ok(secret)
+    } else {
+        Err(problems)
+    }
 }
 
 /// Replaces every `${NAME}`; `$$` stays a literal `$`. Returns the first missing name.
@@ -188,7 +251,11 @@ mod tests {
     }
 
     fn errors(value: Value) -> Vec<String> {
-        check(value, &no_env).diagnostics.iter().map(|d| d.to_string()).collect()
+        check(value, &no_env)
+            .diagnostics
+            .iter()
+            .map(|d| d.to_string())
+            .collect()
     }
 
     fn route(spec: Value) -> Value {
@@ -198,11 +265,15 @@ mod tests {
     #[test]
     fn valid_route_is_typed() {
         let checked = check(
-            route(json!({"gatewayRef": {"name": "gw"}, "models": ["chat"], "backends": [{"providerRef": {"name": "p"}, "model": "m"}]})),
+            route(
+                json!({"gatewayRef": {"name": "gw"}, "models": ["chat"], "backends": [{"providerRef": {"name": "p"}, "model": "m"}]}),
+            ),
             &no_env,
         );
         assert!(checked.diagnostics.is_empty(), "{:?}", checked.diagnostics);
-        let Some(Document::Route(r)) = checked.document else { panic!("not a route") };
+        let Some(Document::Route(r)) = checked.document else {
+            panic!("not a route")
+        };
         assert_eq!(r.spec.backends[0].weight, 1);
     }
 
@@ -213,10 +284,19 @@ mod tests {
             "backends": [{"providerRef": {"name": "p"}, "model": "m", "weight": 101}]
         })));
         assert_eq!(errs.len(), 1, "{errs:?}");
-        assert!(errs[0].contains("spec.backends[0].weight: weight must be between 0 and 100"), "{errs:?}");
+        assert!(
+            errs[0].contains("spec.backends[0].weight: weight must be between 0 and 100"),
+            "{errs:?}"
+        );
 
-        let errs = errors(route(json!({"gatewayRef": {"name": "gw"}, "models": ["chat"], "backends": []})));
-        assert!(errs.iter().any(|e| e.contains("spec.backends: at least one backend is required")), "{errs:?}");
+        let errs = errors(route(
+            json!({"gatewayRef": {"name": "gw"}, "models": ["chat"], "backends": []}),
+        ));
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("spec.backends: at least one backend is required")),
+            "{errs:?}"
+        );
     }
 
     #[test]
@@ -225,20 +305,34 @@ mod tests {
             "gatewayRef": {"name": "gw"}, "models": ["chat"],
             "backends": [{"providerRef": {"name": "p"}, "model": "m", "wieght": 3}]
         })));
-        assert!(errs[0].contains("spec.backends[0]") && errs[0].contains("unknown field `wieght`"), "{errs:?}");
-        let errs = errors(route(json!({"gatewayRef": {"name": "gw"}, "models": "chat", "backends": []})));
+        assert!(
+            errs[0].contains("spec.backends[0]") && errs[0].contains("unknown field `wieght`"),
+            "{errs:?}"
+        );
+        let errs = errors(route(
+            json!({"gatewayRef": {"name": "gw"}, "models": "chat", "backends": []}),
+        ));
         assert!(errs.iter().any(|e| e.contains("spec.models")), "{errs:?}");
     }
 
     #[test]
     fn provider_rules_cross_fields() {
-        let errs = errors(json!({"apiVersion": "tollgate.dev/v1alpha1", "kind": "ModelProvider", "metadata": {"name": "p"}, "spec": {"type": "OpenAICompatible"}}));
-        assert!(errs.iter().any(|e| e.contains("endpoint is required unless type is OpenAI")), "{errs:?}");
+        let errs = errors(
+            json!({"apiVersion": "tollgate.dev/v1alpha1", "kind": "ModelProvider", "metadata": {"name": "p"}, "spec": {"type": "OpenAICompatible"}}),
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("endpoint is required unless type is OpenAI")),
+            "{errs:?}"
+        );
     }
 
     #[test]
     fn foreign_kinds_are_warnings() {
-        let checked = check(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"}}), &no_env);
+        let checked = check(
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"}}),
+            &no_env,
+        );
         assert!(checked.document.is_none());
         assert_eq!(checked.diagnostics[0].severity, Severity::Warning);
     }
@@ -247,12 +341,17 @@ mod tests {
     fn secrets_expand_env_and_report_missing() {
         let env = |name: &str| (name == "KEY").then(|| "sk-123".to_string());
         let value = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "stringData": {"apiKey": "${KEY}"}});
-        let Some(Document::Secret(secret)) = check(value, &env).document else { panic!("no secret") };
+        let Some(Document::Secret(secret)) = check(value, &env).document else {
+            panic!("no secret")
+        };
         assert_eq!(secret.data.unwrap()["apiKey"].0, b"sk-123");
 
         let value = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "stringData": {"apiKey": "${MISSING}"}});
         let errs = errors(value);
-        assert!(errs[0].contains("stringData.apiKey: environment variable MISSING is not set"), "{errs:?}");
+        assert!(
+            errs[0].contains("stringData.apiKey: environment variable MISSING is not set"),
+            "{errs:?}"
+        );
     }
 
     #[test]

@@ -13,7 +13,10 @@ use crate::resources::Resources;
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("no manifests (*.yaml, *.yml, *.json) found in {0}")]
     Empty(String),
 }
@@ -38,7 +41,10 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Loaded, LoadError> {
     load_paths_with_env(paths, &|name| std::env::var(name).ok())
 }
 
-pub fn load_paths_with_env(paths: &[PathBuf], env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded, LoadError> {
+pub fn load_paths_with_env(
+    paths: &[PathBuf],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Loaded, LoadError> {
     let mut loaded = Loaded::default();
     for path in paths {
         let files = manifest_files(path)?;
@@ -46,8 +52,10 @@ pub fn load_paths_with_env(paths: &[PathBuf], env: &dyn Fn(&str) -> Option<Strin
             return Err(LoadError::Empty(path.display().to_string()));
         }
         for file in files {
-            let text = std::fs::read_to_string(&file)
-                .map_err(|source| LoadError::Read { path: file.display().to_string(), source })?;
+            let text = std::fs::read_to_string(&file).map_err(|source| LoadError::Read {
+                path: file.display().to_string(),
+                source,
+            })?;
             add_documents(&mut loaded, &file.display().to_string(), &text, env);
             loaded.files.push(file);
         }
@@ -58,7 +66,10 @@ pub fn load_paths_with_env(paths: &[PathBuf], env: &dyn Fn(&str) -> Option<Strin
 /// A file as itself; a directory as its manifest files, recursively, sorted,
 /// skipping kustomization files (they are not resources).
 fn manifest_files(path: &Path) -> Result<Vec<PathBuf>, LoadError> {
-    let read_err = |source| LoadError::Read { path: path.display().to_string(), source };
+    let read_err = |source| LoadError::Read {
+        path: path.display().to_string(),
+        source,
+    };
     let meta = std::fs::metadata(path).map_err(read_err)?;
     if !meta.is_dir() {
         return Ok(vec![path.to_path_buf()]);
@@ -70,7 +81,10 @@ fn manifest_files(path: &Path) -> Result<Vec<PathBuf>, LoadError> {
         .collect();
     entries.sort();
     for entry in entries {
-        let name = entry.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let name = entry
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         if name.starts_with('.') {
             continue;
         }
@@ -84,12 +98,21 @@ fn manifest_files(path: &Path) -> Result<Vec<PathBuf>, LoadError> {
 }
 
 fn is_manifest(name: &str) -> bool {
-    let is_kustomization = matches!(name, "kustomization.yaml" | "kustomization.yml" | "Kustomization");
-    !is_kustomization && (name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".json"))
+    let is_kustomization = matches!(
+        name,
+        "kustomization.yaml" | "kustomization.yml" | "Kustomization"
+    );
+    !is_kustomization
+        && (name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".json"))
 }
 
 /// Parses one file's documents into `loaded`. Pure but for `env`.
-pub fn add_documents(loaded: &mut Loaded, origin: &str, text: &str, env: &dyn Fn(&str) -> Option<String>) {
+pub fn add_documents(
+    loaded: &mut Loaded,
+    origin: &str,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) {
     for document in serde_yaml::Deserializer::from_str(text) {
         let value = match serde_yaml::Value::deserialize(document) {
             Ok(serde_yaml::Value::Null) => continue,
@@ -116,7 +139,8 @@ pub fn add_documents(loaded: &mut Loaded, origin: &str, text: &str, env: &dyn Fn
                     object: None,
                     field: String::new(),
                     reason: tollgate_api::conditions::reason::INVALID.into(),
-                    message: "a manifest must be a mapping with apiVersion, kind and metadata".into(),
+                    message: "a manifest must be a mapping with apiVersion, kind and metadata"
+                        .into(),
                 });
                 continue;
             }
@@ -206,7 +230,12 @@ spec: {type: Mock, endpoint: "http://127.0.0.1:1/v1"}
         add_documents(&mut loaded, "b.yaml", GOOD, &env);
         let messages: Vec<String> = loaded.diagnostics.iter().map(ToString::to_string).collect();
         assert_eq!(messages.len(), 3, "{messages:?}");
-        assert!(messages[0].starts_with("b.yaml:AIGateway/gw: metadata.name: defined twice; first definition is in a.yaml"), "{messages:?}");
+        assert!(
+            messages[0].starts_with(
+                "b.yaml:AIGateway/gw: metadata.name: defined twice; first definition is in a.yaml"
+            ),
+            "{messages:?}"
+        );
     }
 
     #[test]
@@ -227,7 +256,11 @@ spec: {type: Mock, endpoint: "http://127.0.0.1:1/v1"}
         std::fs::write(dir.path().join("kustomization.yaml"), "resources: [b.yaml]").unwrap();
         std::fs::write(dir.path().join("notes.txt"), "x").unwrap();
         let loaded = load_paths_with_env(&[dir.path().to_path_buf()], &env).unwrap();
-        let names: Vec<String> = loaded.files.iter().map(|f| f.file_name().unwrap().to_string_lossy().into_owned()).collect();
+        let names: Vec<String> = loaded
+            .files
+            .iter()
+            .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
         assert_eq!(names, ["b.yaml", "a.yml"]);
         assert!(!loaded.has_errors());
     }

@@ -24,7 +24,9 @@ pub struct Resources {
 
 /// The namespace an object lives in, defaulted like kubectl does.
 pub fn namespace_of<K: ResourceExt>(object: &K) -> String {
-    object.namespace().unwrap_or_else(|| DEFAULT_NAMESPACE.to_string())
+    object
+        .namespace()
+        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string())
 }
 
 /// The [`ObjectRef`] of a typed object.

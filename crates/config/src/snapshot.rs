@@ -28,7 +28,10 @@ pub enum SnapshotError {
 
 impl Snapshot {
     pub fn new(config: GatewayConfig) -> Self {
-        Self { hash: hash_config(&config), config }
+        Self {
+            hash: hash_config(&config),
+            config,
+        }
     }
 
     /// Canonical bytes, for transport and storage.
@@ -41,7 +44,10 @@ impl Snapshot {
         let snapshot: Snapshot = serde_json::from_slice(bytes)?;
         let actual = hash_config(&snapshot.config);
         if actual != snapshot.hash {
-            return Err(SnapshotError::HashMismatch { claimed: snapshot.hash, actual });
+            return Err(SnapshotError::HashMismatch {
+                claimed: snapshot.hash,
+                actual,
+            });
         }
         Ok(snapshot)
     }
@@ -128,7 +134,12 @@ pub struct Pricing {
 
 impl Pricing {
     /// USD for one request's usage.
-    pub fn cost(&self, prompt_tokens: u64, cached_prompt_tokens: u64, completion_tokens: u64) -> f64 {
+    pub fn cost(
+        &self,
+        prompt_tokens: u64,
+        cached_prompt_tokens: u64,
+        completion_tokens: u64,
+    ) -> f64 {
         let cached = cached_prompt_tokens.min(prompt_tokens);
         let uncached = prompt_tokens - cached;
         (uncached as f64 * self.input_per_million
@@ -179,10 +190,16 @@ pub struct Backend {
 /// True when `pattern` (with `*` wildcards) matches all of `text`.
 pub fn glob_matches(pattern: &str, text: &str) -> bool {
     let mut parts = pattern.split('*');
-    let Some(first) = parts.next() else { return text.is_empty() };
-    let Some(mut rest) = text.strip_prefix(first) else { return false };
+    let Some(first) = parts.next() else {
+        return text.is_empty();
+    };
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
     let parts: Vec<&str> = parts.collect();
-    let Some((last, middle)) = parts.split_last() else { return rest.is_empty() };
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty();
+    };
     for part in middle {
         match rest.find(part) {
             Some(at) => rest = &rest[at + part.len()..],
@@ -212,13 +229,20 @@ mod tests {
 
     #[test]
     fn pricing_splits_cached_tokens() {
-        let p = Pricing { input_per_million: 2.0, output_per_million: 8.0, cached_input_per_million: 0.5 };
+        let p = Pricing {
+            input_per_million: 2.0,
+            output_per_million: 8.0,
+            cached_input_per_million: 0.5,
+        };
         let cost = p.cost(1_000_000, 500_000, 250_000);
         assert!((cost - (1.0 + 0.25 + 2.0)).abs() < 1e-9, "{cost}");
     }
 
     #[test]
     fn credentials_never_print() {
-        assert_eq!(format!("{:?}", Credential("sk-live".into())), "Credential(<redacted>)");
+        assert_eq!(
+            format!("{:?}", Credential("sk-live".into())),
+            "Credential(<redacted>)"
+        );
     }
 }

@@ -47,11 +47,21 @@ impl KeyIndex {
 }
 
 fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    if let Some(value) = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+    if let Some(value) = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
         let (scheme, key) = value.split_once(' ')?;
-        return scheme.eq_ignore_ascii_case("bearer").then(|| key.trim()).filter(|k| !k.is_empty());
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| key.trim())
+            .filter(|k| !k.is_empty());
     }
-    headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim).filter(|k| !k.is_empty())
+    headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
 }
 
 fn decode_hex(text: &str, out: &mut [u8; 32]) -> Option<()> {
@@ -70,7 +80,13 @@ mod tests {
     use tollgate_config::snapshot::api_key_digest;
 
     fn index() -> KeyIndex {
-        KeyIndex::new(&[ApiKey { sha256: api_key_digest("tg-good"), principal: Principal { user: "ann".into(), ..Default::default() } }])
+        KeyIndex::new(&[ApiKey {
+            sha256: api_key_digest("tg-good"),
+            principal: Principal {
+                user: "ann".into(),
+                ..Default::default()
+            },
+        }])
     }
 
     fn headers(name: &'static str, value: &str) -> HeaderMap {
@@ -82,15 +98,38 @@ mod tests {
     #[test]
     fn accepts_bearer_and_x_api_key() {
         let idx = index();
-        assert_eq!(idx.authenticate(&headers("authorization", "Bearer tg-good")).unwrap().unwrap().user, "ann");
-        assert_eq!(idx.authenticate(&headers("authorization", "bearer tg-good")).unwrap().unwrap().user, "ann");
-        assert_eq!(idx.authenticate(&headers("x-api-key", "tg-good")).unwrap().unwrap().user, "ann");
+        assert_eq!(
+            idx.authenticate(&headers("authorization", "Bearer tg-good"))
+                .unwrap()
+                .unwrap()
+                .user,
+            "ann"
+        );
+        assert_eq!(
+            idx.authenticate(&headers("authorization", "bearer tg-good"))
+                .unwrap()
+                .unwrap()
+                .user,
+            "ann"
+        );
+        assert_eq!(
+            idx.authenticate(&headers("x-api-key", "tg-good"))
+                .unwrap()
+                .unwrap()
+                .user,
+            "ann"
+        );
     }
 
     #[test]
     fn rejects_missing_wrong_and_malformed_keys() {
         let idx = index();
-        for h in [HeaderMap::new(), headers("authorization", "Bearer nope"), headers("authorization", "Basic tg-good"), headers("authorization", "Bearer ")] {
+        for h in [
+            HeaderMap::new(),
+            headers("authorization", "Bearer nope"),
+            headers("authorization", "Basic tg-good"),
+            headers("authorization", "Bearer "),
+        ] {
             let err = idx.authenticate(&h).unwrap_err();
             assert_eq!(err.status, 401);
             assert_eq!(err.code, "invalid_api_key");
@@ -99,6 +138,11 @@ mod tests {
 
     #[test]
     fn open_gateway_needs_no_key() {
-        assert!(KeyIndex::new(&[]).authenticate(&HeaderMap::new()).unwrap().is_none());
+        assert!(
+            KeyIndex::new(&[])
+                .authenticate(&HeaderMap::new())
+                .unwrap()
+                .is_none()
+        );
     }
 }

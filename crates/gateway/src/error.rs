@@ -17,8 +17,19 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, kind: &'static str, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, kind, code, message: message.into(), param: None }
+    fn new(
+        status: StatusCode,
+        kind: &'static str,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            kind,
+            code,
+            message: message.into(),
+            param: None,
+        }
     }
 
     pub fn with_param(mut self, param: &'static str) -> Self {
@@ -27,15 +38,30 @@ impl ApiError {
     }
 
     pub fn invalid_json(detail: impl std::fmt::Display) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_json", format!("We could not parse the JSON body of your request: {detail}"))
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_json",
+            format!("We could not parse the JSON body of your request: {detail}"),
+        )
     }
 
     pub fn invalid_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", code, message)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            code,
+            message,
+        )
     }
 
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "authentication_error", "invalid_api_key", message)
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            "invalid_api_key",
+            message,
+        )
     }
 
     pub fn model_not_found(model: &str) -> Self {
@@ -49,39 +75,84 @@ impl ApiError {
     }
 
     pub fn not_found(path: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "invalid_request_error", "unknown_url", format!("Unknown request URL: {path}"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "unknown_url",
+            format!("Unknown request URL: {path}"),
+        )
     }
 
     pub fn method_not_allowed(method: &http::Method, path: &str) -> Self {
-        Self::new(StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", "method_not_allowed", format!("{method} is not supported for {path}"))
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request_error",
+            "method_not_allowed",
+            format!("{method} is not supported for {path}"),
+        )
     }
 
     pub fn too_large(limit: u64) -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", "request_too_large", format!("Request body exceeds the limit of {limit} bytes"))
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            "request_too_large",
+            format!("Request body exceeds the limit of {limit} bytes"),
+        )
     }
 
     pub fn unsupported_media_type() -> Self {
-        Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request_error", "unsupported_media_type", "Content-Type must be application/json")
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_request_error",
+            "unsupported_media_type",
+            "Content-Type must be application/json",
+        )
     }
 
     pub fn overloaded(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "provider_concurrency_limit", message)
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            "provider_concurrency_limit",
+            message,
+        )
     }
 
     pub fn bad_gateway(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_GATEWAY, "api_error", "upstream_error", message)
+        Self::new(
+            StatusCode::BAD_GATEWAY,
+            "api_error",
+            "upstream_error",
+            message,
+        )
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "api_error", "upstream_unavailable", message)
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "api_error",
+            "upstream_unavailable",
+            message,
+        )
     }
 
     pub fn timeout(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::GATEWAY_TIMEOUT, "api_error", "upstream_timeout", message)
+        Self::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "api_error",
+            "upstream_timeout",
+            message,
+        )
     }
 
     pub fn not_ready() -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "api_error", "not_ready", "The gateway has no configuration yet")
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "api_error",
+            "not_ready",
+            "The gateway has no configuration yet",
+        )
     }
 
     pub fn body(&self) -> Bytes {
@@ -97,7 +168,14 @@ impl ApiError {
             param: Option<&'a str>,
             code: &'a str,
         }
-        let envelope = Envelope { error: Body { message: &self.message, kind: self.kind, param: self.param, code: self.code } };
+        let envelope = Envelope {
+            error: Body {
+                message: &self.message,
+                kind: self.kind,
+                param: self.param,
+                code: self.code,
+            },
+        };
         // Serializing borrowed strings into a Vec cannot fail.
         Bytes::from(serde_json::to_vec(&envelope).unwrap_or_default())
     }
@@ -105,9 +183,14 @@ impl ApiError {
     pub fn into_response<B: From<Bytes>>(self) -> Response<B> {
         let mut response = Response::new(B::from(self.body()));
         *response.status_mut() = self.status;
-        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         if self.status == StatusCode::TOO_MANY_REQUESTS {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }
@@ -119,7 +202,8 @@ mod tests {
 
     #[test]
     fn errors_have_the_openai_shape() {
-        let body: serde_json::Value = serde_json::from_slice(&ApiError::model_not_found("gpt-9").body()).unwrap();
+        let body: serde_json::Value =
+            serde_json::from_slice(&ApiError::model_not_found("gpt-9").body()).unwrap();
         assert_eq!(
             body,
             serde_json::json!({"error": {

@@ -67,22 +67,68 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("tollgate");
         let requests = Family::<RequestLabels, Counter>::default();
-        let request_duration = Family::<RequestLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
-        let time_to_first_token = Family::<UsageLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let request_duration = Family::<RequestLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        let time_to_first_token = Family::<UsageLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
         let tokens = Family::<TokenLabels, Counter>::default();
         let cost_usd = Family::<UsageLabels, Counter<f64, AtomicU64>>::default();
         let upstream_errors = Family::<UpstreamErrorLabels, Counter>::default();
         let in_flight = Gauge::default();
         let reloads = Family::<ReloadLabels, Counter>::default();
-        registry.register("requests", "Requests by endpoint, route, provider, model and status", requests.clone());
-        registry.register("request_duration_seconds", "Request latency, to the last byte", request_duration.clone());
-        registry.register("time_to_first_token_seconds", "Streaming: time to the first forwarded chunk", time_to_first_token.clone());
-        registry.register("tokens", "Tokens by direction (input, output, cached_input)", tokens.clone());
-        registry.register("cost_usd", "Estimated cost in USD from the provider catalog prices", cost_usd.clone());
-        registry.register("upstream_errors", "Failed upstream attempts (each may fall back)", upstream_errors.clone());
-        registry.register("requests_in_flight", "Requests being served", in_flight.clone());
-        registry.register("config_reloads", "Configuration reloads by result", reloads.clone());
-        Self { registry, requests, request_duration, time_to_first_token, tokens, cost_usd, upstream_errors, in_flight, reloads }
+        registry.register(
+            "requests",
+            "Requests by endpoint, route, provider, model and status",
+            requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Request latency, to the last byte",
+            request_duration.clone(),
+        );
+        registry.register(
+            "time_to_first_token_seconds",
+            "Streaming: time to the first forwarded chunk",
+            time_to_first_token.clone(),
+        );
+        registry.register(
+            "tokens",
+            "Tokens by direction (input, output, cached_input)",
+            tokens.clone(),
+        );
+        registry.register(
+            "cost_usd",
+            "Estimated cost in USD from the provider catalog prices",
+            cost_usd.clone(),
+        );
+        registry.register(
+            "upstream_errors",
+            "Failed upstream attempts (each may fall back)",
+            upstream_errors.clone(),
+        );
+        registry.register(
+            "requests_in_flight",
+            "Requests being served",
+            in_flight.clone(),
+        );
+        registry.register(
+            "config_reloads",
+            "Configuration reloads by result",
+            reloads.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            request_duration,
+            time_to_first_token,
+            tokens,
+            cost_usd,
+            upstream_errors,
+            in_flight,
+            reloads,
+        }
     }
 
     /// The text exposition format.

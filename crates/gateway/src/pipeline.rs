@@ -38,7 +38,9 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Respon
     let path = request.uri().path();
     let method = request.method().clone();
     match (method, path) {
-        (Method::POST, "/v1/chat/completions") => llm(gateway, request, Endpoint::ChatCompletions).await,
+        (Method::POST, "/v1/chat/completions") => {
+            llm(gateway, request, Endpoint::ChatCompletions).await
+        }
         (Method::POST, "/v1/embeddings") => llm(gateway, request, Endpoint::Embeddings).await,
         (Method::GET, "/v1/models") => models(&gateway, request.headers(), None),
         (Method::GET, p) if p.starts_with("/v1/models/") => {
@@ -47,10 +49,19 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Respon
         }
         (Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
         (Method::GET, "/readyz") => readiness(&gateway),
-        (method, path @ ("/v1/chat/completions" | "/v1/embeddings" | "/v1/models" | "/healthz" | "/readyz")) => {
-            ApiError::method_not_allowed(&method, path).into_response::<Full<Bytes>>().map(box_body)
-        }
-        (_, path) => ApiError::not_found(path).into_response::<Full<Bytes>>().map(box_body),
+        (
+            method,
+            path @ ("/v1/chat/completions"
+            | "/v1/embeddings"
+            | "/v1/models"
+            | "/healthz"
+            | "/readyz"),
+        ) => ApiError::method_not_allowed(&method, path)
+            .into_response::<Full<Bytes>>()
+            .map(box_body),
+        (_, path) => ApiError::not_found(path)
+            .into_response::<Full<Bytes>>()
+            .map(box_body),
     }
 }
 
@@ -65,18 +76,28 @@ where
 pub fn text(status: StatusCode, body: &'static str) -> Response<ResponseBody> {
     let mut response = Response::new(box_body(Full::new(Bytes::from_static(body.as_bytes()))));
     *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     response
 }
 
 pub fn readiness(gateway: &Gateway) -> Response<ResponseBody> {
-    if gateway.is_ready() { text(StatusCode::OK, "ready") } else { text(StatusCode::SERVICE_UNAVAILABLE, "not ready") }
+    if gateway.is_ready() {
+        text(StatusCode::OK, "ready")
+    } else {
+        text(StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
 }
 
 fn json_response(status: StatusCode, body: Bytes) -> Response<ResponseBody> {
     let mut response = Response::new(box_body(Full::new(body)));
     *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }
 
@@ -86,14 +107,18 @@ fn error_response(error: ApiError) -> Response<ResponseBody> {
 
 /// `GET /v1/models` and `GET /v1/models/{id}`: the aliases this caller may use.
 fn models(gateway: &Gateway, headers: &HeaderMap, id: Option<&str>) -> Response<ResponseBody> {
-    let Some(runtime) = gateway.runtime() else { return error_response(ApiError::not_ready()) };
+    let Some(runtime) = gateway.runtime() else {
+        return error_response(ApiError::not_ready());
+    };
     if let Err(error) = runtime.keys.authenticate(headers) {
         return error_response(error);
     }
     let entry = |alias: &str| serde_json::json!({"id": alias, "object": "model", "created": 0, "owned_by": "tollgate"});
     let aliases = runtime.routes.visible_aliases(headers);
     let body = match id {
-        None => serde_json::json!({"object": "list", "data": aliases.iter().map(|a| entry(a)).collect::<Vec<_>>()}),
+        None => {
+            serde_json::json!({"object": "list", "data": aliases.iter().map(|a| entry(a)).collect::<Vec<_>>()})
+        }
         Some(id) if aliases.contains(&id) => entry(id),
         Some(id) => return error_response(ApiError::model_not_found(id)),
     };
@@ -140,7 +165,11 @@ impl Exchange {
     }
 
     fn usage_labels(&self) -> UsageLabels {
-        UsageLabels { route: self.route.clone(), provider: self.provider.clone(), model: self.model.clone() }
+        UsageLabels {
+            route: self.route.clone(),
+            provider: self.provider.clone(),
+            model: self.model.clone(),
+        }
     }
 
     fn settle(&mut self, status: u16, usage: Option<Usage>) {
@@ -156,18 +185,33 @@ impl Exchange {
             status,
         };
         metrics.requests.get_or_create(&labels).inc();
-        metrics.request_duration.get_or_create(&labels).observe(self.started.elapsed().as_secs_f64());
+        metrics
+            .request_duration
+            .get_or_create(&labels)
+            .observe(self.started.elapsed().as_secs_f64());
         let Some(usage) = usage else { return };
         let cached = usage.cached_tokens();
-        for (direction, count) in [("input", usage.prompt_tokens), ("output", usage.completion_tokens), ("cached_input", cached)] {
+        for (direction, count) in [
+            ("input", usage.prompt_tokens),
+            ("output", usage.completion_tokens),
+            ("cached_input", cached),
+        ] {
             if count > 0 {
-                let labels = TokenLabels { route: self.route.clone(), provider: self.provider.clone(), model: self.model.clone(), direction };
+                let labels = TokenLabels {
+                    route: self.route.clone(),
+                    provider: self.provider.clone(),
+                    model: self.model.clone(),
+                    direction,
+                };
                 metrics.tokens.get_or_create(&labels).inc_by(count);
             }
         }
         if let Some(pricing) = self.pricing {
             let cost = pricing.cost(usage.prompt_tokens, cached, usage.completion_tokens);
-            metrics.cost_usd.get_or_create(&self.usage_labels()).inc_by(cost);
+            metrics
+                .cost_usd
+                .get_or_create(&self.usage_labels())
+                .inc_by(cost);
         }
     }
 
@@ -177,8 +221,15 @@ impl Exchange {
     }
 
     fn upstream_error(&self, reason: &'static str) {
-        let labels = UpstreamErrorLabels { provider: self.provider.clone(), reason };
-        self.gateway.metrics.upstream_errors.get_or_create(&labels).inc();
+        let labels = UpstreamErrorLabels {
+            provider: self.provider.clone(),
+            reason,
+        };
+        self.gateway
+            .metrics
+            .upstream_errors
+            .get_or_create(&labels)
+            .inc();
     }
 }
 
@@ -189,17 +240,26 @@ impl Drop for Exchange {
     }
 }
 
-async fn llm(gateway: Arc<Gateway>, request: Request<Incoming>, endpoint: Endpoint) -> Response<ResponseBody> {
+async fn llm(
+    gateway: Arc<Gateway>,
+    request: Request<Incoming>,
+    endpoint: Endpoint,
+) -> Response<ResponseBody> {
     let mut exchange = Exchange::new(gateway.clone(), endpoint);
     // One snapshot for the whole request, streams included.
-    let Some(runtime) = gateway.runtime() else { return exchange.fail(ApiError::not_ready()) };
+    let Some(runtime) = gateway.runtime() else {
+        return exchange.fail(ApiError::not_ready());
+    };
     match proxy(&runtime, request, endpoint, &mut exchange).await {
         Ok(Delivery::Complete(response, status, usage)) => {
             exchange.settle(status, usage);
             response
         }
         Ok(Delivery::Stream(head, relay)) => {
-            let body = RelayBody { exchange: Some(exchange), ..relay };
+            let body = RelayBody {
+                exchange: Some(exchange),
+                ..*relay
+            };
             head.map(|()| box_body(body))
         }
         Err(error) => exchange.fail(error),
@@ -210,10 +270,15 @@ enum Delivery {
     /// A full response, its status for metrics and the usage it reported.
     Complete(Response<ResponseBody>, u16, Option<Usage>),
     /// A stream: the response head and the relay body (settles itself).
-    Stream(Response<()>, RelayBody),
+    Stream(Response<()>, Box<RelayBody>),
 }
 
-async fn proxy(runtime: &Runtime, request: Request<Incoming>, endpoint: Endpoint, exchange: &mut Exchange) -> Result<Delivery, ApiError> {
+async fn proxy(
+    runtime: &Runtime,
+    request: Request<Incoming>,
+    endpoint: Endpoint,
+    exchange: &mut Exchange,
+) -> Result<Delivery, ApiError> {
     let (parts, body) = request.into_parts();
     runtime.keys.authenticate(&parts.headers)?;
     let limits = &runtime.snapshot.config.limits;
@@ -221,10 +286,14 @@ async fn proxy(runtime: &Runtime, request: Request<Incoming>, endpoint: Endpoint
     let mut payload = parse_object(&bytes)?;
     let model = check_payload(&payload, endpoint)?;
 
-    let route = runtime.routes.find(&model, &parts.headers).ok_or_else(|| ApiError::model_not_found(&model))?;
+    let route = runtime
+        .routes
+        .find(&model, &parts.headers)
+        .ok_or_else(|| ApiError::model_not_found(&model))?;
     exchange.route.clone_from(&route.name);
 
-    let stream = endpoint == Endpoint::ChatCompletions && payload.get("stream").and_then(Value::as_bool) == Some(true);
+    let stream = endpoint == Endpoint::ChatCompletions
+        && payload.get("stream").and_then(Value::as_bool) == Some(true);
     let client_wants_usage = payload
         .get("stream_options")
         .and_then(|o| o.get("include_usage"))
@@ -233,15 +302,20 @@ async fn proxy(runtime: &Runtime, request: Request<Incoming>, endpoint: Endpoint
     if stream {
         // Always ask for usage so tokens and cost are accounted; the relay
         // removes the extra chunk when the client did not ask for it.
-        let options = payload.entry("stream_options").or_insert_with(|| Value::Object(Map::new()));
+        let options = payload
+            .entry("stream_options")
+            .or_insert_with(|| Value::Object(Map::new()));
         if let Value::Object(options) = options {
             options.insert("include_usage".into(), Value::Bool(true));
         }
     }
 
-    let timeout_ms = route.request_timeout_ms.unwrap_or(limits.request_timeout_ms);
+    let timeout_ms = route
+        .request_timeout_ms
+        .unwrap_or(limits.request_timeout_ms);
     let order = attempt_order(route, &mut rand::rng());
-    let mut last_error = ApiError::unavailable(format!("route {} has no available backend", route.name));
+    let mut last_error =
+        ApiError::unavailable(format!("route {} has no available backend", route.name));
     for (attempt, &index) in order.iter().enumerate() {
         let is_last = attempt + 1 == order.len();
         let backend = &route.backends[index];
@@ -252,23 +326,31 @@ async fn proxy(runtime: &Runtime, request: Request<Incoming>, endpoint: Endpoint
 
         let Some(permit) = upstream.try_acquire() else {
             exchange.upstream_error("concurrency_limit");
-            last_error = ApiError::overloaded(format!("provider {} is at its concurrency limit", upstream.config.name));
+            last_error = ApiError::overloaded(format!(
+                "provider {} is at its concurrency limit",
+                upstream.config.name
+            ));
             continue;
         };
         payload.insert("model".into(), Value::String(backend.model.clone()));
-        let body = Bytes::from(serde_json::to_vec(&payload).map_err(|e| ApiError::invalid_json(e))?);
-        let deadline = Instant::now() + Duration::from_millis(timeout_ms.min(upstream.config.request_timeout_ms));
+        let body = Bytes::from(serde_json::to_vec(&payload).map_err(ApiError::invalid_json)?);
+        let deadline = Instant::now()
+            + Duration::from_millis(timeout_ms.min(upstream.config.request_timeout_ms));
         let response = match upstream.send(endpoint, body, deadline).await {
             Ok(response) => response,
             Err(UpstreamError::Timeout) => {
                 exchange.upstream_error("timeout");
                 // The caller's time budget is spent: no fallback.
-                return Err(ApiError::timeout(format!("provider {} did not answer within {timeout_ms} ms", upstream.config.name)));
+                return Err(ApiError::timeout(format!(
+                    "provider {} did not answer within {timeout_ms} ms",
+                    upstream.config.name
+                )));
             }
             Err(error) => {
                 exchange.upstream_error("connect");
                 tracing::warn!(provider = %upstream.config.name, %error, "upstream attempt failed");
-                last_error = ApiError::bad_gateway(format!("provider {}: {error}", upstream.config.name));
+                last_error =
+                    ApiError::bad_gateway(format!("provider {}: {error}", upstream.config.name));
                 continue;
             }
         };
@@ -286,16 +368,31 @@ async fn proxy(runtime: &Runtime, request: Request<Incoming>, endpoint: Endpoint
                     upstream_done: false,
                     _permit: permit,
                 };
-                return Ok(Delivery::Stream(head, relay));
+                return Ok(Delivery::Stream(head, Box::new(relay)));
             }
-            let body = match tokio::time::timeout_at(deadline, response.into_body().collect()).await {
+            let body = match tokio::time::timeout_at(deadline, response.into_body().collect()).await
+            {
                 Ok(Ok(collected)) => collected.to_bytes(),
-                Ok(Err(error)) => return Err(ApiError::bad_gateway(format!("provider {} broke off the response: {error}", upstream.config.name))),
-                Err(_) => return Err(ApiError::timeout(format!("provider {} did not finish within {timeout_ms} ms", upstream.config.name))),
+                Ok(Err(error)) => {
+                    return Err(ApiError::bad_gateway(format!(
+                        "provider {} broke off the response: {error}",
+                        upstream.config.name
+                    )));
+                }
+                Err(_) => {
+                    return Err(ApiError::timeout(format!(
+                        "provider {} did not finish within {timeout_ms} ms",
+                        upstream.config.name
+                    )));
+                }
             };
             let usage = usage_of_body(&body);
             let (head, ()) = head.into_parts();
-            return Ok(Delivery::Complete(Response::from_parts(head, box_body(Full::new(body))), status.as_u16(), usage));
+            return Ok(Delivery::Complete(
+                Response::from_parts(head, box_body(Full::new(body))),
+                status.as_u16(),
+                usage,
+            ));
         }
         exchange.upstream_error(status_reason(status));
         if is_retryable(status) && !is_last {
@@ -315,11 +412,17 @@ fn response_head(status: StatusCode, route: &Route, provider: &str, stream: bool
     *head.status_mut() = status;
     let headers = head.headers_mut();
     if stream {
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     } else {
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
     }
     if let Ok(value) = HeaderValue::from_str(&route.name) {
         headers.insert("x-tollgate-route", value);
@@ -353,21 +456,36 @@ async fn read_error_body(body: Incoming, deadline: Instant) -> Bytes {
 
 /// What the client sees when the last backend answered with an error.
 fn upstream_failure(status: StatusCode, body: &Bytes, provider: &str) -> Response<ResponseBody> {
-    let upstream_message = serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| v.pointer("/error/message").and_then(Value::as_str).map(str::to_string));
-    let detail = upstream_message.clone().map(|m| format!(": {m}")).unwrap_or_default();
+    let upstream_message = serde_json::from_slice::<Value>(body).ok().and_then(|v| {
+        v.pointer("/error/message")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    });
+    let detail = upstream_message
+        .clone()
+        .map(|m| format!(": {m}"))
+        .unwrap_or_default();
     match status.as_u16() {
         // The provider rejected *our* key: the client's request is fine.
-        401 | 403 => error_response(ApiError::bad_gateway(format!("provider {provider} rejected the gateway's credentials (status {status})"))),
-        503 => error_response(ApiError::unavailable(format!("provider {provider} is unavailable{detail}"))),
-        504 => error_response(ApiError::timeout(format!("provider {provider} timed out{detail}"))),
-        s if s >= 500 => error_response(ApiError::bad_gateway(format!("provider {provider} failed with status {status}{detail}"))),
+        401 | 403 => error_response(ApiError::bad_gateway(format!(
+            "provider {provider} rejected the gateway's credentials (status {status})"
+        ))),
+        503 => error_response(ApiError::unavailable(format!(
+            "provider {provider} is unavailable{detail}"
+        ))),
+        504 => error_response(ApiError::timeout(format!(
+            "provider {provider} timed out{detail}"
+        ))),
+        s if s >= 500 => error_response(ApiError::bad_gateway(format!(
+            "provider {provider} failed with status {status}{detail}"
+        ))),
         // 4xx (incl. 429) in the OpenAI shape passes through unchanged.
         _ if upstream_message.is_some() => {
             let mut response = json_response(status, body.clone());
             if status == StatusCode::TOO_MANY_REQUESTS {
-                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             response
         }
@@ -384,12 +502,17 @@ fn upstream_failure(status: StatusCode, body: &Bytes, provider: &str) -> Respons
 /// Reads the request body up to `limit`. An oversized body is read on and
 /// discarded (up to [`MAX_DRAIN`]) before answering 413, so the client gets the
 /// error instead of a broken pipe mid-upload.
-async fn read_limited(mut body: Incoming, headers: &HeaderMap, limit: u64) -> Result<Bytes, ApiError> {
+async fn read_limited(
+    mut body: Incoming,
+    headers: &HeaderMap,
+    limit: u64,
+) -> Result<Bytes, ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let mut buffer = bytes::BytesMut::with_capacity(declared.filter(|n| *n <= limit).unwrap_or(0) as usize);
+    let mut buffer =
+        bytes::BytesMut::with_capacity(declared.filter(|n| *n <= limit).unwrap_or(0) as usize);
     let mut seen: u64 = 0;
     let mut too_large = declared.is_some_and(|n| n > limit);
     if too_large && declared.is_some_and(|n| n > MAX_DRAIN) {
@@ -408,10 +531,19 @@ async fn read_limited(mut body: Incoming, headers: &HeaderMap, limit: u64) -> Re
         match frame {
             None => break,
             Some(Err(error)) => {
-                return Err(if too_large { ApiError::too_large(limit) } else { ApiError::invalid_request("body_read_failed", format!("Could not read the request body: {error}")) });
+                return Err(if too_large {
+                    ApiError::too_large(limit)
+                } else {
+                    ApiError::invalid_request(
+                        "body_read_failed",
+                        format!("Could not read the request body: {error}"),
+                    )
+                });
             }
             Some(Ok(frame)) => {
-                let Ok(data) = frame.into_data() else { continue };
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
                 seen += data.len() as u64;
                 if seen > limit {
                     too_large = true;
@@ -425,13 +557,20 @@ async fn read_limited(mut body: Incoming, headers: &HeaderMap, limit: u64) -> Re
             }
         }
     }
-    if too_large { Err(ApiError::too_large(limit)) } else { Ok(buffer.freeze()) }
+    if too_large {
+        Err(ApiError::too_large(limit))
+    } else {
+        Ok(buffer.freeze())
+    }
 }
 
 fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
     match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(ApiError::invalid_request("invalid_body", "The request body must be a JSON object.")),
+        Ok(_) => Err(ApiError::invalid_request(
+            "invalid_body",
+            "The request body must be a JSON object.",
+        )),
         Err(error) => Err(ApiError::invalid_json(error)),
     }
 }
@@ -440,26 +579,64 @@ fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
 fn check_payload(payload: &Map<String, Value>, endpoint: Endpoint) -> Result<String, ApiError> {
     let model = match payload.get("model") {
         Some(Value::String(model)) if !model.is_empty() => model.clone(),
-        Some(_) => return Err(ApiError::invalid_request("invalid_type", "'model' must be a non-empty string.").with_param("model")),
-        None => return Err(ApiError::invalid_request("missing_required_parameter", "You must provide a model parameter.").with_param("model")),
+        Some(_) => {
+            return Err(ApiError::invalid_request(
+                "invalid_type",
+                "'model' must be a non-empty string.",
+            )
+            .with_param("model"));
+        }
+        None => {
+            return Err(ApiError::invalid_request(
+                "missing_required_parameter",
+                "You must provide a model parameter.",
+            )
+            .with_param("model"));
+        }
     };
     match endpoint {
         Endpoint::ChatCompletions => match payload.get("messages") {
             Some(Value::Array(messages)) if !messages.is_empty() => {}
-            Some(Value::Array(_)) => return Err(ApiError::invalid_request("empty_array", "'messages' must contain at least one message.").with_param("messages")),
-            Some(_) => return Err(ApiError::invalid_request("invalid_type", "'messages' must be an array.").with_param("messages")),
-            None => return Err(ApiError::invalid_request("missing_required_parameter", "Missing required parameter: 'messages'.").with_param("messages")),
+            Some(Value::Array(_)) => {
+                return Err(ApiError::invalid_request(
+                    "empty_array",
+                    "'messages' must contain at least one message.",
+                )
+                .with_param("messages"));
+            }
+            Some(_) => {
+                return Err(ApiError::invalid_request(
+                    "invalid_type",
+                    "'messages' must be an array.",
+                )
+                .with_param("messages"));
+            }
+            None => {
+                return Err(ApiError::invalid_request(
+                    "missing_required_parameter",
+                    "Missing required parameter: 'messages'.",
+                )
+                .with_param("messages"));
+            }
         },
         Endpoint::Embeddings => {
             if !payload.contains_key("input") {
-                return Err(ApiError::invalid_request("missing_required_parameter", "Missing required parameter: 'input'.").with_param("input"));
+                return Err(ApiError::invalid_request(
+                    "missing_required_parameter",
+                    "Missing required parameter: 'input'.",
+                )
+                .with_param("input"));
             }
         }
     }
-    if let Some(stream) = payload.get("stream") {
-        if !stream.is_boolean() && !stream.is_null() {
-            return Err(ApiError::invalid_request("invalid_type", "'stream' must be a boolean.").with_param("stream"));
-        }
+    if let Some(stream) = payload.get("stream")
+        && !stream.is_boolean()
+        && !stream.is_null()
+    {
+        return Err(
+            ApiError::invalid_request("invalid_type", "'stream' must be a boolean.")
+                .with_param("stream"),
+        );
     }
     Ok(model)
 }
@@ -499,7 +676,12 @@ impl RelayBody {
             self.first_chunk_seen = true;
             if let Some(exchange) = &self.exchange {
                 let elapsed = exchange.started.elapsed().as_secs_f64();
-                exchange.gateway.metrics.time_to_first_token.get_or_create(&exchange.usage_labels()).observe(elapsed);
+                exchange
+                    .gateway
+                    .metrics
+                    .time_to_first_token
+                    .get_or_create(&exchange.usage_labels())
+                    .observe(elapsed);
             }
         }
         Poll::Ready(Some(Ok(Frame::data(bytes))))
@@ -510,7 +692,10 @@ impl Body for RelayBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         loop {
             if this.upstream_done {
@@ -519,7 +704,9 @@ impl Body for RelayBody {
             }
             match Pin::new(&mut this.upstream).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
-                    let Ok(data) = frame.into_data() else { continue };
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
                     // Data arrived: the first-chunk deadline no longer applies;
                     // the idle deadline (if any) restarts.
                     match (this.idle, this.timer.as_mut()) {
@@ -534,7 +721,9 @@ impl Body for RelayBody {
                 Poll::Ready(Some(Err(error))) => {
                     this.settle(502);
                     this.upstream_done = true;
-                    return Poll::Ready(Some(Err(Box::new(StreamError::Upstream(error.to_string())))));
+                    return Poll::Ready(Some(Err(Box::new(StreamError::Upstream(
+                        error.to_string(),
+                    )))));
                 }
                 Poll::Ready(None) => {
                     this.upstream_done = true;
@@ -543,12 +732,12 @@ impl Body for RelayBody {
                     }
                 }
                 Poll::Pending => {
-                    if let Some(timer) = this.timer.as_mut() {
-                        if timer.as_mut().poll(cx).is_ready() {
-                            this.settle(504);
-                            this.upstream_done = true;
-                            return Poll::Ready(Some(Err(Box::new(StreamError::Idle))));
-                        }
+                    if let Some(timer) = this.timer.as_mut()
+                        && timer.as_mut().poll(cx).is_ready()
+                    {
+                        this.settle(504);
+                        this.upstream_done = true;
+                        return Poll::Ready(Some(Err(Box::new(StreamError::Idle))));
                     }
                     return Poll::Pending;
                 }
@@ -564,12 +753,53 @@ mod tests {
     #[test]
     fn payload_checks_name_the_parameter() {
         let check = |v: Value, e| check_payload(v.as_object().unwrap(), e);
-        assert_eq!(check(serde_json::json!({"messages": [{}]}), Endpoint::ChatCompletions).unwrap_err().param, Some("model"));
-        assert_eq!(check(serde_json::json!({"model": "m"}), Endpoint::ChatCompletions).unwrap_err().param, Some("messages"));
-        assert_eq!(check(serde_json::json!({"model": "m", "messages": []}), Endpoint::ChatCompletions).unwrap_err().code, "empty_array");
-        assert_eq!(check(serde_json::json!({"model": "m"}), Endpoint::Embeddings).unwrap_err().param, Some("input"));
-        assert_eq!(check(serde_json::json!({"model": "m", "input": "x"}), Endpoint::Embeddings).unwrap(), "m");
-        assert_eq!(check(serde_json::json!({"model": "m", "messages": [{}], "stream": "yes"}), Endpoint::ChatCompletions).unwrap_err().param, Some("stream"));
+        assert_eq!(
+            check(
+                serde_json::json!({"messages": [{}]}),
+                Endpoint::ChatCompletions
+            )
+            .unwrap_err()
+            .param,
+            Some("model")
+        );
+        assert_eq!(
+            check(serde_json::json!({"model": "m"}), Endpoint::ChatCompletions)
+                .unwrap_err()
+                .param,
+            Some("messages")
+        );
+        assert_eq!(
+            check(
+                serde_json::json!({"model": "m", "messages": []}),
+                Endpoint::ChatCompletions
+            )
+            .unwrap_err()
+            .code,
+            "empty_array"
+        );
+        assert_eq!(
+            check(serde_json::json!({"model": "m"}), Endpoint::Embeddings)
+                .unwrap_err()
+                .param,
+            Some("input")
+        );
+        assert_eq!(
+            check(
+                serde_json::json!({"model": "m", "input": "x"}),
+                Endpoint::Embeddings
+            )
+            .unwrap(),
+            "m"
+        );
+        assert_eq!(
+            check(
+                serde_json::json!({"model": "m", "messages": [{}], "stream": "yes"}),
+                Endpoint::ChatCompletions
+            )
+            .unwrap_err()
+            .param,
+            Some("stream")
+        );
     }
 
     #[test]
@@ -582,11 +812,26 @@ mod tests {
     #[test]
     fn upstream_errors_map_to_gateway_statuses() {
         let openai_error = Bytes::from_static(br#"{"error":{"message":"bad temperature","type":"invalid_request_error","param":"temperature","code":null}}"#);
-        assert_eq!(upstream_failure(StatusCode::BAD_REQUEST, &openai_error, "p").status(), 400);
-        assert_eq!(upstream_failure(StatusCode::UNAUTHORIZED, &openai_error, "p").status(), 502);
-        assert_eq!(upstream_failure(StatusCode::INTERNAL_SERVER_ERROR, &Bytes::new(), "p").status(), 502);
-        assert_eq!(upstream_failure(StatusCode::SERVICE_UNAVAILABLE, &Bytes::new(), "p").status(), 503);
-        assert_eq!(upstream_failure(StatusCode::GATEWAY_TIMEOUT, &Bytes::new(), "p").status(), 504);
+        assert_eq!(
+            upstream_failure(StatusCode::BAD_REQUEST, &openai_error, "p").status(),
+            400
+        );
+        assert_eq!(
+            upstream_failure(StatusCode::UNAUTHORIZED, &openai_error, "p").status(),
+            502
+        );
+        assert_eq!(
+            upstream_failure(StatusCode::INTERNAL_SERVER_ERROR, &Bytes::new(), "p").status(),
+            502
+        );
+        assert_eq!(
+            upstream_failure(StatusCode::SERVICE_UNAVAILABLE, &Bytes::new(), "p").status(),
+            503
+        );
+        assert_eq!(
+            upstream_failure(StatusCode::GATEWAY_TIMEOUT, &Bytes::new(), "p").status(),
+            504
+        );
         let html = upstream_failure(StatusCode::NOT_FOUND, &Bytes::from_static(b"<html>"), "p");
         assert_eq!(html.status(), 404);
         assert_eq!(html.headers()[header::CONTENT_TYPE], "application/json");

@@ -36,9 +36,17 @@ impl RouteTable {
             candidates.sort_by_key(|&i| std::cmp::Reverse(routes[i].headers.len()));
         }
         globs.sort_by_key(|(pattern, i)| {
-            (std::cmp::Reverse(pattern.len() - pattern.matches('*').count()), std::cmp::Reverse(routes[*i].headers.len()), *i)
+            (
+                std::cmp::Reverse(pattern.len() - pattern.matches('*').count()),
+                std::cmp::Reverse(routes[*i].headers.len()),
+                *i,
+            )
         });
-        Self { routes, exact, globs }
+        Self {
+            routes,
+            exact,
+            globs,
+        }
     }
 
     pub fn routes(&self) -> &[Route] {
@@ -48,14 +56,18 @@ impl RouteTable {
     /// The route for `model` given the request headers: exact aliases beat
     /// globs; within each, more header matches beat fewer.
     pub fn find(&self, model: &str, headers: &HeaderMap) -> Option<&Route> {
-        if let Some(candidates) = self.exact.get(model) {
-            if let Some(&index) = candidates.iter().find(|&&i| headers_match(&self.routes[i], headers)) {
-                return Some(&self.routes[index]);
-            }
+        if let Some(candidates) = self.exact.get(model)
+            && let Some(&index) = candidates
+                .iter()
+                .find(|&&i| headers_match(&self.routes[i], headers))
+        {
+            return Some(&self.routes[index]);
         }
         self.globs
             .iter()
-            .find(|(pattern, i)| glob_matches(pattern, model) && headers_match(&self.routes[*i], headers))
+            .find(|(pattern, i)| {
+                glob_matches(pattern, model) && headers_match(&self.routes[*i], headers)
+            })
             .map(|(_, i)| &self.routes[*i])
     }
 
@@ -64,7 +76,11 @@ impl RouteTable {
         let mut aliases: Vec<&str> = self
             .exact
             .iter()
-            .filter(|(_, candidates)| candidates.iter().any(|&i| headers_match(&self.routes[i], headers)))
+            .filter(|(_, candidates)| {
+                candidates
+                    .iter()
+                    .any(|&i| headers_match(&self.routes[i], headers))
+            })
             .map(|(alias, _)| alias.as_str())
             .collect();
         aliases.sort_unstable();
@@ -73,10 +89,12 @@ impl RouteTable {
 }
 
 fn headers_match(route: &Route, headers: &HeaderMap) -> bool {
-    route
-        .headers
-        .iter()
-        .all(|(name, value)| headers.get_all(name.as_str()).iter().any(|v| v.as_bytes() == value.as_bytes()))
+    route.headers.iter().all(|(name, value)| {
+        headers
+            .get_all(name.as_str())
+            .iter()
+            .any(|v| v.as_bytes() == value.as_bytes())
+    })
 }
 
 /// The order in which to try a route's backends: priority tiers lowest first;
@@ -85,7 +103,12 @@ fn headers_match(route: &Route, headers: &HeaderMap) -> bool {
 /// Zero-weight backends are never tried.
 pub fn attempt_order(route: &Route, rng: &mut impl Rng) -> Vec<usize> {
     let mut order = Vec::with_capacity(route.backends.len());
-    let mut tiers: Vec<u32> = route.backends.iter().filter(|b| b.weight > 0).map(|b| b.priority).collect();
+    let mut tiers: Vec<u32> = route
+        .backends
+        .iter()
+        .filter(|b| b.weight > 0)
+        .map(|b| b.priority)
+        .collect();
     tiers.sort_unstable();
     tiers.dedup();
     for tier in tiers {
@@ -127,7 +150,10 @@ mod tests {
             name: name.into(),
             aliases: aliases.iter().map(|s| s.to_string()).collect(),
             globs: globs.iter().map(|s| s.to_string()).collect(),
-            headers: headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
             backends: vec![],
             request_timeout_ms: None,
             stream_idle_timeout_ms: None,
@@ -155,8 +181,18 @@ mod tests {
     fn exact_beats_glob_and_headers_beat_none() {
         let t = table();
         assert_eq!(t.find("chat", &headers(&[])).unwrap().name, "plain");
-        assert_eq!(t.find("chat", &headers(&[("x-canary", "yes")])).unwrap().name, "canary");
-        assert_eq!(t.find("chat", &headers(&[("x-canary", "no")])).unwrap().name, "plain");
+        assert_eq!(
+            t.find("chat", &headers(&[("x-canary", "yes")]))
+                .unwrap()
+                .name,
+            "canary"
+        );
+        assert_eq!(
+            t.find("chat", &headers(&[("x-canary", "no")]))
+                .unwrap()
+                .name,
+            "plain"
+        );
         assert_eq!(t.find("gpt-4o-mini", &headers(&[])).unwrap().name, "narrow");
         assert_eq!(t.find("gpt-3.5", &headers(&[])).unwrap().name, "wide");
         assert!(t.find("claude", &headers(&[])).is_none());
@@ -164,9 +200,15 @@ mod tests {
 
     #[test]
     fn header_only_alias_is_hidden_without_the_header() {
-        let t = RouteTable::new(vec![route("a", &["open"], &[], &[]), route("b", &["secret"], &[], &[("x-team", "r")])]);
+        let t = RouteTable::new(vec![
+            route("a", &["open"], &[], &[]),
+            route("b", &["secret"], &[], &[("x-team", "r")]),
+        ]);
         assert_eq!(t.visible_aliases(&headers(&[])), ["open"]);
-        assert_eq!(t.visible_aliases(&headers(&[("x-team", "r")])), ["open", "secret"]);
+        assert_eq!(
+            t.visible_aliases(&headers(&[("x-team", "r")])),
+            ["open", "secret"]
+        );
         assert!(t.find("secret", &headers(&[])).is_none());
     }
 
@@ -174,7 +216,12 @@ mod tests {
         let mut r = route("r", &["m"], &[], &[]);
         r.backends = backends
             .iter()
-            .map(|&(weight, priority)| Backend { provider: 0, model: "m".into(), weight, priority })
+            .map(|&(weight, priority)| Backend {
+                provider: 0,
+                model: "m".into(),
+                weight,
+                priority,
+            })
             .collect();
         r
     }
@@ -192,8 +239,14 @@ mod tests {
     fn weights_split_traffic_within_a_tier() {
         let r = weighted(&[(80, 0), (20, 0)]);
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        let firsts = (0..10_000).filter(|_| attempt_order(&r, &mut rng)[0] == 0).count();
+        let firsts = (0..10_000)
+            .filter(|_| attempt_order(&r, &mut rng)[0] == 0)
+            .count();
         assert!((7_600..8_400).contains(&firsts), "{firsts}");
-        assert_eq!(attempt_order(&r, &mut rng).len(), 2, "the other is the in-tier fallback");
+        assert_eq!(
+            attempt_order(&r, &mut rng).len(),
+            2,
+            "the other is the in-tier fallback"
+        );
     }
 }

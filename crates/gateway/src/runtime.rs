@@ -48,7 +48,12 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(clients: Clients) -> Self {
-        Self { current: ArcSwapOption::empty(), metrics: Metrics::new(), clients, draining: AtomicBool::new(false) }
+        Self {
+            current: ArcSwapOption::empty(),
+            metrics: Metrics::new(),
+            clients,
+            draining: AtomicBool::new(false),
+        }
     }
 
     /// The runtime a new request should use for its whole life.

@@ -22,13 +22,21 @@ use crate::runtime::Gateway;
 
 /// Serves `handler` on `listener` until `shutdown` flips to true, then stops
 /// accepting and waits up to `drain` for in-flight requests (streams included).
-pub async fn serve<H, F>(listener: TcpListener, handler: H, mut shutdown: watch::Receiver<bool>, drain: Duration)
-where
+pub async fn serve<H, F>(
+    listener: TcpListener,
+    handler: H,
+    mut shutdown: watch::Receiver<bool>,
+    drain: Duration,
+) where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<ResponseBody>> + Send + 'static,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30)).keep_alive(true);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
     loop {
@@ -61,7 +69,10 @@ where
         }
     }
     drop(listener);
-    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!(?drain, "drain timeout: closing remaining connections");
     }
 }
@@ -72,7 +83,13 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 }
 
 /// The client-facing handler.
-pub fn data_handler(gateway: Arc<Gateway>) -> impl Fn(Request<Incoming>) -> std::pin::Pin<Box<dyn Future<Output = Response<ResponseBody>> + Send>> + Clone + Send + Sync + 'static {
+pub fn data_handler(
+    gateway: Arc<Gateway>,
+) -> impl Fn(Request<Incoming>) -> std::pin::Pin<Box<dyn Future<Output = Response<ResponseBody>> + Send>>
++ Clone
++ Send
++ Sync
++ 'static {
     move |request| {
         let gateway = gateway.clone();
         Box::pin(async move { pipeline::handle(gateway, request).await })
@@ -80,7 +97,13 @@ pub fn data_handler(gateway: Arc<Gateway>) -> impl Fn(Request<Incoming>) -> std:
 }
 
 /// The admin port: metrics, health, and the running snapshot's identity.
-pub fn admin_handler(gateway: Arc<Gateway>) -> impl Fn(Request<Incoming>) -> std::pin::Pin<Box<dyn Future<Output = Response<ResponseBody>> + Send>> + Clone + Send + Sync + 'static {
+pub fn admin_handler(
+    gateway: Arc<Gateway>,
+) -> impl Fn(Request<Incoming>) -> std::pin::Pin<Box<dyn Future<Output = Response<ResponseBody>> + Send>>
++ Clone
++ Send
++ Sync
++ 'static {
     move |request| {
         let gateway = gateway.clone();
         Box::pin(async move { admin(&gateway, &request) })
@@ -90,10 +113,13 @@ pub fn admin_handler(gateway: Arc<Gateway>) -> impl Fn(Request<Incoming>) -> std
 fn admin(gateway: &Gateway, request: &Request<Incoming>) -> Response<ResponseBody> {
     match (request.method(), request.uri().path()) {
         (&Method::GET, "/metrics") => {
-            let mut response = Response::new(box_body(Full::new(Bytes::from(gateway.metrics.encode()))));
+            let mut response =
+                Response::new(box_body(Full::new(Bytes::from(gateway.metrics.encode()))));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
-                HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
             );
             response
         }
@@ -117,9 +143,14 @@ fn admin(gateway: &Gateway, request: &Request<Incoming>) -> Response<ResponseBod
                 None => serde_json::json!({"hash": null}),
             };
             let mut response = Response::new(box_body(Full::new(Bytes::from(body.to_string()))));
-            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             response
         }
-        (_, path) => ApiError::not_found(path).into_response::<Full<Bytes>>().map(box_body),
+        (_, path) => ApiError::not_found(path)
+            .into_response::<Full<Bytes>>()
+            .map(box_body),
     }
 }

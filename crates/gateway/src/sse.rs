@@ -50,7 +50,10 @@ pub struct SseRelay {
 impl SseRelay {
     /// `strip_usage_chunk`: drop the final `choices: []` usage event.
     pub fn new(strip_usage_chunk: bool) -> Self {
-        Self { strip_usage_chunk, ..Self::default() }
+        Self {
+            strip_usage_chunk,
+            ..Self::default()
+        }
     }
 
     pub fn usage(&self) -> Option<Usage> {
@@ -78,7 +81,11 @@ impl SseRelay {
                 out.extend_from_slice(&event);
             }
         }
-        if out.is_empty() { None } else { Some(out.freeze()) }
+        if out.is_empty() {
+            None
+        } else {
+            Some(out.freeze())
+        }
     }
 
     /// At upstream EOF: whatever partial event is left, unchanged.
@@ -103,9 +110,14 @@ impl SseRelay {
             choices: Vec<IgnoredAny>,
             usage: Option<Usage>,
         }
-        let Some(data) = event_data(event) else { return true };
+        let Some(data) = event_data(event) else {
+            return true;
+        };
         match serde_json::from_slice::<Chunk>(data) {
-            Ok(Chunk { choices, usage: Some(usage) }) => {
+            Ok(Chunk {
+                choices,
+                usage: Some(usage),
+            }) => {
                 self.usage = Some(usage);
                 !(self.strip_usage_chunk && choices.is_empty())
             }
@@ -149,7 +161,9 @@ fn event_data(event: &[u8]) -> Option<&[u8]> {
     let mut rest = event;
     while !rest.is_empty() {
         let line_end = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
-        let line = rest[..line_end].strip_suffix(b"\r").unwrap_or(&rest[..line_end]);
+        let line = rest[..line_end]
+            .strip_suffix(b"\r")
+            .unwrap_or(&rest[..line_end]);
         if let Some(data) = line.strip_prefix(b"data:") {
             return Some(data.trim_ascii_start());
         }
@@ -186,7 +200,14 @@ mod tests {
         let out = run(&mut relay, &[all.as_bytes()]);
         assert_eq!(out, format!("{CHUNK}{CHUNK}{DONE}"));
         let usage = relay.usage().unwrap();
-        assert_eq!((usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens()), (7, 3, 2));
+        assert_eq!(
+            (
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                usage.cached_tokens()
+            ),
+            (7, 3, 2)
+        );
         assert!(relay.finished());
     }
 
@@ -208,7 +229,11 @@ mod tests {
             let mut relay_i = SseRelay::new(true);
             let out = run(&mut relay_i, &[&bytes[..cut], &bytes[cut..]]);
             assert_eq!(out, format!("{CHUNK}{DONE}"), "cut at {cut}");
-            assert_eq!(relay_i.usage().map(|u| u.prompt_tokens), Some(7), "cut at {cut}");
+            assert_eq!(
+                relay_i.usage().map(|u| u.prompt_tokens),
+                Some(7),
+                "cut at {cut}"
+            );
         }
         let first = relay.push(Bytes::copy_from_slice(&bytes[..10]));
         assert!(first.is_none(), "an incomplete event is held back");
@@ -232,7 +257,10 @@ mod tests {
 
     #[test]
     fn body_usage() {
-        let usage = usage_of_body(br#"{"id":"x","usage":{"prompt_tokens":5,"completion_tokens":6,"total_tokens":11}}"#).unwrap();
+        let usage = usage_of_body(
+            br#"{"id":"x","usage":{"prompt_tokens":5,"completion_tokens":6,"total_tokens":11}}"#,
+        )
+        .unwrap();
         assert_eq!((usage.prompt_tokens, usage.completion_tokens), (5, 6));
         assert!(usage_of_body(b"{}").is_none());
         assert!(usage_of_body(b"not json").is_none());

@@ -46,7 +46,10 @@ pub enum StandaloneError {
     #[error("AIGateway {0:?} is not defined in the configuration")]
     GatewayNotFound(String),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Client(#[from] ClientError),
     #[error(transparent)]
@@ -56,27 +59,44 @@ pub enum StandaloneError {
 }
 
 fn list(diagnostics: &[Diagnostic]) -> String {
-    diagnostics.iter().map(|d| format!("  {d}")).collect::<Vec<_>>().join("\n")
+    diagnostics
+        .iter()
+        .map(|d| format!("  {d}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Loads and compiles the files; any error rejects the whole set, so a typo
 /// never silently drops a route. Warnings are returned alongside.
-pub fn compile_files(paths: &[PathBuf], gateway: Option<&str>) -> Result<(Snapshot, Vec<Diagnostic>), StandaloneError> {
+pub fn compile_files(
+    paths: &[PathBuf],
+    gateway: Option<&str>,
+) -> Result<(Snapshot, Vec<Diagnostic>), StandaloneError> {
     let loaded = load_paths(paths)?;
     let mut diagnostics = loaded.diagnostics.clone();
     let compiled = compile(&loaded.resources);
     diagnostics.extend(compiled.diagnostics);
     if diagnostics.iter().any(Diagnostic::is_error) {
-        return Err(StandaloneError::Invalid(diagnostics.into_iter().filter(Diagnostic::is_error).collect()));
+        return Err(StandaloneError::Invalid(
+            diagnostics
+                .into_iter()
+                .filter(Diagnostic::is_error)
+                .collect(),
+        ));
     }
     let snapshot = select_gateway(compiled.snapshots.into_iter().collect(), gateway)?;
     Ok((snapshot, diagnostics))
 }
 
-fn select_gateway(mut snapshots: Vec<(ObjectRef, Snapshot)>, wanted: Option<&str>) -> Result<Snapshot, StandaloneError> {
+fn select_gateway(
+    mut snapshots: Vec<(ObjectRef, Snapshot)>,
+    wanted: Option<&str>,
+) -> Result<Snapshot, StandaloneError> {
     match wanted {
         Some(wanted) => {
-            let (namespace, name) = wanted.split_once('/').unwrap_or((tollgate_config::resources::DEFAULT_NAMESPACE, wanted));
+            let (namespace, name) = wanted
+                .split_once('/')
+                .unwrap_or((tollgate_config::resources::DEFAULT_NAMESPACE, wanted));
             snapshots
                 .into_iter()
                 .find(|(key, _)| key.namespace == namespace && key.name == name)
@@ -86,7 +106,11 @@ fn select_gateway(mut snapshots: Vec<(ObjectRef, Snapshot)>, wanted: Option<&str
         None if snapshots.len() == 1 => Ok(snapshots.remove(0).1),
         None if snapshots.is_empty() => Err(StandaloneError::NoGateway),
         None => Err(StandaloneError::AmbiguousGateway(
-            snapshots.iter().map(|(k, _)| format!("{}/{}", k.namespace, k.name)).collect::<Vec<_>>().join(", "),
+            snapshots
+                .iter()
+                .map(|(k, _)| format!("{}/{}", k.namespace, k.name))
+                .collect::<Vec<_>>()
+                .join(", "),
         )),
     }
 }
@@ -99,23 +123,44 @@ pub async fn run(options: Options) -> Result<(), StandaloneError> {
     }
     let gateway = Arc::new(Gateway::new(Clients::new()?));
     let config = &snapshot.config;
-    let data_addr = options.listen.unwrap_or(SocketAddr::new(options.bind, config.listener_port));
-    let admin_addr = options.admin_listen.unwrap_or(SocketAddr::new(options.bind, config.admin_port));
+    let data_addr = options
+        .listen
+        .unwrap_or(SocketAddr::new(options.bind, config.listener_port));
+    let admin_addr = options
+        .admin_listen
+        .unwrap_or(SocketAddr::new(options.bind, config.admin_port));
     let data = bind(data_addr).await?;
     let admin = bind(admin_addr).await?;
     let (data_addr, admin_addr) = (local_addr(&data, data_addr), local_addr(&admin, admin_addr));
-    tracing::info!(hash = snapshot.short_hash(), routes = config.routes.len(), "configuration loaded");
+    tracing::info!(
+        hash = snapshot.short_hash(),
+        routes = config.routes.len(),
+        "configuration loaded"
+    );
     gateway.install(Runtime::build(snapshot, &gateway.clients)?);
 
     // The one line scripts and tests wait for.
     let mut stdout = std::io::stdout();
-    let _ = writeln!(stdout, "listening data=http://{data_addr} admin=http://{admin_addr}");
+    let _ = writeln!(
+        stdout,
+        "listening data=http://{data_addr} admin=http://{admin_addr}"
+    );
     let _ = stdout.flush();
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let _watcher = watch_files(&options, gateway.clone())?;
-    let data_server = tokio::spawn(server::serve(data, server::data_handler(gateway.clone()), stop_rx.clone(), options.drain_timeout));
-    let admin_server = tokio::spawn(server::serve(admin, server::admin_handler(gateway.clone()), stop_rx, options.drain_timeout));
+    let data_server = tokio::spawn(server::serve(
+        data,
+        server::data_handler(gateway.clone()),
+        stop_rx.clone(),
+        options.drain_timeout,
+    ));
+    let admin_server = tokio::spawn(server::serve(
+        admin,
+        server::admin_handler(gateway.clone()),
+        stop_rx,
+        options.drain_timeout,
+    ));
 
     shutdown_signal().await;
     tracing::info!("shutting down: draining in-flight requests");
@@ -128,7 +173,9 @@ pub async fn run(options: Options) -> Result<(), StandaloneError> {
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StandaloneError> {
-    TcpListener::bind(addr).await.map_err(|source| StandaloneError::Bind { addr, source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StandaloneError::Bind { addr, source })
 }
 
 fn local_addr(listener: &TcpListener, fallback: SocketAddr) -> SocketAddr {
@@ -137,7 +184,10 @@ fn local_addr(listener: &TcpListener, fallback: SocketAddr) -> SocketAddr {
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}
@@ -152,7 +202,10 @@ async fn shutdown_signal() {
 
 /// Watches the configured files (their directories, so editors that save by
 /// rename are seen) and reloads after a quiet period.
-fn watch_files(options: &Options, gateway: Arc<Gateway>) -> Result<notify::RecommendedWatcher, StandaloneError> {
+fn watch_files(
+    options: &Options,
+    gateway: Arc<Gateway>,
+) -> Result<notify::RecommendedWatcher, StandaloneError> {
     let (events_tx, mut events_rx) = mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if event.is_ok_and(|e| !e.kind.is_access()) {
@@ -163,7 +216,10 @@ fn watch_files(options: &Options, gateway: Arc<Gateway>) -> Result<notify::Recom
         if path.is_dir() {
             watcher.watch(path, RecursiveMode::Recursive)?;
         } else {
-            let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let parent = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
             watcher.watch(parent, RecursiveMode::NonRecursive)?;
         }
     }
@@ -192,7 +248,13 @@ fn reload(options: &Options, gateway: &Gateway) {
             tracing::error!("configuration rejected, still serving the previous version: {error}");
             "rejected"
         }
-        Ok((snapshot, _)) if current.as_ref().is_some_and(|c| c.snapshot.hash == snapshot.hash) => "unchanged",
+        Ok((snapshot, _))
+            if current
+                .as_ref()
+                .is_some_and(|c| c.snapshot.hash == snapshot.hash) =>
+        {
+            "unchanged"
+        }
         Ok((snapshot, warnings)) => {
             for warning in &warnings {
                 tracing::warn!("{warning}");
@@ -211,11 +273,17 @@ fn reload(options: &Options, gateway: &Gateway) {
                     "applied"
                 }
                 Err(error) => {
-                    tracing::error!("configuration rejected, still serving the previous version: {error}");
+                    tracing::error!(
+                        "configuration rejected, still serving the previous version: {error}"
+                    );
                     "rejected"
                 }
             }
         }
     };
-    gateway.metrics.reloads.get_or_create(&ReloadLabels { result: outcome }).inc();
+    gateway
+        .metrics
+        .reloads
+        .get_or_create(&ReloadLabels { result: outcome })
+        .inc();
 }

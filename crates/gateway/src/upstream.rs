@@ -44,18 +44,29 @@ pub struct Clients {
 
 impl Clients {
     pub fn new() -> Result<Self, ClientError> {
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| ClientError::Tls(std::io::Error::other(e)))?
-            .with_root_certificates(root_store())
-            .with_no_client_auth();
-        Ok(Self { tls: config, by_connect_timeout: Mutex::new(HashMap::new()) })
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientError::Tls(std::io::Error::other(e)))?
+        .with_root_certificates(root_store())
+        .with_no_client_auth();
+        Ok(Self {
+            tls: config,
+            by_connect_timeout: Mutex::new(HashMap::new()),
+        })
     }
 
     pub fn get(&self, connect_timeout: Duration) -> HttpClient {
         let key = u64::try_from(connect_timeout.as_millis()).unwrap_or(u64::MAX);
-        let mut clients = self.by_connect_timeout.lock().unwrap_or_else(|p| p.into_inner());
-        clients.entry(key).or_insert_with(|| self.build(connect_timeout)).clone()
+        let mut clients = self
+            .by_connect_timeout
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        clients
+            .entry(key)
+            .or_insert_with(|| self.build(connect_timeout))
+            .clone()
     }
 
     fn build(&self, connect_timeout: Duration) -> HttpClient {
@@ -130,7 +141,8 @@ impl Upstream {
         };
         let authorization = match &config.api_key {
             Some(key) => {
-                let mut value = HeaderValue::from_str(&format!("Bearer {}", key.0)).map_err(|_| UpstreamError::BadUrl("invalid API key characters".into()))?;
+                let mut value = HeaderValue::from_str(&format!("Bearer {}", key.0))
+                    .map_err(|_| UpstreamError::BadUrl("invalid API key characters".into()))?;
                 value.set_sensitive(true);
                 Some(value)
             }
@@ -141,7 +153,9 @@ impl Upstream {
             chat_url: url(Endpoint::ChatCompletions)?,
             embeddings_url: url(Endpoint::Embeddings)?,
             authorization,
-            permits: config.max_concurrent_requests.map(|n| Arc::new(Semaphore::new(n as usize))),
+            permits: config
+                .max_concurrent_requests
+                .map(|n| Arc::new(Semaphore::new(n as usize))),
             config,
         })
     }
@@ -155,7 +169,12 @@ impl Upstream {
     }
 
     /// Sends `body` and waits for the response head until `deadline`.
-    pub async fn send(&self, endpoint: Endpoint, body: Bytes, deadline: Instant) -> Result<Response<Incoming>, UpstreamError> {
+    pub async fn send(
+        &self,
+        endpoint: Endpoint,
+        body: Bytes,
+        deadline: Instant,
+    ) -> Result<Response<Incoming>, UpstreamError> {
         let uri = match endpoint {
             Endpoint::ChatCompletions => self.chat_url.clone(),
             Endpoint::Embeddings => self.embeddings_url.clone(),
@@ -166,7 +185,9 @@ impl Upstream {
             .body(Full::new(body))
             .map_err(|e| UpstreamError::BadUrl(e.to_string()))?;
         if let Some(auth) = &self.authorization {
-            request.headers_mut().insert(header::AUTHORIZATION, auth.clone());
+            request
+                .headers_mut()
+                .insert(header::AUTHORIZATION, auth.clone());
         }
         match tokio::time::timeout_at(deadline, self.client.request(request)).await {
             Err(_) => Err(UpstreamError::Timeout),

@@ -33,10 +33,12 @@ impl Process {
                 let _ = tx.send(line);
             }
         });
-        let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|_| {
-            let _ = child.kill();
-            panic!("tollgate {args:?} did not print its listening line");
-        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| {
+                let _ = child.kill();
+                panic!("tollgate {args:?} did not print its listening line");
+            });
         let urls = line
             .strip_prefix("listening ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
@@ -48,18 +50,29 @@ impl Process {
     }
 
     pub fn url(&self, key: &str) -> &str {
-        &self.urls.iter().find(|(k, _)| k == key).unwrap_or_else(|| panic!("no {key} url")).1
+        &self
+            .urls
+            .iter()
+            .find(|(k, _)| k == key)
+            .unwrap_or_else(|| panic!("no {key} url"))
+            .1
     }
 
     /// Sends SIGTERM and waits (bounded) for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "process did not exit after SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "process did not exit after SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -131,7 +144,10 @@ pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
 }
 
 pub fn chat_body(model: &str, prompt: &str, stream: bool) -> serde_json::Value {
@@ -139,7 +155,14 @@ pub fn chat_body(model: &str, prompt: &str, stream: bool) -> serde_json::Value {
 }
 
 pub async fn config_hash(admin: &str) -> String {
-    let config: serde_json::Value = client().get(format!("{admin}/config")).send().await.unwrap().json().await.unwrap();
+    let config: serde_json::Value = client()
+        .get(format!("{admin}/config"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     config["hash"].as_str().unwrap_or_default().to_string()
 }
 
