@@ -71,6 +71,9 @@ struct GatewayArgs {
     /// Seconds in-flight requests may take to finish on shutdown.
     #[arg(long, default_value_t = 30)]
     drain_timeout_secs: u64,
+    /// Data-plane worker threads, each serving its own connections (default: one per core).
+    #[arg(long, env = "TOLLGATE_WORKERS")]
+    workers: Option<usize>,
     /// Milliseconds of quiet after a file change before reloading.
     #[arg(long, default_value_t = 100)]
     reload_debounce_ms: u64,
@@ -101,10 +104,12 @@ fn main() -> ExitCode {
                 bind: args.bind,
                 drain_timeout: Duration::from_secs(args.drain_timeout_secs),
                 reload_debounce: Duration::from_millis(args.reload_debounce_ms),
+                workers: args
+                    .workers
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
             };
-            match runtime().map(|rt| rt.block_on(tollgate_gateway::standalone::run(options))) {
-                Ok(Ok(())) => ExitCode::SUCCESS,
-                Ok(Err(error)) => fail(error),
+            match tollgate_gateway::standalone::run(options) {
+                Ok(()) => ExitCode::SUCCESS,
                 Err(error) => fail(error),
             }
         }

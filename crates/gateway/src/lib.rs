@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod error;
 pub mod metrics;
+pub mod payload;
 pub mod pipeline;
 pub mod routing;
 pub mod runtime;

@@ -12,13 +12,14 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Full, Limited, combinators::BoxBody};
 use hyper::body::Incoming;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 use tollgate_config::snapshot::{Pricing, Route};
 
 use crate::error::ApiError;
 use crate::metrics::{RequestLabels, TokenLabels, UpstreamErrorLabels, UsageLabels};
+use crate::payload::Payload;
 use crate::routing::attempt_order;
 use crate::runtime::{Gateway, Runtime};
 use crate::sse::{SseRelay, Usage, usage_of_body};
@@ -283,32 +284,15 @@ async fn proxy(
     runtime.keys.authenticate(&parts.headers)?;
     let limits = &runtime.snapshot.config.limits;
     let bytes = read_limited(body, &parts.headers, limits.max_request_body_bytes).await?;
-    let mut payload = parse_object(&bytes)?;
-    let model = check_payload(&payload, endpoint)?;
-
+    let payload = Payload::parse(&bytes, endpoint)?;
     let route = runtime
         .routes
-        .find(&model, &parts.headers)
-        .ok_or_else(|| ApiError::model_not_found(&model))?;
+        .find(&payload.model, &parts.headers)
+        .ok_or_else(|| ApiError::model_not_found(&payload.model))?;
     exchange.route.clone_from(&route.name);
-
-    let stream = endpoint == Endpoint::ChatCompletions
-        && payload.get("stream").and_then(Value::as_bool) == Some(true);
-    let client_wants_usage = payload
-        .get("stream_options")
-        .and_then(|o| o.get("include_usage"))
-        .and_then(Value::as_bool)
-        == Some(true);
-    if stream {
-        // Always ask for usage so tokens and cost are accounted; the relay
-        // removes the extra chunk when the client did not ask for it.
-        let options = payload
-            .entry("stream_options")
-            .or_insert_with(|| Value::Object(Map::new()));
-        if let Value::Object(options) = options {
-            options.insert("include_usage".into(), Value::Bool(true));
-        }
-    }
+    // Streams always ask upstream for usage (see `Payload::to_upstream`); the
+    // relay removes the extra chunk when the client did not ask for it.
+    let (stream, client_wants_usage) = (payload.stream, payload.client_wants_usage);
 
     let timeout_ms = route
         .request_timeout_ms
@@ -332,8 +316,7 @@ async fn proxy(
             ));
             continue;
         };
-        payload.insert("model".into(), Value::String(backend.model.clone()));
-        let body = Bytes::from(serde_json::to_vec(&payload).map_err(ApiError::invalid_json)?);
+        let body = payload.to_upstream(&backend.model)?;
         let deadline = Instant::now()
             + Duration::from_millis(timeout_ms.min(upstream.config.request_timeout_ms));
         let response = match upstream.send(endpoint, body, deadline).await {
@@ -564,83 +547,6 @@ async fn read_limited(
     }
 }
 
-fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    match serde_json::from_slice::<Value>(bytes) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(ApiError::invalid_request(
-            "invalid_body",
-            "The request body must be a JSON object.",
-        )),
-        Err(error) => Err(ApiError::invalid_json(error)),
-    }
-}
-
-/// The checks the gateway needs before routing; the provider validates the rest.
-fn check_payload(payload: &Map<String, Value>, endpoint: Endpoint) -> Result<String, ApiError> {
-    let model = match payload.get("model") {
-        Some(Value::String(model)) if !model.is_empty() => model.clone(),
-        Some(_) => {
-            return Err(ApiError::invalid_request(
-                "invalid_type",
-                "'model' must be a non-empty string.",
-            )
-            .with_param("model"));
-        }
-        None => {
-            return Err(ApiError::invalid_request(
-                "missing_required_parameter",
-                "You must provide a model parameter.",
-            )
-            .with_param("model"));
-        }
-    };
-    match endpoint {
-        Endpoint::ChatCompletions => match payload.get("messages") {
-            Some(Value::Array(messages)) if !messages.is_empty() => {}
-            Some(Value::Array(_)) => {
-                return Err(ApiError::invalid_request(
-                    "empty_array",
-                    "'messages' must contain at least one message.",
-                )
-                .with_param("messages"));
-            }
-            Some(_) => {
-                return Err(ApiError::invalid_request(
-                    "invalid_type",
-                    "'messages' must be an array.",
-                )
-                .with_param("messages"));
-            }
-            None => {
-                return Err(ApiError::invalid_request(
-                    "missing_required_parameter",
-                    "Missing required parameter: 'messages'.",
-                )
-                .with_param("messages"));
-            }
-        },
-        Endpoint::Embeddings => {
-            if !payload.contains_key("input") {
-                return Err(ApiError::invalid_request(
-                    "missing_required_parameter",
-                    "Missing required parameter: 'input'.",
-                )
-                .with_param("input"));
-            }
-        }
-    }
-    if let Some(stream) = payload.get("stream")
-        && !stream.is_boolean()
-        && !stream.is_null()
-    {
-        return Err(
-            ApiError::invalid_request("invalid_type", "'stream' must be a boolean.")
-                .with_param("stream"),
-        );
-    }
-    Ok(model)
-}
-
 /// Streams upstream SSE to the client event by event, with deadlines, and
 /// settles the exchange when the stream ends however it ends.
 struct RelayBody {
@@ -749,65 +655,6 @@ impl Body for RelayBody {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn payload_checks_name_the_parameter() {
-        let check = |v: Value, e| check_payload(v.as_object().unwrap(), e);
-        assert_eq!(
-            check(
-                serde_json::json!({"messages": [{}]}),
-                Endpoint::ChatCompletions
-            )
-            .unwrap_err()
-            .param,
-            Some("model")
-        );
-        assert_eq!(
-            check(serde_json::json!({"model": "m"}), Endpoint::ChatCompletions)
-                .unwrap_err()
-                .param,
-            Some("messages")
-        );
-        assert_eq!(
-            check(
-                serde_json::json!({"model": "m", "messages": []}),
-                Endpoint::ChatCompletions
-            )
-            .unwrap_err()
-            .code,
-            "empty_array"
-        );
-        assert_eq!(
-            check(serde_json::json!({"model": "m"}), Endpoint::Embeddings)
-                .unwrap_err()
-                .param,
-            Some("input")
-        );
-        assert_eq!(
-            check(
-                serde_json::json!({"model": "m", "input": "x"}),
-                Endpoint::Embeddings
-            )
-            .unwrap(),
-            "m"
-        );
-        assert_eq!(
-            check(
-                serde_json::json!({"model": "m", "messages": [{}], "stream": "yes"}),
-                Endpoint::ChatCompletions
-            )
-            .unwrap_err()
-            .param,
-            Some("stream")
-        );
-    }
-
-    #[test]
-    fn bodies_must_be_json_objects() {
-        assert_eq!(parse_object(b"[1]").unwrap_err().code, "invalid_body");
-        assert_eq!(parse_object(b"{oops").unwrap_err().code, "invalid_json");
-        assert!(parse_object(b"{}").is_ok());
-    }
 
     #[test]
     fn upstream_errors_map_to_gateway_statuses() {

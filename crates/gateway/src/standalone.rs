@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
+use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tollgate_config::{Diagnostic, ObjectRef, Snapshot, compile, load_paths};
@@ -31,6 +32,8 @@ pub struct Options {
     pub drain_timeout: Duration,
     /// Quiet period after a file event before reloading (editors write in bursts).
     pub reload_debounce: Duration,
+    /// Data-plane worker threads (one per core is right for most hosts).
+    pub workers: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +59,10 @@ pub enum StandaloneError {
     Upstream(#[from] UpstreamError),
     #[error("cannot watch configuration files: {0}")]
     Watch(#[from] notify::Error),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("cannot start a worker thread: {0}")]
+    Thread(std::io::Error),
 }
 
 fn list(diagnostics: &[Diagnostic]) -> String {
@@ -116,7 +123,14 @@ fn select_gateway(
 }
 
 /// Runs the gateway until SIGTERM or SIGINT, then drains.
-pub async fn run(options: Options) -> Result<(), StandaloneError> {
+///
+/// Thread per core: each worker thread runs its own single-threaded tokio
+/// runtime with its own `SO_REUSEPORT` listener (the kernel spreads
+/// connections) and its own upstream pools, so a request is served start to
+/// end on one thread with no cross-thread wake-ups. The main thread runs the
+/// admin port, the file watcher and signal handling.
+pub fn run(options: Options) -> Result<(), StandaloneError> {
+    let control = single_thread_runtime()?;
     let (snapshot, warnings) = compile_files(&options.paths, options.gateway.as_deref())?;
     for warning in &warnings {
         tracing::warn!("{warning}");
@@ -129,15 +143,40 @@ pub async fn run(options: Options) -> Result<(), StandaloneError> {
     let admin_addr = options
         .admin_listen
         .unwrap_or(SocketAddr::new(options.bind, config.admin_port));
-    let data = bind(data_addr).await?;
-    let admin = bind(admin_addr).await?;
-    let (data_addr, admin_addr) = (local_addr(&data, data_addr), local_addr(&admin, admin_addr));
+    let workers = options.workers.max(1);
+    let data_listeners = bind_reuseport(data_addr, workers)?;
+    let admin_listener = bind_reuseport(admin_addr, 1)?.remove(0);
+    let data_addr = data_listeners[0].local_addr().unwrap_or(data_addr);
+    let admin_addr = admin_listener.local_addr().unwrap_or(admin_addr);
     tracing::info!(
         hash = snapshot.short_hash(),
         routes = config.routes.len(),
+        workers,
         "configuration loaded"
     );
     gateway.install(Runtime::build(snapshot, &gateway.clients)?);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut threads = Vec::with_capacity(workers);
+    for (index, listener) in data_listeners.into_iter().enumerate() {
+        let (gateway, stop_rx, drain) = (gateway.clone(), stop_rx.clone(), options.drain_timeout);
+        let thread = std::thread::Builder::new()
+            .name(format!("tollgate-worker-{index}"))
+            .spawn(move || -> Result<(), StandaloneError> {
+                single_thread_runtime()?.block_on(async move {
+                    let listener = TcpListener::from_std(listener).map_err(|source| {
+                        StandaloneError::Bind {
+                            addr: data_addr,
+                            source,
+                        }
+                    })?;
+                    server::serve(listener, server::data_handler(gateway), stop_rx, drain).await;
+                    Ok(())
+                })
+            })
+            .map_err(StandaloneError::Thread)?;
+        threads.push(thread);
+    }
 
     // The one line scripts and tests wait for.
     let mut stdout = std::io::stdout();
@@ -147,39 +186,68 @@ pub async fn run(options: Options) -> Result<(), StandaloneError> {
     );
     let _ = stdout.flush();
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let _watcher = watch_files(&options, gateway.clone())?;
-    let data_server = tokio::spawn(server::serve(
-        data,
-        server::data_handler(gateway.clone()),
-        stop_rx.clone(),
-        options.drain_timeout,
-    ));
-    let admin_server = tokio::spawn(server::serve(
-        admin,
-        server::admin_handler(gateway.clone()),
-        stop_rx,
-        options.drain_timeout,
-    ));
-
-    shutdown_signal().await;
-    tracing::info!("shutting down: draining in-flight requests");
-    gateway.start_draining();
+    let result = control.block_on(async {
+        let _watcher = watch_files(&options, gateway.clone())?;
+        let admin =
+            TcpListener::from_std(admin_listener).map_err(|source| StandaloneError::Bind {
+                addr: admin_addr,
+                source,
+            })?;
+        let admin_server = tokio::spawn(server::serve(
+            admin,
+            server::admin_handler(gateway.clone()),
+            stop_rx,
+            options.drain_timeout,
+        ));
+        shutdown_signal().await;
+        tracing::info!("shutting down: draining in-flight requests");
+        gateway.start_draining();
+        let _ = stop_tx.send(true);
+        let _ = admin_server.await;
+        Ok(())
+    });
+    // Stop the workers even if the control side failed.
     let _ = stop_tx.send(true);
-    let _ = data_server.await;
-    let _ = admin_server.await;
+    for thread in threads {
+        match thread.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!("worker failed: {error}"),
+            Err(_) => tracing::error!("worker panicked"),
+        }
+    }
     tracing::info!("stopped");
-    Ok(())
+    result
 }
 
-async fn bind(addr: SocketAddr) -> Result<TcpListener, StandaloneError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StandaloneError::Bind { addr, source })
+fn single_thread_runtime() -> Result<tokio::runtime::Runtime, StandaloneError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(StandaloneError::Runtime)
 }
 
-fn local_addr(listener: &TcpListener, fallback: SocketAddr) -> SocketAddr {
-    listener.local_addr().unwrap_or(fallback)
+/// `count` listening sockets on one address with `SO_REUSEPORT`; with port 0
+/// the first one picks the port and the rest join it.
+fn bind_reuseport(
+    addr: SocketAddr,
+    count: usize,
+) -> Result<Vec<std::net::TcpListener>, StandaloneError> {
+    let mut listeners = Vec::with_capacity(count);
+    let mut addr = addr;
+    for _ in 0..count {
+        let bind_error = |source| StandaloneError::Bind { addr, source };
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+            .map_err(bind_error)?;
+        socket.set_reuse_address(true).map_err(bind_error)?;
+        socket.set_reuse_port(true).map_err(bind_error)?;
+        socket.set_nonblocking(true).map_err(bind_error)?;
+        socket.bind(&addr.into()).map_err(bind_error)?;
+        socket.listen(1024).map_err(bind_error)?;
+        let listener: std::net::TcpListener = socket.into();
+        addr = listener.local_addr().map_err(bind_error)?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
 }
 
 async fn shutdown_signal() {
@@ -207,12 +275,22 @@ fn watch_files(
     gateway: Arc<Gateway>,
 ) -> Result<notify::RecommendedWatcher, StandaloneError> {
     let (events_tx, mut events_rx) = mpsc::unbounded_channel();
+    let relevant = RelevantPaths::new(&options.paths);
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok_and(|e| !e.kind.is_access()) {
+        if let Ok(event) = event
+            && !event.kind.is_access()
+            && event.paths.iter().any(|p| relevant.matches(p))
+        {
             let _ = events_tx.send(());
         }
     })?;
-    for path in &options.paths {
+    // Absolute, so event paths compare equal to `relevant`'s.
+    for path in options
+        .paths
+        .iter()
+        .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
+    {
+        let path = &path;
         if path.is_dir() {
             watcher.watch(path, RecursiveMode::Recursive)?;
         } else {
@@ -238,6 +316,34 @@ fn watch_files(
         }
     });
     Ok(watcher)
+}
+
+/// Which changed paths matter: the configured files themselves (a file is
+/// watched through its directory, which may hold unrelated, busy files) and
+/// manifests under configured directories.
+struct RelevantPaths {
+    files: Vec<PathBuf>,
+    dirs: Vec<PathBuf>,
+}
+
+impl RelevantPaths {
+    fn new(paths: &[PathBuf]) -> Self {
+        let absolute = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
+        let (dirs, files): (Vec<PathBuf>, Vec<PathBuf>) =
+            paths.iter().map(absolute).partition(|p| p.is_dir());
+        Self { files, dirs }
+    }
+
+    fn matches(&self, path: &Path) -> bool {
+        if self.files.iter().any(|f| f == path) {
+            return true;
+        }
+        let is_manifest = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"));
+        is_manifest && self.dirs.iter().any(|d| path.starts_with(d))
+    }
 }
 
 fn reload(options: &Options, gateway: &Gateway) {
@@ -286,4 +392,31 @@ fn reload(options: &Options, gateway: &Gateway) {
         .reloads
         .get_or_create(&ReloadLabels { result: outcome })
         .inc();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_configured_manifests_trigger_reloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gw.yaml");
+        std::fs::write(&file, "").unwrap();
+        let sub = dir.path().join("conf.d");
+        std::fs::create_dir(&sub).unwrap();
+        let relevant = RelevantPaths::new(&[file.clone(), sub.clone()]);
+        assert!(relevant.matches(&file));
+        assert!(
+            !relevant.matches(&dir.path().join("gateway.log")),
+            "a busy neighbour file"
+        );
+        assert!(
+            !relevant.matches(&dir.path().join("other.yaml")),
+            "not configured"
+        );
+        assert!(relevant.matches(&sub.join("routes.yaml")));
+        assert!(relevant.matches(&sub.join("deep/more.yml")));
+        assert!(!relevant.matches(&sub.join(".routes.yaml.swp")));
+    }
 }

@@ -1,8 +1,9 @@
 //! Calling providers: pooled keep-alive connections (HTTP/1.1 and HTTP/2 by
 //! ALPN), TLS by rustls, connect and request deadlines, a concurrency cap.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -35,11 +36,13 @@ pub enum ClientError {
     Tls(std::io::Error),
 }
 
-/// HTTP clients shared across snapshots, keyed by connect timeout, so a
-/// reload keeps the warm connection pools.
+/// Builds upstream HTTP clients. Each worker thread keeps its own pools (see
+/// [`Upstream::client`]), so a request never wakes another thread; pools are
+/// keyed by connect timeout and outlive snapshots, so a reload keeps the warm
+/// connections.
+#[derive(Clone)]
 pub struct Clients {
-    tls: rustls::ClientConfig,
-    by_connect_timeout: Mutex<HashMap<u64, HttpClient>>,
+    tls: Arc<rustls::ClientConfig>,
 }
 
 impl Clients {
@@ -52,21 +55,8 @@ impl Clients {
         .with_root_certificates(root_store())
         .with_no_client_auth();
         Ok(Self {
-            tls: config,
-            by_connect_timeout: Mutex::new(HashMap::new()),
+            tls: Arc::new(config),
         })
-    }
-
-    pub fn get(&self, connect_timeout: Duration) -> HttpClient {
-        let key = u64::try_from(connect_timeout.as_millis()).unwrap_or(u64::MAX);
-        let mut clients = self
-            .by_connect_timeout
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        clients
-            .entry(key)
-            .or_insert_with(|| self.build(connect_timeout))
-            .clone()
     }
 
     fn build(&self, connect_timeout: Duration) -> HttpClient {
@@ -76,7 +66,7 @@ impl Clients {
         http.set_connect_timeout(Some(connect_timeout));
         http.set_keepalive(Some(Duration::from_secs(60)));
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(self.tls.clone())
+            .with_tls_config((*self.tls).clone())
             .https_or_http()
             .enable_all_versions()
             .wrap_connector(http);
@@ -85,6 +75,11 @@ impl Clients {
             .pool_max_idle_per_host(1024)
             .build(https)
     }
+}
+
+thread_local! {
+    /// This thread's connection pools, by connect timeout in milliseconds.
+    static POOLS: RefCell<HashMap<u64, HttpClient>> = RefCell::new(HashMap::new());
 }
 
 /// Native roots honour corporate CAs; the bundled set covers minimal images.
@@ -126,7 +121,7 @@ impl Endpoint {
 /// One provider of the running snapshot, ready to call.
 pub struct Upstream {
     pub config: Provider,
-    client: HttpClient,
+    clients: Clients,
     chat_url: Uri,
     embeddings_url: Uri,
     authorization: Option<HeaderValue>,
@@ -149,7 +144,7 @@ impl Upstream {
             None => None,
         };
         Ok(Self {
-            client: clients.get(Duration::from_millis(config.connect_timeout_ms)),
+            clients: clients.clone(),
             chat_url: url(Endpoint::ChatCompletions)?,
             embeddings_url: url(Endpoint::Embeddings)?,
             authorization,
@@ -157,6 +152,18 @@ impl Upstream {
                 .max_concurrent_requests
                 .map(|n| Arc::new(Semaphore::new(n as usize))),
             config,
+        })
+    }
+
+    /// This thread's pooled client for this provider's connect timeout.
+    fn client(&self) -> HttpClient {
+        let timeout_ms = self.config.connect_timeout_ms;
+        POOLS.with(|pools| {
+            pools
+                .borrow_mut()
+                .entry(timeout_ms)
+                .or_insert_with(|| self.clients.build(Duration::from_millis(timeout_ms)))
+                .clone()
         })
     }
 
@@ -189,7 +196,7 @@ impl Upstream {
                 .headers_mut()
                 .insert(header::AUTHORIZATION, auth.clone());
         }
-        match tokio::time::timeout_at(deadline, self.client.request(request)).await {
+        match tokio::time::timeout_at(deadline, self.client().request(request)).await {
             Err(_) => Err(UpstreamError::Timeout),
             Ok(Err(e)) => Err(UpstreamError::Connect(error_chain(&e))),
             Ok(Ok(response)) => Ok(response),
