@@ -32,9 +32,8 @@ lint: ## Formatting and clippy, warnings as errors
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
-bench: ## Benchmark: mock direct vs nginx vs tollgate, side by side (needs nginx)
-	$(CARGO) build --release -p tollgate-cli -p tollgate-bench
-	target/release/tollgate-bench --tollgate $(BIN_RELEASE)
+bench: ## Benchmark: mock direct vs nginx vs tollgate side by side (installs nginx-light if missing)
+	bash bench/run.sh
 
 clean:
 	$(CARGO) clean

@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
-# Entry point for `make bench`: builds the tollgate CLI (gateway + mock) and
-# the harness in release mode, then runs the harness from the repo root so
-# results land in ./bench-results/bench.json. Extra args go to
-# tollgate-bench, e.g. `bench/run.sh --quick` or `--duration-secs 5`.
+# Entry point for `make bench`: builds tollgate and the harness in release
+# mode and runs mock-direct, nginx and tollgate side by side. Results land in
+# ./bench-results/bench.json. Extra args go to tollgate-bench, e.g.
+# `bench/run.sh --quick` or `--duration-secs 5`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --release -p tollgate-bench
-# A broken gateway build must not hide the baseline numbers: the harness
-# reports a missing/failed tollgate target as SKIPPED.
-if ! cargo build --release -p tollgate-cli; then
-    echo "bench/run.sh: WARNING: tollgate-cli did not build; using any existing target/release/tollgate" >&2
-fi
 if [ ! -x /usr/sbin/nginx ]; then
-    echo "bench/run.sh: NOTE: /usr/sbin/nginx missing (apt-get install nginx-light); the nginx baseline will be skipped" >&2
+  # The baseline is part of the benchmark, not optional.
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light
+  else
+    echo "bench/run.sh: nginx is required: sudo apt-get install nginx-light" >&2
+    exit 1
+  fi
 fi
-exec target/release/tollgate-bench "$@"
+cargo build --release -p tollgate-cli -p tollgate-bench
+exec target/release/tollgate-bench --tollgate target/release/tollgate "$@"
