@@ -283,3 +283,116 @@ async fn errors_are_openai_shaped() {
         assert!(body["error"]["type"].is_string());
     }
 }
+
+#[tokio::test]
+async fn route_timeouts_bound_the_answer_and_stream_silences() {
+    let mock = start_mock();
+    let dir = tempfile::tempdir().unwrap();
+    let text = config(mock.url("data"), "mock-chat").replace(
+        "  backends:",
+        "  timeouts: {request: 300ms, streamIdle: 200ms}\n  backends:",
+    );
+    let path = write(dir.path(), "gw.yaml", &text);
+    let gateway = start_gateway(&path);
+    let url = format!("{}/v1/chat/completions", gateway.url("data"));
+
+    let started = std::time::Instant::now();
+    let response = client()
+        .post(&url)
+        .bearer_auth(KEY)
+        .json(&chat_body("chat", "slow [mock ttft_ms=3000]", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 504);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "upstream_timeout");
+    assert!(
+        started.elapsed() < Duration::from_millis(2000),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Tokens 1 s apart break the 200 ms idle limit after the first chunk.
+    let stream = client()
+        .post(&url)
+        .bearer_auth(KEY)
+        .json(&chat_body(
+            "chat",
+            "[mock tokens=5 token_delay_ms=1000]",
+            true,
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let started = std::time::Instant::now();
+    let mut chunks = stream.bytes_stream();
+    let mut text = String::new();
+    let mut broke = false;
+    while let Some(chunk) = chunks.next().await {
+        match chunk {
+            Ok(bytes) => text.push_str(&String::from_utf8_lossy(&bytes)),
+            Err(_) => {
+                broke = true;
+                break;
+            }
+        }
+    }
+    assert!(broke, "an idle stream is cut off, not completed: {text}");
+    assert!(!text.contains("[DONE]"));
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn provider_concurrency_cap_answers_429_with_retry_after() {
+    let mock = start_mock();
+    let dir = tempfile::tempdir().unwrap();
+    let text = config(mock.url("data"), "mock-chat").replace(
+        "spec: {type: Mock,",
+        "spec: {type: Mock, maxConcurrentRequests: 1,",
+    );
+    let path = write(dir.path(), "gw.yaml", &text);
+    let gateway = start_gateway(&path);
+    let url = format!("{}/v1/chat/completions", gateway.url("data"));
+
+    let slow = {
+        let url = url.clone();
+        tokio::spawn(async move {
+            client()
+                .post(&url)
+                .bearer_auth(KEY)
+                .json(&chat_body("chat", "[mock ttft_ms=800]", false))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rejected = client()
+        .post(&url)
+        .bearer_auth(KEY)
+        .json(&chat_body("chat", "hi", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rejected.status(), 429);
+    assert_eq!(rejected.headers()["retry-after"], "1");
+    let body: Value = rejected.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "provider_concurrency_limit");
+    assert_eq!(slow.await.unwrap(), 200, "the admitted request completes");
+    // The slot is released: the next request is admitted.
+    let after = client()
+        .post(&url)
+        .bearer_auth(KEY)
+        .json(&chat_body("chat", "hi", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), 200);
+}

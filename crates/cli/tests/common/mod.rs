@@ -20,12 +20,17 @@ pub struct Process {
 
 impl Process {
     pub fn start(args: &[&str]) -> Process {
-        let mut child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn tollgate");
+            .stderr(Stdio::inherit());
+        Self::from_command(&mut command)
+    }
+
+    /// Spawns `command` (stdout piped) and waits for its listening line.
+    pub fn from_command(command: &mut Command) -> Process {
+        let mut child = command.spawn().expect("spawn tollgate");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -37,7 +42,7 @@ impl Process {
             .recv_timeout(Duration::from_secs(20))
             .unwrap_or_else(|_| {
                 let _ = child.kill();
-                panic!("tollgate {args:?} did not print its listening line");
+                panic!("tollgate did not print its listening line");
             });
         let urls = line
             .strip_prefix("listening ")
