@@ -18,13 +18,7 @@ async fn routes_chat_and_rewrites_the_model() {
         &config(mock.url("data"), "mock-chat"),
     );
     let gateway = start_gateway(&path);
-    let response = client()
-        .post(format!("{}/v1/chat/completions", gateway.url("data")))
-        .bearer_auth(KEY)
-        .json(&chat_body("chat", "hello", false))
-        .send()
-        .await
-        .unwrap();
+    let response = post_chat(gateway.url("data"), &chat_body("chat", "hello", false)).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-tollgate-route"], "default/chat");
     let body: Value = response.json().await.unwrap();
@@ -72,13 +66,8 @@ async fn editing_the_config_mid_stream_reroutes_new_requests_and_the_stream_comp
         &config(mock.url("data"), "model-after"),
     );
     wait_for_new_hash(&admin, &hash_before).await;
-    let after: Value = client()
-        .post(format!("{data}/v1/chat/completions"))
-        .bearer_auth(KEY)
-        .json(&chat_body("chat", "hello", false))
-        .send()
+    let after: Value = post_chat(&data, &chat_body("chat", "hello", false))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -146,13 +135,7 @@ async fn a_broken_edit_is_rejected_and_the_last_good_config_keeps_serving() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(config_hash(&admin).await, hash);
-    let response = client()
-        .post(format!("{data}/v1/chat/completions"))
-        .bearer_auth(KEY)
-        .json(&chat_body("chat", "still there?", false))
-        .send()
-        .await
-        .unwrap();
+    let response = post_chat(&data, &chat_body("chat", "still there?", false)).await;
     assert_eq!(response.status(), 200);
 }
 
@@ -294,16 +277,10 @@ async fn route_timeouts_bound_the_answer_and_stream_silences() {
     );
     let path = write(dir.path(), "gw.yaml", &text);
     let gateway = start_gateway(&path);
-    let url = format!("{}/v1/chat/completions", gateway.url("data"));
+    let data = gateway.url("data").to_string();
 
     let started = std::time::Instant::now();
-    let response = client()
-        .post(&url)
-        .bearer_auth(KEY)
-        .json(&chat_body("chat", "slow [mock ttft_ms=3000]", false))
-        .send()
-        .await
-        .unwrap();
+    let response = post_chat(&data, &chat_body("chat", "slow [mock ttft_ms=3000]", false)).await;
     assert_eq!(response.status(), 504);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "upstream_timeout");
@@ -314,17 +291,11 @@ async fn route_timeouts_bound_the_answer_and_stream_silences() {
     );
 
     // Tokens 1 s apart break the 200 ms idle limit after the first chunk.
-    let stream = client()
-        .post(&url)
-        .bearer_auth(KEY)
-        .json(&chat_body(
-            "chat",
-            "[mock tokens=5 token_delay_ms=1000]",
-            true,
-        ))
-        .send()
-        .await
-        .unwrap();
+    let stream = post_chat(
+        &data,
+        &chat_body("chat", "[mock tokens=5 token_delay_ms=1000]", true),
+    )
+    .await;
     assert_eq!(stream.status(), 200);
     let started = std::time::Instant::now();
     let mut chunks = stream.bytes_stream();
@@ -358,41 +329,24 @@ async fn provider_concurrency_cap_answers_429_with_retry_after() {
     );
     let path = write(dir.path(), "gw.yaml", &text);
     let gateway = start_gateway(&path);
-    let url = format!("{}/v1/chat/completions", gateway.url("data"));
+    let data = gateway.url("data").to_string();
 
     let slow = {
-        let url = url.clone();
+        let data = data.clone();
         tokio::spawn(async move {
-            client()
-                .post(&url)
-                .bearer_auth(KEY)
-                .json(&chat_body("chat", "[mock ttft_ms=800]", false))
-                .send()
+            post_chat(&data, &chat_body("chat", "[mock ttft_ms=800]", false))
                 .await
-                .unwrap()
                 .status()
         })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let rejected = client()
-        .post(&url)
-        .bearer_auth(KEY)
-        .json(&chat_body("chat", "hi", false))
-        .send()
-        .await
-        .unwrap();
+    let rejected = post_chat(&data, &chat_body("chat", "hi", false)).await;
     assert_eq!(rejected.status(), 429);
     assert_eq!(rejected.headers()["retry-after"], "1");
     let body: Value = rejected.json().await.unwrap();
     assert_eq!(body["error"]["code"], "provider_concurrency_limit");
     assert_eq!(slow.await.unwrap(), 200, "the admitted request completes");
     // The slot is released: the next request is admitted.
-    let after = client()
-        .post(&url)
-        .bearer_auth(KEY)
-        .json(&chat_body("chat", "hi", false))
-        .send()
-        .await
-        .unwrap();
+    let after = post_chat(&data, &chat_body("chat", "hi", false)).await;
     assert_eq!(after.status(), 200);
 }

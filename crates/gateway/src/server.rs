@@ -24,11 +24,12 @@ use crate::runtime::Gateway;
 /// accepting and waits up to `drain` for in-flight requests (streams included).
 pub async fn serve<H, F>(
     listener: TcpListener,
+    gateway: Arc<Gateway>,
     handler: H,
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
 ) where
-    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Arc<Gateway>, Request<Incoming>) -> F + Copy + Send + Sync + 'static,
     F: Future<Output = Response<ResponseBody>> + Send + 'static,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -52,10 +53,10 @@ pub async fn serve<H, F>(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let handler = handler.clone();
+                let gateway = gateway.clone();
                 let service = service_fn(move |request| {
-                    let handler = handler.clone();
-                    async move { Ok::<_, Infallible>(handler(request).await) }
+                    let response = handler(gateway.clone(), request);
+                    async move { Ok::<_, Infallible>(response.await) }
                 });
                 let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                 let connection = graceful.watch(connection);
@@ -82,35 +83,12 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
-/// The client-facing handler.
-pub fn data_handler(
-    gateway: Arc<Gateway>,
-) -> impl Fn(Request<Incoming>) -> std::pin::Pin<Box<dyn Future<Output = Response<ResponseBody>> + Send>>
-+ Clone
-+ Send
-+ Sync
-+ 'static {
-    move |request| {
-        let gateway = gateway.clone();
-        Box::pin(async move { pipeline::handle(gateway, request).await })
-    }
-}
-
 /// The admin port: metrics, health, and the running snapshot's identity.
-pub fn admin_handler(
-    gateway: Arc<Gateway>,
-) -> impl Fn(Request<Incoming>) -> std::pin::Pin<Box<dyn Future<Output = Response<ResponseBody>> + Send>>
-+ Clone
-+ Send
-+ Sync
-+ 'static {
-    move |request| {
-        let gateway = gateway.clone();
-        Box::pin(async move { admin(&gateway, &request) })
-    }
+pub async fn admin(gateway: Arc<Gateway>, request: Request<Incoming>) -> Response<ResponseBody> {
+    admin_response(&gateway, &request)
 }
 
-fn admin(gateway: &Gateway, request: &Request<Incoming>) -> Response<ResponseBody> {
+fn admin_response(gateway: &Gateway, request: &Request<Incoming>) -> Response<ResponseBody> {
     match (request.method(), request.uri().path()) {
         (&Method::GET, "/metrics") => {
             let mut response =

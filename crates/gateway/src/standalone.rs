@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, watch};
 use tollgate_config::{Diagnostic, ObjectRef, Snapshot, compile, load_paths};
 
 use crate::metrics::ReloadLabels;
+use crate::pipeline;
 use crate::runtime::{Gateway, Runtime};
 use crate::server;
 use crate::upstream::{ClientError, Clients, UpstreamError};
@@ -170,7 +171,7 @@ pub fn run(options: Options) -> Result<(), StandaloneError> {
                             source,
                         }
                     })?;
-                    server::serve(listener, server::data_handler(gateway), stop_rx, drain).await;
+                    server::serve(listener, gateway, pipeline::handle, stop_rx, drain).await;
                     Ok(())
                 })
             })
@@ -195,7 +196,8 @@ pub fn run(options: Options) -> Result<(), StandaloneError> {
             })?;
         let admin_server = tokio::spawn(server::serve(
             admin,
-            server::admin_handler(gateway.clone()),
+            gateway.clone(),
+            server::admin,
             stop_rx,
             options.drain_timeout,
         ));

@@ -155,6 +155,17 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// `POST {data}/v1/chat/completions` with the test key.
+pub async fn post_chat(data: &str, body: &serde_json::Value) -> reqwest::Response {
+    client()
+        .post(format!("{data}/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 pub fn chat_body(model: &str, prompt: &str, stream: bool) -> serde_json::Value {
     serde_json::json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": prompt}]})
 }
