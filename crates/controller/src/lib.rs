@@ -1,4 +1,5 @@
-//! The Kubernetes controller. It reconciles the Tollgate kinds into gateway
-//! workloads and pushes compiled snapshots to them; it is built in the
-//! control-plane issue and intentionally has no code yet, so that nothing here
-//! pretends to work.
+//! The Kubernetes controller. Pure logic lives in modules with no IO
+//! ([`status`]); the parts that talk to the apiserver are thin and come on
+//! top (control-plane issue, in progress).
+
+pub mod status;

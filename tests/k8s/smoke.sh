@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Smoke test of the envtest harness against Tollgate's CRDs:
+# build (or reuse) the binaries, start etcd + kube-apiserver, install the CRDs,
+# apply the quickstart, check CEL validation, ServiceAccount tokens
+# (TokenRequest + TokenReview), RBAC, and helm; stop. Exits non-zero on any failure.
+#
+#   tests/k8s/smoke.sh            # keeps the run dir only on failure
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+passed=0
+failed=0
+
+log() { echo "smoke: $*" >&2; }
+ok() { passed=$((passed + 1)); echo "ok   - $*"; }
+nok() { failed=$((failed + 1)); echo "FAIL - $*"; }
+
+bin="$("$here/build.sh" | tail -n1)"
+export TOLLGATE_K8S_BIN="$bin"
+dir="$(mktemp -d "${TMPDIR:-/tmp}/tollgate-envtest.XXXXXX")"
+
+finish() {
+  local rc=$?
+  "$here/envtest.sh" stop "$dir" || true
+  if [[ $rc -eq 0 && $failed -eq 0 ]]; then
+    rm -rf "$dir"
+  else
+    log "run dir kept for inspection: $dir"
+    tail -n 15 "$dir/kube-apiserver.log" 2>/dev/null | sed 's/^/  apiserver| /' >&2 || true
+  fi
+  echo "smoke: $passed passed, $failed failed"
+  [[ $rc -eq 0 && $failed -eq 0 ]] || exit 1
+}
+trap finish EXIT
+trap 'exit 130' INT TERM
+
+"$here/envtest.sh" start "$dir" >/dev/null
+ok "etcd + kube-apiserver ready ($(sed -n 's/^TOLLGATE_K8S_SERVER=//p' "$dir/env"))"
+
+k() { "$bin/kubectl" --kubeconfig "$dir/kubeconfig" --request-timeout=30s "$@"; }
+
+# 0. Versions as built.
+if v="$(k version -o json)" && grep -q '"gitVersion": "v1\.' <<<"$v"; then
+  ok "kubectl version: $(grep -o '"gitVersion": "[^"]*"' <<<"$v" | cut -d'"' -f4 | paste -sd' ')"
+else nok "kubectl version"; fi
+
+# 1. CRDs, server-side apply, Established.
+if k apply --server-side -f "$repo/crds/" &&
+  k wait --for=condition=Established --timeout=60s \
+    crd/aigateways.tollgate.dev crd/modelproviders.tollgate.dev crd/airoutes.tollgate.dev; then
+  ok "CRDs applied and Established"
+else nok "CRDs applied and Established"; fi
+
+# 2. The quickstart applies cleanly (default namespace).
+if k apply -f "$repo/deploy/examples/quickstart.yaml" &&
+  [[ "$(k get airoutes -o name | wc -l)" -eq 2 ]]; then
+  ok "quickstart.yaml applied ($(k get aigateways,modelproviders,airoutes -o name | paste -sd' '))"
+else nok "quickstart.yaml applied"; fi
+
+# 3. CEL validation rejects a backend weight of 101.
+invalid='apiVersion: tollgate.dev/v1alpha1
+kind: AIRoute
+metadata:
+  name: invalid-weight
+spec:
+  gatewayRef: {name: quickstart}
+  models: [bad]
+  backends:
+  - providerRef: {name: mock}
+    model: mock-chat
+    weight: 101'
+if out="$(k apply -f - <<<"$invalid" 2>&1)"; then
+  nok "invalid AIRoute was accepted: $out"
+elif grep -q "weight must be between 0 and 100" <<<"$out"; then
+  ok "invalid AIRoute rejected: $(grep -o 'spec.backends\[0\].weight: [^,]*' <<<"$out" | head -n1)"
+else nok "invalid AIRoute rejected for the wrong reason: $out"; fi
+
+# 4. ServiceAccount token via TokenRequest, verified by TokenReview.
+ns=tollgate-smoke sa=gateway
+if k create namespace "$ns" >/dev/null && k -n "$ns" create serviceaccount "$sa" >/dev/null &&
+  token="$(k -n "$ns" create token "$sa" --duration=10m)" && [[ -n "$token" ]]; then
+  ok "kubectl create token $sa (${#token} bytes)"
+else nok "kubectl create token"; token=""; fi
+
+review="apiVersion: authentication.k8s.io/v1
+kind: TokenReview
+spec:
+  token: $token"
+if r="$(k create -f - -o jsonpath='{.status.authenticated} {.status.user.username} {.status.audiences}' <<<"$review")" &&
+  [[ "$r" == "true system:serviceaccount:$ns:$sa "* ]]; then
+  ok "TokenReview: $r"
+else nok "TokenReview: ${r:-error}"; fi
+
+# 5. The token authenticates to the API itself and RBAC applies to it.
+server="$(sed -n 's/^TOLLGATE_K8S_SERVER=//p' "$dir/env")"
+ka() { "$bin/kubectl" --kubeconfig /dev/null --server "$server" \
+  --certificate-authority "$dir/pki/ca.crt" --token "$token" --request-timeout=30s "$@"; }
+if who="$(ka auth whoami -o jsonpath='{.status.userInfo.username}')" &&
+  [[ "$who" == "system:serviceaccount:$ns:$sa" ]]; then
+  ok "SA token authenticates as $who"
+else nok "SA token whoami: ${who:-error}"; fi
+if out="$(ka -n "$ns" get secrets 2>&1)"; then
+  nok "RBAC: SA could list secrets"
+elif grep -q Forbidden <<<"$out"; then
+  ok "RBAC: SA forbidden to list secrets"
+else nok "RBAC: unexpected error: $out"; fi
+
+# 6. The static admin token works too.
+if [[ "$("$bin/kubectl" --kubeconfig "$dir/kubeconfig" --context envtest-token auth whoami \
+  -o jsonpath='{.status.userInfo.username}')" == admin-token ]]; then
+  ok "static admin token authenticates"
+else nok "static admin token"; fi
+
+# 7. helm runs and talks to the apiserver.
+if hv="$("$bin/helm" version --short)" &&
+  "$bin/helm" --kubeconfig "$dir/kubeconfig" list -A >/dev/null; then
+  ok "helm $hv (helm list -A against the apiserver)"
+else nok "helm"; fi
