@@ -5,10 +5,11 @@
 #   tests/k8s/build.sh            # build what is missing; last stdout line = bin dir
 #
 # Pins live in the three Go modules beside this script (kube/, etcd/, helm/;
-# see README.md for why three). The cache key hashes their go.mod/go.sum, the
-# Go toolchain version, the target platform and RECIPE below, so a version bump
-# (or a change of build flags) lands in a new directory and rebuilds; the warm
-# path (all four binaries present) runs no Go command at all.
+# see README.md for why three; pin.sh re-pins). The cache key hashes their
+# go.mod (comments aside) and go.sum, the Go toolchain version, the target
+# platform and RECIPE below, so a version bump (or a change of build flags)
+# lands in a new directory and rebuilds; the warm path (all four binaries
+# present) runs no go build at all.
 #
 # Environment:
 #   TOLLGATE_K8S_CACHE   cache root (default $HOME/.cache/tollgate/k8s)
@@ -35,7 +36,9 @@ key="$(
     echo "$goversion"
     for m in kube etcd helm; do
       echo "== $m"
-      cat "$here/$m/go.mod" "$here/$m/go.sum"
+      # Comment lines do not change what gets built.
+      grep -v '^[[:space:]]*//' "$here/$m/go.mod"
+      cat "$here/$m/go.sum"
     done
   } | sha256sum | cut -c1-16
 )"

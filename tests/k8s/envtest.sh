@@ -6,6 +6,11 @@
 #   tests/k8s/envtest.sh stop DIR    # stop both processes (pids in DIR)
 #   tests/k8s/envtest.sh status DIR  # exit 0 if the apiserver is ready
 #
+# A watchdog stops the processes by itself after TOLLGATE_K8S_MAX_LIFETIME
+# seconds (default 7200), or as soon as process TOLLGATE_K8S_WATCH_PID exits if
+# that is set (a test runner passes its own pid so that a crashed run leaves
+# nothing behind).
+#
 # Everything listens on 127.0.0.1 only, on free ports picked at start. DIR holds
 # the etcd data, certificates, logs, pids and:
 #   DIR/kubeconfig     admin (client certificate CN=admin, O=system:masters)
@@ -20,6 +25,8 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 READY_TIMEOUT="${TOLLGATE_K8S_READY_TIMEOUT:-60}"   # seconds, per attempt
+MAX_LIFETIME="${TOLLGATE_K8S_MAX_LIFETIME:-7200}"   # seconds
+WATCH_PID="${TOLLGATE_K8S_WATCH_PID:-}"
 ISSUER="https://kubernetes.default.svc.cluster.local"
 
 log() { echo "envtest.sh: $*" >&2; }
@@ -35,8 +42,8 @@ bin_dir() {
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()' 2>/dev/null && return
   # Fallback without python: a random high port nobody answers on.
-  local p i
-  for i in $(seq 1 50); do
+  local p
+  for _ in $(seq 1 50); do
     p=$((20000 + RANDOM % 40000))
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
   done
@@ -50,22 +57,26 @@ ours() {
     tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$dir/"
 }
 
-stop_pid() { # name dir
-  local name="$1" dir="$2" pidf="$2/$1.pid" pid i
-  [[ -f "$pidf" ]] || return 0
-  pid="$(cat "$pidf")"
-  if ours "$pid" "$dir"; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 1 100); do            # up to 10 s
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-      log "$name ($pid) did not stop in 10 s; SIGKILL"
-      kill -KILL "$pid" 2>/dev/null || true
+stop_pids() { # dir name... : SIGTERM all at once, wait up to 10 s, then SIGKILL
+  local dir="$1" name pid pids=() left
+  shift
+  for name in "$@"; do
+    [[ -f "$dir/$name.pid" ]] || continue
+    pid="$(cat "$dir/$name.pid")"
+    if ours "$pid" "$dir"; then
+      kill -TERM "$pid" 2>/dev/null || true
+      pids+=("$pid")
     fi
-  fi
-  rm -f "$pidf"
+    rm -f "$dir/$name.pid"
+  done
+  for _ in $(seq 1 100); do
+    left=()
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && left+=("$pid"); done
+    ((${#left[@]})) || return 0
+    sleep 0.1
+  done
+  log "pids ${left[*]} did not stop in 10 s; SIGKILL"
+  kill -KILL "${left[@]}" 2>/dev/null || true
 }
 
 gen_pki() { # dir
@@ -138,7 +149,7 @@ http_ok() { # url (https, CA-verified, admin cert)
 
 start_etcd() { # bin dir -> sets ETCD_URL
   local bin="$1" dir="$2" attempt cport pport pid
-  mkdir -p "$dir/etcd"
+  mkdir -p "$dir/etcd" && chmod 700 "$dir/etcd"
   for attempt in 1 2 3; do
     cport="$(free_port)"; pport="$(free_port)"
     [[ "$cport" != "$pport" ]] || continue
@@ -164,7 +175,7 @@ start_etcd() { # bin dir -> sets ETCD_URL
       sleep 0.2
     done
     log "etcd attempt $attempt failed (ports $cport/$pport); see $dir/etcd.log"
-    stop_pid etcd "$dir"
+    stop_pids "$dir" etcd
   done
   tail -n 20 "$dir/etcd.log" >&2 || true
   return 1
@@ -208,7 +219,7 @@ start_apiserver() { # bin dir -> sets API_URL
       sleep 0.25
     done
     log "kube-apiserver attempt $attempt failed (port $port); see $dir/kube-apiserver.log"
-    stop_pid kube-apiserver "$dir"
+    stop_pids "$dir" kube-apiserver
     # A port race shows as "address already in use": retry; anything else: give up.
     grep -q "address already in use" "$dir/kube-apiserver.log" || break
   done
@@ -241,16 +252,39 @@ TOLLGATE_K8S_CA=$dir/pki/ca.crt
 TOLLGATE_K8S_TOKEN_FILE=$dir/admin.token
 TOLLGATE_K8S_SA_ISSUER=$ISSUER
 EOF
+  start_watchdog "$dir"
   log "ready in $((SECONDS - t0))s: $API_URL (etcd $ETCD_URL)"
   cat "$dir/env"
+}
+
+start_watchdog() { # dir
+  local dir="$1"
+  setsid "$here/$(basename "$0")" _watchdog "$dir/" "${WATCH_PID:-0}" "$MAX_LIFETIME" \
+    >>"$dir/watchdog.log" 2>&1 </dev/null &
+  echo "$!" >"$dir/watchdog.pid"
+}
+
+cmd_watchdog() { # dir/ watch-pid lifetime
+  local dir="${1%/}" watch="$2" lifetime="$3" t=0
+  while ((t < lifetime)); do
+    if [[ "$watch" != 0 ]] && ! kill -0 "$watch" 2>/dev/null; then
+      log "watched process $watch exited; stopping"
+      break
+    fi
+    [[ -f "$dir/kube-apiserver.pid" || -f "$dir/etcd.pid" ]] || exit 0
+    sleep 1 & wait $!   # wait, unlike sleep, returns at once on SIGTERM
+    t=$((t + 1))
+  done
+  ((t < lifetime)) || log "max lifetime ${lifetime}s reached; stopping"
+  rm -f "$dir/watchdog.pid"
+  cmd_stop "$dir"
 }
 
 cmd_stop() {
   local dir="$1"
   [[ -d "$dir" ]] || return 0
   dir="$(cd "$dir" && pwd)"
-  stop_pid kube-apiserver "$dir"
-  stop_pid etcd "$dir"
+  stop_pids "$dir" watchdog kube-apiserver etcd
 }
 
 cmd_status() {
@@ -258,9 +292,10 @@ cmd_status() {
   dir="$(cd "$dir" && pwd)"
   [[ -f "$dir/env" ]] || exit 1
   server="$(sed -n 's/^TOLLGATE_K8S_SERVER=//p' "$dir/env")"
-  http_ok "$dir" "$server/readyz"
+  http_ok "$dir" "$server/readyz" || exit 1
 }
 
+if [[ "${1:-}" == _watchdog && $# -eq 4 ]]; then cmd_watchdog "$2" "$3" "$4"; exit; fi
 [[ $# -eq 2 ]] || usage
 case "$1" in
   start) cmd_start "$2" ;;

@@ -5,10 +5,12 @@
 # (TokenRequest + TokenReview), RBAC, and helm; stop. Exits non-zero on any failure.
 #
 #   tests/k8s/smoke.sh            # keeps the run dir only on failure
+#   TOLLGATE_SMOKE_CRDS=DIR tests/k8s/smoke.sh   # try other CRD manifests
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
+crds="${TOLLGATE_SMOKE_CRDS:-$repo/crds}"
 passed=0
 failed=0
 
@@ -46,7 +48,7 @@ if v="$(k version -o json)" && grep -q '"gitVersion": "v1\.' <<<"$v"; then
 else nok "kubectl version"; fi
 
 # 1. CRDs, server-side apply, Established.
-if k apply --server-side -f "$repo/crds/" &&
+if k apply --server-side -f "$crds/" &&
   k wait --for=condition=Established --timeout=60s \
     crd/aigateways.tollgate.dev crd/modelproviders.tollgate.dev crd/airoutes.tollgate.dev; then
   ok "CRDs applied and Established"

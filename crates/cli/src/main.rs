@@ -71,6 +71,10 @@ struct GatewayArgs {
     /// Seconds in-flight requests may take to finish on shutdown.
     #[arg(long, default_value_t = 30)]
     drain_timeout_secs: u64,
+    /// On SIGTERM, seconds to keep serving with /readyz failing before the
+    /// listeners close (set it to your load balancer's probe interval).
+    #[arg(long, default_value_t = 0)]
+    shutdown_delay_secs: u64,
     /// Data-plane worker threads, each serving its own connections (default: one per core).
     #[arg(long, env = "TOLLGATE_WORKERS")]
     workers: Option<usize>,
@@ -104,6 +108,7 @@ fn main() -> ExitCode {
                 bind: args.bind,
                 drain_timeout: Duration::from_secs(args.drain_timeout_secs),
                 reload_debounce: Duration::from_millis(args.reload_debounce_ms),
+                shutdown_delay: Duration::from_secs(args.shutdown_delay_secs),
                 workers: args
                     .workers
                     .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),

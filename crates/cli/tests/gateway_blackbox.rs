@@ -350,3 +350,105 @@ async fn provider_concurrency_cap_answers_429_with_retry_after() {
     let after = post_chat(&data, &chat_body("chat", "hi", false)).await;
     assert_eq!(after.status(), 200);
 }
+
+#[tokio::test]
+async fn a_provider_timeout_falls_back_while_the_route_budget_lasts() {
+    let mock = start_mock();
+    let dir = tempfile::tempdir().unwrap();
+    let mock_url = mock.url("data");
+    let text = format!(
+        r#"{}---
+apiVersion: tollgate.dev/v1alpha1
+kind: ModelProvider
+metadata: {{name: hasty}}
+spec: {{type: Mock, endpoint: "{mock_url}/v1", timeouts: {{request: 200ms}}}}
+"#,
+        config(mock_url, "mock-chat").replace(
+            "  backends: [{providerRef: {name: mock}, model: mock-chat}]",
+            "  backends:\n  - {providerRef: {name: hasty}, model: mock-chat}\n  - {providerRef: {name: mock}, model: mock-chat, priority: 1}",
+        )
+    );
+    let path = write(dir.path(), "gw.yaml", &text);
+    let gateway = start_gateway(&path);
+    let response = post_chat(
+        gateway.url("data"),
+        &chat_body("chat", "[mock ttft_ms=600]", false),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-tollgate-provider"], "mock");
+    let metrics = client()
+        .get(format!("{}/metrics", gateway.url("admin")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"tollgate_upstream_errors_total{provider="hasty",reason="timeout"} 1"#),
+        "{metrics}"
+    );
+}
+
+/// A provider that answers a stream with two chunks and then ends the body
+/// cleanly, without `data: [DONE]`.
+async fn start_truncating_provider() -> std::net::SocketAddr {
+    use hyper::service::service_fn;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = service_fn(|_request: hyper::Request<hyper::body::Incoming>| async {
+                    let chunk =
+                        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"half\"}}]}\n\n";
+                    let body =
+                        http_body_util::Full::new(bytes::Bytes::from(format!("{chunk}{chunk}")));
+                    let mut response = hyper::Response::new(body);
+                    response
+                        .headers_mut()
+                        .insert("content-type", "text/event-stream".parse().unwrap());
+                    Ok::<_, std::convert::Infallible>(response)
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_stream_that_ends_without_done_is_broken_to_the_client() {
+    let provider = start_truncating_provider().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "gw.yaml",
+        &config(&format!("http://{provider}"), "any"),
+    );
+    let gateway = start_gateway(&path);
+    let response = post_chat(gateway.url("data"), &chat_body("chat", "hi", true)).await;
+    assert_eq!(response.status(), 200);
+    let mut chunks = response.bytes_stream();
+    let mut text = String::new();
+    let mut broke = false;
+    while let Some(chunk) = chunks.next().await {
+        match chunk {
+            Ok(bytes) => text.push_str(&String::from_utf8_lossy(&bytes)),
+            Err(_) => {
+                broke = true;
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        text.matches("half").count(),
+        2,
+        "what arrived was forwarded: {text}"
+    );
+    assert!(broke, "the client must not see a clean end: {text}");
+}

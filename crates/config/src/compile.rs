@@ -304,6 +304,16 @@ fn compile_provider(
 
     let api_key = match &spec.credentials {
         Some(credentials) => match secrets.value(namespace, &credentials.secret_ref) {
+            // Sent as `Authorization: Bearer <key>`: it must be a valid header value.
+            Ok(key) if http::HeaderValue::from_str(&format!("Bearer {key}")).is_err() => {
+                diagnostics.push(Diagnostic::error(
+                    &object,
+                    "spec.credentials.secretRef",
+                    reason::INVALID,
+                    "the key contains characters not allowed in an HTTP header (a line break?)",
+                ));
+                None
+            }
             Ok(key) => Some(Credential(key)),
             Err((why, message)) => {
                 diagnostics.push(Diagnostic::error(
@@ -877,6 +887,19 @@ spec:
         let text = BASE.replace("model: gpt-4o-mini, weight", "model: gpt-5, weight");
         let compiled = compile(&load(&text).resources);
         assert_eq!(compiled.diagnostics[0].field, "spec.backends[1].model");
+    }
+
+    #[test]
+    fn a_key_that_cannot_be_a_header_is_reported_on_the_provider() {
+        let text = BASE.replace("openai: sk-test", "openai: \"sk-a\\nsk-b\"");
+        let compiled = compile(&load(&text).resources);
+        let d = compiled
+            .diagnostics
+            .iter()
+            .find(|d| d.object.as_ref().is_some_and(|o| o.name == "alpha"))
+            .unwrap();
+        assert_eq!(d.field, "spec.credentials.secretRef");
+        assert!(d.message.contains("HTTP header"), "{}", d.message);
     }
 
     #[test]

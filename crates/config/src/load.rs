@@ -88,8 +88,13 @@ fn manifest_files(path: &Path) -> Result<Vec<PathBuf>, LoadError> {
         if name.starts_with('.') {
             continue;
         }
-        if entry.is_dir() {
+        // Symlinked directories are not followed: a link cycle would recurse
+        // forever (files behind links, as in ConfigMap mounts, are read).
+        let is_link = std::fs::symlink_metadata(&entry).is_ok_and(|m| m.file_type().is_symlink());
+        if entry.is_dir() && !is_link {
             files.extend(manifest_files(&entry)?);
+        } else if entry.is_dir() {
+            continue;
         } else if is_manifest(name) {
             files.push(entry);
         }

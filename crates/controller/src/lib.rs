@@ -1,5 +1,9 @@
 //! The Kubernetes controller. Pure logic lives in modules with no IO
-//! ([`status`]); the parts that talk to the apiserver are thin and come on
-//! top (control-plane issue, in progress).
+//! ([`status`]); [`status_loop`] is the thin layer that reads the cluster
+//! through reflectors and writes status with server-side apply.
 
 pub mod status;
+pub mod status_loop;
+
+/// The one field manager for everything the controller writes.
+pub const FIELD_MANAGER: &str = "tollgate-controller";

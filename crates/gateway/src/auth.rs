@@ -15,17 +15,27 @@ pub struct KeyIndex {
     keys: HashMap<[u8; 32], Arc<Principal>>,
 }
 
+/// A snapshot carried a key digest that is not 64 hex digits. Refused, so a
+/// corrupt snapshot can never turn into an open gateway.
+#[derive(Debug, thiserror::Error)]
+#[error("API key digest for user {user:?} is not a SHA-256 hex digest")]
+pub struct InvalidKeyDigest {
+    pub user: String,
+}
+
 impl KeyIndex {
-    pub fn new(keys: &[ApiKey]) -> Self {
+    pub fn new(keys: &[ApiKey]) -> Result<Self, InvalidKeyDigest> {
         let keys = keys
             .iter()
-            .filter_map(|k| {
+            .map(|k| {
                 let mut digest = [0u8; 32];
-                decode_hex(&k.sha256, &mut digest)?;
-                Some((digest, Arc::new(k.principal.clone())))
+                decode_hex(&k.sha256, &mut digest).ok_or_else(|| InvalidKeyDigest {
+                    user: k.principal.user.clone(),
+                })?;
+                Ok((digest, Arc::new(k.principal.clone())))
             })
-            .collect();
-        Self { keys }
+            .collect::<Result<_, _>>()?;
+        Ok(Self { keys })
     }
 
     /// `Ok(None)` when the gateway has no keys (open); otherwise the
@@ -87,6 +97,7 @@ mod tests {
                 ..Default::default()
             },
         }])
+        .unwrap()
     }
 
     fn headers(name: &'static str, value: &str) -> HeaderMap {
@@ -137,9 +148,19 @@ mod tests {
     }
 
     #[test]
+    fn a_corrupt_digest_is_refused_rather_than_opening_the_gateway() {
+        let bad = ApiKey {
+            sha256: "not-hex".into(),
+            principal: Principal::default(),
+        };
+        assert!(KeyIndex::new(&[bad]).is_err());
+    }
+
+    #[test]
     fn open_gateway_needs_no_key() {
         assert!(
             KeyIndex::new(&[])
+                .unwrap()
                 .authenticate(&HeaderMap::new())
                 .unwrap()
                 .is_none()

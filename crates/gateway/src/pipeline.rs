@@ -30,6 +30,12 @@ pub type ResponseBody = BoxBody<Bytes, BoxError>;
 
 /// Largest upstream error body read back, to quote it to the client.
 const MAX_ERROR_BODY: usize = 64 * 1024;
+/// Largest successful upstream body accepted (a big embeddings batch is tens of MB).
+const MAX_RESPONSE_BODY: usize = 256 * 1024 * 1024;
+/// How long a client may take to send its request body.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Grace after `data: [DONE]` for the provider to end the body.
+const AFTER_DONE_GRACE: Duration = Duration::from_secs(1);
 /// Oversized request bodies up to this size are read and discarded before
 /// the 413; beyond it the connection is simply closed.
 const MAX_DRAIN: u64 = 64 * 1024 * 1024;
@@ -294,9 +300,12 @@ async fn proxy(
     // relay removes the extra chunk when the client did not ask for it.
     let (stream, client_wants_usage) = (payload.stream, payload.client_wants_usage);
 
-    let timeout_ms = route
+    // One budget for the whole request, across fallbacks; each attempt is
+    // further bounded by its provider's own timeout.
+    let budget_ms = route
         .request_timeout_ms
         .unwrap_or(limits.request_timeout_ms);
+    let overall = Instant::now() + Duration::from_millis(budget_ms);
     let order = attempt_order(route, &mut rand::rng());
     let mut last_error =
         ApiError::unavailable(format!("route {} has no available backend", route.name));
@@ -304,69 +313,81 @@ async fn proxy(
         let is_last = attempt + 1 == order.len();
         let backend = &route.backends[index];
         let upstream = &runtime.upstreams[backend.provider];
-        exchange.provider.clone_from(&upstream.config.name);
+        let provider = &upstream.config.name;
+        exchange.provider.clone_from(provider);
         exchange.model.clone_from(&backend.model);
         exchange.pricing = upstream.config.models.get(&backend.model).copied();
 
         let Some(permit) = upstream.try_acquire() else {
             exchange.upstream_error("concurrency_limit");
-            last_error = ApiError::overloaded(format!(
-                "provider {} is at its concurrency limit",
-                upstream.config.name
-            ));
+            last_error =
+                ApiError::overloaded(format!("provider {provider} is at its concurrency limit"));
             continue;
         };
         let body = payload.to_upstream(&backend.model)?;
-        let deadline = Instant::now()
-            + Duration::from_millis(timeout_ms.min(upstream.config.request_timeout_ms));
+        let started = Instant::now();
+        let provider_limit = started + Duration::from_millis(upstream.config.request_timeout_ms);
+        let deadline = overall.min(provider_limit);
+        let timeout_error = || {
+            let (limit, which) = if provider_limit < overall {
+                (
+                    upstream.config.request_timeout_ms,
+                    "the provider's request timeout",
+                )
+            } else {
+                (budget_ms, "the route's request timeout")
+            };
+            ApiError::timeout(format!(
+                "provider {provider} did not answer within {limit} ms ({which})"
+            ))
+        };
         let response = match upstream.send(endpoint, body, deadline).await {
             Ok(response) => response,
             Err(UpstreamError::Timeout) => {
                 exchange.upstream_error("timeout");
-                // The caller's time budget is spent: no fallback.
-                return Err(ApiError::timeout(format!(
-                    "provider {} did not answer within {timeout_ms} ms",
-                    upstream.config.name
-                )));
+                last_error = timeout_error();
+                if Instant::now() < overall && !is_last {
+                    continue;
+                }
+                return Err(last_error);
             }
             Err(error) => {
                 exchange.upstream_error("connect");
-                tracing::warn!(provider = %upstream.config.name, %error, "upstream attempt failed");
-                last_error =
-                    ApiError::bad_gateway(format!("provider {}: {error}", upstream.config.name));
+                tracing::warn!(%provider, %error, "upstream attempt failed");
+                last_error = ApiError::bad_gateway(format!("provider {provider}: {error}"));
                 continue;
             }
         };
         let status = response.status();
         if status.is_success() {
-            let head = response_head(status, route, &upstream.config.name, stream);
+            let head = response_head(status, route, provider, stream);
             if stream {
                 let relay = RelayBody {
                     upstream: response.into_body(),
                     relay: SseRelay::new(!client_wants_usage),
-                    timer: Some(Box::pin(tokio::time::sleep_until(deadline))),
+                    // Until the first chunk: the request deadline.
+                    timer: Box::pin(tokio::time::sleep_until(deadline)),
                     idle: route.stream_idle_timeout_ms.map(Duration::from_millis),
+                    stream_deadline: provider_limit,
                     exchange: None,
                     first_chunk_seen: false,
-                    upstream_done: false,
+                    state: RelayState::Streaming,
                     _permit: permit,
                 };
                 return Ok(Delivery::Stream(head, Box::new(relay)));
             }
-            let body = match tokio::time::timeout_at(deadline, response.into_body().collect()).await
-            {
+            let limited = Limited::new(response.into_body(), MAX_RESPONSE_BODY);
+            let body = match tokio::time::timeout_at(deadline, limited.collect()).await {
                 Ok(Ok(collected)) => collected.to_bytes(),
                 Ok(Err(error)) => {
+                    exchange.upstream_error("broken_body");
                     return Err(ApiError::bad_gateway(format!(
-                        "provider {} broke off the response: {error}",
-                        upstream.config.name
+                        "provider {provider} broke off the response: {error}"
                     )));
                 }
                 Err(_) => {
-                    return Err(ApiError::timeout(format!(
-                        "provider {} did not finish within {timeout_ms} ms",
-                        upstream.config.name
-                    )));
+                    exchange.upstream_error("timeout");
+                    return Err(timeout_error());
                 }
             };
             let usage = usage_of_body(&body);
@@ -382,8 +403,9 @@ async fn proxy(
             tracing::debug!(provider = %upstream.config.name, %status, "falling back to the next backend");
             continue;
         }
+        let retry_after = response.headers().get(header::RETRY_AFTER).cloned();
         let body = read_error_body(response.into_body(), deadline).await;
-        let response = upstream_failure(status, &body, &upstream.config.name);
+        let response = upstream_failure(status, &body, provider, retry_after);
         let status = response.status().as_u16();
         return Ok(Delivery::Complete(response, status, None));
     }
@@ -416,8 +438,10 @@ fn response_head(status: StatusCode, route: &Route, provider: &str, stream: bool
     head
 }
 
+/// Statuses after which another backend may succeed. 401/403 count: they
+/// mean this provider rejected the gateway's key, not the client's request.
 fn is_retryable(status: StatusCode) -> bool {
-    matches!(status.as_u16(), 429 | 500 | 502 | 503 | 504)
+    matches!(status.as_u16(), 401 | 403 | 429 | 500 | 502 | 503 | 504)
 }
 
 fn status_reason(status: StatusCode) -> &'static str {
@@ -438,7 +462,12 @@ async fn read_error_body(body: Incoming, deadline: Instant) -> Bytes {
 }
 
 /// What the client sees when the last backend answered with an error.
-fn upstream_failure(status: StatusCode, body: &Bytes, provider: &str) -> Response<ResponseBody> {
+fn upstream_failure(
+    status: StatusCode,
+    body: &Bytes,
+    provider: &str,
+    retry_after: Option<HeaderValue>,
+) -> Response<ResponseBody> {
     let upstream_message = serde_json::from_slice::<Value>(body).ok().and_then(|v| {
         v.pointer("/error/message")
             .and_then(Value::as_str)
@@ -466,9 +495,10 @@ fn upstream_failure(status: StatusCode, body: &Bytes, provider: &str) -> Respons
         _ if upstream_message.is_some() => {
             let mut response = json_response(status, body.clone());
             if status == StatusCode::TOO_MANY_REQUESTS {
+                let retry_after = retry_after.unwrap_or_else(|| HeaderValue::from_static("1"));
                 response
                     .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                    .insert(header::RETRY_AFTER, retry_after);
             }
             response
         }
@@ -494,22 +524,27 @@ async fn read_limited(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let mut buffer =
-        bytes::BytesMut::with_capacity(declared.filter(|n| *n <= limit).unwrap_or(0) as usize);
+    // Trust a declared length for the first allocation only up to 64 KiB:
+    // a client can declare much and send nothing.
+    let initial = declared.filter(|n| *n <= limit).unwrap_or(0).min(64 * 1024);
+    let mut buffer = bytes::BytesMut::with_capacity(initial as usize);
     let mut seen: u64 = 0;
     let mut too_large = declared.is_some_and(|n| n > limit);
     if too_large && declared.is_some_and(|n| n > MAX_DRAIN) {
         return Err(ApiError::too_large(limit));
     }
+    let read_deadline = Instant::now() + BODY_READ_TIMEOUT;
     let drain_deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let frame = if too_large {
-            match tokio::time::timeout_at(drain_deadline, body.frame()).await {
-                Ok(frame) => frame,
-                Err(_) => return Err(ApiError::too_large(limit)),
-            }
+        let deadline = if too_large {
+            drain_deadline
         } else {
-            body.frame().await
+            read_deadline
+        };
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(frame) => frame,
+            Err(_) if too_large => return Err(ApiError::too_large(limit)),
+            Err(_) => return Err(ApiError::body_timeout(BODY_READ_TIMEOUT)),
         };
         match frame {
             None => break,
@@ -552,22 +587,40 @@ async fn read_limited(
 struct RelayBody {
     upstream: Incoming,
     relay: SseRelay,
-    /// First-chunk deadline, then the idle deadline after each chunk.
-    timer: Option<Pin<Box<Sleep>>>,
+    /// The next deadline: first chunk, then idle gap, capped by `stream_deadline`.
+    timer: Pin<Box<Sleep>>,
     idle: Option<Duration>,
+    /// The provider's request timeout bounds the whole stream.
+    stream_deadline: Instant,
     exchange: Option<Exchange>,
     first_chunk_seen: bool,
-    upstream_done: bool,
+    state: RelayState,
     _permit: Option<OwnedSemaphorePermit>,
+}
+
+#[derive(Debug)]
+enum RelayState {
+    Streaming,
+    /// The stream has failed; the error is returned after one yield so hyper
+    /// flushes what was already forwarded (it drops unflushed data on error).
+    Failing(StreamError),
+    /// Upstream ended; the body ends on the next poll.
+    Ended,
 }
 
 #[derive(Debug, thiserror::Error)]
 enum StreamError {
     #[error("provider stream failed: {0}")]
     Upstream(String),
-    #[error("provider stream went silent")]
-    Idle,
+    #[error("provider stream ended before [DONE]")]
+    Truncated,
+    #[error("provider stream timed out")]
+    Timeout,
+    #[error(transparent)]
+    TooLarge(#[from] crate::sse::EventTooLarge),
 }
+
+type FramePoll = Poll<Option<Result<Frame<Bytes>, BoxError>>>;
 
 impl RelayBody {
     fn settle(&mut self, status: u16) {
@@ -577,7 +630,25 @@ impl RelayBody {
         }
     }
 
-    fn forward(&mut self, bytes: Bytes) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    /// Ends the body with an error, so the client sees a broken stream and
+    /// never mistakes a cut-off answer for a complete one.
+    fn abort(
+        &mut self,
+        cx: &mut Context<'_>,
+        status: u16,
+        reason: &'static str,
+        error: StreamError,
+    ) -> FramePoll {
+        if let Some(exchange) = &self.exchange {
+            exchange.upstream_error(reason);
+        }
+        self.settle(status);
+        self.state = RelayState::Failing(error);
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    fn forward(&mut self, bytes: Bytes) -> FramePoll {
         if !self.first_chunk_seen {
             self.first_chunk_seen = true;
             if let Some(exchange) = &self.exchange {
@@ -592,58 +663,87 @@ impl RelayBody {
         }
         Poll::Ready(Some(Ok(Frame::data(bytes))))
     }
+
+    /// After data: the idle deadline restarts (or the whole-stream one
+    /// applies); after `[DONE]` only a short grace remains.
+    fn rearm_timer(&mut self) {
+        let now = Instant::now();
+        let mut next = self.stream_deadline;
+        if let Some(idle) = self.idle {
+            next = next.min(now + idle);
+        }
+        if self.relay.finished() {
+            next = next.min(now + AFTER_DONE_GRACE);
+        }
+        self.timer.as_mut().reset(next);
+    }
 }
 
 impl Body for RelayBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> FramePoll {
         let this = &mut *self;
         loop {
-            if this.upstream_done {
-                this.settle(if this.relay.finished() { 200 } else { 502 });
-                return Poll::Ready(None);
+            match std::mem::replace(&mut this.state, RelayState::Streaming) {
+                RelayState::Streaming => {}
+                RelayState::Failing(error) => {
+                    this.state = RelayState::Ended;
+                    return Poll::Ready(Some(Err(Box::new(error))));
+                }
+                RelayState::Ended => {
+                    this.state = RelayState::Ended;
+                    return Poll::Ready(None);
+                }
             }
             match Pin::new(&mut this.upstream).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     let Ok(data) = frame.into_data() else {
                         continue;
                     };
-                    // Data arrived: the first-chunk deadline no longer applies;
-                    // the idle deadline (if any) restarts.
-                    match (this.idle, this.timer.as_mut()) {
-                        (Some(idle), Some(timer)) => timer.as_mut().reset(Instant::now() + idle),
-                        (Some(idle), None) => this.timer = Some(Box::pin(tokio::time::sleep(idle))),
-                        (None, _) => this.timer = None,
-                    }
-                    if let Some(out) = this.relay.push(data) {
-                        return this.forward(out);
+                    let pushed = this.relay.push(data);
+                    this.rearm_timer();
+                    match pushed {
+                        Ok(Some(out)) => return this.forward(out),
+                        Ok(None) => {}
+                        Err(error) => return this.abort(cx, 502, "oversized_event", error.into()),
                     }
                 }
                 Poll::Ready(Some(Err(error))) => {
-                    this.settle(502);
-                    this.upstream_done = true;
-                    return Poll::Ready(Some(Err(Box::new(StreamError::Upstream(
-                        error.to_string(),
-                    )))));
+                    return this.abort(
+                        cx,
+                        502,
+                        "broken_stream",
+                        StreamError::Upstream(error.to_string()),
+                    );
                 }
                 Poll::Ready(None) => {
-                    this.upstream_done = true;
                     if let Some(rest) = this.relay.finish() {
-                        return this.forward(rest);
+                        // Forward the tail now; the verdict comes on the next poll.
+                        let polled = this.forward(rest);
+                        if this.relay.finished() {
+                            this.settle(200);
+                            this.state = RelayState::Ended;
+                        }
+                        return polled;
                     }
+                    if this.relay.finished() {
+                        this.settle(200);
+                        this.state = RelayState::Ended;
+                        return Poll::Ready(None);
+                    }
+                    return this.abort(cx, 502, "truncated_stream", StreamError::Truncated);
                 }
                 Poll::Pending => {
-                    if let Some(timer) = this.timer.as_mut()
-                        && timer.as_mut().poll(cx).is_ready()
-                    {
-                        this.settle(504);
-                        this.upstream_done = true;
-                        return Poll::Ready(Some(Err(Box::new(StreamError::Idle))));
+                    if this.timer.as_mut().poll(cx).is_ready() {
+                        if this.relay.finished() {
+                            // Complete answer; the provider just never closed.
+                            this.settle(200);
+                            this.state = RelayState::Ended;
+                            return Poll::Ready(None);
+                        }
+                        return this.abort(cx, 504, "stream_timeout", StreamError::Timeout);
                     }
                     return Poll::Pending;
                 }
@@ -660,26 +760,31 @@ mod tests {
     fn upstream_errors_map_to_gateway_statuses() {
         let openai_error = Bytes::from_static(br#"{"error":{"message":"bad temperature","type":"invalid_request_error","param":"temperature","code":null}}"#);
         assert_eq!(
-            upstream_failure(StatusCode::BAD_REQUEST, &openai_error, "p").status(),
+            upstream_failure(StatusCode::BAD_REQUEST, &openai_error, "p", None).status(),
             400
         );
         assert_eq!(
-            upstream_failure(StatusCode::UNAUTHORIZED, &openai_error, "p").status(),
+            upstream_failure(StatusCode::UNAUTHORIZED, &openai_error, "p", None).status(),
             502
         );
         assert_eq!(
-            upstream_failure(StatusCode::INTERNAL_SERVER_ERROR, &Bytes::new(), "p").status(),
+            upstream_failure(StatusCode::INTERNAL_SERVER_ERROR, &Bytes::new(), "p", None).status(),
             502
         );
         assert_eq!(
-            upstream_failure(StatusCode::SERVICE_UNAVAILABLE, &Bytes::new(), "p").status(),
+            upstream_failure(StatusCode::SERVICE_UNAVAILABLE, &Bytes::new(), "p", None).status(),
             503
         );
         assert_eq!(
-            upstream_failure(StatusCode::GATEWAY_TIMEOUT, &Bytes::new(), "p").status(),
+            upstream_failure(StatusCode::GATEWAY_TIMEOUT, &Bytes::new(), "p", None).status(),
             504
         );
-        let html = upstream_failure(StatusCode::NOT_FOUND, &Bytes::from_static(b"<html>"), "p");
+        let html = upstream_failure(
+            StatusCode::NOT_FOUND,
+            &Bytes::from_static(b"<html>"),
+            "p",
+            None,
+        );
         assert_eq!(html.status(), 404);
         assert_eq!(html.headers()[header::CONTENT_TYPE], "application/json");
     }

@@ -7,10 +7,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use arc_swap::ArcSwapOption;
 use tollgate_config::Snapshot;
 
+use crate::auth::InvalidKeyDigest;
 use crate::auth::KeyIndex;
 use crate::metrics::Metrics;
 use crate::routing::RouteTable;
-use crate::upstream::{Clients, Upstream, UpstreamError};
+use crate::upstream::{Clients, PermitRegistry, Upstream, UpstreamError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error(transparent)]
+    Keys(#[from] InvalidKeyDigest),
+}
 
 pub struct Runtime {
     pub snapshot: Snapshot,
@@ -21,15 +30,15 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    pub fn build(snapshot: Snapshot, clients: &Clients) -> Result<Self, UpstreamError> {
+    pub fn build(snapshot: Snapshot, gateway: &Gateway) -> Result<Self, RuntimeError> {
         let upstreams = snapshot
             .config
             .providers
             .iter()
-            .map(|p| Upstream::new(p.clone(), clients))
+            .map(|p| Upstream::new(p.clone(), &gateway.clients, &gateway.permits))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
-            keys: KeyIndex::new(&snapshot.config.api_keys),
+            keys: KeyIndex::new(&snapshot.config.api_keys)?,
             routes: RouteTable::new(snapshot.config.routes.clone()),
             upstreams,
             snapshot,
@@ -43,6 +52,7 @@ pub struct Gateway {
     current: ArcSwapOption<Runtime>,
     pub metrics: Metrics,
     pub clients: Clients,
+    pub permits: PermitRegistry,
     draining: AtomicBool,
 }
 
@@ -52,6 +62,7 @@ impl Gateway {
             current: ArcSwapOption::empty(),
             metrics: Metrics::new(),
             clients,
+            permits: PermitRegistry::default(),
             draining: AtomicBool::new(false),
         }
     }

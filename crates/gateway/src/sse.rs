@@ -39,9 +39,20 @@ pub fn usage_of_body(body: &[u8]) -> Option<Usage> {
     serde_json::from_slice::<WithUsage>(body).ok()?.usage
 }
 
+/// Largest incomplete event held while waiting for its end. A provider that
+/// never delimits events (or ignores `stream`) must not grow memory forever.
+pub const MAX_PENDING_EVENT: usize = 1024 * 1024;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("provider sent an event larger than {MAX_PENDING_EVENT} bytes without a delimiter")]
+pub struct EventTooLarge;
+
 #[derive(Debug, Default)]
 pub struct SseRelay {
     pending: BytesMut,
+    /// How much of `pending` is known to hold no event delimiter, so each
+    /// read scans only new bytes.
+    scanned: usize,
     strip_usage_chunk: bool,
     usage: Option<Usage>,
     finished: bool,
@@ -66,26 +77,33 @@ impl SseRelay {
     }
 
     /// Feeds upstream bytes; returns what to forward now (complete events only).
-    pub fn push(&mut self, chunk: Bytes) -> Option<Bytes> {
+    pub fn push(&mut self, chunk: Bytes) -> Result<Option<Bytes>, EventTooLarge> {
         // Fast path: a chunk of whole events with no usage in it passes
         // through untouched, without a copy.
         if self.pending.is_empty() && ends_with_boundary(&chunk) && !mentions_usage(&chunk) {
             self.note_done(&chunk);
-            return Some(chunk);
+            return Ok(Some(chunk));
         }
         self.pending.extend_from_slice(&chunk);
         let mut out = BytesMut::new();
-        while let Some(end) = event_end(&self.pending) {
+        // A delimiter may straddle the previous read: back up 3 bytes.
+        let mut from = self.scanned.saturating_sub(3);
+        while let Some(end) = event_end(&self.pending[from..]).map(|e| e + from) {
             let event = self.pending.split_to(end).freeze();
+            from = 0;
             if self.keep(&event) {
                 out.extend_from_slice(&event);
             }
         }
-        if out.is_empty() {
+        self.scanned = self.pending.len();
+        if self.pending.len() > MAX_PENDING_EVENT {
+            return Err(EventTooLarge);
+        }
+        Ok(if out.is_empty() {
             None
         } else {
             Some(out.freeze())
-        }
+        })
     }
 
     /// At upstream EOF: whatever partial event is left, unchanged.
@@ -94,6 +112,7 @@ impl SseRelay {
             return None;
         }
         let rest = std::mem::take(&mut self.pending).freeze();
+        self.scanned = 0;
         self.note_done(&rest);
         Some(rest)
     }
@@ -125,9 +144,12 @@ impl SseRelay {
         }
     }
 
+    /// `data: [DONE]` at the start of a line; the same text inside model
+    /// output sits within a JSON string on a `data: {` line and does not count.
     fn note_done(&mut self, bytes: &[u8]) {
-        if !self.finished && memchr::memmem::find(bytes, b"data: [DONE]").is_some() {
-            self.finished = true;
+        if !self.finished {
+            self.finished = bytes.starts_with(b"data: [DONE]")
+                || memchr::memmem::find(bytes, b"\ndata: [DONE]").is_some();
         }
     }
 }
@@ -183,7 +205,7 @@ mod tests {
     fn run(relay: &mut SseRelay, pieces: &[&[u8]]) -> String {
         let mut out = Vec::new();
         for piece in pieces {
-            if let Some(b) = relay.push(Bytes::copy_from_slice(piece)) {
+            if let Some(b) = relay.push(Bytes::copy_from_slice(piece)).unwrap() {
                 out.extend_from_slice(&b);
             }
         }
@@ -235,7 +257,7 @@ mod tests {
                 "cut at {cut}"
             );
         }
-        let first = relay.push(Bytes::copy_from_slice(&bytes[..10]));
+        let first = relay.push(Bytes::copy_from_slice(&bytes[..10])).unwrap();
         assert!(first.is_none(), "an incomplete event is held back");
     }
 
@@ -253,6 +275,38 @@ mod tests {
         let out = run(&mut relay, &[CHUNK.as_bytes(), b"data: {\"partial"]);
         assert!(out.ends_with("data: {\"partial"));
         assert!(!relay.finished());
+    }
+
+    #[test]
+    fn done_inside_model_output_does_not_finish_the_stream() {
+        let mut relay = SseRelay::new(true);
+        let tricky = "data: {\"choices\":[{\"delta\":{\"content\":\"data: [DONE]\"}}]}\n\n";
+        run(&mut relay, &[tricky.as_bytes()]);
+        assert!(!relay.finished());
+        run(&mut relay, &[DONE.as_bytes()]);
+        assert!(relay.finished());
+    }
+
+    #[test]
+    fn an_undelimited_flood_is_refused_not_buffered_forever() {
+        let mut relay = SseRelay::new(true);
+        let piece = Bytes::from(vec![b'x'; 64 * 1024]);
+        let mut result = Ok(None);
+        for _ in 0..=(MAX_PENDING_EVENT / piece.len()) {
+            result = relay.push(piece.clone());
+            if result.is_err() {
+                break;
+            }
+        }
+        assert_eq!(result, Err(EventTooLarge));
+    }
+
+    #[test]
+    fn many_small_reads_of_one_event_are_reassembled() {
+        let mut relay = SseRelay::new(false);
+        let event = format!("{CHUNK}{DONE}");
+        let pieces: Vec<&[u8]> = event.as_bytes().chunks(3).collect();
+        assert_eq!(run(&mut relay, &pieces), event);
     }
 
     #[test]

@@ -15,9 +15,10 @@ use tollgate_config::{Diagnostic, ObjectRef, Snapshot, compile, load_paths};
 
 use crate::metrics::ReloadLabels;
 use crate::pipeline;
+use crate::runtime::RuntimeError;
 use crate::runtime::{Gateway, Runtime};
 use crate::server;
-use crate::upstream::{ClientError, Clients, UpstreamError};
+use crate::upstream::{ClientError, Clients};
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -35,6 +36,9 @@ pub struct Options {
     pub reload_debounce: Duration,
     /// Data-plane worker threads (one per core is right for most hosts).
     pub workers: usize,
+    /// On SIGTERM, how long to keep accepting (while `/readyz` fails) so load
+    /// balancers stop sending before the listeners close.
+    pub shutdown_delay: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,11 +61,13 @@ pub enum StandaloneError {
     #[error(transparent)]
     Client(#[from] ClientError),
     #[error(transparent)]
-    Upstream(#[from] UpstreamError),
+    Config(#[from] RuntimeError),
+    #[error("the data and admin addresses are both {0}")]
+    SameAddress(SocketAddr),
     #[error("cannot watch configuration files: {0}")]
     Watch(#[from] notify::Error),
     #[error("cannot start the async runtime: {0}")]
-    Runtime(std::io::Error),
+    AsyncRuntime(std::io::Error),
     #[error("cannot start a worker thread: {0}")]
     Thread(std::io::Error),
 }
@@ -144,9 +150,17 @@ pub fn run(options: Options) -> Result<(), StandaloneError> {
     let admin_addr = options
         .admin_listen
         .unwrap_or(SocketAddr::new(options.bind, config.admin_port));
+    if data_addr == admin_addr && data_addr.port() != 0 {
+        return Err(StandaloneError::SameAddress(data_addr));
+    }
     let workers = options.workers.max(1);
-    let data_listeners = bind_reuseport(data_addr, workers)?;
-    let admin_listener = bind_reuseport(admin_addr, 1)?.remove(0);
+    let data_listeners = bind_data(data_addr, workers)?;
+    let admin_listener = std::net::TcpListener::bind(admin_addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(|source| StandaloneError::Bind {
+            addr: admin_addr,
+            source,
+        })?;
     let data_addr = data_listeners[0].local_addr().unwrap_or(data_addr);
     let admin_addr = admin_listener.local_addr().unwrap_or(admin_addr);
     tracing::info!(
@@ -155,9 +169,11 @@ pub fn run(options: Options) -> Result<(), StandaloneError> {
         workers,
         "configuration loaded"
     );
-    gateway.install(Runtime::build(snapshot, &gateway.clients)?);
+    gateway.install(Runtime::build(snapshot, &gateway)?);
 
+    // Workers stop first; the admin port stays up until they have drained.
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop_admin_tx, stop_admin_rx) = watch::channel(false);
     let mut threads = Vec::with_capacity(workers);
     for (index, listener) in data_listeners.into_iter().enumerate() {
         let (gateway, stop_rx, drain) = (gateway.clone(), stop_rx.clone(), options.drain_timeout);
@@ -187,36 +203,46 @@ pub fn run(options: Options) -> Result<(), StandaloneError> {
     );
     let _ = stdout.flush();
 
+    // Everything below runs on the main thread's runtime, which also serves
+    // the admin port, so /readyz and /metrics answer through the drain.
     let result = control.block_on(async {
-        let _watcher = watch_files(&options, gateway.clone())?;
-        let admin =
-            TcpListener::from_std(admin_listener).map_err(|source| StandaloneError::Bind {
-                addr: admin_addr,
-                source,
-            })?;
-        let admin_server = tokio::spawn(server::serve(
-            admin,
-            gateway.clone(),
-            server::admin,
-            stop_rx,
-            options.drain_timeout,
-        ));
-        shutdown_signal().await;
-        tracing::info!("shutting down: draining in-flight requests");
-        gateway.start_draining();
+        let admin = TcpListener::from_std(admin_listener)
+            .map_err(|source| StandaloneError::Bind { addr: admin_addr, source });
+        let admin_server = admin.map(|admin| {
+            tokio::spawn(server::serve(
+                admin,
+                gateway.clone(),
+                server::admin,
+                stop_admin_rx,
+                options.drain_timeout,
+            ))
+        });
+        let watcher = admin_server.as_ref().ok().map(|_| watch_files(&options, gateway.clone()));
+        if let Some(Ok(_)) = &watcher {
+            shutdown_signal().await;
+            tracing::info!(delay = ?options.shutdown_delay, "shutting down: not ready, then draining");
+            gateway.start_draining();
+            tokio::time::sleep(options.shutdown_delay).await;
+        }
+        // Workers stop (always, even if start-up failed above) and drain;
+        // the admin port closes last.
         let _ = stop_tx.send(true);
+        let _ = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                match thread.join() {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => tracing::error!("worker failed: {error}"),
+                    Err(_) => tracing::error!("worker panicked"),
+                }
+            }
+        })
+        .await;
+        let _ = stop_admin_tx.send(true);
+        let admin_server = admin_server?;
         let _ = admin_server.await;
+        watcher.transpose()?;
         Ok(())
     });
-    // Stop the workers even if the control side failed.
-    let _ = stop_tx.send(true);
-    for thread in threads {
-        match thread.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::error!("worker failed: {error}"),
-            Err(_) => tracing::error!("worker panicked"),
-        }
-    }
     tracing::info!("stopped");
     result
 }
@@ -225,29 +251,30 @@ fn single_thread_runtime() -> Result<tokio::runtime::Runtime, StandaloneError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(StandaloneError::Runtime)
+        .map_err(StandaloneError::AsyncRuntime)
 }
 
-/// `count` listening sockets on one address with `SO_REUSEPORT`; with port 0
-/// the first one picks the port and the rest join it.
-fn bind_reuseport(
+/// `count` listening sockets on the data address with `SO_REUSEPORT`, one
+/// per worker. The first bind is a plain one, so a port already owned by
+/// another process is an error instead of a silent share of its traffic.
+fn bind_data(
     addr: SocketAddr,
     count: usize,
 ) -> Result<Vec<std::net::TcpListener>, StandaloneError> {
+    let bind_error = |addr: SocketAddr| move |source| StandaloneError::Bind { addr, source };
+    let probe = std::net::TcpListener::bind(addr).map_err(bind_error(addr))?;
+    let addr = probe.local_addr().map_err(bind_error(addr))?;
+    drop(probe);
     let mut listeners = Vec::with_capacity(count);
-    let mut addr = addr;
     for _ in 0..count {
-        let bind_error = |source| StandaloneError::Bind { addr, source };
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
-            .map_err(bind_error)?;
-        socket.set_reuse_address(true).map_err(bind_error)?;
-        socket.set_reuse_port(true).map_err(bind_error)?;
-        socket.set_nonblocking(true).map_err(bind_error)?;
-        socket.bind(&addr.into()).map_err(bind_error)?;
-        socket.listen(1024).map_err(bind_error)?;
-        let listener: std::net::TcpListener = socket.into();
-        addr = listener.local_addr().map_err(bind_error)?;
-        listeners.push(listener);
+            .map_err(bind_error(addr))?;
+        socket.set_reuse_address(true).map_err(bind_error(addr))?;
+        socket.set_reuse_port(true).map_err(bind_error(addr))?;
+        socket.set_nonblocking(true).map_err(bind_error(addr))?;
+        socket.bind(&addr.into()).map_err(bind_error(addr))?;
+        socket.listen(1024).map_err(bind_error(addr))?;
+        listeners.push(socket.into());
     }
     Ok(listeners)
 }
@@ -321,8 +348,10 @@ fn watch_files(
 }
 
 /// Which changed paths matter: the configured files themselves (a file is
-/// watched through its directory, which may hold unrelated, busy files) and
-/// manifests under configured directories.
+/// watched through its directory, which may hold unrelated, busy files),
+/// Kubernetes' `..data` symlink swaps beside them (ConfigMap and Secret
+/// mounts), and under configured directories any manifest or directory.
+/// Extra reloads are cheap: an unchanged hash is a no-op.
 struct RelevantPaths {
     files: Vec<PathBuf>,
     dirs: Vec<PathBuf>,
@@ -337,14 +366,19 @@ impl RelevantPaths {
     }
 
     fn matches(&self, path: &Path) -> bool {
-        if self.files.iter().any(|f| f == path) {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let beside_a_file = self.files.iter().any(|f| f.parent() == path.parent());
+        if self.files.iter().any(|f| f == path) || (beside_a_file && name.starts_with("..")) {
             return true;
         }
-        let is_manifest = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"));
-        is_manifest && self.dirs.iter().any(|d| path.starts_with(d))
+        let in_a_dir = self.dirs.iter().any(|d| path.starts_with(d));
+        let extension = path.extension().and_then(|e| e.to_str());
+        in_a_dir
+            && !name.starts_with('.')
+            && (extension.is_none() || matches!(extension, Some("yaml" | "yml" | "json")))
     }
 }
 
@@ -374,7 +408,7 @@ fn reload(options: &Options, gateway: &Gateway) {
                 }
             }
             let hash = snapshot.short_hash().to_string();
-            match Runtime::build(snapshot, &gateway.clients) {
+            match Runtime::build(snapshot, gateway) {
                 Ok(runtime) => {
                     gateway.install(runtime);
                     tracing::info!(%hash, "configuration reloaded");
@@ -420,5 +454,14 @@ mod tests {
         assert!(relevant.matches(&sub.join("routes.yaml")));
         assert!(relevant.matches(&sub.join("deep/more.yml")));
         assert!(!relevant.matches(&sub.join(".routes.yaml.swp")));
+        assert!(
+            relevant.matches(&dir.path().join("..data")),
+            "ConfigMap symlink swap"
+        );
+        assert!(
+            relevant.matches(&sub.join("team-a")),
+            "a directory moved in or out"
+        );
+        assert!(!relevant.matches(&sub.join("notes.txt")));
     }
 }

@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tollgate_config::snapshot::Provider;
@@ -71,9 +71,34 @@ impl Clients {
             .enable_all_versions()
             .wrap_connector(http);
         Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(1024)
             .build(https)
+    }
+}
+
+/// Per-provider concurrency semaphores that outlive snapshots, so a reload
+/// does not hand out a fresh cap while old requests still hold permits.
+#[derive(Default)]
+pub struct PermitRegistry {
+    by_provider: std::sync::Mutex<HashMap<String, (u32, Arc<Semaphore>)>>,
+}
+
+impl PermitRegistry {
+    /// The semaphore for `provider` with `limit` permits; a changed limit
+    /// starts a new one (requests on the old one finish undisturbed).
+    pub fn get(&self, provider: &str, limit: Option<u32>) -> Option<Arc<Semaphore>> {
+        let limit = limit?;
+        let mut map = self.by_provider.lock().unwrap_or_else(|p| p.into_inner());
+        match map.get(provider) {
+            Some((current, semaphore)) if *current == limit => Some(semaphore.clone()),
+            _ => {
+                let semaphore = Arc::new(Semaphore::new(limit as usize));
+                map.insert(provider.to_string(), (limit, semaphore.clone()));
+                Some(semaphore)
+            }
+        }
     }
 }
 
@@ -129,7 +154,11 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(config: Provider, clients: &Clients) -> Result<Self, UpstreamError> {
+    pub fn new(
+        config: Provider,
+        clients: &Clients,
+        permits: &PermitRegistry,
+    ) -> Result<Self, UpstreamError> {
         let url = |endpoint: Endpoint| {
             let text = format!("{}{}", config.base_url, endpoint.path());
             text.parse::<Uri>().map_err(|_| UpstreamError::BadUrl(text))
@@ -148,9 +177,7 @@ impl Upstream {
             chat_url: url(Endpoint::ChatCompletions)?,
             embeddings_url: url(Endpoint::Embeddings)?,
             authorization,
-            permits: config
-                .max_concurrent_requests
-                .map(|n| Arc::new(Semaphore::new(n as usize))),
+            permits: permits.get(&config.name, config.max_concurrent_requests),
             config,
         })
     }
