@@ -3,7 +3,7 @@ CARGO ?= cargo
 BIN_DEBUG := target/debug/tollgate
 BIN_RELEASE := target/release/tollgate
 
-.PHONY: help build run test test-rust test-python crds lint fmt bench clean
+.PHONY: help build run test test-rust test-k8s test-python crds lint fmt bench clean
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -14,10 +14,13 @@ build: ## Build the tollgate binary (debug)
 run: build ## Start the mock provider and the gateway on deploy/examples/quickstart.yaml
 	@scripts/quickstart.sh $(BIN_DEBUG)
 
-test: test-rust test-python ## Run every test: Rust unit + black-box, official OpenAI SDK
+test: test-rust test-k8s test-python ## Run every test: Rust, real kube-apiserver, official OpenAI SDK
 
 test-rust: ## Rust unit, golden and black-box tests
 	$(CARGO) test --workspace
+
+test-k8s: ## CRDs, CEL rules and tokens against a real kube-apiserver + etcd (built from Go modules, cached)
+	bash tests/k8s/smoke.sh
 
 test-python: build ## The official OpenAI Python SDK against the gateway
 	TOLLGATE_BIN=$(CURDIR)/$(BIN_DEBUG) bash tests/python/run.sh

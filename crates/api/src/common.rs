@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LocalObjectReference {
     /// Name of the referenced object.
+    #[schemars(length(max = 253))]
     #[x_kube(validation = Rule::new("self.size() > 0 && self.size() <= 253").message("name must be 1-253 characters"))]
     pub name: String,
 }
@@ -19,9 +20,11 @@ pub struct LocalObjectReference {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SecretKeyRef {
     /// Name of the Secret.
+    #[schemars(length(max = 253))]
     #[x_kube(validation = Rule::new("self.size() > 0 && self.size() <= 253").message("name must be 1-253 characters"))]
     pub name: String,
     /// Key within the Secret's data.
+    #[schemars(length(max = 253))]
     #[x_kube(validation = Rule::new("self.size() > 0 && self.size() <= 253").message("key must be 1-253 characters"))]
     pub key: String,
 }

@@ -58,11 +58,14 @@ pub struct ApiKeySource {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PrincipalSpec {
+    #[schemars(length(max = 253))]
     #[x_kube(validation = Rule::new("self.size() > 0 && self.size() <= 253").message("user must be 1-253 characters"))]
     pub user: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
     pub team: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
     pub app: Option<String>,
 }
 
@@ -75,6 +78,7 @@ pub struct GatewayLimits {
     pub max_request_body_bytes: Option<u64>,
     /// Default upstream deadline for routes that set none (default 300s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new("self.matches('^([0-9]+(ms|s|m|h))+$')").message("must be a duration such as 500ms, 30s or 1m30s"))]
     pub request_timeout: Option<String>,
 }

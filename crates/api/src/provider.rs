@@ -31,6 +31,7 @@ pub struct ModelProviderSpec {
     pub provider_type: ProviderType,
     /// Base URL including the API version path, e.g. `https://api.openai.com/v1`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
     #[x_kube(validation = Rule::new("self.size() <= 2048 && (self.startsWith('http://') || self.startsWith('https://'))").message("endpoint must be an http:// or https:// URL"))]
     pub endpoint: Option<String>,
     /// API key, sent as `Authorization: Bearer <key>`.
@@ -81,6 +82,7 @@ pub struct ProviderCredentials {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ModelCatalogEntry {
     /// Upstream model name, as the provider spells it.
+    #[schemars(length(max = 256))]
     #[x_kube(validation = Rule::new("self.size() > 0 && self.size() <= 256").message("model name must be 1-256 characters"))]
     pub name: String,
     /// Prices in USD per one million tokens.
@@ -110,10 +112,12 @@ pub struct ModelPricing {
 pub struct ProviderTimeouts {
     /// TCP + TLS connect timeout (default 5s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new("self.matches('^([0-9]+(ms|s|m|h))+$')").message("must be a duration such as 500ms, 30s or 1m30s"))]
     pub connect: Option<String>,
     /// Time allowed for the whole upstream request (default 300s). Routes may set a shorter one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new("self.matches('^([0-9]+(ms|s|m|h))+$')").message("must be a duration such as 500ms, 30s or 1m30s"))]
     pub request: Option<String>,
 }

@@ -54,9 +54,11 @@ pub type ModelAlias = String;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HeaderMatch {
     /// Header name, case-insensitive.
+    #[schemars(length(max = 256))]
     #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9!#$%&*+.^_`|~-]{1,256}$')").message("must be a valid HTTP header name"))]
     pub name: String,
     /// Exact value the header must have.
+    #[schemars(length(max = 4096))]
     #[x_kube(validation = Rule::new("self.size() <= 4096").message("value must be at most 4096 characters"))]
     pub value: String,
 }
@@ -67,6 +69,7 @@ pub struct RouteBackend {
     /// The ModelProvider (same namespace).
     pub provider_ref: LocalObjectReference,
     /// Model name sent upstream.
+    #[schemars(length(max = 256))]
     #[x_kube(validation = Rule::new("self.size() > 0 && self.size() <= 256").message("model must be 1-256 characters"))]
     pub model: String,
     /// Share of traffic within its priority tier, 0-100 (default 1; 0 disables).
@@ -89,10 +92,12 @@ pub struct RouteTimeouts {
     /// Deadline for the upstream answer: the whole body for a plain request,
     /// the first chunk for a stream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new("self.matches('^([0-9]+(ms|s|m|h))+$')").message("must be a duration such as 500ms, 30s or 1m30s"))]
     pub request: Option<String>,
     /// Longest silence allowed between two chunks of a stream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new("self.matches('^([0-9]+(ms|s|m|h))+$')").message("must be a duration such as 500ms, 30s or 1m30s"))]
     pub stream_idle: Option<String>,
 }
