@@ -46,6 +46,8 @@ enum Command {
         #[arg(long)]
         out_dir: Option<PathBuf>,
     },
+    /// Run the Kubernetes controller (in-cluster config, or KUBECONFIG).
+    Controller,
     /// Run the mock LLM provider (OpenAI and Anthropic wire formats).
     Mock(tollgate_mock::MockArgs),
 }
@@ -118,6 +120,11 @@ fn main() -> ExitCode {
                 Err(error) => fail(error),
             }
         }
+        Command::Controller => match runtime().map(|rt| rt.block_on(run_controller())) {
+            Ok(Ok(())) => ExitCode::SUCCESS,
+            Ok(Err(error)) => fail(error),
+            Err(error) => fail(error),
+        },
         Command::Mock(args) => match runtime().map(|rt| rt.block_on(tollgate_mock::run(args))) {
             Ok(Ok(())) => ExitCode::SUCCESS,
             Ok(Err(error)) => fail(error),
@@ -134,6 +141,26 @@ fn write_crds(dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
         eprintln!("wrote {}", path.display());
     }
     Ok(())
+}
+
+async fn run_controller() -> Result<(), kube::Error> {
+    let client = kube::Client::try_default().await?;
+    tracing::info!("controller started");
+    tokio::select! {
+        () = tollgate_controller::status_loop::run(client) => {}
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminated() => {}
+    }
+    Ok(())
+}
+
+async fn terminated() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            term.recv().await;
+        }
+        Err(_) => std::future::pending().await,
+    }
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {

@@ -1,0 +1,211 @@
+//! The controller against a real kube-apiserver + etcd (tests/k8s): it reads
+//! the resources and writes truthful conditions, which `kubectl get` shows.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::BIN;
+use serde_json::Value;
+
+const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+
+/// A running envtest cluster, stopped on drop.
+struct Cluster {
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let status = Command::new("bash")
+            .arg(format!("{REPO}/tests/k8s/envtest.sh"))
+            .arg("start")
+            .arg(dir.path())
+            .env("TOLLGATE_K8S_WATCH_PID", std::process::id().to_string())
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "envtest did not start");
+        Cluster { dir }
+    }
+
+    fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig")
+    }
+
+    fn kubectl(&self, args: &[&str]) -> std::process::Output {
+        let env = std::fs::read_to_string(self.dir.path().join("env")).unwrap();
+        let bin = env
+            .lines()
+            .find_map(|l| l.strip_prefix("TOLLGATE_K8S_BIN="))
+            .expect("TOLLGATE_K8S_BIN in env");
+        Command::new(Path::new(bin).join("kubectl"))
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn apply(&self, path: &str) {
+        let out = self.kubectl(&["apply", "--server-side", "-f", path]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(format!("{REPO}/tests/k8s/envtest.sh"))
+            .arg("stop")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+fn condition<'a>(object: &'a Value, type_: &str) -> Option<&'a Value> {
+    object["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+}
+
+#[test]
+fn controller_writes_truthful_conditions_and_kubectl_shows_them() {
+    let cluster = Cluster::start();
+    cluster.apply(&format!("{REPO}/crds"));
+    let out = cluster.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "crd",
+        "--all",
+        "--timeout=30s",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cluster.apply(&format!("{REPO}/deploy/examples/quickstart.yaml"));
+    let dir = tempfile::tempdir().unwrap();
+    let dangling = dir.path().join("dangling.yaml");
+    std::fs::write(
+        &dangling,
+        "apiVersion: tollgate.dev/v1alpha1\nkind: AIRoute\nmetadata: {name: dangling, namespace: default}\nspec:\n  gatewayRef: {name: quickstart}\n  models: [elsewhere]\n  backends: [{providerRef: {name: nowhere}, model: m}]\n",
+    )
+    .unwrap();
+    cluster.apply(dangling.to_str().unwrap());
+
+    let mut controller = Command::new(BIN)
+        .arg("controller")
+        .env("KUBECONFIG", cluster.kubeconfig())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+
+    // Wait (bounded) until every route carries conditions for its generation.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let routes = loop {
+        let out = cluster.kubectl(&["get", "airoutes", "-o", "json"]);
+        let list: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let items = list["items"].as_array().cloned().unwrap_or_default();
+        let done = items.len() == 3
+            && items.iter().all(|r| {
+                condition(r, "Programmed").is_some()
+                    && r["status"]["observedGeneration"] == r["metadata"]["generation"]
+            });
+        if done {
+            break items;
+        }
+        assert!(Instant::now() < deadline, "conditions not written: {list}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let by_name = |name: &str| {
+        routes
+            .iter()
+            .find(|r| r["metadata"]["name"] == name)
+            .unwrap()
+    };
+
+    let chat = by_name("chat");
+    for type_ in ["Accepted", "ResolvedRefs", "Programmed"] {
+        assert_eq!(
+            condition(chat, type_).unwrap()["status"],
+            "True",
+            "chat {type_}"
+        );
+    }
+    let dangling = by_name("dangling");
+    let refs = condition(dangling, "ResolvedRefs").unwrap();
+    assert_eq!(refs["status"], "False");
+    assert_eq!(refs["reason"], "ProviderNotFound");
+    assert!(
+        refs["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.backends[0].providerRef.name")
+    );
+    assert_eq!(
+        condition(dangling, "Programmed").unwrap()["status"],
+        "False"
+    );
+    assert_eq!(
+        condition(by_name("embeddings"), "Programmed").unwrap()["status"],
+        "True",
+        "one bad route never blocks the others"
+    );
+
+    // The printer columns show the same truth.
+    let table = cluster.kubectl(&["get", "airoutes"]);
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+    let header = table.lines().next().unwrap().to_string();
+    for column in ["GATEWAY", "MODELS", "ACCEPTED", "RESOLVEDREFS"] {
+        assert!(header.contains(column), "{table}");
+    }
+    let dangling_row = table.lines().find(|l| l.starts_with("dangling")).unwrap();
+    assert!(
+        dangling_row.contains("True") && dangling_row.contains("False"),
+        "{table}"
+    );
+
+    let gateways = cluster.kubectl(&["get", "aigateways", "-o", "json"]);
+    let gateways: Value = serde_json::from_slice(&gateways.stdout).unwrap();
+    let gateway = &gateways["items"][0];
+    assert_eq!(condition(gateway, "Programmed").unwrap()["status"], "True");
+    let providers = cluster.kubectl(&["get", "modelproviders", "-o", "json"]);
+    let providers: Value = serde_json::from_slice(&providers.stdout).unwrap();
+    assert_eq!(
+        condition(&providers["items"][0], "Accepted").unwrap()["status"],
+        "True"
+    );
+
+    // A fix is picked up: create the missing provider, the route resolves.
+    let provider = dir.path().join("nowhere.yaml");
+    std::fs::write(
+        &provider,
+        "apiVersion: tollgate.dev/v1alpha1\nkind: ModelProvider\nmetadata: {name: nowhere, namespace: default}\nspec: {type: Mock, endpoint: \"http://127.0.0.1:1/v1\"}\n",
+    )
+    .unwrap();
+    cluster.apply(provider.to_str().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = cluster.kubectl(&["get", "airoute", "dangling", "-o", "json"]);
+        let route: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if condition(&route, "ResolvedRefs").is_some_and(|c| c["status"] == "True") {
+            assert_eq!(condition(&route, "Programmed").unwrap()["status"], "True");
+            break;
+        }
+        assert!(Instant::now() < deadline, "route did not resolve: {route}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = controller.kill();
+    let _ = controller.wait();
+}
