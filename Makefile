@@ -19,8 +19,9 @@ test: test-rust test-k8s test-python ## Run every test: Rust, real kube-apiserve
 test-rust: ## Rust unit, golden and black-box tests
 	$(CARGO) test --workspace
 
-test-k8s: ## CRDs, CEL rules and tokens against a real kube-apiserver + etcd (built from Go modules, cached)
+test-k8s: ## CRDs, CEL rules, tokens, Helm chart, kustomize and RBAC against a real kube-apiserver + etcd (built from Go modules, cached)
 	bash tests/k8s/smoke.sh
+	bash tests/k8s/chart.sh
 
 test-python: build ## The official OpenAI Python SDK against the gateway
 	TOLLGATE_BIN=$(CURDIR)/$(BIN_DEBUG) bash tests/python/run.sh

@@ -13,7 +13,7 @@ pub mod provider;
 pub mod route;
 
 pub use common::{LocalObjectReference, ResourceStatus, SecretKeyRef};
-pub use gateway::{AIGateway, AIGatewaySpec};
+pub use gateway::{AIGateway, AIGatewaySpec, AIGatewayStatus, WorkloadSpec};
 pub use provider::{ModelProvider, ModelProviderSpec, ProviderType};
 pub use route::{AIRoute, AIRouteSpec};
 

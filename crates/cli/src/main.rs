@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod controller;
 mod validate;
 
 #[derive(Parser)]
@@ -47,7 +48,7 @@ enum Command {
         out_dir: Option<PathBuf>,
     },
     /// Run the Kubernetes controller (in-cluster config, or KUBECONFIG).
-    Controller,
+    Controller(controller::ControllerArgs),
     /// Run the mock LLM provider (OpenAI and Anthropic wire formats).
     Mock(tollgate_mock::MockArgs),
 }
@@ -120,7 +121,7 @@ fn main() -> ExitCode {
                 Err(error) => fail(error),
             }
         }
-        Command::Controller => match runtime().map(|rt| rt.block_on(run_controller())) {
+        Command::Controller(args) => match runtime().map(|rt| rt.block_on(controller::run(args))) {
             Ok(Ok(())) => ExitCode::SUCCESS,
             Ok(Err(error)) => fail(error),
             Err(error) => fail(error),
@@ -141,26 +142,6 @@ fn write_crds(dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
         eprintln!("wrote {}", path.display());
     }
     Ok(())
-}
-
-async fn run_controller() -> Result<(), kube::Error> {
-    let client = kube::Client::try_default().await?;
-    tracing::info!("controller started");
-    tokio::select! {
-        () = tollgate_controller::status_loop::run(client) => {}
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminated() => {}
-    }
-    Ok(())
-}
-
-async fn terminated() {
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => {
-            term.recv().await;
-        }
-        Err(_) => std::future::pending().await,
-    }
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {

@@ -103,13 +103,15 @@ fn controller_writes_truthful_conditions_and_kubectl_shows_them() {
     .unwrap();
     cluster.apply(dangling.to_str().unwrap());
 
-    let mut controller = Command::new(BIN)
-        .arg("controller")
-        .env("KUBECONFIG", cluster.kubeconfig())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+    let _controller = KillOnDrop(
+        Command::new(BIN)
+            .args(["controller", "--metrics-listen", "127.0.0.1:0"])
+            .env("KUBECONFIG", cluster.kubeconfig())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
 
     // Wait (bounded) until every route carries conditions for its generation.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -206,6 +208,158 @@ fn controller_writes_truthful_conditions_and_kubectl_shows_them() {
         assert!(Instant::now() < deadline, "route did not resolve: {route}");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let _ = controller.kill();
-    let _ = controller.wait();
+
+    check_workload(&cluster);
+}
+
+/// Kills the child even when an assertion fails first.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn get_json(cluster: &Cluster, args: &[&str]) -> Value {
+    let out = cluster.kubectl(args);
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+/// Polls `check` on `kubectl get -o json ARGS` until it holds (bounded).
+fn wait_for(cluster: &Cluster, args: &[&str], what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut full = args.to_vec();
+        full.extend(["-o", "json"]);
+        let value = get_json(cluster, &full);
+        if check(&value) {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{what}: {value}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The quickstart gateway's workload exists, is owned by it, follows spec
+/// changes, and its status shows the endpoint.
+fn check_workload(cluster: &Cluster) {
+    let gateway = get_json(cluster, &["get", "aigateway", "quickstart", "-o", "json"]);
+    let uid = gateway["metadata"]["uid"].as_str().unwrap().to_string();
+    for kind in [
+        "deployment",
+        "service",
+        "serviceaccount",
+        "horizontalpodautoscaler",
+        "poddisruptionbudget",
+    ] {
+        let object = wait_for(cluster, &["get", kind, "tollgate-quickstart"], kind, |v| {
+            v["metadata"]["name"].is_string()
+        });
+        let owner = &object["metadata"]["ownerReferences"][0];
+        assert_eq!(owner["kind"], "AIGateway", "{kind}");
+        assert_eq!(owner["uid"], uid.as_str(), "{kind}");
+        assert_eq!(owner["controller"], true, "{kind}");
+    }
+    let deployment = get_json(
+        cluster,
+        &[
+            "get",
+            "deployment",
+            "tollgate-quickstart",
+            "-o",
+            "json",
+            "--show-managed-fields",
+        ],
+    );
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"],
+        true
+    );
+    assert_eq!(
+        pod["containers"][0]["securityContext"]["allowPrivilegeEscalation"],
+        false
+    );
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    let managers: Vec<String> = deployment["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["manager"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(
+        managers.iter().all(|m| m == "tollgate-controller"),
+        "one field manager: {managers:?}"
+    );
+
+    let hpa = get_json(
+        cluster,
+        &["get", "hpa", "tollgate-quickstart", "-o", "json"],
+    );
+    assert_eq!(
+        (
+            hpa["spec"]["minReplicas"].as_i64(),
+            hpa["spec"]["maxReplicas"].as_i64()
+        ),
+        (Some(2), Some(10))
+    );
+
+    // A spec change rolls out to the workload.
+    let out = cluster.kubectl(&[
+        "patch",
+        "aigateway",
+        "quickstart",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"workload":{"minReplicas":3,"maxReplicas":5}}}"#,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(
+        cluster,
+        &["get", "hpa", "tollgate-quickstart"],
+        "hpa follows the spec",
+        |v| v["spec"]["minReplicas"] == 3 && v["spec"]["maxReplicas"] == 5,
+    );
+    // An invalid change is refused by the apiserver's CEL rule.
+    let out = cluster.kubectl(&[
+        "patch",
+        "aigateway",
+        "quickstart",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"workload":{"minReplicas":9}}}"#,
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("minReplicas must not exceed maxReplicas")
+    );
+
+    // Status reports the fleet (no kubelet here, so nothing is ready) and the endpoint.
+    let gateway = wait_for(
+        cluster,
+        &["get", "aigateway", "quickstart"],
+        "gateway status",
+        |v| v["status"]["endpoint"].is_string(),
+    );
+    assert_eq!(
+        gateway["status"]["endpoint"],
+        "http://tollgate-quickstart.default.svc:8080"
+    );
+    assert_eq!(gateway["status"]["readyReplicas"], 0);
+
+    // Drift is corrected: a deleted Service comes back.
+    let out = cluster.kubectl(&["delete", "service", "tollgate-quickstart"]);
+    assert!(out.status.success());
+    wait_for(
+        cluster,
+        &["get", "service", "tollgate-quickstart"],
+        "service restored",
+        |v| v["metadata"]["name"].is_string(),
+    );
 }

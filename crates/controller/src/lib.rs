@@ -2,8 +2,11 @@
 //! ([`status`]); [`status_loop`] is the thin layer that reads the cluster
 //! through reflectors and writes status with server-side apply.
 
+pub mod leader;
 pub mod status;
 pub mod status_loop;
+pub mod workload;
+pub mod workload_loop;
 
 /// The one field manager for everything the controller writes.
 pub const FIELD_MANAGER: &str = "tollgate-controller";

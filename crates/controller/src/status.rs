@@ -18,12 +18,40 @@ const MAX_MESSAGE: usize = 1024;
 pub struct DesiredStatus {
     pub object: ObjectRef,
     pub status: ResourceStatus,
+    /// AIGateways only: what their workload reports.
+    pub fleet: Option<Fleet>,
 }
 
-/// Conditions for every AIGateway, ModelProvider and AIRoute in `resources`.
+/// A gateway's pods as its Deployment and Service report them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fleet {
+    pub replicas: i32,
+    pub ready_replicas: i32,
+    pub endpoint: String,
+}
+
+impl DesiredStatus {
+    /// The status subresource body to apply.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut status = serde_json::json!({
+            "observedGeneration": self.status.observed_generation,
+            "conditions": self.status.conditions,
+        });
+        if let Some(fleet) = &self.fleet {
+            status["replicas"] = fleet.replicas.into();
+            status["readyReplicas"] = fleet.ready_replicas.into();
+            status["endpoint"] = fleet.endpoint.clone().into();
+        }
+        status
+    }
+}
+
+/// Conditions for every AIGateway, ModelProvider and AIRoute in `resources`;
+/// `fleets` holds what each gateway's workload reports.
 pub fn desired_statuses(
     resources: &Resources,
     compiled: &Compiled,
+    fleets: &BTreeMap<ObjectRef, Fleet>,
     now: &Time,
 ) -> Vec<DesiredStatus> {
     let mut errors: BTreeMap<&ObjectRef, Vec<&Diagnostic>> = BTreeMap::new();
@@ -41,16 +69,20 @@ pub fn desired_statuses(
     let mut out = Vec::new();
     let mut push = |object: ObjectRef,
                     generation: Option<i64>,
-                    current: Option<&ResourceStatus>,
+                    current: Option<&[Condition]>,
                     programmed: Programmed| {
         let problems = errors.get(&object).map(Vec::as_slice).unwrap_or_default();
         let conditions = conditions_for(problems, programmed, generation, current, now);
+        let fleet =
+            (object.kind == "AIGateway").then(|| fleets.get(&object).cloned().unwrap_or_default());
+        let status = ResourceStatus {
+            observed_generation: generation,
+            conditions,
+        };
         out.push(DesiredStatus {
             object,
-            status: ResourceStatus {
-                observed_generation: generation,
-                conditions,
-            },
+            status,
+            fleet,
         });
     };
     for gateway in &resources.gateways {
@@ -64,7 +96,7 @@ pub fn desired_statuses(
         push(
             object,
             gateway.metadata.generation,
-            gateway.status.as_ref(),
+            gateway.status.as_ref().map(|s| s.conditions.as_slice()),
             programmed,
         );
     }
@@ -78,7 +110,7 @@ pub fn desired_statuses(
         push(
             object,
             provider.metadata.generation,
-            provider.status.as_ref(),
+            provider.status.as_ref().map(|s| s.conditions.as_slice()),
             programmed,
         );
     }
@@ -96,7 +128,7 @@ pub fn desired_statuses(
         push(
             object,
             route.metadata.generation,
-            route.status.as_ref(),
+            route.status.as_ref().map(|s| s.conditions.as_slice()),
             programmed,
         );
     }
@@ -121,7 +153,7 @@ fn conditions_for(
     problems: &[&Diagnostic],
     programmed: Programmed,
     generation: Option<i64>,
-    current: Option<&ResourceStatus>,
+    current: Option<&[Condition]>,
     now: &Time,
 ) -> Vec<Condition> {
     let (refs, invalid): (Vec<&Diagnostic>, Vec<&Diagnostic>) = problems
@@ -161,7 +193,7 @@ fn conditions_for(
         let status = if ok { "True" } else { "False" }.to_string();
         // Keep the transition time while the status itself is unchanged.
         let last_transition_time = current
-            .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+            .and_then(|conditions| conditions.iter().find(|c| c.type_ == type_))
             .filter(|c| c.status == status)
             .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
         Condition {
@@ -200,10 +232,9 @@ fn summarize(diagnostics: &[&Diagnostic]) -> String {
     text
 }
 
-/// True when `desired` differs from what the object carries, ignoring
-/// nothing: a patch is needed.
-pub fn needs_update(current: Option<&ResourceStatus>, desired: &ResourceStatus) -> bool {
-    current != Some(desired)
+/// True when `desired` differs from what the object carries: a patch is needed.
+pub fn needs_update(current: Option<&serde_json::Value>, desired: &DesiredStatus) -> bool {
+    current != Some(&desired.to_json())
 }
 
 #[cfg(test)]
@@ -263,7 +294,7 @@ spec:
         let mut loaded = Loaded::default();
         add_documents(&mut loaded, "t.yaml", MANIFESTS, &|_| None);
         let compiled = compile(&loaded.resources);
-        desired_statuses(&loaded.resources, &compiled, &now())
+        desired_statuses(&loaded.resources, &compiled, &BTreeMap::new(), &now())
             .into_iter()
             .map(|d| (format!("{}/{}", d.object.kind, d.object.name), d.status))
             .collect()
@@ -363,7 +394,7 @@ spec:
             &[],
             Programmed::Yes("ok".into()),
             Some(7),
-            Some(&previous),
+            Some(&previous.conditions),
             &now(),
         );
         let find = |t: &str| next.iter().find(|c| c.type_ == t).unwrap();
@@ -377,18 +408,19 @@ spec:
             now(),
             "a flip gets a new time"
         );
-        assert!(needs_update(
-            Some(&previous),
-            &ResourceStatus {
-                observed_generation: Some(7),
-                conditions: next.clone()
-            }
-        ));
-        let same = ResourceStatus {
+        let object = ObjectRef::new("AIRoute", "default", "r");
+        let status = ResourceStatus {
             observed_generation: Some(7),
             conditions: next,
         };
-        assert!(!needs_update(Some(&same.clone()), &same));
+        let desired = DesiredStatus {
+            object,
+            status,
+            fleet: None,
+        };
+        let previous_json = serde_json::to_value(&previous).unwrap();
+        assert!(needs_update(Some(&previous_json), &desired));
+        assert!(!needs_update(Some(&desired.to_json()), &desired));
     }
 
     #[test]

@@ -2,10 +2,12 @@
 //! changes compiles the whole set once and server-side-applies the status of
 //! every object whose conditions changed.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
@@ -14,11 +16,13 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
-use tollgate_api::{AIGateway, AIRoute, ModelProvider, ResourceStatus};
+use tollgate_api::{AIGateway, AIRoute, ModelProvider};
+use tollgate_config::compile::DEFAULT_LISTENER_PORT;
 use tollgate_config::{ObjectRef, Resources, compile};
 
 use crate::FIELD_MANAGER;
-use crate::status::{DesiredStatus, desired_statuses, needs_update};
+use crate::status::{DesiredStatus, Fleet, desired_statuses, needs_update};
+use crate::workload;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -36,6 +40,8 @@ struct Stores {
     providers: Store<ModelProvider>,
     routes: Store<AIRoute>,
     secrets: Store<Secret>,
+    /// The gateways' Deployments, for replica counts in AIGateway status.
+    deployments: Store<Deployment>,
 }
 
 impl Stores {
@@ -58,16 +64,27 @@ impl Stores {
 pub async fn run(client: Client) {
     let changed = Arc::new(Notify::new());
     let stores = Stores {
-        gateways: watch::<AIGateway>(client.clone(), changed.clone()),
-        providers: watch::<ModelProvider>(client.clone(), changed.clone()),
-        routes: watch::<AIRoute>(client.clone(), changed.clone()),
-        secrets: watch::<Secret>(client.clone(), changed.clone()),
+        gateways: watch::<AIGateway>(client.clone(), changed.clone(), watcher::Config::default()),
+        providers: watch::<ModelProvider>(
+            client.clone(),
+            changed.clone(),
+            watcher::Config::default(),
+        ),
+        routes: watch::<AIRoute>(client.clone(), changed.clone(), watcher::Config::default()),
+        secrets: watch::<Secret>(client.clone(), changed.clone(), watcher::Config::default()),
+        deployments: watch::<Deployment>(
+            client.clone(),
+            changed.clone(),
+            watcher::Config::default()
+                .labels(&format!("app.kubernetes.io/managed-by={FIELD_MANAGER}")),
+        ),
     };
     for ready in [
         stores.gateways.wait_until_ready().await,
         stores.providers.wait_until_ready().await,
         stores.routes.wait_until_ready().await,
         stores.secrets.wait_until_ready().await,
+        stores.deployments.wait_until_ready().await,
     ] {
         if ready.is_err() {
             tracing::error!("a watch ended before its first list");
@@ -84,10 +101,11 @@ pub async fn run(client: Client) {
         let resources = stores.resources();
         let compiled = compile(&resources);
         let now = Time(jiff::Timestamp::now());
-        for desired in desired_statuses(&resources, &compiled, &now) {
+        let fleets = fleets(&resources, &stores.deployments);
+        for desired in desired_statuses(&resources, &compiled, &fleets, &now) {
             let current = current_status(&resources, &desired.object);
             // The next change (or resync) retries a failure; one failure never blocks the rest.
-            if needs_update(current.as_ref(), &desired.status)
+            if needs_update(current.as_ref(), &desired)
                 && let Err(error) = apply_status(&client, &desired).await
             {
                 tracing::warn!("{error}");
@@ -97,8 +115,40 @@ pub async fn run(client: Client) {
     }
 }
 
+/// Each gateway's pods as its Deployment reports them, and its endpoint.
+fn fleets(resources: &Resources, deployments: &Store<Deployment>) -> BTreeMap<ObjectRef, Fleet> {
+    let deployments = deployments.state();
+    resources
+        .gateways
+        .iter()
+        .map(|gateway| {
+            let object = tollgate_config::resources::object_ref(gateway);
+            let name = workload::workload_name(&object.name);
+            let status = deployments
+                .iter()
+                .find(|d| {
+                    d.metadata.name.as_deref() == Some(&name)
+                        && d.metadata.namespace.as_deref() == Some(&object.namespace)
+                })
+                .and_then(|d| d.status.clone())
+                .unwrap_or_default();
+            let port = gateway
+                .spec
+                .listener
+                .as_ref()
+                .map_or(DEFAULT_LISTENER_PORT, |l| l.port as u16);
+            let fleet = Fleet {
+                replicas: status.replicas.unwrap_or(0),
+                ready_replicas: status.ready_replicas.unwrap_or(0),
+                endpoint: workload::endpoint(&object.name, &object.namespace, port),
+            };
+            (object, fleet)
+        })
+        .collect()
+}
+
 /// Starts a reflector for `K` across all namespaces; every event pokes `changed`.
-fn watch<K>(client: Client, changed: Arc<Notify>) -> Store<K>
+fn watch<K>(client: Client, changed: Arc<Notify>, config: watcher::Config) -> Store<K>
 where
     K: Resource<DynamicType = ()>
         + Clone
@@ -109,12 +159,9 @@ where
         + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(
-        writer,
-        watcher(Api::<K>::all(client), watcher::Config::default()),
-    )
-    .default_backoff()
-    .touched_objects();
+    let stream = reflector::reflector(writer, watcher(Api::<K>::all(client), config))
+        .default_backoff()
+        .touched_objects();
     tokio::spawn(async move {
         futures_util::pin_mut!(stream);
         while let Some(event) = stream.next().await {
@@ -127,32 +174,24 @@ where
     reader
 }
 
-fn current_status(resources: &Resources, object: &ObjectRef) -> Option<ResourceStatus> {
-    let matches = |namespace: Option<&String>, name: Option<&String>| {
-        namespace.map(String::as_str).unwrap_or("default") == object.namespace
-            && name.is_some_and(|n| *n == object.name)
-    };
-    match object.kind.as_str() {
-        "AIGateway" => resources
-            .gateways
-            .iter()
-            .find(|o| matches(o.metadata.namespace.as_ref(), o.metadata.name.as_ref()))?
-            .status
-            .clone(),
-        "ModelProvider" => resources
-            .providers
-            .iter()
-            .find(|o| matches(o.metadata.namespace.as_ref(), o.metadata.name.as_ref()))?
-            .status
-            .clone(),
-        "AIRoute" => resources
-            .routes
-            .iter()
-            .find(|o| matches(o.metadata.namespace.as_ref(), o.metadata.name.as_ref()))?
-            .status
-            .clone(),
-        _ => None,
+/// The object's status as JSON, to compare with the desired one.
+fn current_status(resources: &Resources, object: &ObjectRef) -> Option<serde_json::Value> {
+    fn find<'a, K: Resource<DynamicType = ()> + kube::ResourceExt>(
+        items: &'a [K],
+        object: &ObjectRef,
+    ) -> Option<&'a K> {
+        items.iter().find(|o| {
+            o.namespace().as_deref().unwrap_or("default") == object.namespace
+                && o.name_any() == object.name
+        })
     }
+    let status = match object.kind.as_str() {
+        "AIGateway" => serde_json::to_value(&find(&resources.gateways, object)?.status),
+        "ModelProvider" => serde_json::to_value(&find(&resources.providers, object)?.status),
+        "AIRoute" => serde_json::to_value(&find(&resources.routes, object)?.status),
+        _ => return None,
+    };
+    status.ok()
 }
 
 async fn apply_status(client: &Client, desired: &DesiredStatus) -> Result<(), Error> {
@@ -160,7 +199,7 @@ async fn apply_status(client: &Client, desired: &DesiredStatus) -> Result<(), Er
     let patch = serde_json::json!({
         "apiVersion": tollgate_api::API_VERSION,
         "kind": object.kind,
-        "status": desired.status,
+        "status": desired.to_json(),
     });
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let name = &object.name;

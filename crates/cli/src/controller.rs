@@ -1,0 +1,178 @@
+//! `tollgate controller`: leader election, then the status and workload
+//! loops; health and metrics on `--metrics-listen`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::sync::watch;
+use tollgate_controller::leader::{LeaderConfig, LeaderElection};
+use tollgate_controller::workload::RenderSettings;
+
+#[derive(clap::Args)]
+pub struct ControllerArgs {
+    /// Image for gateway pods whose AIGateway names none.
+    #[arg(
+        long,
+        env = "TOLLGATE_GATEWAY_IMAGE",
+        default_value = "ghcr.io/tollgate-dev/tollgate:0.1.0"
+    )]
+    gateway_image: String,
+    /// URL gateway pods use to reach this controller for configuration.
+    #[arg(
+        long,
+        env = "TOLLGATE_CONTROLLER_URL",
+        default_value = "https://tollgate-controller.tollgate-system.svc:8443"
+    )]
+    controller_url: String,
+    /// Address for /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    metrics_listen: SocketAddr,
+    /// Namespace of the leader-election Lease; without it this replica
+    /// assumes it is the only one.
+    #[arg(long, env = "POD_NAMESPACE")]
+    leader_election_namespace: Option<String>,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "tollgate-controller")]
+    leader_election_id: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error(transparent)]
+    Kube(#[from] kube::Error),
+    #[error("cannot listen on {0}: {1}")]
+    Listen(SocketAddr, std::io::Error),
+    #[error("lost leadership; exiting so a fresh process rejoins as a follower")]
+    LostLeadership,
+}
+
+/// Set once this replica leads and its caches are running.
+struct Health {
+    leading: AtomicBool,
+}
+
+pub async fn run(args: ControllerArgs) -> Result<(), ControllerError> {
+    let client = kube::Client::try_default().await?;
+    let health = Arc::new(Health {
+        leading: AtomicBool::new(false),
+    });
+    let listener = tokio::net::TcpListener::bind(args.metrics_listen)
+        .await
+        .map_err(|e| ControllerError::Listen(args.metrics_listen, e))?;
+    tokio::spawn(serve_health(listener, health.clone()));
+
+    let (leading_tx, mut leading_rx) = watch::channel(false);
+    let election = match &args.leader_election_namespace {
+        Some(namespace) => {
+            let identity = std::env::var("POD_NAME")
+                .unwrap_or_else(|_| format!("tollgate-controller-{}", std::process::id()));
+            let election = LeaderElection::new(
+                client.clone(),
+                LeaderConfig::new(
+                    namespace.clone(),
+                    args.leader_election_id.clone(),
+                    identity.clone(),
+                ),
+            );
+            tracing::info!(%identity, lease = %args.leader_election_id, %namespace, "waiting for leadership");
+            tokio::spawn(election.clone().run(leading_tx));
+            Some(election)
+        }
+        None => {
+            tracing::info!("no --leader-election-namespace: running as the only replica");
+            let _ = leading_tx.send(true);
+            None
+        }
+    };
+    tokio::select! {
+        leading = leading_rx.wait_for(|leading| *leading) => {
+            if leading.is_err() {
+                return Ok(());
+            }
+        }
+        () = shutdown() => return Ok(()),
+    }
+    tracing::info!("leading: starting the status and workload loops");
+    health.leading.store(true, Ordering::Relaxed);
+    let settings = RenderSettings {
+        image: args.gateway_image,
+        controller_url: args.controller_url,
+    };
+    let result = tokio::select! {
+        () = tollgate_controller::status_loop::run(client.clone()) => Ok(()),
+        () = tollgate_controller::workload_loop::run(client, settings) => Ok(()),
+        _ = leading_rx.wait_for(|leading| !*leading) => Err(ControllerError::LostLeadership),
+        () = shutdown() => Ok(()),
+    };
+    health.leading.store(false, Ordering::Relaxed);
+    if let Some(election) = election {
+        // Hand over at once instead of making the successor wait out the lease.
+        if let Err(error) = election.release().await {
+            tracing::warn!(%error, "could not release the lease");
+        }
+    }
+    result
+}
+
+async fn shutdown() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
+}
+
+/// /healthz: the process runs. /readyz: this replica leads (followers stay
+/// unready, so only the leader receives traffic). /metrics: Prometheus.
+async fn serve_health(listener: tokio::net::TcpListener, health: Arc<Health>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let health = health.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+                let health = health.clone();
+                async move { Ok::<_, Infallible>(health_response(&health, request.uri().path())) }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn health_response(health: &Health, path: &str) -> Response<Full<Bytes>> {
+    let leading = health.leading.load(Ordering::Relaxed);
+    let (status, body) = match path {
+        "/healthz" => (StatusCode::OK, "ok\n".to_string()),
+        "/readyz" if leading => (StatusCode::OK, "leading\n".to_string()),
+        "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "follower\n".to_string()),
+        "/metrics" => (
+            StatusCode::OK,
+            format!(
+                "# HELP tollgate_controller_leader Whether this replica leads.\n# TYPE tollgate_controller_leader gauge\ntollgate_controller_leader {}\n",
+                u8::from(leading)
+            ),
+        ),
+        _ => (StatusCode::NOT_FOUND, "not found\n".to_string()),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+}
