@@ -165,6 +165,31 @@ fn controller_writes_truthful_conditions_and_kubectl_shows_them() {
         "one bad route never blocks the others"
     );
 
+    // The failure is also an Event on the route, for `kubectl describe`.
+    let events = wait_for(
+        &cluster,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=dangling",
+        ],
+        "warning event",
+        |v| {
+            v["items"]
+                .as_array()
+                .is_some_and(|items| items.iter().any(|e| e["reason"] == "ProviderNotFound"))
+        },
+    );
+    let event = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["reason"] == "ProviderNotFound")
+        .unwrap();
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["involvedObject"]["kind"], "AIRoute");
+
     // The printer columns show the same truth.
     let table = cluster.kubectl(&["get", "airoutes"]);
     let table = String::from_utf8_lossy(&table.stdout).into_owned();

@@ -232,6 +232,31 @@ fn summarize(diagnostics: &[&Diagnostic]) -> String {
     text
 }
 
+/// A Warning Event to publish: a condition that newly fails, or fails for a
+/// new reason or message. Steady failures are not repeated on every compile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    pub reason: String,
+    pub message: String,
+}
+
+pub fn warnings(current: Option<&[Condition]>, desired: &[Condition]) -> Vec<Warning> {
+    desired
+        .iter()
+        .filter(|c| c.status == "False" && c.type_ != conditions::PROGRAMMED)
+        .filter(|c| {
+            let before = current.and_then(|cs| cs.iter().find(|p| p.type_ == c.type_));
+            before.is_none_or(|p| {
+                p.status != c.status || p.reason != c.reason || p.message != c.message
+            })
+        })
+        .map(|c| Warning {
+            reason: c.reason.clone(),
+            message: c.message.clone(),
+        })
+        .collect()
+}
+
 /// True when `desired` differs from what the object carries: a patch is needed.
 pub fn needs_update(current: Option<&serde_json::Value>, desired: &DesiredStatus) -> bool {
     current != Some(&desired.to_json())
@@ -421,6 +446,24 @@ spec:
         let previous_json = serde_json::to_value(&previous).unwrap();
         assert!(needs_update(Some(&previous_json), &desired));
         assert!(!needs_update(Some(&desired.to_json()), &desired));
+    }
+
+    #[test]
+    fn warnings_fire_on_new_failures_only() {
+        let all = statuses();
+        let dangling = &all["AIRoute/dangling"].conditions;
+        let fresh = warnings(None, dangling);
+        assert_eq!(
+            fresh.len(),
+            1,
+            "only ResolvedRefs fails (Programmed=False is a consequence): {fresh:?}"
+        );
+        assert_eq!(fresh[0].reason, reason::PROVIDER_NOT_FOUND);
+        assert!(
+            warnings(Some(dangling), dangling).is_empty(),
+            "a steady failure is not repeated"
+        );
+        assert!(warnings(None, &all["AIRoute/good"].conditions).is_empty());
     }
 
     #[test]

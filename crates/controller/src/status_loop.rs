@@ -8,9 +8,12 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
@@ -21,7 +24,7 @@ use tollgate_config::compile::DEFAULT_LISTENER_PORT;
 use tollgate_config::{ObjectRef, Resources, compile};
 
 use crate::FIELD_MANAGER;
-use crate::status::{DesiredStatus, Fleet, desired_statuses, needs_update};
+use crate::status::{DesiredStatus, Fleet, desired_statuses, needs_update, warnings};
 use crate::workload;
 
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +95,13 @@ pub async fn run(client: Client) {
         }
     }
     tracing::info!("caches synced");
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        },
+    );
     loop {
         // Collapse a burst of events into one compile.
         while tokio::time::timeout(DEBOUNCE, changed.notified())
@@ -105,6 +115,7 @@ pub async fn run(client: Client) {
         for desired in desired_statuses(&resources, &compiled, &fleets, &now) {
             let current = current_status(&resources, &desired.object);
             // The next change (or resync) retries a failure; one failure never blocks the rest.
+            publish_warnings(&recorder, &resources, &desired).await;
             if needs_update(current.as_ref(), &desired)
                 && let Err(error) = apply_status(&client, &desired).await
             {
@@ -112,6 +123,56 @@ pub async fn run(client: Client) {
             }
         }
         changed.notified().await;
+    }
+}
+
+/// Warning Events for conditions that newly fail, on the object itself, so
+/// `kubectl describe` and event pipelines show why a resource is not served.
+async fn publish_warnings(recorder: &Recorder, resources: &Resources, desired: &DesiredStatus) {
+    let current = current_status(resources, &desired.object);
+    let current: Option<Vec<Condition>> = current
+        .as_ref()
+        .and_then(|s| s.get("conditions"))
+        .and_then(|c| serde_json::from_value(c.clone()).ok());
+    let fresh = warnings(current.as_deref(), &desired.status.conditions);
+    if fresh.is_empty() {
+        return;
+    }
+    let Some(reference) = object_reference(resources, &desired.object) else {
+        return;
+    };
+    for warning in fresh {
+        let event = Event {
+            type_: EventType::Warning,
+            reason: warning.reason,
+            note: Some(warning.message),
+            action: "Compile".into(),
+            secondary: None,
+        };
+        if let Err(error) = recorder.publish(&event, &reference).await {
+            tracing::warn!(object = %desired.object, %error, "could not publish an event");
+        }
+    }
+}
+
+fn object_reference(resources: &Resources, object: &ObjectRef) -> Option<ObjectReference> {
+    fn find<'a, K: Resource<DynamicType = ()> + kube::ResourceExt>(
+        items: &'a [K],
+        object: &ObjectRef,
+    ) -> Option<ObjectReference> {
+        items
+            .iter()
+            .find(|o| {
+                o.namespace().as_deref().unwrap_or("default") == object.namespace
+                    && o.name_any() == object.name
+            })
+            .map(|o| o.object_ref(&()))
+    }
+    match object.kind.as_str() {
+        "AIGateway" => find(&resources.gateways, object),
+        "ModelProvider" => find(&resources.providers, object),
+        "AIRoute" => find(&resources.routes, object),
+        _ => None,
     }
 }
 
