@@ -156,8 +156,8 @@ async fn publish_warnings(recorder: &Recorder, resources: &Resources, desired: &
 }
 
 fn object_reference(resources: &Resources, object: &ObjectRef) -> Option<ObjectReference> {
-    fn find<'a, K: Resource<DynamicType = ()> + kube::ResourceExt>(
-        items: &'a [K],
+    fn find<K: Resource<DynamicType = ()> + kube::ResourceExt>(
+        items: &[K],
         object: &ObjectRef,
     ) -> Option<ObjectReference> {
         items
