@@ -3,7 +3,7 @@ CARGO ?= cargo
 BIN_DEBUG := target/debug/tollgate
 BIN_RELEASE := target/release/tollgate
 
-.PHONY: help build run test test-rust test-k8s test-python crds lint fmt bench clean
+.PHONY: help build run test test-rust test-k8s test-python crds lint fmt bench bench-controlplane clean
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -38,6 +38,10 @@ fmt: ## Format the code
 
 bench: ## Benchmark: mock direct vs nginx vs tollgate side by side (installs nginx-light if missing)
 	bash bench/run.sh
+
+bench-controlplane: ## compile time and controller status convergence for 1,000 AIRoutes in a real apiserver
+	$(CARGO) build --release -p tollgate-cli -p tollgate-bench
+	target/release/tollgate-bench-controlplane --tollgate $(BIN_RELEASE)
 
 clean:
 	$(CARGO) clean

@@ -1,0 +1,214 @@
+//! Control-plane benchmark: how long `config::compile` takes for 1,000
+//! AIRoutes, and how long the controller takes to bring 1,000 AIRoutes in a
+//! real kube-apiserver (tests/k8s) to truthful status. Everything on loopback,
+//! every wait bounded.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+
+#[derive(Parser)]
+struct Args {
+    /// Number of AIRoutes.
+    #[arg(long, default_value_t = 1000)]
+    routes: usize,
+    /// The tollgate binary (for `tollgate controller`).
+    #[arg(long, default_value = "target/release/tollgate")]
+    tollgate: PathBuf,
+    /// Compile repetitions for the in-process measurement.
+    #[arg(long, default_value_t = 20)]
+    compiles: usize,
+}
+
+fn manifests(routes: usize) -> String {
+    let mut text = String::from(
+        "apiVersion: tollgate.dev/v1alpha1\nkind: AIGateway\nmetadata: {name: bench, namespace: default}\nspec: {}\n---\n\
+         apiVersion: tollgate.dev/v1alpha1\nkind: ModelProvider\nmetadata: {name: mock, namespace: default}\nspec: {type: Mock, endpoint: \"http://127.0.0.1:1/v1\"}\n",
+    );
+    for i in 0..routes {
+        text.push_str(&format!(
+            "---\napiVersion: tollgate.dev/v1alpha1\nkind: AIRoute\nmetadata: {{name: route-{i}, namespace: default}}\nspec:\n  gatewayRef: {{name: bench}}\n  models: [model-{i}, \"family-{i}-*\"]\n  backends: [{{providerRef: {{name: mock}}, model: upstream-{i}, weight: 100}}]\n"
+        ));
+    }
+    text
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    kubectl: PathBuf,
+}
+
+impl Cluster {
+    fn start(repo: &Path) -> Result<Cluster, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let status = Command::new("bash")
+            .arg(repo.join("tests/k8s/envtest.sh"))
+            .arg("start")
+            .arg(dir.path())
+            .env("TOLLGATE_K8S_WATCH_PID", std::process::id().to_string())
+            .stdout(Stdio::null())
+            .status()
+            .map_err(|e| e.to_string())?;
+        if !status.success() {
+            return Err("envtest did not start".into());
+        }
+        let env = std::fs::read_to_string(dir.path().join("env")).map_err(|e| e.to_string())?;
+        let bin = env
+            .lines()
+            .find_map(|l| l.strip_prefix("TOLLGATE_K8S_BIN="))
+            .ok_or("no TOLLGATE_K8S_BIN")?;
+        Ok(Cluster {
+            kubectl: Path::new(bin).join("kubectl"),
+            dir,
+        })
+    }
+
+    fn kubectl(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new(&self.kubectl)
+            .arg("--kubeconfig")
+            .arg(self.dir.path().join("kubeconfig"))
+            .args(args)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let _ = Command::new("bash")
+            .arg(repo.join("tests/k8s/envtest.sh"))
+            .arg("stop")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn main() {
+    let args = Args::parse();
+    let text = manifests(args.routes);
+
+    // 1. compile alone, in-process.
+    let mut loaded = tollgate_config::Loaded::default();
+    tollgate_config::load::add_documents(&mut loaded, "bench.yaml", &text, &|_| None);
+    assert!(!loaded.has_errors(), "bench manifests are valid");
+    let mut times = Vec::with_capacity(args.compiles);
+    for _ in 0..args.compiles {
+        let started = Instant::now();
+        let compiled = tollgate_config::compile(&loaded.resources);
+        times.push(started.elapsed());
+        assert_eq!(
+            compiled
+                .snapshots
+                .values()
+                .next()
+                .map(|s| s.config.routes.len()),
+            Some(args.routes)
+        );
+    }
+    times.sort();
+    println!(
+        "compile {} AIRoutes: p50 {:?}, max {:?} ({} runs)",
+        args.routes,
+        percentile(&times, 0.5),
+        percentile(&times, 1.0),
+        args.compiles
+    );
+
+    // 2. the controller converging status for them in a real apiserver.
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let cluster = match Cluster::start(&repo) {
+        Ok(cluster) => cluster,
+        Err(error) => {
+            eprintln!("envtest: {error}");
+            std::process::exit(2);
+        }
+    };
+    let crds = repo.join("crds");
+    if let Err(error) = cluster
+        .kubectl(&["apply", "--server-side", "-f", &crds.to_string_lossy()])
+        .and_then(|_| {
+            cluster.kubectl(&[
+                "wait",
+                "--for=condition=Established",
+                "crd",
+                "--all",
+                "--timeout=30s",
+            ])
+        })
+    {
+        eprintln!("CRDs: {error}");
+        std::process::exit(2);
+    }
+    let file = cluster.dir.path().join("routes.yaml");
+    if std::fs::write(&file, &text).is_err()
+        || cluster
+            .kubectl(&["apply", "--server-side", "-f", &file.to_string_lossy()])
+            .is_err()
+    {
+        eprintln!("could not apply the routes");
+        std::process::exit(2);
+    }
+    let started = Instant::now();
+    let _controller = match Command::new(&args.tollgate)
+        .args(["controller", "--metrics-listen", "127.0.0.1:0"])
+        .env("KUBECONFIG", cluster.dir.path().join("kubeconfig"))
+        .env("TOLLGATE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    {
+        Ok(child) => KillOnDrop(child),
+        Err(error) => {
+            eprintln!("cannot start {}: {error}", args.tollgate.display());
+            std::process::exit(2);
+        }
+    };
+    let deadline = started + Duration::from_secs(120);
+    let jsonpath =
+        "{range .items[*]}{.status.conditions[?(@.type==\"Programmed\")].status}{\"\\n\"}{end}";
+    loop {
+        let programmed = cluster
+            .kubectl(&["get", "airoutes", "-o", &format!("jsonpath={jsonpath}")])
+            .map(|out| out.lines().filter(|l| *l == "True").count())
+            .unwrap_or(0);
+        if programmed == args.routes {
+            println!(
+                "controller start -> all {} AIRoutes Programmed=True in the apiserver: {:.2} s (includes cache sync and {} status writes)",
+                args.routes,
+                started.elapsed().as_secs_f64(),
+                args.routes + 2
+            );
+            break;
+        }
+        if Instant::now() > deadline {
+            println!(
+                "timed out after 120 s with {programmed}/{} routes programmed",
+                args.routes
+            );
+            std::process::exit(1);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
