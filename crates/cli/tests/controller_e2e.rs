@@ -10,65 +10,28 @@ use std::time::{Duration, Instant};
 use common::BIN;
 use serde_json::Value;
 
-const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
-
-/// A running envtest cluster, stopped on drop.
-struct Cluster {
-    dir: tempfile::TempDir,
-}
+/// The envtest cluster with the calls these tests make, panicking on failure.
+struct Cluster(tollgate_testenv::Cluster);
 
 impl Cluster {
     fn start() -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        let status = Command::new("bash")
-            .arg(format!("{REPO}/tests/k8s/envtest.sh"))
-            .arg("start")
-            .arg(dir.path())
-            .env("TOLLGATE_K8S_WATCH_PID", std::process::id().to_string())
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "envtest did not start");
-        Cluster { dir }
+        Cluster(tollgate_testenv::Cluster::start().expect("envtest"))
     }
 
     fn kubeconfig(&self) -> PathBuf {
-        self.dir.path().join("kubeconfig")
+        self.0.kubeconfig()
     }
 
     fn kubectl(&self, args: &[&str]) -> std::process::Output {
-        let env = std::fs::read_to_string(self.dir.path().join("env")).unwrap();
-        let bin = env
-            .lines()
-            .find_map(|l| l.strip_prefix("TOLLGATE_K8S_BIN="))
-            .expect("TOLLGATE_K8S_BIN in env");
-        Command::new(Path::new(bin).join("kubectl"))
-            .arg("--kubeconfig")
-            .arg(self.kubeconfig())
-            .args(args)
-            .output()
-            .unwrap()
+        self.0.kubectl_output(args).expect("kubectl runs")
     }
 
     fn apply(&self, path: &str) {
-        let out = self.kubectl(&["apply", "--server-side", "-f", path]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self.0.apply(Path::new(path)).expect("kubectl apply");
     }
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(format!("{REPO}/tests/k8s/envtest.sh"))
-            .arg("stop")
-            .arg(self.dir.path())
-            .status();
-    }
-}
+const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 
 fn condition<'a>(object: &'a Value, type_: &str) -> Option<&'a Value> {
     object["status"]["conditions"]

@@ -2,8 +2,6 @@
 //! two candidates never lead at once, a crashed leader is replaced once its
 //! Lease expires, and a released Lease is taken over at once.
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
@@ -14,53 +12,26 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tollgate_controller::leader::{LeaderConfig, LeaderElection};
 
-const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 const NAMESPACE: &str = "default";
 const LEASE: &str = "tollgate-controller-leader";
 const LEASE_DURATION: Duration = Duration::from_secs(2);
 
-/// A running envtest cluster, stopped on drop.
-struct Cluster {
-    dir: tempfile::TempDir,
-}
+/// The envtest cluster, plus a fresh client per candidate.
+struct Cluster(tollgate_testenv::Cluster);
 
 impl Cluster {
     fn start() -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        let status = Command::new("bash")
-            .arg(format!("{REPO}/tests/k8s/envtest.sh"))
-            .arg("start")
-            .arg(dir.path())
-            .env("TOLLGATE_K8S_WATCH_PID", std::process::id().to_string())
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "envtest did not start");
-        Cluster { dir }
-    }
-
-    fn kubeconfig(&self) -> PathBuf {
-        self.dir.path().join("kubeconfig")
+        Cluster(tollgate_testenv::Cluster::start().expect("envtest"))
     }
 
     /// A fresh client (own connections), as a separate replica would have.
     async fn client(&self) -> kube::Client {
-        let kubeconfig = Kubeconfig::read_from(self.kubeconfig()).unwrap();
+        let kubeconfig = Kubeconfig::read_from(self.0.kubeconfig()).unwrap();
         let config =
             kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
                 .await
                 .unwrap();
         kube::Client::try_from(config).unwrap()
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(format!("{REPO}/tests/k8s/envtest.sh"))
-            .arg("stop")
-            .arg(self.dir.path())
-            .status();
     }
 }
 

@@ -3,7 +3,7 @@
 //! real kube-apiserver (tests/k8s) to truthful status. Everything on loopback,
 //! every wait bounded.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -38,62 +38,6 @@ fn manifests(routes: usize) -> String {
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index.min(sorted.len() - 1)]
-}
-
-struct Cluster {
-    dir: tempfile::TempDir,
-    kubectl: PathBuf,
-}
-
-impl Cluster {
-    fn start(repo: &Path) -> Result<Cluster, String> {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let status = Command::new("bash")
-            .arg(repo.join("tests/k8s/envtest.sh"))
-            .arg("start")
-            .arg(dir.path())
-            .env("TOLLGATE_K8S_WATCH_PID", std::process::id().to_string())
-            .stdout(Stdio::null())
-            .status()
-            .map_err(|e| e.to_string())?;
-        if !status.success() {
-            return Err("envtest did not start".into());
-        }
-        let env = std::fs::read_to_string(dir.path().join("env")).map_err(|e| e.to_string())?;
-        let bin = env
-            .lines()
-            .find_map(|l| l.strip_prefix("TOLLGATE_K8S_BIN="))
-            .ok_or("no TOLLGATE_K8S_BIN")?;
-        Ok(Cluster {
-            kubectl: Path::new(bin).join("kubectl"),
-            dir,
-        })
-    }
-
-    fn kubectl(&self, args: &[&str]) -> Result<String, String> {
-        let out = Command::new(&self.kubectl)
-            .arg("--kubeconfig")
-            .arg(self.dir.path().join("kubeconfig"))
-            .args(args)
-            .output()
-            .map_err(|e| e.to_string())?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let _ = Command::new("bash")
-            .arg(repo.join("tests/k8s/envtest.sh"))
-            .arg("stop")
-            .arg(self.dir.path())
-            .status();
-    }
 }
 
 struct KillOnDrop(Child);
@@ -137,43 +81,28 @@ fn main() {
     );
 
     // 2. the controller converging status for them in a real apiserver.
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let cluster = match Cluster::start(&repo) {
+    let cluster = match tollgate_testenv::Cluster::start() {
         Ok(cluster) => cluster,
         Err(error) => {
             eprintln!("envtest: {error}");
             std::process::exit(2);
         }
     };
-    let crds = repo.join("crds");
-    if let Err(error) = cluster
-        .kubectl(&["apply", "--server-side", "-f", &crds.to_string_lossy()])
-        .and_then(|_| {
-            cluster.kubectl(&[
-                "wait",
-                "--for=condition=Established",
-                "crd",
-                "--all",
-                "--timeout=30s",
-            ])
+    let file = cluster.dir().join("routes.yaml");
+    let applied = cluster
+        .install_crds()
+        .and_then(|()| {
+            std::fs::write(&file, &text).map_err(|e| tollgate_testenv::Error::Spawn("write", e))
         })
-    {
-        eprintln!("CRDs: {error}");
-        std::process::exit(2);
-    }
-    let file = cluster.dir.path().join("routes.yaml");
-    if std::fs::write(&file, &text).is_err()
-        || cluster
-            .kubectl(&["apply", "--server-side", "-f", &file.to_string_lossy()])
-            .is_err()
-    {
-        eprintln!("could not apply the routes");
+        .and_then(|()| cluster.apply(&file));
+    if let Err(error) = applied {
+        eprintln!("setup: {error}");
         std::process::exit(2);
     }
     let started = Instant::now();
     let _controller = match Command::new(&args.tollgate)
         .args(["controller", "--metrics-listen", "127.0.0.1:0"])
-        .env("KUBECONFIG", cluster.dir.path().join("kubeconfig"))
+        .env("KUBECONFIG", cluster.kubeconfig())
         .env("TOLLGATE_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
