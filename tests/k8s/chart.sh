@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2154  # bin, dir and repo are set by lib.sh
 # The Helm charts (charts/tollgate, charts/tollgate-crds) and the kustomize
 # install (deploy/) against a real kube-apiserver (tests/k8s/envtest.sh):
 #
@@ -28,45 +29,15 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-repo="$(cd "$here/../.." && pwd)"
-passed=0
-failed=0
+# shellcheck disable=SC2034  # read by lib.sh
+suite=chart
+# shellcheck source=lib.sh
+source "$here/lib.sh"
 
-log() { echo "chart: $*" >&2; }
-ok() { passed=$((passed + 1)); echo "ok   - $*"; }
-nok() { failed=$((failed + 1)); echo "FAIL - $*"; }
-# check DESCRIPTION CMD... : ok if CMD succeeds, else FAIL with its output.
-check() {
-  local desc="$1" out
-  shift
-  if out="$("$@" 2>&1)"; then ok "$desc"; else nok "$desc"; sed 's/^/    | /' <<<"$out" | tail -n 20; fi
-}
-
-bin="$("$here/build.sh" | tail -n1)"
-export TOLLGATE_K8S_BIN="$bin"
+start_cluster
 export HELM="$bin/helm"
-dir="$(mktemp -d "${TMPDIR:-/tmp}/tollgate-chart.XXXXXX")"
 # helm keeps state (repositories, cache) under these: keep it out of $HOME.
 export HELM_CACHE_HOME="$dir/helm/cache" HELM_CONFIG_HOME="$dir/helm/config" HELM_DATA_HOME="$dir/helm/data"
-
-finish() {
-  local rc=$?
-  "$here/envtest.sh" stop "$dir" || true
-  if [[ $rc -eq 0 && $failed -eq 0 ]]; then
-    rm -rf "$dir"
-  else
-    log "run dir kept for inspection: $dir"
-    tail -n 15 "$dir/kube-apiserver.log" 2>/dev/null | sed 's/^/  apiserver| /' >&2 || true
-  fi
-  echo "chart: $passed passed, $failed failed"
-  [[ $rc -eq 0 && $failed -eq 0 ]] || exit 1
-}
-trap finish EXIT
-trap 'exit 130' INT TERM
-
-TOLLGATE_K8S_WATCH_PID=$$ "$here/envtest.sh" start "$dir" >/dev/null
-ok "etcd + kube-apiserver ready ($(sed -n 's/^TOLLGATE_K8S_SERVER=//p' "$dir/env"))"
-export KUBECONFIG="$dir/kubeconfig"
 
 k() { "$bin/kubectl" --request-timeout=30s "$@"; }
 helm() { "$HELM" "$@"; }

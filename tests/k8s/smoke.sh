@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2154  # bin, dir and repo are set by lib.sh
 # Smoke test of the envtest harness against Tollgate's CRDs:
 # build (or reuse) the binaries, start etcd + kube-apiserver, install the CRDs,
 # apply the quickstart, check CEL validation, ServiceAccount tokens
@@ -9,36 +10,13 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-repo="$(cd "$here/../.." && pwd)"
+# shellcheck disable=SC2034  # read by lib.sh
+suite=smoke
+# shellcheck source=lib.sh
+source "$here/lib.sh"
 crds="${TOLLGATE_SMOKE_CRDS:-$repo/crds}"
-passed=0
-failed=0
 
-log() { echo "smoke: $*" >&2; }
-ok() { passed=$((passed + 1)); echo "ok   - $*"; }
-nok() { failed=$((failed + 1)); echo "FAIL - $*"; }
-
-bin="$("$here/build.sh" | tail -n1)"
-export TOLLGATE_K8S_BIN="$bin"
-dir="$(mktemp -d "${TMPDIR:-/tmp}/tollgate-envtest.XXXXXX")"
-
-finish() {
-  local rc=$?
-  "$here/envtest.sh" stop "$dir" || true
-  if [[ $rc -eq 0 && $failed -eq 0 ]]; then
-    rm -rf "$dir"
-  else
-    log "run dir kept for inspection: $dir"
-    tail -n 15 "$dir/kube-apiserver.log" 2>/dev/null | sed 's/^/  apiserver| /' >&2 || true
-  fi
-  echo "smoke: $passed passed, $failed failed"
-  [[ $rc -eq 0 && $failed -eq 0 ]] || exit 1
-}
-trap finish EXIT
-trap 'exit 130' INT TERM
-
-"$here/envtest.sh" start "$dir" >/dev/null
-ok "etcd + kube-apiserver ready ($(sed -n 's/^TOLLGATE_K8S_SERVER=//p' "$dir/env"))"
+start_cluster
 
 k() { "$bin/kubectl" --kubeconfig "$dir/kubeconfig" --request-timeout=30s "$@"; }
 

@@ -298,18 +298,7 @@ async fn route_timeouts_bound_the_answer_and_stream_silences() {
     .await;
     assert_eq!(stream.status(), 200);
     let started = std::time::Instant::now();
-    let mut chunks = stream.bytes_stream();
-    let mut text = String::new();
-    let mut broke = false;
-    while let Some(chunk) = chunks.next().await {
-        match chunk {
-            Ok(bytes) => text.push_str(&String::from_utf8_lossy(&bytes)),
-            Err(_) => {
-                broke = true;
-                break;
-            }
-        }
-    }
+    let (text, broke) = read_stream(stream).await;
     assert!(broke, "an idle stream is cut off, not completed: {text}");
     assert!(!text.contains("[DONE]"));
     assert!(
@@ -433,18 +422,7 @@ async fn a_stream_that_ends_without_done_is_broken_to_the_client() {
     let gateway = start_gateway(&path);
     let response = post_chat(gateway.url("data"), &chat_body("chat", "hi", true)).await;
     assert_eq!(response.status(), 200);
-    let mut chunks = response.bytes_stream();
-    let mut text = String::new();
-    let mut broke = false;
-    while let Some(chunk) = chunks.next().await {
-        match chunk {
-            Ok(bytes) => text.push_str(&String::from_utf8_lossy(&bytes)),
-            Err(_) => {
-                broke = true;
-                break;
-            }
-        }
-    }
+    let (text, broke) = read_stream(response).await;
     assert_eq!(
         text.matches("half").count(),
         2,

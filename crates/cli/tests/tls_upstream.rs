@@ -5,7 +5,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -88,23 +87,14 @@ spec:
 }
 
 fn start_gateway_with_ca(config: &std::path::Path, ca_file: Option<&std::path::Path>) -> Process {
-    let mut command = Command::new(BIN);
-    command.args([
-        "gateway",
-        "--config",
-        config.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-    ]);
+    let mut command = gateway_command(config);
     match ca_file {
         Some(file) => command.env("SSL_CERT_FILE", file),
         None => command
             .env("SSL_CERT_FILE", "/nonexistent-ca.pem")
             .env("SSL_CERT_DIR", "/nonexistent"),
     };
-    Process::from_command(command.stdout(Stdio::piped()).stderr(Stdio::inherit()))
+    Process::from_command(&mut command)
 }
 
 #[tokio::test]

@@ -128,18 +128,42 @@ spec:
     )
 }
 
+/// `tollgate gateway` on `config_path`, on free loopback ports, stdout piped.
+pub fn gateway_command(config_path: &Path) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .args(["gateway", "--config"])
+        .arg(config_path)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--reload-debounce-ms",
+            "50",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    command
+}
+
 pub fn start_gateway(config_path: &Path) -> Process {
-    Process::start(&[
-        "gateway",
-        "--config",
-        config_path.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--reload-debounce-ms",
-        "50",
-    ])
+    Process::from_command(&mut gateway_command(config_path))
+}
+
+/// Reads a streamed body to its end; `true` when it broke off with an error
+/// instead of ending cleanly.
+pub async fn read_stream(response: reqwest::Response) -> (String, bool) {
+    use futures_util::StreamExt;
+    let mut chunks = response.bytes_stream();
+    let mut text = String::new();
+    while let Some(chunk) = chunks.next().await {
+        match chunk {
+            Ok(bytes) => text.push_str(&String::from_utf8_lossy(&bytes)),
+            Err(_) => return (text, true),
+        }
+    }
+    (text, false)
 }
 
 pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
