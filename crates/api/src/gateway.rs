@@ -17,6 +17,8 @@ use crate::common::SecretKeyRef;
     status = "AIGatewayStatus",
     printcolumn = r#"{"name":"Port","type":"integer","jsonPath":".spec.listener.port"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.readyReplicas"}"#,
+    printcolumn = r#"{"name":"Up-to-date","type":"integer","jsonPath":".status.updatedGateways"}"#,
+    printcolumn = r#"{"name":"Config","type":"string","jsonPath":".status.configHash"}"#,
     printcolumn = r#"{"name":"Endpoint","type":"string","jsonPath":".status.endpoint","priority":1}"#,
     printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
     printcolumn = r#"{"name":"Programmed","type":"string","jsonPath":".status.conditions[?(@.type==\"Programmed\")].status"}"#,
@@ -89,6 +91,15 @@ pub struct AIGatewayStatus {
     /// In-cluster URL of the gateway's API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// Short hash of the configuration the controller serves to this gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_hash: Option<String>,
+    /// Gateway processes subscribed to the controller for configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connected_gateways: Option<i32>,
+    /// Subscribed gateway processes that acknowledged running `configHash`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_gateways: Option<i32>,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

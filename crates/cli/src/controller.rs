@@ -1,5 +1,6 @@
 //! `tollgate controller`: leader election, then the status and workload
-//! loops; health and metrics on `--metrics-listen`.
+//! loops and the configuration server gateways subscribe to; health and
+//! metrics on `--metrics-listen`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -11,9 +12,11 @@ use hyper::body::Bytes;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
+use tollgate_controller::distribution::Hub;
 use tollgate_controller::leader::{LeaderConfig, LeaderElection};
 use tollgate_controller::workload::RenderSettings;
+use tollgate_controller::{config_server, tls};
 
 #[derive(clap::Args)]
 pub struct ControllerArgs {
@@ -41,6 +44,20 @@ pub struct ControllerArgs {
     /// Name of the leader-election Lease.
     #[arg(long, default_value = "tollgate-controller")]
     leader_election_id: String,
+    /// Address of the configuration server (HTTPS) gateway pods subscribe to.
+    #[arg(long, default_value = "0.0.0.0:8443")]
+    config_listen: SocketAddr,
+    /// Secret holding the configuration server's CA and certificate; created
+    /// (and renewed) by the controller when missing.
+    #[arg(long, default_value = "tollgate-controller-tls")]
+    tls_secret: String,
+    /// Namespace of that Secret: the controller's own.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "tollgate-system")]
+    tls_secret_namespace: String,
+    /// Extra DNS names or IP addresses for the certificate, beyond the
+    /// `--controller-url` host.
+    #[arg(long)]
+    tls_san: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +68,8 @@ pub enum ControllerError {
     Listen(SocketAddr, std::io::Error),
     #[error("lost leadership; exiting so a fresh process rejoins as a follower")]
     LostLeadership,
+    #[error(transparent)]
+    Tls(#[from] tollgate_controller::tls::TlsError),
 }
 
 /// Set once this replica leads and its caches are running.
@@ -99,18 +118,8 @@ pub async fn run(args: ControllerArgs) -> Result<(), ControllerError> {
         }
         () = shutdown() => return Ok(()),
     }
-    tracing::info!("leading: starting the status and workload loops");
-    health.leading.store(true, Ordering::Relaxed);
-    let settings = RenderSettings {
-        image: args.gateway_image,
-        controller_url: args.controller_url,
-    };
-    let result = tokio::select! {
-        () = tollgate_controller::status_loop::run(client.clone()) => Ok(()),
-        () = tollgate_controller::workload_loop::run(client, settings) => Ok(()),
-        _ = leading_rx.wait_for(|leading| !*leading) => Err(ControllerError::LostLeadership),
-        () = shutdown() => Ok(()),
-    };
+    tracing::info!("leading: starting the status and workload loops and the config server");
+    let result = lead(&args, client, &health, &mut leading_rx).await;
     health.leading.store(false, Ordering::Relaxed);
     if let Some(election) = election {
         // Hand over at once instead of making the successor wait out the lease.
@@ -119,6 +128,41 @@ pub async fn run(args: ControllerArgs) -> Result<(), ControllerError> {
         }
     }
     result
+}
+
+/// The leader's work: certificate, config server, status and workload loops.
+async fn lead(
+    args: &ControllerArgs,
+    client: kube::Client,
+    health: &Health,
+    leading_rx: &mut watch::Receiver<bool>,
+) -> Result<(), ControllerError> {
+    let sans = tls::sans_for(&args.controller_url, &args.tls_san);
+    let bundle = tls::ensure(&client, &args.tls_secret_namespace, &args.tls_secret, &sans).await?;
+    let listener = tokio::net::TcpListener::bind(args.config_listen)
+        .await
+        .map_err(|e| ControllerError::Listen(args.config_listen, e))?;
+    let hub = Hub::new(Arc::new(Notify::new()));
+    tokio::spawn(config_server::serve(
+        listener,
+        Arc::new(bundle.server_config()?),
+        hub.clone(),
+        Arc::new(config_server::ApiReviewer::new(client.clone())),
+        std::future::pending(),
+    ));
+    tracing::info!(address = %args.config_listen, url = %args.controller_url, "config server listening");
+    health.leading.store(true, Ordering::Relaxed);
+    let settings = RenderSettings {
+        image: args.gateway_image.clone(),
+        controller_url: args.controller_url.clone(),
+        controller_ca: bundle.ca_cert.clone(),
+    };
+    tokio::select! {
+        () = tollgate_controller::status_loop::run(client.clone(), hub) => Ok(()),
+        () = tollgate_controller::workload_loop::run(client, settings) => Ok(()),
+        _ = leading_rx.wait_for(|leading| !*leading) => Err(ControllerError::LostLeadership),
+        () = shutdown() => Ok(()),
+    }
 }
 
 async fn shutdown() {

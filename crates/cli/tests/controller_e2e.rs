@@ -68,7 +68,15 @@ fn controller_writes_truthful_conditions_and_kubectl_shows_them() {
 
     let _controller = KillOnDrop(
         Command::new(BIN)
-            .args(["controller", "--metrics-listen", "127.0.0.1:0"])
+            .args([
+                "controller",
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--config-listen",
+                "127.0.0.1:0",
+                "--tls-secret-namespace",
+                "default",
+            ])
             .env("KUBECONFIG", cluster.kubeconfig())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

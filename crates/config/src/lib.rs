@@ -1,5 +1,6 @@
 //! Tollgate configuration: one internal representation, the [`Snapshot`], fed
-//! by both standalone files ([`load`]) and, later, the controller.
+//! by both standalone files ([`load`]) and the controller, which pushes it to
+//! gateway pods over the protocol in [`push`].
 //!
 //! * [`load`] reads manifests (files or directories of multi-document YAML),
 //!   checks each document against its kind's schema and CEL rules, and
@@ -12,6 +13,7 @@ pub mod compile;
 pub mod diagnostics;
 pub mod document;
 pub mod load;
+pub mod push;
 pub mod resources;
 pub mod snapshot;
 

@@ -2,9 +2,12 @@
 //! ([`status`]); [`status_loop`] is the thin layer that reads the cluster
 //! through reflectors and writes status with server-side apply.
 
+pub mod config_server;
+pub mod distribution;
 pub mod leader;
 pub mod status;
 pub mod status_loop;
+pub mod tls;
 pub mod workload;
 pub mod workload_loop;
 

@@ -22,12 +22,14 @@ pub struct DesiredStatus {
     pub fleet: Option<Fleet>,
 }
 
-/// A gateway's pods as its Deployment and Service report them.
+/// A gateway's pods as its Deployment and Service report them, and what
+/// the config channel knows about them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Fleet {
     pub replicas: i32,
     pub ready_replicas: i32,
     pub endpoint: String,
+    pub config: crate::distribution::Tally,
 }
 
 impl DesiredStatus {
@@ -41,6 +43,11 @@ impl DesiredStatus {
             status["replicas"] = fleet.replicas.into();
             status["readyReplicas"] = fleet.ready_replicas.into();
             status["endpoint"] = fleet.endpoint.clone().into();
+            if let Some(hash) = &fleet.config.hash {
+                status["configHash"] = hash[..hash.len().min(12)].into();
+            }
+            status["connectedGateways"] = fleet.config.connected.into();
+            status["updatedGateways"] = fleet.config.updated.into();
         }
         status
     }

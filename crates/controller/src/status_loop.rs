@@ -1,6 +1,7 @@
 //! Watches AIGateway, ModelProvider, AIRoute and Secret; after each burst of
-//! changes compiles the whole set once and server-side-applies the status of
-//! every object whose conditions changed.
+//! changes compiles the whole set once, publishes each gateway's snapshot to
+//! its subscribed pods, and server-side-applies the status of every object
+//! whose conditions changed.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use tollgate_config::compile::DEFAULT_LISTENER_PORT;
 use tollgate_config::{ObjectRef, Resources, compile};
 
 use crate::FIELD_MANAGER;
+use crate::distribution::{Hub, Tally};
 use crate::status::{DesiredStatus, Fleet, desired_statuses, needs_update, warnings};
 use crate::workload;
 
@@ -39,8 +41,12 @@ pub enum Error {
 /// budget is generous on loopback; 16 keeps a 1,000-route change short).
 const STATUS_WRITERS: usize = 16;
 
-/// Quiet period that batches a burst of watch events into one compile.
-const DEBOUNCE: Duration = Duration::from_millis(50);
+/// Quiet period that batches a burst of watch events into one compile; short,
+/// because it is part of every change's propagation time.
+const DEBOUNCE: Duration = Duration::from_millis(5);
+
+/// Longest a steady stream of events can postpone a compile.
+const MAX_BATCH_DELAY: Duration = Duration::from_millis(200);
 
 struct Stores {
     gateways: Store<AIGateway>,
@@ -68,8 +74,9 @@ impl Stores {
 }
 
 /// Runs until the watch streams end (they retry with backoff forever).
-pub async fn run(client: Client) {
-    let changed = Arc::new(Notify::new());
+/// Snapshots go to `hub`, whose subscription changes also wake this loop.
+pub async fn run(client: Client, hub: Arc<Hub>) {
+    let changed = hub.changed();
     let stores = Stores {
         gateways: watch::<AIGateway>(client.clone(), changed.clone(), watcher::Config::default()),
         providers: watch::<ModelProvider>(
@@ -108,14 +115,25 @@ pub async fn run(client: Client) {
     );
     loop {
         // Collapse a burst of events into one compile.
-        while tokio::time::timeout(DEBOUNCE, changed.notified())
-            .await
-            .is_ok()
+        let batch_deadline = tokio::time::Instant::now() + MAX_BATCH_DELAY;
+        while tokio::time::Instant::now() < batch_deadline
+            && tokio::time::timeout(DEBOUNCE, changed.notified())
+                .await
+                .is_ok()
         {}
         let resources = stores.resources();
         let compiled = compile(&resources);
+        // Pods first: status writes can wait, serving the change cannot.
+        let gateway_refs: Vec<ObjectRef> = resources
+            .gateways
+            .iter()
+            .map(tollgate_config::resources::object_ref)
+            .collect();
+        for (gateway, error) in hub.publish(&gateway_refs, &compiled.snapshots) {
+            tracing::error!(%gateway, %error, "cannot encode the snapshot");
+        }
         let now = Time(jiff::Timestamp::now());
-        let fleets = fleets(&resources, &stores.deployments);
+        let fleets = fleets(&resources, &stores.deployments, &hub.tallies());
         let stale: Vec<DesiredStatus> = desired_statuses(&resources, &compiled, &fleets, &now)
             .into_iter()
             .filter(|desired| {
@@ -193,7 +211,11 @@ fn object_reference(resources: &Resources, object: &ObjectRef) -> Option<ObjectR
 }
 
 /// Each gateway's pods as its Deployment reports them, and its endpoint.
-fn fleets(resources: &Resources, deployments: &Store<Deployment>) -> BTreeMap<ObjectRef, Fleet> {
+fn fleets(
+    resources: &Resources,
+    deployments: &Store<Deployment>,
+    tallies: &BTreeMap<ObjectRef, Tally>,
+) -> BTreeMap<ObjectRef, Fleet> {
     let deployments = deployments.state();
     resources
         .gateways
@@ -218,6 +240,7 @@ fn fleets(resources: &Resources, deployments: &Store<Deployment>) -> BTreeMap<Ob
                 replicas: status.replicas.unwrap_or(0),
                 ready_replicas: status.ready_replicas.unwrap_or(0),
                 endpoint: workload::endpoint(&object.name, &object.namespace, port),
+                config: tallies.get(&object).cloned().unwrap_or_default(),
             };
             (object, fleet)
         })

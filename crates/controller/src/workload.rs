@@ -17,8 +17,8 @@ use k8s_openapi::api::autoscaling::v2::{
     MetricTarget, ResourceMetricSource,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
-    ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
+    HTTPGetAction, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
     ProjectedVolumeSource, ResourceRequirements, SeccompProfile, SecurityContext, Service,
     ServiceAccount, ServiceAccountTokenProjection, ServicePort, ServiceSpec,
     TopologySpreadConstraint, Volume, VolumeMount, VolumeProjection,
@@ -37,6 +37,8 @@ pub const DEFAULT_CPU_TARGET: i32 = 70;
 /// Audience of the pods' projected token, checked by the controller's TokenReview.
 pub const TOKEN_AUDIENCE: &str = "tollgate.dev/controller";
 const TOKEN_DIR: &str = "/var/run/secrets/tollgate.dev/token";
+/// Where the controller's CA certificate is mounted in gateway pods.
+const CONTROLLER_CA_DIR: &str = "/etc/tollgate/controller-ca";
 
 /// Controller-wide settings the gateway spec does not carry.
 #[derive(Debug, Clone)]
@@ -45,6 +47,9 @@ pub struct RenderSettings {
     pub image: String,
     /// Where gateway pods subscribe for configuration.
     pub controller_url: String,
+    /// PEM of the CA that signed the controller's certificate; copied next
+    /// to each gateway (a ConfigMap) for its pods to trust.
+    pub controller_ca: String,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -57,6 +62,8 @@ pub enum RenderError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Workload {
     pub service_account: ServiceAccount,
+    /// The controller's CA certificate, mounted by the pods.
+    pub controller_ca: ConfigMap,
     pub deployment: Deployment,
     pub service: Service,
     pub autoscaler: HorizontalPodAutoscaler,
@@ -66,6 +73,11 @@ pub struct Workload {
 /// Name of every object of the workload of gateway `name`.
 pub fn workload_name(gateway: &str) -> String {
     format!("tollgate-{gateway}")
+}
+
+/// Name of the ConfigMap holding the controller's CA in the gateway's namespace.
+pub fn controller_ca_name(gateway: &str) -> String {
+    format!("{}-controller-ca", workload_name(gateway))
 }
 
 /// In-cluster URL of the gateway's API.
@@ -118,6 +130,18 @@ pub fn render(gateway: &AIGateway, settings: &RenderSettings) -> Result<Workload
         ..ServiceAccount::default()
     };
 
+    let controller_ca = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(controller_ca_name(&name)),
+            ..meta.clone()
+        },
+        data: Some(BTreeMap::from([(
+            crate::tls::CA_CERT_KEY.to_string(),
+            settings.controller_ca.clone(),
+        )])),
+        ..ConfigMap::default()
+    };
+
     let container = Container {
         name: "gateway".into(),
         image: Some(
@@ -132,10 +156,14 @@ pub fn render(gateway: &AIGateway, settings: &RenderSettings) -> Result<Workload
             settings.controller_url.clone(),
             "--gateway".into(),
             format!("{namespace}/{name}"),
-            "--bind".into(),
-            "0.0.0.0".into(),
+            "--listen".into(),
+            format!("0.0.0.0:{listener_port}"),
+            "--admin-listen".into(),
+            format!("0.0.0.0:{admin_port}"),
             "--controller-token-file".into(),
             format!("{TOKEN_DIR}/token"),
+            "--controller-ca-file".into(),
+            format!("{CONTROLLER_CA_DIR}/{}", crate::tls::CA_CERT_KEY),
             "--shutdown-delay-secs".into(),
             "5".into(),
         ]),
@@ -182,12 +210,20 @@ pub fn render(gateway: &AIGateway, settings: &RenderSettings) -> Result<Workload
             }),
             ..SecurityContext::default()
         }),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "controller-token".into(),
-            mount_path: TOKEN_DIR.into(),
-            read_only: Some(true),
-            ..VolumeMount::default()
-        }]),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "controller-token".into(),
+                mount_path: TOKEN_DIR.into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: "controller-ca".into(),
+                mount_path: CONTROLLER_CA_DIR.into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+        ]),
         ..Container::default()
     };
 
@@ -207,21 +243,31 @@ pub fn render(gateway: &AIGateway, settings: &RenderSettings) -> Result<Workload
             ..PodSecurityContext::default()
         }),
         containers: vec![container],
-        volumes: Some(vec![Volume {
-            name: "controller-token".into(),
-            projected: Some(ProjectedVolumeSource {
-                sources: Some(vec![VolumeProjection {
-                    service_account_token: Some(ServiceAccountTokenProjection {
-                        audience: Some(TOKEN_AUDIENCE.into()),
-                        expiration_seconds: Some(3600),
-                        path: "token".into(),
-                    }),
-                    ..VolumeProjection::default()
-                }]),
-                ..ProjectedVolumeSource::default()
-            }),
-            ..Volume::default()
-        }]),
+        volumes: Some(vec![
+            Volume {
+                name: "controller-token".into(),
+                projected: Some(ProjectedVolumeSource {
+                    sources: Some(vec![VolumeProjection {
+                        service_account_token: Some(ServiceAccountTokenProjection {
+                            audience: Some(TOKEN_AUDIENCE.into()),
+                            expiration_seconds: Some(3600),
+                            path: "token".into(),
+                        }),
+                        ..VolumeProjection::default()
+                    }]),
+                    ..ProjectedVolumeSource::default()
+                }),
+                ..Volume::default()
+            },
+            Volume {
+                name: "controller-ca".into(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: controller_ca_name(&name),
+                    ..ConfigMapVolumeSource::default()
+                }),
+                ..Volume::default()
+            },
+        ]),
         topology_spread_constraints: Some(vec![TopologySpreadConstraint {
             max_skew: 1,
             topology_key: "kubernetes.io/hostname".into(),
@@ -331,6 +377,7 @@ pub fn render(gateway: &AIGateway, settings: &RenderSettings) -> Result<Workload
 
     Ok(Workload {
         service_account,
+        controller_ca,
         deployment,
         service,
         autoscaler,
@@ -425,6 +472,7 @@ mod tests {
         RenderSettings {
             image: "tollgate:test".into(),
             controller_url: "https://tollgate-controller.tollgate-system.svc:8443".into(),
+            controller_ca: "-----BEGIN CERTIFICATE-----\n".into(),
         }
     }
 
@@ -448,6 +496,53 @@ mod tests {
             );
             assert_eq!(owner.controller, Some(true));
         }
+    }
+
+    #[test]
+    fn pods_trust_the_controller_ca_and_listen_on_the_spec_ports() {
+        let mut gw = gateway(None);
+        gw.spec.listener = Some(tollgate_api::gateway::PortSpec { port: 8000 });
+        let w = render(&gw, &settings()).unwrap();
+        assert_eq!(
+            w.controller_ca.metadata.name.as_deref(),
+            Some("tollgate-edge-controller-ca")
+        );
+        assert_eq!(
+            w.controller_ca.metadata.owner_references.as_ref().unwrap()[0].uid,
+            "uid-1"
+        );
+        assert_eq!(
+            w.controller_ca.data.as_ref().unwrap()["ca.crt"],
+            settings().controller_ca
+        );
+        let pod = w.deployment.spec.unwrap().template.spec.unwrap();
+        let args = pod.containers[0].args.clone().unwrap();
+        let after = |flag: &str| {
+            let i = args.iter().position(|a| a == flag).unwrap();
+            args[i + 1].clone()
+        };
+        assert_eq!(after("--listen"), "0.0.0.0:8000");
+        assert_eq!(after("--admin-listen"), "0.0.0.0:9090");
+        assert_eq!(after("--gateway"), "team-a/edge");
+        let ca_file = after("--controller-ca-file");
+        let mount = pod.containers[0]
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| ca_file.starts_with(&m.mount_path))
+            .unwrap();
+        let volume = pod
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == mount.name)
+            .unwrap();
+        assert_eq!(
+            volume.config_map.as_ref().unwrap().name,
+            "tollgate-edge-controller-ca"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -51,6 +51,7 @@ pub async fn run(client: Client, settings: RenderSettings) {
         .owns(Api::<Deployment>::all(client.clone()), owned.clone())
         .owns(Api::<Service>::all(client.clone()), owned.clone())
         .owns(Api::<ServiceAccount>::all(client.clone()), owned.clone())
+        .owns(Api::<ConfigMap>::all(client.clone()), owned.clone())
         .owns(
             Api::<HorizontalPodAutoscaler>::all(client.clone()),
             owned.clone(),
@@ -75,6 +76,7 @@ async fn reconcile(gateway: Arc<AIGateway>, context: Arc<Context>) -> Result<Act
     let namespace = gateway.namespace().unwrap_or_default();
     let client = &context.client;
     apply(client, &namespace, &workload.service_account).await?;
+    apply(client, &namespace, &workload.controller_ca).await?;
     apply(client, &namespace, &workload.service).await?;
     apply(client, &namespace, &workload.deployment).await?;
     apply(client, &namespace, &workload.autoscaler).await?;

@@ -101,7 +101,15 @@ fn main() {
     }
     let started = Instant::now();
     let _controller = match Command::new(&args.tollgate)
-        .args(["controller", "--metrics-listen", "127.0.0.1:0"])
+        .args([
+            "controller",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--config-listen",
+            "127.0.0.1:0",
+            "--tls-secret-namespace",
+            "default",
+        ])
         .env("KUBECONFIG", cluster.kubeconfig())
         .env("TOLLGATE_LOG", "warn")
         .stdout(Stdio::null())

@@ -1,0 +1,263 @@
+//! The wire protocol between the controller and gateway pods.
+//!
+//! A gateway opens one HTTP/2 request per subscription:
+//! `POST /v1/gateways/{namespace}/{name}/subscribe` with its ServiceAccount
+//! token as `Authorization: Bearer`. Both bodies are streams of
+//! newline-delimited JSON messages:
+//!
+//! * controller → gateway ([`ServerMessage`]): the current snapshot as soon as
+//!   the stream opens and every new version after it (only the newest: a
+//!   gateway that falls behind skips versions, never applies stale ones), and
+//!   a heartbeat when nothing else was sent for a while;
+//! * gateway → controller ([`GatewayMessage`]): which version it now runs,
+//!   or why it refused one.
+//!
+//! Snapshot JSON contains no raw newlines (serde_json escapes them in
+//! strings), so one message is one line. Pure: no IO here, so both ends and
+//! their tests share one definition.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::snapshot::{Snapshot, SnapshotError};
+
+/// Request header carrying the pod's name, for status and logs.
+pub const POD_HEADER: &str = "x-tollgate-pod";
+
+/// How often the controller sends a heartbeat on an idle stream.
+pub const HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A gateway that hears nothing for this long treats the stream as dead.
+pub const STREAM_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The path a gateway subscribes on.
+pub fn subscribe_path(namespace: &str, name: &str) -> String {
+    format!("/v1/gateways/{namespace}/{name}/subscribe")
+}
+
+/// The `(namespace, name)` of a subscribe path, if it is one.
+pub fn parse_subscribe_path(path: &str) -> Option<(&str, &str)> {
+    let rest = path.strip_prefix("/v1/gateways/")?;
+    let (namespace, rest) = rest.split_once('/')?;
+    let name = rest.strip_suffix("/subscribe")?;
+    let valid = |s: &str| !s.is_empty() && !s.contains('/');
+    (valid(namespace) && valid(name)).then_some((namespace, name))
+}
+
+/// Controller → gateway: `{"type":"snapshot","snapshot":{..}}` or
+/// `{"type":"heartbeat"}`. A flat struct rather than a tagged enum so the
+/// snapshot can stay raw (serde's tagged enums buffer their content).
+#[derive(Debug, Deserialize)]
+struct ServerMessage<'a> {
+    #[serde(rename = "type")]
+    kind: ServerMessageKind,
+    #[serde(borrow, default)]
+    snapshot: Option<&'a RawValue>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+enum ServerMessageKind {
+    Snapshot,
+    Heartbeat,
+}
+
+/// Gateway → controller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum GatewayMessage {
+    /// The gateway now serves this snapshot.
+    Applied { hash: String },
+    /// The gateway could not use this snapshot and still serves its previous one.
+    Rejected { hash: String, error: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("malformed message: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error("snapshot message without a snapshot")]
+    MissingSnapshot,
+}
+
+/// One newline-terminated snapshot message, built once and sent to every
+/// subscriber of the gateway.
+pub fn snapshot_frame(snapshot: &Snapshot) -> Result<Vec<u8>, FrameError> {
+    let body = snapshot.to_json()?;
+    let mut frame = Vec::with_capacity(body.len() + 40);
+    frame.extend_from_slice(br#"{"type":"snapshot","snapshot":"#);
+    frame.extend_from_slice(&body);
+    frame.extend_from_slice(b"}\n");
+    Ok(frame)
+}
+
+/// The heartbeat line.
+pub fn heartbeat_frame() -> &'static [u8] {
+    b"{\"type\":\"heartbeat\"}\n"
+}
+
+/// What a gateway received on one line.
+#[derive(Debug)]
+pub enum Received {
+    Snapshot(Box<Snapshot>),
+    Heartbeat,
+}
+
+/// Decodes one line from the controller; a snapshot whose content does not
+/// match its hash is an error, so a damaged snapshot is never served.
+pub fn decode_server_line(line: &[u8]) -> Result<Received, FrameError> {
+    let message: ServerMessage<'_> = serde_json::from_slice(line)?;
+    match (message.kind, message.snapshot) {
+        (ServerMessageKind::Snapshot, Some(snapshot)) => Ok(Received::Snapshot(Box::new(
+            Snapshot::from_json(snapshot.get().as_bytes())?,
+        ))),
+        (ServerMessageKind::Snapshot, None) => Err(FrameError::MissingSnapshot),
+        (ServerMessageKind::Heartbeat, _) => Ok(Received::Heartbeat),
+    }
+}
+
+/// One newline-terminated message from the gateway.
+pub fn gateway_frame(message: &GatewayMessage) -> Vec<u8> {
+    // A two-field enum of strings always serializes.
+    let mut frame = serde_json::to_vec(message).unwrap_or_default();
+    frame.push(b'\n');
+    frame
+}
+
+/// Splits complete lines off the front of a byte buffer as chunks arrive;
+/// a line longer than `max_line` is an error (a runaway peer).
+#[derive(Debug, Default)]
+pub struct LineBuffer {
+    buffer: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("message longer than {0} bytes")]
+pub struct LineTooLong(pub usize);
+
+impl LineBuffer {
+    /// Appends `chunk` and returns every line it completed (without the newline).
+    pub fn push(&mut self, chunk: &[u8], max_line: usize) -> Result<Vec<Vec<u8>>, LineTooLong> {
+        self.buffer.extend_from_slice(chunk);
+        let mut lines = Vec::new();
+        while let Some(end) = self.buffer.iter().position(|&b| b == b'\n') {
+            let mut line: Vec<u8> = self.buffer.drain(..=end).collect();
+            line.pop();
+            if !line.is_empty() {
+                lines.push(line);
+            }
+        }
+        if self.buffer.len() > max_line {
+            return Err(LineTooLong(max_line));
+        }
+        Ok(lines)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::compile;
+    use crate::load::{Loaded, add_documents};
+
+    fn snapshot() -> Snapshot {
+        let yaml = r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: AIGateway
+metadata: {name: gw}
+spec: {}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: ModelProvider
+metadata: {name: mock}
+spec: {type: Mock, endpoint: "http://127.0.0.1:9/v1"}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: AIRoute
+metadata: {name: chat}
+spec:
+  gatewayRef: {name: gw}
+  models: ["line\nbreak"]
+  backends: [{providerRef: {name: mock}, model: m}]
+"#;
+        let mut loaded = Loaded::default();
+        add_documents(&mut loaded, "test.yaml", yaml, &|_| None);
+        assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+        let compiled = compile(&loaded.resources);
+        compiled.snapshots.into_values().next().unwrap()
+    }
+
+    #[test]
+    fn a_snapshot_travels_as_one_line_and_keeps_its_hash() {
+        let snapshot = snapshot();
+        let frame = snapshot_frame(&snapshot).unwrap();
+        assert_eq!(frame.iter().filter(|&&b| b == b'\n').count(), 1);
+        assert_eq!(frame.last(), Some(&b'\n'));
+        match decode_server_line(&frame[..frame.len() - 1]).unwrap() {
+            Received::Snapshot(received) => assert_eq!(*received, snapshot),
+            other => panic!("expected a snapshot, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_tampered_snapshot_is_refused() {
+        let frame = snapshot_frame(&snapshot()).unwrap();
+        let text = String::from_utf8(frame).unwrap();
+        let tampered = text.replace("\"m\"", "\"n\"");
+        assert_ne!(tampered, text, "the model name is in the frame");
+        let error = decode_server_line(tampered.trim_end().as_bytes()).unwrap_err();
+        assert!(matches!(
+            error,
+            FrameError::Snapshot(SnapshotError::HashMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn heartbeats_and_garbage() {
+        let beat = heartbeat_frame();
+        assert!(matches!(
+            decode_server_line(beat.trim_ascii_end()).unwrap(),
+            Received::Heartbeat
+        ));
+        assert!(decode_server_line(b"{\"type\":\"surprise\"}").is_err());
+        assert!(decode_server_line(b"not json").is_err());
+        assert!(matches!(
+            decode_server_line(b"{\"type\":\"snapshot\"}"),
+            Err(FrameError::MissingSnapshot)
+        ));
+    }
+
+    #[test]
+    fn gateway_messages_round_trip() {
+        let message = GatewayMessage::Rejected {
+            hash: "abc".into(),
+            error: "bad\ncert".into(),
+        };
+        let frame = gateway_frame(&message);
+        assert_eq!(frame.iter().filter(|&&b| b == b'\n').count(), 1);
+        let back: GatewayMessage = serde_json::from_slice(frame.trim_ascii_end()).unwrap();
+        assert_eq!(back, message);
+    }
+
+    #[test]
+    fn lines_are_split_across_chunks() {
+        let mut buffer = LineBuffer::default();
+        assert!(buffer.push(b"{\"a\":1}\n{\"b\"", 100).unwrap().len() == 1);
+        let lines = buffer.push(b":2}\n\n", 100).unwrap();
+        assert_eq!(lines, vec![b"{\"b\":2}".to_vec()]);
+        assert_eq!(buffer.push(&[b'x'; 101], 100), Err(LineTooLong(100)));
+    }
+
+    #[test]
+    fn subscribe_paths() {
+        assert_eq!(
+            parse_subscribe_path(&subscribe_path("team-a", "gw")),
+            Some(("team-a", "gw"))
+        );
+        assert_eq!(parse_subscribe_path("/v1/gateways/a/b/c/subscribe"), None);
+        assert_eq!(parse_subscribe_path("/v1/gateways//gw/subscribe"), None);
+        assert_eq!(parse_subscribe_path("/v1/gateways/a/gw"), None);
+    }
+}

@@ -1,0 +1,456 @@
+//! Serves snapshots to gateway pods over HTTPS (the protocol is in
+//! `tollgate_config::push`). Each subscriber proves who it is with its
+//! projected ServiceAccount token, which the apiserver checks (TokenReview,
+//! our audience only); a pod may only subscribe to the AIGateway whose
+//! ServiceAccount it runs as, because snapshots carry provider credentials.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body::Frame;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+use kube::Client;
+use kube::api::{Api, PostParams};
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+use tollgate_config::ObjectRef;
+use tollgate_config::push::{
+    GatewayMessage, HEARTBEAT_INTERVAL, LineBuffer, POD_HEADER, heartbeat_frame,
+    parse_subscribe_path,
+};
+
+use crate::distribution::{Hub, SubscribeError, Subscription};
+use crate::workload::{TOKEN_AUDIENCE, workload_name};
+
+/// Streams end after this long so gateways present a fresh token (the
+/// kubelet rotates them) and a revoked ServiceAccount loses access.
+pub const REAUTHENTICATE_AFTER: Duration = Duration::from_secs(600);
+
+/// Longest acknowledgement line accepted from a gateway.
+const MAX_ACK_LINE: usize = 64 * 1024;
+
+type Body = BoxBody<Bytes, Infallible>;
+
+/// What the apiserver said about a token.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reviewed {
+    pub authenticated: bool,
+    pub username: String,
+    /// The pod a bound token was issued for, when it says.
+    pub pod: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("token review failed: {0}")]
+pub struct ReviewError(String);
+
+/// Checks tokens; the apiserver in production, a stand-in in unit tests.
+pub trait TokenReviewer: Send + Sync + 'static {
+    fn review(
+        &self,
+        token: String,
+    ) -> Pin<Box<dyn Future<Output = Result<Reviewed, ReviewError>> + Send + '_>>;
+}
+
+/// TokenReview against the apiserver, for our audience only.
+pub struct ApiReviewer {
+    client: Client,
+}
+
+impl ApiReviewer {
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+}
+
+impl TokenReviewer for ApiReviewer {
+    fn review(
+        &self,
+        token: String,
+    ) -> Pin<Box<dyn Future<Output = Result<Reviewed, ReviewError>> + Send + '_>> {
+        Box::pin(async move {
+            let review = TokenReview {
+                spec: TokenReviewSpec {
+                    token: Some(token),
+                    audiences: Some(vec![TOKEN_AUDIENCE.into()]),
+                },
+                ..TokenReview::default()
+            };
+            let reviewed = Api::<TokenReview>::all(self.client.clone())
+                .create(&PostParams::default(), &review)
+                .await
+                .map_err(|e| ReviewError(e.to_string()))?;
+            let status = reviewed.status.unwrap_or_default();
+            let user = status.user.unwrap_or_default();
+            let audience_ok = status
+                .audiences
+                .as_ref()
+                .is_none_or(|a| a.iter().any(|a| a == TOKEN_AUDIENCE));
+            let pod = user
+                .extra
+                .as_ref()
+                .and_then(|e| e.get("authentication.kubernetes.io/pod-name"))
+                .and_then(|v| v.first().cloned());
+            Ok(Reviewed {
+                authenticated: status.authenticated.unwrap_or(false) && audience_ok,
+                username: user.username.unwrap_or_default(),
+                pod,
+                error: status.error,
+            })
+        })
+    }
+}
+
+/// Why a subscriber was turned away.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Denied {
+    #[error("the token was not accepted: {0}")]
+    Unauthenticated(String),
+    #[error("{user} may not receive the configuration of AIGateway {gateway}")]
+    Forbidden { user: String, gateway: String },
+}
+
+/// The only identity allowed to receive `gateway`'s snapshots: the
+/// ServiceAccount the controller created for its pods.
+pub fn authorize(reviewed: &Reviewed, gateway: &ObjectRef) -> Result<(), Denied> {
+    if !reviewed.authenticated {
+        return Err(Denied::Unauthenticated(
+            reviewed
+                .error
+                .clone()
+                .unwrap_or_else(|| format!("not valid for audience {TOKEN_AUDIENCE}")),
+        ));
+    }
+    let expected = format!(
+        "system:serviceaccount:{}:{}",
+        gateway.namespace,
+        workload_name(&gateway.name)
+    );
+    if reviewed.username == expected {
+        Ok(())
+    } else {
+        Err(Denied::Forbidden {
+            user: reviewed.username.clone(),
+            gateway: format!("{}/{}", gateway.namespace, gateway.name),
+        })
+    }
+}
+
+/// Accepts TLS connections until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    hub: Arc<Hub>,
+    reviewer: Arc<dyn TokenReviewer>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let acceptor = TlsAcceptor::from(tls);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of descriptors and the like: pause instead of spinning.
+                    tracing::warn!(%error, "config server accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let (acceptor, hub, reviewer) = (acceptor.clone(), hub.clone(), reviewer.clone());
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(
+                Duration::from_secs(10),
+                acceptor.accept(stream),
+            )
+            .await
+            {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => {
+                    tracing::debug!(%peer, %error, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let service = service_fn(move |request| {
+                let (hub, reviewer) = (hub.clone(), reviewer.clone());
+                async move { Ok::<_, Infallible>(handle(request, &hub, reviewer.as_ref()).await) }
+            });
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .keep_alive_interval(Some(Duration::from_secs(20)))
+                .keep_alive_timeout(Duration::from_secs(20));
+            if let Err(error) = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(%peer, %error, "config connection ended");
+            }
+        });
+    }
+}
+
+async fn handle(
+    request: Request<Incoming>,
+    hub: &Arc<Hub>,
+    reviewer: &dyn TokenReviewer,
+) -> Response<Body> {
+    let Some((namespace, name)) = parse_subscribe_path(request.uri().path()) else {
+        return error(StatusCode::NOT_FOUND, "not_found", "no such endpoint");
+    };
+    if request.method() != Method::POST {
+        return error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "subscribe with POST",
+        );
+    }
+    let gateway = ObjectRef {
+        kind: "AIGateway".into(),
+        namespace: namespace.into(),
+        name: name.into(),
+    };
+    let Some(token) = bearer_token(&request) else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "an Authorization: Bearer ServiceAccount token is required",
+        );
+    };
+    let reviewed = match reviewer.review(token).await {
+        Ok(reviewed) => reviewed,
+        Err(review_error) => {
+            tracing::warn!(%gateway, error = %review_error, "cannot review a subscriber's token");
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "review_failed",
+                "the token could not be checked; retry",
+            );
+        }
+    };
+    if let Err(denied) = authorize(&reviewed, &gateway) {
+        tracing::warn!(%gateway, reason = %denied, "subscription refused");
+        let status = match denied {
+            Denied::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Denied::Forbidden { .. } => StatusCode::FORBIDDEN,
+        };
+        let code = match status {
+            StatusCode::UNAUTHORIZED => "unauthenticated",
+            _ => "forbidden",
+        };
+        return error(status, code, &denied.to_string());
+    }
+    let pod = reviewed
+        .pod
+        .clone()
+        .or_else(|| {
+            request
+                .headers()
+                .get(POD_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let subscription = match hub.subscribe(&gateway, &pod) {
+        Ok(subscription) => Arc::new(subscription),
+        Err(refused @ SubscribeError::NotReady) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                &refused.to_string(),
+            );
+        }
+        Err(refused @ SubscribeError::UnknownGateway(_)) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "unknown_gateway",
+                &refused.to_string(),
+            );
+        }
+    };
+    tracing::info!(%gateway, %pod, "gateway subscribed");
+    tokio::spawn(read_acknowledgements(
+        request.into_body(),
+        subscription.clone(),
+    ));
+    let body = StreamBody::new(snapshot_stream(subscription).map(|b| Ok(Frame::data(b))));
+    let mut response = Response::new(BodyExt::boxed(body));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/x-ndjson"),
+    );
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    response
+}
+
+fn bearer_token(request: &Request<Incoming>) -> Option<String> {
+    let value = request
+        .headers()
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))?
+        .trim();
+    (!token.is_empty()).then(|| token.to_string())
+}
+
+/// The current snapshot at once, then every newer one, with heartbeats in
+/// between; ends when the gateway is deleted or re-authentication is due.
+fn snapshot_stream(
+    subscription: Arc<Subscription>,
+) -> impl futures_util::Stream<Item = Bytes> + Send {
+    struct State {
+        subscription: Arc<Subscription>,
+        updates: tokio::sync::watch::Receiver<Option<crate::distribution::Published>>,
+        first: bool,
+        deadline: Instant,
+    }
+    let updates = subscription.updates.clone();
+    let state = State {
+        subscription,
+        updates,
+        first: true,
+        deadline: Instant::now() + REAUTHENTICATE_AFTER,
+    };
+    futures_util::stream::unfold(state, |mut state| async move {
+        if std::mem::take(&mut state.first) {
+            let current = state.updates.borrow_and_update().clone();
+            if let Some(published) = current {
+                return Some((published.frame, state));
+            }
+        }
+        let heartbeat = tokio::time::sleep(HEARTBEAT_INTERVAL);
+        tokio::select! {
+            changed = state.updates.changed() => {
+                if changed.is_err() {
+                    tracing::info!(gateway = %state.subscription.gateway(), "gateway deleted; closing its stream");
+                    return None;
+                }
+                let frame = state
+                    .updates
+                    .borrow_and_update()
+                    .as_ref()
+                    .map_or_else(|| Bytes::from_static(heartbeat_frame()), |p| p.frame.clone());
+                Some((frame, state))
+            }
+            () = heartbeat => Some((Bytes::from_static(heartbeat_frame()), state)),
+            () = tokio::time::sleep_until(state.deadline) => None,
+        }
+    })
+}
+
+/// Reads the gateway's acknowledgements until its request body ends.
+async fn read_acknowledgements(mut body: Incoming, subscription: Arc<Subscription>) {
+    let mut lines = LineBuffer::default();
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { return };
+        let Some(data) = frame.data_ref() else {
+            continue;
+        };
+        let Ok(complete) = lines.push(data, MAX_ACK_LINE) else {
+            tracing::warn!(gateway = %subscription.gateway(), "acknowledgement too long; ignoring the rest");
+            return;
+        };
+        for line in complete {
+            match serde_json::from_slice::<GatewayMessage>(&line) {
+                Ok(message) => subscription.record(&message),
+                Err(error) => {
+                    tracing::warn!(gateway = %subscription.gateway(), %error, "unreadable acknowledgement")
+                }
+            }
+        }
+    }
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    let body = serde_json::json!({"error": {"code": code, "message": message}});
+    let mut response = Response::new(BodyExt::boxed(Full::new(Bytes::from(body.to_string()))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gateway() -> ObjectRef {
+        ObjectRef {
+            kind: "AIGateway".into(),
+            namespace: "team-a".into(),
+            name: "edge".into(),
+        }
+    }
+
+    #[test]
+    fn only_the_gateways_own_service_account_may_subscribe() {
+        let own = Reviewed {
+            authenticated: true,
+            username: "system:serviceaccount:team-a:tollgate-edge".into(),
+            ..Reviewed::default()
+        };
+        assert_eq!(authorize(&own, &gateway()), Ok(()));
+
+        let neighbour = Reviewed {
+            username: "system:serviceaccount:team-b:tollgate-edge".into(),
+            ..own.clone()
+        };
+        assert!(matches!(
+            authorize(&neighbour, &gateway()),
+            Err(Denied::Forbidden { .. })
+        ));
+        let other_gateway = Reviewed {
+            username: "system:serviceaccount:team-a:tollgate-internal".into(),
+            ..own.clone()
+        };
+        assert!(matches!(
+            authorize(&other_gateway, &gateway()),
+            Err(Denied::Forbidden { .. })
+        ));
+        let user = Reviewed {
+            username: "alice".into(),
+            ..own.clone()
+        };
+        assert!(authorize(&user, &gateway()).is_err());
+    }
+
+    #[test]
+    fn an_unauthenticated_token_is_refused_with_the_reason() {
+        let rejected = Reviewed {
+            authenticated: false,
+            username: "system:serviceaccount:team-a:tollgate-edge".into(),
+            error: Some("token has expired".into()),
+            ..Reviewed::default()
+        };
+        assert_eq!(
+            authorize(&rejected, &gateway()),
+            Err(Denied::Unauthenticated("token has expired".into()))
+        );
+    }
+}

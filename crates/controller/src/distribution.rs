@@ -1,0 +1,420 @@
+//! Which snapshot each gateway fleet should run, who is subscribed, and what
+//! each subscriber reported running. No network IO: the compile loop
+//! publishes, the config server subscribes and records acknowledgements, the
+//! status loop reads [`Hub::tallies`].
+//!
+//! Each gateway has a `watch` channel holding only the newest snapshot frame,
+//! so a slow subscriber skips versions instead of queueing stale ones.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use tokio::sync::{Notify, watch};
+use tollgate_config::push::{FrameError, GatewayMessage, snapshot_frame};
+use tollgate_config::{ObjectRef, Snapshot};
+
+/// One snapshot, encoded once for every subscriber.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub hash: String,
+    pub frame: Bytes,
+}
+
+/// Subscribers of one gateway and what they run, for its status.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// The snapshot currently published (full hash), if any.
+    pub hash: Option<String>,
+    /// Open subscriptions.
+    pub connected: i32,
+    /// Subscriptions that acknowledged the published snapshot.
+    pub updated: i32,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SubscribeError {
+    #[error("the controller has not compiled the configuration yet")]
+    NotReady,
+    #[error("AIGateway {0} does not exist")]
+    UnknownGateway(ObjectRef),
+}
+
+#[derive(Debug)]
+struct Subscriber {
+    pod: String,
+    /// The hash it last said it runs.
+    running: Option<String>,
+}
+
+#[derive(Debug)]
+struct Channel {
+    latest: watch::Sender<Option<Published>>,
+    subscribers: BTreeMap<u64, Subscriber>,
+}
+
+impl Channel {
+    fn new() -> Self {
+        Self {
+            latest: watch::Sender::new(None),
+            subscribers: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Set by the first publish: until then "unknown gateway" cannot be told
+    /// from "not compiled yet".
+    ready: bool,
+    gateways: BTreeMap<ObjectRef, Channel>,
+}
+
+#[derive(Debug)]
+pub struct Hub {
+    state: Mutex<State>,
+    /// Poked when subscriptions or acknowledgements change, so status follows.
+    changed: Arc<Notify>,
+    next_id: AtomicU64,
+}
+
+impl Hub {
+    pub fn new(changed: Arc<Notify>) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::default(),
+            changed,
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    /// The notifier poked on subscription and acknowledgement changes.
+    pub fn changed(&self) -> Arc<Notify> {
+        self.changed.clone()
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain data behind; keep going.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Makes `snapshots` current. `gateways` lists every AIGateway that
+    /// exists: one without a snapshot (its compile failed) keeps the last one
+    /// it had, so its pods keep serving; a gateway no longer listed is
+    /// dropped and its subscribers' streams end. Returns encoding failures.
+    pub fn publish<'a>(
+        &self,
+        gateways: impl IntoIterator<Item = &'a ObjectRef>,
+        snapshots: &BTreeMap<ObjectRef, Snapshot>,
+    ) -> Vec<(ObjectRef, FrameError)> {
+        let mut failures = Vec::new();
+        let mut state = self.state();
+        let mut kept = BTreeMap::new();
+        for gateway in gateways {
+            let channel = state.gateways.remove(gateway).unwrap_or_else(Channel::new);
+            if let Some(snapshot) = snapshots.get(gateway) {
+                let unchanged = channel
+                    .latest
+                    .borrow()
+                    .as_ref()
+                    .is_some_and(|p| p.hash == snapshot.hash);
+                if !unchanged {
+                    match snapshot_frame(snapshot) {
+                        Ok(frame) => {
+                            channel.latest.send_replace(Some(Published {
+                                hash: snapshot.hash.clone(),
+                                frame: Bytes::from(frame),
+                            }));
+                        }
+                        Err(error) => failures.push((gateway.clone(), error)),
+                    }
+                }
+            }
+            kept.insert(gateway.clone(), channel);
+        }
+        // Whatever is left was deleted; dropping its sender ends its streams.
+        state.gateways = kept;
+        state.ready = true;
+        // No poke: the publisher is the loop that reads the tallies next.
+        failures
+    }
+
+    /// Registers a subscriber of `gateway`'s snapshots.
+    pub fn subscribe(
+        self: &Arc<Self>,
+        gateway: &ObjectRef,
+        pod: &str,
+    ) -> Result<Subscription, SubscribeError> {
+        let mut state = self.state();
+        if !state.ready {
+            return Err(SubscribeError::NotReady);
+        }
+        let channel = state
+            .gateways
+            .get_mut(gateway)
+            .ok_or_else(|| SubscribeError::UnknownGateway(gateway.clone()))?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        channel.subscribers.insert(
+            id,
+            Subscriber {
+                pod: pod.to_string(),
+                running: None,
+            },
+        );
+        let updates = channel.latest.subscribe();
+        drop(state);
+        self.changed.notify_one();
+        Ok(Subscription {
+            hub: self.clone(),
+            gateway: gateway.clone(),
+            id,
+            updates,
+        })
+    }
+
+    /// Per gateway: the published hash, open subscriptions and how many run it.
+    pub fn tallies(&self) -> BTreeMap<ObjectRef, Tally> {
+        let state = self.state();
+        state
+            .gateways
+            .iter()
+            .map(|(gateway, channel)| {
+                let hash = channel.latest.borrow().as_ref().map(|p| p.hash.clone());
+                let updated = channel
+                    .subscribers
+                    .values()
+                    .filter(|s| hash.is_some() && s.running == hash)
+                    .count();
+                let tally = Tally {
+                    hash,
+                    connected: channel.subscribers.len() as i32,
+                    updated: updated as i32,
+                };
+                (gateway.clone(), tally)
+            })
+            .collect()
+    }
+
+    /// The pods subscribed to `gateway` and the hash each runs, for logs and tests.
+    pub fn subscribers(&self, gateway: &ObjectRef) -> Vec<(String, Option<String>)> {
+        let state = self.state();
+        state
+            .gateways
+            .get(gateway)
+            .map(|c| {
+                c.subscribers
+                    .values()
+                    .map(|s| (s.pod.clone(), s.running.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn record(&self, gateway: &ObjectRef, id: u64, running: Option<String>) {
+        let mut state = self.state();
+        if let Some(subscriber) = state
+            .gateways
+            .get_mut(gateway)
+            .and_then(|c| c.subscribers.get_mut(&id))
+            && subscriber.running != running
+        {
+            subscriber.running = running;
+            drop(state);
+            self.changed.notify_one();
+        }
+    }
+
+    fn unsubscribe(&self, gateway: &ObjectRef, id: u64) {
+        let mut state = self.state();
+        if let Some(channel) = state.gateways.get_mut(gateway) {
+            channel.subscribers.remove(&id);
+        }
+        drop(state);
+        self.changed.notify_one();
+    }
+}
+
+/// One open subscription; dropping it unregisters the subscriber.
+#[derive(Debug)]
+pub struct Subscription {
+    hub: Arc<Hub>,
+    gateway: ObjectRef,
+    id: u64,
+    /// The newest snapshot of the gateway; closed when the gateway is deleted.
+    pub updates: watch::Receiver<Option<Published>>,
+}
+
+impl Subscription {
+    /// Records what the gateway reported. A rejection means it still runs
+    /// its previous snapshot, which is not the published one.
+    pub fn record(&self, message: &GatewayMessage) {
+        match message {
+            GatewayMessage::Applied { hash } => {
+                self.hub.record(&self.gateway, self.id, Some(hash.clone()));
+            }
+            GatewayMessage::Rejected { hash, error } => {
+                tracing::warn!(gateway = %self.gateway, hash = %short(hash), %error, "a gateway rejected its snapshot");
+            }
+        }
+    }
+
+    pub fn gateway(&self) -> &ObjectRef {
+        &self.gateway
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.hub.unsubscribe(&self.gateway, self.id);
+    }
+}
+
+fn short(hash: &str) -> &str {
+    &hash[..hash.len().min(12)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollgate_config::load::{Loaded, add_documents};
+
+    fn gateway(name: &str) -> ObjectRef {
+        ObjectRef {
+            kind: "AIGateway".into(),
+            namespace: "default".into(),
+            name: name.into(),
+        }
+    }
+
+    /// Snapshots of gateway `gw` whose only route sends to backend `model`.
+    fn snapshots(model: &str) -> BTreeMap<ObjectRef, Snapshot> {
+        let yaml = format!(
+            r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: AIGateway
+metadata: {{name: gw}}
+spec: {{}}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: ModelProvider
+metadata: {{name: mock}}
+spec: {{type: Mock, endpoint: "http://127.0.0.1:9/v1"}}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: AIRoute
+metadata: {{name: chat}}
+spec:
+  gatewayRef: {{name: gw}}
+  models: [chat]
+  backends: [{{providerRef: {{name: mock}}, model: {model}}}]
+"#
+        );
+        let mut loaded = Loaded::default();
+        add_documents(&mut loaded, "test.yaml", &yaml, &|_| None);
+        assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+        tollgate_config::compile(&loaded.resources).snapshots
+    }
+
+    fn hub() -> Arc<Hub> {
+        Hub::new(Arc::new(Notify::new()))
+    }
+
+    #[test]
+    fn nobody_subscribes_before_the_first_compile() {
+        let hub = hub();
+        assert_eq!(
+            hub.subscribe(&gateway("gw"), "pod").unwrap_err(),
+            SubscribeError::NotReady
+        );
+        hub.publish([&gateway("gw")], &snapshots("a"));
+        assert!(hub.subscribe(&gateway("gw"), "pod").is_ok());
+        assert_eq!(
+            hub.subscribe(&gateway("other"), "pod").unwrap_err(),
+            SubscribeError::UnknownGateway(gateway("other"))
+        );
+    }
+
+    #[test]
+    fn a_subscriber_sees_the_newest_snapshot_and_is_counted_once_it_acks() {
+        let hub = hub();
+        let first = snapshots("a");
+        hub.publish([&gateway("gw")], &first);
+        let subscription = hub.subscribe(&gateway("gw"), "pod-1").unwrap();
+        let hash_a = first[&gateway("gw")].hash.clone();
+        assert_eq!(
+            subscription
+                .updates
+                .borrow()
+                .as_ref()
+                .map(|p| p.hash.clone()),
+            Some(hash_a.clone())
+        );
+        let tally = |hub: &Hub| hub.tallies()[&gateway("gw")].clone();
+        assert_eq!(
+            tally(&hub),
+            Tally {
+                hash: Some(hash_a.clone()),
+                connected: 1,
+                updated: 0
+            }
+        );
+        subscription.record(&GatewayMessage::Applied {
+            hash: hash_a.clone(),
+        });
+        assert_eq!(tally(&hub).updated, 1);
+
+        // A new version: the subscriber still runs the old one until it acks.
+        let second = snapshots("b");
+        let hash_b = second[&gateway("gw")].hash.clone();
+        hub.publish([&gateway("gw")], &second);
+        assert!(subscription.updates.has_changed().unwrap());
+        assert_eq!(tally(&hub).updated, 0);
+        subscription.record(&GatewayMessage::Rejected {
+            hash: hash_b.clone(),
+            error: "no".into(),
+        });
+        assert_eq!(tally(&hub).updated, 0, "a rejection is not an update");
+        subscription.record(&GatewayMessage::Applied {
+            hash: hash_b.clone(),
+        });
+        assert_eq!(tally(&hub).updated, 1);
+        assert_eq!(
+            hub.subscribers(&gateway("gw")),
+            vec![("pod-1".to_string(), Some(hash_b))]
+        );
+
+        drop(subscription);
+        assert_eq!(tally(&hub).connected, 0);
+    }
+
+    #[test]
+    fn republishing_the_same_snapshot_wakes_nobody() {
+        let hub = hub();
+        hub.publish([&gateway("gw")], &snapshots("a"));
+        let mut subscription = hub.subscribe(&gateway("gw"), "pod").unwrap();
+        subscription.updates.mark_unchanged();
+        hub.publish([&gateway("gw")], &snapshots("a"));
+        assert!(!subscription.updates.has_changed().unwrap());
+    }
+
+    #[test]
+    fn a_failed_compile_keeps_the_last_snapshot_and_a_deleted_gateway_ends_streams() {
+        let hub = hub();
+        let first = snapshots("a");
+        hub.publish([&gateway("gw")], &first);
+        let subscription = hub.subscribe(&gateway("gw"), "pod").unwrap();
+        hub.publish([&gateway("gw")], &BTreeMap::new());
+        assert_eq!(
+            hub.tallies()[&gateway("gw")].hash.as_deref(),
+            Some(first[&gateway("gw")].hash.as_str())
+        );
+        hub.publish([], &BTreeMap::new());
+        assert!(
+            subscription.updates.has_changed().is_err(),
+            "sender dropped"
+        );
+        assert!(hub.tallies().is_empty());
+    }
+}
