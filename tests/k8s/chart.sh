@@ -4,7 +4,9 @@
 # install (deploy/) against a real kube-apiserver (tests/k8s/envtest.sh):
 #
 #   offline   helm lint; helm template with default values and with
-#             charts/tollgate/ci/full-values.yaml; values.schema.json rejects
+#             charts/tollgate/ci/full-values.yaml; the configuration server's
+#             wiring (--config-listen, --controller-url = the config Service,
+#             --tls-secret, --tls-san); values.schema.json rejects
 #             bad values (replicaCount=-1, ...); the CRD copies are in sync
 #             (charts/sync-crds.sh --check, which also catches a tampered copy)
 #             and byte-identical to crds/ apart from the keep annotation.
@@ -12,7 +14,9 @@
 #                Established;
 #             2. helm template tollgate -n tollgate-system | kubectl apply
 #                --server-side; RBAC of its ServiceAccount via kubectl auth
-#                can-i (--as system:serviceaccount:tollgate-system:tollgate-controller);
+#                can-i (--as system:serviceaccount:tollgate-system:tollgate-controller),
+#                including the TLS Secret Role; the live Deployment's
+#                --controller-url names the live Service and its config port;
 #             3. the chart's objects deleted, then kubectl apply -k deploy/
 #                --server-side INTO THE SAME NAMESPACE (tollgate-system), the
 #                same can-i checks against the kustomize objects alone; a second
@@ -21,7 +25,9 @@
 #                another field manager raises no conflict (every field it
 #                shares with the kustomize install has the same value);
 #             4. real helm: install/upgrade/uninstall of charts/tollgate with
-#                the full values in namespace tollgate-opts; tollgate-crds
+#                the full values in namespace tollgate-opts (the controller's
+#                TLS Secret written as its ServiceAccount, and left behind by
+#                helm uninstall); tollgate-crds
 #                taken over by helm, upgraded (the change reaches the cluster),
 #                uninstalled (CRDs and users' resources stay: resource-policy keep).
 #
@@ -75,14 +81,69 @@ for want in \
   "runAsNonRoot: true" "readOnlyRootFilesystem: true" "allowPrivilegeEscalation: false" \
   "- ALL" "type: RuntimeDefault" "kind: ServiceAccount" "kind: ClusterRole" \
   "kind: ClusterRoleBinding" "kind: Role" "kind: RoleBinding" "kind: Service" \
-  "kind: PodDisruptionBudget" "serviceAccountName: tollgate-controller" "memory: 256Mi"; do
+  "kind: PodDisruptionBudget" "serviceAccountName: tollgate-controller" "memory: 256Mi" \
+  "- --config-listen=0.0.0.0:8443" "- --controller-url=https://tollgate-controller.tollgate-system.svc:8443" \
+  "- --tls-secret=tollgate-controller-tls" "- --tls-secret-namespace=\$(POD_NAMESPACE)" \
+  "name: tollgate-controller-metrics" 'resourceNames: ["tollgate-controller-tls"]' \
+  "name: tollgate-controller-tls" '"services", "serviceaccounts", "configmaps"'; do
   has "$render_default" "$want" || missing+=("$want")
 done
-if ((${#missing[@]} == 0)); then ok "default render: deployment (2 replicas, args, env, probes, hardening), SA, RBAC, Service, PDB"
+if ((${#missing[@]} == 0)); then ok "default render: deployment (2 replicas, args incl. config server, env, probes, hardening), SA, RBAC (+ TLS Role, configmaps), Services, PDB"
 else nok "default render lacks: ${missing[*]}"; fi
 if ! grep -q 'kind: CustomResourceDefinition' "$render_default" && ! grep -q '^kind: Namespace' "$render_default"; then
   ok "tollgate chart renders no CRD and no Namespace"
 else nok "tollgate chart renders a CRD or a Namespace"; fi
+
+# The configuration server's wiring, read structurally from a render: the
+# container listens on the port named "config" (--config-listen), and
+# --controller-url is https://<Service>.<namespace>.svc:<port> of a rendered
+# ClusterIP Service in the release namespace whose port of that number is named
+# "config" and targets the container's "config" port.
+wiring() { # render-file namespace -> prints "url service:port" or fails
+  python3 - "$1" "$2" <<'EOF'
+import re, sys
+text, ns = open(sys.argv[1]).read(), sys.argv[2]
+docs = [d for d in re.split(r"(?m)^---$", text) if re.search(r"(?m)^kind:", d)]
+def kind(d): return re.search(r"(?m)^kind: (\S+)", d).group(1)
+def name(d): return re.search(r"(?m)^  name: (\S+)", d).group(1)
+dep = next(d for d in docs if kind(d) == "Deployment")
+arg = lambda flag: re.findall(r"(?m)^ +- " + re.escape(flag) + r"=(\S+)$", dep)
+listen, url = arg("--config-listen"), arg("--controller-url")
+assert len(listen) == 1 and len(url) == 1, ("flags", listen, url)
+lport = int(listen[0].rsplit(":", 1)[1])
+cport = re.search(r"- name: config\n +containerPort: (\d+)", dep)
+assert cport and int(cport.group(1)) == lport, ("container port config", lport)
+m = re.fullmatch(r"https://([a-z0-9-]+)\.([a-z0-9-]+)\.svc:(\d+)", url[0])
+assert m, ("url", url[0])
+svc_name, svc_ns, port = m.group(1), m.group(2), int(m.group(3))
+assert svc_ns == ns, ("namespace", svc_ns, ns)
+svc = [d for d in docs if kind(d) == "Service" and name(d) == svc_name]
+assert len(svc) == 1, ("no Service", svc_name)
+svc = svc[0]
+assert "type: ClusterIP" in svc and ("namespace: " + ns) in svc, "service type/namespace"
+p = re.search(r"- name: config\n +port: (\d+)\n +targetPort: config\n", svc)
+assert p and int(p.group(1)) == port, ("service port config", port)
+print(url[0], f"{svc_name}:{port}")
+EOF
+}
+if out="$(wiring "$render_default" "$ns" 2>&1)" && [[ "$out" == "https://tollgate-controller.$ns.svc:8443 tollgate-controller:8443" ]]; then
+  ok "config server wiring (default): --config-listen 8443 = container port config, --controller-url = Service port config ($out)"
+else nok "config server wiring (default): $out"; fi
+if out="$(helm template tg "$chart" -n team-b --set configServer.port=9443 --set metrics.service.enabled=false >"$dir/cfg.yaml" &&
+  wiring "$dir/cfg.yaml" team-b 2>&1)" && [[ "$out" == "https://tg-tollgate-controller.team-b.svc:9443 tg-tollgate-controller:9443" ]] &&
+  [[ "$(grep -c '^kind: Service$' "$dir/cfg.yaml")" == 1 ]] && ! grep -q 'controller-metrics' "$dir/cfg.yaml"; then
+  ok "config server wiring follows release, namespace and configServer.port; the config Service stays without the metrics Service ($out)"
+else nok "config server wiring (port 9443, no metrics Service): $out"; fi
+if helm template t "$chart" --set configServer.url=https://tollgate.example.test:443 --set 'configServer.extraSANs={a.example.test,192.0.2.1}' \
+  --set configServer.tlsSecretName=custom-tls >"$dir/cfg.yaml" &&
+  has "$dir/cfg.yaml" "- --controller-url=https://tollgate.example.test:443" && has "$dir/cfg.yaml" "- --tls-san=a.example.test" &&
+  has "$dir/cfg.yaml" "- --tls-san=192.0.2.1" && has "$dir/cfg.yaml" "- --tls-secret=custom-tls" &&
+  has "$dir/cfg.yaml" 'resourceNames: ["custom-tls"]' && has "$dir/cfg.yaml" "- name: config"; then
+  ok "configServer.url, extraSANs, tlsSecretName reach the args and the TLS Role"
+else nok "configServer.url/extraSANs/tlsSecretName overrides"; fi
+if out="$(helm template t "$chart" --set configServer.port=8080 2>&1)"; then nok "configServer.port = metrics.port accepted"
+elif grep -q 'configServer.port and metrics.port must differ' <<<"$out"; then ok "configServer.port = metrics.port refused"
+else nok "configServer.port = metrics.port failed for another reason: $out"; fi
 
 missing=()
 for want in \
@@ -91,6 +152,9 @@ for want in \
   "- --gateway-image=registry.example.test/tollgate/gateway@sha256:0123456789abcdef" \
   '- "--some-future-flag=1"' "name: RUST_LOG" 'value: "text"' "serviceAccountName: tg-full-sa" \
   "name: tg-full-sa" 'resourceNames: ["tg-full-leader"]' "minAvailable: 50%" "port: 80" \
+  "- --config-listen=0.0.0.0:9443" "- --controller-url=https://tollgate-config.example.test:9443" \
+  "- --tls-secret=tg-full-certs" 'resourceNames: ["tg-full-certs"]' "port: 9443" \
+  "- --tls-san=tollgate-config.internal.example.test" "- --tls-san=10.0.0.10" \
   "prometheus.io/scrape: \"true\"" "team: platform" "tier: control-plane" "priorityClassName: tollgate-critical" \
   "kubernetes.io/os: linux" "node-role.kubernetes.io/control-plane" "podAntiAffinity:" \
   "topologyKey: topology.kubernetes.io/zone" "terminationGracePeriodSeconds: 45" "successThreshold: 2" \
@@ -124,6 +188,13 @@ schema_rejects "podDisruptionBudget.maxUnavailable=-1" --set podDisruptionBudget
 schema_rejects "an unknown key under image" --set image.tags=1
 schema_rejects "a non-string pod label" --set podLabels.a=1
 schema_rejects "whenUnsatisfiable=Maybe" --set 'topologySpreadConstraints[0].whenUnsatisfiable=Maybe'
+schema_rejects "configServer.port=0" --set configServer.port=0
+schema_rejects "configServer.port=70000" --set configServer.port=70000
+schema_rejects "configServer.port=https" --set configServer.port=https
+schema_rejects "configServer.url=http://..." --set configServer.url=http://tollgate.example.test:8443
+schema_rejects "configServer.tlsSecretName=Bad_Name" --set configServer.tlsSecretName=Bad_Name
+schema_rejects "a configServer.extraSANs entry with a comma" --set 'configServer.extraSANs[0]=a\,b'
+schema_rejects "an unknown key under configServer" --set configServer.listen=1
 if out="$(helm template t "$chart" --kube-version 1.29.9 2>&1)"; then nok "chart rendered for Kubernetes 1.29"
 elif grep -q 'kubeVersion' <<<"$out" && helm template t "$chart" --kube-version 1.30.0 >/dev/null 2>&1; then
   ok "kubeVersion >=1.30.0-0: 1.29 refused, 1.30 accepted"
@@ -270,11 +341,42 @@ rbac_suite() { # label
   can no create leases.coordination.k8s.io -n team-a || bad+=("NOT create leases outside $ns")
   can no update leases.coordination.k8s.io/someone-else -n "$ns" || bad+=("NOT update another lease")
   can no patch customresourcedefinitions.apiextensions.k8s.io || bad+=("NOT patch CRDs")
+  # ConfigMaps: the CA copied next to each gateway (server-side apply, watches).
+  for r in list watch create patch; do
+    can yes "$r" configmaps -n team-a || bad+=("$r configmaps")
+  done
+  can no delete configmaps -n team-a || bad+=("NOT delete configmaps")
+  can no update configmaps -n team-a || bad+=("NOT update configmaps")
+  # The TLS Secret: create any in $ns (create has no name), get/update only
+  # its own; nothing else by name, nowhere else.
+  can yes get secrets/tollgate-controller-tls -n "$ns" || bad+=("get secret tollgate-controller-tls in $ns")
+  can yes update secrets/tollgate-controller-tls -n "$ns" || bad+=("update secret tollgate-controller-tls in $ns")
+  can yes create secrets -n "$ns" || bad+=("create secrets in $ns")
+  can no get secrets/someone-else -n "$ns" || bad+=("NOT get another secret in $ns")
+  can no update secrets/someone-else -n "$ns" || bad+=("NOT update another secret in $ns")
+  can no get secrets -n "$ns" || bad+=("NOT get secrets (any name) in $ns")
+  can no delete secrets/tollgate-controller-tls -n "$ns" || bad+=("NOT delete the TLS secret")
+  can no patch secrets/tollgate-controller-tls -n "$ns" || bad+=("NOT patch the TLS secret")
+  can no get secrets/tollgate-controller-tls -n team-a || bad+=("NOT get tollgate-controller-tls outside $ns")
+  can no update secrets/tollgate-controller-tls -n team-a || bad+=("NOT update tollgate-controller-tls outside $ns")
+  can no get secrets --all-namespaces || bad+=("NOT get secrets cluster-wide")
   if ((${#bad[@]} == 0)); then
-    ok "RBAC ($label) as $as: can list airoutes, patch */status, list+watch secrets, create tokenreviews, create/patch deployments etc., leader Lease; cannot delete/get secrets, pods/exec, delete/update deployments, escalate, other leases"
+    ok "RBAC ($label) as $as: can list airoutes, patch */status, list+watch secrets, create tokenreviews, create/patch deployments, configmaps etc., leader Lease, get/update/create its TLS Secret in $ns; cannot delete/get secrets, get/update/delete other secrets or its own elsewhere, pods/exec, delete/update deployments, escalate, other leases"
   else nok "RBAC ($label) as $as, wrong answers for: ${bad[*]}"; fi
 }
 rbac_suite "chart"
+# The live objects agree: the Deployment's --controller-url names the live
+# Service and its config port.
+live_wiring() { # label deployment service port
+  local url svc_port target
+  url="$(k -n "$ns" get deployment "$2" -o jsonpath='{.spec.template.spec.containers[0].args}' | grep -o -- '--controller-url=[^"]*' | cut -d= -f2-)"
+  svc_port="$(k -n "$ns" get service "$3" -o jsonpath='{.spec.type} {.spec.ports[?(@.name=="config")].port}')"
+  target="$(k -n "$ns" get service "$3" -o jsonpath='{.spec.ports[?(@.name=="config")].targetPort}')"
+  if [[ "$url" == "https://$3.$ns.svc:$4" && "$svc_port" == "ClusterIP $4" && "$target" == config ]]; then
+    ok "live ($1): --controller-url $url = Service $3, ClusterIP, port config $4 -> targetPort config"
+  else nok "live ($1): url '$url', Service '$svc_port' targetPort '$target'"; fi
+}
+live_wiring chart tollgate-controller tollgate-controller 8443
 
 # 3. kustomize: same namespace, after removing the chart's objects, so the
 #    checks below see only what deploy/ created.
@@ -289,6 +391,7 @@ else nok "kubectl apply -k deploy/: $out"; fi
 if grep -qi 'warning' <<<"$out"; then nok "apply -k printed warnings: $(grep -i warning <<<"$out" | head -n 3)"
 else ok "apply -k: no warnings (pod template meets the namespace's restricted Pod Security level)"; fi
 rbac_suite "kustomize"
+live_wiring kustomize tollgate-controller tollgate-controller 8443
 
 versions() { k get -k deploy/ -o jsonpath='{range .items[*]}{.kind}/{.metadata.name}={.metadata.resourceVersion}{"\n"}{end}'; }
 before="$(versions)"
@@ -321,15 +424,26 @@ else nok "control: no PodSecurity warning for a privileged Deployment (admission
 
 # 4. Real helm releases.
 opts=tollgate-opts
-if helm install tg "$chart" -n "$opts" --create-namespace -f "$full" >/dev/null &&
+if helm install tg "$chart" -n "$opts" --create-namespace -f "$full" >"$dir/install-tg.txt" &&
   [[ "$(k -n "$opts" get deployment tg-full-controller -o jsonpath='{.spec.replicas}')" == 3 ]]; then
   ok "helm install tg -n $opts -f full-values.yaml (3 replicas)"
 else nok "helm install with full values"; fi
+if grep -qF 'Config server:   https://tollgate-config.example.test:9443' "$dir/install-tg.txt" &&
+  grep -qF 'TLS Secret:      tg-full-certs' "$dir/install-tg.txt" &&
+  grep -qF "http://tg-full-controller-metrics.$opts.svc:80/metrics" "$dir/install-tg.txt"; then
+  ok "helm install NOTES name the config server URL, the TLS Secret and the metrics Service"
+else nok "helm install NOTES: $(sed -n '/NOTES/,$p' "$dir/install-tg.txt" | head -n 8 | tr '\n' ' ')"; fi
+if [[ "$(k -n "$opts" get service tg-full-controller -o jsonpath='{.spec.ports[?(@.name=="config")].port}')" == 9443 ]]; then
+  ok "release tg: Service tg-full-controller has port config 9443"
+else nok "release tg: config Service port"; fi
 as="system:serviceaccount:$opts:tg-full-sa"
 if can yes update leases.coordination.k8s.io/tg-full-leader -n "$opts" &&
   can no update leases.coordination.k8s.io/tollgate-controller -n "$opts" &&
-  can yes create tokenreviews.authentication.k8s.io && can no delete secrets -n team-a; then
-  ok "RBAC of release tg follows serviceAccount.name and leaderElection.id"
+  can yes create tokenreviews.authentication.k8s.io && can no delete secrets -n team-a &&
+  can yes get secrets/tg-full-certs -n "$opts" && can yes update secrets/tg-full-certs -n "$opts" &&
+  can no get secrets/tg-full-controller-tls -n "$opts" && can no get secrets/tollgate-controller-tls -n "$opts" &&
+  can no get secrets/tg-full-certs -n "$ns"; then
+  ok "RBAC of release tg follows serviceAccount.name, leaderElection.id and configServer.tlsSecretName"
 else nok "RBAC of release tg"; fi
 if helm upgrade tg "$chart" -n "$opts" --reuse-values --set replicaCount=1 >/dev/null &&
   [[ "$(k -n "$opts" get deployment tg-full-controller -o jsonpath='{.spec.replicas}')" == 1 ]]; then
@@ -338,10 +452,30 @@ else nok "helm upgrade tg"; fi
 if out="$(helm upgrade tg "$chart" -n "$opts" --reuse-values --set replicaCount=-1 2>&1)"; then
   nok "helm upgrade accepted replicaCount=-1"
 else ok "helm upgrade --set replicaCount=-1 refused by the schema"; fi
+# What the controller does with its TLS Secret, done as its ServiceAccount
+# (real requests, not can-i): create, get, update (replace with the
+# resourceVersion read); delete is refused.
+tls_secret="apiVersion: v1
+kind: Secret
+metadata: {name: tg-full-certs, namespace: $opts}
+type: Opaque
+stringData: {ca.crt: test}"
+if k --as="$as" create -f - <<<"$tls_secret" >/dev/null &&
+  k --as="$as" -n "$opts" get secret tg-full-certs -o yaml >"$dir/tls-secret.yaml" &&
+  sed 's/^  ca.crt: .*/  ca.crt: dXBkYXRlZA==/' "$dir/tls-secret.yaml" | k --as="$as" replace -f - >/dev/null &&
+  [[ "$(k -n "$opts" get secret tg-full-certs -o jsonpath='{.data.ca\.crt}' | base64 -d)" == updated ]] &&
+  ! k --as="$as" -n "$opts" delete secret tg-full-certs >/dev/null 2>&1 &&
+  ! k --as="$as" -n "$opts" get secret tg-full-controller-tls >/dev/null 2>&1; then
+  ok "as $as: create, get and replace Secret tg-full-certs in $opts; delete it refused"
+else nok "TLS Secret requests as $as"; fi
 if helm uninstall tg -n "$opts" >/dev/null && ! k -n "$opts" get deployment tg-full-controller >/dev/null 2>&1 &&
-  ! k get clusterrole tg-full-controller >/dev/null 2>&1; then
+  ! k get clusterrole tg-full-controller >/dev/null 2>&1 && ! k -n "$opts" get role tg-full-controller-tls >/dev/null 2>&1 &&
+  ! k -n "$opts" get service tg-full-controller >/dev/null 2>&1; then
   ok "helm uninstall tg removes its objects"
 else nok "helm uninstall tg"; fi
+if k -n "$opts" get secret tg-full-certs >/dev/null 2>&1; then
+  ok "helm uninstall tg leaves the controller-created TLS Secret tg-full-certs (as README.md says)"
+else nok "the TLS Secret went with helm uninstall"; fi
 
 # tollgate-crds as a helm release: adopt the CRDs, upgrade them, uninstall.
 if helm install tollgate-crds "$crds_chart" --take-ownership >/dev/null; then

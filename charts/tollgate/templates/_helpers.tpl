@@ -31,6 +31,38 @@ Name of the controller's Deployment, Service, ClusterRole(Binding) and PDB:
 {{- printf "%s-controller" (include "tollgate.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{/*
+Name of the metrics Service: "<fullname>-controller-metrics".
+*/}}
+{{- define "tollgate.metricsServiceName" -}}
+{{- printf "%s-metrics" (include "tollgate.controllerName" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+URL gateway pods use to reach the configuration server (--controller-url):
+configServer.url, else the controller's Service in the release namespace,
+https://<fullname>-controller.<namespace>.svc:<configServer.port>.
+*/}}
+{{- define "tollgate.controllerURL" -}}
+{{- if .Values.configServer.url }}
+{{- .Values.configServer.url }}
+{{- else }}
+{{- printf "https://%s.%s.svc:%d" (include "tollgate.controllerName" .) .Release.Namespace (int .Values.configServer.port) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Secret holding the configuration server's CA and certificate (--tls-secret):
+configServer.tlsSecretName, else "<fullname>-controller-tls".
+*/}}
+{{- define "tollgate.tlsSecretName" -}}
+{{- if .Values.configServer.tlsSecretName }}
+{{- .Values.configServer.tlsSecretName }}
+{{- else }}
+{{- printf "%s-tls" (include "tollgate.controllerName" .) | trunc 253 }}
+{{- end }}
+{{- end }}
+
 {{- define "tollgate.chart" -}}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}

@@ -10,11 +10,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Request, Response, StatusCode, header};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::{Notify, watch};
 use tollgate_controller::distribution::Hub;
 use tollgate_controller::leader::{LeaderConfig, LeaderElection};
+use tollgate_controller::metrics::Metrics;
 use tollgate_controller::workload::RenderSettings;
 use tollgate_controller::{config_server, tls};
 
@@ -82,10 +83,15 @@ pub async fn run(args: ControllerArgs) -> Result<(), ControllerError> {
     let health = Arc::new(Health {
         leading: AtomicBool::new(false),
     });
+    let metrics = Arc::new(Metrics::new());
     let listener = tokio::net::TcpListener::bind(args.metrics_listen)
         .await
         .map_err(|e| ControllerError::Listen(args.metrics_listen, e))?;
-    tokio::spawn(serve_health(listener, health.clone()));
+    // The bound address, since `--metrics-listen` may ask for port 0.
+    if let Ok(address) = listener.local_addr() {
+        tracing::info!(%address, "health and metrics listening");
+    }
+    tokio::spawn(serve_health(listener, health.clone(), metrics.clone()));
 
     let (leading_tx, mut leading_rx) = watch::channel(false);
     let election = match &args.leader_election_namespace {
@@ -119,7 +125,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), ControllerError> {
         () = shutdown() => return Ok(()),
     }
     tracing::info!("leading: starting the status and workload loops and the config server");
-    let result = lead(&args, client, &health, &mut leading_rx).await;
+    let result = lead(&args, client, &health, metrics, &mut leading_rx).await;
     health.leading.store(false, Ordering::Relaxed);
     if let Some(election) = election {
         // Hand over at once instead of making the successor wait out the lease.
@@ -135,6 +141,7 @@ async fn lead(
     args: &ControllerArgs,
     client: kube::Client,
     health: &Health,
+    metrics: Arc<Metrics>,
     leading_rx: &mut watch::Receiver<bool>,
 ) -> Result<(), ControllerError> {
     let sans = tls::sans_for(&args.controller_url, &args.tls_san);
@@ -148,6 +155,7 @@ async fn lead(
         Arc::new(bundle.server_config()?),
         hub.clone(),
         Arc::new(config_server::ApiReviewer::new(client.clone())),
+        metrics.clone(),
         std::future::pending(),
     ));
     tracing::info!(address = %args.config_listen, url = %args.controller_url, "config server listening");
@@ -158,8 +166,8 @@ async fn lead(
         controller_ca: bundle.ca_cert.clone(),
     };
     tokio::select! {
-        () = tollgate_controller::status_loop::run(client.clone(), hub) => Ok(()),
-        () = tollgate_controller::workload_loop::run(client, settings) => Ok(()),
+        () = tollgate_controller::status_loop::run(client.clone(), hub, metrics.clone()) => Ok(()),
+        () = tollgate_controller::workload_loop::run(client, settings, metrics) => Ok(()),
         _ = leading_rx.wait_for(|leading| !*leading) => Err(ControllerError::LostLeadership),
         () = shutdown() => Ok(()),
     }
@@ -183,16 +191,22 @@ async fn shutdown() {
 
 /// /healthz: the process runs. /readyz: this replica leads (followers stay
 /// unready, so only the leader receives traffic). /metrics: Prometheus.
-async fn serve_health(listener: tokio::net::TcpListener, health: Arc<Health>) {
+async fn serve_health(
+    listener: tokio::net::TcpListener,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let health = health.clone();
+        let (health, metrics) = (health.clone(), metrics.clone());
         tokio::spawn(async move {
             let service = service_fn(move |request: Request<hyper::body::Incoming>| {
-                let health = health.clone();
-                async move { Ok::<_, Infallible>(health_response(&health, request.uri().path())) }
+                let (health, metrics) = (health.clone(), metrics.clone());
+                async move {
+                    Ok::<_, Infallible>(health_response(&health, &metrics, request.uri().path()))
+                }
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)
@@ -201,22 +215,33 @@ async fn serve_health(listener: tokio::net::TcpListener, health: Arc<Health>) {
     }
 }
 
-fn health_response(health: &Health, path: &str) -> Response<Full<Bytes>> {
+/// Content type of the OpenMetrics text format prometheus-client writes.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+fn health_response(health: &Health, metrics: &Metrics, path: &str) -> Response<Full<Bytes>> {
     let leading = health.leading.load(Ordering::Relaxed);
-    let (status, body) = match path {
-        "/healthz" => (StatusCode::OK, "ok\n".to_string()),
-        "/readyz" if leading => (StatusCode::OK, "leading\n".to_string()),
-        "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "follower\n".to_string()),
-        "/metrics" => (
-            StatusCode::OK,
-            format!(
-                "# HELP tollgate_controller_leader Whether this replica leads.\n# TYPE tollgate_controller_leader gauge\ntollgate_controller_leader {}\n",
-                u8::from(leading)
-            ),
+    let (status, body, content_type) = match path {
+        "/healthz" => (StatusCode::OK, "ok\n".to_string(), None),
+        "/readyz" if leading => (StatusCode::OK, "leading\n".to_string(), None),
+        "/readyz" => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "follower\n".to_string(),
+            None,
         ),
-        _ => (StatusCode::NOT_FOUND, "not found\n".to_string()),
+        "/metrics" => {
+            // `leading` is the one source of truth; the gauge mirrors it at scrape time.
+            metrics.leader.set(i64::from(leading));
+            (StatusCode::OK, metrics.encode(), Some(OPENMETRICS))
+        }
+        _ => (StatusCode::NOT_FOUND, "not found\n".to_string(), None),
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
+    if let Some(content_type) = content_type {
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static(content_type),
+        );
+    }
     response
 }

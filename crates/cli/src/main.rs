@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Parser, Subcommand, ValueEnum};
+use tollgate_gateway::standalone::{FileSource, Source};
+use tollgate_gateway::subscriber::{ControllerOptions, ControllerUrl, GatewayId};
 
 mod controller;
 mod validate;
@@ -33,7 +35,8 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the data plane from manifest files, hot-reloading them on change.
+    /// Run the data plane from manifest files (hot-reloaded on change) or
+    /// from the configuration the controller pushes.
     Gateway(GatewayArgs),
     /// Check manifests offline (schema, CEL rules, references); exit 1 on any error.
     Validate {
@@ -54,13 +57,35 @@ enum Command {
 }
 
 #[derive(clap::Args)]
+#[command(group(
+    ArgGroup::new("source")
+        .required(true)
+        .multiple(false)
+        .args(["config", "controller"])
+))]
 struct GatewayArgs {
     /// Manifest files or directories (AIGateway, ModelProvider, AIRoute, Secret).
-    #[arg(long, short, required = true, num_args = 1..)]
+    #[arg(long, short, num_args = 1..)]
     config: Vec<PathBuf>,
-    /// Which AIGateway to serve (`name` or `namespace/name`) when several are defined.
+    /// Take configuration from the Tollgate controller at this https URL
+    /// instead of files.
+    #[arg(long, value_name = "URL", requires_all = ["gateway", "controller_token_file"])]
+    controller: Option<ControllerUrl>,
+    /// The token presented to the controller (the projected ServiceAccount
+    /// token); re-read on every connect.
+    #[arg(long, value_name = "PATH", requires = "controller")]
+    controller_token_file: Option<PathBuf>,
+    /// PEM bundle of CAs to trust for the controller (default: the system roots).
+    #[arg(long, value_name = "PATH", requires = "controller")]
+    controller_ca_file: Option<PathBuf>,
+    /// This pod's name, reported to the controller (default: the hostname).
+    #[arg(long, env = "POD_NAME")]
+    pod_name: Option<String>,
+    /// Which AIGateway to serve (`name` or `namespace/name`; a bare name is
+    /// in `default`): required with --controller, and with --config when the
+    /// files define several.
     #[arg(long)]
-    gateway: Option<String>,
+    gateway: Option<GatewayId>,
     /// Address for the spec's ports. 127.0.0.1 by default so a laptop run is
     /// not exposed; containers pass 0.0.0.0.
     #[arg(long, default_value = "127.0.0.1", env = "TOLLGATE_BIND")]
@@ -103,21 +128,9 @@ fn main() -> ExitCode {
         },
         Command::Validate { paths } => validate::run(&paths),
         Command::Gateway(args) => {
-            let options = tollgate_gateway::standalone::Options {
-                paths: args.config,
-                gateway: args.gateway,
-                listen: args.listen,
-                admin_listen: args.admin_listen,
-                bind: args.bind,
-                drain_timeout: Duration::from_secs(args.drain_timeout_secs),
-                reload_debounce: Duration::from_millis(args.reload_debounce_ms),
-                shutdown_delay: Duration::from_secs(args.shutdown_delay_secs),
-                workers: args
-                    .workers
-                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
-            };
-            match tollgate_gateway::standalone::run(options) {
-                Ok(()) => ExitCode::SUCCESS,
+            match gateway_options(args).map(tollgate_gateway::standalone::run) {
+                Ok(Ok(())) => ExitCode::SUCCESS,
+                Ok(Err(error)) => fail(error),
                 Err(error) => fail(error),
             }
         }
@@ -132,6 +145,50 @@ fn main() -> ExitCode {
             Err(error) => fail(error),
         },
     }
+}
+
+fn gateway_options(args: GatewayArgs) -> Result<tollgate_gateway::standalone::Options, String> {
+    let source = match args.controller {
+        Some(url) => {
+            // clap's `requires_all` already insists on both; this keeps it total.
+            let (Some(token_file), Some(gateway)) = (args.controller_token_file, args.gateway)
+            else {
+                return Err("--controller needs --gateway and --controller-token-file".into());
+            };
+            Source::Controller(ControllerOptions {
+                url,
+                gateway,
+                token_file,
+                ca_file: args.controller_ca_file,
+                pod_name: args.pod_name.unwrap_or_else(hostname),
+            })
+        }
+        None => Source::Files(FileSource {
+            paths: args.config,
+            gateway: args.gateway.map(|g| g.to_string()),
+            reload_debounce: Duration::from_millis(args.reload_debounce_ms),
+        }),
+    };
+    Ok(tollgate_gateway::standalone::Options {
+        source,
+        listen: args.listen,
+        admin_listen: args.admin_listen,
+        bind: args.bind,
+        drain_timeout: Duration::from_secs(args.drain_timeout_secs),
+        shutdown_delay: Duration::from_secs(args.shutdown_delay_secs),
+        workers: args
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+    })
+}
+
+/// The pod name when `POD_NAME` is not set: in Kubernetes the hostname is the pod's name.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "unknown".to_string())
 }
 
 fn write_crds(dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
@@ -167,5 +224,123 @@ fn init_tracing(format: LogFormat) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::error::ErrorKind;
+
+    fn gateway(args: &[&str]) -> Result<GatewayArgs, clap::Error> {
+        let cli = Cli::try_parse_from(["tollgate", "gateway"].iter().chain(args))?;
+        match cli.command {
+            Command::Gateway(args) => Ok(args),
+            _ => panic!("parsed as another command"),
+        }
+    }
+
+    const CONTROLLER: [&str; 6] = [
+        "--controller",
+        "https://tollgate-controller.tollgate-system.svc:8443",
+        "--gateway",
+        "team-a/gw",
+        "--controller-token-file",
+        "/var/run/secrets/tollgate.dev/token/token",
+    ];
+
+    #[test]
+    fn exactly_one_source_is_required() {
+        let neither = gateway(&[]).err().map(|e| e.kind());
+        assert_eq!(neither, Some(ErrorKind::MissingRequiredArgument));
+        let mut both = CONTROLLER.to_vec();
+        both.extend(["--config", "gw.yaml"]);
+        let both = gateway(&both).err().map(|e| e.kind());
+        assert_eq!(both, Some(ErrorKind::ArgumentConflict));
+        assert!(gateway(&["--config", "a.yaml", "b.yaml"]).is_ok());
+    }
+
+    #[test]
+    fn the_controller_needs_a_gateway_and_a_token() {
+        for missing in ["--gateway", "--controller-token-file"] {
+            let position = CONTROLLER.iter().position(|a| *a == missing).unwrap();
+            let mut args = CONTROLLER.to_vec();
+            args.drain(position..position + 2);
+            let error = gateway(&args).err().expect("rejected");
+            assert_eq!(error.kind(), ErrorKind::MissingRequiredArgument);
+            assert!(error.to_string().contains(missing), "{error}");
+        }
+        let error = gateway(&["--config", "gw.yaml", "--controller-token-file", "t"]).err();
+        assert_eq!(
+            error.map(|e| e.kind()),
+            Some(ErrorKind::MissingRequiredArgument),
+            "the token file belongs to --controller"
+        );
+    }
+
+    #[test]
+    fn controller_options_are_parsed() {
+        let mut args = CONTROLLER.to_vec();
+        args.extend([
+            "--pod-name",
+            "gw-7d9f-abcde",
+            "--controller-ca-file",
+            "/ca.pem",
+        ]);
+        let options = gateway_options(gateway(&args).unwrap()).unwrap();
+        let Source::Controller(controller) = options.source else {
+            panic!("controller mode");
+        };
+        assert_eq!(controller.gateway.to_string(), "team-a/gw");
+        assert_eq!(controller.pod_name, "gw-7d9f-abcde");
+        assert_eq!(
+            controller.ca_file.as_deref(),
+            Some(std::path::Path::new("/ca.pem"))
+        );
+        assert_eq!(
+            controller.url.to_string(),
+            "https://tollgate-controller.tollgate-system.svc:8443"
+        );
+
+        let mut bare = CONTROLLER.to_vec();
+        bare[3] = "gw";
+        let options = gateway_options(gateway(&bare).unwrap()).unwrap();
+        let Source::Controller(controller) = options.source else {
+            panic!("controller mode");
+        };
+        assert_eq!(controller.gateway.to_string(), "default/gw");
+        assert!(!controller.pod_name.is_empty(), "defaults to the hostname");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let mut http = CONTROLLER.to_vec();
+        http[1] = "http://controller:8443";
+        let error = gateway(&http).err().expect("rejected");
+        assert_eq!(error.kind(), ErrorKind::ValueValidation);
+        assert!(error.to_string().contains("https"), "{error}");
+        let mut bad_gateway = CONTROLLER.to_vec();
+        bad_gateway[3] = "a/b/c";
+        let error = gateway(&bad_gateway).err().expect("rejected");
+        assert_eq!(error.kind(), ErrorKind::ValueValidation);
+    }
+
+    #[test]
+    fn file_mode_keeps_its_options() {
+        let args = gateway(&[
+            "--config",
+            "gw.yaml",
+            "--gateway",
+            "gw",
+            "--reload-debounce-ms",
+            "7",
+        ]);
+        let options = gateway_options(args.unwrap()).unwrap();
+        let Source::Files(files) = options.source else {
+            panic!("file mode");
+        };
+        assert_eq!(files.gateway.as_deref(), Some("default/gw"));
+        assert_eq!(files.reload_debounce, Duration::from_millis(7));
+        assert_eq!(files.paths, [PathBuf::from("gw.yaml")]);
     }
 }

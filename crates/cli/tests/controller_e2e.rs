@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -66,12 +68,19 @@ fn controller_writes_truthful_conditions_and_kubectl_shows_them() {
     .unwrap();
     cluster.apply(dangling.to_str().unwrap());
 
+    // A free port for /metrics, so the test can scrape it (the controller
+    // prints nothing on stdout to learn a port 0 from).
+    let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
     let _controller = KillOnDrop(
         Command::new(BIN)
             .args([
                 "controller",
                 "--metrics-listen",
-                "127.0.0.1:0",
+                &metrics_addr,
                 "--config-listen",
                 "127.0.0.1:0",
                 "--tls-secret-namespace",
@@ -206,6 +215,82 @@ fn controller_writes_truthful_conditions_and_kubectl_shows_them() {
     }
 
     check_workload(&cluster);
+    check_metrics(&metrics_addr);
+}
+
+/// `GET /metrics` over plain HTTP/1.1: (Content-Type, body), or None while
+/// the controller is not listening yet.
+fn scrape(addr: &str) -> Option<(String, String)> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let content_type = head.lines().find_map(|l| {
+        l.to_ascii_lowercase()
+            .strip_prefix("content-type:")
+            .map(|v| v.trim().to_string())
+    })?;
+    Some((content_type, body.to_string()))
+}
+
+/// The value of the sample whose name and labels are exactly `series`.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// After convergence both loops have reconciled successfully, and /metrics
+/// says so in the OpenMetrics format.
+fn check_metrics(addr: &str) {
+    let status_ok = r#"tollgate_controller_reconciles_total{loop="status",result="ok"}"#;
+    let workload_ok = r#"tollgate_controller_reconciles_total{loop="workload",result="ok"}"#;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (content_type, text) = loop {
+        let scraped = scrape(addr);
+        if let Some((_, text)) = &scraped
+            && sample(text, status_ok) > 0.0
+            && sample(text, workload_ok) > 0.0
+        {
+            break scraped.unwrap();
+        }
+        assert!(Instant::now() < deadline, "metrics: {scraped:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    assert_eq!(sample(&text, "tollgate_controller_leader"), 1.0, "{text}");
+    assert!(
+        sample(
+            &text,
+            r#"tollgate_controller_status_writes_total{result="ok"}"#
+        ) > 0.0,
+        "{text}"
+    );
+    assert!(
+        sample(&text, "tollgate_controller_compile_duration_seconds_count") > 0.0,
+        "{text}"
+    );
+    assert!(
+        sample(
+            &text,
+            r#"tollgate_controller_reconcile_duration_seconds_count{loop="workload"}"#
+        ) > 0.0,
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE tollgate_controller_config_subscribers gauge"),
+        "{text}"
+    );
 }
 
 /// Kills the child even when an assertion fails first.

@@ -131,6 +131,9 @@ pub fn gateway_frame(message: &GatewayMessage) -> Vec<u8> {
 #[derive(Debug, Default)]
 pub struct LineBuffer {
     buffer: Vec<u8>,
+    /// Bytes at the front of `buffer` already known to hold no newline, so a
+    /// large snapshot arriving in small chunks is scanned once, not per chunk.
+    scanned: usize,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -142,13 +145,18 @@ impl LineBuffer {
     pub fn push(&mut self, chunk: &[u8], max_line: usize) -> Result<Vec<Vec<u8>>, LineTooLong> {
         self.buffer.extend_from_slice(chunk);
         let mut lines = Vec::new();
-        while let Some(end) = self.buffer.iter().position(|&b| b == b'\n') {
-            let mut line: Vec<u8> = self.buffer.drain(..=end).collect();
-            line.pop();
-            if !line.is_empty() {
-                lines.push(line);
+        let mut start = 0;
+        let mut from = self.scanned;
+        while let Some(offset) = self.buffer[from..].iter().position(|&b| b == b'\n') {
+            let end = from + offset;
+            if end > start {
+                lines.push(self.buffer[start..end].to_vec());
             }
+            start = end + 1;
+            from = start;
         }
+        self.buffer.drain(..start);
+        self.scanned = self.buffer.len();
         if self.buffer.len() > max_line {
             return Err(LineTooLong(max_line));
         }

@@ -32,6 +32,7 @@ use tollgate_config::push::{
 };
 
 use crate::distribution::{Hub, SubscribeError, Subscription};
+use crate::metrics::{Metrics, SubscriberGuard, SubscriptionResult};
 use crate::workload::{TOKEN_AUDIENCE, workload_name};
 
 /// Streams end after this long so gateways present a fresh token (the
@@ -155,6 +156,7 @@ pub async fn serve(
     tls: Arc<rustls::ServerConfig>,
     hub: Arc<Hub>,
     reviewer: Arc<dyn TokenReviewer>,
+    metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
@@ -173,7 +175,12 @@ pub async fn serve(
             () = &mut shutdown => return,
         };
         let _ = stream.set_nodelay(true);
-        let (acceptor, hub, reviewer) = (acceptor.clone(), hub.clone(), reviewer.clone());
+        let (acceptor, hub, reviewer, metrics) = (
+            acceptor.clone(),
+            hub.clone(),
+            reviewer.clone(),
+            metrics.clone(),
+        );
         tokio::spawn(async move {
             let stream = match tokio::time::timeout(
                 Duration::from_secs(10),
@@ -189,8 +196,10 @@ pub async fn serve(
                 Err(_) => return,
             };
             let service = service_fn(move |request| {
-                let (hub, reviewer) = (hub.clone(), reviewer.clone());
-                async move { Ok::<_, Infallible>(handle(request, &hub, reviewer.as_ref()).await) }
+                let (hub, reviewer, metrics) = (hub.clone(), reviewer.clone(), metrics.clone());
+                async move {
+                    Ok::<_, Infallible>(handle(request, &hub, reviewer.as_ref(), &metrics).await)
+                }
             });
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder
@@ -212,6 +221,7 @@ async fn handle(
     request: Request<Incoming>,
     hub: &Arc<Hub>,
     reviewer: &dyn TokenReviewer,
+    metrics: &Arc<Metrics>,
 ) -> Response<Body> {
     let Some((namespace, name)) = parse_subscribe_path(request.uri().path()) else {
         return error(StatusCode::NOT_FOUND, "not_found", "no such endpoint");
@@ -229,6 +239,7 @@ async fn handle(
         name: name.into(),
     };
     let Some(token) = bearer_token(&request) else {
+        metrics.subscription(SubscriptionResult::Unauthenticated);
         return error(
             StatusCode::UNAUTHORIZED,
             "unauthenticated",
@@ -239,6 +250,7 @@ async fn handle(
         Ok(reviewed) => reviewed,
         Err(review_error) => {
             tracing::warn!(%gateway, error = %review_error, "cannot review a subscriber's token");
+            metrics.subscription(SubscriptionResult::ReviewFailed);
             return error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "review_failed",
@@ -248,10 +260,14 @@ async fn handle(
     };
     if let Err(denied) = authorize(&reviewed, &gateway) {
         tracing::warn!(%gateway, reason = %denied, "subscription refused");
-        let status = match denied {
-            Denied::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            Denied::Forbidden { .. } => StatusCode::FORBIDDEN,
+        let (status, result) = match denied {
+            Denied::Unauthenticated(_) => (
+                StatusCode::UNAUTHORIZED,
+                SubscriptionResult::Unauthenticated,
+            ),
+            Denied::Forbidden { .. } => (StatusCode::FORBIDDEN, SubscriptionResult::Forbidden),
         };
+        metrics.subscription(result);
         let code = match status {
             StatusCode::UNAUTHORIZED => "unauthenticated",
             _ => "forbidden",
@@ -272,6 +288,7 @@ async fn handle(
     let subscription = match hub.subscribe(&gateway, &pod) {
         Ok(subscription) => Arc::new(subscription),
         Err(refused @ SubscribeError::NotReady) => {
+            metrics.subscription(SubscriptionResult::NotReady);
             return error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not_ready",
@@ -279,6 +296,7 @@ async fn handle(
             );
         }
         Err(refused @ SubscribeError::UnknownGateway(_)) => {
+            metrics.subscription(SubscriptionResult::UnknownGateway);
             return error(
                 StatusCode::NOT_FOUND,
                 "unknown_gateway",
@@ -287,11 +305,13 @@ async fn handle(
         }
     };
     tracing::info!(%gateway, %pod, "gateway subscribed");
+    metrics.subscription(SubscriptionResult::Accepted);
     tokio::spawn(read_acknowledgements(
         request.into_body(),
         subscription.clone(),
     ));
-    let body = StreamBody::new(snapshot_stream(subscription).map(|b| Ok(Frame::data(b))));
+    let body =
+        StreamBody::new(snapshot_stream(subscription, metrics.clone()).map(|b| Ok(Frame::data(b))));
     let mut response = Response::new(BodyExt::boxed(body));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -321,12 +341,16 @@ fn bearer_token(request: &Request<Incoming>) -> Option<String> {
 /// between; ends when the gateway is deleted or re-authentication is due.
 fn snapshot_stream(
     subscription: Arc<Subscription>,
+    metrics: Arc<Metrics>,
 ) -> impl futures_util::Stream<Item = Bytes> + Send {
     struct State {
         subscription: Arc<Subscription>,
         updates: tokio::sync::watch::Receiver<Option<crate::distribution::Published>>,
         first: bool,
         deadline: Instant,
+        metrics: Arc<Metrics>,
+        /// Dropped with the stream, however it ends.
+        _open: SubscriberGuard,
     }
     let updates = subscription.updates.clone();
     let state = State {
@@ -334,11 +358,14 @@ fn snapshot_stream(
         updates,
         first: true,
         deadline: Instant::now() + REAUTHENTICATE_AFTER,
+        _open: metrics.subscriber(),
+        metrics,
     };
     futures_util::stream::unfold(state, |mut state| async move {
         if std::mem::take(&mut state.first) {
             let current = state.updates.borrow_and_update().clone();
             if let Some(published) = current {
+                state.metrics.snapshots_sent.inc();
                 return Some((published.frame, state));
             }
         }
@@ -349,11 +376,14 @@ fn snapshot_stream(
                     tracing::info!(gateway = %state.subscription.gateway(), "gateway deleted; closing its stream");
                     return None;
                 }
-                let frame = state
-                    .updates
-                    .borrow_and_update()
-                    .as_ref()
-                    .map_or_else(|| Bytes::from_static(heartbeat_frame()), |p| p.frame.clone());
+                let snapshot = state.updates.borrow_and_update().as_ref().map(|p| p.frame.clone());
+                let frame = match snapshot {
+                    Some(frame) => {
+                        state.metrics.snapshots_sent.inc();
+                        frame
+                    }
+                    None => Bytes::from_static(heartbeat_frame()),
+                };
                 Some((frame, state))
             }
             () = heartbeat => Some((Bytes::from_static(heartbeat_frame()), state)),
@@ -438,6 +468,58 @@ mod tests {
             ..own.clone()
         };
         assert!(authorize(&user, &gateway()).is_err());
+    }
+
+    /// Snapshots for gateway `default/gw` whose one route sends to `model`.
+    fn snapshots(
+        model: &str,
+    ) -> std::collections::BTreeMap<ObjectRef, tollgate_config::snapshot::Snapshot> {
+        let yaml = format!(
+            "apiVersion: tollgate.dev/v1alpha1\nkind: AIGateway\nmetadata: {{name: gw}}\nspec: {{}}\n---\n\
+             apiVersion: tollgate.dev/v1alpha1\nkind: ModelProvider\nmetadata: {{name: mock}}\n\
+             spec: {{type: Mock, endpoint: \"http://127.0.0.1:9/v1\"}}\n---\n\
+             apiVersion: tollgate.dev/v1alpha1\nkind: AIRoute\nmetadata: {{name: chat}}\n\
+             spec: {{gatewayRef: {{name: gw}}, models: [chat], backends: [{{providerRef: {{name: mock}}, model: {model}}}]}}\n"
+        );
+        let mut loaded = tollgate_config::load::Loaded::default();
+        tollgate_config::load::add_documents(&mut loaded, "test.yaml", &yaml, &|_| None);
+        assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+        tollgate_config::compile(&loaded.resources).snapshots
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn streams_count_snapshots_but_not_heartbeats_and_leave_the_gauge_when_done() {
+        let gw = ObjectRef {
+            kind: "AIGateway".into(),
+            namespace: "default".into(),
+            name: "gw".into(),
+        };
+        let hub = Hub::new(Arc::new(tokio::sync::Notify::new()));
+        hub.publish([&gw], &snapshots("a"));
+        let metrics = Arc::new(Metrics::new());
+        let subscription = Arc::new(hub.subscribe(&gw, "pod").unwrap());
+        let stream = snapshot_stream(subscription, metrics.clone());
+        futures_util::pin_mut!(stream);
+        assert_eq!(metrics.config_subscribers.get(), 1);
+
+        // The current snapshot at once.
+        let first = stream.next().await.unwrap();
+        assert_ne!(first, Bytes::from_static(heartbeat_frame()));
+        assert_eq!(metrics.snapshots_sent.get(), 1);
+        // Nothing new: the paused clock runs to the heartbeat, not counted.
+        let beat = stream.next().await.unwrap();
+        assert_eq!(beat, Bytes::from_static(heartbeat_frame()));
+        assert_eq!(metrics.snapshots_sent.get(), 1);
+        // A new version is a snapshot.
+        hub.publish([&gw], &snapshots("b"));
+        let second = stream.next().await.unwrap();
+        assert_ne!(second, first);
+        assert_ne!(second, Bytes::from_static(heartbeat_frame()));
+        assert_eq!(metrics.snapshots_sent.get(), 2);
+        // The gateway is deleted: the stream ends and is no longer open.
+        hub.publish([], &std::collections::BTreeMap::new());
+        assert!(stream.next().await.is_none());
+        assert_eq!(metrics.config_subscribers.get(), 0);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod config_server;
 pub mod distribution;
 pub mod leader;
+pub mod metrics;
 pub mod status;
 pub mod status_loop;
 pub mod tls;

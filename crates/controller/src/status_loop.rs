@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -26,6 +27,7 @@ use tollgate_config::{ObjectRef, Resources, compile};
 
 use crate::FIELD_MANAGER;
 use crate::distribution::{Hub, Tally};
+use crate::metrics::{Loop, Metrics};
 use crate::status::{DesiredStatus, Fleet, desired_statuses, needs_update, warnings};
 use crate::workload;
 
@@ -75,7 +77,7 @@ impl Stores {
 
 /// Runs until the watch streams end (they retry with backoff forever).
 /// Snapshots go to `hub`, whose subscription changes also wake this loop.
-pub async fn run(client: Client, hub: Arc<Hub>) {
+pub async fn run(client: Client, hub: Arc<Hub>, metrics: Arc<Metrics>) {
     let changed = hub.changed();
     let stores = Stores {
         gateways: watch::<AIGateway>(client.clone(), changed.clone(), watcher::Config::default()),
@@ -121,8 +123,12 @@ pub async fn run(client: Client, hub: Arc<Hub>) {
                 .await
                 .is_ok()
         {}
+        // The pass starts after the debounce: waiting for quiet is not work.
+        let started = tokio::time::Instant::now();
         let resources = stores.resources();
+        let compile_started = tokio::time::Instant::now();
         let compiled = compile(&resources);
+        metrics.compiled(compile_started.elapsed());
         // Pods first: status writes can wait, serving the change cannot.
         let gateway_refs: Vec<ObjectRef> = resources
             .gateways
@@ -145,17 +151,27 @@ pub async fn run(client: Client, hub: Arc<Hub>) {
             .collect();
         // Independent objects: write several at once. A failure is retried
         // on the next change or resync and never blocks the rest.
+        let failed = AtomicBool::new(false);
         futures_util::stream::iter(stale)
             .for_each_concurrent(STATUS_WRITERS, |desired| {
                 let (client, recorder, resources) = (&client, &recorder, &resources);
+                let (metrics, failed) = (&metrics, &failed);
                 async move {
                     publish_warnings(recorder, resources, &desired).await;
-                    if let Err(error) = apply_status(client, &desired).await {
+                    let result = apply_status(client, &desired).await;
+                    metrics.status_written(result.is_ok());
+                    if let Err(error) = result {
+                        failed.store(true, Ordering::Relaxed);
                         tracing::warn!("{error}");
                     }
                 }
             })
             .await;
+        metrics.reconciled(
+            Loop::Status,
+            started.elapsed(),
+            !failed.load(Ordering::Relaxed),
+        );
         changed.notified().await;
     }
 }

@@ -19,6 +19,7 @@ use serde::de::DeserializeOwned;
 use tollgate_api::AIGateway;
 
 use crate::FIELD_MANAGER;
+use crate::metrics::{Loop, Metrics};
 use crate::workload::{RenderError, RenderSettings, render};
 
 #[derive(Debug, thiserror::Error)]
@@ -36,16 +37,18 @@ pub enum Error {
 struct Context {
     client: Client,
     settings: RenderSettings,
+    metrics: Arc<Metrics>,
 }
 
 /// Runs the workload controller until its watches end.
-pub async fn run(client: Client, settings: RenderSettings) {
+pub async fn run(client: Client, settings: RenderSettings, metrics: Arc<Metrics>) {
     let gateways = Api::<AIGateway>::all(client.clone());
     let owned =
         watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={FIELD_MANAGER}"));
     let context = Arc::new(Context {
         client: client.clone(),
         settings,
+        metrics,
     });
     Controller::new(gateways, watcher::Config::default())
         .owns(Api::<Deployment>::all(client.clone()), owned.clone())
@@ -58,13 +61,27 @@ pub async fn run(client: Client, settings: RenderSettings) {
         )
         .owns(Api::<PodDisruptionBudget>::all(client), owned)
         .shutdown_on_signal()
-        .run(reconcile, error_policy, context)
+        .run(measured_reconcile, error_policy, context)
         .for_each(|result| async move {
             if let Err(error) = result {
                 tracing::warn!(%error, "workload reconcile failed");
             }
         })
         .await;
+}
+
+/// [`reconcile`], counted and timed; an error here is what `error_policy`
+/// then handles, so it is counted once, as an error.
+async fn measured_reconcile(
+    gateway: Arc<AIGateway>,
+    context: Arc<Context>,
+) -> Result<Action, Error> {
+    let started = tokio::time::Instant::now();
+    let result = reconcile(gateway, context.clone()).await;
+    context
+        .metrics
+        .reconciled(Loop::Workload, started.elapsed(), result.is_ok());
+    result
 }
 
 async fn reconcile(gateway: Arc<AIGateway>, context: Arc<Context>) -> Result<Action, Error> {

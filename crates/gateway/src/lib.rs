@@ -15,4 +15,5 @@ pub mod runtime;
 pub mod server;
 pub mod sse;
 pub mod standalone;
+pub mod subscriber;
 pub mod upstream;

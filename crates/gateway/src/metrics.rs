@@ -56,6 +56,8 @@ pub struct Metrics {
     pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
     pub in_flight: Gauge,
     pub reloads: Family<ReloadLabels, Counter>,
+    /// Controller mode: 1 while a subscription stream is open.
+    pub controller_connected: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -78,6 +80,7 @@ impl Metrics {
         let upstream_errors = Family::<UpstreamErrorLabels, Counter>::default();
         let in_flight = Gauge::default();
         let reloads = Family::<ReloadLabels, Counter>::default();
+        let controller_connected = Gauge::default();
         registry.register(
             "requests",
             "Requests by endpoint, route, provider, model and status",
@@ -118,6 +121,11 @@ impl Metrics {
             "Configuration reloads by result",
             reloads.clone(),
         );
+        registry.register(
+            "controller_connected",
+            "1 while the subscription to the controller is open (controller mode)",
+            controller_connected.clone(),
+        );
         Self {
             registry,
             requests,
@@ -128,6 +136,7 @@ impl Metrics {
             upstream_errors,
             in_flight,
             reloads,
+            controller_connected,
         }
     }
 

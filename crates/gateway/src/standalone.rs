@@ -1,5 +1,10 @@
-//! Standalone mode: serve from manifest files, hot-reload them on change.
-//! A broken edit is logged and rejected; the last good snapshot keeps serving.
+//! Running the gateway: bind, worker threads, admin port, signals, drain,
+//! shared by both configuration sources:
+//!
+//! * files ([`FileSource`]): compile manifests, hot-reload them on change; a
+//!   broken edit is logged and rejected, the last good snapshot keeps serving;
+//! * the controller ([`ControllerOptions`]): listen at once, unready until
+//!   the first pushed snapshot is installed (see [`crate::subscriber`]).
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
@@ -11,6 +16,7 @@ use notify::{RecursiveMode, Watcher};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
+use tollgate_config::compile::{DEFAULT_ADMIN_PORT, DEFAULT_LISTENER_PORT};
 use tollgate_config::{Diagnostic, ObjectRef, Snapshot, compile, load_paths};
 
 use crate::metrics::ReloadLabels;
@@ -18,13 +24,13 @@ use crate::pipeline;
 use crate::runtime::RuntimeError;
 use crate::runtime::{Gateway, Runtime};
 use crate::server;
+use crate::subscriber::{self, ControllerOptions, DefaultedPorts, SubscribeError};
 use crate::upstream::{ClientError, Clients};
 
 #[derive(Debug, Clone)]
 pub struct Options {
-    pub paths: Vec<PathBuf>,
-    /// `name` or `namespace/name`; required when the files define several gateways.
-    pub gateway: Option<String>,
+    /// Where configuration comes from.
+    pub source: Source,
     /// Overrides of the ports in the AIGateway spec (port 0 picks a free one).
     pub listen: Option<SocketAddr>,
     pub admin_listen: Option<SocketAddr>,
@@ -32,13 +38,26 @@ pub struct Options {
     pub bind: IpAddr,
     /// How long in-flight requests may take to finish on shutdown.
     pub drain_timeout: Duration,
-    /// Quiet period after a file event before reloading (editors write in bursts).
-    pub reload_debounce: Duration,
     /// Data-plane worker threads (one per core is right for most hosts).
     pub workers: usize,
     /// On SIGTERM, how long to keep accepting (while `/readyz` fails) so load
     /// balancers stop sending before the listeners close.
     pub shutdown_delay: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum Source {
+    Files(FileSource),
+    Controller(ControllerOptions),
+}
+
+#[derive(Debug, Clone)]
+pub struct FileSource {
+    pub paths: Vec<PathBuf>,
+    /// `name` or `namespace/name`; required when the files define several gateways.
+    pub gateway: Option<String>,
+    /// Quiet period after a file event before reloading (editors write in bursts).
+    pub reload_debounce: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +89,8 @@ pub enum StandaloneError {
     AsyncRuntime(std::io::Error),
     #[error("cannot start a worker thread: {0}")]
     Thread(std::io::Error),
+    #[error(transparent)]
+    Controller(#[from] SubscribeError),
 }
 
 fn list(diagnostics: &[Diagnostic]) -> String {
@@ -135,21 +156,36 @@ fn select_gateway(
 /// runtime with its own `SO_REUSEPORT` listener (the kernel spreads
 /// connections) and its own upstream pools, so a request is served start to
 /// end on one thread with no cross-thread wake-ups. The main thread runs the
-/// admin port, the file watcher and signal handling.
+/// admin port, the configuration feed (file watcher or controller
+/// subscription) and signal handling.
 pub fn run(options: Options) -> Result<(), StandaloneError> {
     let control = single_thread_runtime()?;
-    let (snapshot, warnings) = compile_files(&options.paths, options.gateway.as_deref())?;
-    for warning in &warnings {
-        tracing::warn!("{warning}");
-    }
+    let initial = match &options.source {
+        Source::Files(files) => {
+            let (snapshot, warnings) = compile_files(&files.paths, files.gateway.as_deref())?;
+            for warning in &warnings {
+                tracing::warn!("{warning}");
+            }
+            Some(snapshot)
+        }
+        Source::Controller(controller) => {
+            subscriber::validate(controller)?;
+            None
+        }
+    };
     let gateway = Arc::new(Gateway::new(Clients::new()?));
-    let config = &snapshot.config;
+    // Controller mode listens before it has a spec, so on the spec's defaults.
+    let (data_port, admin_port) = initial
+        .as_ref()
+        .map_or((DEFAULT_LISTENER_PORT, DEFAULT_ADMIN_PORT), |s| {
+            (s.config.listener_port, s.config.admin_port)
+        });
     let data_addr = options
         .listen
-        .unwrap_or(SocketAddr::new(options.bind, config.listener_port));
+        .unwrap_or(SocketAddr::new(options.bind, data_port));
     let admin_addr = options
         .admin_listen
-        .unwrap_or(SocketAddr::new(options.bind, config.admin_port));
+        .unwrap_or(SocketAddr::new(options.bind, admin_port));
     if data_addr == admin_addr && data_addr.port() != 0 {
         return Err(StandaloneError::SameAddress(data_addr));
     }
@@ -163,13 +199,25 @@ pub fn run(options: Options) -> Result<(), StandaloneError> {
         })?;
     let data_addr = data_listeners[0].local_addr().unwrap_or(data_addr);
     let admin_addr = admin_listener.local_addr().unwrap_or(admin_addr);
-    tracing::info!(
-        hash = snapshot.short_hash(),
-        routes = config.routes.len(),
-        workers,
-        "configuration loaded"
-    );
-    gateway.install(Runtime::build(snapshot, &gateway)?);
+    let defaulted = DefaultedPorts {
+        data: options.listen.is_none().then_some(data_addr.port()),
+        admin: options.admin_listen.is_none().then_some(admin_addr.port()),
+    };
+    match initial {
+        Some(snapshot) => {
+            tracing::info!(
+                hash = snapshot.short_hash(),
+                routes = snapshot.config.routes.len(),
+                workers,
+                "configuration loaded"
+            );
+            gateway.install(Runtime::build(snapshot, &gateway)?);
+        }
+        None => tracing::info!(
+            workers,
+            "not ready until the controller sends a configuration"
+        ),
+    }
 
     // Workers stop first; the admin port stays up until they have drained.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -217,10 +265,16 @@ pub fn run(options: Options) -> Result<(), StandaloneError> {
                 options.drain_timeout,
             ))
         });
-        let watcher = admin_server.as_ref().ok().map(|_| watch_files(&options, gateway.clone()));
-        if let Some(Ok(_)) = &watcher {
+        let (stop_feed_tx, stop_feed_rx) = watch::channel(false);
+        let feed = admin_server
+            .as_ref()
+            .ok()
+            .map(|_| start_feed(&options.source, &gateway, defaulted, stop_feed_rx));
+        if let Some(Ok(_)) = &feed {
             shutdown_signal().await;
             tracing::info!(delay = ?options.shutdown_delay, "shutting down: not ready, then draining");
+            // No new configuration while draining.
+            let _ = stop_feed_tx.send(true);
             gateway.start_draining();
             tokio::time::sleep(options.shutdown_delay).await;
         }
@@ -240,11 +294,49 @@ pub fn run(options: Options) -> Result<(), StandaloneError> {
         let _ = stop_admin_tx.send(true);
         let admin_server = admin_server?;
         let _ = admin_server.await;
-        watcher.transpose()?;
+        if let Some(feed) = feed.transpose()? {
+            feed.finish().await;
+        }
         Ok(())
     });
     tracing::info!("stopped");
     result
+}
+
+/// What keeps the configuration current while the gateway runs.
+enum Feed {
+    /// Dropping the watcher stops it.
+    Files(notify::RecommendedWatcher),
+    Controller(tokio::task::JoinHandle<()>),
+}
+
+impl Feed {
+    async fn finish(self) {
+        match self {
+            Self::Files(watcher) => drop(watcher),
+            // Already told to stop; this waits for its connection to close.
+            Self::Controller(task) => {
+                let _ = task.await;
+            }
+        }
+    }
+}
+
+fn start_feed(
+    source: &Source,
+    gateway: &Arc<Gateway>,
+    ports: DefaultedPorts,
+    stop: watch::Receiver<bool>,
+) -> Result<Feed, StandaloneError> {
+    match source {
+        Source::Files(files) => watch_files(files, gateway.clone()).map(Feed::Files),
+        Source::Controller(controller) => Ok(Feed::Controller(tokio::spawn(subscriber::run(
+            controller.clone(),
+            gateway.clone(),
+            ports,
+            stop,
+        )))),
+    }
 }
 
 fn single_thread_runtime() -> Result<tokio::runtime::Runtime, StandaloneError> {
@@ -300,7 +392,7 @@ async fn shutdown_signal() {
 /// Watches the configured files (their directories, so editors that save by
 /// rename are seen) and reloads after a quiet period.
 fn watch_files(
-    options: &Options,
+    options: &FileSource,
     gateway: Arc<Gateway>,
 ) -> Result<notify::RecommendedWatcher, StandaloneError> {
     let (events_tx, mut events_rx) = mpsc::unbounded_channel();
@@ -382,7 +474,7 @@ impl RelevantPaths {
     }
 }
 
-fn reload(options: &Options, gateway: &Gateway) {
+fn reload(options: &FileSource, gateway: &Gateway) {
     let current = gateway.runtime();
     let result = compile_files(&options.paths, options.gateway.as_deref());
     let outcome = match result {

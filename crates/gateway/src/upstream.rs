@@ -108,7 +108,7 @@ thread_local! {
 }
 
 /// Native roots honour corporate CAs; the bundled set covers minimal images.
-fn root_store() -> rustls::RootCertStore {
+pub(crate) fn root_store() -> rustls::RootCertStore {
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     for cert in native.certs {

@@ -1,0 +1,433 @@
+//! Pushed configuration, end to end: a real kube-apiserver + etcd
+//! (tests/k8s), the controller, and three gateway processes run the way the
+//! pods would (no kubelet here), each subscribed with a ServiceAccount token
+//! and the CA the controller published, serving traffic to `tollgate mock`.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+use tokio::task::block_in_place;
+
+const GATEWAYS: usize = 3;
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Env {
+    cluster: tollgate_testenv::Cluster,
+    dir: tempfile::TempDir,
+    port: u16,
+    mock: Process,
+}
+
+impl Env {
+    fn kubectl(&self, args: &[&str]) -> String {
+        self.cluster
+            .kubectl(args)
+            .unwrap_or_else(|e| panic!("kubectl {args:?}: {e}"))
+    }
+
+    fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    fn start_controller(&self) -> KillOnDrop {
+        KillOnDrop(
+            Command::new(BIN)
+                .args(["controller", "--metrics-listen", "127.0.0.1:0"])
+                .args(["--config-listen", &format!("127.0.0.1:{}", self.port)])
+                .args(["--controller-url", &self.url()])
+                .args(["--tls-secret-namespace", "default"])
+                .env("KUBECONFIG", self.cluster.kubeconfig())
+                .env("TOLLGATE_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("spawn the controller"),
+        )
+    }
+
+    /// A gateway process as its pod would run it: token and CA from files.
+    fn start_gateway(&self, pod: &str, token_file: &std::path::Path) -> Process {
+        let mut command = Command::new(BIN);
+        command
+            .args(["gateway", "--controller", &self.url()])
+            .args(["--gateway", "default/edge", "--pod-name", pod])
+            .arg("--controller-token-file")
+            .arg(token_file)
+            .arg("--controller-ca-file")
+            .arg(self.dir.path().join("ca.crt"))
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(["--workers", "1"])
+            .env("TOLLGATE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        Process::from_command(&mut command)
+    }
+
+    fn apply_route(&self, model: &str) {
+        self.kubectl(&[
+            "patch",
+            "airoute",
+            "chat",
+            "--type",
+            "merge",
+            "-p",
+            &format!(
+                r#"{{"spec":{{"backends":[{{"providerRef":{{"name":"mock"}},"model":"{model}"}}]}}}}"#
+            ),
+        ]);
+    }
+
+    fn gateway_status(&self) -> Value {
+        let out = self.kubectl(&["get", "aigateway", "edge", "-o", "json"]);
+        serde_json::from_str::<Value>(&out).unwrap_or_default()["status"].clone()
+    }
+}
+
+fn manifests(mock_url: &str) -> String {
+    format!(
+        r#"apiVersion: tollgate.dev/v1alpha1
+kind: AIGateway
+metadata: {{name: edge, namespace: default}}
+spec:
+  apiKeys:
+  - secretRef: {{name: edge-keys, key: client}}
+    principal: {{user: tester}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: edge-keys, namespace: default}}
+stringData: {{client: {KEY}}}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: ModelProvider
+metadata: {{name: mock, namespace: default}}
+spec: {{type: Mock, endpoint: "{mock_url}/v1"}}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: AIRoute
+metadata: {{name: chat, namespace: default}}
+spec:
+  gatewayRef: {{name: edge}}
+  models: [chat]
+  backends: [{{providerRef: {{name: mock}}, model: model-0}}]
+"#
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Polls `probe` every 20 ms until it returns Some, for at most `limit`.
+fn wait_for<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn setup() -> Env {
+    let cluster = tollgate_testenv::Cluster::start().expect("envtest");
+    cluster.install_crds().expect("CRDs");
+    let env = Env {
+        cluster,
+        dir: tempfile::tempdir().unwrap(),
+        port: free_port(),
+        mock: start_mock(),
+    };
+    let path = write(
+        env.dir.path(),
+        "edge.yaml",
+        &manifests(env.mock.url("data")),
+    );
+    env.cluster.apply(&path).expect("apply manifests");
+    env
+}
+
+/// The CA the controller published next to the gateway, written where the
+/// pod would have it mounted.
+fn fetch_ca(env: &Env) {
+    let ca = wait_for(
+        "the controller CA ConfigMap",
+        Duration::from_secs(30),
+        || {
+            env.cluster
+                .kubectl(&[
+                    "get",
+                    "configmap",
+                    "tollgate-edge-controller-ca",
+                    "-o",
+                    r"jsonpath={.data.ca\.crt}",
+                ])
+                .ok()
+                .filter(|ca| ca.contains("BEGIN CERTIFICATE"))
+        },
+    );
+    std::fs::write(env.dir.path().join("ca.crt"), ca).unwrap();
+}
+
+/// A token for `service_account`, as the kubelet would project it.
+fn token(
+    env: &Env,
+    service_account: &str,
+    audience: Option<&str>,
+    file: &str,
+) -> std::path::PathBuf {
+    let mut args = vec!["create", "token", service_account, "--duration", "2h"];
+    if let Some(audience) = audience {
+        args.extend(["--audience", audience]);
+    }
+    let token = wait_for("a ServiceAccount token", Duration::from_secs(30), || {
+        env.cluster.kubectl(&args).ok()
+    });
+    write(env.dir.path(), file, token.trim())
+}
+
+fn blocking_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .pool_max_idle_per_host(8)
+        .build()
+        .unwrap()
+}
+
+async fn served_model(client: &reqwest::Client, data: &str) -> Result<String, String> {
+    let response = client
+        .post(format!("{data}/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .json(&chat_body("chat", "hi", false))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status();
+    let body: Value = response.json().await.map_err(|e| e.to_string())?;
+    if status != 200 {
+        return Err(format!("{status}: {body}"));
+    }
+    Ok(body["model"].as_str().unwrap_or_default().to_string())
+}
+
+async fn wait_until_all_serve(client: &reqwest::Client, gateways: &[Process], model: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for gateway in gateways {
+        loop {
+            if served_model(client, gateway.url("data")).await.as_deref() == Ok(model) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gateway {} never served {model}",
+                gateway.url("data")
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+#[derive(Default)]
+struct LoadCounts {
+    ok: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// Steady traffic: two sequential clients per gateway until `stop`, bounded
+/// by 120 s and 200,000 requests. Failures are logged and counted.
+fn start_load(
+    gateways: &[Process],
+    stop: Arc<AtomicBool>,
+    counts: Arc<LoadCounts>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for gateway in gateways {
+        for _ in 0..2 {
+            let (data, stop, counts) = (
+                gateway.url("data").to_string(),
+                stop.clone(),
+                counts.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                let client = blocking_client();
+                while !stop.load(Ordering::Relaxed)
+                    && started.elapsed() < Duration::from_secs(120)
+                    && counts.ok.load(Ordering::Relaxed) < 200_000
+                {
+                    match served_model(&client, &data).await {
+                        Ok(_) => counts.ok.fetch_add(1, Ordering::Relaxed),
+                        Err(error) => {
+                            eprintln!("load request to {data} failed: {error}");
+                            counts.failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                }
+            }));
+        }
+    }
+    tasks
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pushed_config_serves_changes_under_load_and_survives_the_controller() {
+    let env = tokio::task::spawn_blocking(setup).await.unwrap();
+    let mut controller = env.start_controller();
+    let (token_file, gateways) = block_in_place(|| {
+        fetch_ca(&env);
+        let token_file = token(
+            &env,
+            "tollgate-edge",
+            Some("tollgate.dev/controller"),
+            "token",
+        );
+        let gateways: Vec<Process> = (0..GATEWAYS)
+            .map(|i| env.start_gateway(&format!("edge-{i}"), &token_file))
+            .collect();
+        (token_file, gateways)
+    });
+    let _ = token_file;
+    let client = blocking_client();
+
+    // Each gateway receives the snapshot, becomes ready and serves the mock.
+    wait_until_all_serve(&client, &gateways, "model-0").await;
+    for gateway in &gateways {
+        let ready = client
+            .get(format!("{}/readyz", gateway.url("admin")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ready.status(), 200);
+    }
+    // The AIGateway says which configuration runs and on how many gateways.
+    let hash = config_hash(gateways[0].url("admin")).await;
+    let status = block_in_place(|| {
+        wait_for(
+            "status to count 3 gateways",
+            Duration::from_secs(20),
+            || {
+                let status = env.gateway_status();
+                (status["updatedGateways"] == 3 && status["configHash"] == hash[..12])
+                    .then_some(status)
+            },
+        )
+    });
+    assert_eq!(status["connectedGateways"], 3, "{status}");
+    let columns = block_in_place(|| env.kubectl(&["get", "aigateway", "edge"]));
+    assert!(
+        columns.contains("UP-TO-DATE") && columns.contains(&hash[..12]),
+        "{columns}"
+    );
+
+    // Identities the controller must refuse: the right ServiceAccount with
+    // the apiserver's audience, and another ServiceAccount with ours.
+    let refused: Vec<Process> = block_in_place(|| {
+        env.kubectl(&["create", "serviceaccount", "intruder"]);
+        let wrong_audience = token(&env, "tollgate-edge", None, "wrong-audience");
+        let intruder = token(
+            &env,
+            "intruder",
+            Some("tollgate.dev/controller"),
+            "intruder",
+        );
+        [("wrong-audience", &wrong_audience), ("intruder", &intruder)]
+            .iter()
+            .map(|(pod, file)| env.start_gateway(pod, file))
+            .collect()
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for gateway in &refused {
+        let ready = client
+            .get(format!("{}/readyz", gateway.url("admin")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            ready.status(),
+            503,
+            "a refused gateway never gets a snapshot"
+        );
+        assert!(served_model(&client, gateway.url("data")).await.is_err());
+    }
+    assert_eq!(
+        block_in_place(|| env.gateway_status())["connectedGateways"],
+        3
+    );
+    drop(refused);
+
+    // Route edits under steady load: every gateway follows, nothing fails.
+    let stop = Arc::new(AtomicBool::new(false));
+    let counts = Arc::new(LoadCounts::default());
+    let load = start_load(&gateways, stop.clone(), counts.clone());
+    let mut propagation = Vec::new();
+    for edit in 1..=10 {
+        let model = format!("model-{edit}");
+        let started = Instant::now();
+        block_in_place(|| env.apply_route(&model));
+        wait_until_all_serve(&client, &gateways, &model).await;
+        propagation.push(started.elapsed());
+    }
+    eprintln!("kubectl patch -> served on {GATEWAYS} gateways: {propagation:?}");
+
+    // The controller dies: gateways keep serving their last snapshot.
+    let _ = controller.0.kill();
+    let _ = controller.0.wait();
+    let during_outage = counts.ok.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        counts.ok.load(Ordering::Relaxed) > during_outage + 30,
+        "gateways kept serving while the controller was down"
+    );
+    for gateway in &gateways {
+        assert_eq!(
+            served_model(&client, gateway.url("data")).await.as_deref(),
+            Ok("model-10")
+        );
+    }
+
+    // A new controller: gateways reconnect (with backoff) and follow edits again.
+    let _controller = block_in_place(|| {
+        env.apply_route("model-after-restart");
+        env.start_controller()
+    });
+    wait_until_all_serve(&client, &gateways, "model-after-restart").await;
+    stop.store(true, Ordering::Relaxed);
+    for task in load {
+        task.await.unwrap();
+    }
+    let (ok, failed) = (
+        counts.ok.load(Ordering::Relaxed),
+        counts.failed.load(Ordering::Relaxed),
+    );
+    eprintln!("steady load: {ok} requests succeeded, {failed} failed");
+    assert_eq!(
+        failed, 0,
+        "no request may fail during route changes or the outage"
+    );
+    assert!(ok > 500, "the load actually ran: {ok}");
+    block_in_place(|| {
+        wait_for(
+            "status to count 3 updated gateways again",
+            Duration::from_secs(20),
+            || (env.gateway_status()["updatedGateways"] == 3).then_some(()),
+        )
+    });
+}
