@@ -39,7 +39,7 @@ fmt: ## Format the code
 bench: ## Benchmark: mock direct vs nginx vs tollgate side by side (installs nginx-light if missing)
 	bash bench/run.sh
 
-bench-controlplane: ## compile time and controller status convergence for 1,000 AIRoutes in a real apiserver
+bench-controlplane: ## propagation (apply -> served on 3 gateways, p50/p99 over 100 changes, vs a plain watch) and 1,000-route compile/push in a real apiserver
 	$(CARGO) build --release -p tollgate-cli -p tollgate-bench
 	target/release/tollgate-bench-controlplane --tollgate $(BIN_RELEASE)
 

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use arc_swap::ArcSwap;
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::service::service_fn;
@@ -150,9 +151,18 @@ async fn lead(
         .await
         .map_err(|e| ControllerError::Listen(args.config_listen, e))?;
     let hub = Hub::new(Arc::new(Notify::new()));
+    let server_tls = Arc::new(ArcSwap::from_pointee(bundle.server_config()?));
+    tokio::spawn(renew_certificate(
+        client.clone(),
+        args.tls_secret_namespace.clone(),
+        args.tls_secret.clone(),
+        sans,
+        bundle.clone(),
+        server_tls.clone(),
+    ));
     tokio::spawn(config_server::serve(
         listener,
-        Arc::new(bundle.server_config()?),
+        server_tls,
         hub.clone(),
         Arc::new(config_server::ApiReviewer::new(client.clone())),
         metrics.clone(),
@@ -170,6 +180,43 @@ async fn lead(
         () = tollgate_controller::workload_loop::run(client, settings, metrics) => Ok(()),
         _ = leading_rx.wait_for(|leading| !*leading) => Err(ControllerError::LostLeadership),
         () = shutdown() => Ok(()),
+    }
+}
+
+/// How often the leader re-checks its certificate; renewal starts 30 days
+/// before expiry, so a daily look leaves ample room for retries.
+const CERTIFICATE_CHECK: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
+
+/// Renews the serving certificate in the Secret when due and serves the new
+/// one to new connections. The CA stays, so gateways keep trusting us.
+async fn renew_certificate(
+    client: kube::Client,
+    namespace: String,
+    name: String,
+    sans: Vec<String>,
+    mut current: tls::Bundle,
+    server_tls: Arc<ArcSwap<rustls::ServerConfig>>,
+) {
+    loop {
+        tokio::time::sleep(CERTIFICATE_CHECK).await;
+        let renewed = match tls::ensure(&client, &namespace, &name, &sans).await {
+            Ok(bundle) => bundle,
+            Err(error) => {
+                tracing::warn!(%error, "cannot check the controller certificate; retrying later");
+                continue;
+            }
+        };
+        if renewed.cert == current.cert {
+            continue;
+        }
+        match renewed.server_config() {
+            Ok(config) => {
+                server_tls.store(Arc::new(config));
+                tracing::info!("serving the renewed controller certificate");
+                current = renewed;
+            }
+            Err(error) => tracing::error!(%error, "the renewed certificate is unusable"),
+        }
     }
 }
 

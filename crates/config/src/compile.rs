@@ -2,7 +2,7 @@
 //! diagnostics. A bad resource is reported on itself and left out; it never
 //! takes the rest of the configuration down. Pure and deterministic.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
@@ -25,7 +25,9 @@ pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 5_000;
 pub const OPENAI_ENDPOINT: &str = "https://api.openai.com/v1";
 
 /// (gateway, model alias, header matches): what two routes may not both claim.
-type AliasClaim = (ObjectRef, String, Vec<(String, String)>);
+/// Per gateway, per alias: the header matches already routed and by which route.
+/// Looked up once per alias of every route, so keyed for cheap `&str` lookups.
+type AliasClaims = HashMap<ObjectRef, HashMap<String, Vec<(Vec<(String, String)>, String)>>>;
 
 /// The output of [`compile`].
 #[derive(Debug, Default)]
@@ -63,7 +65,7 @@ pub fn compile(resources: &Resources) -> Compiled {
     }
 
     // Which (alias, headers) each gateway already serves, for duplicate checks.
-    let mut claimed: BTreeMap<AliasClaim, String> = BTreeMap::new();
+    let mut claimed: AliasClaims = HashMap::new();
     for route in by_precedence(&resources.routes) {
         let route_ref = object_ref(route);
         let gateway_ref = ObjectRef::new(
@@ -97,14 +99,16 @@ pub fn compile(resources: &Resources) -> Compiled {
         let Some(compiled) = compile_route(route, &providers, gateway, &mut out.diagnostics) else {
             continue;
         };
-        let mut duplicate = None;
-        for alias in compiled.aliases.iter().chain(&compiled.globs) {
-            let key = (gateway_ref.clone(), alias.clone(), compiled.headers.clone());
-            if let Some(owner) = claimed.get(&key) {
-                duplicate = Some((alias.clone(), owner.clone()));
-                break;
-            }
-        }
+        let claims = claimed.entry(gateway_ref.clone()).or_default();
+        let duplicate = compiled
+            .aliases
+            .iter()
+            .chain(&compiled.globs)
+            .find_map(|alias| {
+                let owners = claims.get(alias.as_str())?;
+                let (_, owner) = owners.iter().find(|(h, _)| *h == compiled.headers)?;
+                Some((alias.clone(), owner.clone()))
+            });
         if let Some((alias, owner)) = duplicate {
             let index = route
                 .spec
@@ -121,10 +125,10 @@ pub fn compile(resources: &Resources) -> Compiled {
             continue;
         }
         for alias in compiled.aliases.iter().chain(&compiled.globs) {
-            claimed.insert(
-                (gateway_ref.clone(), alias.clone(), compiled.headers.clone()),
-                compiled.name.clone(),
-            );
+            claims
+                .entry(alias.clone())
+                .or_default()
+                .push((compiled.headers.clone(), compiled.name.clone()));
         }
         gateway.routes.push(compiled);
     }
@@ -143,7 +147,7 @@ pub fn compile(resources: &Resources) -> Compiled {
 /// Objects sorted by namespace/name, so output never depends on input order.
 fn sorted<K: ResourceExt>(items: &[K]) -> Vec<&K> {
     let mut items: Vec<&K> = items.iter().collect();
-    items.sort_by_key(|o| (namespace_of(*o), o.name_any()));
+    items.sort_by_cached_key(|o| (namespace_of(*o), o.name_any()));
     items
 }
 
@@ -151,7 +155,7 @@ fn sorted<K: ResourceExt>(items: &[K]) -> Vec<&K> {
 /// Gateway API), then by namespace/name.
 fn by_precedence(routes: &[AIRoute]) -> Vec<&AIRoute> {
     let mut routes: Vec<&AIRoute> = routes.iter().collect();
-    routes.sort_by_key(|r| {
+    routes.sort_by_cached_key(|r| {
         (
             r.creation_timestamp().map(|t| t.0),
             namespace_of(*r),

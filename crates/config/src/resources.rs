@@ -1,6 +1,6 @@
 //! The input of [`crate::compile`]: the resources as read from files or the apiserver.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
@@ -32,4 +32,66 @@ pub fn namespace_of<K: ResourceExt>(object: &K) -> String {
 /// The [`ObjectRef`] of a typed object.
 pub fn object_ref<K: ResourceExt + kube::Resource<DynamicType = ()>>(object: &K) -> ObjectRef {
     ObjectRef::new(&K::kind(&()), &namespace_of(object), &object.name_any())
+}
+
+/// The Secrets (namespace, name) that providers and gateways reference:
+/// the only ones compile reads, so a caller holding every Secret in a
+/// cluster need hand over just these.
+pub fn referenced_secrets(
+    gateways: &[AIGateway],
+    providers: &[ModelProvider],
+) -> BTreeSet<(String, String)> {
+    let from_providers = providers.iter().filter_map(|p| {
+        let credentials = p.spec.credentials.as_ref()?;
+        Some((namespace_of(p), credentials.secret_ref.name.clone()))
+    });
+    let from_gateways = gateways.iter().flat_map(|g| {
+        let namespace = namespace_of(g);
+        g.spec
+            .api_keys
+            .iter()
+            .map(move |k| (namespace.clone(), k.secret_ref.name.clone()))
+    });
+    from_providers.chain(from_gateways).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::{Loaded, add_documents};
+
+    #[test]
+    fn only_secrets_a_provider_or_gateway_names_are_referenced() {
+        let yaml = r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: AIGateway
+metadata: {name: gw, namespace: team-a}
+spec:
+  apiKeys:
+  - secretRef: {name: client-keys, key: a}
+    principal: {user: a}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: ModelProvider
+metadata: {name: openai}
+spec:
+  type: OpenAI
+  credentials: {secretRef: {name: openai-key, key: apiKey}}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: ModelProvider
+metadata: {name: mock}
+spec: {type: Mock, endpoint: "http://127.0.0.1:1/v1"}
+"#;
+        let mut loaded = Loaded::default();
+        add_documents(&mut loaded, "t.yaml", yaml, &|_| None);
+        let resources = &loaded.resources;
+        let referenced = referenced_secrets(&resources.gateways, &resources.providers);
+        let expected: BTreeSet<(String, String)> = [
+            ("default".to_string(), "openai-key".to_string()),
+            ("team-a".to_string(), "client-keys".to_string()),
+        ]
+        .into();
+        assert_eq!(referenced, expected);
+    }
 }

@@ -10,6 +10,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{Method, Request, Response, StatusCode, header};
@@ -150,16 +151,16 @@ pub fn authorize(reviewed: &Reviewed, gateway: &ObjectRef) -> Result<(), Denied>
     }
 }
 
-/// Accepts TLS connections until `shutdown` resolves.
+/// Accepts TLS connections until `shutdown` resolves; `tls` may be swapped
+/// (certificate renewal) while it runs.
 pub async fn serve(
     listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    tls: Arc<ArcSwap<rustls::ServerConfig>>,
     hub: Arc<Hub>,
     reviewer: Arc<dyn TokenReviewer>,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -175,8 +176,9 @@ pub async fn serve(
             () = &mut shutdown => return,
         };
         let _ = stream.set_nodelay(true);
+        // The current certificate: a renewal applies to new connections.
         let (acceptor, hub, reviewer, metrics) = (
-            acceptor.clone(),
+            TlsAcceptor::from(tls.load_full()),
             hub.clone(),
             reviewer.clone(),
             metrics.clone(),

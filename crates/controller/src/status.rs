@@ -67,7 +67,7 @@ pub fn desired_statuses(
             errors.entry(object).or_default().push(diagnostic);
         }
     }
-    let programmed_routes: Vec<&str> = compiled
+    let programmed_routes: std::collections::HashSet<&str> = compiled
         .snapshots
         .values()
         .flat_map(|s| s.config.routes.iter().map(|r| r.name.as_str()))

@@ -3,7 +3,7 @@
 //! its subscribed pods, and server-side-applies the status of every object
 //! whose conditions changed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -18,12 +18,12 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, Resource};
+use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 use tollgate_api::{AIGateway, AIRoute, ModelProvider};
 use tollgate_config::compile::DEFAULT_LISTENER_PORT;
-use tollgate_config::{ObjectRef, Resources, compile};
+use tollgate_config::{Compiled, ObjectRef, Resources, compile};
 
 use crate::FIELD_MANAGER;
 use crate::distribution::{Hub, Tally};
@@ -47,6 +47,9 @@ const STATUS_WRITERS: usize = 16;
 /// because it is part of every change's propagation time.
 const DEBOUNCE: Duration = Duration::from_millis(5);
 
+/// How long status writing waits after a change or an acknowledgement.
+const STATUS_DELAY: Duration = Duration::from_millis(100);
+
 /// Longest a steady stream of events can postpone a compile.
 const MAX_BATCH_DELAY: Duration = Duration::from_millis(200);
 
@@ -65,34 +68,69 @@ impl Stores {
         fn clone<K: Clone>(items: Vec<Arc<K>>) -> Vec<K> {
             items.into_iter().map(|o| (*o).clone()).collect()
         }
+        let gateways = clone(self.gateways.state());
+        let providers = clone(self.providers.state());
+        // Only referenced Secrets: a cluster holds many (Helm releases,
+        // tokens) that compile never reads.
+        let referenced = tollgate_config::resources::referenced_secrets(&gateways, &providers);
+        let secrets = self
+            .secrets
+            .state()
+            .into_iter()
+            .filter(|s| {
+                referenced.contains(&(
+                    tollgate_config::resources::namespace_of(s.as_ref()),
+                    s.name_any(),
+                ))
+            })
+            .map(|s| (*s).clone())
+            .collect();
         Resources {
-            gateways: clone(self.gateways.state()),
-            providers: clone(self.providers.state()),
+            gateways,
+            providers,
             routes: clone(self.routes.state()),
-            secrets: clone(self.secrets.state()),
+            secrets,
             origins: Default::default(),
         }
     }
 }
 
 /// Runs until the watch streams end (they retry with backoff forever).
-/// Snapshots go to `hub`, whose subscription changes also wake this loop.
+/// Snapshots go to `hub`; its subscription changes wake the status writer
+/// (not the compiler: acknowledgements change status, not configuration).
 pub async fn run(client: Client, hub: Arc<Hub>, metrics: Arc<Metrics>) {
-    let changed = hub.changed();
+    let changed = Arc::new(Notify::new());
     let stores = Stores {
-        gateways: watch::<AIGateway>(client.clone(), changed.clone(), watcher::Config::default()),
+        gateways: watch::<AIGateway>(
+            client.clone(),
+            changed.clone(),
+            watcher::Config::default(),
+            true,
+        ),
         providers: watch::<ModelProvider>(
             client.clone(),
             changed.clone(),
             watcher::Config::default(),
+            true,
         ),
-        routes: watch::<AIRoute>(client.clone(), changed.clone(), watcher::Config::default()),
-        secrets: watch::<Secret>(client.clone(), changed.clone(), watcher::Config::default()),
+        routes: watch::<AIRoute>(
+            client.clone(),
+            changed.clone(),
+            watcher::Config::default(),
+            true,
+        ),
+        secrets: watch::<Secret>(
+            client.clone(),
+            changed.clone(),
+            watcher::Config::default(),
+            false,
+        ),
         deployments: watch::<Deployment>(
             client.clone(),
             changed.clone(),
             watcher::Config::default()
                 .labels(&format!("app.kubernetes.io/managed-by={FIELD_MANAGER}")),
+            false,
         ),
     };
     for ready in [
@@ -115,49 +153,102 @@ pub async fn run(client: Client, hub: Arc<Hub>, metrics: Arc<Metrics>) {
             instance: std::env::var("POD_NAME").ok(),
         },
     );
-    loop {
-        // Collapse a burst of events into one compile.
-        let batch_deadline = tokio::time::Instant::now() + MAX_BATCH_DELAY;
-        while tokio::time::Instant::now() < batch_deadline
-            && tokio::time::timeout(DEBOUNCE, changed.notified())
-                .await
-                .is_ok()
-        {}
-        // The pass starts after the debounce: waiting for quiet is not work.
-        let started = tokio::time::Instant::now();
-        let resources = stores.resources();
-        let compile_started = tokio::time::Instant::now();
-        let compiled = compile(&resources);
-        metrics.compiled(compile_started.elapsed());
-        // Pods first: status writes can wait, serving the change cannot.
-        let gateway_refs: Vec<ObjectRef> = resources
-            .gateways
-            .iter()
-            .map(tollgate_config::resources::object_ref)
-            .collect();
-        for (gateway, error) in hub.publish(&gateway_refs, &compiled.snapshots) {
-            tracing::error!(%gateway, %error, "cannot encode the snapshot");
+    // Status writes run in their own task: a slow burst of writes (1,000
+    // routes changing at once) must not hold back the next publish.
+    let (passes_tx, passes_rx) = tokio::sync::watch::channel(None::<Arc<Pass>>);
+    let writer = write_statuses(
+        client,
+        recorder,
+        passes_rx,
+        stores.deployments.clone(),
+        hub.clone(),
+        metrics.clone(),
+    );
+    let compiler = async move {
+        loop {
+            // Collapse a burst of events into one compile.
+            let batch_deadline = tokio::time::Instant::now() + MAX_BATCH_DELAY;
+            while tokio::time::Instant::now() < batch_deadline
+                && tokio::time::timeout(DEBOUNCE, changed.notified())
+                    .await
+                    .is_ok()
+            {}
+            let pass_started = tokio::time::Instant::now();
+            let resources = stores.resources();
+            let compile_started = tokio::time::Instant::now();
+            let compiled = compile(&resources);
+            metrics.compiled(compile_started.elapsed());
+            let gateway_refs: Vec<ObjectRef> = resources
+                .gateways
+                .iter()
+                .map(tollgate_config::resources::object_ref)
+                .collect();
+            for (gateway, error) in hub.publish(&gateway_refs, &compiled.snapshots) {
+                tracing::error!(%gateway, %error, "cannot encode the snapshot");
+            }
+            tracing::debug!(
+                read = ?(compile_started - pass_started),
+                compile = ?compile_started.elapsed(),
+                "compiled and published"
+            );
+            passes_tx.send_replace(Some(Arc::new(Pass {
+                resources,
+                compiled,
+            })));
+            changed.notified().await;
         }
+    };
+    tokio::join!(compiler, writer);
+}
+
+/// One compile's inputs and outputs, handed from the compiler to the writer.
+struct Pass {
+    resources: Resources,
+    compiled: Compiled,
+}
+
+/// Writes the status the newest pass implies, for every object whose status
+/// differs; passes that arrive while it writes collapse into the newest one.
+async fn write_statuses(
+    client: Client,
+    recorder: Recorder,
+    mut passes: tokio::sync::watch::Receiver<Option<Arc<Pass>>>,
+    deployments: Store<Deployment>,
+    hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
+) {
+    let acknowledged = hub.changed();
+    loop {
+        tokio::select! {
+            changed = passes.changed() => if changed.is_err() { return },
+            () = acknowledged.notified() => {}
+        }
+        // Let the pods take the new snapshot first (status is for people
+        // and is not on the propagation path), and fold the acknowledgements
+        // that follow a publish into one pass.
+        tokio::time::sleep(STATUS_DELAY).await;
+        let Some(pass) = passes.borrow_and_update().clone() else {
+            continue;
+        };
+        let started = tokio::time::Instant::now();
+        let (resources, compiled) = (&pass.resources, &pass.compiled);
         let now = Time(jiff::Timestamp::now());
-        let fleets = fleets(&resources, &stores.deployments, &hub.tallies());
-        let stale: Vec<DesiredStatus> = desired_statuses(&resources, &compiled, &fleets, &now)
+        let fleets = fleets(resources, &deployments, &hub.tallies());
+        let current = current_statuses(resources);
+        let stale: Vec<DesiredStatus> = desired_statuses(resources, compiled, &fleets, &now)
             .into_iter()
-            .filter(|desired| {
-                needs_update(
-                    current_status(&resources, &desired.object).as_ref(),
-                    desired,
-                )
-            })
+            .filter(|desired| needs_update(current.get(&desired.object), desired))
             .collect();
         // Independent objects: write several at once. A failure is retried
         // on the next change or resync and never blocks the rest.
         let failed = AtomicBool::new(false);
         futures_util::stream::iter(stale)
             .for_each_concurrent(STATUS_WRITERS, |desired| {
-                let (client, recorder, resources) = (&client, &recorder, &resources);
+                let (client, recorder, current) = (&client, &recorder, &current);
                 let (metrics, failed) = (&metrics, &failed);
                 async move {
-                    publish_warnings(recorder, resources, &desired).await;
+                    publish_warnings(recorder, resources, current.get(&desired.object), &desired)
+                        .await;
                     let result = apply_status(client, &desired).await;
                     metrics.status_written(result.is_ok());
                     if let Err(error) = result {
@@ -172,16 +263,18 @@ pub async fn run(client: Client, hub: Arc<Hub>, metrics: Arc<Metrics>) {
             started.elapsed(),
             !failed.load(Ordering::Relaxed),
         );
-        changed.notified().await;
     }
 }
 
 /// Warning Events for conditions that newly fail, on the object itself, so
 /// `kubectl describe` and event pipelines show why a resource is not served.
-async fn publish_warnings(recorder: &Recorder, resources: &Resources, desired: &DesiredStatus) {
-    let current = current_status(resources, &desired.object);
+async fn publish_warnings(
+    recorder: &Recorder,
+    resources: &Resources,
+    current: Option<&serde_json::Value>,
+    desired: &DesiredStatus,
+) {
     let current: Option<Vec<Condition>> = current
-        .as_ref()
         .and_then(|s| s.get("conditions"))
         .and_then(|c| serde_json::from_value(c.clone()).ok());
     let fresh = warnings(current.as_deref(), &desired.status.conditions);
@@ -263,8 +356,14 @@ fn fleets(
         .collect()
 }
 
-/// Starts a reflector for `K` across all namespaces; every event pokes `changed`.
-fn watch<K>(client: Client, changed: Arc<Notify>, config: watcher::Config) -> Store<K>
+/// Starts a reflector for `K` across all namespaces; every event that can
+/// change the compile output pokes `changed`.
+fn watch<K>(
+    client: Client,
+    changed: Arc<Notify>,
+    config: watcher::Config,
+    ignore_status_echo: bool,
+) -> Store<K>
 where
     K: Resource<DynamicType = ()>
         + Clone
@@ -275,14 +374,29 @@ where
         + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(Api::<K>::all(client), config))
-        .default_backoff()
-        .touched_objects();
+    // Managed fields are never read here and are a large share of each
+    // object; dropping them keeps the cache small and every compile's copy cheap.
+    let stream = reflector::reflector(
+        writer,
+        watcher(Api::<K>::all(client), config).modify(|object| object.managed_fields_mut().clear()),
+    )
+    .default_backoff();
     tokio::spawn(async move {
         futures_util::pin_mut!(stream);
+        let mut generations = Generations::default();
         while let Some(event) = stream.next().await {
             match event {
-                Ok(_) => changed.notify_one(),
+                Ok(watcher::Event::Apply(object) | watcher::Event::InitApply(object)) => {
+                    if !ignore_status_echo || generations.changed(object.meta()) {
+                        changed.notify_one();
+                    }
+                }
+                Ok(watcher::Event::Delete(object)) => {
+                    generations.forget(object.meta());
+                    changed.notify_one();
+                }
+                Ok(watcher::Event::Init) => {}
+                Ok(watcher::Event::InitDone) => changed.notify_one(),
                 Err(error) => tracing::warn!(kind = %K::kind(&()), %error, "watch error; retrying"),
             }
         }
@@ -290,24 +404,48 @@ where
     reader
 }
 
-/// The object's status as JSON, to compare with the desired one.
-fn current_status(resources: &Resources, object: &ObjectRef) -> Option<serde_json::Value> {
-    fn find<'a, K: Resource<DynamicType = ()> + kube::ResourceExt>(
-        items: &'a [K],
-        object: &ObjectRef,
-    ) -> Option<&'a K> {
-        items.iter().find(|o| {
-            o.namespace().as_deref().unwrap_or("default") == object.namespace
-                && o.name_any() == object.name
-        })
+/// The last generation seen per object. Our own status writes come back as
+/// watch events with an unchanged generation; they cannot change the
+/// compile output, so they must not cost a compile (with 1,000 routes that
+/// echo would double the work of every change). Only for our own kinds:
+/// Deployments' status changes matter (replica counts).
+#[derive(Default)]
+struct Generations(std::collections::HashMap<String, i64>);
+
+impl Generations {
+    fn changed(&mut self, meta: &kube::api::ObjectMeta) -> bool {
+        let (Some(uid), Some(generation)) = (&meta.uid, meta.generation) else {
+            return true;
+        };
+        self.0.insert(uid.clone(), generation) != Some(generation)
     }
-    let status = match object.kind.as_str() {
-        "AIGateway" => serde_json::to_value(&find(&resources.gateways, object)?.status),
-        "ModelProvider" => serde_json::to_value(&find(&resources.providers, object)?.status),
-        "AIRoute" => serde_json::to_value(&find(&resources.routes, object)?.status),
-        _ => return None,
-    };
-    status.ok()
+
+    fn forget(&mut self, meta: &kube::api::ObjectMeta) {
+        if let Some(uid) = &meta.uid {
+            self.0.remove(uid);
+        }
+    }
+}
+
+/// Every object's current status as JSON, to compare with the desired one;
+/// built once per pass so a lookup is O(1) with 1,000s of routes.
+fn current_statuses(resources: &Resources) -> HashMap<ObjectRef, serde_json::Value> {
+    fn add<K: Resource<DynamicType = ()> + ResourceExt, S: serde::Serialize>(
+        out: &mut HashMap<ObjectRef, serde_json::Value>,
+        items: &[K],
+        status: impl Fn(&K) -> &Option<S>,
+    ) {
+        for item in items {
+            if let Ok(value) = serde_json::to_value(status(item)) {
+                out.insert(tollgate_config::resources::object_ref(item), value);
+            }
+        }
+    }
+    let mut out = HashMap::new();
+    add(&mut out, &resources.gateways, |o| &o.status);
+    add(&mut out, &resources.providers, |o| &o.status);
+    add(&mut out, &resources.routes, |o| &o.status);
+    out
 }
 
 async fn apply_status(client: &Client, desired: &DesiredStatus) -> Result<(), Error> {

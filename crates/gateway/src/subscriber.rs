@@ -458,11 +458,12 @@ impl Subscriber {
 
     /// One line from the controller → the acknowledgement to send, if any.
     fn handle_line(&self, line: &[u8], report: &mut SessionReport) -> Option<GatewayMessage> {
+        let received = std::time::Instant::now();
         match push::decode_server_line(line) {
             Ok(Received::Heartbeat) => None,
             Ok(Received::Snapshot(snapshot)) => {
                 report.received_snapshot = true;
-                Some(self.apply(*snapshot))
+                Some(self.apply(*snapshot, received))
             }
             Err(error) => {
                 self.count("rejected");
@@ -481,7 +482,7 @@ impl Subscriber {
 
     /// Validates, builds and swaps in one snapshot; never uninstalls the
     /// current one on failure.
-    fn apply(&self, snapshot: Snapshot) -> GatewayMessage {
+    fn apply(&self, snapshot: Snapshot, received: std::time::Instant) -> GatewayMessage {
         let hash = snapshot.hash.clone();
         let reject = |error: String| {
             self.count("rejected");
@@ -515,7 +516,8 @@ impl Subscriber {
             Ok(runtime) => {
                 self.gateway.install(runtime);
                 self.count("applied");
-                tracing::info!(hash = short(&hash), routes, "configuration applied");
+                // `took`: decode, hash check and build, from the complete line.
+                tracing::info!(hash = short(&hash), routes, took = ?received.elapsed(), "configuration applied");
                 GatewayMessage::Applied { hash }
             }
             Err(error) => reject(error.to_string()),

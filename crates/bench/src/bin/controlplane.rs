@@ -150,6 +150,12 @@ fn spawn_listening(command: &mut Command) -> Result<(KillOnDrop, HashMap<String,
     Ok((child, urls))
 }
 
+/// Children log at warn; `TOLLGATE_BENCH_LOG` overrides (e.g. `info` to see
+/// each configuration applied).
+fn log_level() -> String {
+    std::env::var("TOLLGATE_BENCH_LOG").unwrap_or_else(|_| "warn".into())
+}
+
 fn free_port() -> Result<u16> {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -381,7 +387,7 @@ async fn run(args: Args) -> Result<Value> {
             .args(["--controller-url", &controller_url])
             .args(["--tls-secret-namespace", NAMESPACE])
             .env("KUBECONFIG", cluster.kubeconfig())
-            .env("TOLLGATE_LOG", "warn")
+            .env("TOLLGATE_LOG", log_level())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -481,11 +487,12 @@ async fn run(args: Args) -> Result<Value> {
     let served = started.elapsed();
     let verdict = if served < BULK_TARGET { "PASS" } else { "FAIL" };
     println!(
-        "bulk: {} AIRoutes created through the API in {:.2} s; compiled and pushed: running on all {} gateways {:.2} s after the first create [{verdict}: < {} s]",
+        "bulk: {} AIRoutes created through the API in {:.2} s; compiled and pushed: running on all {} gateways {:.2} s after the first create, {:.0} ms after the last [{verdict}: < {} s]",
         args.routes,
         written.as_secs_f64(),
         args.gateways,
         served.as_secs_f64(),
+        ms(served.saturating_sub(written)),
         BULK_TARGET.as_secs()
     );
     let jsonpath =
@@ -520,6 +527,7 @@ async fn run(args: Args) -> Result<Value> {
             "routes": args.routes, "gateways": args.gateways,
             "api_writes_s": written.as_secs_f64(),
             "served_on_all_gateways_s": served.as_secs_f64(),
+            "served_after_last_write_ms": ms(served.saturating_sub(written)),
             "all_programmed_s": programmed.as_secs_f64(),
             "target_s": BULK_TARGET.as_secs_f64(), "pass": served < BULK_TARGET,
         },
@@ -544,7 +552,7 @@ fn start_gateway(
             .arg(ca_file)
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .args(["--workers", "1"])
-            .env("TOLLGATE_LOG", "warn"),
+            .env("TOLLGATE_LOG", log_level()),
     )?;
     let url = |key: &str| {
         urls.get(key)
