@@ -192,6 +192,7 @@ schema_rejects "configServer.port=0" --set configServer.port=0
 schema_rejects "configServer.port=70000" --set configServer.port=70000
 schema_rejects "configServer.port=https" --set configServer.port=https
 schema_rejects "configServer.url=http://..." --set configServer.url=http://tollgate.example.test:8443
+schema_rejects "configServer.url with a path" --set configServer.url=https://tollgate.example.test:8443/config
 schema_rejects "configServer.tlsSecretName=Bad_Name" --set configServer.tlsSecretName=Bad_Name
 schema_rejects "a configServer.extraSANs entry with a comma" --set 'configServer.extraSANs[0]=a\,b'
 schema_rejects "an unknown key under configServer" --set configServer.listen=1

@@ -72,6 +72,12 @@ pub enum ControllerError {
     LostLeadership,
     #[error(transparent)]
     Tls(#[from] tollgate_controller::tls::TlsError),
+    #[error(
+        "the TLS Secret now holds a different CA than the one given to gateways; exiting so the next leader distributes it"
+    )]
+    CaChanged,
+    #[error("--controller-url {0:?}: {1}")]
+    ControllerUrl(String, String),
 }
 
 /// Set once this replica leads and its caches are running.
@@ -145,6 +151,11 @@ async fn lead(
     metrics: Arc<Metrics>,
     leading_rx: &mut watch::Receiver<bool>,
 ) -> Result<(), ControllerError> {
+    // Gateways refuse a URL with a path or without https; fail here, loudly,
+    // rather than render pods that crash.
+    args.controller_url
+        .parse::<tollgate_gateway::subscriber::ControllerUrl>()
+        .map_err(|e| ControllerError::ControllerUrl(args.controller_url.clone(), e.to_string()))?;
     let sans = tls::sans_for(&args.controller_url, &args.tls_san);
     let bundle = tls::ensure(&client, &args.tls_secret_namespace, &args.tls_secret, &sans).await?;
     let listener = tokio::net::TcpListener::bind(args.config_listen)
@@ -152,7 +163,7 @@ async fn lead(
         .map_err(|e| ControllerError::Listen(args.config_listen, e))?;
     let hub = Hub::new(Arc::new(Notify::new()));
     let server_tls = Arc::new(ArcSwap::from_pointee(bundle.server_config()?));
-    tokio::spawn(renew_certificate(
+    let ca_changed = tokio::spawn(renew_certificate(
         client.clone(),
         args.tls_secret_namespace.clone(),
         args.tls_secret.clone(),
@@ -179,6 +190,7 @@ async fn lead(
         () = tollgate_controller::status_loop::run(client.clone(), hub, metrics.clone()) => Ok(()),
         () = tollgate_controller::workload_loop::run(client, settings, metrics) => Ok(()),
         _ = leading_rx.wait_for(|leading| !*leading) => Err(ControllerError::LostLeadership),
+        _ = ca_changed => Err(ControllerError::CaChanged),
         () = shutdown() => Ok(()),
     }
 }
@@ -188,7 +200,9 @@ async fn lead(
 const CERTIFICATE_CHECK: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
 
 /// Renews the serving certificate in the Secret when due and serves the new
-/// one to new connections. The CA stays, so gateways keep trusting us.
+/// one to new connections. The CA stays, so gateways keep trusting us; if
+/// the Secret was replaced by one with another CA (deleted by hand), it
+/// returns: the gateways' CA ConfigMaps were rendered with the old CA.
 async fn renew_certificate(
     client: kube::Client,
     namespace: String,
@@ -208,6 +222,9 @@ async fn renew_certificate(
         };
         if renewed.cert == current.cert {
             continue;
+        }
+        if renewed.ca_cert != current.ca_cert {
+            return;
         }
         match renewed.server_config() {
             Ok(config) => {

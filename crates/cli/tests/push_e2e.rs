@@ -29,6 +29,7 @@ struct Env {
     cluster: tollgate_testenv::Cluster,
     dir: tempfile::TempDir,
     port: u16,
+    metrics_port: u16,
     mock: Process,
 }
 
@@ -46,7 +47,8 @@ impl Env {
     fn start_controller(&self) -> KillOnDrop {
         KillOnDrop(
             Command::new(BIN)
-                .args(["controller", "--metrics-listen", "127.0.0.1:0"])
+                .args(["controller", "--metrics-listen"])
+                .arg(format!("127.0.0.1:{}", self.metrics_port))
                 .args(["--config-listen", &format!("127.0.0.1:{}", self.port)])
                 .args(["--controller-url", &self.url()])
                 .args(["--tls-secret-namespace", "default"])
@@ -89,6 +91,32 @@ impl Env {
                 r#"{{"spec":{{"backends":[{{"providerRef":{{"name":"mock"}},"model":"{model}"}}]}}}}"#
             ),
         ]);
+    }
+
+    /// A counter from the controller's /metrics (0 when absent).
+    async fn controller_counter(&self, series: &str) -> f64 {
+        let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
+        let text = match blocking_client().get(url).send().await {
+            Ok(response) => response.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// Waits until the AIGateway reports `connected` subscribed gateways and
+    /// `updated` of them on the published configuration.
+    fn wait_for_counts(&self, connected: u64, updated: u64) {
+        wait_for(
+            &format!("status {connected} connected / {updated} updated"),
+            Duration::from_secs(20),
+            || {
+                let status = self.gateway_status();
+                (status["connectedGateways"] == connected && status["updatedGateways"] == updated)
+                    .then_some(())
+            },
+        )
     }
 
     fn gateway_status(&self) -> Value {
@@ -154,6 +182,7 @@ fn setup() -> Env {
         cluster,
         dir: tempfile::tempdir().unwrap(),
         port: free_port(),
+        metrics_port: free_port(),
         mock: start_mock(),
     };
     let path = write(
@@ -304,7 +333,6 @@ async fn pushed_config_serves_changes_under_load_and_survives_the_controller() {
             .collect();
         (token_file, gateways)
     });
-    let _ = token_file;
     let client = blocking_client();
 
     // Each gateway receives the snapshot, becomes ready and serves the mock.
@@ -353,7 +381,27 @@ async fn pushed_config_serves_changes_under_load_and_survives_the_controller() {
             .map(|(pod, file)| env.start_gateway(pod, file))
             .collect()
     });
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The controller turned both away (not merely unreachable)...
+    for (what, series) in [
+        (
+            "a token for another audience",
+            r#"tollgate_controller_config_subscriptions_total{result="unauthenticated"}"#,
+        ),
+        (
+            "another ServiceAccount",
+            r#"tollgate_controller_config_subscriptions_total{result="forbidden"}"#,
+        ),
+    ] {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while env.controller_counter(series).await < 1.0 {
+            assert!(
+                Instant::now() < deadline,
+                "the controller never refused {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // ...and they never received a snapshot.
     for gateway in &refused {
         let ready = client
             .get(format!("{}/readyz", gateway.url("admin")))
@@ -403,10 +451,13 @@ async fn pushed_config_serves_changes_under_load_and_survives_the_controller() {
         );
     }
 
-    // A new controller: gateways reconnect (with backoff) and follow edits again.
+    // A new controller, nothing changed meanwhile: gateways reconnect (with
+    // backoff), status counts them again, and they follow edits again.
     let _controller = block_in_place(|| {
+        let controller = env.start_controller();
+        env.wait_for_counts(3, 3);
         env.apply_route("model-after-restart");
-        env.start_controller()
+        controller
     });
     wait_until_all_serve(&client, &gateways, "model-after-restart").await;
     stop.store(true, Ordering::Relaxed);
@@ -423,11 +474,18 @@ async fn pushed_config_serves_changes_under_load_and_survives_the_controller() {
         "no request may fail during route changes or the outage"
     );
     assert!(ok > 500, "the load actually ran: {ok}");
-    block_in_place(|| {
-        wait_for(
-            "status to count 3 updated gateways again",
-            Duration::from_secs(20),
-            || (env.gateway_status()["updatedGateways"] == 3).then_some(()),
-        )
-    });
+    block_in_place(|| env.wait_for_counts(3, 3));
+
+    // A pod goes away and a new one arrives: the counts follow both ways.
+    let mut gateways = gateways;
+    drop(gateways.pop());
+    block_in_place(|| env.wait_for_counts(2, 2));
+    let replacement = block_in_place(|| env.start_gateway("edge-replacement", &token_file));
+    block_in_place(|| env.wait_for_counts(3, 3));
+    assert_eq!(
+        served_model(&client, replacement.url("data"))
+            .await
+            .as_deref(),
+        Ok("model-after-restart")
+    );
 }

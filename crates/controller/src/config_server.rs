@@ -40,6 +40,16 @@ use crate::workload::{TOKEN_AUDIENCE, workload_name};
 /// kubelet rotates them) and a revoked ServiceAccount loses access.
 pub const REAUTHENTICATE_AFTER: Duration = Duration::from_secs(600);
 
+/// TokenReviews in flight at once; more subscribers wait for a retry (503)
+/// instead of flooding the apiserver (any pod can reach this port).
+const MAX_CONCURRENT_REVIEWS: usize = 16;
+
+/// How long a TokenReview may take before the subscriber is told to retry.
+const REVIEW_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Subscriptions a gateway opens per connection (it needs one).
+const MAX_STREAMS_PER_CONNECTION: u32 = 4;
+
 /// Longest acknowledgement line accepted from a gateway.
 const MAX_ACK_LINE: usize = 64 * 1024;
 
@@ -161,6 +171,12 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) {
+    let shared = Arc::new(Shared {
+        hub,
+        reviewer,
+        metrics,
+        reviews: tokio::sync::Semaphore::new(MAX_CONCURRENT_REVIEWS),
+    });
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -177,12 +193,7 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         // The current certificate: a renewal applies to new connections.
-        let (acceptor, hub, reviewer, metrics) = (
-            TlsAcceptor::from(tls.load_full()),
-            hub.clone(),
-            reviewer.clone(),
-            metrics.clone(),
-        );
+        let (acceptor, shared) = (TlsAcceptor::from(tls.load_full()), shared.clone());
         tokio::spawn(async move {
             let stream = match tokio::time::timeout(
                 Duration::from_secs(10),
@@ -198,15 +209,17 @@ pub async fn serve(
                 Err(_) => return,
             };
             let service = service_fn(move |request| {
-                let (hub, reviewer, metrics) = (hub.clone(), reviewer.clone(), metrics.clone());
-                async move {
-                    Ok::<_, Infallible>(handle(request, &hub, reviewer.as_ref(), &metrics).await)
-                }
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(handle(request, &shared).await) }
             });
-            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            // HTTP/2 only: the protocol needs it, and HTTP/1 would bring
+            // slow-header connections that no timer bounds.
+            let mut builder =
+                hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http2_only();
             builder
                 .http2()
                 .timer(TokioTimer::new())
+                .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
                 .keep_alive_interval(Some(Duration::from_secs(20)))
                 .keep_alive_timeout(Duration::from_secs(20));
             if let Err(error) = builder
@@ -219,12 +232,22 @@ pub async fn serve(
     }
 }
 
-async fn handle(
-    request: Request<Incoming>,
-    hub: &Arc<Hub>,
-    reviewer: &dyn TokenReviewer,
-    metrics: &Arc<Metrics>,
-) -> Response<Body> {
+/// What every request handler shares.
+struct Shared {
+    hub: Arc<Hub>,
+    reviewer: Arc<dyn TokenReviewer>,
+    metrics: Arc<Metrics>,
+    /// Bounds concurrent TokenReviews.
+    reviews: tokio::sync::Semaphore,
+}
+
+async fn handle(request: Request<Incoming>, shared: &Shared) -> Response<Body> {
+    let Shared {
+        hub,
+        reviewer,
+        metrics,
+        reviews,
+    } = shared;
     let Some((namespace, name)) = parse_subscribe_path(request.uri().path()) else {
         return error(StatusCode::NOT_FOUND, "not_found", "no such endpoint");
     };
@@ -248,7 +271,17 @@ async fn handle(
             "an Authorization: Bearer ServiceAccount token is required",
         );
     };
-    let reviewed = match reviewer.review(token).await {
+    let Ok(_permit) = reviews.try_acquire() else {
+        metrics.subscription(SubscriptionResult::ReviewFailed);
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "too many subscriptions are being authenticated; retry",
+        );
+    };
+    let review = tokio::time::timeout(REVIEW_TIMEOUT, reviewer.review(token)).await;
+    let review = review.unwrap_or_else(|_| Err(ReviewError("timed out".into())));
+    let reviewed = match review {
         Ok(reviewed) => reviewed,
         Err(review_error) => {
             tracing::warn!(%gateway, error = %review_error, "cannot review a subscriber's token");
@@ -286,7 +319,7 @@ async fn handle(
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string)
         })
-        .unwrap_or_else(|| "unknown".into());
+        .unwrap_or_else(|| crate::distribution::UNKNOWN_POD.into());
     let subscription = match hub.subscribe(&gateway, &pod) {
         Ok(subscription) => Arc::new(subscription),
         Err(refused @ SubscribeError::NotReady) => {
@@ -336,7 +369,19 @@ fn bearer_token(request: &Request<Incoming>) -> Option<String> {
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))?
         .trim();
-    (!token.is_empty()).then(|| token.to_string())
+    looks_like_jwt(token).then(|| token.to_string())
+}
+
+/// ServiceAccount tokens are JWTs (three base64url parts); anything else is
+/// refused without costing the apiserver a TokenReview.
+fn looks_like_jwt(token: &str) -> bool {
+    let base64url = |part: &str| {
+        !part.is_empty()
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'=')
+    };
+    token.len() <= 16 * 1024 && token.split('.').count() == 3 && token.split('.').all(base64url)
 }
 
 /// The current snapshot at once, then every newer one, with heartbeats in
@@ -359,7 +404,9 @@ fn snapshot_stream(
         subscription,
         updates,
         first: true,
-        deadline: Instant::now() + REAUTHENTICATE_AFTER,
+        // Jittered, so a fleet that connected together does not come back
+        // for re-authentication (and a full snapshot) all at once.
+        deadline: Instant::now() + REAUTHENTICATE_AFTER.mul_f64(0.8 + 0.4 * rand::random::<f64>()),
         _open: metrics.subscriber(),
         metrics,
     };

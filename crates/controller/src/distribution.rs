@@ -15,6 +15,9 @@ use tokio::sync::{Notify, watch};
 use tollgate_config::push::{FrameError, GatewayMessage, snapshot_frame};
 use tollgate_config::{ObjectRef, Snapshot};
 
+/// The pod name of a subscriber that did not say (never deduplicated).
+pub const UNKNOWN_POD: &str = "unknown";
+
 /// One snapshot, encoded once for every subscriber.
 #[derive(Debug, Clone)]
 pub struct Published {
@@ -156,6 +159,11 @@ impl Hub {
             .get_mut(gateway)
             .ok_or_else(|| SubscribeError::UnknownGateway(gateway.clone()))?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        // A pod that reconnects before the controller noticed its old stream
+        // was dead (a half-open connection) replaces it: status counts pods.
+        if pod != UNKNOWN_POD {
+            channel.subscribers.retain(|_, s| s.pod != pod);
+        }
         channel.subscribers.insert(
             id,
             Subscriber {
@@ -255,7 +263,13 @@ impl Subscription {
                 self.hub.record(&self.gateway, self.id, Some(hash.clone()));
             }
             GatewayMessage::Rejected { hash, error } => {
-                tracing::warn!(gateway = %self.gateway, hash = %short(hash), %error, "a gateway rejected its snapshot");
+                // Both strings come from the pod: bound them before logging.
+                tracing::warn!(
+                    gateway = %self.gateway,
+                    hash = %prefix(hash, 12),
+                    error = %prefix(error, 512),
+                    "a gateway rejected its snapshot"
+                );
             }
         }
     }
@@ -271,8 +285,12 @@ impl Drop for Subscription {
     }
 }
 
-fn short(hash: &str) -> &str {
-    &hash[..hash.len().min(12)]
+/// At most `chars` characters of `text` (cut on a character boundary: the
+/// text may come from a peer).
+fn prefix(text: &str, chars: usize) -> &str {
+    text.char_indices()
+        .nth(chars)
+        .map_or(text, |(end, _)| &text[..end])
 }
 
 #[cfg(test)]
@@ -387,6 +405,47 @@ spec:
 
         drop(subscription);
         assert_eq!(tally(&hub).connected, 0);
+    }
+
+    #[test]
+    fn a_reconnecting_pod_replaces_its_old_subscription() {
+        let hub = hub();
+        let first = snapshots("a");
+        let hash = first[&gateway("gw")].hash.clone();
+        hub.publish([&gateway("gw")], &first);
+        let old = hub.subscribe(&gateway("gw"), "pod-1").unwrap();
+        old.record(&GatewayMessage::Applied { hash: hash.clone() });
+        let new = hub.subscribe(&gateway("gw"), "pod-1").unwrap();
+        let tally = hub.tallies()[&gateway("gw")].clone();
+        assert_eq!((tally.connected, tally.updated), (1, 0));
+        new.record(&GatewayMessage::Applied { hash: hash.clone() });
+        old.record(&GatewayMessage::Applied { hash });
+        drop(old);
+        let tally = hub.tallies()[&gateway("gw")].clone();
+        assert_eq!(
+            (tally.connected, tally.updated),
+            (1, 1),
+            "the old stream ending changes nothing"
+        );
+        // Subscribers that did not name their pod are never merged.
+        let _a = hub.subscribe(&gateway("gw"), UNKNOWN_POD).unwrap();
+        let _b = hub.subscribe(&gateway("gw"), UNKNOWN_POD).unwrap();
+        assert_eq!(hub.tallies()[&gateway("gw")].connected, 3);
+    }
+
+    #[test]
+    fn peer_text_is_cut_on_character_boundaries() {
+        assert_eq!(prefix("a€€€€€€€€€€€€€€", 3), "a€€");
+        assert_eq!(prefix("abc", 12), "abc");
+        let rejected = GatewayMessage::Rejected {
+            hash: "€".repeat(20),
+            error: "x".repeat(10_000),
+        };
+        let hub = hub();
+        hub.publish([&gateway("gw")], &snapshots("a"));
+        hub.subscribe(&gateway("gw"), "pod")
+            .unwrap()
+            .record(&rejected);
     }
 
     #[test]

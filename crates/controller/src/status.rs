@@ -53,12 +53,36 @@ impl DesiredStatus {
     }
 }
 
+/// The conditions each object carries now, by object. The caller reads them
+/// from the freshest view it has (the live cache), not from the copy the
+/// compile saw: our own writes land after that copy was taken.
+pub type CurrentConditions = std::collections::HashMap<ObjectRef, Vec<Condition>>;
+
+/// The conditions in `resources` themselves, for callers whose copy is current.
+pub fn conditions_in(resources: &Resources) -> CurrentConditions {
+    let gateways = resources.gateways.iter().map(|o| {
+        let conditions = o.status.as_ref().map(|s| s.conditions.clone());
+        (object_ref(o), conditions.unwrap_or_default())
+    });
+    let providers = resources.providers.iter().map(|o| {
+        let conditions = o.status.as_ref().map(|s| s.conditions.clone());
+        (object_ref(o), conditions.unwrap_or_default())
+    });
+    let routes = resources.routes.iter().map(|o| {
+        let conditions = o.status.as_ref().map(|s| s.conditions.clone());
+        (object_ref(o), conditions.unwrap_or_default())
+    });
+    gateways.chain(providers).chain(routes).collect()
+}
+
 /// Conditions for every AIGateway, ModelProvider and AIRoute in `resources`;
-/// `fleets` holds what each gateway's workload reports.
+/// `fleets` holds what each gateway's workload reports, `current` the
+/// conditions each object has now (transition times are kept from them).
 pub fn desired_statuses(
     resources: &Resources,
     compiled: &Compiled,
     fleets: &BTreeMap<ObjectRef, Fleet>,
+    current: &CurrentConditions,
     now: &Time,
 ) -> Vec<DesiredStatus> {
     let mut errors: BTreeMap<&ObjectRef, Vec<&Diagnostic>> = BTreeMap::new();
@@ -74,12 +98,10 @@ pub fn desired_statuses(
         .collect();
 
     let mut out = Vec::new();
-    let mut push = |object: ObjectRef,
-                    generation: Option<i64>,
-                    current: Option<&[Condition]>,
-                    programmed: Programmed| {
+    let mut push = |object: ObjectRef, generation: Option<i64>, programmed: Programmed| {
         let problems = errors.get(&object).map(Vec::as_slice).unwrap_or_default();
-        let conditions = conditions_for(problems, programmed, generation, current, now);
+        let existing = current.get(&object).map(Vec::as_slice);
+        let conditions = conditions_for(problems, programmed, generation, existing, now);
         let fleet =
             (object.kind == "AIGateway").then(|| fleets.get(&object).cloned().unwrap_or_default());
         let status = ResourceStatus {
@@ -100,12 +122,7 @@ pub fn desired_statuses(
             }
             None => Programmed::No,
         };
-        push(
-            object,
-            gateway.metadata.generation,
-            gateway.status.as_ref().map(|s| s.conditions.as_slice()),
-            programmed,
-        );
+        push(object, gateway.metadata.generation, programmed);
     }
     for provider in &resources.providers {
         let object = object_ref(provider);
@@ -114,12 +131,7 @@ pub fn desired_statuses(
         } else {
             Programmed::Yes("provider is usable by routes".into())
         };
-        push(
-            object,
-            provider.metadata.generation,
-            provider.status.as_ref().map(|s| s.conditions.as_slice()),
-            programmed,
-        );
+        push(object, provider.metadata.generation, programmed);
     }
     for route in &resources.routes {
         let object = object_ref(route);
@@ -132,12 +144,7 @@ pub fn desired_statuses(
         } else {
             Programmed::No
         };
-        push(
-            object,
-            route.metadata.generation,
-            route.status.as_ref().map(|s| s.conditions.as_slice()),
-            programmed,
-        );
+        push(object, route.metadata.generation, programmed);
     }
     out.sort_by(|a, b| a.object.cmp(&b.object));
     out
@@ -326,10 +333,16 @@ spec:
         let mut loaded = Loaded::default();
         add_documents(&mut loaded, "t.yaml", MANIFESTS, &|_| None);
         let compiled = compile(&loaded.resources);
-        desired_statuses(&loaded.resources, &compiled, &BTreeMap::new(), &now())
-            .into_iter()
-            .map(|d| (format!("{}/{}", d.object.kind, d.object.name), d.status))
-            .collect()
+        desired_statuses(
+            &loaded.resources,
+            &compiled,
+            &BTreeMap::new(),
+            &conditions_in(&loaded.resources),
+            &now(),
+        )
+        .into_iter()
+        .map(|d| (format!("{}/{}", d.object.kind, d.object.name), d.status))
+        .collect()
     }
 
     fn condition<'a>(status: &'a ResourceStatus, type_: &str) -> &'a Condition {

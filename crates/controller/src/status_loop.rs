@@ -28,7 +28,9 @@ use tollgate_config::{Compiled, ObjectRef, Resources, compile};
 use crate::FIELD_MANAGER;
 use crate::distribution::{Hub, Tally};
 use crate::metrics::{Loop, Metrics};
-use crate::status::{DesiredStatus, Fleet, desired_statuses, needs_update, warnings};
+use crate::status::{
+    CurrentConditions, DesiredStatus, Fleet, desired_statuses, needs_update, warnings,
+};
 use crate::workload;
 
 #[derive(Debug, thiserror::Error)]
@@ -156,10 +158,16 @@ pub async fn run(client: Client, hub: Arc<Hub>, metrics: Arc<Metrics>) {
     // Status writes run in their own task: a slow burst of writes (1,000
     // routes changing at once) must not hold back the next publish.
     let (passes_tx, passes_rx) = tokio::sync::watch::channel(None::<Arc<Pass>>);
+    let live = LiveStatuses {
+        gateways: stores.gateways.clone(),
+        providers: stores.providers.clone(),
+        routes: stores.routes.clone(),
+    };
     let writer = write_statuses(
         client,
         recorder,
         passes_rx,
+        live,
         stores.deployments.clone(),
         hub.clone(),
         metrics.clone(),
@@ -213,6 +221,7 @@ async fn write_statuses(
     client: Client,
     recorder: Recorder,
     mut passes: tokio::sync::watch::Receiver<Option<Arc<Pass>>>,
+    live: LiveStatuses,
     deployments: Store<Deployment>,
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
@@ -234,11 +243,12 @@ async fn write_statuses(
         let (resources, compiled) = (&pass.resources, &pass.compiled);
         let now = Time(jiff::Timestamp::now());
         let fleets = fleets(resources, &deployments, &hub.tallies());
-        let current = current_statuses(resources);
-        let stale: Vec<DesiredStatus> = desired_statuses(resources, compiled, &fleets, &now)
-            .into_iter()
-            .filter(|desired| needs_update(current.get(&desired.object), desired))
-            .collect();
+        let current = live.read();
+        let stale: Vec<DesiredStatus> =
+            desired_statuses(resources, compiled, &fleets, &current.conditions, &now)
+                .into_iter()
+                .filter(|desired| needs_update(current.json.get(&desired.object), desired))
+                .collect();
         // Independent objects: write several at once. A failure is retried
         // on the next change or resync and never blocks the rest.
         let failed = AtomicBool::new(false);
@@ -247,8 +257,8 @@ async fn write_statuses(
                 let (client, recorder, current) = (&client, &recorder, &current);
                 let (metrics, failed) = (&metrics, &failed);
                 async move {
-                    publish_warnings(recorder, resources, current.get(&desired.object), &desired)
-                        .await;
+                    let existing = current.conditions.get(&desired.object);
+                    publish_warnings(recorder, resources, existing, &desired).await;
                     let result = apply_status(client, &desired).await;
                     metrics.status_written(result.is_ok());
                     if let Err(error) = result {
@@ -271,13 +281,10 @@ async fn write_statuses(
 async fn publish_warnings(
     recorder: &Recorder,
     resources: &Resources,
-    current: Option<&serde_json::Value>,
+    current: Option<&Vec<Condition>>,
     desired: &DesiredStatus,
 ) {
-    let current: Option<Vec<Condition>> = current
-        .and_then(|s| s.get("conditions"))
-        .and_then(|c| serde_json::from_value(c.clone()).ok());
-    let fresh = warnings(current.as_deref(), &desired.status.conditions);
+    let fresh = warnings(current.map(Vec::as_slice), &desired.status.conditions);
     if fresh.is_empty() {
         return;
     }
@@ -427,25 +434,63 @@ impl Generations {
     }
 }
 
-/// Every object's current status as JSON, to compare with the desired one;
-/// built once per pass so a lookup is O(1) with 1,000s of routes.
-fn current_statuses(resources: &Resources) -> HashMap<ObjectRef, serde_json::Value> {
-    fn add<K: Resource<DynamicType = ()> + ResourceExt, S: serde::Serialize>(
-        out: &mut HashMap<ObjectRef, serde_json::Value>,
-        items: &[K],
-        status: impl Fn(&K) -> &Option<S>,
-    ) {
-        for item in items {
-            if let Ok(value) = serde_json::to_value(status(item)) {
-                out.insert(tollgate_config::resources::object_ref(item), value);
+/// The statuses objects carry now, read from the live caches (not from the
+/// compile's copy, which predates our own latest writes): as JSON to compare
+/// with the desired status, and their conditions to keep transition times.
+/// Built once per pass so each lookup is O(1) with 1,000s of routes.
+struct LiveStatuses {
+    gateways: Store<AIGateway>,
+    providers: Store<ModelProvider>,
+    routes: Store<AIRoute>,
+}
+
+struct Statuses {
+    json: HashMap<ObjectRef, serde_json::Value>,
+    conditions: CurrentConditions,
+}
+
+impl LiveStatuses {
+    fn read(&self) -> Statuses {
+        fn add<K, S>(out: &mut Statuses, items: Vec<Arc<K>>, status: impl Fn(&K) -> Option<&S>)
+        where
+            K: Resource<DynamicType = ()> + ResourceExt,
+            S: serde::Serialize + HasConditions,
+        {
+            for item in items {
+                let object = tollgate_config::resources::object_ref(item.as_ref());
+                let status = status(&item);
+                if let Ok(value) = serde_json::to_value(status) {
+                    out.json.insert(object.clone(), value);
+                }
+                let conditions = status.map(|s| s.conditions().to_vec()).unwrap_or_default();
+                out.conditions.insert(object, conditions);
             }
         }
+        let mut out = Statuses {
+            json: HashMap::new(),
+            conditions: CurrentConditions::new(),
+        };
+        add(&mut out, self.gateways.state(), |o| o.status.as_ref());
+        add(&mut out, self.providers.state(), |o| o.status.as_ref());
+        add(&mut out, self.routes.state(), |o| o.status.as_ref());
+        out
     }
-    let mut out = HashMap::new();
-    add(&mut out, &resources.gateways, |o| &o.status);
-    add(&mut out, &resources.providers, |o| &o.status);
-    add(&mut out, &resources.routes, |o| &o.status);
-    out
+}
+
+trait HasConditions {
+    fn conditions(&self) -> &[Condition];
+}
+
+impl HasConditions for tollgate_api::AIGatewayStatus {
+    fn conditions(&self) -> &[Condition] {
+        &self.conditions
+    }
+}
+
+impl HasConditions for tollgate_api::ResourceStatus {
+    fn conditions(&self) -> &[Condition] {
+        &self.conditions
+    }
 }
 
 async fn apply_status(client: &Client, desired: &DesiredStatus) -> Result<(), Error> {

@@ -216,7 +216,7 @@ impl Bundle {
         })
     }
 
-    /// A rustls server configuration serving this certificate, HTTP/2 first.
+    /// A rustls server configuration serving this certificate, HTTP/2 only.
     pub fn server_config(&self) -> Result<rustls::ServerConfig, TlsError> {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -230,7 +230,7 @@ impl Bundle {
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()
             .with_single_cert(chain, key)?;
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(config)
     }
 }
