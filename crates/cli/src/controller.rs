@@ -19,6 +19,7 @@ use tollgate_controller::leader::{LeaderConfig, LeaderElection};
 use tollgate_controller::metrics::Metrics;
 use tollgate_controller::workload::RenderSettings;
 use tollgate_controller::{config_server, tls};
+use tollgate_gateway::standalone::shutdown_signal;
 
 #[derive(clap::Args)]
 pub struct ControllerArgs {
@@ -129,7 +130,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), ControllerError> {
                 return Ok(());
             }
         }
-        () = shutdown() => return Ok(()),
+        () = shutdown_signal() => return Ok(()),
     }
     tracing::info!("leading: starting the status and workload loops and the config server");
     let result = lead(&args, client, &health, metrics, &mut leading_rx).await;
@@ -191,7 +192,7 @@ async fn lead(
         () = tollgate_controller::workload_loop::run(client, settings, metrics) => Ok(()),
         _ = leading_rx.wait_for(|leading| !*leading) => Err(ControllerError::LostLeadership),
         _ = ca_changed => Err(ControllerError::CaChanged),
-        () = shutdown() => Ok(()),
+        () = shutdown_signal() => Ok(()),
     }
 }
 
@@ -234,22 +235,6 @@ async fn renew_certificate(
             }
             Err(error) => tracing::error!(%error, "the renewed certificate is unusable"),
         }
-    }
-}
-
-async fn shutdown() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => std::future::pending().await,
     }
 }
 

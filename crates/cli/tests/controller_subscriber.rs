@@ -65,17 +65,7 @@ impl FakeController {
         cert: &rcgen::CertifiedKey<rcgen::KeyPair>,
         current: Option<Bytes>,
     ) -> Self {
-        let key =
-            rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
-        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.cert.der().clone()], key)
-        .unwrap();
-        config.alpn_protocols = vec![b"h2".to_vec()];
+        let config = common::tls_server_config(cert, &[b"h2"]);
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();

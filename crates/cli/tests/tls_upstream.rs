@@ -18,15 +18,7 @@ const ANSWER: &str = r#"{"id":"chatcmpl-tls","object":"chat.completion","created
 
 /// Serves one fixed chat answer over TLS on 127.0.0.1; returns its address.
 async fn start_tls_provider(cert: &rcgen::CertifiedKey<rcgen::KeyPair>) -> SocketAddr {
-    let key = rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![cert.cert.der().clone()], key)
-    .unwrap();
+    let config = common::tls_server_config(cert, &[]);
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -54,8 +54,13 @@ impl Snapshot {
 
     /// First 12 hex digits: enough to tell versions apart in logs and status.
     pub fn short_hash(&self) -> &str {
-        &self.hash[..self.hash.len().min(12)]
+        short_hash(&self.hash)
     }
+}
+
+/// The first 12 hex digits of a snapshot hash, as logs and status show it.
+pub fn short_hash(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
 }
 
 fn hash_config(config: &GatewayConfig) -> String {

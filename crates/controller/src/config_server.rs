@@ -295,18 +295,19 @@ async fn handle(request: Request<Incoming>, shared: &Shared) -> Response<Body> {
     };
     if let Err(denied) = authorize(&reviewed, &gateway) {
         tracing::warn!(%gateway, reason = %denied, "subscription refused");
-        let (status, result) = match denied {
+        let (status, code, result) = match denied {
             Denied::Unauthenticated(_) => (
                 StatusCode::UNAUTHORIZED,
+                "unauthenticated",
                 SubscriptionResult::Unauthenticated,
             ),
-            Denied::Forbidden { .. } => (StatusCode::FORBIDDEN, SubscriptionResult::Forbidden),
+            Denied::Forbidden { .. } => (
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                SubscriptionResult::Forbidden,
+            ),
         };
         metrics.subscription(result);
-        let code = match status {
-            StatusCode::UNAUTHORIZED => "unauthenticated",
-            _ => "forbidden",
-        };
         return error(status, code, &denied.to_string());
     }
     let pod = reviewed

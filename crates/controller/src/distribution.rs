@@ -205,8 +205,9 @@ impl Hub {
             .collect()
     }
 
-    /// The pods subscribed to `gateway` and the hash each runs, for logs and tests.
-    pub fn subscribers(&self, gateway: &ObjectRef) -> Vec<(String, Option<String>)> {
+    /// The pods subscribed to `gateway` and the hash each runs.
+    #[cfg(test)]
+    fn subscribers(&self, gateway: &ObjectRef) -> Vec<(String, Option<String>)> {
         let state = self.state();
         state
             .gateways

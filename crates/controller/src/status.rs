@@ -44,7 +44,7 @@ impl DesiredStatus {
             status["readyReplicas"] = fleet.ready_replicas.into();
             status["endpoint"] = fleet.endpoint.clone().into();
             if let Some(hash) = &fleet.config.hash {
-                status["configHash"] = hash[..hash.len().min(12)].into();
+                status["configHash"] = tollgate_config::snapshot::short_hash(hash).into();
             }
             status["connectedGateways"] = fleet.config.connected.into();
             status["updatedGateways"] = fleet.config.updated.into();
@@ -57,23 +57,6 @@ impl DesiredStatus {
 /// from the freshest view it has (the live cache), not from the copy the
 /// compile saw: our own writes land after that copy was taken.
 pub type CurrentConditions = std::collections::HashMap<ObjectRef, Vec<Condition>>;
-
-/// The conditions in `resources` themselves, for callers whose copy is current.
-pub fn conditions_in(resources: &Resources) -> CurrentConditions {
-    let gateways = resources.gateways.iter().map(|o| {
-        let conditions = o.status.as_ref().map(|s| s.conditions.clone());
-        (object_ref(o), conditions.unwrap_or_default())
-    });
-    let providers = resources.providers.iter().map(|o| {
-        let conditions = o.status.as_ref().map(|s| s.conditions.clone());
-        (object_ref(o), conditions.unwrap_or_default())
-    });
-    let routes = resources.routes.iter().map(|o| {
-        let conditions = o.status.as_ref().map(|s| s.conditions.clone());
-        (object_ref(o), conditions.unwrap_or_default())
-    });
-    gateways.chain(providers).chain(routes).collect()
-}
 
 /// Conditions for every AIGateway, ModelProvider and AIRoute in `resources`;
 /// `fleets` holds what each gateway's workload reports, `current` the
@@ -324,6 +307,23 @@ spec:
   models: [chat]
   backends: [{providerRef: {name: mock}, model: m}]
 "#;
+
+    /// The conditions in `resources` themselves (the tests' copy is current).
+    fn conditions_in(resources: &Resources) -> CurrentConditions {
+        let gateways = resources.gateways.iter().map(|o| {
+            let conditions = o.status.as_ref().map(|s| s.conditions.clone());
+            (object_ref(o), conditions.unwrap_or_default())
+        });
+        let providers = resources.providers.iter().map(|o| {
+            let conditions = o.status.as_ref().map(|s| s.conditions.clone());
+            (object_ref(o), conditions.unwrap_or_default())
+        });
+        let routes = resources.routes.iter().map(|o| {
+            let conditions = o.status.as_ref().map(|s| s.conditions.clone());
+            (object_ref(o), conditions.unwrap_or_default())
+        });
+        gateways.chain(providers).chain(routes).collect()
+    }
 
     fn now() -> Time {
         Time("2026-11-24T00:00:00Z".parse().unwrap())

@@ -371,7 +371,8 @@ fn bind_data(
     Ok(listeners)
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or SIGINT (shared with `tollgate controller`).
+pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     match (
         signal(SignalKind::terminate()),

@@ -29,7 +29,7 @@ use tollgate_config::Snapshot;
 use tollgate_config::push::{
     self, FrameError, GatewayMessage, LineBuffer, LineTooLong, Received, STREAM_IDLE_TIMEOUT,
 };
-use tollgate_config::snapshot::SnapshotError;
+use tollgate_config::snapshot::{SnapshotError, short_hash as short};
 
 use crate::metrics::ReloadLabels;
 use crate::runtime::{Gateway, Runtime};
@@ -531,10 +531,6 @@ impl Subscriber {
             .get_or_create(&ReloadLabels { result })
             .inc();
     }
-}
-
-fn short(hash: &str) -> &str {
-    &hash[..hash.len().min(12)]
 }
 
 fn read_token(path: &Path) -> Result<String, SubscribeError> {

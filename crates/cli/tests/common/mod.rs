@@ -218,3 +218,21 @@ pub async fn wait_for_new_hash(admin: &str, old: &str) -> String {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A rustls server configuration for a test certificate, offering `alpn`.
+pub fn tls_server_config(
+    cert: &rcgen::CertifiedKey<rcgen::KeyPair>,
+    alpn: &[&[u8]],
+) -> rustls::ServerConfig {
+    let key = rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
+    let mut config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.cert.der().clone()], key)
+    .unwrap();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config
+}
