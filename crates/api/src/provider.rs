@@ -58,6 +58,10 @@ pub struct ModelProviderSpec {
 pub enum ProviderType {
     OpenAI,
     OpenAICompatible,
+    AzureOpenAI,
+    Anthropic,
+    Bedrock,
+    Gemini,
     Mock,
 }
 
@@ -66,6 +70,10 @@ impl ProviderType {
         match self {
             ProviderType::OpenAI => "OpenAI",
             ProviderType::OpenAICompatible => "OpenAICompatible",
+            ProviderType::AzureOpenAI => "AzureOpenAI",
+            ProviderType::Anthropic => "Anthropic",
+            ProviderType::Bedrock => "Bedrock",
+            ProviderType::Gemini => "Gemini",
             ProviderType::Mock => "Mock",
         }
     }

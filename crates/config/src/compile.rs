@@ -385,6 +385,10 @@ fn compile_provider(
         provider_type: spec.provider_type,
         base_url: endpoint,
         api_key,
+        aws: None,
+        region: None,
+        api_version: None,
+        azure_auth: None,
         connect_timeout_ms: connect.ok().flatten().unwrap_or(DEFAULT_CONNECT_TIMEOUT_MS),
         request_timeout_ms: request.ok().flatten().unwrap_or(DEFAULT_REQUEST_TIMEOUT_MS),
         max_concurrent_requests: spec.max_concurrent_requests,
@@ -631,6 +635,7 @@ fn compile_route(
             Backend {
                 provider: 0,
                 model: backend.model.clone(),
+                pass_model: false,
                 weight: backend.weight,
                 priority: backend.priority,
             },

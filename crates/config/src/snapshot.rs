@@ -122,11 +122,42 @@ pub struct Provider {
     /// Base URL without a trailing slash, e.g. `https://api.openai.com/v1`.
     pub base_url: String,
     pub api_key: Option<Credential>,
+    /// Bedrock: AWS credentials for SigV4 signing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws: Option<AwsCredentials>,
+    /// Bedrock: the AWS region requests are signed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Azure OpenAI: the `api-version` query parameter. Anthropic: the
+    /// `anthropic-version` header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// Azure OpenAI: how the credential is sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure_auth: Option<AzureAuth>,
     pub connect_timeout_ms: u64,
     pub request_timeout_ms: u64,
     pub max_concurrent_requests: Option<u32>,
     /// Upstream model name to price. Empty: any model, cost unknown.
     pub models: BTreeMap<String, Pricing>,
+}
+
+/// AWS credentials as a Bedrock provider's Secret holds them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AwsCredentials {
+    pub access_key_id: Credential,
+    pub secret_access_key: Credential,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_token: Option<Credential>,
+}
+
+/// How an Azure OpenAI credential is sent: the resource key as `api-key`,
+/// or a Microsoft Entra ID token as `Authorization: Bearer`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AzureAuth {
+    ApiKey,
+    EntraId,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, Default)]
@@ -187,7 +218,11 @@ pub struct Route {
 pub struct Backend {
     /// Index into [`GatewayConfig::providers`].
     pub provider: usize,
+    /// Upstream model name; unused when `pass_model` is set.
     pub model: String,
+    /// Send the model name the client asked for (glob routes) instead of `model`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pass_model: bool,
     pub weight: u32,
     pub priority: u32,
 }

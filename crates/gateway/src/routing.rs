@@ -219,6 +219,7 @@ mod tests {
             .map(|&(weight, priority)| Backend {
                 provider: 0,
                 model: "m".into(),
+                pass_model: false,
                 weight,
                 priority,
             })
