@@ -30,15 +30,21 @@
 //! back): `parallel_tool_calls`, `user`, `stream_options` (usage is always
 //! streamed), `logprobs`/`top_logprobs`, `logit_bias`, `store`, `metadata`,
 //! `service_tier`, `prediction`, `modalities`/`audio`, image `detail`,
-//! message `name` on user/assistant turns, assistant `refusal`, text part
-//! extras such as `cache_control`, and any other unknown top-level field.
+//! message `name` on user/assistant turns, assistant `refusal` and
+//! `reasoning_content` (see signatures above), text part extras such as
+//! `cache_control`, function `strict` and the json_schema `name`, `strict`
+//! and `description` (Gemini always follows a given schema), and any other
+//! unknown top-level field.
 //! `presence_penalty` and `frequency_penalty` are mapped from `extra`.
 //!
 //! Response choices: a prompt blocked before generation (`promptFeedback.
 //! blockReason`, no candidates) is a normal `content_filter` answer, as OpenAI
 //! reports its own filtering, not an error: retrying elsewhere would be the
 //! gateway's policy decision, not the parser's. Gemini has no creation time,
-//! so `created` is 0; `id` is `responseId`.
+//! so `created` is 0; `id` is `responseId`. A thought signature on an answer
+//! part (text or function call) belongs to the thinking before it: parsed, it
+//! becomes that thinking block's signature (or a block of its own with empty
+//! text); streamed, a chunk with only `thinking_signature`, before the part.
 
 use std::collections::HashMap;
 
@@ -91,7 +97,10 @@ pub fn request_body(request: &ChatRequest, _model: &str) -> Result<Vec<u8>, LlmE
     if let Some(system) = system_instruction(request)? {
         body.insert("systemInstruction".into(), system);
     }
-    body.insert("contents".into(), Value::Array(contents(&request.messages)?));
+    body.insert(
+        "contents".into(),
+        Value::Array(contents(&request.messages)?),
+    );
     if let Some(tools) = request.tools.as_deref().filter(|t| !t.is_empty()) {
         body.insert("tools".into(), tool_declarations(tools)?);
     }
@@ -155,7 +164,11 @@ fn contents(messages: &[Message]) -> Result<Vec<Value>, LlmError> {
                         ))
                         .with_param("messages")
                     })?;
-                let text = message.content.as_ref().map(Content::text).unwrap_or_default();
+                let text = message
+                    .content
+                    .as_ref()
+                    .map(Content::text)
+                    .unwrap_or_default();
                 let part = json!({
                     "functionResponse": { "name": name, "response": tool_response(&text) }
                 });
@@ -253,10 +266,10 @@ fn content_parts(content: Option<&Content>) -> Result<Vec<Value>, LlmError> {
                 let data = input_audio.get("data").and_then(Value::as_str);
                 let format = input_audio.get("format").and_then(Value::as_str);
                 let (Some(data), Some(format)) = (data, format) else {
-                    return Err(LlmError::invalid_request(
-                        "input_audio needs data and format",
-                    )
-                    .with_param("messages"));
+                    return Err(
+                        LlmError::invalid_request("input_audio needs data and format")
+                            .with_param("messages"),
+                    );
                 };
                 parts.push(json!({
                     "inlineData": { "mimeType": format!("audio/{format}"), "data": data }
@@ -402,7 +415,10 @@ fn generation_config(request: &ChatRequest) -> Result<Map<String, Value>, LlmErr
     put("temperature", request.temperature.map(Value::from));
     put("topP", request.top_p.map(Value::from));
     put("topK", request.top_k.map(Value::from));
-    put("maxOutputTokens", request.max_output_tokens().map(Value::from));
+    put(
+        "maxOutputTokens",
+        request.max_output_tokens().map(Value::from),
+    );
     put(
         "stopSequences",
         request
@@ -584,10 +600,16 @@ fn finish_reason(reason: &str, has_calls: bool) -> &'static str {
         "STOP" if has_calls => finish::TOOL_CALLS,
         "STOP" => finish::STOP,
         "MAX_TOKENS" => finish::LENGTH,
-        "SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII" | "LANGUAGE"
-        | "IMAGE_SAFETY" | "IMAGE_PROHIBITED_CONTENT" | "IMAGE_RECITATION" | "MODEL_ARMOR" => {
-            finish::CONTENT_FILTER
-        }
+        "SAFETY"
+        | "RECITATION"
+        | "BLOCKLIST"
+        | "PROHIBITED_CONTENT"
+        | "SPII"
+        | "LANGUAGE"
+        | "IMAGE_SAFETY"
+        | "IMAGE_PROHIBITED_CONTENT"
+        | "IMAGE_RECITATION"
+        | "MODEL_ARMOR" => finish::CONTENT_FILTER,
         _ => finish::STOP,
     }
 }
@@ -639,11 +661,9 @@ pub fn parse_response(body: &[u8], model: &str) -> Result<ChatResponse, LlmError
             .as_ref()
             .and_then(|f| f.block_reason.as_deref())
     {
-        let mut message = Message::new(Role::Assistant, "");
-        message.content = None;
         choices.push(Choice {
             index: 0,
-            message,
+            message: Message::new(Role::Assistant, ""),
             finish_reason: Some(finish::CONTENT_FILTER.into()),
             logprobs: None,
         });
@@ -666,7 +686,10 @@ fn candidate_message(candidate: &Candidate, response_id: &str) -> Message {
     let mut reasoning = String::new();
     let mut thinking = Vec::new();
     let mut calls = Vec::new();
-    let parts = candidate.content.iter().flat_map(|c| c.parts.iter().flatten());
+    let parts = candidate
+        .content
+        .iter()
+        .flat_map(|c| c.parts.iter().flatten());
     for part in parts {
         if let Some(call) = &part.function_call {
             calls.push(ToolCall {
@@ -689,16 +712,28 @@ fn candidate_message(candidate: &Candidate, response_id: &str) -> Message {
         } else if let Some(piece) = &part.text {
             text.push_str(piece);
         }
+        // A signature on an answer part closes the thinking before it (one
+        // block, as Anthropic-style clients expect); alone, it is a block.
         if let Some(signature) = part.signature() {
-            thinking.push(Thinking {
-                text: String::new(),
-                signature: Some(signature.to_string()),
-                redacted_data: None,
-            });
+            match thinking.last_mut() {
+                Some(block) if block.signature.is_none() => {
+                    block.signature = Some(signature.to_string());
+                }
+                _ => thinking.push(Thinking {
+                    text: String::new(),
+                    signature: Some(signature.to_string()),
+                    redacted_data: None,
+                }),
+            }
         }
     }
     let mut message = Message::new(Role::Assistant, text);
-    if message.content.as_ref().is_some_and(|c| c.text().is_empty()) && !calls.is_empty() {
+    if message
+        .content
+        .as_ref()
+        .is_some_and(|c| c.text().is_empty())
+        && !calls.is_empty()
+    {
         message.content = None;
     }
     message.reasoning_content = (!reasoning.is_empty()).then_some(reasoning);
@@ -758,7 +793,10 @@ pub fn parse_error(status: u16, body: &[u8]) -> LlmError {
 
 fn kind_for_grpc(status: &str) -> Option<ErrorKind> {
     Some(match status {
-        "INVALID_ARGUMENT" | "FAILED_PRECONDITION" | "OUT_OF_RANGE" | "ALREADY_EXISTS"
+        "INVALID_ARGUMENT"
+        | "FAILED_PRECONDITION"
+        | "OUT_OF_RANGE"
+        | "ALREADY_EXISTS"
         | "UNIMPLEMENTED" => ErrorKind::InvalidRequest,
         "UNAUTHENTICATED" => ErrorKind::Authentication,
         "PERMISSION_DENIED" => ErrorKind::PermissionDenied,
@@ -889,8 +927,16 @@ impl GeminiStreamDecoder {
             let index = candidate.index.unwrap_or(position as u32);
             let parts = candidate.content.and_then(|c| c.parts).unwrap_or_default();
             for part in parts {
-                let delta = self.part_delta(index, &part);
-                if let Some(delta) = delta {
+                // The signature closes the thinking before this part, so it
+                // goes out first, on its own.
+                if let Some(signature) = part.signature() {
+                    let delta = Delta {
+                        thinking_signature: Some(signature.to_string()),
+                        ..Delta::default()
+                    };
+                    out.push(StreamItem::Chunk(self.choice_chunk(index, delta, None)));
+                }
+                if let Some(delta) = self.part_delta(index, &part) {
                     out.push(StreamItem::Chunk(self.choice_chunk(index, delta, None)));
                 }
             }
@@ -907,10 +953,7 @@ impl GeminiStreamDecoder {
 
     /// One part as a delta; `None` for a part with nothing to say.
     fn part_delta(&mut self, index: u32, part: &Part) -> Option<Delta> {
-        let mut delta = Delta {
-            thinking_signature: part.signature().map(str::to_string),
-            ..Delta::default()
-        };
+        let mut delta = Delta::default();
         if let Some(call) = &part.function_call {
             let state = self.candidates.entry(index).or_default();
             let n = state.calls;
@@ -933,8 +976,7 @@ impl GeminiStreamDecoder {
         }
         let empty = delta.tool_calls.is_none()
             && delta.content.is_none()
-            && delta.reasoning_content.is_none()
-            && delta.thinking_signature.is_none();
+            && delta.reasoning_content.is_none();
         (!empty).then_some(delta)
     }
 
@@ -1036,9 +1078,7 @@ mod tests {
                 "{messages}"
             );
         }
-        let req = request(
-            json!({"model": "m", "messages": [], "reasoning_effort": "extreme"}),
-        );
+        let req = request(json!({"model": "m", "messages": [], "reasoning_effort": "extreme"}));
         assert_eq!(
             request_body(&req, "m").unwrap_err().param.as_deref(),
             Some("reasoning_effort")
@@ -1079,7 +1119,8 @@ mod tests {
 
     #[test]
     fn errors_map_status_strings_and_arrays() {
-        let body = br#"[{"error":{"code":429,"message":"Quota exceeded","status":"RESOURCE_EXHAUSTED"}}]"#;
+        let body =
+            br#"[{"error":{"code":429,"message":"Quota exceeded","status":"RESOURCE_EXHAUSTED"}}]"#;
         let error = parse_error(429, body);
         assert_eq!(error.kind, ErrorKind::RateLimit);
         assert_eq!(error.message, "Quota exceeded");
