@@ -23,28 +23,32 @@
 //!   Gemini 3 answers 400. Thought *text* is not sent back: it is a summary
 //!   for the reader, the signature is what carries the reasoning.
 //! * thinking: `thinking_budget` wins, else `reasoning_effort` through
-//!   [`openai::budget_for_effort`] (`"none"` is a budget of 0, which also
-//!   turns thought summaries off).
+//!   [`crate::openai::budget_for_effort`] (`"none"` is a budget of 0, which
+//!   also turns thought summaries off).
 //!
 //! Dropped on purpose (no Gemini equivalent, or nothing here to read them
 //! back): `parallel_tool_calls`, `user`, `stream_options` (usage is always
 //! streamed), `logprobs`/`top_logprobs`, `logit_bias`, `store`, `metadata`,
 //! `service_tier`, `prediction`, `modalities`/`audio`, image `detail`,
-//! message `name` on user/assistant turns, assistant `refusal` and
-//! `reasoning_content` (see signatures above), text part extras such as
-//! `cache_control`, function `strict` and the json_schema `name`, `strict`
-//! and `description` (Gemini always follows a given schema), and any other
-//! unknown top-level field.
-//! `presence_penalty` and `frequency_penalty` are mapped from `extra`.
+//! message `name` on user/assistant turns, assistant `reasoning_content` (see
+//! signatures above), non-text parts of tool results (Gemini takes results
+//! as JSON), text part extras such as `cache_control`, function `strict` and
+//! the json_schema `name`, `strict` and `description` (Gemini always follows
+//! a given schema), and any other unknown top-level field. An assistant
+//! `refusal` is kept, as the model's text; `presence_penalty` and
+//! `frequency_penalty` are mapped from `extra`.
 //!
 //! Response choices: a prompt blocked before generation (`promptFeedback.
 //! blockReason`, no candidates) is a normal `content_filter` answer, as OpenAI
 //! reports its own filtering, not an error: retrying elsewhere would be the
 //! gateway's policy decision, not the parser's. Gemini has no creation time,
-//! so `created` is 0; `id` is `responseId`. A thought signature on an answer
-//! part (text or function call) belongs to the thinking before it: parsed, it
-//! becomes that thinking block's signature (or a block of its own with empty
-//! text); streamed, a chunk with only `thinking_signature`, before the part.
+//! so `created` is 0; `id` is `responseId`. Output parts other than text,
+//! thoughts and function calls (generated images, code execution) are
+//! ignored: nothing Tollgate sends asks for them. A thought signature on an
+//! answer part (text or function call) belongs to the thinking before it:
+//! parsed, it becomes that thinking block's signature (or a block of its own
+//! with empty text); streamed, a chunk with only `thinking_signature`, sent
+//! before the part.
 
 use std::collections::HashMap;
 
@@ -207,6 +211,11 @@ fn model_parts(message: &Message) -> Result<Vec<Value>, LlmError> {
         .filter(|t| t.redacted_data.is_none())
         .find_map(|t| t.signature.as_deref().filter(|s| !s.is_empty()));
     let mut parts = content_parts(message.content.as_ref())?;
+    if parts.is_empty()
+        && let Some(refusal) = message.refusal.as_deref().filter(|r| !r.is_empty())
+    {
+        parts.push(json!({ "text": refusal }));
+    }
     let calls = message.tool_calls.as_deref().unwrap_or_default();
     for (i, call) in calls.iter().enumerate() {
         let mut part = Map::new();
@@ -290,6 +299,18 @@ fn content_parts(content: Option<&Content>) -> Result<Vec<Value>, LlmError> {
                     .with_param("messages"));
                 };
                 parts.push(json!({ "inlineData": { "mimeType": mime, "data": data } }));
+            }
+            // What the assistant said when it refused is still what it said.
+            ContentPart::Other(value)
+                if value.get("type").and_then(Value::as_str) == Some("refusal") =>
+            {
+                if let Some(text) = value
+                    .get("refusal")
+                    .and_then(Value::as_str)
+                    .filter(|t| !t.is_empty())
+                {
+                    parts.push(json!({ "text": text }));
+                }
             }
             ContentPart::Other(value) => {
                 let kind = value.get("type").and_then(Value::as_str).unwrap_or("?");
