@@ -978,7 +978,7 @@ impl GeminiStreamDecoder {
         if let Some(call) = &part.function_call {
             let state = self.candidates.entry(index).or_default();
             let n = state.calls;
-            state.calls += 1;
+            state.calls = state.calls.saturating_add(1);
             delta.tool_calls = Some(vec![ToolCallDelta {
                 index: n,
                 id: Some(call_id(call, &self.id, n as usize)),
