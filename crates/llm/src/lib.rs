@@ -21,11 +21,12 @@
 //! | [`openai`] | Chat Completions | Chat Completions (OpenAI, Azure, compatible servers) |
 //! | `responses` | Responses API | — |
 //! | `anthropic` | Messages | Messages |
-//! | `gemini` | — | generateContent / streamGenerateContent |
+//! | [`gemini`] | — | generateContent / streamGenerateContent (Gemini API v1beta) |
 //! | `bedrock` | — | Converse / ConverseStream |
 
 pub mod canonical;
 pub mod error;
+pub mod gemini;
 pub mod openai;
 pub mod sse;
 pub mod stream;
