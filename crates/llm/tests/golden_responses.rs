@@ -208,7 +208,11 @@ fn response_golden() {
             choice.message.thinking = thinking_from_json(&case["thinking"]);
         }
         let body = responses::render_response(&response, &echo_for(&case));
-        check(&input, serde_json::from_slice(&body).unwrap(), &mut failures);
+        check(
+            &input,
+            serde_json::from_slice(&body).unwrap(),
+            &mut failures,
+        );
     }
     report(failures);
 }
@@ -343,7 +347,12 @@ fn streamed_events_accumulate_to_the_plain_response() {
             .filter(|e| e["event"] == "response.output_item.done")
             .map(|e| e["data"]["item"].clone())
             .collect();
-        assert_eq!(streamed["output"], Value::Array(items), "{}", input.display());
+        assert_eq!(
+            streamed["output"],
+            Value::Array(items),
+            "{}",
+            input.display()
+        );
 
         let response = fold(&chunks_of(&case));
         let plain: Value =

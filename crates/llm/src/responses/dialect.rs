@@ -431,7 +431,13 @@ fn push_message(
             }
         }
     };
-    target.content = Some(Content::Text(text));
+    // A refusal-only turn keeps its text as content too: providers without a
+    // refusal field would otherwise see an empty assistant turn.
+    let content = match (&refusal, text.is_empty()) {
+        (Some(refusal), true) => refusal.clone(),
+        _ => text,
+    };
+    target.content = Some(Content::Text(content));
     target.refusal = refusal;
     Ok(())
 }
@@ -1391,5 +1397,134 @@ impl StreamEncoder for ResponsesStreamEncoder {
 
     fn usage(&self) -> Option<Usage> {
         self.usage
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::canonical::{ChunkChoice, Delta, FunctionCallDelta, ToolCallDelta};
+
+    fn chunk(delta: Delta) -> ChatChunk {
+        ChatChunk {
+            id: "c".into(),
+            model: "m".into(),
+            choices: vec![ChunkChoice {
+                delta,
+                ..ChunkChoice::default()
+            }],
+            ..ChatChunk::default()
+        }
+    }
+
+    fn call(index: u32, id: Option<&str>, arguments: &str) -> Delta {
+        Delta {
+            tool_calls: Some(vec![ToolCallDelta {
+                index,
+                id: id.map(Into::into),
+                kind: None,
+                function: Some(FunctionCallDelta {
+                    name: id.map(|_| "f".into()),
+                    arguments: Some(arguments.into()),
+                }),
+            }]),
+            ..Delta::default()
+        }
+    }
+
+    fn event_types(out: &BytesMut) -> Vec<String> {
+        let mut parser = sse::Parser::default();
+        let mut events = Vec::new();
+        parser.push(out, &mut events).unwrap();
+        events.into_iter().map(|e| e.event).collect()
+    }
+
+    #[test]
+    fn malformed_requests_are_errors_not_panics() {
+        for body in [
+            &b"not json"[..],
+            br#"[]"#,
+            br#"{"model":"m","input":5}"#,
+            br#"{"model":"m","input":["hi"]}"#,
+            br#"{"model":"m","input":[{"type":"message","role":"user","content":[{"type":"input_text"}]}]}"#,
+            br#"{"model":"m","input":[{"type":"message","role":"assistant","content":[{"type":"input_image","image_url":"x"}]}]}"#,
+            br#"{"model":"m","input":[{"type":"function_call","name":"f"}]}"#,
+            br#"{"model":"m","input":[{"role":"user","content":[{"type":"input_file","file_url":"https://x"}]}]}"#,
+            br#"{"model":"m","tools":[{"type":"function"}]}"#,
+            br#"{"model":"m","tool_choice":{"type":"function"}}"#,
+            br#"{"model":"m","text":{"format":{"type":"json_schema"}}}"#,
+            br#"{"model":"m","text":{"format":{"type":"yaml"}}}"#,
+            br#"{"model":"m","prompt":{"id":"pmpt_1"}}"#,
+        ] {
+            let error = parse_request(body).unwrap_err();
+            assert_eq!(error.kind, ErrorKind::InvalidRequest, "{error}");
+        }
+    }
+
+    #[test]
+    fn refusal_only_history_keeps_its_text() {
+        let request = parse_request(
+            br#"{"model":"m","input":[{"role":"assistant","content":[{"type":"refusal","refusal":"No."}]}]}"#,
+        )
+        .unwrap();
+        let message = &request.messages[0];
+        assert_eq!(message.content, Some(Content::Text("No.".into())));
+        assert_eq!(message.refusal.as_deref(), Some("No."));
+    }
+
+    #[test]
+    fn late_deltas_for_a_closed_call_are_dropped() {
+        let mut encoder = ResponsesStreamEncoder::new(ResponsesEcho::default());
+        let mut out = BytesMut::new();
+        encoder.chunk(&chunk(call(0, Some("a"), "{")), &mut out);
+        encoder.chunk(&chunk(call(1, Some("b"), "{}")), &mut out);
+        encoder.chunk(&chunk(call(0, None, "}")), &mut out);
+        encoder.done(&mut out);
+        encoder.chunk(&chunk(call(2, Some("c"), "{}")), &mut out);
+        let types = event_types(&out);
+        assert_eq!(
+            types
+                .iter()
+                .filter(|t| *t == "response.output_item.added")
+                .count(),
+            2
+        );
+        assert_eq!(types.last().map(String::as_str), Some("response.completed"));
+    }
+
+    #[test]
+    fn done_without_chunks_still_completes() {
+        let mut encoder = ResponsesStreamEncoder::new(ResponsesEcho {
+            model: "alias".into(),
+            ..ResponsesEcho::default()
+        });
+        let mut out = BytesMut::new();
+        encoder.done(&mut out);
+        encoder.error(&LlmError::bad_gateway("late"), &mut out);
+        assert_eq!(
+            event_types(&out),
+            [
+                "response.created",
+                "response.in_progress",
+                "response.completed"
+            ]
+        );
+        let text = String::from_utf8(out.to_vec()).unwrap();
+        assert!(text.contains(r#""model":"alias""#), "{text}");
+    }
+
+    #[test]
+    fn stream_usage_is_reported_for_accounting() {
+        let mut encoder = ResponsesStreamEncoder::new(ResponsesEcho::default());
+        let mut out = BytesMut::new();
+        encoder.chunk(
+            &ChatChunk {
+                id: "c".into(),
+                usage: Some(Usage::new(3, 4)),
+                ..ChatChunk::default()
+            },
+            &mut out,
+        );
+        assert_eq!(encoder.usage(), Some(Usage::new(3, 4)));
     }
 }
