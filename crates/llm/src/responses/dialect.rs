@@ -618,6 +618,7 @@ fn response_usage(usage: &Usage) -> ResponseUsage {
         input_tokens: usage.prompt_tokens,
         input_tokens_details: InputTokensDetails {
             cached_tokens: usage.cached_tokens(),
+            cache_write_tokens: usage.cache_creation_tokens(),
         },
         output_tokens: usage.completion_tokens,
         output_tokens_details: OutputTokensDetails {

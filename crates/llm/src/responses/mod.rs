@@ -41,6 +41,18 @@
 //! `encrypted_content` means nothing to other providers and is read the same
 //! way (as a redacted block when there is no summary).
 
+# Streams
+//!
+//! Events are `event: <type>` + `data: {..., "sequence_number"}`, in the
+//! order the API documents. A `length` or `content_filter` finish ends with
+//! `response.incomplete` (as OpenAI does; the SDK's `responses.stream()`
+//! helper only accepts `response.completed` for `get_final_response`, a
+//! limit it has with OpenAI too). A failure after the first chunk sends
+//! `response.failed` (what was produced so far, `status: failed`, `error`),
+//! then an `error` event, which carries the OpenAI error object under a
+//! top-level `error` key as well as the documented `code`/`message`/`param`:
+//! the SDK raises `APIError` only for an event shaped like that.
+
 pub mod dialect;
 
 pub use dialect::{
@@ -330,6 +342,9 @@ pub struct ResponseUsage {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InputTokensDetails {
     pub cached_tokens: u64,
+    /// Written to the prompt cache (Anthropic cache creation); the current
+    /// SDK's `ResponseUsage` requires it.
+    pub cache_write_tokens: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
