@@ -40,8 +40,8 @@
 //! what Anthropic and Bedrock need for tool use with thinking. A real OpenAI
 //! `encrypted_content` means nothing to other providers and is read the same
 //! way (as a redacted block when there is no summary).
-
-# Streams
+//!
+//! # Streams
 //!
 //! Events are `event: <type>` + `data: {..., "sequence_number"}`, in the
 //! order the API documents. A `length` or `content_filter` finish ends with
