@@ -19,7 +19,7 @@
 //! | Module | Dialect (client side) | Provider format (upstream side) |
 //! | --- | --- | --- |
 //! | [`openai`] | Chat Completions | Chat Completions (OpenAI, Azure, compatible servers) |
-//! | `responses` | Responses API | — |
+//! | [`responses`] | Responses API | — (OpenAI itself is passed through) |
 //! | `anthropic` | Messages | Messages |
 //! | [`gemini`] | — | generateContent / streamGenerateContent (Gemini API v1beta) |
 //! | `bedrock` | — | Converse / ConverseStream |
@@ -28,6 +28,7 @@ pub mod canonical;
 pub mod error;
 pub mod gemini;
 pub mod openai;
+pub mod responses;
 pub mod sse;
 pub mod stream;
 
