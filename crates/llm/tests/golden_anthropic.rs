@@ -96,7 +96,9 @@ fn dialect_count_tokens() {
 #[test]
 fn dialect_response() {
     run("dialect_response", |body| {
-        json_in(&dialect::render_response(&response_from_json(json_in(body))))
+        json_in(&dialect::render_response(&response_from_json(json_in(
+            body,
+        ))))
     });
 }
 
@@ -171,7 +173,11 @@ fn provider_stream() {
         let whole = decode_all(&[body]);
         // Split at every byte boundary: the same items.
         for at in 1..body.len() {
-            assert_eq!(decode_all(&[&body[..at], &body[at..]]), whole, "split at {at}");
+            assert_eq!(
+                decode_all(&[&body[..at], &body[at..]]),
+                whole,
+                "split at {at}"
+            );
         }
         let bytes: Vec<&[u8]> = body.chunks(1).collect();
         assert_eq!(decode_all(&bytes), whole, "one byte at a time");
