@@ -556,7 +556,9 @@ fn wire_usage(usage: Usage) -> WireUsage {
     let cached = usage.cached_tokens();
     let created = usage.cache_creation_tokens();
     WireUsage {
-        input_tokens: usage.prompt_tokens.saturating_sub(cached + created),
+        input_tokens: usage
+            .prompt_tokens
+            .saturating_sub(cached.saturating_add(created)),
         output_tokens: usage.completion_tokens,
         cache_creation_input_tokens: Some(created),
         cache_read_input_tokens: Some(cached),

@@ -14,7 +14,8 @@
 //! * Thinking: `thinking_budget`, else `reasoning_effort` through
 //!   [`openai::budget_for_effort`], becomes `thinking: {type: enabled}`; the
 //!   budget is raised to Anthropic's minimum (1024) and kept below
-//!   `max_tokens`.
+//!   `max_tokens`. It is left off when `tool_choice` forces a tool, a
+//!   combination Anthropic refuses.
 //! * `response_format`: `json_schema` becomes structured outputs
 //!   (`output_config.format`, generally available on current models);
 //!   `json_object` has no Anthropic equivalent and becomes a system
@@ -215,6 +216,13 @@ fn messages_request(request: &ChatRequest, model: &str) -> Result<MessagesReques
             .as_deref()
             .and_then(openai::budget_for_effort)
     });
+    // Anthropic refuses thinking with a forced tool (`any` / `tool`).
+    let forced_tool = match &request.tool_choice {
+        Some(CanonicalChoice::Mode(mode)) => mode == "required",
+        Some(CanonicalChoice::Named(_)) => true,
+        None => false,
+    };
+    let budget = budget.filter(|_| !forced_tool);
     let mut thinking = None;
     if let Some(budget) = budget {
         let mut budget = budget.max(MIN_THINKING_BUDGET);
@@ -228,7 +236,7 @@ fn messages_request(request: &ChatRequest, model: &str) -> Result<MessagesReques
                 ));
             }
             Some(max) => budget = budget.min(max - 1),
-            None => max_tokens = Some(DEFAULT_MAX_TOKENS.max(budget + DEFAULT_MAX_TOKENS)),
+            None => max_tokens = Some(budget.saturating_add(DEFAULT_MAX_TOKENS)),
         }
         thinking = Some(json!({"type": "enabled", "budget_tokens": budget}));
         extra.remove("thinking");
@@ -648,7 +656,16 @@ pub fn finish_reason(stop_reason: &str) -> &'static str {
 /// Anthropic counts → OpenAI's: `prompt_tokens` includes cache reads and
 /// writes, which Anthropic's `input_tokens` excludes.
 fn canonical_usage(input: u64, output: u64, cache_read: u64, cache_creation: u64) -> Usage {
-    let mut usage = Usage::new(input + cache_read + cache_creation, output);
+    // Saturating: the numbers come from the network.
+    let prompt = input
+        .saturating_add(cache_read)
+        .saturating_add(cache_creation);
+    let mut usage = Usage {
+        prompt_tokens: prompt,
+        completion_tokens: output,
+        total_tokens: prompt.saturating_add(output),
+        ..Usage::default()
+    };
     if cache_read > 0 || cache_creation > 0 {
         usage.prompt_tokens_details = Some(PromptTokensDetails {
             cached_tokens: cache_read,
@@ -1040,6 +1057,32 @@ mod tests {
             body(&request)["thinking"]["budget_tokens"],
             MIN_THINKING_BUDGET
         );
+    }
+
+    #[test]
+    fn thinking_is_left_off_with_a_forced_tool() {
+        let mut request = user("hi");
+        request.thinking_budget = Some(4000);
+        request.tool_choice = Some(CanonicalChoice::Mode("required".into()));
+        assert!(body(&request).get("thinking").is_none());
+        request.tool_choice = Some(CanonicalChoice::Mode("auto".into()));
+        assert_eq!(body(&request)["thinking"]["budget_tokens"], 4000);
+    }
+
+    #[test]
+    fn huge_numbers_saturate() {
+        let mut request = user("hi");
+        request.thinking_budget = Some(u64::MAX);
+        assert_eq!(body(&request)["max_tokens"], u64::MAX);
+        let response = parse_response(
+            format!(
+                r#"{{"id":"m","content":[],"usage":{{"input_tokens":{0},"output_tokens":{0},"cache_read_input_tokens":{0}}}}}"#,
+                u64::MAX
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(response.usage.unwrap().total_tokens, u64::MAX);
     }
 
     #[test]
