@@ -911,6 +911,40 @@ mod tests {
     }
 
     #[test]
+    fn interleaved_tool_arguments_keep_their_block() {
+        use crate::canonical::{ChunkChoice, Delta, FunctionCallDelta, ToolCallDelta};
+        let call = |index: u32, id: Option<&str>, arguments: &str| ChatChunk {
+            id: "c".into(),
+            model: "m".into(),
+            choices: vec![ChunkChoice {
+                delta: Delta {
+                    tool_calls: Some(vec![ToolCallDelta {
+                        index,
+                        id: id.map(Into::into),
+                        function: Some(FunctionCallDelta {
+                            name: id.map(|_| "f".into()),
+                            arguments: Some(arguments.into()),
+                        }),
+                        ..ToolCallDelta::default()
+                    }]),
+                    ..Delta::default()
+                },
+                ..ChunkChoice::default()
+            }],
+            ..ChatChunk::default()
+        };
+        let mut encoder = MessagesStreamEncoder::new();
+        let mut out = BytesMut::new();
+        encoder.chunk(&call(0, Some("a"), "{\"x\":"), &mut out);
+        encoder.chunk(&call(1, Some("b"), "{}"), &mut out);
+        encoder.chunk(&call(0, None, "1}"), &mut out);
+        encoder.done(&mut out);
+        let text = String::from_utf8(out.to_vec()).unwrap();
+        assert!(text.contains(r#"{"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"1}"}}"#), "{text}");
+        assert!(text.contains(r#""stop_reason":"tool_use""#));
+    }
+
+    #[test]
     fn encoder_without_chunks_still_emits_a_valid_sequence() {
         let mut encoder = MessagesStreamEncoder::new();
         let mut out = BytesMut::new();
