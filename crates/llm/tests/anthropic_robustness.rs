@@ -13,7 +13,11 @@ fn golden_files() -> Vec<Vec<u8>> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/anthropic");
     let mut files = Vec::new();
     for dir in std::fs::read_dir(root).unwrap() {
-        for file in std::fs::read_dir(dir.unwrap().path()).unwrap() {
+        let dir = dir.unwrap().path();
+        if !dir.is_dir() {
+            continue;
+        }
+        for file in std::fs::read_dir(dir).unwrap() {
             let path = file.unwrap().path();
             if path.to_str().unwrap().contains(".in.") {
                 files.push(std::fs::read(path).unwrap());

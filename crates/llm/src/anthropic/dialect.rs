@@ -7,7 +7,8 @@
 //!   reasoning models accept; both include thinking tokens).
 //! * A user turn's `tool_result` blocks become `tool` messages, in order; text
 //!   and images around them become user messages, so nothing is reordered.
-//! * `is_error` on a tool result is kept in the tool message's `extra`.
+//! * `is_error` and `cache_control` on a tool result are kept in the tool
+//!   message's `extra`.
 //! * A base64 PDF `document` becomes an OpenAI `file` part (so it translates);
 //!   other documents, `search_result` and newer block types are kept verbatim
 //!   as [`ContentPart::Other`].
@@ -19,7 +20,7 @@
 //!   `input: {}`: Anthropic clients cannot represent anything else, and an
 //!   empty object is what the model meant when it produced no arguments.
 //!
-//! Dropped on purpose: `cache_control` on images and tool results, metadata
+//! Dropped on purpose: `cache_control` on images and tool_use blocks, metadata
 //! other than `user_id`, `redacted_thinking` in streams (no chunk slot).
 
 use bytes::BytesMut;
@@ -210,6 +211,11 @@ fn user_messages(
         }
         MessageContent::Blocks(blocks) => blocks,
     };
+    if blocks.is_empty() {
+        // Kept (not dropped) so turns still alternate; the upstream judges it.
+        out.push(message(Role::User, Some(Content::Parts(Vec::new()))));
+        return Ok(());
+    }
     let mut parts = Vec::new();
     for (j, block) in blocks.into_iter().enumerate() {
         let at = format!("messages.{i}.content.{j}");
@@ -218,7 +224,7 @@ fn user_messages(
                 tool_use_id,
                 content,
                 is_error,
-                extra: _,
+                extra,
             } => {
                 if !parts.is_empty() {
                     out.push(message(
@@ -241,6 +247,10 @@ fn user_messages(
                 tool.tool_call_id = Some(tool_use_id);
                 if let Some(is_error) = is_error {
                     tool.extra.insert("is_error".into(), Value::Bool(is_error));
+                }
+                if let Some(cache_control) = extra.get("cache_control") {
+                    tool.extra
+                        .insert("cache_control".into(), cache_control.clone());
                 }
                 out.push(tool);
             }

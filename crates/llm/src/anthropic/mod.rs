@@ -7,8 +7,8 @@
 //! JSON, so nothing is lost by merely parsing.
 //!
 //! Dropped on purpose, because canonical (OpenAI Chat) has no place for it:
-//! * `cache_control` on images, tool_use, tool_result and thinking blocks
-//!   (kept on text blocks, system blocks and tool definitions);
+//! * `cache_control` on images, tool_use and thinking blocks (kept on text
+//!   blocks, system blocks, tool results and tool definitions);
 //! * `citations` and server-tool blocks (`server_tool_use`,
 //!   `web_search_tool_result`, ...) in *responses* from an Anthropic upstream,
 //!   and `redacted_thinking` blocks in *streams* (a chunk has no slot for them;

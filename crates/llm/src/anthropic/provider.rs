@@ -514,7 +514,11 @@ fn tool_result(i: usize, message: &Message) -> Result<ContentBlock, LlmError> {
         tool_use_id,
         content,
         is_error: message.extra.get("is_error").and_then(Value::as_bool),
-        extra: Extra::new(),
+        extra: message
+            .extra
+            .get("cache_control")
+            .map(|c| Extra::from_iter([("cache_control".to_string(), c.clone())]))
+            .unwrap_or_default(),
     })
 }
 
