@@ -20,10 +20,11 @@
 //! | --- | --- | --- |
 //! | [`openai`] | Chat Completions | Chat Completions (OpenAI, Azure, compatible servers) |
 //! | [`responses`] | Responses API | — (OpenAI itself is passed through) |
-//! | `anthropic` | Messages | Messages |
+//! | [`anthropic`] | Messages (+ count_tokens) | Messages (Anthropic) |
 //! | [`gemini`] | — | generateContent / streamGenerateContent (Gemini API v1beta) |
 //! | `bedrock` | — | Converse / ConverseStream |
 
+pub mod anthropic;
 pub mod canonical;
 pub mod error;
 pub mod gemini;
