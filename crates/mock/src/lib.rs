@@ -11,18 +11,24 @@
 
 mod anthropic;
 mod api_error;
+mod auth;
+mod bedrock;
 mod body;
 mod config;
+mod gemini;
 mod openai;
+mod plan;
 mod request;
+mod responses;
 mod server;
+mod sigv4;
 mod text;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-pub use config::{MockArgs, MockConfig};
+pub use config::{AuthConfig, AwsCredentials, MockArgs, MockConfig};
 pub use server::serve;
 
 /// Failures of [`run`].

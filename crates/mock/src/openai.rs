@@ -131,16 +131,21 @@ struct ChatMeta<'a> {
     prompt_tokens: u64,
 }
 
+/// Chat completions; `deployment` (Azure) replaces the body's `model`.
 pub(crate) async fn chat_completions(
     state: &State,
     headers: &HeaderMap,
+    deployment: Option<&str>,
     body: Bytes,
 ) -> Result<Response<MockBody>, ApiError> {
     let req: ChatRequest<'_> = serde_json::from_slice(&body).map_err(|e| ApiError::bad_json(&e))?;
-    let model = req
-        .model
-        .as_deref()
-        .ok_or_else(|| ApiError::missing("model"))?;
+    let model = match deployment {
+        Some(deployment) => deployment,
+        None => req
+            .model
+            .as_deref()
+            .ok_or_else(|| ApiError::missing("model"))?,
+    };
     let raw_messages = req.messages.ok_or_else(|| ApiError::missing("messages"))?;
     let messages: Vec<ChatMessage<'_>> = serde_json::from_str(raw_messages.get())
         .map_err(|e| ApiError::invalid(format!("Invalid 'messages': {e}"), Some("messages")))?;
@@ -584,17 +589,22 @@ struct EmbeddingUsage {
     total_tokens: u64,
 }
 
+/// Embeddings; `deployment` (Azure) replaces the body's `model`.
 pub(crate) async fn embeddings(
     state: &State,
     headers: &HeaderMap,
+    deployment: Option<&str>,
     body: Bytes,
 ) -> Result<Response<MockBody>, ApiError> {
     let req: EmbeddingsRequest<'_> =
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_json(&e))?;
-    let model = req
-        .model
-        .as_deref()
-        .ok_or_else(|| ApiError::missing("model"))?;
+    let model = match deployment {
+        Some(deployment) => deployment,
+        None => req
+            .model
+            .as_deref()
+            .ok_or_else(|| ApiError::missing("model"))?,
+    };
     let input = req
         .input
         .as_ref()
@@ -682,7 +692,7 @@ pub(crate) async fn embeddings(
 }
 
 /// A deterministic vector of length one.
-fn unit_vector(seed: u64, dimensions: usize) -> Vec<f32> {
+pub(crate) fn unit_vector(seed: u64, dimensions: usize) -> Vec<f32> {
     let mut rng = Rng::new(seed);
     let mut vector: Vec<f64> = (0..dimensions)
         .map(|_| rng.next_f64() * 2.0 - 1.0)
