@@ -31,12 +31,19 @@ async fn version_header_and_key_are_checked() {
         ..MockConfig::default()
     })
     .await;
-    let no_version = server.post("/v1/messages", &claude("hi"), &[("x-api-key", "sk-ant")]).await;
+    let no_version = server
+        .post("/v1/messages", &claude("hi"), &[("x-api-key", "sk-ant")])
+        .await;
     assert_eq!(no_version.status, StatusCode::BAD_REQUEST);
     let v = no_version.json();
     assert_eq!(v["type"], "error");
     assert_eq!(v["error"]["type"], "invalid_request_error");
-    assert!(v["error"]["message"].as_str().unwrap().contains("anthropic-version"));
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("anthropic-version")
+    );
     for headers in [&[V][..], &[V, ("x-api-key", "wrong")][..]] {
         let r = server.post("/v1/messages", &claude("hi"), headers).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
@@ -61,7 +68,9 @@ async fn count_tokens_matches_messages_usage() {
     let usage = server.post("/v1/messages", &req, &[V]).await.json()["usage"].clone();
     let mut count_req = req.clone();
     count_req.as_object_mut().unwrap().remove("max_tokens");
-    let r = server.post("/v1/messages/count_tokens", &count_req, &[V]).await;
+    let r = server
+        .post("/v1/messages/count_tokens", &count_req, &[V])
+        .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json(), json!({"input_tokens": usage["input_tokens"]}));
     server.stop().await;
@@ -76,7 +85,10 @@ async fn cache_control_reports_cache_reads() {
     let cached = usage["cache_read_input_tokens"].as_u64().unwrap();
     assert_eq!(cached, 8); // ceil(29 / 4)
     assert_eq!(usage["cache_creation_input_tokens"], 0);
-    let count = server.post("/v1/messages/count_tokens", &req, &[V]).await.json();
+    let count = server
+        .post("/v1/messages/count_tokens", &req, &[V])
+        .await
+        .json();
     assert_eq!(
         count["input_tokens"].as_u64().unwrap(),
         usage["input_tokens"].as_u64().unwrap() + cached
@@ -87,7 +99,10 @@ async fn cache_control_reports_cache_reads() {
 #[tokio::test]
 async fn stop_sequences_and_max_tokens() {
     let server = Server::default().await;
-    let full = server.post("/v1/messages", &claude("tell me"), &[V]).await.json();
+    let full = server
+        .post("/v1/messages", &claude("tell me"), &[V])
+        .await
+        .json();
     let text = full["content"][0]["text"].as_str().unwrap().to_owned();
     let word = text.split(' ').nth(3).unwrap().to_owned();
     let mut req = claude("tell me");
@@ -96,11 +111,17 @@ async fn stop_sequences_and_max_tokens() {
     assert_eq!(v["stop_reason"], "stop_sequence");
     assert_eq!(v["stop_sequence"], word.as_str());
     let cut = v["content"][0]["text"].as_str().unwrap();
-    assert!(text.starts_with(cut) && !cut.contains(&word), "{cut:?} vs {text:?}");
+    assert!(
+        text.starts_with(cut) && !cut.contains(&word),
+        "{cut:?} vs {text:?}"
+    );
 
     req["stream"] = json!(true);
     let events = server.post("/v1/messages", &req, &[V]).await.sse("\n\n");
-    let delta = events.iter().find(|(e, _)| e.as_deref() == Some("message_delta")).unwrap();
+    let delta = events
+        .iter()
+        .find(|(e, _)| e.as_deref() == Some("message_delta"))
+        .unwrap();
     assert_eq!(delta.1["delta"]["stop_reason"], "stop_sequence");
     assert_eq!(delta.1["delta"]["stop_sequence"], word.as_str());
 
@@ -175,7 +196,10 @@ async fn parallel_tool_use_plain_and_streamed() {
 
     let mut off = req.clone();
     off["tool_choice"] = json!({"type": "auto", "disable_parallel_tool_use": true});
-    let v = server.post("/v1/messages", &off, &[V, ("x-mock-parallel-tools", "2")]).await.json();
+    let v = server
+        .post("/v1/messages", &off, &[V, ("x-mock-parallel-tools", "2")])
+        .await
+        .json();
     assert_eq!(v["content"].as_array().unwrap().len(), 1);
 
     req["stream"] = json!(true);
@@ -183,15 +207,21 @@ async fn parallel_tool_use_plain_and_streamed() {
         .post("/v1/messages", &req, &[V, ("x-mock-parallel-tools", "2")])
         .await
         .sse("\n\n");
-    for index in 0..2 {
+    for (index, block) in blocks.iter().enumerate() {
         let json: String = events
             .iter()
             .filter(|(_, d)| d["delta"]["type"] == "input_json_delta" && d["index"] == index)
             .map(|(_, d)| d["delta"]["partial_json"].as_str().unwrap())
             .collect();
-        assert_eq!(serde_json::from_str::<Value>(&json).unwrap(), blocks[index]["input"]);
+        assert_eq!(
+            serde_json::from_str::<Value>(&json).unwrap(),
+            block["input"]
+        );
     }
-    let stops = events.iter().filter(|(e, _)| e.as_deref() == Some("content_block_stop")).count();
+    let stops = events
+        .iter()
+        .filter(|(e, _)| e.as_deref() == Some("content_block_stop"))
+        .count();
     assert_eq!(stops, 2);
     server.stop().await;
 }
@@ -199,13 +229,19 @@ async fn parallel_tool_use_plain_and_streamed() {
 #[tokio::test]
 async fn overloaded_errors_before_and_during_the_stream() {
     let server = Server::default().await;
-    let r = server.post("/v1/messages", &claude("hi [mock status=529]"), &[V]).await;
+    let r = server
+        .post("/v1/messages", &claude("hi [mock status=529]"), &[V])
+        .await;
     assert_eq!(r.status.as_u16(), 529);
     assert_eq!(r.json()["error"]["type"], "overloaded_error");
     let mut req = claude("hi");
     req["stream"] = json!(true);
     let r = server
-        .post("/v1/messages", &req, &[V, ("x-mock-stream-error-after", "4")])
+        .post(
+            "/v1/messages",
+            &req,
+            &[V, ("x-mock-stream-error-after", "4")],
+        )
         .await;
     assert_eq!(r.status, StatusCode::OK);
     let events = r.sse("\n\n");

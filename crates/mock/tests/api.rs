@@ -59,7 +59,9 @@ impl Server {
             .uri(format!("{}{path}", self.base))
             .header("content-type", "application/json");
         // Anthropic requires the version header; tests that omit it say so with "".
-        if path.starts_with("/v1/messages") && !headers.iter().any(|(n, _)| *n == "anthropic-version") {
+        if path.starts_with("/v1/messages")
+            && !headers.iter().any(|(n, _)| *n == "anthropic-version")
+        {
             req = req.header("anthropic-version", "2023-06-01");
         }
         for (name, value) in headers.iter().filter(|(_, v)| !v.is_empty()) {

@@ -83,9 +83,18 @@ async fn api_version_is_required_on_deployment_paths() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     let v = r.json();
     assert_eq!(v["error"]["code"], "MissingApiVersionParameter");
-    assert!(v["error"]["message"].as_str().unwrap().contains("api-version"));
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("api-version")
+    );
     let r = server
-        .post("/openai/deployments/d/embeddings?foo=1", &json!({"input": "x"}), &[])
+        .post(
+            "/openai/deployments/d/embeddings?foo=1",
+            &json!({"input": "x"}),
+            &[],
+        )
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     server.stop().await;
@@ -98,13 +107,24 @@ async fn api_key_or_entra_token_is_checked() {
     assert_eq!(missing.status, StatusCode::UNAUTHORIZED);
     let v = missing.json();
     assert_eq!(v["error"]["code"], "401");
-    assert!(v["error"]["message"].as_str().unwrap().starts_with("Access denied"));
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Access denied")
+    );
     let wrong = server.post(CHAT, &chat("hi"), &[("api-key", "nope")]).await;
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
-    let ok = server.post(CHAT, &chat("hi"), &[("api-key", "azure-secret")]).await;
+    let ok = server
+        .post(CHAT, &chat("hi"), &[("api-key", "azure-secret")])
+        .await;
     assert_eq!(ok.status, StatusCode::OK);
     let entra = server
-        .post(CHAT, &chat("hi"), &[("authorization", "Bearer azure-secret")])
+        .post(
+            CHAT,
+            &chat("hi"),
+            &[("authorization", "Bearer azure-secret")],
+        )
         .await;
     assert_eq!(entra.status, StatusCode::OK);
     let mut body = chat("hi");
@@ -117,14 +137,14 @@ async fn api_key_or_entra_token_is_checked() {
 #[tokio::test]
 async fn injected_errors_use_azure_shape() {
     let server = Server::default().await;
-    let r = server
-        .post(CHAT, &chat("hi [mock status=429]"), &[])
-        .await;
+    let r = server.post(CHAT, &chat("hi [mock status=429]"), &[]).await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(r.header("retry-after"), "1");
     let v = r.json();
     assert_eq!(v["error"]["code"], "rate_limit_exceeded");
-    let r = server.post(CHAT, &chat("hi"), &[("x-mock-status", "503")]).await;
+    let r = server
+        .post(CHAT, &chat("hi"), &[("x-mock-status", "503")])
+        .await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(r.json()["error"]["code"], "503");
     server.stop().await;

@@ -66,7 +66,12 @@ async fn generate_content_shape_and_usage() {
     let mut cached = user("hello gemini");
     cached["cachedContent"] = json!("cachedContents/abc");
     let v = server.post(GENERATE, &cached, &[]).await.json();
-    assert!(v["usageMetadata"]["cachedContentTokenCount"].as_u64().unwrap() > 0);
+    assert!(
+        v["usageMetadata"]["cachedContentTokenCount"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
     server.stop().await;
 }
 
@@ -74,12 +79,17 @@ async fn generate_content_shape_and_usage() {
 async fn stop_sequences_end_with_stop() {
     let server = Server::default().await;
     let full = server.post(GENERATE, &user("say things"), &[]).await.json();
-    let text = full["candidates"][0]["content"]["parts"][0]["text"].as_str().unwrap().to_owned();
+    let text = full["candidates"][0]["content"]["parts"][0]["text"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let word = text.split(' ').nth(2).unwrap().to_owned();
     let mut req = user("say things");
     req["generationConfig"] = json!({"stopSequences": [word]});
     let v = server.post(GENERATE, &req, &[]).await.json();
-    let cut = v["candidates"][0]["content"]["parts"][0]["text"].as_str().unwrap();
+    let cut = v["candidates"][0]["content"]["parts"][0]["text"]
+        .as_str()
+        .unwrap();
     assert!(text.starts_with(cut) && !cut.contains(&word));
     assert_eq!(v["candidates"][0]["finishReason"], "STOP");
     server.stop().await;
@@ -108,11 +118,18 @@ async fn sse_stream_splits_into_responses() {
         }
     }
     let plain = server.post(GENERATE, &user("stream it"), &[]).await.json();
-    assert_eq!(plain["candidates"][0]["content"]["parts"][0]["text"], text.as_str());
+    assert_eq!(
+        plain["candidates"][0]["content"]["parts"][0]["text"],
+        text.as_str()
+    );
 
     // Without alt=sse: one JSON array, streamed element by element.
     let r = server
-        .post("/v1beta/models/mock-gemini:streamGenerateContent", &user("stream it"), &[])
+        .post(
+            "/v1beta/models/mock-gemini:streamGenerateContent",
+            &user("stream it"),
+            &[],
+        )
         .await;
     assert!(r.header("content-type").starts_with("application/json"));
     let array = r.json();
@@ -137,13 +154,23 @@ async fn function_calls_and_responses() {
         .post(GENERATE, &req, &[("x-mock-parallel-tools", "2")])
         .await
         .json();
-    assert_eq!(two["candidates"][0]["content"]["parts"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        two["candidates"][0]["content"]["parts"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
 
     let mut streamed = req.clone();
-    streamed["toolConfig"] = json!({"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["get_time"]}});
+    streamed["toolConfig"] =
+        json!({"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["get_time"]}});
     let events = server.post(STREAM, &streamed, &[]).await.sse("\r\n\r\n");
     assert_eq!(events.len(), 1);
-    assert_eq!(events[0].1["candidates"][0]["content"]["parts"][0]["functionCall"]["name"], "get_time");
+    assert_eq!(
+        events[0].1["candidates"][0]["content"]["parts"][0]["functionCall"]["name"],
+        "get_time"
+    );
 
     let mut none = req.clone();
     none["toolConfig"] = json!({"functionCallingConfig": {"mode": "NONE"}});
@@ -167,14 +194,18 @@ async fn function_calls_and_responses() {
 async fn thinking_parts_and_signature() {
     let server = Server::default().await;
     let mut req = user("think");
-    req["generationConfig"] = json!({"thinkingConfig": {"thinkingBudget": 1024, "includeThoughts": true}});
+    req["generationConfig"] =
+        json!({"thinkingConfig": {"thinkingBudget": 1024, "includeThoughts": true}});
     let v = server.post(GENERATE, &req, &[]).await.json();
     let parts = v["candidates"][0]["content"]["parts"].as_array().unwrap();
     assert_eq!(parts[0]["thought"], true);
     assert!(parts[1].get("thought").is_none());
     assert!(!parts[1]["thoughtSignature"].as_str().unwrap().is_empty());
     let thoughts = v["usageMetadata"]["thoughtsTokenCount"].as_u64().unwrap();
-    assert_eq!(thoughts, parts[0]["text"].as_str().unwrap().split(' ').count() as u64);
+    assert_eq!(
+        thoughts,
+        parts[0]["text"].as_str().unwrap().split(' ').count() as u64
+    );
     let usage = &v["usageMetadata"];
     assert_eq!(
         usage["totalTokenCount"].as_u64().unwrap(),
@@ -228,12 +259,16 @@ async fn api_key_header_or_query() {
     let missing = server.post(GENERATE, &user("hi"), &[]).await;
     assert_eq!(missing.status, StatusCode::FORBIDDEN);
     assert_eq!(missing.json()["error"]["status"], "PERMISSION_DENIED");
-    let wrong = server.post(GENERATE, &user("hi"), &[("x-goog-api-key", "bad")]).await;
+    let wrong = server
+        .post(GENERATE, &user("hi"), &[("x-goog-api-key", "bad")])
+        .await;
     assert_eq!(wrong.status, StatusCode::BAD_REQUEST);
     let v = wrong.json();
     assert_eq!(v["error"]["status"], "INVALID_ARGUMENT");
     assert_eq!(v["error"]["details"][0]["reason"], "API_KEY_INVALID");
-    let ok = server.post(GENERATE, &user("hi"), &[("x-goog-api-key", "AIza-test")]).await;
+    let ok = server
+        .post(GENERATE, &user("hi"), &[("x-goog-api-key", "AIza-test")])
+        .await;
     assert_eq!(ok.status, StatusCode::OK);
     let query = server
         .post(&format!("{STREAM}&key=AIza-test"), &user("hi"), &[])
@@ -249,16 +284,24 @@ async fn api_key_header_or_query() {
 #[tokio::test]
 async fn errors_embeddings_and_any_model() {
     let server = Server::default().await;
-    let r = server.post(GENERATE, &user("hi [mock status=429]"), &[]).await;
+    let r = server
+        .post(GENERATE, &user("hi [mock status=429]"), &[])
+        .await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
     let v = r.json();
     assert_eq!(v["error"]["code"], 429);
     assert_eq!(v["error"]["status"], "RESOURCE_EXHAUSTED");
-    let r = server.post(STREAM, &user("hi"), &[("x-mock-status", "503")]).await;
+    let r = server
+        .post(STREAM, &user("hi"), &[("x-mock-status", "503")])
+        .await;
     assert_eq!(r.json()["error"]["status"], "UNAVAILABLE");
 
     let r = server
-        .post("/v1beta/models/gemini-2.5-pro:generateContent", &user("hi"), &[])
+        .post(
+            "/v1beta/models/gemini-2.5-pro:generateContent",
+            &user("hi"),
+            &[],
+        )
         .await;
     assert_eq!(r.json()["modelVersion"], "gemini-2.5-pro");
 
@@ -271,7 +314,9 @@ async fn errors_embeddings_and_any_model() {
         .await
         .json();
     assert_eq!(e["embedding"]["values"].as_array().unwrap().len(), 16);
-    let unknown = server.post("/v1beta/models/m:frobnicate", &user("hi"), &[]).await;
+    let unknown = server
+        .post("/v1beta/models/m:frobnicate", &user("hi"), &[])
+        .await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
     server.stop().await;
 }

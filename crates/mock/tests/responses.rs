@@ -78,7 +78,10 @@ async fn stream_event_sequence() {
     assert!(r.header("content-type").starts_with("text/event-stream"));
     let events = r.sse("\n\n");
     let names: Vec<&str> = events.iter().map(|(e, _)| e.as_deref().unwrap()).collect();
-    let deltas = names.iter().filter(|n| **n == "response.output_text.delta").count();
+    let deltas = names
+        .iter()
+        .filter(|n| **n == "response.output_text.delta")
+        .count();
     assert_eq!(deltas, 16);
     let mut expected = vec![
         "response.created",
@@ -108,7 +111,10 @@ async fn stream_event_sequence() {
     let completed = &events.last().unwrap().1["response"];
     assert_eq!(completed["status"], "completed");
     assert_eq!(completed["usage"]["output_tokens"], 16);
-    assert_eq!(completed["output"][0]["content"][0]["text"], joined.as_str());
+    assert_eq!(
+        completed["output"][0]["content"][0]["text"],
+        joined.as_str()
+    );
     // One SSE event per body frame.
     assert_eq!(r.chunks.len(), events.len());
     server.stop().await;
@@ -129,7 +135,10 @@ async fn function_calls_plain_and_streamed() {
 
     let mut streamed = req.clone();
     streamed["stream"] = json!(true);
-    let events = server.post("/v1/responses", &streamed, &[]).await.sse("\n\n");
+    let events = server
+        .post("/v1/responses", &streamed, &[])
+        .await
+        .sse("\n\n");
     let names: Vec<&str> = events.iter().map(|(e, _)| e.as_deref().unwrap()).collect();
     assert_eq!(names[2], "response.output_item.added");
     assert_eq!(events[2].1["item"]["type"], "function_call");
@@ -156,11 +165,17 @@ async fn function_calls_plain_and_streamed() {
     assert_eq!(v["output"][0]["type"], "message");
     let mut none = req.clone();
     none["tool_choice"] = json!("none");
-    assert_eq!(server.post("/v1/responses", &none, &[]).await.json()["output"][0]["type"], "message");
+    assert_eq!(
+        server.post("/v1/responses", &none, &[]).await.json()["output"][0]["type"],
+        "message"
+    );
     // Parallel calls on request.
     let mut two = req.clone();
     two["tools"] = json!([tools()[0], {"type": "function", "name": "get_time", "parameters": {"type": "object"}}]);
-    let v = server.post("/v1/responses", &two, &[("x-mock-parallel-tools", "2")]).await.json();
+    let v = server
+        .post("/v1/responses", &two, &[("x-mock-parallel-tools", "2")])
+        .await
+        .json();
     assert_eq!(v["output"].as_array().unwrap().len(), 2);
     assert_eq!(v["output"][1]["name"], "get_time");
     server.stop().await;
@@ -180,17 +195,36 @@ async fn openai_key_is_checked_on_every_openai_route() {
     let missing = server.post("/v1/responses", &body, &[]).await;
     assert_eq!(missing.status, StatusCode::UNAUTHORIZED);
     assert_eq!(missing.json()["error"]["type"], "invalid_request_error");
-    let wrong = server.post("/v1/responses", &body, &[("authorization", "Bearer sk-nope")]).await;
+    let wrong = server
+        .post(
+            "/v1/responses",
+            &body,
+            &[("authorization", "Bearer sk-nope")],
+        )
+        .await;
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
     assert_eq!(wrong.json()["error"]["code"], "invalid_api_key");
     assert!(!wrong.text().contains("sk-nope"));
-    let ok = server.post("/v1/responses", &body, &[("authorization", "Bearer sk-test")]).await;
+    let ok = server
+        .post(
+            "/v1/responses",
+            &body,
+            &[("authorization", "Bearer sk-test")],
+        )
+        .await;
     assert_eq!(ok.status, StatusCode::OK);
     let chat = json!({"model": "mock-chat", "messages": [{"role": "user", "content": "hi"}]});
-    assert_eq!(server.post("/v1/chat/completions", &chat, &[]).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        server.post("/v1/chat/completions", &chat, &[]).await.status,
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(
         server
-            .post("/v1/chat/completions", &chat, &[("authorization", "Bearer sk-test")])
+            .post(
+                "/v1/chat/completions",
+                &chat,
+                &[("authorization", "Bearer sk-test")]
+            )
             .await
             .status,
         StatusCode::OK
@@ -198,7 +232,13 @@ async fn openai_key_is_checked_on_every_openai_route() {
     let models = server.send(http::Method::GET, "/v1/models", "", &[]).await;
     assert_eq!(models.status, StatusCode::UNAUTHORIZED);
     // Health stays open.
-    assert_eq!(server.send(http::Method::GET, "/healthz", "", &[]).await.status, StatusCode::OK);
+    assert_eq!(
+        server
+            .send(http::Method::GET, "/healthz", "", &[])
+            .await
+            .status,
+        StatusCode::OK
+    );
     server.stop().await;
 }
 
@@ -215,13 +255,21 @@ async fn responses_error_injection_and_validation() {
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(r.json()["error"]["code"], "rate_limit_exceeded");
     let r = server
-        .post("/v1/responses", &json!({"model": "mock-chat", "input": "hi"}), &[("x-mock-status", "500")])
+        .post(
+            "/v1/responses",
+            &json!({"model": "mock-chat", "input": "hi"}),
+            &[("x-mock-status", "500")],
+        )
         .await;
     assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(r.json()["error"]["type"], "server_error");
-    let r = server.post("/v1/responses", &json!({"input": "hi"}), &[]).await;
+    let r = server
+        .post("/v1/responses", &json!({"input": "hi"}), &[])
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    let r = server.post("/v1/responses", &json!({"model": "m", "input": []}), &[]).await;
+    let r = server
+        .post("/v1/responses", &json!({"model": "m", "input": []}), &[])
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     server.stop().await;
 }

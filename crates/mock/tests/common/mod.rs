@@ -71,11 +71,13 @@ impl Server {
         for (name, value) in headers {
             req = req.header(*name, *value);
         }
-        self.request(req.body(Full::new(body.into())).unwrap()).await
+        self.request(req.body(Full::new(body.into())).unwrap())
+            .await
     }
 
     pub async fn post(&self, path: &str, body: &Value, headers: &[(&str, &str)]) -> Reply {
-        self.send(Method::POST, path, body.to_string(), headers).await
+        self.send(Method::POST, path, body.to_string(), headers)
+            .await
     }
 
     pub async fn stop(mut self) {
@@ -147,7 +149,10 @@ impl Reply {
     /// the given separator (`\n\n` or Gemini's `\r\n\r\n`).
     pub fn sse(&self, separator: &str) -> Vec<(Option<String>, Value)> {
         let text = self.text();
-        assert!(text.ends_with(separator), "stream must end with {separator:?}: {text:?}");
+        assert!(
+            text.ends_with(separator),
+            "stream must end with {separator:?}: {text:?}"
+        );
         text[..text.len() - separator.len()]
             .split(separator)
             .map(|frame| {
