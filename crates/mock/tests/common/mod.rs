@@ -163,7 +163,12 @@ impl Reply {
                         event = Some(e.to_owned());
                     } else if let Some(d) = line.strip_prefix("data: ") {
                         assert!(data.is_none(), "one data line per frame: {frame:?}");
-                        data = Some(serde_json::from_str(d).unwrap_or_else(|e| panic!("{e}: {d}")));
+                        // OpenAI's terminator is the only non-JSON payload.
+                        data = Some(if d == "[DONE]" {
+                            Value::String(d.to_owned())
+                        } else {
+                            serde_json::from_str(d).unwrap_or_else(|e| panic!("{e}: {d}"))
+                        });
                     } else {
                         panic!("unexpected line {line:?}");
                     }
