@@ -13,15 +13,16 @@ use tollgate_mock::MockConfig;
 
 const PROMPT: &str = "What is the weather in Oslo?";
 
-/// (path, body, headers) for one request per format, offering the same tool.
-fn requests(
-    extra: &str,
-) -> Vec<(
+/// One request: format name, path, body, extra headers.
+type FormatRequest = (
     &'static str,
     String,
     Value,
     Vec<(&'static str, &'static str)>,
-)> {
+);
+
+/// One request per format, each offering the same tool.
+fn requests(extra: &str) -> Vec<FormatRequest> {
     let text = format!("{PROMPT}{extra}");
     let schema = weather_schema();
     vec![
