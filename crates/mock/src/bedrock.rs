@@ -109,6 +109,12 @@ fn count_blocks(blocks: &[Value], prompt: &mut PromptCounter) {
                 prompt.text(&value.to_string());
             }
         }
+        if ["image", "document", "video"]
+            .iter()
+            .any(|k| block.get(*k).is_some())
+        {
+            prompt.media();
+        }
     }
 }
 

@@ -498,6 +498,44 @@ mod tests {
     }
 
     #[test]
+    fn auth_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "mock",
+            "--openai-key",
+            "sk",
+            "--gemini-key",
+            "g",
+            "--bedrock-access-key-id",
+            "AKID",
+            "--bedrock-secret-access-key",
+            "secret",
+            "--bedrock-region",
+            "eu-west-1",
+        ])
+        .unwrap();
+        let auth = cli.args.config().auth;
+        assert_eq!(auth.openai_key.as_deref(), Some("sk"));
+        assert_eq!(auth.gemini_key.as_deref(), Some("g"));
+        assert_eq!(auth.bedrock_region, "eu-west-1");
+        let creds = auth.bedrock.unwrap();
+        assert_eq!(creds.access_key_id, "AKID");
+        assert!(!format!("{creds:?}").contains("secret"));
+        // A key id without its secret is refused.
+        assert!(Cli::try_parse_from(["mock", "--bedrock-access-key-id", "AKID"]).is_err());
+    }
+
+    #[test]
+    fn parallel_and_stream_error_keys() {
+        let mut b = Behavior::from_config(&MockConfig::default());
+        b.apply_directives("[mock parallel_tools=3 stream_error_after=2]")
+            .unwrap();
+        assert_eq!((b.parallel_tools, b.stream_error_after), (3, Some(2)));
+        assert!(b.apply_directives("[mock parallel_tools=0]").is_err());
+        b.apply_directives("[mock stream_error_after=off]").unwrap();
+        assert_eq!(b.stream_error_after, None);
+    }
+
+    #[test]
     fn directive_overrides_headers() {
         let mut b = Behavior::from_config(&MockConfig::default());
         let mut headers = HeaderMap::new();

@@ -63,6 +63,9 @@ fn count_parts(parts: &[Value], prompt: &mut PromptCounter) {
                 prompt.text(&value.to_string());
             }
         }
+        if part.get("inlineData").is_some() || part.get("fileData").is_some() {
+            prompt.media();
+        }
     }
 }
 
