@@ -70,6 +70,16 @@ struct Signing<'a> {
 
 /// Signs like the AWS SDK does (default settings), then sends `body` to `path`.
 async fn send_signed(server: &Server, path: &str, body: &[u8], how: Signing<'_>) -> Reply {
+    let req = signed_request(server, path, body, how);
+    server.request(req).await
+}
+
+fn signed_request(
+    server: &Server,
+    path: &str,
+    body: &[u8],
+    how: Signing<'_>,
+) -> Request<Full<Bytes>> {
     let identity: Identity = Credentials::new(
         KEY_ID,
         how.secret,
@@ -107,7 +117,7 @@ async fn send_signed(server: &Server, path: &str, body: &[u8], how: Signing<'_>)
     }
     let mut req = req.body(Full::new(Bytes::copy_from_slice(body))).unwrap();
     instructions.apply_to_request_http1x(&mut req);
-    server.request(req).await
+    req
 }
 
 fn ok_signing<'a>(path: &'a str, body: &'a [u8]) -> Signing<'a> {
@@ -477,6 +487,31 @@ async fn sigv4_signed_request_passes_and_tampering_fails() {
         )
         .await;
     refuse(&r, "UnrecognizedClientException");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn sigv4_over_h2c_uses_the_authority() {
+    let server = signed_server(None).await;
+    let path = converse_path(true);
+    let body = user("h2").to_string();
+    let req = signed_request(
+        &server,
+        &path,
+        body.as_bytes(),
+        ok_signing(&path, body.as_bytes()),
+    );
+    let r = server.request_h2(req).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(frames(&r)[0].1, "messageStart");
+    let how = Signing {
+        secret: "x",
+        ..ok_signing(&path, body.as_bytes())
+    };
+    let r = server
+        .request_h2(signed_request(&server, &path, body.as_bytes(), how))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
     server.stop().await;
 }
 

@@ -23,6 +23,7 @@ pub struct Server {
     pub base: String,
     pub addr: std::net::SocketAddr,
     client: Client<HttpConnector, Full<Bytes>>,
+    h2: Client<HttpConnector, Full<Bytes>>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -39,6 +40,9 @@ impl Server {
             base: format!("http://{addr}"),
             addr,
             client: Client::builder(TokioExecutor::new()).build_http(),
+            h2: Client::builder(TokioExecutor::new())
+                .http2_only(true)
+                .build_http(),
             shutdown: Some(tx),
             task: Some(task),
         }
@@ -51,6 +55,15 @@ impl Server {
     /// Sends a request with exactly these headers (plus what hyper adds).
     pub async fn request(&self, req: Request<Full<Bytes>>) -> Reply {
         let res = tokio::time::timeout(EXCHANGE_TIMEOUT, self.client.request(req))
+            .await
+            .expect("response timed out")
+            .expect("request failed");
+        Reply::read(res).await
+    }
+
+    /// Like [`Server::request`] over h2c: no Host header, only `:authority`.
+    pub async fn request_h2(&self, req: Request<Full<Bytes>>) -> Reply {
+        let res = tokio::time::timeout(EXCHANGE_TIMEOUT, self.h2.request(req))
             .await
             .expect("response timed out")
             .expect("request failed");
