@@ -120,7 +120,7 @@ impl ApiError {
         }
     }
 
-    fn openai_type(&self) -> &'static str {
+    pub(crate) fn openai_type(&self) -> &'static str {
         match self.status.as_u16() {
             429 => "requests",
             500..=599 => "server_error",
@@ -128,7 +128,7 @@ impl ApiError {
         }
     }
 
-    fn gemini_status(&self) -> &'static str {
+    pub(crate) fn gemini_status(&self) -> &'static str {
         if let Some(kind) = self.kind {
             return kind;
         }

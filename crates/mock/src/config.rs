@@ -269,8 +269,9 @@ pub(crate) struct Behavior {
     pub error_status: u16,
     /// Tools called at once when the mock decides to call tools (parallel calls).
     pub parallel_tools: u32,
-    /// Streams that support in-band errors (Bedrock exception frames,
-    /// Anthropic `error` events) fail after this many events.
+    /// Streams that support in-band errors (Anthropic and Responses `error`
+    /// events, Gemini error elements, Bedrock exception frames) fail after
+    /// this many events.
     pub stream_error_after: Option<u32>,
 }
 

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Response};
+use http::{HeaderMap, Response, StatusCode};
 use serde_json::{Map, Value, json};
 
 use crate::api_error::ApiError;
@@ -354,6 +354,31 @@ pub(crate) async fn handle(
         let mut out = StreamBuilder::with_capacity(300 * (last + 1), last + 2);
         for (i, (parts, gap)) in chunks.into_iter().enumerate() {
             let delay = if i == 0 { behavior.ttft } else { gap };
+            if behavior.stream_error_after.is_some_and(|n| n as usize == i) {
+                // Google reports a failure mid-stream as one more element
+                // holding a google.rpc.Status, then ends the stream.
+                let err = ApiError::injected(
+                    StatusCode::from_u16(behavior.error_status)
+                        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                );
+                let error = json!({"error": {
+                    "code": err.status.as_u16(),
+                    "message": err.message,
+                    "status": err.gemini_status()
+                }});
+                let buf = out.buf();
+                if sse {
+                    buf.extend_from_slice(b"data: ");
+                    push_json(buf, &error);
+                    buf.extend_from_slice(b"\r\n\r\n");
+                } else {
+                    buf.extend_from_slice(if i == 0 { b"[" } else { b",\r\n" });
+                    push_json(buf, &error);
+                    buf.push(b']');
+                }
+                out.end_frame(delay);
+                break;
+            }
             let mut candidate = json!({"content": {"parts": parts, "role": "model"}, "index": 0});
             let chunk_usage = if i == last {
                 candidate["finishReason"] = json!(finish_reason);

@@ -17,7 +17,8 @@
 //! `token_delay_ms`, `tokens`, `header_delay_ms`, `disconnect_after`,
 //! `status`, `error_rate`, `error_status`, `parallel_tools` (tool calls made
 //! at once), `stream_error_after` (in-band stream error after N events:
-//! Anthropic `error` event, Bedrock exception frame). Errors come in each
+//! Anthropic/Responses `error` event, Gemini error element, Bedrock
+//! exception frame; the chat stream ignores it). Errors come in each
 //! provider's own shape. Offering tools makes every format call one (unless
 //! the request answers a tool result or disables tools).
 

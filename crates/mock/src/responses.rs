@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Response};
+use http::{HeaderMap, Response, StatusCode};
 use serde_json::{Value, json};
 
 use crate::api_error::ApiError;
@@ -207,7 +207,24 @@ pub(crate) async fn responses(
     if req.get("stream").and_then(Value::as_bool) == Some(true) {
         let mut out = StreamBuilder::with_capacity(4096, 16 + output_tokens as usize);
         let mut seq = 0u64;
+        let limit = behavior.stream_error_after.map(u64::from);
         let mut event = |out: &mut StreamBuilder, mut data: Value, delay: Duration| {
+            if limit.is_some_and(|l| seq > l) {
+                return;
+            }
+            if limit == Some(seq) {
+                // OpenAI ends a failing stream with an `error` event.
+                let err = ApiError::injected(
+                    StatusCode::from_u16(behavior.error_status)
+                        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                );
+                data = json!({
+                    "type": "error",
+                    "code": err.code.unwrap_or(err.openai_type()),
+                    "message": err.message,
+                    "param": null
+                });
+            }
             let kind = data
                 .get("type")
                 .and_then(Value::as_str)

@@ -247,3 +247,47 @@ async fn chat_parallel_tool_calls() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn in_band_stream_errors() {
+    let server = Server::default().await;
+    let headers = [
+        ("x-mock-stream-error-after", "2"),
+        ("x-mock-error-status", "503"),
+    ];
+
+    let r = server
+        .post(
+            "/v1/responses",
+            &json!({"model": "m", "input": "hi", "stream": true}),
+            &headers,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let events = r.sse("\n\n");
+    assert_eq!(events.len(), 3);
+    let (name, data) = &events[2];
+    assert_eq!(name.as_deref(), Some("error"));
+    assert_eq!(data["type"], "error");
+    assert_eq!(data["sequence_number"], 2);
+
+    let body = json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]});
+    let r = server
+        .post(
+            "/v1beta/models/m:streamGenerateContent?alt=sse",
+            &body,
+            &headers,
+        )
+        .await;
+    let events = r.sse("\r\n\r\n");
+    assert_eq!(events.len(), 3);
+    assert_eq!(events[2].1["error"]["status"], "UNAVAILABLE");
+    assert_eq!(events[2].1["error"]["code"], 503);
+    let r = server
+        .post("/v1beta/models/m:streamGenerateContent", &body, &headers)
+        .await;
+    let array = r.json();
+    assert_eq!(array.as_array().unwrap().len(), 3);
+    assert_eq!(array[2]["error"]["code"], 503);
+    server.stop().await;
+}
