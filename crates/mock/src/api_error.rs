@@ -13,7 +13,13 @@ use crate::config::OverrideError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Flavor {
     OpenAi,
+    /// OpenAI fields, but `code` always set (Azure puts the status there).
+    Azure,
     Anthropic,
+    /// `{"error":{"code","message","status"}}` (google.rpc.Status).
+    Gemini,
+    /// `{"message"}` plus the `x-amzn-ErrorType` header.
+    Bedrock,
 }
 
 /// An error answer: validation failures, injected errors, routing errors.
@@ -23,6 +29,11 @@ pub(crate) struct ApiError {
     pub message: Cow<'static, str>,
     pub param: Option<Cow<'static, str>>,
     pub code: Option<&'static str>,
+    /// Provider-specific error type overriding the one derived from the
+    /// status: Anthropic `type`, Gemini `status`, Bedrock exception name.
+    pub kind: Option<&'static str>,
+    /// Gemini `ErrorInfo.reason` (e.g. `API_KEY_INVALID`).
+    pub reason: Option<&'static str>,
     allow: Option<&'static str>,
 }
 
@@ -33,8 +44,16 @@ impl ApiError {
             message: message.into(),
             param: None,
             code: None,
+            kind: None,
+            reason: None,
             allow: None,
         }
+    }
+
+    /// Sets the provider-specific error type.
+    pub(crate) fn with_kind(mut self, kind: &'static str) -> Self {
+        self.kind = Some(kind);
+        self
     }
 
     /// 400 `invalid_request_error`, optionally naming the offending parameter.
@@ -101,7 +120,7 @@ impl ApiError {
         }
     }
 
-    fn openai_type(&self) -> &'static str {
+    pub(crate) fn openai_type(&self) -> &'static str {
         match self.status.as_u16() {
             429 => "requests",
             500..=599 => "server_error",
@@ -109,7 +128,45 @@ impl ApiError {
         }
     }
 
+    pub(crate) fn gemini_status(&self) -> &'static str {
+        if let Some(kind) = self.kind {
+            return kind;
+        }
+        match self.status.as_u16() {
+            401 => "UNAUTHENTICATED",
+            403 => "PERMISSION_DENIED",
+            404 => "NOT_FOUND",
+            405 | 501 => "UNIMPLEMENTED",
+            409 => "ABORTED",
+            429 => "RESOURCE_EXHAUSTED",
+            499 => "CANCELLED",
+            503 => "UNAVAILABLE",
+            504 => "DEADLINE_EXCEEDED",
+            500..=599 => "INTERNAL",
+            _ => "INVALID_ARGUMENT",
+        }
+    }
+
+    pub(crate) fn bedrock_type(&self) -> &'static str {
+        if let Some(kind) = self.kind {
+            return kind;
+        }
+        match self.status.as_u16() {
+            403 => "AccessDeniedException",
+            404 => "ResourceNotFoundException",
+            408 => "ModelTimeoutException",
+            424 => "ModelErrorException",
+            429 => "ThrottlingException",
+            503 | 529 => "ServiceUnavailableException",
+            500..=599 => "InternalServerException",
+            _ => "ValidationException",
+        }
+    }
+
     fn anthropic_type(&self) -> &'static str {
+        if let Some(kind) = self.kind {
+            return kind;
+        }
         match self.status.as_u16() {
             401 => "authentication_error",
             403 => "permission_error",
@@ -132,6 +189,37 @@ impl ApiError {
                     code: self.code,
                 },
             }),
+            Flavor::Azure => {
+                let status = self.status.as_u16().to_string();
+                serde_json::to_vec(&AzureEnvelope {
+                    error: AzureError {
+                        code: self.code.unwrap_or(&status),
+                        message: &self.message,
+                        kind: self.openai_type(),
+                        param: self.param.as_deref(),
+                    },
+                })
+            }
+            Flavor::Gemini => serde_json::to_vec(&GeminiEnvelope {
+                error: GeminiError {
+                    code: self.status.as_u16(),
+                    message: &self.message,
+                    status: self.gemini_status(),
+                    details: self
+                        .reason
+                        .map(|reason| {
+                            vec![ErrorInfo {
+                                kind: "type.googleapis.com/google.rpc.ErrorInfo",
+                                reason,
+                                domain: "googleapis.com",
+                            }]
+                        })
+                        .unwrap_or_default(),
+                },
+            }),
+            Flavor::Bedrock => serde_json::to_vec(&BedrockError {
+                message: &self.message,
+            }),
             Flavor::Anthropic => serde_json::to_vec(&AnthropicEnvelope {
                 kind: "error",
                 error: AnthropicError {
@@ -150,6 +238,12 @@ impl ApiError {
         }
         if let Some(allow) = self.allow {
             headers.insert(ALLOW, HeaderValue::from_static(allow));
+        }
+        if flavor == Flavor::Bedrock {
+            headers.insert(
+                "x-amzn-errortype",
+                HeaderValue::from_static(self.bedrock_type()),
+            );
         }
         response
     }
@@ -186,5 +280,46 @@ struct AnthropicEnvelope<'a> {
 struct AnthropicError<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
+    message: &'a str,
+}
+
+#[derive(Serialize)]
+struct AzureEnvelope<'a> {
+    error: AzureError<'a>,
+}
+
+#[derive(Serialize)]
+struct AzureError<'a> {
+    code: &'a str,
+    message: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    param: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct GeminiEnvelope<'a> {
+    error: GeminiError<'a>,
+}
+
+#[derive(Serialize)]
+struct GeminiError<'a> {
+    code: u16,
+    message: &'a str,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    details: Vec<ErrorInfo>,
+}
+
+#[derive(Serialize)]
+struct ErrorInfo {
+    #[serde(rename = "@type")]
+    kind: &'static str,
+    reason: &'static str,
+    domain: &'static str,
+}
+
+#[derive(Serialize)]
+struct BedrockError<'a> {
     message: &'a str,
 }

@@ -50,9 +50,49 @@ pub struct MockArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "mock-chat,mock-embed,mock-claude"
+        default_value = "mock-chat,mock-embed,mock-claude,mock-gemini,mock-bedrock"
     )]
     pub models: Vec<String>,
+
+    /// OpenAI key: when set, `Authorization: Bearer <key>` is required on /v1 OpenAI routes.
+    #[arg(long, env = "MOCK_OPENAI_KEY")]
+    pub openai_key: Option<String>,
+
+    /// Azure OpenAI key: when set, `api-key: <key>` or `Authorization: Bearer <key>` is required.
+    #[arg(long, env = "MOCK_AZURE_KEY")]
+    pub azure_key: Option<String>,
+
+    /// Anthropic key: when set, `x-api-key: <key>` is required on /v1/messages.
+    #[arg(long, env = "MOCK_ANTHROPIC_KEY")]
+    pub anthropic_key: Option<String>,
+
+    /// Gemini key: when set, `x-goog-api-key` or `?key=` must carry it.
+    #[arg(long, env = "MOCK_GEMINI_KEY")]
+    pub gemini_key: Option<String>,
+
+    /// Bedrock access key id: with the secret, SigV4 signatures are verified.
+    #[arg(
+        long,
+        env = "MOCK_BEDROCK_ACCESS_KEY_ID",
+        requires = "bedrock_secret_access_key"
+    )]
+    pub bedrock_access_key_id: Option<String>,
+
+    /// Bedrock secret access key used to recompute SigV4 signatures.
+    #[arg(
+        long,
+        env = "MOCK_BEDROCK_SECRET_ACCESS_KEY",
+        requires = "bedrock_access_key_id"
+    )]
+    pub bedrock_secret_access_key: Option<String>,
+
+    /// Bedrock session token: when set, `x-amz-security-token` must match it.
+    #[arg(long, env = "MOCK_BEDROCK_SESSION_TOKEN")]
+    pub bedrock_session_token: Option<String>,
+
+    /// Region Bedrock signatures are scoped to.
+    #[arg(long, default_value = "us-east-1")]
+    pub bedrock_region: String,
 
     /// Seed: makes `--error-rate` draws deterministic per request body and
     /// varies generated text.
@@ -94,6 +134,21 @@ impl MockArgs {
                 .collect(),
             seed: self.seed,
             drain_timeout: Duration::from_secs(self.drain_timeout_secs),
+            auth: AuthConfig {
+                openai_key: self.openai_key.clone(),
+                azure_key: self.azure_key.clone(),
+                anthropic_key: self.anthropic_key.clone(),
+                gemini_key: self.gemini_key.clone(),
+                bedrock: match (&self.bedrock_access_key_id, &self.bedrock_secret_access_key) {
+                    (Some(id), Some(secret)) => Some(AwsCredentials {
+                        access_key_id: id.clone(),
+                        secret_access_key: secret.clone(),
+                        session_token: self.bedrock_session_token.clone(),
+                    }),
+                    _ => None,
+                },
+                bedrock_region: self.bedrock_region.clone(),
+            },
         }
     }
 }
@@ -113,6 +168,48 @@ pub struct MockConfig {
     pub models: Vec<String>,
     pub seed: Option<u64>,
     pub drain_timeout: Duration,
+    pub auth: AuthConfig,
+}
+
+/// Credentials each provider's endpoints check; `None` accepts anything.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthConfig {
+    pub openai_key: Option<String>,
+    pub azure_key: Option<String>,
+    pub anthropic_key: Option<String>,
+    pub gemini_key: Option<String>,
+    pub bedrock: Option<AwsCredentials>,
+    pub bedrock_region: String,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            openai_key: None,
+            azure_key: None,
+            anthropic_key: None,
+            gemini_key: None,
+            bedrock: None,
+            bedrock_region: "us-east-1".to_owned(),
+        }
+    }
+}
+
+/// The AWS identity Bedrock requests must be signed with.
+#[derive(Clone, PartialEq)]
+pub struct AwsCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: Option<String>,
+}
+
+/// Keeps the secret out of logs.
+impl std::fmt::Debug for AwsCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for MockConfig {
@@ -126,12 +223,19 @@ impl Default for MockConfig {
             error_status: 500,
             header_delay: Duration::ZERO,
             disconnect_after: None,
-            models: ["mock-chat", "mock-embed", "mock-claude"]
-                .into_iter()
-                .map(str::to_owned)
-                .collect(),
+            models: [
+                "mock-chat",
+                "mock-embed",
+                "mock-claude",
+                "mock-gemini",
+                "mock-bedrock",
+            ]
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
             seed: None,
             drain_timeout: Duration::from_secs(10),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -163,7 +267,16 @@ pub(crate) struct Behavior {
     pub status: Option<u16>,
     pub error_rate: f64,
     pub error_status: u16,
+    /// Tools called at once when the mock decides to call tools (parallel calls).
+    pub parallel_tools: u32,
+    /// Streams that support in-band errors (Anthropic and Responses `error`
+    /// events, Gemini error elements, Bedrock exception frames) fail after
+    /// this many events.
+    pub stream_error_after: Option<u32>,
 }
+
+/// Upper bound for `parallel_tools`.
+const MAX_PARALLEL_TOOLS: u32 = 64;
 
 #[derive(Debug, Clone, Copy)]
 enum Key {
@@ -175,10 +288,12 @@ enum Key {
     Status,
     ErrorRate,
     ErrorStatus,
+    ParallelTools,
+    StreamErrorAfter,
 }
 
 /// Accepted spellings; `-` and `_` are interchangeable (headers use dashes).
-const KEYS: [(&str, Key); 9] = [
+const KEYS: [(&str, Key); 11] = [
     ("ttft_ms", Key::TtftMs),
     ("token_delay_ms", Key::TokenDelayMs),
     ("tokens", Key::Tokens),
@@ -188,6 +303,8 @@ const KEYS: [(&str, Key); 9] = [
     ("status", Key::Status),
     ("error_status", Key::ErrorStatus),
     ("error_rate", Key::ErrorRate),
+    ("parallel_tools", Key::ParallelTools),
+    ("stream_error_after", Key::StreamErrorAfter),
 ];
 
 fn lookup_key(raw: &str) -> Option<(&'static str, Key)> {
@@ -217,6 +334,8 @@ impl Behavior {
             status: None,
             error_rate: config.error_rate,
             error_status: config.error_status,
+            parallel_tools: 1,
+            stream_error_after: None,
         }
     }
 
@@ -305,6 +424,22 @@ impl Behavior {
                     _ => return Err(invalid("expected 400..=599")),
                 }
             }
+            Key::ParallelTools => {
+                self.parallel_tools = match value.parse::<u32>() {
+                    Ok(n) if (1..=MAX_PARALLEL_TOOLS).contains(&n) => n,
+                    _ => return Err(invalid("expected a tool count in 1..=64")),
+                }
+            }
+            Key::StreamErrorAfter => {
+                self.stream_error_after = match value {
+                    "off" | "none" | "never" => None,
+                    _ => Some(
+                        value
+                            .parse()
+                            .map_err(|_| invalid("expected an event count or `off`"))?,
+                    ),
+                }
+            }
             Key::ErrorRate => {
                 self.error_rate = parse_rate(value).map_err(|_| invalid("expected 0.0..=1.0"))?
             }
@@ -361,6 +496,44 @@ mod tests {
         assert_eq!(config.seed, Some(9));
         assert!(Cli::try_parse_from(["mock", "--error-rate", "1.5"]).is_err());
         assert!(Cli::try_parse_from(["mock", "--error-status", "200"]).is_err());
+    }
+
+    #[test]
+    fn auth_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "mock",
+            "--openai-key",
+            "sk",
+            "--gemini-key",
+            "g",
+            "--bedrock-access-key-id",
+            "AKID",
+            "--bedrock-secret-access-key",
+            "secret",
+            "--bedrock-region",
+            "eu-west-1",
+        ])
+        .unwrap();
+        let auth = cli.args.config().auth;
+        assert_eq!(auth.openai_key.as_deref(), Some("sk"));
+        assert_eq!(auth.gemini_key.as_deref(), Some("g"));
+        assert_eq!(auth.bedrock_region, "eu-west-1");
+        let creds = auth.bedrock.unwrap();
+        assert_eq!(creds.access_key_id, "AKID");
+        assert!(!format!("{creds:?}").contains("secret"));
+        // A key id without its secret is refused.
+        assert!(Cli::try_parse_from(["mock", "--bedrock-access-key-id", "AKID"]).is_err());
+    }
+
+    #[test]
+    fn parallel_and_stream_error_keys() {
+        let mut b = Behavior::from_config(&MockConfig::default());
+        b.apply_directives("[mock parallel_tools=3 stream_error_after=2]")
+            .unwrap();
+        assert_eq!((b.parallel_tools, b.stream_error_after), (3, Some(2)));
+        assert!(b.apply_directives("[mock parallel_tools=0]").is_err());
+        b.apply_directives("[mock stream_error_after=off]").unwrap();
+        assert_eq!(b.stream_error_after, None);
     }
 
     #[test]

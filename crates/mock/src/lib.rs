@@ -1,28 +1,47 @@
 //! `tollgate-mock`: a fast, deterministic stand-in for LLM providers.
 //!
-//! Serves OpenAI (`/v1/chat/completions`, `/v1/embeddings`, `/v1/models`)
-//! and Anthropic (`/v1/messages`) APIs with provider-exact JSON and SSE
-//! shapes, over HTTP/1.1 and h2c. Latency, errors and disconnects are
-//! configurable server-wide (flags) and per request, through `x-mock-<name>`
-//! headers or a `[mock key=value ...]` directive in the last user message
-//! (directive > header > flag). Keys: `ttft_ms`, `token_delay_ms`, `tokens`,
-//! `header_delay_ms`, `disconnect_after`, `status`, `error_rate`,
-//! `error_status`.
+//! Speaks each provider's wire format, JSON and streams, over HTTP/1.1 and h2c:
+//! - OpenAI: `/v1/chat/completions`, `/v1/responses`, `/v1/embeddings`, `/v1/models`;
+//! - Azure OpenAI: `/openai/deployments/{d}/chat/completions|embeddings?api-version=`
+//!   and `/openai/v1/chat/completions|embeddings`;
+//! - Anthropic: `/v1/messages`, `/v1/messages/count_tokens`;
+//! - Gemini: `/v1beta/models/{m}:generateContent|streamGenerateContent|countTokens|embedContent`;
+//! - Bedrock Runtime: `/model/{id}/converse`, `/model/{id}/converse-stream`
+//!   (AWS event-stream framing).
+//!
+//! Each checks credentials like the real provider when its key flag is set
+//! (Bedrock: a recomputed SigV4 signature). Latency, errors and disconnects
+//! are configurable server-wide (flags) and per request, through
+//! `x-mock-<name>` headers or a `[mock key=value ...]` directive in the last
+//! user message (directive > header > flag). Keys: `ttft_ms`,
+//! `token_delay_ms`, `tokens`, `header_delay_ms`, `disconnect_after`,
+//! `status`, `error_rate`, `error_status`, `parallel_tools` (tool calls made
+//! at once), `stream_error_after` (in-band stream error after N events:
+//! Anthropic/Responses `error` event, Gemini error element, Bedrock
+//! exception frame; the chat stream ignores it). Errors come in each
+//! provider's own shape. Offering tools makes every format call one (unless
+//! the request answers a tool result or disables tools).
 
 mod anthropic;
 mod api_error;
+mod auth;
+mod bedrock;
 mod body;
 mod config;
+mod gemini;
 mod openai;
+mod plan;
 mod request;
+mod responses;
 mod server;
+mod sigv4;
 mod text;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-pub use config::{MockArgs, MockConfig};
+pub use config::{AuthConfig, AwsCredentials, MockArgs, MockConfig};
 pub use server::serve;
 
 /// Failures of [`run`].

@@ -15,13 +15,13 @@ use serde_json::value::RawValue;
 use crate::api_error::ApiError;
 use crate::body::{MockBody, StreamBuilder};
 use crate::config::Behavior;
+use crate::plan::tool_calls;
 use crate::request::Content;
 use crate::server::{
     ModelObject, State, generation_time, json_response, pause, push_json, sse_response, unix_now,
 };
 use crate::text::{
-    PromptCounter, Rng, arguments_for_schema, completion_text, estimate_tokens, fragments, make_id,
-    words,
+    PromptCounter, Rng, completion_text, estimate_tokens, fragments, make_id, words,
 };
 
 const SYSTEM_FINGERPRINT: &str = "fp_tollgate_mock";
@@ -107,18 +107,24 @@ enum Reply {
         tokens: u32,
         finish_reason: &'static str,
     },
-    ToolCall {
-        call_id: String,
-        name: String,
-        arguments: String,
-    },
+    /// One call, or several with the `parallel_tools` override.
+    ToolCalls(Vec<CallReply>),
+}
+
+struct CallReply {
+    call_id: String,
+    name: String,
+    arguments: String,
 }
 
 impl Reply {
     fn completion_tokens(&self) -> u64 {
         match self {
             Self::Text { tokens, .. } => u64::from(*tokens),
-            Self::ToolCall { arguments, .. } => estimate_tokens(arguments.len()).max(1),
+            Self::ToolCalls(calls) => calls
+                .iter()
+                .map(|c| estimate_tokens(c.arguments.len()).max(1))
+                .sum(),
         }
     }
 }
@@ -131,16 +137,21 @@ struct ChatMeta<'a> {
     prompt_tokens: u64,
 }
 
+/// Chat completions; `deployment` (Azure) replaces the body's `model`.
 pub(crate) async fn chat_completions(
     state: &State,
     headers: &HeaderMap,
+    deployment: Option<&str>,
     body: Bytes,
 ) -> Result<Response<MockBody>, ApiError> {
     let req: ChatRequest<'_> = serde_json::from_slice(&body).map_err(|e| ApiError::bad_json(&e))?;
-    let model = req
-        .model
-        .as_deref()
-        .ok_or_else(|| ApiError::missing("model"))?;
+    let model = match deployment {
+        Some(deployment) => deployment,
+        None => req
+            .model
+            .as_deref()
+            .ok_or_else(|| ApiError::missing("model"))?,
+    };
     let raw_messages = req.messages.ok_or_else(|| ApiError::missing("messages"))?;
     let messages: Vec<ChatMessage<'_>> = serde_json::from_str(raw_messages.get())
         .map_err(|e| ApiError::invalid(format!("Invalid 'messages': {e}"), Some("messages")))?;
@@ -176,7 +187,7 @@ pub(crate) async fn chat_completions(
         }
     }
     let seed = state.content_seed(model, &[raw_messages.get().as_bytes()]);
-    let tool = select_tool(&req, &messages)?;
+    let tools = select_tools(&req, &messages)?;
 
     state.gate(&behavior, &body).await?;
 
@@ -187,9 +198,9 @@ pub(crate) async fn chat_completions(
         model,
         prompt_tokens: prompt.tokens(),
     };
-    let reply = match tool {
-        Some(tool) => tool_call_reply(tool, seed, &mut rng),
-        None => {
+    let reply = match tools.is_empty() {
+        false => tool_call_reply(&tools, seed, behavior.parallel_tools, &mut rng),
+        true => {
             let cap = req.max_completion_tokens.or(req.max_tokens);
             let tokens = cap.map_or(behavior.output_tokens, |c| c.min(behavior.output_tokens));
             let finish_reason = if cap.is_some_and(|c| c < behavior.output_tokens) {
@@ -224,42 +235,49 @@ pub(crate) async fn chat_completions(
     ))
 }
 
-/// The tool to call, if the request offers tools, allows calling them, and
-/// is not already answering a tool result.
-fn select_tool<'r>(
+/// The tools that may be called (first ones first), if the request offers
+/// tools, allows calling them, and is not already answering a tool result.
+/// Every format decides the same way, so one prompt calls a tool everywhere.
+fn select_tools<'r>(
     req: &'r ChatRequest<'_>,
     messages: &[ChatMessage<'_>],
-) -> Result<Option<&'r FunctionDef>, ApiError> {
-    let mut functions = req
+) -> Result<Vec<&'r FunctionDef>, ApiError> {
+    let functions = req
         .tools
         .iter()
         .flatten()
         .filter_map(|t| t.function.as_ref());
     let answering_tool = messages.last().is_some_and(|m| m.role == "tool");
     match &req.tool_choice {
-        _ if answering_tool => Ok(None),
-        Some(ToolChoice::Mode(mode)) if mode == "none" => Ok(None),
-        Some(ToolChoice::Named { function }) => functions
-            .find(|f| f.name == function.name)
-            .map(Some)
-            .ok_or_else(|| {
-                ApiError::invalid(
+        _ if answering_tool => Ok(Vec::new()),
+        Some(ToolChoice::Mode(mode)) if mode == "none" => Ok(Vec::new()),
+        Some(ToolChoice::Named { function }) => {
+            let found: Vec<_> = functions.filter(|f| f.name == function.name).collect();
+            if found.is_empty() {
+                return Err(ApiError::invalid(
                     format!("tool_choice names unknown function '{}'", function.name),
                     Some("tool_choice"),
-                )
-            }),
-        _ => Ok(functions.next()),
+                ));
+            }
+            Ok(found)
+        }
+        _ => Ok(functions.collect()),
     }
 }
 
-/// Arguments depend only on the request content; the call id is random.
-fn tool_call_reply(tool: &FunctionDef, seed: u64, rng: &mut Rng) -> Reply {
-    let arguments = arguments_for_schema(&tool.parameters, &mut Rng::new(seed)).to_string();
-    Reply::ToolCall {
-        call_id: make_id("call_", rng),
-        name: tool.name.clone(),
-        arguments,
-    }
+/// Arguments depend only on the request content; the call ids are random.
+fn tool_call_reply(tools: &[&FunctionDef], seed: u64, count: u32, rng: &mut Rng) -> Reply {
+    let candidates = tools.iter().map(|t| (t.name.as_str(), &t.parameters));
+    Reply::ToolCalls(
+        tool_calls(candidates, seed, count)
+            .into_iter()
+            .map(|call| CallReply {
+                call_id: make_id("call_", rng),
+                name: call.name,
+                arguments: call.json,
+            })
+            .collect(),
+    )
 }
 
 #[derive(Serialize)]
@@ -287,7 +305,7 @@ struct AssistantMessage<'a> {
     content: Option<String>,
     refusal: Option<()>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    tool_calls: Option<[ToolCallOut<'a>; 1]>,
+    tool_calls: Option<Vec<ToolCallOut<'a>>>,
 }
 
 #[derive(Serialize)]
@@ -354,20 +372,24 @@ fn completion<'a>(meta: &'a ChatMeta<'a>, reply: &'a Reply) -> Completion<'a> {
             },
             *finish_reason,
         ),
-        Reply::ToolCall {
-            call_id,
-            name,
-            arguments,
-        } => (
+        Reply::ToolCalls(calls) => (
             AssistantMessage {
                 role: "assistant",
                 content: None,
                 refusal: None,
-                tool_calls: Some([ToolCallOut {
-                    id: call_id,
-                    kind: "function",
-                    function: FunctionCallOut { name, arguments },
-                }]),
+                tool_calls: Some(
+                    calls
+                        .iter()
+                        .map(|c| ToolCallOut {
+                            id: &c.call_id,
+                            kind: "function",
+                            function: FunctionCallOut {
+                                name: &c.name,
+                                arguments: &c.arguments,
+                            },
+                        })
+                        .collect(),
+                ),
             },
             "tool_calls",
         ),
@@ -410,7 +432,10 @@ fn stream_chat(
 
     let pieces = match reply {
         Reply::Text { tokens, .. } => *tokens as usize,
-        Reply::ToolCall { arguments, .. } => arguments.len().div_ceil(ARGUMENT_FRAGMENT),
+        Reply::ToolCalls(calls) => calls
+            .iter()
+            .map(|c| c.arguments.len().div_ceil(ARGUMENT_FRAGMENT) + 1)
+            .sum(),
     };
     let mut out = StreamBuilder::with_capacity((prefix.len() + 96) * (pieces + 4), pieces + 4);
     let chunk = |out: &mut StreamBuilder,
@@ -469,28 +494,42 @@ fn stream_chat(
             }
             *finish_reason
         }
-        Reply::ToolCall {
-            call_id,
-            name,
-            arguments,
-        } => {
-            let opening = |b: &mut Vec<u8>| {
-                b.extend_from_slice(
-                    br#"{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"#,
-                );
-                push_json(b, call_id);
-                b.extend_from_slice(br#","type":"function","function":{"name":"#);
-                push_json(b, name);
-                b.extend_from_slice(br#","arguments":""}}],"refusal":null}"#);
-            };
-            chunk(&mut out, &opening, None, behavior.ttft);
-            for (i, fragment) in fragments(arguments, ARGUMENT_FRAGMENT).enumerate() {
-                let delta = |b: &mut Vec<u8>| {
-                    b.extend_from_slice(br#"{"tool_calls":[{"index":0,"function":{"arguments":"#);
-                    push_json(b, fragment);
-                    b.extend_from_slice(b"}}]}");
+        Reply::ToolCalls(calls) => {
+            for (index, call) in calls.iter().enumerate() {
+                // The first call's chunk opens the assistant message.
+                let opening = |b: &mut Vec<u8>| {
+                    b.extend_from_slice(if index == 0 {
+                        br#"{"role":"assistant","content":null,"tool_calls":[{"index":"#
+                    } else {
+                        br#"{"tool_calls":[{"index":"#
+                    });
+                    push_json(b, &index);
+                    b.extend_from_slice(br#","id":"#);
+                    push_json(b, &call.call_id);
+                    b.extend_from_slice(br#","type":"function","function":{"name":"#);
+                    push_json(b, &call.name);
+                    b.extend_from_slice(if index == 0 {
+                        br#","arguments":""}}],"refusal":null}"#
+                    } else {
+                        br#","arguments":""}}]}"#
+                    });
                 };
-                chunk(&mut out, &delta, None, gap(i));
+                let delay = if index == 0 {
+                    behavior.ttft
+                } else {
+                    behavior.token_delay
+                };
+                chunk(&mut out, &opening, None, delay);
+                for (i, fragment) in fragments(&call.arguments, ARGUMENT_FRAGMENT).enumerate() {
+                    let delta = |b: &mut Vec<u8>| {
+                        b.extend_from_slice(br#"{"tool_calls":[{"index":"#);
+                        push_json(b, &index);
+                        b.extend_from_slice(br#","function":{"arguments":"#);
+                        push_json(b, fragment);
+                        b.extend_from_slice(b"}}]}");
+                    };
+                    chunk(&mut out, &delta, None, gap(i));
+                }
             }
             "tool_calls"
         }
@@ -584,17 +623,22 @@ struct EmbeddingUsage {
     total_tokens: u64,
 }
 
+/// Embeddings; `deployment` (Azure) replaces the body's `model`.
 pub(crate) async fn embeddings(
     state: &State,
     headers: &HeaderMap,
+    deployment: Option<&str>,
     body: Bytes,
 ) -> Result<Response<MockBody>, ApiError> {
     let req: EmbeddingsRequest<'_> =
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_json(&e))?;
-    let model = req
-        .model
-        .as_deref()
-        .ok_or_else(|| ApiError::missing("model"))?;
+    let model = match deployment {
+        Some(deployment) => deployment,
+        None => req
+            .model
+            .as_deref()
+            .ok_or_else(|| ApiError::missing("model"))?,
+    };
     let input = req
         .input
         .as_ref()
@@ -682,7 +726,7 @@ pub(crate) async fn embeddings(
 }
 
 /// A deterministic vector of length one.
-fn unit_vector(seed: u64, dimensions: usize) -> Vec<f32> {
+pub(crate) fn unit_vector(seed: u64, dimensions: usize) -> Vec<f32> {
     let mut rng = Rng::new(seed);
     let mut vector: Vec<f64> = (0..dimensions)
         .map(|_| rng.next_f64() * 2.0 - 1.0)

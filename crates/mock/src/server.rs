@@ -20,10 +20,11 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 
 use crate::api_error::{ApiError, Flavor};
+use crate::auth::{percent_decode, query_param};
 use crate::body::MockBody;
 use crate::config::{Behavior, MockConfig};
 use crate::text::{Rng, StableHasher, mix64};
-use crate::{anthropic, openai};
+use crate::{anthropic, auth, bedrock, gemini, openai, responses, sigv4};
 
 /// Largest request body accepted.
 const MAX_REQUEST_BODY: usize = 32 * 1024 * 1024;
@@ -199,14 +200,32 @@ enum Route<'a> {
     Model(&'a str),
     ChatCompletions,
     Embeddings,
+    Responses,
     Messages,
+    CountTokens,
+    /// Azure: `deployment` is `None` on the v1 GA paths (model in the body).
+    AzureChat(Option<&'a str>),
+    AzureEmbeddings(Option<&'a str>),
+    Gemini(&'a str, gemini::Method),
+    /// Bedrock model id as sent (percent-encoded), and whether streamed.
+    Converse(&'a str, bool),
 }
 
 impl Route<'_> {
     fn method(&self) -> Method {
         match self {
             Self::Health | Self::Models | Self::Model(_) => Method::GET,
-            Self::ChatCompletions | Self::Embeddings | Self::Messages => Method::POST,
+            _ => Method::POST,
+        }
+    }
+
+    fn flavor(&self) -> Flavor {
+        match self {
+            Self::Messages | Self::CountTokens => Flavor::Anthropic,
+            Self::AzureChat(_) | Self::AzureEmbeddings(_) => Flavor::Azure,
+            Self::Gemini(..) => Flavor::Gemini,
+            Self::Converse(..) => Flavor::Bedrock,
+            _ => Flavor::OpenAi,
         }
     }
 }
@@ -217,12 +236,66 @@ fn route(path: &str) -> Option<Route<'_>> {
         "/v1/models" => Route::Models,
         "/v1/chat/completions" => Route::ChatCompletions,
         "/v1/embeddings" => Route::Embeddings,
+        "/v1/responses" => Route::Responses,
         "/v1/messages" => Route::Messages,
-        _ => match path.strip_prefix("/v1/models/") {
-            Some(id) if !id.is_empty() => Route::Model(id),
-            _ => return None,
-        },
+        "/v1/messages/count_tokens" => Route::CountTokens,
+        "/openai/v1/chat/completions" => Route::AzureChat(None),
+        "/openai/v1/embeddings" => Route::AzureEmbeddings(None),
+        _ => {
+            if let Some(rest) = path.strip_prefix("/openai/deployments/") {
+                let (deployment, op) = rest.split_once('/')?;
+                if deployment.is_empty() {
+                    return None;
+                }
+                return match op {
+                    "chat/completions" => Some(Route::AzureChat(Some(deployment))),
+                    "embeddings" => Some(Route::AzureEmbeddings(Some(deployment))),
+                    _ => None,
+                };
+            }
+            if let Some(rest) = path.strip_prefix("/model/") {
+                let (model, op) = rest.rsplit_once('/')?;
+                if model.is_empty() {
+                    return None;
+                }
+                return match op {
+                    "converse" => Some(Route::Converse(model, false)),
+                    "converse-stream" => Some(Route::Converse(model, true)),
+                    _ => None,
+                };
+            }
+            let gemini = path
+                .strip_prefix("/v1beta/models/")
+                .or_else(|| path.strip_prefix("/v1/models/"))
+                .and_then(|rest| rest.rsplit_once(':'))
+                .and_then(|(model, method)| Some((model, gemini::Method::parse(method)?)));
+            if let Some((model, method)) = gemini {
+                if model.is_empty() {
+                    return None;
+                }
+                return Some(Route::Gemini(model, method));
+            }
+            match path.strip_prefix("/v1/models/") {
+                Some(id) if !id.is_empty() => Route::Model(id),
+                _ => return None,
+            }
+        }
     })
+}
+
+/// Azure requires `api-version` on the deployment paths.
+fn require_api_version(query: Option<&str>) -> Result<(), ApiError> {
+    match query.and_then(|q| query_param(q, "api-version")) {
+        Some(version) if !version.is_empty() => Ok(()),
+        _ => {
+            let mut err = ApiError::invalid(
+                "Missing required query parameter: api-version. The api-version query parameter (?api-version=) is required for all requests.",
+                None,
+            );
+            err.code = Some("MissingApiVersionParameter");
+            Err(err)
+        }
+    }
 }
 
 async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<MockBody> {
@@ -231,10 +304,7 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<MockBody>
     let Some(route) = route(path) else {
         return ApiError::not_found(&parts.method, path).into_response(Flavor::OpenAi);
     };
-    let flavor = match route {
-        Route::Messages => Flavor::Anthropic,
-        _ => Flavor::OpenAi,
-    };
+    let flavor = route.flavor();
     if parts.method != route.method() {
         let allow = if route.method() == Method::GET {
             "GET"
@@ -243,30 +313,99 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<MockBody>
         };
         return ApiError::method_not_allowed(allow).into_response(flavor);
     }
-    let result = match route {
+    dispatch(route, &parts, body, &state)
+        .await
+        .unwrap_or_else(|err| err.into_response(flavor))
+}
+
+async fn dispatch(
+    route: Route<'_>,
+    parts: &http::request::Parts,
+    body: Incoming,
+    state: &State,
+) -> Result<Response<MockBody>, ApiError> {
+    let headers = &parts.headers;
+    let query = parts.uri.query();
+    let keys = &state.config.auth;
+    match route {
         Route::Health => Ok(with_content_type(
             MockBody::full(Bytes::from_static(b"ok")),
             "text/plain; charset=utf-8",
         )),
-        Route::Models => Ok(with_content_type(
-            MockBody::full(state.models_body.clone()),
-            "application/json",
-        )),
-        Route::Model(id) => openai::model(&state, id),
-        Route::ChatCompletions => match read_body(body).await {
-            Ok(bytes) => openai::chat_completions(&state, &parts.headers, bytes).await,
-            Err(err) => Err(err),
-        },
-        Route::Embeddings => match read_body(body).await {
-            Ok(bytes) => openai::embeddings(&state, &parts.headers, bytes).await,
-            Err(err) => Err(err),
-        },
-        Route::Messages => match read_body(body).await {
-            Ok(bytes) => anthropic::messages(&state, &parts.headers, bytes).await,
-            Err(err) => Err(err),
-        },
-    };
-    result.unwrap_or_else(|err| err.into_response(flavor))
+        Route::Models => {
+            auth::openai(keys.openai_key.as_deref(), headers)?;
+            Ok(with_content_type(
+                MockBody::full(state.models_body.clone()),
+                "application/json",
+            ))
+        }
+        Route::Model(id) => {
+            auth::openai(keys.openai_key.as_deref(), headers)?;
+            openai::model(state, id)
+        }
+        Route::ChatCompletions => {
+            auth::openai(keys.openai_key.as_deref(), headers)?;
+            openai::chat_completions(state, headers, None, read_body(body).await?).await
+        }
+        Route::Embeddings => {
+            auth::openai(keys.openai_key.as_deref(), headers)?;
+            openai::embeddings(state, headers, None, read_body(body).await?).await
+        }
+        Route::Responses => {
+            auth::openai(keys.openai_key.as_deref(), headers)?;
+            responses::responses(state, headers, read_body(body).await?).await
+        }
+        Route::Messages => {
+            auth::anthropic(keys.anthropic_key.as_deref(), headers)?;
+            anthropic::messages(state, headers, read_body(body).await?).await
+        }
+        Route::CountTokens => {
+            auth::anthropic(keys.anthropic_key.as_deref(), headers)?;
+            anthropic::count_tokens(state, headers, read_body(body).await?).await
+        }
+        Route::AzureChat(deployment) | Route::AzureEmbeddings(deployment) => {
+            if deployment.is_some() {
+                require_api_version(query)?;
+            }
+            auth::azure(keys.azure_key.as_deref(), headers)?;
+            let deployment = deployment.map(percent_decode);
+            let bytes = read_body(body).await?;
+            if matches!(route, Route::AzureChat(_)) {
+                openai::chat_completions(state, headers, deployment.as_deref(), bytes).await
+            } else {
+                openai::embeddings(state, headers, deployment.as_deref(), bytes).await
+            }
+        }
+        Route::Gemini(model, method) => {
+            auth::gemini(keys.gemini_key.as_deref(), headers, query)?;
+            let model = percent_decode(model);
+            gemini::handle(
+                state,
+                headers,
+                query,
+                &model,
+                method,
+                read_body(body).await?,
+            )
+            .await
+        }
+        Route::Converse(model, stream) => {
+            let bytes = read_body(body).await?;
+            if let Some(creds) = &keys.bedrock {
+                sigv4::verify(
+                    creds,
+                    &keys.bedrock_region,
+                    &parts.method,
+                    &parts.uri,
+                    headers,
+                    &bytes,
+                    SystemTime::now(),
+                )?;
+            }
+            let model = percent_decode(model);
+            bedrock::converse(state, headers, &model, stream, bytes).await
+        }
+    }
 }
 
 async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {

@@ -175,11 +175,15 @@ pub(crate) fn estimate_tokens(chars: usize) -> u64 {
     chars.div_ceil(4) as u64
 }
 
+/// Flat prompt cost of one image or file, like Gemini's 258 per image.
+pub(crate) const MEDIA_TOKENS: u64 = 258;
+
 /// Sums character counts and message counts into a prompt-token estimate.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct PromptCounter {
     chars: usize,
     messages: u64,
+    fixed: u64,
 }
 
 impl PromptCounter {
@@ -191,9 +195,14 @@ impl PromptCounter {
         self.messages += 1;
     }
 
-    /// `ceil(chars / 4) + 3` per message.
+    /// A non-text input (image, document) billed at a flat token cost.
+    pub(crate) fn media(&mut self) {
+        self.fixed += MEDIA_TOKENS;
+    }
+
+    /// `ceil(chars / 4) + 3` per message, plus flat media costs.
     pub(crate) fn tokens(&self) -> u64 {
-        estimate_tokens(self.chars) + 3 * self.messages
+        estimate_tokens(self.chars) + 3 * self.messages + self.fixed
     }
 }
 

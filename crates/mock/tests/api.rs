@@ -58,7 +58,13 @@ impl Server {
             .method(method)
             .uri(format!("{}{path}", self.base))
             .header("content-type", "application/json");
-        for (name, value) in headers {
+        // Anthropic requires the version header; tests that omit it say so with "".
+        if path.starts_with("/v1/messages")
+            && !headers.iter().any(|(n, _)| *n == "anthropic-version")
+        {
+            req = req.header("anthropic-version", "2023-06-01");
+        }
+        for (name, value) in headers.iter().filter(|(_, v)| !v.is_empty()) {
             req = req.header(*name, *value);
         }
         let req = req.body(Full::new(body.into())).unwrap();
@@ -588,7 +594,16 @@ async fn models_health_and_routing() {
         .iter()
         .map(|m| m["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, ["mock-chat", "mock-embed", "mock-claude"]);
+    assert_eq!(
+        ids,
+        [
+            "mock-chat",
+            "mock-embed",
+            "mock-claude",
+            "mock-gemini",
+            "mock-bedrock"
+        ]
+    );
     assert_eq!(v["data"][0]["object"], "model");
     assert_eq!(v["data"][0]["owned_by"], "tollgate-mock");
     assert!(v["data"][0]["created"].is_u64());
@@ -716,7 +731,10 @@ async fn anthropic_non_stream() {
     assert_eq!(v["stop_reason"], "end_turn");
     assert_eq!(v["stop_sequence"], Value::Null);
     // ceil((8 + 9) / 4) + 3
-    assert_eq!(v["usage"], json!({"input_tokens": 8, "output_tokens": 16}));
+    assert_eq!(
+        v["usage"],
+        json!({"input_tokens": 8, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 16})
+    );
     assert_eq!(
         server.post("/v1/messages", &req, &[]).await.json()["content"],
         v["content"]
