@@ -24,6 +24,8 @@ pub enum SnapshotError {
     Json(#[from] serde_json::Error),
     #[error("snapshot hash mismatch: header says {claimed}, content hashes to {actual}")]
     HashMismatch { claimed: String, actual: String },
+    #[error("snapshot is inconsistent: {0}")]
+    Invalid(String),
 }
 
 impl Snapshot {
@@ -49,7 +51,48 @@ impl Snapshot {
                 actual,
             });
         }
+        snapshot.validate()?;
         Ok(snapshot)
+    }
+
+    /// Checks every internal reference, so the data plane can index without
+    /// bounds checks on the request path. Compile output always passes; a
+    /// snapshot from elsewhere that fails is refused like a hash mismatch.
+    pub fn validate(&self) -> Result<(), SnapshotError> {
+        let config = &self.config;
+        let providers = config.providers.len();
+        for route in &config.routes {
+            if route.backends.is_empty() {
+                return Err(SnapshotError::Invalid(format!(
+                    "route {} has no backends",
+                    route.name
+                )));
+            }
+            for backend in &route.backends {
+                if backend.provider >= providers {
+                    return Err(SnapshotError::Invalid(format!(
+                        "route {} names provider #{} of {providers}",
+                        route.name, backend.provider
+                    )));
+                }
+                if !backend.pass_model && backend.model.is_empty() {
+                    return Err(SnapshotError::Invalid(format!(
+                        "route {} has a backend without a model",
+                        route.name
+                    )));
+                }
+            }
+        }
+        for key in &config.api_keys {
+            let hex = key.sha256.len() == 64 && key.sha256.bytes().all(|b| b.is_ascii_hexdigit());
+            if !hex {
+                return Err(SnapshotError::Invalid(format!(
+                    "API key digest for user {:?} is not a SHA-256 hex digest",
+                    key.principal.user
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// First 12 hex digits: enough to tell versions apart in logs and status.
@@ -276,6 +319,45 @@ mod tests {
         };
         let cost = p.cost(1_000_000, 500_000, 250_000);
         assert!((cost - (1.0 + 0.25 + 2.0)).abs() < 1e-9, "{cost}");
+    }
+
+    #[test]
+    fn validate_refuses_dangling_provider_indexes() {
+        let mut config = GatewayConfig {
+            gateway: ObjectRef::new("AIGateway", "ns", "gw"),
+            listener_port: 8080,
+            admin_port: 9090,
+            limits: Limits {
+                max_request_body_bytes: 1,
+                request_timeout_ms: 1,
+            },
+            api_keys: vec![],
+            providers: vec![],
+            routes: vec![Route {
+                name: "r".into(),
+                aliases: vec!["m".into()],
+                globs: vec![],
+                headers: vec![],
+                backends: vec![Backend {
+                    provider: 0,
+                    model: "m".into(),
+                    pass_model: false,
+                    weight: 1,
+                    priority: 0,
+                }],
+                request_timeout_ms: None,
+                stream_idle_timeout_ms: None,
+            }],
+        };
+        let snapshot = Snapshot::new(config.clone());
+        assert!(matches!(snapshot.validate(), Err(SnapshotError::Invalid(_))));
+        let bytes = snapshot.to_json().unwrap();
+        assert!(matches!(
+            Snapshot::from_json(&bytes),
+            Err(SnapshotError::Invalid(_))
+        ));
+        config.routes.clear();
+        assert!(Snapshot::new(config).validate().is_ok());
     }
 
     #[test]

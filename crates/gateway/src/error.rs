@@ -1,5 +1,6 @@
-//! Client-facing errors, always in the OpenAI error shape:
-//! `{"error": {"message", "type", "param", "code"}}` with a matching status.
+//! Errors the gateway itself raises, with a stable OpenAI `type`/`code`.
+//! Rendered as the OpenAI error object (`{"error": {"message", "type",
+//! "param", "code"}}`) here, and in other client shapes by [`crate::dialect`].
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
@@ -192,6 +193,26 @@ impl ApiError {
         Bytes::from(serde_json::to_vec(&envelope).unwrap_or_default())
     }
 
+    /// The same error as a provider-neutral one, for dialects other than
+    /// OpenAI's to render.
+    pub fn to_llm(&self) -> tollgate_llm::LlmError {
+        let mut error = tollgate_llm::LlmError::new(
+            tollgate_llm::ErrorKind::from_status(self.status.as_u16()),
+            self.message.clone(),
+        )
+        .with_status(self.status.as_u16())
+        .with_code(self.code);
+        if let Some(param) = self.param {
+            error = error.with_param(param);
+        }
+        error
+    }
+
+    /// `Retry-After` to send with this error, if any.
+    pub fn retry_after(&self) -> Option<HeaderValue> {
+        (self.status == StatusCode::TOO_MANY_REQUESTS).then(|| HeaderValue::from_static("1"))
+    }
+
     pub fn into_response<B: From<Bytes>>(self) -> Response<B> {
         let mut response = Response::new(B::from(self.body()));
         *response.status_mut() = self.status;
@@ -199,10 +220,8 @@ impl ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        if self.status == StatusCode::TOO_MANY_REQUESTS {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        if let Some(value) = self.retry_after() {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
         }
         response
     }

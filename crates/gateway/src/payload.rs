@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
-use crate::upstream::Endpoint;
+use crate::dialect::Endpoint;
 
 pub struct Payload<'a> {
     fields: BTreeMap<String, &'a RawValue>,
@@ -19,6 +19,9 @@ pub struct Payload<'a> {
     pub stream: bool,
     /// The client itself asked for `stream_options.include_usage`.
     pub client_wants_usage: bool,
+    /// Chat Completions streams report usage only when asked: the gateway
+    /// always asks, to account tokens.
+    force_usage: bool,
 }
 
 impl<'a> Payload<'a> {
@@ -57,7 +60,10 @@ impl<'a> Payload<'a> {
             }
         };
         match endpoint {
-            Endpoint::ChatCompletions => check_messages(fields.get("messages").copied())?,
+            Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::CountTokens => {
+                check_messages(fields.get("messages").copied())?
+            }
+            Endpoint::Responses => {}
             Endpoint::Embeddings => {
                 if !fields.contains_key("input") {
                     return Err(ApiError::invalid_request(
@@ -87,15 +93,16 @@ impl<'a> Payload<'a> {
         Ok(Self {
             fields,
             model,
-            stream: stream && endpoint == Endpoint::ChatCompletions,
+            stream: stream && endpoint.can_stream(),
             client_wants_usage,
+            force_usage: endpoint == Endpoint::ChatCompletions,
         })
     }
 
     /// The body to send upstream: `model` replaced and, for streams,
     /// `stream_options.include_usage` forced on so usage can be accounted.
     pub fn to_upstream(&self, model: &str) -> Result<Bytes, ApiError> {
-        let stream_options = if self.stream {
+        let stream_options = if self.stream && self.force_usage {
             Some(self.stream_options_with_usage()?)
         } else {
             None

@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use arc_swap::ArcSwapOption;
 use tollgate_config::Snapshot;
 
-use crate::auth::InvalidKeyDigest;
-use crate::auth::KeyIndex;
+use crate::llm::auth::{InvalidKeyDigest, KeyIndex};
 use crate::metrics::Metrics;
-use crate::routing::RouteTable;
-use crate::upstream::{Clients, PermitRegistry, Upstream, UpstreamError};
+use crate::llm::route::RouteTable;
+use crate::providers::Upstream;
+use crate::providers::http::{Clients, PermitRegistry, UpstreamError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -19,6 +19,8 @@ pub enum RuntimeError {
     Upstream(#[from] UpstreamError),
     #[error(transparent)]
     Keys(#[from] InvalidKeyDigest),
+    #[error(transparent)]
+    Invalid(#[from] tollgate_config::snapshot::SnapshotError),
 }
 
 pub struct Runtime {
@@ -31,6 +33,8 @@ pub struct Runtime {
 
 impl Runtime {
     pub fn build(snapshot: Snapshot, gateway: &Gateway) -> Result<Self, RuntimeError> {
+        // Backends index `upstreams` on the request path: check them first.
+        snapshot.validate()?;
         let upstreams = snapshot
             .config
             .providers

@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::error::ApiError;
-use crate::pipeline::{self, ResponseBody, box_body};
+use crate::http::{self as responses, ResponseBody, box_body};
 use crate::runtime::Gateway;
 
 /// Serves `handler` on `listener` until `shutdown` flips to true, then stops
@@ -101,8 +101,8 @@ fn admin_response(gateway: &Gateway, request: &Request<Incoming>) -> Response<Re
             );
             response
         }
-        (&Method::GET, "/healthz") => pipeline::text(StatusCode::OK, "ok"),
-        (&Method::GET, "/readyz") => pipeline::readiness(gateway),
+        (&Method::GET, "/healthz") => responses::text(StatusCode::OK, "ok"),
+        (&Method::GET, "/readyz") => responses::readiness(gateway),
         (&Method::GET, "/config") => {
             // Identity and shape only: never credentials or key digests.
             let body = match gateway.runtime() {

@@ -7,28 +7,7 @@ use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-/// Token counts as OpenAI reports them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-pub struct Usage {
-    #[serde(default)]
-    pub prompt_tokens: u64,
-    #[serde(default)]
-    pub completion_tokens: u64,
-    #[serde(default)]
-    pub prompt_tokens_details: Option<PromptTokensDetails>,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-pub struct PromptTokensDetails {
-    #[serde(default)]
-    pub cached_tokens: u64,
-}
-
-impl Usage {
-    pub fn cached_tokens(&self) -> u64 {
-        self.prompt_tokens_details.map_or(0, |d| d.cached_tokens)
-    }
-}
+pub use tollgate_llm::Usage;
 
 /// Reads `usage` out of a complete (non-streamed) response body.
 pub fn usage_of_body(body: &[u8]) -> Option<Usage> {

@@ -20,12 +20,11 @@ use tollgate_config::compile::{DEFAULT_ADMIN_PORT, DEFAULT_LISTENER_PORT};
 use tollgate_config::{Diagnostic, ObjectRef, Snapshot, compile, load_paths};
 
 use crate::metrics::ReloadLabels;
-use crate::pipeline;
 use crate::runtime::RuntimeError;
 use crate::runtime::{Gateway, Runtime};
 use crate::server;
 use crate::subscriber::{self, ControllerOptions, DefaultedPorts, SubscribeError};
-use crate::upstream::{ClientError, Clients};
+use crate::providers::http::{ClientError, Clients};
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -235,7 +234,7 @@ pub fn run(options: Options) -> Result<(), StandaloneError> {
                             source,
                         }
                     })?;
-                    server::serve(listener, gateway, pipeline::handle, stop_rx, drain).await;
+                    server::serve(listener, gateway, crate::llm::handle, stop_rx, drain).await;
                     Ok(())
                 })
             })

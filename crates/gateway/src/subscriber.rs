@@ -33,7 +33,7 @@ use tollgate_config::snapshot::{SnapshotError, short_hash as short};
 
 use crate::metrics::ReloadLabels;
 use crate::runtime::{Gateway, Runtime};
-use crate::upstream::error_chain;
+use crate::providers::http::error_chain;
 
 /// First retry delay; doubles per failure up to [`BACKOFF_MAX`].
 pub const BACKOFF_BASE: Duration = Duration::from_millis(200);
@@ -290,7 +290,7 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let subscriber = Subscriber {
-        system_roots: options.ca_file.is_none().then(crate::upstream::root_store),
+        system_roots: options.ca_file.is_none().then(crate::providers::http::root_store),
         options,
         gateway,
         ports,
@@ -444,7 +444,7 @@ impl Subscriber {
         let roots = match (&self.options.ca_file, &self.system_roots) {
             (Some(path), _) => load_ca(path)?,
             (None, Some(roots)) => roots.clone(),
-            (None, None) => crate::upstream::root_store(),
+            (None, None) => crate::providers::http::root_store(),
         };
         let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),

@@ -22,7 +22,7 @@ pub enum StreamItem {
 pub type ChunkSink = Vec<StreamItem>;
 
 /// A provider's stream bytes → canonical items.
-pub trait StreamDecoder: Send {
+pub trait StreamDecoder: Send + Sync {
     /// Feeds one read. Complete events are decoded into `out`; a partial one
     /// is held until the next read. An error means the stream is unusable.
     fn push(&mut self, bytes: &[u8], out: &mut ChunkSink) -> Result<(), LlmError>;
@@ -34,7 +34,7 @@ pub trait StreamDecoder: Send {
 }
 
 /// Canonical items → the client's stream bytes (SSE events in its dialect).
-pub trait StreamEncoder: Send {
+pub trait StreamEncoder: Send + Sync {
     /// Appends the events for one chunk.
     fn chunk(&mut self, chunk: &ChatChunk, out: &mut BytesMut);
 

@@ -1,4 +1,4 @@
-//! Calling providers: pooled keep-alive connections (HTTP/1.1 and HTTP/2 by
+//! HTTP to providers: pooled keep-alive connections (HTTP/1.1 and HTTP/2 by
 //! ALPN), TLS by rustls, connect and request deadlines, a concurrency cap.
 
 use std::cell::RefCell;
@@ -7,16 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, Uri, header};
+use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
-use tollgate_config::snapshot::Provider;
 
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
@@ -120,114 +119,29 @@ pub(crate) fn root_store() -> rustls::RootCertStore {
     roots
 }
 
-/// Which OpenAI endpoint a request is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Endpoint {
-    ChatCompletions,
-    Embeddings,
-}
-
-impl Endpoint {
-    pub fn label(self) -> &'static str {
-        match self {
-            Endpoint::ChatCompletions => "chat_completions",
-            Endpoint::Embeddings => "embeddings",
-        }
-    }
-
-    fn path(self) -> &'static str {
-        match self {
-            Endpoint::ChatCompletions => "/chat/completions",
-            Endpoint::Embeddings => "/embeddings",
-        }
-    }
-}
-
-/// One provider of the running snapshot, ready to call.
-pub struct Upstream {
-    pub config: Provider,
-    clients: Clients,
-    chat_url: Uri,
-    embeddings_url: Uri,
-    authorization: Option<HeaderValue>,
-    permits: Option<Arc<Semaphore>>,
-}
-
-impl Upstream {
-    pub fn new(
-        config: Provider,
-        clients: &Clients,
-        permits: &PermitRegistry,
-    ) -> Result<Self, UpstreamError> {
-        let url = |endpoint: Endpoint| {
-            let text = format!("{}{}", config.base_url, endpoint.path());
-            text.parse::<Uri>().map_err(|_| UpstreamError::BadUrl(text))
-        };
-        let authorization = match &config.api_key {
-            Some(key) => {
-                let mut value = HeaderValue::from_str(&format!("Bearer {}", key.0))
-                    .map_err(|_| UpstreamError::BadUrl("invalid API key characters".into()))?;
-                value.set_sensitive(true);
-                Some(value)
-            }
-            None => None,
-        };
-        Ok(Self {
-            clients: clients.clone(),
-            chat_url: url(Endpoint::ChatCompletions)?,
-            embeddings_url: url(Endpoint::Embeddings)?,
-            authorization,
-            permits: permits.get(&config.name, config.max_concurrent_requests),
-            config,
-        })
-    }
-
-    /// This thread's pooled client for this provider's connect timeout.
-    fn client(&self) -> HttpClient {
-        let timeout_ms = self.config.connect_timeout_ms;
+impl Clients {
+    /// This thread's pooled client for `connect_timeout_ms`.
+    pub fn pooled(&self, connect_timeout_ms: u64) -> HttpClient {
         POOLS.with(|pools| {
             pools
                 .borrow_mut()
-                .entry(timeout_ms)
-                .or_insert_with(|| self.clients.build(Duration::from_millis(timeout_ms)))
+                .entry(connect_timeout_ms)
+                .or_insert_with(|| self.build(Duration::from_millis(connect_timeout_ms)))
                 .clone()
         })
     }
+}
 
-    /// A concurrency slot; `None` when the provider is at its cap.
-    pub fn try_acquire(&self) -> Option<Option<OwnedSemaphorePermit>> {
-        match &self.permits {
-            None => Some(None),
-            Some(permits) => permits.clone().try_acquire_owned().ok().map(Some),
-        }
-    }
-
-    /// Sends `body` and waits for the response head until `deadline`.
-    pub async fn send(
-        &self,
-        endpoint: Endpoint,
-        body: Bytes,
-        deadline: Instant,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        let uri = match endpoint {
-            Endpoint::ChatCompletions => self.chat_url.clone(),
-            Endpoint::Embeddings => self.embeddings_url.clone(),
-        };
-        let mut request = Request::post(uri)
-            .header(header::CONTENT_TYPE, "application/json")
-            .header(header::ACCEPT, "application/json, text/event-stream")
-            .body(Full::new(body))
-            .map_err(|e| UpstreamError::BadUrl(e.to_string()))?;
-        if let Some(auth) = &self.authorization {
-            request
-                .headers_mut()
-                .insert(header::AUTHORIZATION, auth.clone());
-        }
-        match tokio::time::timeout_at(deadline, self.client().request(request)).await {
-            Err(_) => Err(UpstreamError::Timeout),
-            Ok(Err(e)) => Err(UpstreamError::Connect(error_chain(&e))),
-            Ok(Ok(response)) => Ok(response),
-        }
+/// Sends `request` and waits for the response head until `deadline`.
+pub async fn send(
+    client: HttpClient,
+    request: Request<Full<Bytes>>,
+    deadline: Instant,
+) -> Result<Response<Incoming>, UpstreamError> {
+    match tokio::time::timeout_at(deadline, client.request(request)).await {
+        Err(_) => Err(UpstreamError::Timeout),
+        Ok(Err(e)) => Err(UpstreamError::Connect(error_chain(&e))),
+        Ok(Ok(response)) => Ok(response),
     }
 }
 

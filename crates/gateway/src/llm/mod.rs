@@ -1,0 +1,163 @@
+//! The LLM request pipeline. [`serve`] reads top to bottom, one line per
+//! stage; each stage is a module with one job:
+//!
+//! | Stage | Module | Job |
+//! | --- | --- | --- |
+//! | ingress | [`ingress`] | read the body within limits; raw top-level fields; canonical form on demand |
+//! | authenticate | [`auth`] | API key → `Principal` |
+//! | route | [`route`] | model alias and headers → AIRoute |
+//! | select | [`select`] | backend order: priority tiers, weights |
+//! | provider | [`forward`] | per attempt: passthrough or translate, sign, send, fall back |
+//! | relay | [`relay`] | the answer to the client through the one output hook, streams transcoded |
+//! | settle | [`crate::context`] | status, latency, tokens, cost: once, on every exit |
+//!
+//! Stages still to come (prompt policy, guards, admission, cache) slot in
+//! between route and select without touching the others.
+
+pub mod auth;
+pub mod forward;
+pub mod ingress;
+pub mod relay;
+pub mod route;
+pub mod select;
+pub mod tokens;
+
+use std::sync::Arc;
+
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use tollgate_llm::LlmError;
+
+use crate::context::RequestContext;
+use crate::dialect::Endpoint;
+use crate::error::ApiError;
+use crate::http::{ResponseBody, box_body, json, readiness, text};
+use crate::runtime::Gateway;
+use ingress::Inbound;
+use relay::{RelayBody, StreamSetup};
+
+/// Entry point for the client-facing port.
+pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Response<ResponseBody> {
+    let path = request.uri().path();
+    if let Some(endpoint) = Endpoint::of_path(path) {
+        if request.method() == Method::POST {
+            return serve(gateway, request, endpoint).await;
+        }
+        return endpoint.error(&ApiError::method_not_allowed(request.method(), path));
+    }
+    match (request.method(), path) {
+        (&Method::GET, "/v1/models") => models(&gateway, request.headers(), None),
+        (&Method::GET, p) if p.starts_with("/v1/models/") => {
+            let id = p["/v1/models/".len()..].to_string();
+            models(&gateway, request.headers(), Some(&id))
+        }
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
+        (&Method::GET, "/readyz") => readiness(&gateway),
+        (method, path @ ("/v1/models" | "/healthz" | "/readyz")) => {
+            Endpoint::ChatCompletions.error(&ApiError::method_not_allowed(method, path))
+        }
+        (_, path) => Endpoint::ChatCompletions.error(&ApiError::not_found(path)),
+    }
+}
+
+/// What a request ends in, short of an error.
+pub enum Answer {
+    /// A full response and its status for metrics (usage is on the context).
+    Full(Response<ResponseBody>, u16),
+    /// A stream: the response head, the provider's body and how to relay it.
+    Stream(Response<()>, Incoming, Box<StreamSetup>),
+}
+
+/// An error from the gateway itself or from translation, answered in the
+/// client's shape.
+#[derive(Debug)]
+pub enum Failure {
+    Gateway(ApiError),
+    Translation(LlmError),
+}
+
+impl From<ApiError> for Failure {
+    fn from(error: ApiError) -> Self {
+        Failure::Gateway(error)
+    }
+}
+
+impl From<LlmError> for Failure {
+    fn from(error: LlmError) -> Self {
+        Failure::Translation(error)
+    }
+}
+
+impl Failure {
+    fn respond(&self, endpoint: Endpoint) -> Response<ResponseBody> {
+        match self {
+            Failure::Gateway(error) => endpoint.error(error),
+            Failure::Translation(error) => endpoint.llm_error(error),
+        }
+    }
+}
+
+/// One request, start to end: the pipeline, then delivery and settling.
+async fn serve(
+    gateway: Arc<Gateway>,
+    request: Request<Incoming>,
+    endpoint: Endpoint,
+) -> Response<ResponseBody> {
+    let mut context = RequestContext::new(gateway, endpoint);
+    match pipeline(&mut context, request).await {
+        Ok(Answer::Full(response, status)) => {
+            context.settle(status);
+            response
+        }
+        Ok(Answer::Stream(head, upstream, setup)) => {
+            head.map(|()| box_body(RelayBody::new(upstream, *setup, context)))
+        }
+        Err(failure) => {
+            let response = failure.respond(endpoint);
+            context.settle(response.status().as_u16());
+            response
+        }
+    }
+}
+
+/// The stages, in order.
+async fn pipeline(
+    context: &mut RequestContext,
+    request: Request<Incoming>,
+) -> Result<Answer, Failure> {
+    // One snapshot for the whole request, streams included.
+    let runtime = context.gateway.runtime().ok_or_else(ApiError::not_ready)?;
+    let (parts, body) = request.into_parts();
+    context.principal = runtime.keys.authenticate(&parts.headers)?;
+    let limit = runtime.snapshot.config.limits.max_request_body_bytes;
+    let bytes = ingress::read_body(body, &parts.headers, limit).await?;
+    let inbound = Inbound::parse(&bytes, context.endpoint)?;
+    let route = runtime
+        .routes
+        .find(&inbound.payload.model, &parts.headers)
+        .ok_or_else(|| ApiError::model_not_found(&inbound.payload.model))?;
+    context.route.clone_from(&route.name);
+    let order = select::attempt_order(route, &mut rand::rng());
+    forward::forward(context, &runtime, route, &inbound, &order, &parts.headers).await
+}
+
+/// `GET /v1/models` and `GET /v1/models/{id}`: the aliases this caller may use.
+fn models(gateway: &Gateway, headers: &HeaderMap, id: Option<&str>) -> Response<ResponseBody> {
+    let error = |e: ApiError| Endpoint::ChatCompletions.error(&e);
+    let Some(runtime) = gateway.runtime() else {
+        return error(ApiError::not_ready());
+    };
+    if let Err(e) = runtime.keys.authenticate(headers) {
+        return error(e);
+    }
+    let entry = |alias: &str| serde_json::json!({"id": alias, "object": "model", "created": 0, "owned_by": "tollgate"});
+    let aliases = runtime.routes.visible_aliases(headers);
+    let body = match id {
+        None => {
+            serde_json::json!({"object": "list", "data": aliases.iter().map(|a| entry(a)).collect::<Vec<_>>()})
+        }
+        Some(id) if aliases.contains(&id) => entry(id),
+        Some(id) => return error(ApiError::model_not_found(id)),
+    };
+    json(StatusCode::OK, body.to_string())
+}
