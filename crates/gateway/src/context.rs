@@ -1,0 +1,173 @@
+//! `RequestContext`: what one request carries from its first stage to the
+//! last (principal, endpoint, route, attempts, usage, timings, cost), and
+//! `settle`, the one place every exit goes through: a full response, an
+//! error, a stream's end, a broken stream, or a client that went away.
+
+use std::sync::Arc;
+
+use tokio::time::Instant;
+use tollgate_config::snapshot::{Pricing, Principal};
+use tollgate_llm::Usage;
+
+use crate::dialect::Endpoint;
+use crate::metrics::{RequestLabels, TokenLabels, UpstreamErrorLabels, UsageLabels};
+use crate::runtime::Gateway;
+
+/// Status recorded for a request whose client disconnected before the end.
+pub const CLIENT_CLOSED: u16 = 499;
+
+/// One try of one backend.
+#[derive(Clone, Debug)]
+pub struct Attempt {
+    pub provider: String,
+    pub model: String,
+    /// Why the attempt did not answer (`None` while running or when it did).
+    pub failure: Option<&'static str>,
+    pub started: Instant,
+}
+
+pub struct RequestContext {
+    pub gateway: Arc<Gateway>,
+    pub endpoint: Endpoint,
+    pub started: Instant,
+    /// Who is asking; `None` on an open gateway.
+    pub principal: Option<Arc<Principal>>,
+    /// `namespace/name` of the AIRoute, once routed.
+    pub route: String,
+    /// Every backend tried, in order; the last one is the one answering.
+    pub attempts: Vec<Attempt>,
+    /// Price of the answering backend's model, when the catalog has it.
+    pub pricing: Option<Pricing>,
+    pub usage: Option<Usage>,
+    /// When the first byte of the answer went to the client.
+    pub first_output: Option<Instant>,
+    settled: bool,
+}
+
+impl RequestContext {
+    pub fn new(gateway: Arc<Gateway>, endpoint: Endpoint) -> Self {
+        gateway.metrics.in_flight.inc();
+        Self {
+            gateway,
+            endpoint,
+            started: Instant::now(),
+            principal: None,
+            route: String::new(),
+            attempts: Vec::new(),
+            pricing: None,
+            usage: None,
+            first_output: None,
+            settled: false,
+        }
+    }
+
+    /// Starts an attempt on `provider` / `model`.
+    pub fn attempt(&mut self, provider: &str, model: &str, pricing: Option<Pricing>) {
+        self.pricing = pricing;
+        self.attempts.push(Attempt {
+            provider: provider.to_string(),
+            model: model.to_string(),
+            failure: None,
+            started: Instant::now(),
+        });
+    }
+
+    /// The current attempt failed for `reason` (counted per provider).
+    pub fn attempt_failed(&mut self, reason: &'static str) {
+        let Some(attempt) = self.attempts.last_mut() else {
+            return;
+        };
+        attempt.failure = Some(reason);
+        let labels = UpstreamErrorLabels {
+            provider: attempt.provider.clone(),
+            reason,
+        };
+        self.gateway
+            .metrics
+            .upstream_errors
+            .get_or_create(&labels)
+            .inc();
+    }
+
+    pub fn provider(&self) -> &str {
+        self.attempts.last().map_or("", |a| a.provider.as_str())
+    }
+
+    pub fn model(&self) -> &str {
+        self.attempts.last().map_or("", |a| a.model.as_str())
+    }
+
+    pub fn usage_labels(&self) -> UsageLabels {
+        UsageLabels {
+            route: self.route.clone(),
+            provider: self.provider().to_string(),
+            model: self.model().to_string(),
+        }
+    }
+
+    /// The first byte of the answer is going out now.
+    pub fn output_started(&mut self) {
+        if self.first_output.is_none() {
+            let now = Instant::now();
+            self.first_output = Some(now);
+            self.gateway
+                .metrics
+                .time_to_first_token
+                .get_or_create(&self.usage_labels())
+                .observe((now - self.started).as_secs_f64());
+        }
+    }
+
+    /// Records the request's outcome exactly once: status, latency, tokens
+    /// and cost. Later calls are no-ops, so every exit may call it.
+    pub fn settle(&mut self, status: u16) {
+        if std::mem::replace(&mut self.settled, true) {
+            return;
+        }
+        let metrics = &self.gateway.metrics;
+        let labels = RequestLabels {
+            endpoint: self.endpoint.label(),
+            route: self.route.clone(),
+            provider: self.provider().to_string(),
+            model: self.model().to_string(),
+            status,
+        };
+        metrics.requests.get_or_create(&labels).inc();
+        metrics
+            .request_duration
+            .get_or_create(&labels)
+            .observe(self.started.elapsed().as_secs_f64());
+        let Some(usage) = self.usage else { return };
+        let cached = usage.cached_tokens();
+        for (direction, count) in [
+            ("input", usage.prompt_tokens),
+            ("output", usage.completion_tokens),
+            ("cached_input", cached),
+        ] {
+            if count > 0 {
+                let labels = TokenLabels {
+                    route: self.route.clone(),
+                    provider: self.provider().to_string(),
+                    model: self.model().to_string(),
+                    direction,
+                };
+                metrics.tokens.get_or_create(&labels).inc_by(count);
+            }
+        }
+        if let Some(pricing) = self.pricing {
+            let cost = pricing.cost(usage.prompt_tokens, cached, usage.completion_tokens);
+            metrics
+                .cost_usd
+                .get_or_create(&self.usage_labels())
+                .inc_by(cost);
+        }
+    }
+}
+
+impl Drop for RequestContext {
+    fn drop(&mut self) {
+        // Settled already unless the client went away before the end.
+        self.settle(CLIENT_CLOSED);
+        self.gateway.metrics.in_flight.dec();
+    }
+}

@@ -1,0 +1,104 @@
+//! Stage `select`: the order in which a route's backends are tried. Pure.
+
+use rand::Rng;
+use tollgate_config::snapshot::Route;
+
+/// The order in which to try a route's backends: priority tiers lowest first;
+/// within a tier a weighted random permutation, so load splits by weight and
+/// a failed backend falls over to its tier-mates before the next tier.
+/// Zero-weight backends are never tried.
+pub fn attempt_order(route: &Route, rng: &mut impl Rng) -> Vec<usize> {
+    let mut order = Vec::with_capacity(route.backends.len());
+    let mut tiers: Vec<u32> = route
+        .backends
+        .iter()
+        .filter(|b| b.weight > 0)
+        .map(|b| b.priority)
+        .collect();
+    tiers.sort_unstable();
+    tiers.dedup();
+    for tier in tiers {
+        let mut pool: Vec<(usize, u32)> = route
+            .backends
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.priority == tier && b.weight > 0)
+            .map(|(i, b)| (i, b.weight))
+            .collect();
+        while !pool.is_empty() {
+            let total: u32 = pool.iter().map(|(_, w)| w).sum();
+            let mut pick = rng.random_range(0..total);
+            let position = pool
+                .iter()
+                .position(|(_, w)| {
+                    if pick < *w {
+                        true
+                    } else {
+                        pick -= w;
+                        false
+                    }
+                })
+                .unwrap_or(0);
+            order.push(pool.swap_remove(position).0);
+        }
+    }
+    order
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use tollgate_config::snapshot::Backend;
+
+    fn route() -> Route {
+        Route {
+            name: "r".into(),
+            aliases: vec!["m".into()],
+            globs: vec![],
+            headers: vec![],
+            backends: vec![],
+            request_timeout_ms: None,
+            stream_idle_timeout_ms: None,
+        }
+    }
+
+    fn weighted(backends: &[(u32, u32)]) -> Route {
+        let mut r = route();
+        r.backends = backends
+            .iter()
+            .map(|&(weight, priority)| Backend {
+                provider: 0,
+                model: "m".into(),
+                pass_model: false,
+                weight,
+                priority,
+            })
+            .collect();
+        r
+    }
+
+    #[test]
+    fn tiers_are_tried_in_priority_order_and_zero_weight_never() {
+        let r = weighted(&[(1, 1), (0, 0), (5, 0), (5, 2)]);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for _ in 0..50 {
+            assert_eq!(attempt_order(&r, &mut rng), [2, 0, 3]);
+        }
+    }
+
+    #[test]
+    fn weights_split_traffic_within_a_tier() {
+        let r = weighted(&[(80, 0), (20, 0)]);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let firsts = (0..10_000)
+            .filter(|_| attempt_order(&r, &mut rng)[0] == 0)
+            .count();
+        assert!((7_600..8_400).contains(&firsts), "{firsts}");
+        assert_eq!(
+            attempt_order(&r, &mut rng).len(),
+            2,
+            "the other is the in-tier fallback"
+        );
+    }
+}

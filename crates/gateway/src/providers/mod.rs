@@ -1,0 +1,411 @@
+//! Providers behind one interface, dispatched on `ModelProvider.spec.type`:
+//! where a request goes (URL), how it is authenticated (bearer, API-key
+//! header, AWS SigV4), whether it passes through or is translated, and how
+//! the provider's answers and errors read back.
+//!
+//! A request whose client API the provider speaks natively (an OpenAI client
+//! to an OpenAI-format provider, an Anthropic client to Anthropic) is passed
+//! through with only the model rewritten: its messages are never parsed.
+//! Anything else is translated through the canonical model in `tollgate-llm`.
+
+pub mod http;
+
+use std::sync::Arc;
+
+use ::http::header::{ACCEPT, CONTENT_TYPE, HOST};
+use ::http::{HeaderMap, HeaderName, HeaderValue, Request, Uri};
+use bytes::Bytes;
+use http_body_util::Full;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tollgate_api::ProviderType;
+use tollgate_config::snapshot::{AzureAuth, Provider};
+use tollgate_llm::bedrock::sigv4::AwsCredentials;
+use tollgate_llm::stream::StreamDecoder;
+use tollgate_llm::{ChatRequest, ChatResponse, LlmError, Usage};
+
+use crate::dialect::Endpoint;
+use crate::error::ApiError;
+use self::http::{Clients, HttpClient, PermitRegistry, UpstreamError};
+
+/// `anthropic-version` sent when neither the client nor the provider names one.
+pub const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
+/// Azure OpenAI `api-version` when the provider names none.
+pub const DEFAULT_AZURE_API_VERSION: &str = "2024-10-21";
+
+/// The wire format a provider speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wire {
+    /// OpenAI's API; `responses` says whether `/responses` exists too (OpenAI
+    /// and the mock: yes; compatible servers: not assumed).
+    OpenAi { responses: bool },
+    Azure,
+    Anthropic,
+    Gemini,
+    Bedrock,
+}
+
+impl Wire {
+    pub fn of(provider_type: ProviderType) -> Self {
+        match provider_type {
+            ProviderType::OpenAI | ProviderType::Mock => Wire::OpenAi { responses: true },
+            ProviderType::OpenAICompatible => Wire::OpenAi { responses: false },
+            ProviderType::AzureOpenAI => Wire::Azure,
+            ProviderType::Anthropic => Wire::Anthropic,
+            ProviderType::Gemini => Wire::Gemini,
+            ProviderType::Bedrock => Wire::Bedrock,
+        }
+    }
+}
+
+/// How one request reaches one provider.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// Same format on both sides: the body is forwarded with the model rewritten.
+    Passthrough,
+    /// Different formats: client → canonical → provider, and back.
+    Translate,
+    /// Answered by the gateway itself (token counting for providers that
+    /// have no counting endpoint).
+    Local,
+}
+
+#[derive(Clone)]
+enum Auth {
+    None,
+    /// `Authorization: Bearer <key>`.
+    Bearer(HeaderValue),
+    /// A key in its own header (`api-key`, `x-api-key`, `x-goog-api-key`).
+    Header(HeaderName, HeaderValue),
+    /// AWS Signature Version 4 over each request.
+    SigV4 {
+        credentials: AwsCredentials,
+        region: String,
+    },
+}
+
+/// One provider of the running snapshot, ready to call.
+pub struct Upstream {
+    pub config: Provider,
+    pub wire: Wire,
+    clients: Clients,
+    auth: Auth,
+    permits: Option<Arc<Semaphore>>,
+    /// Pre-parsed passthrough URLs of the OpenAI format (the hot path).
+    chat_url: Option<Uri>,
+    embeddings_url: Option<Uri>,
+}
+
+impl Upstream {
+    pub fn new(
+        config: Provider,
+        clients: &Clients,
+        permits: &PermitRegistry,
+    ) -> Result<Self, UpstreamError> {
+        let wire = Wire::of(config.provider_type);
+        let auth = auth_for(&config, wire)?;
+        let (chat_url, embeddings_url) = match wire {
+            Wire::OpenAi { .. } => (
+                Some(parse_uri(format!("{}/chat/completions", config.base_url))?),
+                Some(parse_uri(format!("{}/embeddings", config.base_url))?),
+            ),
+            _ => {
+                // Checked once here so a bad base URL is refused at load.
+                parse_uri(config.base_url.clone())?;
+                (None, None)
+            }
+        };
+        Ok(Self {
+            wire,
+            clients: clients.clone(),
+            auth,
+            permits: permits.get(&config.name, config.max_concurrent_requests),
+            chat_url,
+            embeddings_url,
+            config,
+        })
+    }
+
+    /// A concurrency slot; `None` when the provider is at its cap.
+    pub fn try_acquire(&self) -> Option<Option<OwnedSemaphorePermit>> {
+        match &self.permits {
+            None => Some(None),
+            Some(permits) => permits.clone().try_acquire_owned().ok().map(Some),
+        }
+    }
+
+    /// This thread's pooled client for this provider.
+    pub fn client(&self) -> HttpClient {
+        self.clients.pooled(self.config.connect_timeout_ms)
+    }
+
+    /// How a request to `endpoint` reaches this provider.
+    pub fn plan(&self, endpoint: Endpoint) -> Result<Plan, ApiError> {
+        use Endpoint::*;
+        Ok(match (self.wire, endpoint) {
+            (Wire::OpenAi { .. }, ChatCompletions | Embeddings) => Plan::Passthrough,
+            (Wire::OpenAi { responses: true }, Responses) => Plan::Passthrough,
+            (Wire::Azure, ChatCompletions | Embeddings) => Plan::Passthrough,
+            (Wire::Anthropic, Messages | CountTokens) => Plan::Passthrough,
+            (_, Embeddings) => {
+                return Err(ApiError::invalid_request(
+                    "unsupported_endpoint",
+                    format!(
+                        "provider {} ({}) serves no embeddings through Tollgate",
+                        self.config.name,
+                        self.config.provider_type.as_str()
+                    ),
+                ));
+            }
+            (_, CountTokens) => Plan::Local,
+            _ => Plan::Translate,
+        })
+    }
+
+    /// The HTTP request for one attempt: URL, authentication and headers for
+    /// `body`, which is already in this provider's format.
+    pub fn request(
+        &self,
+        endpoint: Endpoint,
+        plan: Plan,
+        model: &str,
+        stream: bool,
+        body: Bytes,
+        client_headers: &HeaderMap,
+    ) -> Result<Request<Full<Bytes>>, ApiError> {
+        let uri = self.url(endpoint, plan, model, stream)?;
+        let mut builder = Request::post(uri.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .header(ACCEPT, "application/json, text/event-stream");
+        if self.wire == Wire::Anthropic {
+            // A client speaking Anthropic chooses its API version and betas.
+            let passthrough = plan == Plan::Passthrough;
+            let version = client_headers
+                .get("anthropic-version")
+                .filter(|_| passthrough)
+                .cloned()
+                .or_else(|| {
+                    let configured = self.config.api_version.as_deref();
+                    HeaderValue::from_str(configured.unwrap_or(DEFAULT_ANTHROPIC_VERSION)).ok()
+                });
+            if let Some(version) = version {
+                builder = builder.header("anthropic-version", version);
+            }
+            if passthrough {
+                for beta in client_headers.get_all("anthropic-beta") {
+                    builder = builder.header("anthropic-beta", beta.clone());
+                }
+            }
+        }
+        let mut request = builder
+            .body(Full::new(body.clone()))
+            .map_err(|e| ApiError::bad_gateway(format!("cannot build provider request: {e}")))?;
+        match &self.auth {
+            Auth::None => {}
+            Auth::Bearer(value) => {
+                request
+                    .headers_mut()
+                    .insert(::http::header::AUTHORIZATION, value.clone());
+            }
+            Auth::Header(name, value) => {
+                request.headers_mut().insert(name.clone(), value.clone());
+            }
+            Auth::SigV4 {
+                credentials,
+                region,
+            } => {
+                let host = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+                let signed_headers = [
+                    ("host".to_string(), host.to_string()),
+                    ("content-type".to_string(), "application/json".to_string()),
+                ];
+                let added = tollgate_llm::bedrock::sigv4::sign(
+                    "POST",
+                    &uri.to_string(),
+                    &signed_headers,
+                    &body,
+                    credentials,
+                    region,
+                    "bedrock",
+                    std::time::SystemTime::now(),
+                )
+                .map_err(|e| ApiError::bad_gateway(format!("cannot sign the request: {}", e.message)))?;
+                if let Ok(value) = HeaderValue::from_str(host) {
+                    request.headers_mut().insert(HOST, value);
+                }
+                for (name, value) in added {
+                    let (Ok(name), Ok(mut value)) =
+                        (HeaderName::try_from(name), HeaderValue::from_str(&value))
+                    else {
+                        return Err(ApiError::bad_gateway("signing produced an invalid header"));
+                    };
+                    value.set_sensitive(true);
+                    request.headers_mut().insert(name, value);
+                }
+            }
+        }
+        Ok(request)
+    }
+
+    fn url(&self, endpoint: Endpoint, plan: Plan, model: &str, stream: bool) -> Result<Uri, ApiError> {
+        let base = &self.config.base_url;
+        let text = match self.wire {
+            Wire::OpenAi { .. } => match (plan, endpoint) {
+                (Plan::Passthrough, Endpoint::Embeddings) => {
+                    return self.embeddings_url.clone().ok_or_else(bad_url);
+                }
+                (Plan::Passthrough, Endpoint::Responses) => format!("{base}/responses"),
+                _ => return self.chat_url.clone().ok_or_else(bad_url),
+            },
+            Wire::Azure => {
+                let operation = if endpoint == Endpoint::Embeddings && plan == Plan::Passthrough {
+                    "embeddings"
+                } else {
+                    "chat/completions"
+                };
+                let version = self
+                    .config
+                    .api_version
+                    .as_deref()
+                    .unwrap_or(DEFAULT_AZURE_API_VERSION);
+                format!(
+                    "{base}/openai/deployments/{}/{operation}?api-version={}",
+                    percent_encode(model),
+                    percent_encode(version)
+                )
+            }
+            Wire::Anthropic => match endpoint {
+                Endpoint::CountTokens => format!("{base}/messages/count_tokens"),
+                _ => format!("{base}/messages"),
+            },
+            Wire::Gemini => format!(
+                "{base}{}",
+                tollgate_llm::gemini::request_path(model, stream)
+            ),
+            Wire::Bedrock => format!(
+                "{base}{}",
+                tollgate_llm::bedrock::converse::request_path(model, stream)
+            ),
+        };
+        text.parse::<Uri>().map_err(|_| bad_url())
+    }
+
+    /// A canonical request in this provider's format.
+    pub fn translate_request(&self, request: &ChatRequest, model: &str) -> Result<Vec<u8>, LlmError> {
+        match self.wire {
+            Wire::OpenAi { .. } | Wire::Azure => {
+                Ok(tollgate_llm::openai::request_body(request, model))
+            }
+            Wire::Anthropic => tollgate_llm::anthropic::provider::request_body(request, model),
+            Wire::Gemini => tollgate_llm::gemini::request_body(request, model),
+            Wire::Bedrock => tollgate_llm::bedrock::converse::request_body(request),
+        }
+    }
+
+    /// A provider's full response in canonical form.
+    pub fn translate_response(&self, body: &[u8], model: &str) -> Result<ChatResponse, LlmError> {
+        match self.wire {
+            Wire::OpenAi { .. } | Wire::Azure => tollgate_llm::openai::parse_response(body),
+            Wire::Anthropic => tollgate_llm::anthropic::provider::parse_response(body),
+            Wire::Gemini => tollgate_llm::gemini::parse_response(body, model),
+            Wire::Bedrock => tollgate_llm::bedrock::converse::parse_response(body, model),
+        }
+    }
+
+    /// The decoder for this provider's stream format.
+    pub fn stream_decoder(&self, model: &str) -> Box<dyn StreamDecoder> {
+        match self.wire {
+            Wire::OpenAi { .. } | Wire::Azure => {
+                Box::<tollgate_llm::openai::ChatStreamDecoder>::default()
+            }
+            Wire::Anthropic => {
+                Box::<tollgate_llm::anthropic::provider::MessagesStreamDecoder>::default()
+            }
+            Wire::Gemini => Box::new(tollgate_llm::gemini::GeminiStreamDecoder::new(model)),
+            Wire::Bedrock => Box::new(tollgate_llm::bedrock::stream::ConverseStreamDecoder::new(
+                model,
+            )),
+        }
+    }
+
+    /// A provider's error answer, original message kept.
+    pub fn translate_error(&self, status: u16, headers: &HeaderMap, body: &[u8]) -> LlmError {
+        match self.wire {
+            Wire::OpenAi { .. } | Wire::Azure => tollgate_llm::openai::parse_error(status, body),
+            Wire::Anthropic => tollgate_llm::anthropic::provider::parse_error(status, body),
+            Wire::Gemini => tollgate_llm::gemini::parse_error(status, body),
+            Wire::Bedrock => {
+                let error_type = headers
+                    .get("x-amzn-errortype")
+                    .and_then(|v| v.to_str().ok());
+                tollgate_llm::bedrock::converse::parse_error(status, error_type, body)
+            }
+        }
+    }
+
+    /// Usage of a passed-through full response, read without translating it.
+    pub fn passthrough_usage(&self, endpoint: Endpoint, body: &[u8]) -> Option<Usage> {
+        match endpoint {
+            Endpoint::Messages => tollgate_llm::anthropic::provider::parse_response(body)
+                .ok()
+                .and_then(|r| r.usage),
+            Endpoint::Responses => crate::llm::relay::responses_usage(body),
+            Endpoint::CountTokens => None,
+            Endpoint::ChatCompletions | Endpoint::Embeddings => crate::sse::usage_of_body(body),
+        }
+    }
+}
+
+fn auth_for(config: &Provider, wire: Wire) -> Result<Auth, UpstreamError> {
+    let header = |value: &str| {
+        let mut value = HeaderValue::from_str(value)
+            .map_err(|_| UpstreamError::BadUrl("invalid characters in the provider credential".into()))?;
+        value.set_sensitive(true);
+        Ok::<_, UpstreamError>(value)
+    };
+    if wire == Wire::Bedrock {
+        let Some(aws) = &config.aws else {
+            return Ok(Auth::None);
+        };
+        return Ok(Auth::SigV4 {
+            credentials: AwsCredentials {
+                access_key_id: aws.access_key_id.0.clone(),
+                secret_access_key: aws.secret_access_key.0.clone(),
+                session_token: aws.session_token.as_ref().map(|t| t.0.clone()),
+            },
+            region: config.region.clone().unwrap_or_else(|| "us-east-1".into()),
+        });
+    }
+    let Some(key) = &config.api_key else {
+        return Ok(Auth::None);
+    };
+    Ok(match wire {
+        Wire::Azure if config.azure_auth != Some(AzureAuth::EntraId) => {
+            Auth::Header(HeaderName::from_static("api-key"), header(&key.0)?)
+        }
+        Wire::Anthropic => Auth::Header(HeaderName::from_static("x-api-key"), header(&key.0)?),
+        Wire::Gemini => Auth::Header(HeaderName::from_static("x-goog-api-key"), header(&key.0)?),
+        _ => Auth::Bearer(header(&format!("Bearer {}", key.0))?),
+    })
+}
+
+fn parse_uri(text: String) -> Result<Uri, UpstreamError> {
+    text.parse::<Uri>().map_err(|_| UpstreamError::BadUrl(text))
+}
+
+fn bad_url() -> ApiError {
+    ApiError::bad_gateway("the provider URL is invalid")
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters, so a model
+/// or deployment name can never change the path.
+pub fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,150 @@
+//! In-process harness: the mock provider and a gateway serving one compiled
+//! configuration, both in this test process on loopback ports, so stage
+//! behaviour is tested without spawning binaries (the black-box tests in
+//! `crates/cli/tests` cover the real binary).
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tollgate_gateway::providers::http::Clients;
+use tollgate_gateway::runtime::{Gateway, Runtime};
+use tollgate_gateway::{llm, server, standalone};
+
+pub const KEY: &str = "tg-harness-key";
+
+#[derive(Parser)]
+struct MockCli {
+    #[command(flatten)]
+    args: tollgate_mock::MockArgs,
+}
+
+pub struct Harness {
+    pub gateway: Arc<Gateway>,
+    /// `http://127.0.0.1:PORT` of the gateway.
+    pub url: String,
+    /// `http://127.0.0.1:PORT` of the mock.
+    pub mock: String,
+    pub client: reqwest::Client,
+    stop: watch::Sender<bool>,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    /// Starts the mock with `mock_flags`, then a gateway on `manifests`,
+    /// where `{mock}` stands for the mock's base URL and `{key}` for [`KEY`].
+    pub async fn start(manifests: &str, mock_flags: &[&str]) -> Harness {
+        let mut argv = vec!["mock", "--listen", "127.0.0.1:0"];
+        argv.extend_from_slice(mock_flags);
+        let config = Arc::new(MockCli::parse_from(argv).args.config());
+        let mock_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mock = format!("http://{}", mock_listener.local_addr().unwrap());
+        let (stop, stop_rx) = watch::channel(false);
+        let mut mock_stop = stop_rx.clone();
+        tokio::spawn(tollgate_mock::serve(mock_listener, config, async move {
+            let _ = mock_stop.wait_for(|s| *s).await;
+        }));
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, manifests.replace("{mock}", &mock).replace("{key}", KEY)).unwrap();
+        let (snapshot, _warnings) =
+            standalone::compile_files(&[path], None).expect("harness config compiles");
+        let gateway = Arc::new(Gateway::new(Clients::new().unwrap()));
+        gateway.install(Runtime::build(snapshot, &gateway).expect("runtime builds"));
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(server::serve(
+            listener,
+            gateway.clone(),
+            llm::handle,
+            stop_rx,
+            Duration::from_secs(1),
+        ));
+        Harness {
+            gateway,
+            url,
+            mock,
+            client: reqwest::Client::new(),
+            stop,
+            _dir: dir,
+        }
+    }
+
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(KEY)
+            .timeout(Duration::from_secs(20))
+    }
+
+    /// The gateway's metrics text.
+    pub fn metrics(&self) -> String {
+        self.gateway.metrics.encode()
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// One gateway with a route per provider format, all on the mock:
+/// `chat` (OpenAI), `claude` (Anthropic), `gemini` (Gemini), `bedrock`
+/// (Bedrock), `embed` (OpenAI embeddings).
+pub const ALL_FORMATS: &str = r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: AIGateway
+metadata: {name: gw}
+spec:
+  apiKeys:
+  - secretRef: {name: keys, key: k}
+    principal: {user: tester, team: qa}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: keys}
+stringData: {k: "{key}", provider: "mock-provider-key"}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: ModelProvider
+metadata: {name: openai}
+spec: {type: Mock, endpoint: "{mock}/v1"}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: ModelProvider
+metadata: {name: anthropic}
+spec:
+  type: Anthropic
+  endpoint: "{mock}/v1"
+  credentials: {secretRef: {name: keys, key: provider}}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: AIRoute
+metadata: {name: chat}
+spec:
+  gatewayRef: {name: gw}
+  models: [chat]
+  backends: [{providerRef: {name: openai}, model: mock-chat}]
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: AIRoute
+metadata: {name: claude}
+spec:
+  gatewayRef: {name: gw}
+  models: [claude]
+  backends: [{providerRef: {name: anthropic}, model: mock-claude}]
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: AIRoute
+metadata: {name: embed}
+spec:
+  gatewayRef: {name: gw}
+  models: [embed]
+  backends: [{providerRef: {name: openai}, model: mock-embed}]
+"#;
