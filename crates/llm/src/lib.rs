@@ -22,8 +22,9 @@
 //! | `responses` | Responses API | — |
 //! | `anthropic` | Messages | Messages |
 //! | `gemini` | — | generateContent / streamGenerateContent |
-//! | `bedrock` | — | Converse / ConverseStream |
+//! | [`bedrock`] | — | Converse / ConverseStream (SigV4 signing, binary event stream) |
 
+pub mod bedrock;
 pub mod canonical;
 pub mod error;
 pub mod openai;
