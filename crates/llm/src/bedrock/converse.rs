@@ -270,20 +270,30 @@ fn document_block(file: &Value) -> Result<Value, LlmError> {
             )));
         }
     };
-    // Bedrock restricts document names; keep the allowed characters only.
-    let name: String = file
+    // Bedrock restricts document names; keep the allowed characters only
+    // (letters, digits, single spaces, hyphens, parentheses, brackets).
+    let filename = file
         .get("filename")
         .and_then(Value::as_str)
-        .unwrap_or("document")
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, ' ' | '-' | '(' | ')' | '[' | ']') {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
+        .unwrap_or("document");
+    let stem = filename.rsplit_once('.').map_or(filename, |(stem, _)| stem);
+    let mut name = String::new();
+    for c in stem.chars() {
+        let c = if c.is_ascii_alphanumeric() || matches!(c, '-' | '(' | ')' | '[' | ']') {
+            c
+        } else if c.is_whitespace() {
+            ' '
+        } else {
+            '-'
+        };
+        if !(c == ' ' && name.ends_with(' ')) {
+            name.push(c);
+        }
+    }
+    let name = match name.trim() {
+        "" => "document".to_string(),
+        trimmed => trimmed.to_string(),
+    };
     Ok(json!({ "document": { "format": format, "name": name, "source": { "bytes": bytes } } }))
 }
 

@@ -61,6 +61,14 @@ impl ConverseStreamDecoder {
         }
     }
 
+    /// Sets the chunks' id. ConverseStream carries none, so by default one is
+    /// derived from the first frame; the gateway should pass something unique
+    /// per call, e.g. the `x-amzn-requestid` response header.
+    pub fn with_id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+
     fn next_message(&mut self) -> Result<Option<Message>, LlmError> {
         if self.at_frame_start && self.buffer.len() >= 4 {
             let len = u32::from_be_bytes([
@@ -209,6 +217,9 @@ impl ConverseStreamDecoder {
                     out_delta.content = Some(text.to_string());
                 } else if let Some(input) = delta.pointer("/toolUse/input").and_then(Value::as_str)
                 {
+                    if input.is_empty() {
+                        return Ok(());
+                    }
                     let index = *self.tools.get(&block).ok_or_else(|| {
                         LlmError::bad_gateway(
                             "Bedrock streamed tool input before its toolUse start",
@@ -447,6 +458,19 @@ mod tests {
         .concat();
         let (out, result) = decode_all(&bytes);
         result.unwrap();
+        assert_eq!(out.last(), Some(&StreamItem::Done));
+    }
+
+    #[test]
+    fn with_id_names_every_chunk() {
+        let mut decoder = ConverseStreamDecoder::new("m").with_id("req-1");
+        let mut out = Vec::new();
+        decoder.push(&text_stream(), &mut out).unwrap();
+        decoder.finish(&mut out).unwrap();
+        assert!(out.iter().all(|item| match item {
+            StreamItem::Chunk(chunk) => chunk.id == "req-1",
+            _ => true,
+        }));
         assert_eq!(out.last(), Some(&StreamItem::Done));
     }
 
