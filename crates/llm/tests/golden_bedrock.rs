@@ -236,3 +236,20 @@ fn errors() {
         ))
     });
 }
+
+/// Every prefix of every response and error fixture parses or fails cleanly.
+#[test]
+fn truncated_bodies_never_panic() {
+    for (_, input) in inputs("response") {
+        let body = serde_json::to_vec(&input).unwrap();
+        for at in 0..body.len() {
+            let _ = bedrock::parse_response(&body[..at], "m");
+        }
+    }
+    for (_, input) in inputs("errors") {
+        let body = serde_json::to_vec(&input["body"]).unwrap();
+        for at in 0..body.len() {
+            let _ = bedrock::parse_error(500, input["errorType"].as_str(), &body[..at]);
+        }
+    }
+}

@@ -66,6 +66,16 @@ pub fn sign(
         Ok(since) if since <= MAX_TIME => {}
         _ => return Err(fail("cannot sign: time out of range".into())),
     }
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if !token(region) || !token(service) || !token(&credentials.access_key_id) {
+        return Err(fail(
+            "cannot sign: region, service and access key id must be plain tokens".into(),
+        ));
+    }
     if headers.iter().any(|(name, value)| {
         http::HeaderName::from_bytes(name.as_bytes()).is_err()
             || http::HeaderValue::from_str(value).is_err()
@@ -232,6 +242,17 @@ mod tests {
         assert!(try_sign("https://h/", UNIX_EPOCH + MAX_TIME + MAX_TIME, &[]).is_err());
         assert!(try_sign("https://h/", time, &[("bad name".into(), "v".into())]).is_err());
         assert!(try_sign("https://h/", time, &[("x".into(), "a\nb".into())]).is_err());
+        let bad_region = sign(
+            "GET",
+            "https://h/",
+            &[],
+            b"",
+            &credentials,
+            "us\neast",
+            "s",
+            time,
+        );
+        assert!(bad_region.is_err());
     }
 
     #[test]
