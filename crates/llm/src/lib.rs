@@ -22,9 +22,10 @@
 //! | [`responses`] | Responses API | — (OpenAI itself is passed through) |
 //! | [`anthropic`] | Messages (+ count_tokens) | Messages (Anthropic) |
 //! | [`gemini`] | — | generateContent / streamGenerateContent (Gemini API v1beta) |
-//! | `bedrock` | — | Converse / ConverseStream |
+//! | [`bedrock`] | — | Converse / ConverseStream (SigV4 signing, binary event stream) |
 
 pub mod anthropic;
+pub mod bedrock;
 pub mod canonical;
 pub mod error;
 pub mod gemini;
