@@ -350,7 +350,10 @@ mod tests {
             }],
         };
         let snapshot = Snapshot::new(config.clone());
-        assert!(matches!(snapshot.validate(), Err(SnapshotError::Invalid(_))));
+        assert!(matches!(
+            snapshot.validate(),
+            Err(SnapshotError::Invalid(_))
+        ));
         let bytes = snapshot.to_json().unwrap();
         assert!(matches!(
             Snapshot::from_json(&bytes),

@@ -75,7 +75,10 @@ impl Endpoint {
     /// A gateway error in this endpoint's shape.
     pub fn error(self, error: &ApiError) -> Response<ResponseBody> {
         if !self.is_anthropic() {
-            return error.clone().into_response::<bytes::Bytes>().map(crate::http::full);
+            return error
+                .clone()
+                .into_response::<bytes::Bytes>()
+                .map(crate::http::full);
         }
         let mut response = self.llm_error(&error.to_llm());
         if let Some(value) = error.retry_after() {

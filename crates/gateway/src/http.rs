@@ -24,7 +24,11 @@ pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
 }
 
 pub fn text(status: StatusCode, body: &'static str) -> Response<ResponseBody> {
-    with_type(status, full(Bytes::from_static(body.as_bytes())), "text/plain; charset=utf-8")
+    with_type(
+        status,
+        full(Bytes::from_static(body.as_bytes())),
+        "text/plain; charset=utf-8",
+    )
 }
 
 pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<ResponseBody> {

@@ -10,8 +10,8 @@ use serde::ser::SerializeMap;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::error::ApiError;
 use crate::dialect::Endpoint;
+use crate::error::ApiError;
 
 pub struct Payload<'a> {
     fields: BTreeMap<String, &'a RawValue>,

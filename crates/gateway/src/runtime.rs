@@ -8,8 +8,8 @@ use arc_swap::ArcSwapOption;
 use tollgate_config::Snapshot;
 
 use crate::llm::auth::{InvalidKeyDigest, KeyIndex};
-use crate::metrics::Metrics;
 use crate::llm::route::RouteTable;
+use crate::metrics::Metrics;
 use crate::providers::Upstream;
 use crate::providers::http::{Clients, PermitRegistry, UpstreamError};
 

@@ -20,11 +20,11 @@ use tollgate_config::compile::{DEFAULT_ADMIN_PORT, DEFAULT_LISTENER_PORT};
 use tollgate_config::{Diagnostic, ObjectRef, Snapshot, compile, load_paths};
 
 use crate::metrics::ReloadLabels;
+use crate::providers::http::{ClientError, Clients};
 use crate::runtime::RuntimeError;
 use crate::runtime::{Gateway, Runtime};
 use crate::server;
 use crate::subscriber::{self, ControllerOptions, DefaultedPorts, SubscribeError};
-use crate::providers::http::{ClientError, Clients};
 
 #[derive(Debug, Clone)]
 pub struct Options {

@@ -32,8 +32,8 @@ use tollgate_config::push::{
 use tollgate_config::snapshot::{SnapshotError, short_hash as short};
 
 use crate::metrics::ReloadLabels;
-use crate::runtime::{Gateway, Runtime};
 use crate::providers::http::error_chain;
+use crate::runtime::{Gateway, Runtime};
 
 /// First retry delay; doubles per failure up to [`BACKOFF_MAX`].
 pub const BACKOFF_BASE: Duration = Duration::from_millis(200);
@@ -290,7 +290,10 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let subscriber = Subscriber {
-        system_roots: options.ca_file.is_none().then(crate::providers::http::root_store),
+        system_roots: options
+            .ca_file
+            .is_none()
+            .then(crate::providers::http::root_store),
         options,
         gateway,
         ports,

@@ -65,10 +65,20 @@ async fn openai_chat_passes_through_and_settles() {
     assert_eq!(value["model"], "mock-chat");
     let metrics = h.metrics();
     assert!(
-        metric_has(&metrics, &["tollgate_requests_total", "endpoint=\"chat_completions\"", "status=\"200\""]),
+        metric_has(
+            &metrics,
+            &[
+                "tollgate_requests_total",
+                "endpoint=\"chat_completions\"",
+                "status=\"200\""
+            ]
+        ),
         "{metrics}"
     );
-    assert!(metric_has(&metrics, &["tollgate_tokens_total", "direction=\"output\""]), "{metrics}");
+    assert!(
+        metric_has(&metrics, &["tollgate_tokens_total", "direction=\"output\""]),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -116,7 +126,14 @@ async fn anthropic_client_reaches_an_openai_provider() {
     assert!(delta.1["usage"]["output_tokens"].as_u64().unwrap() > 0);
     let metrics = h.metrics();
     assert!(
-        metric_has(&metrics, &["tollgate_requests_total", "endpoint=\"messages\"", "status=\"200\""]),
+        metric_has(
+            &metrics,
+            &[
+                "tollgate_requests_total",
+                "endpoint=\"messages\"",
+                "status=\"200\""
+            ]
+        ),
         "{metrics}"
     );
 }
@@ -149,10 +166,15 @@ async fn openai_client_reaches_an_anthropic_provider_streamed() {
     assert_eq!(events.last().unwrap().1, Value::String("[DONE]".into()));
     let text: String = events
         .iter()
-        .filter_map(|(_, v)| v.pointer("/choices/0/delta/content").and_then(Value::as_str))
+        .filter_map(|(_, v)| {
+            v.pointer("/choices/0/delta/content")
+                .and_then(Value::as_str)
+        })
         .collect();
     assert!(!text.is_empty());
-    let usage = events.iter().find_map(|(_, v)| v.get("usage").filter(|u| u.is_object()));
+    let usage = events
+        .iter()
+        .find_map(|(_, v)| v.get("usage").filter(|u| u.is_object()));
     assert!(usage.is_some(), "usage chunk asked for: {events:?}");
 }
 
@@ -172,7 +194,17 @@ async fn anthropic_client_to_anthropic_provider_passes_through() {
     assert_eq!(status, 200, "{value}");
     assert_eq!(value["model"], "mock-claude");
     let metrics = h.metrics();
-    assert!(metric_has(&metrics, &["tollgate_tokens_total", "route=\"default/claude\"", "direction=\"input\""]), "{metrics}");
+    assert!(
+        metric_has(
+            &metrics,
+            &[
+                "tollgate_tokens_total",
+                "route=\"default/claude\"",
+                "direction=\"input\""
+            ]
+        ),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -239,7 +271,10 @@ async fn count_tokens_is_answered_for_every_backend() {
         )
         .await;
         assert_eq!(status, 200, "{model}: {value}");
-        assert!(value["input_tokens"].as_u64().unwrap() > 0, "{model}: {value}");
+        assert!(
+            value["input_tokens"].as_u64().unwrap() > 0,
+            "{model}: {value}"
+        );
     }
 }
 
@@ -257,7 +292,10 @@ async fn responses_api_reaches_an_anthropic_provider() {
     assert_eq!(status, 200, "{value}");
     assert_eq!(value["object"], "response");
     let output = value["output"].as_array().unwrap();
-    assert!(output.iter().any(|item| item["type"] == "message"), "{value}");
+    assert!(
+        output.iter().any(|item| item["type"] == "message"),
+        "{value}"
+    );
     assert!(value["usage"]["output_tokens"].as_u64().unwrap() > 0);
 
     let events = sse_events(
@@ -272,7 +310,10 @@ async fn responses_api_reaches_an_anthropic_provider() {
     assert_eq!(names.first(), Some(&"response.created"), "{names:?}");
     assert!(names.contains(&"response.output_text.delta"), "{names:?}");
     assert!(
-        matches!(names.last(), Some(&"response.completed") | Some(&"response.incomplete")),
+        matches!(
+            names.last(),
+            Some(&"response.completed") | Some(&"response.incomplete")
+        ),
         "{names:?}"
     );
 }

@@ -80,7 +80,9 @@ pub async fn forward(
             continue;
         };
         let body = match plan {
-            Plan::Translate => Bytes::from(upstream.translate_request(&inbound.canonical()?.request, model)?),
+            Plan::Translate => {
+                Bytes::from(upstream.translate_request(&inbound.canonical()?.request, model)?)
+            }
             _ => inbound.payload.to_upstream(model)?,
         };
         let request = upstream.request(endpoint, plan, model, stream, body, client_headers)?;
@@ -193,7 +195,9 @@ fn transcoder(
         (Plan::Passthrough, Endpoint::Responses) => {
             Transcoder::Observe(Observer::new(Box::<ResponsesObserver>::default()))
         }
-        (Plan::Passthrough, _) => Transcoder::Observe(Observer::new(upstream.stream_decoder(model))),
+        (Plan::Passthrough, _) => {
+            Transcoder::Observe(Observer::new(upstream.stream_decoder(model)))
+        }
         _ => Transcoder::Translate(Box::new(Translator::new(
             upstream.stream_decoder(model),
             endpoint.stream_encoder(inbound.canonical()?),
@@ -259,7 +263,9 @@ fn in_client_shape(endpoint: Endpoint, body: &[u8]) -> bool {
     let Ok(value) = serde_json::from_slice::<Value>(body) else {
         return false;
     };
-    let has_message = value.pointer("/error/message").is_some_and(Value::is_string);
+    let has_message = value
+        .pointer("/error/message")
+        .is_some_and(Value::is_string);
     if endpoint.is_anthropic() {
         has_message && value.get("type").and_then(Value::as_str) == Some("error")
     } else {
@@ -312,7 +318,9 @@ fn upstream_failure(
             }
             response
         }
-        _ if readable && upstream.wire != (Wire::OpenAi { responses: false }) || plan == Plan::Translate => {
+        _ if readable && upstream.wire != (Wire::OpenAi { responses: false })
+            || plan == Plan::Translate =>
+        {
             endpoint.llm_error(&parsed)
         }
         _ => endpoint.error(&ApiError {

@@ -118,4 +118,3 @@ pub async fn read_body(
         Ok(buffer.freeze())
     }
 }
-

@@ -223,9 +223,7 @@ impl Transcoder {
         match self {
             Transcoder::OpenAiChat(relay) => relay.finished(),
             Transcoder::Observe(observer) => observer.finished || observer.failed.is_some(),
-            Transcoder::Translate(translator) => {
-                translator.finished || translator.failed.is_some()
-            }
+            Transcoder::Translate(translator) => translator.finished || translator.failed.is_some(),
         }
     }
 
@@ -554,7 +552,9 @@ impl ResponsesObserver {
                     out.push(StreamItem::Done);
                 }
                 "response.failed" | "error" => out.push(StreamItem::Error(LlmError::bad_gateway(
-                    parsed.message.unwrap_or_else(|| "the provider's response failed".into()),
+                    parsed
+                        .message
+                        .unwrap_or_else(|| "the provider's response failed".into()),
                 ))),
                 _ => {}
             }

@@ -37,7 +37,9 @@ pub fn estimate(request: &ChatRequest) -> u64 {
                     match part {
                         ContentPart::Text { text, .. } => chars += text.chars().count() as u64,
                         ContentPart::ImageUrl { .. } => fixed += PER_IMAGE,
-                        other => chars += serde_json::to_string(other).map_or(0, |s| s.len() as u64),
+                        other => {
+                            chars += serde_json::to_string(other).map_or(0, |s| s.len() as u64)
+                        }
                     }
                 }
             }
@@ -60,7 +62,9 @@ pub fn estimate(request: &ChatRequest) -> u64 {
 /// Answers `count_tokens` with the estimate.
 pub fn count_locally(inbound: &Inbound<'_>) -> Result<Answer, Failure> {
     let tokens = estimate(&inbound.canonical()?.request);
-    let body = Bytes::from(tollgate_llm::anthropic::dialect::render_count_tokens(tokens));
+    let body = Bytes::from(tollgate_llm::anthropic::dialect::render_count_tokens(
+        tokens,
+    ));
     let response: Response<_> = with_type(StatusCode::OK, full(body), "application/json");
     Ok(Answer::Full(response, 200))
 }
@@ -81,6 +85,10 @@ mod tests {
             ..ChatRequest::default()
         };
         assert_eq!(estimate(&short), PER_MESSAGE + 3);
-        assert!(estimate(&long) > 250 && estimate(&long) < 350, "{}", estimate(&long));
+        assert!(
+            estimate(&long) > 250 && estimate(&long) < 350,
+            "{}",
+            estimate(&long)
+        );
     }
 }

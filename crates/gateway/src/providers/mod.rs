@@ -23,9 +23,9 @@ use tollgate_llm::bedrock::sigv4::AwsCredentials;
 use tollgate_llm::stream::StreamDecoder;
 use tollgate_llm::{ChatRequest, ChatResponse, LlmError, Usage};
 
+use self::http::{Clients, HttpClient, PermitRegistry, UpstreamError};
 use crate::dialect::Endpoint;
 use crate::error::ApiError;
-use self::http::{Clients, HttpClient, PermitRegistry, UpstreamError};
 
 /// `anthropic-version` sent when neither the client nor the provider names one.
 pub const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
@@ -37,7 +37,9 @@ pub const DEFAULT_AZURE_API_VERSION: &str = "2024-10-21";
 pub enum Wire {
     /// OpenAI's API; `responses` says whether `/responses` exists too (OpenAI
     /// and the mock: yes; compatible servers: not assumed).
-    OpenAi { responses: bool },
+    OpenAi {
+        responses: bool,
+    },
     Azure,
     Anthropic,
     Gemini,
@@ -228,7 +230,9 @@ impl Upstream {
                     "bedrock",
                     std::time::SystemTime::now(),
                 )
-                .map_err(|e| ApiError::bad_gateway(format!("cannot sign the request: {}", e.message)))?;
+                .map_err(|e| {
+                    ApiError::bad_gateway(format!("cannot sign the request: {}", e.message))
+                })?;
                 if let Ok(value) = HeaderValue::from_str(host) {
                     request.headers_mut().insert(HOST, value);
                 }
@@ -246,7 +250,13 @@ impl Upstream {
         Ok(request)
     }
 
-    fn url(&self, endpoint: Endpoint, plan: Plan, model: &str, stream: bool) -> Result<Uri, ApiError> {
+    fn url(
+        &self,
+        endpoint: Endpoint,
+        plan: Plan,
+        model: &str,
+        stream: bool,
+    ) -> Result<Uri, ApiError> {
         let base = &self.config.base_url;
         let text = match self.wire {
             Wire::OpenAi { .. } => match (plan, endpoint) {
@@ -290,7 +300,11 @@ impl Upstream {
     }
 
     /// A canonical request in this provider's format.
-    pub fn translate_request(&self, request: &ChatRequest, model: &str) -> Result<Vec<u8>, LlmError> {
+    pub fn translate_request(
+        &self,
+        request: &ChatRequest,
+        model: &str,
+    ) -> Result<Vec<u8>, LlmError> {
         match self.wire {
             Wire::OpenAi { .. } | Wire::Azure => {
                 Ok(tollgate_llm::openai::request_body(request, model))
@@ -357,8 +371,9 @@ impl Upstream {
 
 fn auth_for(config: &Provider, wire: Wire) -> Result<Auth, UpstreamError> {
     let header = |value: &str| {
-        let mut value = HeaderValue::from_str(value)
-            .map_err(|_| UpstreamError::BadUrl("invalid characters in the provider credential".into()))?;
+        let mut value = HeaderValue::from_str(value).map_err(|_| {
+            UpstreamError::BadUrl("invalid characters in the provider credential".into())
+        })?;
         value.set_sensitive(true);
         Ok::<_, UpstreamError>(value)
     };

@@ -50,7 +50,11 @@ impl Harness {
 
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.yaml");
-        std::fs::write(&path, manifests.replace("{mock}", &mock).replace("{key}", KEY)).unwrap();
+        std::fs::write(
+            &path,
+            manifests.replace("{mock}", &mock).replace("{key}", KEY),
+        )
+        .unwrap();
         let (snapshot, _warnings) =
             standalone::compile_files(&[path], None).expect("harness config compiles");
         let gateway = Arc::new(Gateway::new(Clients::new().unwrap()));
