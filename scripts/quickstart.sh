@@ -4,7 +4,12 @@ set -euo pipefail
 bin=${1:-target/debug/tollgate}
 config=deploy/examples/quickstart.yaml
 
-"$bin" mock --listen 127.0.0.1:8081 >/dev/null &
+# The mock checks each provider format's credentials as the real provider
+# does; the keys match the quickstart Secret.
+"$bin" mock --listen 127.0.0.1:8081 \
+  --anthropic-key mock-anthropic-key --gemini-key mock-gemini-key \
+  --bedrock-access-key-id AKIDQUICKSTART --bedrock-secret-access-key quickstart-secret-access-key \
+  >/dev/null &
 mock=$!
 trap 'kill $mock $gateway 2>/dev/null; wait 2>/dev/null' EXIT INT TERM
 "$bin" gateway --config "$config" &
@@ -19,6 +24,12 @@ cat <<MSG
 Tollgate is serving $config (edit it: changes apply live). Try:
 
 curl -s http://127.0.0.1:8080/v1/chat/completions -H 'Authorization: Bearer tg-demo-key' -H 'Content-Type: application/json' -d '{"model":"chat","messages":[{"role":"user","content":"Hello!"}]}'
+
+The same request in Anthropic's API, answered by a Bedrock-format provider:
+
+curl -s http://127.0.0.1:8080/v1/messages -H 'x-api-key: tg-demo-key' -H 'anthropic-version: 2023-06-01' -H 'Content-Type: application/json' -d '{"model":"bedrock","max_tokens":100,"messages":[{"role":"user","content":"Hello!"}]}'
+
+Other aliases: claude (Anthropic format), gemini (Gemini format), embed (embeddings).
 
 Metrics: http://127.0.0.1:9090/metrics   Stop: Ctrl-C
 
