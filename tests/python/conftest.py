@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import anthropic
 import openai
 import pytest
 
@@ -358,6 +359,191 @@ class Ledger:
 @pytest.fixture(scope="session")
 def ledger() -> Ledger:
     return Ledger()
+
+
+# ------------------------------------------------- one route per wire format
+#
+# A second mock, started with every provider's auth flag, so a request the
+# gateway signs or authenticates wrongly for a format fails there; and a
+# gateway with one route per provider format in front of it. The route
+# aliases are the backend names below.
+
+MOCK_KEYS = {
+    "openai": "mock-openai-key",
+    "anthropic": "mock-anthropic-key",
+    "gemini": "mock-gemini-key",
+    "azure": "mock-azure-key",
+    "aws_id": "AKIDPYTEST",
+    "aws_secret": "pytest-secret-access-key",
+}
+
+# alias -> (provider type, upstream model). The alias is also the route name.
+BACKENDS = {
+    "openai": ("OpenAI", "mock-chat"),
+    "anthropic": ("Anthropic", "mock-claude"),
+    "gemini": ("Gemini", "mock-gemini"),
+    "bedrock": ("Bedrock", "mock-bedrock"),
+    "azure": ("AzureOpenAI", "mock-chat"),
+}
+# Formats whose provider fields the config compiler may not know yet: a
+# backend is only configured when `tollgate validate` accepts its manifest.
+OPTIONAL_BACKENDS = ("bedrock", "azure")
+
+
+def formats_head() -> str:
+    k = MOCK_KEYS
+    return textwrap.dedent(
+        f"""\
+        apiVersion: tollgate.dev/v1alpha1
+        kind: AIGateway
+        metadata: {{name: formats}}
+        spec:
+          apiKeys:
+          - secretRef: {{name: formats-keys, key: demo}}
+            principal: {{user: demo, team: platform, app: pytest-formats}}
+          limits: {{maxRequestBodyBytes: {MAX_BODY_BYTES}}}
+        ---
+        apiVersion: v1
+        kind: Secret
+        metadata: {{name: formats-keys}}
+        stringData:
+          demo: {API_KEY}
+          openai: {k["openai"]}
+          anthropic: {k["anthropic"]}
+          gemini: {k["gemini"]}
+          azure: {k["azure"]}
+          awsAccessKeyId: {k["aws_id"]}
+          awsSecretAccessKey: {k["aws_secret"]}
+        """
+    )
+
+
+def formats_backend(alias: str, mock_url: str) -> str:
+    """The ModelProvider `fmt-<alias>` and the AIRoute `<alias>` -> it."""
+    provider_type, model = BACKENDS[alias]
+    endpoint, extra = {
+        "openai": (f"{mock_url}/v1", "credentials: {secretRef: {name: formats-keys, key: openai}}"),
+        "anthropic": (f"{mock_url}/v1", "credentials: {secretRef: {name: formats-keys, key: anthropic}}"),
+        "gemini": (f"{mock_url}/v1beta", "credentials: {secretRef: {name: formats-keys, key: gemini}}"),
+        "bedrock": (
+            mock_url,
+            "bedrock: {region: us-east-1}\n"
+            "credentials:\n"
+            "  aws: {secretName: formats-keys, accessKeyIdKey: awsAccessKeyId, "
+            "secretAccessKeyKey: awsSecretAccessKey}",
+        ),
+        "azure": (mock_url, "credentials: {secretRef: {name: formats-keys, key: azure}}"),
+    }[alias]
+    extra = textwrap.indent(extra, "  ")
+    return (
+        "---\n"
+        "apiVersion: tollgate.dev/v1alpha1\n"
+        "kind: ModelProvider\n"
+        f"metadata: {{name: fmt-{alias}}}\n"
+        "spec:\n"
+        f"  type: {provider_type}\n"
+        f"  endpoint: {endpoint}\n"
+        f"{extra}\n"
+        "  timeouts: {connect: 2s, request: 30s}\n"
+        f"  models: [{{name: {model}}}]\n"
+        "---\n"
+        "apiVersion: tollgate.dev/v1alpha1\n"
+        "kind: AIRoute\n"
+        f"metadata: {{name: {alias}}}\n"
+        "spec:\n"
+        "  gatewayRef: {name: formats}\n"
+        f"  models: [{alias}]\n"
+        f"  backends: [{{providerRef: {{name: fmt-{alias}}}, model: {model}}}]\n"
+    )
+
+
+def _validates(manifest: str, workdir: Path) -> tuple[bool, str]:
+    path = workdir / "probe.yaml"
+    path.write_text(manifest)
+    done = subprocess.run(
+        [str(tollgate_bin()), "validate", str(path)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=30,
+    )
+    return done.returncode == 0, (done.stdout + done.stderr).decode(errors="replace").strip()
+
+
+@dataclass
+class FormatsGateway(Gateway):
+    backends: tuple[str, ...] = ()
+    # alias -> why it is not configured
+    missing: dict[str, str] = field(default_factory=dict)
+
+    def anthropic(self, api_key: str = API_KEY, **kwargs) -> anthropic.Anthropic:
+        return anthropic.Anthropic(
+            base_url=self.data_url,
+            api_key=api_key,
+            max_retries=0,
+            timeout=CLIENT_TIMEOUT_S,
+            **kwargs,
+        )
+
+
+@pytest.fixture(scope="session")
+def auth_mock(workdir) -> Proc:
+    """`tollgate mock` checking every provider format's credentials."""
+    k = MOCK_KEYS
+    proc = start(
+        "auth-mock",
+        [
+            "mock", "--listen", "127.0.0.1:0", "--drain-timeout-secs", "2",
+            "--openai-key", k["openai"],
+            "--anthropic-key", k["anthropic"],
+            "--gemini-key", k["gemini"],
+            "--azure-key", k["azure"],
+            "--bedrock-access-key-id", k["aws_id"],
+            "--bedrock-secret-access-key", k["aws_secret"],
+        ],
+        workdir / "auth-mock",
+    )
+    assert set(proc.addrs) == {"data"}, proc.addrs
+    yield proc
+    code = proc.stop()
+    assert code == 0, f"auth-mock exited with {code} after SIGTERM\n{proc.stderr_tail()}"
+
+
+@pytest.fixture(scope="session")
+def formats_gateway(auth_mock, workdir) -> FormatsGateway:
+    mock_url = auth_mock.addrs["data"]
+    gwdir = workdir / "gateway-formats"
+    gwdir.mkdir(parents=True, exist_ok=True)
+    backends, missing = [], {}
+    for alias in BACKENDS:
+        if alias in OPTIONAL_BACKENDS:
+            ok, output = _validates(formats_head() + formats_backend(alias, mock_url), gwdir)
+            if not ok:
+                missing[alias] = f"the config compiler rejects a {BACKENDS[alias][0]} provider: {output[-400:]}"
+                continue
+        backends.append(alias)
+    config = formats_head() + "".join(formats_backend(a, mock_url) for a in backends)
+    config_path = gwdir / "tollgate.yaml"
+    config_path.write_text(config)
+    proc = start(
+        "gateway-formats",
+        [
+            "gateway", "--config", str(config_path),
+            "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+            "--drain-timeout-secs", "10",
+        ],
+        gwdir,
+    )
+    assert set(proc.addrs) == {"data", "admin"}, proc.addrs
+    gw = FormatsGateway(proc=proc, config_path=config_path, backends=tuple(backends), missing=missing)
+    yield gw
+    _stop_gateway(gw)
+
+
+def use_backend(gateway: FormatsGateway, alias: str) -> str:
+    """`alias` if the formats gateway routes it, else skip the test."""
+    if alias not in gateway.backends:
+        pytest.skip(gateway.missing.get(alias, f"backend {alias} not configured"))
+    return alias
 
 
 def pytest_configure(config):

@@ -1,0 +1,418 @@
+"""Drives the gateway's Anthropic Messages API (`/v1/messages`,
+`/v1/messages/count_tokens`) with the official `anthropic` Python SDK,
+against every provider format: each test runs once per route of the
+formats gateway (conftest.py), whose mock checks each format's credentials.
+
+`openai` and `azure` answer through translation to Chat Completions,
+`gemini` and `bedrock` through translation to generateContent and Converse,
+`anthropic` is a passthrough. Every client has `max_retries=0`.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import anthropic
+import httpx
+import pytest
+
+from conftest import API_KEY, BACKENDS, use_backend
+
+# The mock's default completion length, in words (= tokens).
+MOCK_OUTPUT_TOKENS = 16
+MAX_TOKENS = 256
+
+# Text cut by stop sequences happens in the mock's Messages, Gemini and
+# Converse endpoints; its Chat Completions endpoint ignores `stop`.
+HONOURS_STOP = {"anthropic", "gemini", "bedrock"}
+
+STREAM_FAILURES: tuple[type[BaseException], ...] = (anthropic.APIError, httpx.HTTPError)
+try:  # the SDK's own HTTP client
+    import httpx2
+
+    STREAM_FAILURES = (*STREAM_FAILURES, httpx2.HTTPError)
+except ImportError:  # pragma: no cover
+    pass
+
+
+def unique_prompt(label: str) -> str:
+    return f"{label} {uuid.uuid4().hex}"
+
+
+def user(text) -> dict:
+    return {"role": "user", "content": text}
+
+
+@pytest.fixture(params=list(BACKENDS))
+def backend(request, formats_gateway) -> str:
+    """The route alias (= model name) of one provider format."""
+    return use_backend(formats_gateway, request.param)
+
+
+@pytest.fixture()
+def claude(formats_gateway) -> anthropic.Anthropic:
+    with formats_gateway.anthropic() as c:
+        yield c
+
+
+def texts(message) -> list[str]:
+    return [b.text for b in message.content if b.type == "text"]
+
+
+def tool_uses(message) -> list:
+    return [b for b in message.content if b.type == "tool_use"]
+
+
+WEATHER_TOOL = {
+    "name": "get_weather",
+    "description": "Current weather for a city.",
+    "input_schema": {
+        "type": "object",
+        "properties": {
+            "city": {"type": "string"},
+            "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+            "days": {"type": "integer"},
+        },
+        "required": ["city", "unit"],
+    },
+}
+TIME_TOOL = {
+    "name": "get_time",
+    "description": "Local time in a timezone.",
+    "input_schema": {
+        "type": "object",
+        "properties": {"timezone": {"type": "string"}},
+        "required": ["timezone"],
+    },
+}
+
+
+def check_weather_input(args) -> None:
+    # The mock derives arguments from the schema the same way in every
+    # format: a broken schema translation changes them.
+    assert isinstance(args, dict), args
+    assert isinstance(args["city"], str) and args["city"]
+    assert args["unit"] == "celsius"
+    assert args["days"] == 42
+
+
+# ------------------------------------------------------------- messages.create
+
+def test_create_plain(claude, backend):
+    prompt = unique_prompt("Say something about gateways.")
+    msg = claude.messages.create(model=backend, max_tokens=MAX_TOKENS, messages=[user(prompt)])
+
+    assert msg.type == "message"
+    assert msg.role == "assistant"
+    assert msg.id
+    assert msg.model
+    assert [b.type for b in msg.content] == ["text"]
+    text = msg.content[0].text
+    assert text.strip()
+    assert msg.stop_reason == "end_turn"
+    assert msg.stop_sequence is None
+    assert msg.usage.input_tokens > 0
+    assert msg.usage.output_tokens == len(text.split()) == MOCK_OUTPUT_TOKENS
+
+    # Deterministic upstream: same prompt, same answer; another, another.
+    again = claude.messages.create(model=backend, max_tokens=MAX_TOKENS, messages=[user(prompt)])
+    assert again.content[0].text == text
+    assert again.usage.input_tokens == msg.usage.input_tokens
+    other = claude.messages.create(
+        model=backend, max_tokens=MAX_TOKENS, messages=[user(unique_prompt("Something else."))]
+    )
+    assert other.content[0].text != text
+
+
+def test_bearer_auth_and_content_blocks(formats_gateway, backend):
+    """`Authorization: Bearer` works as well as `x-api-key`, and content
+    given as a list of blocks is read like a plain string."""
+    prompt = unique_prompt("Blocks please.")
+    with anthropic.Anthropic(
+        base_url=formats_gateway.data_url, api_key=None, auth_token=API_KEY, max_retries=0, timeout=30
+    ) as bearer:
+        msg = bearer.messages.create(
+            model=backend,
+            max_tokens=MAX_TOKENS,
+            messages=[user([{"type": "text", "text": prompt}])],
+        )
+    assert texts(msg) and texts(msg)[0].strip()
+    assert msg.usage.input_tokens > 0
+
+
+def test_system_prompt_and_multi_turn(claude, backend):
+    question = unique_prompt("And what about routing?")
+    alone = claude.messages.create(model=backend, max_tokens=MAX_TOKENS, messages=[user(question)])
+    history = [
+        user(unique_prompt("Tell me about gateways.")),
+        {"role": "assistant", "content": "Gateways route requests between clients and providers."},
+        user(question),
+    ]
+    multi = claude.messages.create(model=backend, max_tokens=MAX_TOKENS, messages=history)
+    with_system = claude.messages.create(
+        model=backend,
+        max_tokens=MAX_TOKENS,
+        system="You are a terse assistant who answers in one paragraph about network plumbing.",
+        messages=history,
+    )
+    for msg in (alone, multi, with_system):
+        assert texts(msg) and texts(msg)[0].strip()
+        assert msg.stop_reason == "end_turn"
+    # The earlier turns and the system prompt reach the provider: they are
+    # counted, and they change the (content-seeded) answer.
+    assert multi.usage.input_tokens > alone.usage.input_tokens
+    assert with_system.usage.input_tokens > multi.usage.input_tokens
+    assert texts(multi) != texts(alone)
+    assert texts(with_system) != texts(multi)
+
+
+def test_max_tokens_stops_early(claude, backend):
+    msg = claude.messages.create(model=backend, max_tokens=3, messages=[user(unique_prompt("Be brief."))])
+    assert msg.stop_reason == "max_tokens"
+    assert len(texts(msg)[0].split()) == 3
+    assert msg.usage.output_tokens == 3
+
+
+def test_stop_sequences(claude, backend):
+    if backend not in HONOURS_STOP:
+        pytest.skip("the mock's Chat Completions endpoint ignores `stop`")
+    prompt = unique_prompt("Tell a long story.")
+    full = texts(claude.messages.create(model=backend, max_tokens=MAX_TOKENS, messages=[user(prompt)]))[0]
+    words = full.split()
+    assert len(words) > 5
+    stop = words[4]
+    cut_at = full.find(stop)
+    assert cut_at > 0
+
+    msg = claude.messages.create(
+        model=backend, max_tokens=MAX_TOKENS, messages=[user(prompt)], stop_sequences=["@@never@@", stop]
+    )
+    assert msg.stop_reason == "stop_sequence"
+    assert msg.stop_sequence == stop
+    text = texts(msg)[0] if texts(msg) else ""
+    assert text.rstrip() == full[:cut_at].rstrip()
+    assert stop not in text
+
+
+# ------------------------------------------------------------------ streaming
+
+def test_stream_helper(claude, backend):
+    prompt = unique_prompt("Stream me a sentence.")
+    reference = claude.messages.create(model=backend, max_tokens=MAX_TOKENS, messages=[user(prompt)])
+
+    with claude.messages.stream(model=backend, max_tokens=MAX_TOKENS, messages=[user(prompt)]) as stream:
+        pieces = list(stream.text_stream)
+        final = stream.get_final_message()
+
+    assert len(pieces) > 1, pieces
+    assert "".join(pieces) == reference.content[0].text
+    assert final.id
+    assert final.role == "assistant"
+    assert [b.type for b in final.content] == ["text"]
+    assert final.content[0].text == "".join(pieces)
+    assert final.stop_reason == "end_turn"
+    assert final.usage.output_tokens == MOCK_OUTPUT_TOKENS
+    assert final.usage.input_tokens == reference.usage.input_tokens > 0
+
+
+def test_stream_raw_events(claude, backend):
+    """`stream=True` without the helper: the event sequence is well formed."""
+    events = list(
+        claude.messages.create(
+            model=backend, max_tokens=4, messages=[user(unique_prompt("raw events"))], stream=True
+        )
+    )
+    kinds = [e.type for e in events]
+    assert kinds[0] == "message_start"
+    assert kinds[-1] == "message_stop"
+    assert kinds.count("message_delta") == 1
+    assert kinds.index("content_block_start") < kinds.index("content_block_delta")
+    assert kinds.index("content_block_stop") < kinds.index("message_delta")
+    delta = next(e for e in events if e.type == "message_delta")
+    assert delta.delta.stop_reason == "max_tokens"
+    assert delta.usage.output_tokens == 4
+    text = "".join(e.delta.text for e in events if e.type == "content_block_delta")
+    assert len(text.split()) == 4
+
+
+# ------------------------------------------------------------------ tool use
+
+def test_tool_use_plain_and_streamed(claude, backend):
+    prompt = unique_prompt("What's the weather in Paris?")
+    msg = claude.messages.create(model=backend, max_tokens=MAX_TOKENS, tools=[WEATHER_TOOL], messages=[user(prompt)])
+    assert msg.stop_reason == "tool_use"
+    calls = tool_uses(msg)
+    assert len(calls) == 1
+    call = calls[0]
+    assert call.id
+    assert call.name == "get_weather"
+    check_weather_input(call.input)
+    assert msg.usage.output_tokens > 0
+
+    with claude.messages.stream(
+        model=backend, max_tokens=MAX_TOKENS, tools=[WEATHER_TOOL], messages=[user(prompt)]
+    ) as stream:
+        events = list(stream)
+        final = stream.get_final_message()
+    assert final.stop_reason == "tool_use"
+    streamed = tool_uses(final)
+    assert len(streamed) == 1
+    assert streamed[0].id
+    assert streamed[0].name == "get_weather"
+    assert streamed[0].input == call.input
+    fragments = [
+        e.delta.partial_json
+        for e in events
+        if e.type == "content_block_delta" and e.delta.type == "input_json_delta"
+    ]
+    assert fragments, "no input_json_delta events"
+    assert json.loads("".join(fragments)) == call.input
+
+
+def test_tool_result_round_trip(claude, backend):
+    prompt = unique_prompt("What's the weather in Paris?")
+    first = claude.messages.create(model=backend, max_tokens=MAX_TOKENS, tools=[WEATHER_TOOL], messages=[user(prompt)])
+    call = tool_uses(first)[0]
+
+    answer = claude.messages.create(
+        model=backend,
+        max_tokens=MAX_TOKENS,
+        tools=[WEATHER_TOOL],
+        messages=[
+            user(prompt),
+            {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
+            user([{"type": "tool_result", "tool_use_id": call.id, "content": "18 degrees and sunny"}]),
+        ],
+    )
+    assert answer.stop_reason == "end_turn", answer
+    assert not tool_uses(answer)
+    assert texts(answer) and texts(answer)[0].strip()
+    assert answer.usage.input_tokens > first.usage.input_tokens
+
+
+def test_parallel_tool_use_round_trip(claude, backend):
+    prompt = f"{unique_prompt('Weather and time in Paris?')} [mock parallel_tools=2]"
+    msg = claude.messages.create(
+        model=backend, max_tokens=MAX_TOKENS, tools=[WEATHER_TOOL, TIME_TOOL], messages=[user(prompt)]
+    )
+    assert msg.stop_reason == "tool_use"
+    calls = tool_uses(msg)
+    assert [c.name for c in calls] == ["get_weather", "get_time"]
+    assert len({c.id for c in calls}) == 2 and all(c.id for c in calls)
+    check_weather_input(calls[0].input)
+    assert isinstance(calls[1].input.get("timezone"), str)
+
+    # Streamed, the helper assembles both blocks.
+    with claude.messages.stream(
+        model=backend, max_tokens=MAX_TOKENS, tools=[WEATHER_TOOL, TIME_TOOL], messages=[user(prompt)]
+    ) as stream:
+        final = stream.get_final_message()
+    assert [(c.name, c.input) for c in tool_uses(final)] == [(c.name, c.input) for c in calls]
+
+    answer = claude.messages.create(
+        model=backend,
+        max_tokens=MAX_TOKENS,
+        tools=[WEATHER_TOOL, TIME_TOOL],
+        messages=[
+            user(prompt),
+            {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in msg.content]},
+            user(
+                [
+                    {"type": "tool_result", "tool_use_id": calls[0].id, "content": "18 degrees"},
+                    {"type": "tool_result", "tool_use_id": calls[1].id, "content": "14:05"},
+                ]
+            ),
+        ],
+    )
+    assert answer.stop_reason == "end_turn", answer
+    assert texts(answer) and texts(answer)[0].strip()
+
+
+# --------------------------------------------------------------- count_tokens
+
+def test_count_tokens(claude, backend):
+    short = claude.messages.count_tokens(model=backend, messages=[user("Hello there.")])
+    long = claude.messages.count_tokens(
+        model=backend,
+        system="You are a careful assistant.",
+        messages=[user("Hello there. " + "Tell me about network gateways and routing. " * 20)],
+    )
+    assert short.input_tokens > 0
+    assert long.input_tokens > short.input_tokens * 5
+
+
+# --------------------------------------------------------------------- errors
+
+def test_bad_key_is_authentication_error(formats_gateway, backend):
+    with formats_gateway.anthropic(api_key="tg-wrong-key") as bad:
+        with pytest.raises(anthropic.AuthenticationError) as exc:
+            bad.messages.create(model=backend, max_tokens=16, messages=[user("hi")])
+    assert exc.value.status_code == 401
+    assert exc.value.body["error"]["type"] == "authentication_error"
+
+
+def test_unknown_model_is_not_found(claude):
+    with pytest.raises(anthropic.NotFoundError) as exc:
+        claude.messages.create(model="claude-nonexistent", max_tokens=16, messages=[user("hi")])
+    assert exc.value.status_code == 404
+    assert exc.value.body["type"] == "error"
+    assert exc.value.body["error"]["type"] == "not_found_error"
+
+
+def test_missing_max_tokens_is_bad_request(claude, backend):
+    with pytest.raises(anthropic.BadRequestError) as exc:
+        claude.post("/v1/messages", body={"model": backend, "messages": [user("hi")]}, cast_to=object)
+    assert exc.value.status_code == 400
+    assert exc.value.body["error"]["type"] == "invalid_request_error"
+    assert "max_tokens" in exc.value.body["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"max_tokens": 16, "messages": []},
+        {"max_tokens": 16, "messages": [{"role": "system", "content": "hi"}]},
+        {"max_tokens": "lots", "messages": [{"role": "user", "content": "hi"}]},
+    ],
+    ids=["empty-messages", "bad-role", "max-tokens-string"],
+)
+def test_invalid_request_is_bad_request(claude, backend, body):
+    with pytest.raises(anthropic.BadRequestError) as exc:
+        claude.post("/v1/messages", body={"model": backend, **body}, cast_to=object)
+    assert exc.value.status_code == 400
+    assert exc.value.body["error"]["type"] == "invalid_request_error"
+
+
+def test_upstream_429_is_rate_limit_error(claude, backend):
+    with pytest.raises(anthropic.RateLimitError) as exc:
+        claude.messages.create(
+            model=backend, max_tokens=16, messages=[user(f"{unique_prompt('slow down')} [mock status=429]")]
+        )
+    assert exc.value.status_code == 429
+    assert exc.value.body["type"] == "error"
+    assert exc.value.body["error"]["type"] == "rate_limit_error"
+
+
+def test_upstream_503_before_stream_is_server_error(claude, backend):
+    with pytest.raises(anthropic.InternalServerError) as exc:
+        with claude.messages.stream(
+            model=backend, max_tokens=16, messages=[user(f"{unique_prompt('down')} [mock status=503]")]
+        ) as stream:
+            stream.until_done()
+    assert exc.value.status_code >= 500
+
+
+def test_error_inside_stream_raises(claude, backend):
+    # Chat Completions has no in-band error: its stream is cut instead.
+    directive = "[mock disconnect_after=3]" if backend in ("openai", "azure") else "[mock stream_error_after=3]"
+    pieces = []
+    with pytest.raises(STREAM_FAILURES):
+        with claude.messages.stream(
+            model=backend, max_tokens=MAX_TOKENS, messages=[user(f"{unique_prompt('break')} {directive}")]
+        ) as stream:
+            for piece in stream.text_stream:
+                pieces.append(piece)
+                assert len(pieces) < 1000
+    # The SDK did not see a complete message first.
+    assert len(pieces) < MOCK_OUTPUT_TOKENS
