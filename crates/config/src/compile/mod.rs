@@ -19,6 +19,7 @@ mod provider;
 mod route;
 
 use gateway::compile_gateway;
+pub use provider::bedrock_endpoint;
 use provider::compile_provider;
 use route::compile_route;
 
@@ -28,6 +29,8 @@ pub const DEFAULT_MAX_REQUEST_BODY_BYTES: u64 = 4 * 1024 * 1024;
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 300_000;
 pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 5_000;
 pub const OPENAI_ENDPOINT: &str = "https://api.openai.com/v1";
+pub const ANTHROPIC_ENDPOINT: &str = "https://api.anthropic.com/v1";
+pub const GEMINI_ENDPOINT: &str = "https://generativelanguage.googleapis.com/v1beta";
 
 /// (gateway, model alias, header matches): what two routes may not both claim.
 /// Per gateway, per alias: the header matches already routed and by which route.
@@ -183,6 +186,11 @@ impl<'a> SecretIndex<'a> {
                 .map(|s| ((namespace_of(s), s.name_any()), s))
                 .collect(),
         }
+    }
+
+    fn contains(&self, namespace: &str, name: &str) -> bool {
+        self.by_name
+            .contains_key(&(namespace.to_string(), name.to_string()))
     }
 
     /// The value, trimmed of surrounding whitespace (files often end in a newline).

@@ -100,14 +100,30 @@ pub(super) fn compile_route(
             }
             Some(Some(provider)) => provider,
         };
-        if !provider.models.is_empty() && !provider.models.contains_key(&backend.model) {
+        // No model: pass the client's through. Only a glob can match names
+        // nobody listed, and such a name cannot be checked against the catalog.
+        let model = match &backend.model {
+            Some(model) => model.clone(),
+            None if globs.is_empty() => {
+                diagnostics.push(Diagnostic::error(
+                    &object,
+                    format!("{field}.model"),
+                    reason::INVALID,
+                    "model is required unless the route has a glob alias to pass through",
+                ));
+                continue;
+            }
+            None => String::new(),
+        };
+        let pass_model = backend.model.is_none();
+        if !pass_model && !provider.models.is_empty() && !provider.models.contains_key(&model) {
             diagnostics.push(Diagnostic::error(
                 &object,
                 format!("{field}.model"),
                 reason::INVALID,
                 format!(
-                    "model {:?} is not in the catalog of ModelProvider {:?}",
-                    backend.model, provider.name
+                    "model {model:?} is not in the catalog of ModelProvider {:?}",
+                    provider.name
                 ),
             ));
             continue;
@@ -125,8 +141,8 @@ pub(super) fn compile_route(
             provider.clone(),
             Backend {
                 provider: 0,
-                model: backend.model.clone(),
-                pass_model: false,
+                model,
+                pass_model,
                 weight: backend.weight,
                 priority: backend.priority,
             },
@@ -223,5 +239,55 @@ mod tests {
         );
         let config = &compiled.snapshots[&gw()].config;
         assert_eq!(config.routes.len(), 1, "the good route still serves");
+    }
+
+    #[test]
+    fn backend_without_model_passes_the_client_model_through() {
+        // alpha has a catalog (gpt-4o-mini only): a passed-through name skips it.
+        let text = format!(
+            "{BASE}---\napiVersion: tollgate.dev/v1alpha1\nkind: AIRoute\nmetadata: {{name: any}}\nspec:\n  gatewayRef: {{name: gw}}\n  models: [\"o*\"]\n  backends: [{{providerRef: {{name: alpha}}}}]\n"
+        );
+        let compiled = compile(&load(&text).resources);
+        assert!(
+            compiled.diagnostics.is_empty(),
+            "{:?}",
+            compiled.diagnostics
+        );
+        let config = &compiled.snapshots[&gw()].config;
+        let route = config
+            .routes
+            .iter()
+            .find(|r| r.name == "default/any")
+            .unwrap();
+        assert_eq!(route.backends[0].model, "");
+        assert!(route.backends[0].pass_model);
+        assert_eq!(config.providers[route.backends[0].provider].name, "alpha");
+        let chat = config
+            .routes
+            .iter()
+            .find(|r| r.name == "default/chat")
+            .unwrap();
+        assert!(chat.backends.iter().all(|b| !b.pass_model));
+    }
+
+    #[test]
+    fn backend_without_model_needs_a_glob() {
+        let text = format!(
+            "{BASE}---\napiVersion: tollgate.dev/v1alpha1\nkind: AIRoute\nmetadata: {{name: exact}}\nspec:\n  gatewayRef: {{name: gw}}\n  models: [other]\n  backends: [{{providerRef: {{name: zeta}}, model: m}}]\n"
+        );
+        let mut resources = load(&text).resources;
+        // CEL refuses this manifest; compile must too (the apiserver may run older CRDs).
+        let route = resources
+            .routes
+            .iter_mut()
+            .find(|r| r.metadata.name.as_deref() == Some("exact"))
+            .unwrap();
+        route.spec.backends[0].model = None;
+        let compiled = compile(&resources);
+        assert_eq!(compiled.diagnostics.len(), 1, "{:?}", compiled.diagnostics);
+        let d = &compiled.diagnostics[0];
+        assert_eq!(d.field, "spec.backends[0].model");
+        assert!(d.message.contains("glob"), "{}", d.message);
+        assert_eq!(compiled.snapshots[&gw()].config.routes.len(), 1);
     }
 }
