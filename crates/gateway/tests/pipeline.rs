@@ -341,3 +341,33 @@ async fn embeddings_refuse_a_provider_without_them() {
     .await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn glob_routes_can_send_the_requested_model_through() {
+    let manifests = format!(
+        "{ALL_FORMATS}---
+apiVersion: tollgate.dev/v1alpha1
+kind: AIRoute
+metadata: {{name: family}}
+spec:
+  gatewayRef: {{name: gw}}
+  models: [\"gpt-4o*\"]
+  backends: [{{providerRef: {{name: openai}}}}]
+"
+    );
+    let h = Harness::start(&manifests, MOCK_AUTH).await;
+    for requested in ["gpt-4o-mini", "gpt-4o-2024-08-06"] {
+        let (status, value) = body(
+            h.post("/v1/chat/completions")
+                .json(&json!({"model": requested, "messages": [{"role": "user", "content": "hi"}]}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 200, "{value}");
+        assert_eq!(value["model"], requested, "the provider saw the client's model name");
+    }
+    let metrics = h.metrics();
+    assert!(metric_has(&metrics, &["tollgate_requests_total", "model=\"gpt-4o-mini\""]), "{metrics}");
+}
