@@ -14,7 +14,10 @@ pub mod route;
 
 pub use common::{LocalObjectReference, ResourceStatus, SecretKeyRef};
 pub use gateway::{AIGateway, AIGatewaySpec, AIGatewayStatus, WorkloadSpec};
-pub use provider::{ModelProvider, ModelProviderSpec, ProviderType};
+pub use provider::{
+    AnthropicSettings, AwsCredentialsRef, AzureAuthMode, AzureSettings, BedrockSettings,
+    ModelProvider, ModelProviderSpec, ProviderCredentials, ProviderType,
+};
 pub use route::{AIRoute, AIRouteSpec};
 
 /// API group of every Tollgate kind.

@@ -22,21 +22,46 @@ use crate::common::{ResourceStatus, SecretKeyRef};
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[x_kube(validation = Rule::new("self.type == 'OpenAI' || has(self.endpoint)").message("endpoint is required unless type is OpenAI"))]
-#[x_kube(validation = Rule::new("self.type != 'OpenAI' || has(self.credentials)").message("credentials are required for type OpenAI"))]
+#[x_kube(validation = Rule::new("self.type in ['OpenAI', 'Anthropic', 'Gemini', 'Bedrock'] || has(self.endpoint)").message("endpoint is required unless type is OpenAI, Anthropic, Gemini or Bedrock"))]
+#[x_kube(validation = Rule::new("!(self.type in ['OpenAI', 'Anthropic', 'Gemini', 'AzureOpenAI']) || (has(self.credentials) && has(self.credentials.secretRef))").message("credentials.secretRef is required for types OpenAI, Anthropic, Gemini and AzureOpenAI"))]
+#[x_kube(validation = Rule::new("self.type != 'Bedrock' || (has(self.credentials) && has(self.credentials.aws))").message("credentials.aws is required for type Bedrock"))]
+#[x_kube(validation = Rule::new("self.type == 'Bedrock' || !has(self.credentials) || !has(self.credentials.aws)").message("credentials.aws is only valid for type Bedrock"))]
+#[x_kube(validation = Rule::new("self.type != 'Bedrock' || !has(self.credentials) || !has(self.credentials.secretRef)").message("credentials.secretRef is not used by type Bedrock: use credentials.aws"))]
+#[x_kube(validation = Rule::new("self.type != 'Bedrock' || has(self.bedrock)").message("bedrock.region is required for type Bedrock"))]
+#[x_kube(validation = Rule::new("self.type == 'Bedrock' || !has(self.bedrock)").message("bedrock is only valid for type Bedrock"))]
+#[x_kube(validation = Rule::new("self.type == 'AzureOpenAI' || !has(self.azure)").message("azure is only valid for type AzureOpenAI"))]
+#[x_kube(validation = Rule::new("self.type == 'Anthropic' || !has(self.anthropic)").message("anthropic is only valid for type Anthropic"))]
 pub struct ModelProviderSpec {
     /// Wire protocol and defaults: `OpenAI` (api.openai.com), `OpenAICompatible`
-    /// (any server speaking the OpenAI API: vLLM, Ollama, ...), `Mock` (`tollgate mock`).
+    /// (any server speaking the OpenAI API: vLLM, Ollama, ...), `AzureOpenAI`
+    /// (an Azure OpenAI resource; backend `model` is the deployment name),
+    /// `Anthropic` (api.anthropic.com), `Bedrock` (AWS Bedrock Runtime, SigV4),
+    /// `Gemini` (generativelanguage.googleapis.com), `Mock` (`tollgate mock`).
     #[serde(rename = "type")]
     pub provider_type: ProviderType,
-    /// Base URL including the API version path, e.g. `https://api.openai.com/v1`.
+    /// Base URL. Defaults: OpenAI `https://api.openai.com/v1`, Anthropic
+    /// `https://api.anthropic.com/v1`, Gemini
+    /// `https://generativelanguage.googleapis.com/v1beta`, Bedrock
+    /// `https://bedrock-runtime.<region>.amazonaws.com`. Required for
+    /// AzureOpenAI (the resource URL, e.g. `https://myres.openai.azure.com`),
+    /// OpenAICompatible and Mock (including the API version path, e.g. `http://vllm:8000/v1`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]
     #[x_kube(validation = Rule::new("self.size() <= 2048 && (self.startsWith('http://') || self.startsWith('https://'))").message("endpoint must be an http:// or https:// URL"))]
     pub endpoint: Option<String>,
-    /// API key, sent as `Authorization: Bearer <key>`.
+    /// How the gateway authenticates upstream: `secretRef` (an API key) for
+    /// every type but Bedrock, `aws` for Bedrock.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials: Option<ProviderCredentials>,
+    /// Bedrock settings; required for, and only valid with, type Bedrock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bedrock: Option<BedrockSettings>,
+    /// Azure OpenAI settings; only valid with type AzureOpenAI (defaults apply when omitted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure: Option<AzureSettings>,
+    /// Anthropic settings; only valid with type Anthropic (defaults apply when omitted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anthropic: Option<AnthropicSettings>,
     /// Models this provider serves and their prices. When non-empty, routes may
     /// only use models listed here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -79,12 +104,107 @@ impl ProviderType {
     }
 }
 
+/// Upstream credentials, read from Secrets in the provider's namespace.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("has(self.secretRef) || has(self.aws)").message("credentials need secretRef or aws"))]
 pub struct ProviderCredentials {
-    /// The Secret key holding the provider API key.
-    pub secret_ref: SecretKeyRef,
+    /// The Secret key holding the API key. Sent as `Authorization: Bearer`
+    /// (OpenAI, OpenAICompatible, Mock; AzureOpenAI with `auth: EntraId`, where
+    /// it holds the token), `api-key` (AzureOpenAI), `x-api-key` (Anthropic)
+    /// or `x-goog-api-key` (Gemini). Not used by Bedrock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretKeyRef>,
+    /// Bedrock: AWS access keys for SigV4 signing, all from one Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws: Option<AwsCredentialsRef>,
 }
+
+/// Where a Bedrock provider's AWS credentials are: keys of one Secret.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AwsCredentialsRef {
+    /// Name of the Secret (same namespace).
+    #[schemars(length(max = 253))]
+    #[x_kube(validation = Rule::new("self.size() > 0 && self.size() <= 253").message("secretName must be 1-253 characters"))]
+    pub secret_name: String,
+    /// Key holding the access key ID (default `accessKeyId`).
+    #[serde(default = "default_access_key_id_key")]
+    #[schemars(length(max = 253))]
+    #[x_kube(validation = Rule::new("self.size() > 0 && self.size() <= 253").message("key must be 1-253 characters"))]
+    pub access_key_id_key: String,
+    /// Key holding the secret access key (default `secretAccessKey`).
+    #[serde(default = "default_secret_access_key_key")]
+    #[schemars(length(max = 253))]
+    #[x_kube(validation = Rule::new("self.size() > 0 && self.size() <= 253").message("key must be 1-253 characters"))]
+    pub secret_access_key_key: String,
+    /// Key holding a session token, for temporary credentials. Optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    #[x_kube(validation = Rule::new("self.size() > 0 && self.size() <= 253").message("key must be 1-253 characters"))]
+    pub session_token_key: Option<String>,
+}
+
+fn default_access_key_id_key() -> String {
+    "accessKeyId".into()
+}
+
+fn default_secret_access_key_key() -> String {
+    "secretAccessKey".into()
+}
+
+/// Bedrock: where requests go and what they are signed for.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BedrockSettings {
+    /// AWS region, e.g. `us-east-1`: picks the default endpoint and the SigV4 scope.
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$')").message("region must be an AWS region such as us-east-1"))]
+    pub region: String,
+}
+
+/// Azure OpenAI: API version and how the key is sent. Backend `model` names
+/// the Azure deployment, not the underlying model.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AzureSettings {
+    /// The `api-version` query parameter (default `2024-10-21`). Quote it in YAML.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9]{4}-[0-9]{2}-[0-9]{2}(-preview)?$')").message("apiVersion must look like 2024-10-21 or 2025-01-01-preview"))]
+    pub api_version: Option<String>,
+    /// `ApiKey` (default): the Secret holds the resource key, sent as `api-key`.
+    /// `EntraId`: it holds a Microsoft Entra ID token, sent as `Authorization: Bearer`.
+    #[serde(default)]
+    pub auth: AzureAuthMode,
+}
+
+/// Default Azure OpenAI `api-version`: the latest GA version. Applied by
+/// compile, not the schema: a bare date as a schema default is a YAML timestamp.
+pub const DEFAULT_AZURE_API_VERSION: &str = "2024-10-21";
+
+/// How an Azure OpenAI credential is sent.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum AzureAuthMode {
+    #[default]
+    ApiKey,
+    EntraId,
+}
+
+/// Anthropic: the API version header.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AnthropicSettings {
+    /// The `anthropic-version` header (default `2023-06-01`). Quote it in YAML.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9]{4}-[0-9]{2}-[0-9]{2}$')").message("version must look like 2023-06-01"))]
+    pub version: Option<String>,
+}
+
+/// Default `anthropic-version`: the current Messages API version. Applied by
+/// compile, like [`DEFAULT_AZURE_API_VERSION`].
+pub const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -23,12 +23,14 @@ use crate::common::{LocalObjectReference, ResourceStatus};
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("self.models.exists(m, m.contains('*')) || self.backends.all(b, has(b.model))").message("a backend without model passes the client's model name through, which needs a glob alias in models"))]
 pub struct AIRouteSpec {
     /// The AIGateway (same namespace) that serves this route.
     pub gateway_ref: LocalObjectReference,
     /// Model names clients ask for. An entry with `*` is a glob (`gpt-4o*`);
-    /// exact names win over globs and are listed by `GET /v1/models`.
-    #[schemars(length(max = 64))]
+    /// exact names win over globs and are listed by `GET /v1/models`. Backends
+    /// without `model` (pass-through) need at least one glob here.
+    #[schemars(length(max = 64), inner(length(max = 256)))]
     #[x_kube(validation = Rule::new("self.size() > 0").message("at least one model alias is required"))]
     #[x_kube(validation = Rule::new("self.all(m, m.size() > 0 && m.size() <= 256)").message("model aliases must be 1-256 characters"))]
     pub models: Vec<ModelAlias>,
@@ -37,7 +39,8 @@ pub struct AIRouteSpec {
     #[schemars(length(max = 16))]
     pub headers: Vec<HeaderMatch>,
     /// Where requests go. The lowest `priority` tier is tried first, split by
-    /// `weight`; the next tier is the fallback when a tier fails.
+    /// `weight`; the next tier is the fallback when a tier fails. A backend
+    /// without `model` sends upstream the model name the client asked for.
     #[schemars(length(max = 64))]
     #[x_kube(validation = Rule::new("self.size() > 0").message("at least one backend is required"))]
     #[x_kube(validation = Rule::new("self.exists(b, b.weight != 0)").message("at least one backend needs a non-zero weight"))]
@@ -68,10 +71,13 @@ pub struct HeaderMatch {
 pub struct RouteBackend {
     /// The ModelProvider (same namespace).
     pub provider_ref: LocalObjectReference,
-    /// Model name sent upstream.
+    /// Model name sent upstream (for AzureOpenAI, the deployment name). Omit
+    /// it to send the name the client asked for, which needs a glob alias on
+    /// the route; the provider's model catalog is then not checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 256))]
     #[x_kube(validation = Rule::new("self.size() > 0 && self.size() <= 256").message("model must be 1-256 characters"))]
-    pub model: String,
+    pub model: Option<String>,
     /// Share of traffic within its priority tier, 0-100 (default 1; 0 disables).
     #[serde(default = "default_weight")]
     #[x_kube(validation = Rule::new("self >= 0 && self <= 100").message("weight must be between 0 and 100"))]

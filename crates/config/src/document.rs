@@ -315,14 +315,125 @@ mod tests {
         assert!(errs.iter().any(|e| e.contains("spec.models")), "{errs:?}");
     }
 
+    fn provider(spec: Value) -> Value {
+        json!({"apiVersion": "tollgate.dev/v1alpha1", "kind": "ModelProvider", "metadata": {"name": "p"}, "spec": spec})
+    }
+
     #[test]
     fn provider_rules_cross_fields() {
-        let errs = errors(
-            json!({"apiVersion": "tollgate.dev/v1alpha1", "kind": "ModelProvider", "metadata": {"name": "p"}, "spec": {"type": "OpenAICompatible"}}),
+        let errs = errors(provider(json!({"type": "OpenAICompatible"})));
+        assert!(
+            errs.iter().any(|e| e.contains(
+                "endpoint is required unless type is OpenAI, Anthropic, Gemini or Bedrock"
+            )),
+            "{errs:?}"
         );
+    }
+
+    #[test]
+    fn new_provider_types_accept_good_manifests() {
+        let key = json!({"secretRef": {"name": "s", "key": "k"}});
+        for spec in [
+            json!({"type": "Anthropic", "credentials": key}),
+            json!({"type": "Anthropic", "credentials": key, "anthropic": {"version": "2023-06-01"}}),
+            json!({"type": "Gemini", "credentials": key}),
+            json!({"type": "AzureOpenAI", "endpoint": "https://myres.openai.azure.com", "credentials": key}),
+            json!({"type": "AzureOpenAI", "endpoint": "https://myres.openai.azure.com", "credentials": key,
+                   "azure": {"apiVersion": "2025-01-01-preview", "auth": "EntraId"}}),
+            json!({"type": "Bedrock", "bedrock": {"region": "us-east-1"},
+                   "credentials": {"aws": {"secretName": "aws"}}}),
+            json!({"type": "Bedrock", "bedrock": {"region": "us-gov-west-1"}, "endpoint": "https://vpce.example.com",
+                   "credentials": {"aws": {"secretName": "aws", "accessKeyIdKey": "id", "secretAccessKeyKey": "secret", "sessionTokenKey": "token"}}}),
+            json!({"type": "OpenAICompatible", "endpoint": "http://vllm:8000/v1"}),
+        ] {
+            let errs = errors(provider(spec.clone()));
+            assert!(errs.is_empty(), "{spec}: {errs:?}");
+        }
+    }
+
+    #[test]
+    fn new_provider_rules_refuse_bad_manifests() {
+        let key = json!({"secretRef": {"name": "s", "key": "k"}});
+        let aws = json!({"aws": {"secretName": "aws"}});
+        for (spec, message) in [
+            (
+                json!({"type": "AzureOpenAI", "credentials": key}),
+                "endpoint is required unless type is OpenAI, Anthropic, Gemini or Bedrock",
+            ),
+            (
+                json!({"type": "Gemini"}),
+                "credentials.secretRef is required for types OpenAI, Anthropic, Gemini and AzureOpenAI",
+            ),
+            (
+                json!({"type": "Anthropic", "credentials": aws}),
+                "credentials.secretRef is required for types OpenAI, Anthropic, Gemini and AzureOpenAI",
+            ),
+            (
+                json!({"type": "Bedrock", "credentials": aws}),
+                "bedrock.region is required for type Bedrock",
+            ),
+            (
+                json!({"type": "Bedrock", "bedrock": {"region": "us-east-1"}}),
+                "credentials.aws is required for type Bedrock",
+            ),
+            (
+                json!({"type": "Bedrock", "bedrock": {"region": "us-east-1"}, "credentials": {"aws": {"secretName": "aws"}, "secretRef": {"name": "s", "key": "k"}}}),
+                "credentials.secretRef is not used by type Bedrock: use credentials.aws",
+            ),
+            (
+                json!({"type": "Bedrock", "bedrock": {"region": "US East"}, "credentials": aws}),
+                "spec.bedrock.region: region must be an AWS region such as us-east-1",
+            ),
+            (
+                json!({"type": "OpenAI", "credentials": key, "bedrock": {"region": "us-east-1"}}),
+                "bedrock is only valid for type Bedrock",
+            ),
+            (
+                json!({"type": "OpenAI", "credentials": key, "azure": {}}),
+                "azure is only valid for type AzureOpenAI",
+            ),
+            (
+                json!({"type": "Gemini", "credentials": key, "anthropic": {}}),
+                "anthropic is only valid for type Anthropic",
+            ),
+            (
+                json!({"type": "OpenAI", "credentials": {"secretRef": {"name": "s", "key": "k"}, "aws": {"secretName": "aws"}}}),
+                "credentials.aws is only valid for type Bedrock",
+            ),
+            (
+                json!({"type": "OpenAICompatible", "endpoint": "http://x", "credentials": {}}),
+                "credentials need secretRef or aws",
+            ),
+            (
+                json!({"type": "Anthropic", "credentials": key, "anthropic": {"version": "2023-06-01T00:00:00Z"}}),
+                "spec.anthropic.version: version must look like 2023-06-01",
+            ),
+            (
+                json!({"type": "AzureOpenAI", "endpoint": "https://a.openai.azure.com", "credentials": key, "azure": {"apiVersion": "v1"}}),
+                "apiVersion must look like 2024-10-21",
+            ),
+            (
+                json!({"type": "AzureOpenAI", "endpoint": "https://a.openai.azure.com", "credentials": key, "azure": {"auth": "Password"}}),
+                "spec.azure.auth",
+            ),
+        ] {
+            let errs = errors(provider(spec.clone()));
+            assert!(errs.iter().any(|e| e.contains(message)), "{spec}: {errs:?}");
+        }
+    }
+
+    #[test]
+    fn backend_without_model_needs_a_glob_alias() {
+        let spec = |models: Value| {
+            route(json!({"gatewayRef": {"name": "gw"}, "models": models,
+                         "backends": [{"providerRef": {"name": "p"}}]}))
+        };
+        assert!(errors(spec(json!(["claude-*"]))).is_empty());
+        let errs = errors(spec(json!(["chat"])));
         assert!(
             errs.iter()
-                .any(|e| e.contains("endpoint is required unless type is OpenAI")),
+                .any(|e| e
+                    .contains("a backend without model passes the client's model name through")),
             "{errs:?}"
         );
     }

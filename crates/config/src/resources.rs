@@ -41,9 +41,15 @@ pub fn referenced_secrets(
     gateways: &[AIGateway],
     providers: &[ModelProvider],
 ) -> BTreeSet<(String, String)> {
-    let from_providers = providers.iter().filter_map(|p| {
-        let credentials = p.spec.credentials.as_ref()?;
-        Some((namespace_of(p), credentials.secret_ref.name.clone()))
+    let from_providers = providers.iter().flat_map(|p| {
+        let namespace = namespace_of(p);
+        let credentials = p.spec.credentials.as_ref();
+        let api_key = credentials.and_then(|c| c.secret_ref.as_ref().map(|r| r.name.clone()));
+        let aws = credentials.and_then(|c| c.aws.as_ref().map(|a| a.secret_name.clone()));
+        api_key
+            .into_iter()
+            .chain(aws)
+            .map(move |name| (namespace.clone(), name))
     });
     let from_gateways = gateways.iter().flat_map(|g| {
         let namespace = namespace_of(g);
@@ -82,6 +88,14 @@ apiVersion: tollgate.dev/v1alpha1
 kind: ModelProvider
 metadata: {name: mock}
 spec: {type: Mock, endpoint: "http://127.0.0.1:1/v1"}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: ModelProvider
+metadata: {name: bedrock, namespace: team-b}
+spec:
+  type: Bedrock
+  bedrock: {region: us-east-1}
+  credentials: {aws: {secretName: aws-keys}}
 "#;
         let mut loaded = Loaded::default();
         add_documents(&mut loaded, "t.yaml", yaml, &|_| None);
@@ -90,6 +104,7 @@ spec: {type: Mock, endpoint: "http://127.0.0.1:1/v1"}
         let expected: BTreeSet<(String, String)> = [
             ("default".to_string(), "openai-key".to_string()),
             ("team-a".to_string(), "client-keys".to_string()),
+            ("team-b".to_string(), "aws-keys".to_string()),
         ]
         .into();
         assert_eq!(referenced, expected);

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{ALL_FORMATS, Harness};
+use common::{ALL_FORMATS, Harness, MOCK_AUTH};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
@@ -51,7 +51,7 @@ fn metric_has(metrics: &str, parts: &[&str]) -> bool {
 
 #[tokio::test]
 async fn openai_chat_passes_through_and_settles() {
-    let h = Harness::start(ALL_FORMATS, &[]).await;
+    let h = Harness::start(ALL_FORMATS, MOCK_AUTH).await;
     let (status, value) = body(
         h.post("/v1/chat/completions")
             .json(&json!({"model": "chat", "messages": [{"role": "user", "content": "hi"}]}))
@@ -83,7 +83,7 @@ async fn openai_chat_passes_through_and_settles() {
 
 #[tokio::test]
 async fn anthropic_client_reaches_an_openai_provider() {
-    let h = Harness::start(ALL_FORMATS, &[]).await;
+    let h = Harness::start(ALL_FORMATS, MOCK_AUTH).await;
     let request = json!({
         "model": "chat",
         "max_tokens": 64,
@@ -140,7 +140,7 @@ async fn anthropic_client_reaches_an_openai_provider() {
 
 #[tokio::test]
 async fn openai_client_reaches_an_anthropic_provider_streamed() {
-    let h = Harness::start(ALL_FORMATS, &[]).await;
+    let h = Harness::start(ALL_FORMATS, MOCK_AUTH).await;
     let (status, value) = body(
         h.post("/v1/chat/completions")
             .json(&json!({"model": "claude", "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}], "max_tokens": 50}))
@@ -180,7 +180,7 @@ async fn openai_client_reaches_an_anthropic_provider_streamed() {
 
 #[tokio::test]
 async fn anthropic_client_to_anthropic_provider_passes_through() {
-    let h = Harness::start(ALL_FORMATS, &[]).await;
+    let h = Harness::start(ALL_FORMATS, MOCK_AUTH).await;
     let (status, value) = body(
         h.post("/v1/messages")
             .header("x-api-key", common::KEY)
@@ -209,7 +209,7 @@ async fn anthropic_client_to_anthropic_provider_passes_through() {
 
 #[tokio::test]
 async fn errors_take_the_client_shape() {
-    let h = Harness::start(ALL_FORMATS, &[]).await;
+    let h = Harness::start(ALL_FORMATS, MOCK_AUTH).await;
     let no_key = h
         .client
         .post(format!("{}/v1/messages", h.url))
@@ -259,7 +259,7 @@ async fn errors_take_the_client_shape() {
 
 #[tokio::test]
 async fn count_tokens_is_answered_for_every_backend() {
-    let h = Harness::start(ALL_FORMATS, &[]).await;
+    let h = Harness::start(ALL_FORMATS, MOCK_AUTH).await;
     for model in ["chat", "claude"] {
         let (status, value) = body(
             h.post("/v1/messages/count_tokens")
@@ -280,7 +280,7 @@ async fn count_tokens_is_answered_for_every_backend() {
 
 #[tokio::test]
 async fn responses_api_reaches_an_anthropic_provider() {
-    let h = Harness::start(ALL_FORMATS, &[]).await;
+    let h = Harness::start(ALL_FORMATS, MOCK_AUTH).await;
     let (status, value) = body(
         h.post("/v1/responses")
             .json(&json!({"model": "claude", "instructions": "Be brief.", "input": "hello", "max_output_tokens": 40}))
@@ -320,7 +320,7 @@ async fn responses_api_reaches_an_anthropic_provider() {
 
 #[tokio::test]
 async fn embeddings_refuse_a_provider_without_them() {
-    let h = Harness::start(ALL_FORMATS, &[]).await;
+    let h = Harness::start(ALL_FORMATS, MOCK_AUTH).await;
     let (status, value) = body(
         h.post("/v1/embeddings")
             .json(&json!({"model": "claude", "input": "x"}))
@@ -340,4 +340,34 @@ async fn embeddings_refuse_a_provider_without_them() {
     )
     .await;
     assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn glob_routes_can_send_the_requested_model_through() {
+    let manifests = format!(
+        "{ALL_FORMATS}---
+apiVersion: tollgate.dev/v1alpha1
+kind: AIRoute
+metadata: {{name: family}}
+spec:
+  gatewayRef: {{name: gw}}
+  models: [\"gpt-4o*\"]
+  backends: [{{providerRef: {{name: openai}}}}]
+"
+    );
+    let h = Harness::start(&manifests, MOCK_AUTH).await;
+    for requested in ["gpt-4o-mini", "gpt-4o-2024-08-06"] {
+        let (status, value) = body(
+            h.post("/v1/chat/completions")
+                .json(&json!({"model": requested, "messages": [{"role": "user", "content": "hi"}]}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 200, "{value}");
+        assert_eq!(value["model"], requested, "the provider saw the client's model name");
+    }
+    let metrics = h.metrics();
+    assert!(metric_has(&metrics, &["tollgate_requests_total", "model=\"gpt-4o-mini\""]), "{metrics}");
 }

@@ -142,12 +142,26 @@ impl StreamEncoder for ChatStreamEncoder {
 // ---------------------------------------------------------------------------
 // Provider format: an OpenAI-format upstream.
 
-/// The upstream body for `model`. A thinking budget from another dialect
-/// becomes `reasoning_effort` (OpenAI takes no budget); streams always ask
-/// for usage so the gateway can account tokens.
+/// The upstream body for `model`, for a request translated from another
+/// dialect (an OpenAI Chat client is passed through, never translated). A
+/// thinking budget becomes `reasoning_effort` (OpenAI takes no budget);
+/// streams always ask for usage so the gateway can account tokens. Unknown
+/// fields inside messages and content parts came from the other dialect
+/// (Anthropic `cache_control`, a tool result's `is_error`): OpenAI refuses
+/// unknown message fields, so they are dropped; top-level ones are kept.
 pub fn request_body(request: &ChatRequest, model: &str) -> Vec<u8> {
     let mut request = request.clone();
     model.clone_into(&mut request.model);
+    for message in &mut request.messages {
+        message.extra.clear();
+        if let Some(crate::canonical::Content::Parts(parts)) = &mut message.content {
+            for part in parts {
+                if let crate::canonical::ContentPart::Text { extra, .. } = part {
+                    extra.clear();
+                }
+            }
+        }
+    }
     if request.reasoning_effort.is_none()
         && let Some(budget) = request.thinking_budget
     {

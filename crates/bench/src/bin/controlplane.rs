@@ -220,7 +220,7 @@ fn watch_probe(api: Api<AIRoute>) -> Seen {
                 .spec
                 .backends
                 .first()
-                .map(|b| b.model.clone())
+                .and_then(|b| b.model.clone())
                 .unwrap_or_default();
             if let Ok(mut seen) = record.lock() {
                 seen.entry(model).or_insert_with(Instant::now);

@@ -123,7 +123,8 @@ pub async fn forward(
         if status.is_success() {
             let head = response_head(route, provider, stream);
             if stream {
-                let transcoder = transcoder(upstream, plan, endpoint, inbound, model)?;
+                let transcoder =
+                    transcoder(upstream, plan, endpoint, inbound, model, response.headers())?;
                 let setup = StreamSetup {
                     transcoder,
                     first_chunk_deadline: deadline,
@@ -187,6 +188,7 @@ fn transcoder(
     endpoint: Endpoint,
     inbound: &Inbound<'_>,
     model: &str,
+    headers: &HeaderMap,
 ) -> Result<Transcoder, LlmError> {
     Ok(match (plan, endpoint) {
         (Plan::Passthrough, Endpoint::ChatCompletions) => {
@@ -196,10 +198,10 @@ fn transcoder(
             Transcoder::Observe(Observer::new(Box::<ResponsesObserver>::default()))
         }
         (Plan::Passthrough, _) => {
-            Transcoder::Observe(Observer::new(upstream.stream_decoder(model)))
+            Transcoder::Observe(Observer::new(upstream.stream_decoder(model, headers)))
         }
         _ => Transcoder::Translate(Box::new(Translator::new(
-            upstream.stream_decoder(model),
+            upstream.stream_decoder(model, headers),
             endpoint.stream_encoder(inbound.canonical()?),
         ))),
     })

@@ -325,8 +325,9 @@ impl Upstream {
         }
     }
 
-    /// The decoder for this provider's stream format.
-    pub fn stream_decoder(&self, model: &str) -> Box<dyn StreamDecoder> {
+    /// The decoder for this provider's stream format; `headers` are the
+    /// stream response's (Bedrock's request id names the stream).
+    pub fn stream_decoder(&self, model: &str, headers: &HeaderMap) -> Box<dyn StreamDecoder> {
         match self.wire {
             Wire::OpenAi { .. } | Wire::Azure => {
                 Box::<tollgate_llm::openai::ChatStreamDecoder>::default()
@@ -335,9 +336,16 @@ impl Upstream {
                 Box::<tollgate_llm::anthropic::provider::MessagesStreamDecoder>::default()
             }
             Wire::Gemini => Box::new(tollgate_llm::gemini::GeminiStreamDecoder::new(model)),
-            Wire::Bedrock => Box::new(tollgate_llm::bedrock::stream::ConverseStreamDecoder::new(
-                model,
-            )),
+            Wire::Bedrock => {
+                let decoder = tollgate_llm::bedrock::stream::ConverseStreamDecoder::new(model);
+                match headers
+                    .get("x-amzn-requestid")
+                    .and_then(|v| v.to_str().ok())
+                {
+                    Some(id) => Box::new(decoder.with_id(id)),
+                    None => Box::new(decoder),
+                }
+            }
         }
     }
 

@@ -100,7 +100,9 @@ impl Drop for Harness {
 
 /// One gateway with a route per provider format, all on the mock:
 /// `chat` (OpenAI), `claude` (Anthropic), `gemini` (Gemini), `bedrock`
-/// (Bedrock), `embed` (OpenAI embeddings).
+/// (Bedrock), `azure` (Azure OpenAI), `embed` (OpenAI embeddings), and
+/// `bedrock-wrong-secret` (signed with the wrong secret). Start the mock with
+/// [`MOCK_AUTH`] so every provider's authentication is checked.
 pub const ALL_FORMATS: &str = r#"
 apiVersion: tollgate.dev/v1alpha1
 kind: AIGateway
@@ -113,7 +115,14 @@ spec:
 apiVersion: v1
 kind: Secret
 metadata: {name: keys}
-stringData: {k: "{key}", provider: "mock-provider-key"}
+stringData:
+  k: "{key}"
+  provider: "mock-provider-key"
+  gemini: "mock-gemini-key"
+  azure: "mock-azure-key"
+  accessKeyId: AKIDHARNESS
+  secretAccessKey: harness-secret
+  wrongSecret: not-the-secret
 ---
 apiVersion: tollgate.dev/v1alpha1
 kind: ModelProvider
@@ -127,6 +136,72 @@ spec:
   type: Anthropic
   endpoint: "{mock}/v1"
   credentials: {secretRef: {name: keys, key: provider}}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: ModelProvider
+metadata: {name: gemini}
+spec:
+  type: Gemini
+  endpoint: "{mock}/v1beta"
+  credentials: {secretRef: {name: keys, key: gemini}}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: ModelProvider
+metadata: {name: bedrock}
+spec:
+  type: Bedrock
+  endpoint: "{mock}"
+  bedrock: {region: us-east-1}
+  credentials: {aws: {secretName: keys}}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: ModelProvider
+metadata: {name: bedrock-wrong-secret}
+spec:
+  type: Bedrock
+  endpoint: "{mock}"
+  bedrock: {region: us-east-1}
+  credentials: {aws: {secretName: keys, secretAccessKeyKey: wrongSecret}}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: ModelProvider
+metadata: {name: azure}
+spec:
+  type: AzureOpenAI
+  endpoint: "{mock}"
+  credentials: {secretRef: {name: keys, key: azure}}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: AIRoute
+metadata: {name: gemini}
+spec:
+  gatewayRef: {name: gw}
+  models: [gemini]
+  backends: [{providerRef: {name: gemini}, model: mock-gemini}]
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: AIRoute
+metadata: {name: bedrock}
+spec:
+  gatewayRef: {name: gw}
+  models: [bedrock]
+  backends: [{providerRef: {name: bedrock}, model: mock-bedrock}]
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: AIRoute
+metadata: {name: bedrock-unsigned}
+spec:
+  gatewayRef: {name: gw}
+  models: [bedrock-wrong-secret]
+  backends: [{providerRef: {name: bedrock-wrong-secret}, model: mock-bedrock}]
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: AIRoute
+metadata: {name: azure}
+spec:
+  gatewayRef: {name: gw}
+  models: [azure]
+  backends: [{providerRef: {name: azure}, model: my-deployment}]
 ---
 apiVersion: tollgate.dev/v1alpha1
 kind: AIRoute
@@ -152,3 +227,17 @@ spec:
   models: [embed]
   backends: [{providerRef: {name: openai}, model: mock-embed}]
 "#;
+
+/// Mock flags matching the provider credentials in [`ALL_FORMATS`].
+pub const MOCK_AUTH: &[&str] = &[
+    "--anthropic-key",
+    "mock-provider-key",
+    "--gemini-key",
+    "mock-gemini-key",
+    "--azure-key",
+    "mock-azure-key",
+    "--bedrock-access-key-id",
+    "AKIDHARNESS",
+    "--bedrock-secret-access-key",
+    "harness-secret",
+];

@@ -1,0 +1,460 @@
+//! `compile`: resources in, one [`Snapshot`] per AIGateway out, plus
+//! diagnostics. A bad resource is reported on itself and left out; it never
+//! takes the rest of the configuration down. Pure and deterministic.
+
+use std::collections::{BTreeMap, HashMap};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use tollgate_api::conditions::reason;
+use tollgate_api::duration;
+use tollgate_api::{AIRoute, SecretKeyRef};
+
+use crate::diagnostics::{Diagnostic, ObjectRef};
+use crate::resources::{Resources, namespace_of, object_ref};
+use crate::snapshot::{GatewayConfig, Provider, Snapshot};
+
+mod gateway;
+mod provider;
+mod route;
+
+use gateway::compile_gateway;
+pub use provider::bedrock_endpoint;
+use provider::compile_provider;
+use route::compile_route;
+
+pub const DEFAULT_LISTENER_PORT: u16 = 8080;
+pub const DEFAULT_ADMIN_PORT: u16 = 9090;
+pub const DEFAULT_MAX_REQUEST_BODY_BYTES: u64 = 4 * 1024 * 1024;
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 300_000;
+pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 5_000;
+pub const OPENAI_ENDPOINT: &str = "https://api.openai.com/v1";
+pub const ANTHROPIC_ENDPOINT: &str = "https://api.anthropic.com/v1";
+pub const GEMINI_ENDPOINT: &str = "https://generativelanguage.googleapis.com/v1beta";
+
+/// (gateway, model alias, header matches): what two routes may not both claim.
+/// Per gateway, per alias: the header matches already routed and by which route.
+/// Looked up once per alias of every route, so keyed for cheap `&str` lookups.
+type AliasClaims = HashMap<ObjectRef, HashMap<String, Vec<(Vec<(String, String)>, String)>>>;
+
+/// The output of [`compile`].
+#[derive(Debug, Default)]
+pub struct Compiled {
+    /// One snapshot per valid AIGateway, keyed by the gateway.
+    pub snapshots: BTreeMap<ObjectRef, Snapshot>,
+    /// Errors and warnings, each naming its resource and field.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Compiled {
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+}
+
+pub fn compile(resources: &Resources) -> Compiled {
+    let mut out = Compiled::default();
+    let secrets = SecretIndex::new(&resources.secrets);
+
+    let mut providers: BTreeMap<ObjectRef, Option<Provider>> = BTreeMap::new();
+    for provider in sorted(&resources.providers) {
+        let key = object_ref(provider);
+        providers.insert(
+            key,
+            compile_provider(provider, &secrets, &mut out.diagnostics),
+        );
+    }
+
+    let mut gateways: BTreeMap<ObjectRef, GatewayConfig> = BTreeMap::new();
+    for gateway in sorted(&resources.gateways) {
+        if let Some(config) = compile_gateway(gateway, &secrets, &mut out.diagnostics) {
+            gateways.insert(object_ref(gateway), config);
+        }
+    }
+
+    // Which (alias, headers) each gateway already serves, for duplicate checks.
+    let mut claimed: AliasClaims = HashMap::new();
+    for route in by_precedence(&resources.routes) {
+        let route_ref = object_ref(route);
+        let gateway_ref = ObjectRef::new(
+            "AIGateway",
+            &route_ref.namespace,
+            &route.spec.gateway_ref.name,
+        );
+        let Some(gateway) = gateways.get_mut(&gateway_ref) else {
+            let known = resources
+                .gateways
+                .iter()
+                .any(|g| object_ref(g) == gateway_ref);
+            out.diagnostics.push(Diagnostic::error(
+                &route_ref,
+                "spec.gatewayRef.name",
+                reason::GATEWAY_NOT_FOUND,
+                if known {
+                    format!(
+                        "AIGateway {:?} is invalid; see its diagnostics",
+                        gateway_ref.name
+                    )
+                } else {
+                    format!(
+                        "AIGateway {:?} not found in namespace {}",
+                        gateway_ref.name, gateway_ref.namespace
+                    )
+                },
+            ));
+            continue;
+        };
+        let Some(compiled) = compile_route(route, &providers, gateway, &mut out.diagnostics) else {
+            continue;
+        };
+        let claims = claimed.entry(gateway_ref.clone()).or_default();
+        let duplicate = compiled
+            .aliases
+            .iter()
+            .chain(&compiled.globs)
+            .find_map(|alias| {
+                let owners = claims.get(alias.as_str())?;
+                let (_, owner) = owners.iter().find(|(h, _)| *h == compiled.headers)?;
+                Some((alias.clone(), owner.clone()))
+            });
+        if let Some((alias, owner)) = duplicate {
+            let index = route
+                .spec
+                .models
+                .iter()
+                .position(|m| *m == alias)
+                .unwrap_or(0);
+            out.diagnostics.push(Diagnostic::error(
+                &route_ref,
+                format!("spec.models[{index}]"),
+                reason::DUPLICATE_ALIAS,
+                format!("model {alias:?} with the same header matches is already routed by AIRoute {owner}"),
+            ));
+            continue;
+        }
+        for alias in compiled.aliases.iter().chain(&compiled.globs) {
+            claims
+                .entry(alias.clone())
+                .or_default()
+                .push((compiled.headers.clone(), compiled.name.clone()));
+        }
+        gateway.routes.push(compiled);
+    }
+
+    for (key, config) in gateways {
+        out.snapshots.insert(key, Snapshot::new(config));
+    }
+    for diagnostic in &mut out.diagnostics {
+        if let Some(object) = &diagnostic.object {
+            diagnostic.origin = resources.origins.get(object).cloned();
+        }
+    }
+    out
+}
+
+/// Objects sorted by namespace/name, so output never depends on input order.
+fn sorted<K: ResourceExt>(items: &[K]) -> Vec<&K> {
+    let mut items: Vec<&K> = items.iter().collect();
+    items.sort_by_cached_key(|o| (namespace_of(*o), o.name_any()));
+    items
+}
+
+/// Routes oldest first (the older route keeps a contested alias, as in the
+/// Gateway API), then by namespace/name.
+fn by_precedence(routes: &[AIRoute]) -> Vec<&AIRoute> {
+    let mut routes: Vec<&AIRoute> = routes.iter().collect();
+    routes.sort_by_cached_key(|r| {
+        (
+            r.creation_timestamp().map(|t| t.0),
+            namespace_of(*r),
+            r.name_any(),
+        )
+    });
+    routes
+}
+
+/// Provider credentials and client keys, looked up by namespace/name/key.
+struct SecretIndex<'a> {
+    by_name: BTreeMap<(String, String), &'a Secret>,
+}
+
+impl<'a> SecretIndex<'a> {
+    fn new(secrets: &'a [Secret]) -> Self {
+        Self {
+            by_name: secrets
+                .iter()
+                .map(|s| ((namespace_of(s), s.name_any()), s))
+                .collect(),
+        }
+    }
+
+    fn contains(&self, namespace: &str, name: &str) -> bool {
+        self.by_name
+            .contains_key(&(namespace.to_string(), name.to_string()))
+    }
+
+    /// The value, trimmed of surrounding whitespace (files often end in a newline).
+    fn value(
+        &self,
+        namespace: &str,
+        reference: &SecretKeyRef,
+    ) -> Result<String, (&'static str, String)> {
+        let secret = self
+            .by_name
+            .get(&(namespace.to_string(), reference.name.clone()))
+            .ok_or_else(|| {
+                (
+                    reason::SECRET_NOT_FOUND,
+                    format!(
+                        "Secret {:?} not found in namespace {namespace}",
+                        reference.name
+                    ),
+                )
+            })?;
+        let bytes = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(&reference.key))
+            .map(|b| b.0.clone())
+            .or_else(|| {
+                secret
+                    .string_data
+                    .as_ref()
+                    .and_then(|d| d.get(&reference.key))
+                    .map(|s| s.clone().into_bytes())
+            })
+            .ok_or_else(|| {
+                (
+                    reason::SECRET_NOT_FOUND,
+                    format!("Secret {:?} has no key {:?}", reference.name, reference.key),
+                )
+            })?;
+        let text = String::from_utf8(bytes).map_err(|_| {
+            (
+                reason::INVALID,
+                format!(
+                    "Secret {:?} key {:?} is not UTF-8 text",
+                    reference.name, reference.key
+                ),
+            )
+        })?;
+        let text = text.trim();
+        if text.is_empty() {
+            return Err((
+                reason::INVALID,
+                format!(
+                    "Secret {:?} key {:?} is empty",
+                    reference.name, reference.key
+                ),
+            ));
+        }
+        Ok(text.to_string())
+    }
+}
+
+fn parse_duration_ms(
+    text: Option<&String>,
+    default: Option<u64>,
+    object: &ObjectRef,
+    field: &str,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Result<Option<u64>, ()> {
+    match text {
+        None => Ok(default),
+        Some(text) => match duration::parse(text) {
+            Ok(d) if d.is_zero() => {
+                diagnostics.push(Diagnostic::error(
+                    object,
+                    field,
+                    reason::INVALID,
+                    "must be greater than zero",
+                ));
+                Err(())
+            }
+            Ok(d) => Ok(Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))),
+            Err(e) => {
+                diagnostics.push(Diagnostic::error(
+                    object,
+                    field,
+                    reason::INVALID,
+                    e.to_string(),
+                ));
+                Err(())
+            }
+        },
+    }
+}
+
+/// Manifests and helpers shared by the tests of every kind.
+#[cfg(test)]
+mod fixtures {
+    use crate::diagnostics::ObjectRef;
+    use crate::load::{Loaded, add_documents};
+
+    pub(super) const BASE: &str = r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: AIGateway
+metadata: {name: gw}
+spec:
+  apiKeys:
+  - secretRef: {name: keys, key: demo}
+    principal: {user: demo, team: platform}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: keys}
+stringData: {demo: "tg-demo\n", openai: sk-test}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: ModelProvider
+metadata: {name: zeta}
+spec: {type: Mock, endpoint: "http://127.0.0.1:1/v1/"}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: ModelProvider
+metadata: {name: alpha}
+spec:
+  type: OpenAI
+  credentials: {secretRef: {name: keys, key: openai}}
+  models:
+  - name: gpt-4o-mini
+    pricing: {inputPerMillion: 0.15, outputPerMillion: 0.6}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: AIRoute
+metadata: {name: chat}
+spec:
+  gatewayRef: {name: gw}
+  models: [chat, "gpt-*"]
+  backends:
+  - {providerRef: {name: zeta}, model: mock-chat, weight: 80}
+  - {providerRef: {name: alpha}, model: gpt-4o-mini, weight: 20, priority: 1}
+"#;
+
+    pub(super) fn load(text: &str) -> Loaded {
+        let mut loaded = Loaded::default();
+        add_documents(&mut loaded, "test.yaml", text, &|_| None);
+        assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+        loaded
+    }
+
+    pub(super) fn gw() -> ObjectRef {
+        ObjectRef::new("AIGateway", "default", "gw")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{BASE, gw, load};
+    use super::*;
+    use crate::snapshot::{self, Credential, SnapshotError};
+    use tollgate_api::conditions::reason;
+
+    #[test]
+    fn compiles_a_complete_gateway() {
+        let compiled = compile(&load(BASE).resources);
+        assert!(
+            compiled.diagnostics.is_empty(),
+            "{:?}",
+            compiled.diagnostics
+        );
+        let config = &compiled.snapshots[&gw()].config;
+        assert_eq!((config.listener_port, config.admin_port), (8080, 9090));
+        assert_eq!(config.api_keys.len(), 1);
+        assert_eq!(
+            config.api_keys[0].sha256,
+            snapshot::api_key_digest("tg-demo"),
+            "trailing newline is trimmed"
+        );
+        let names: Vec<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["alpha", "zeta"], "providers sorted by name");
+        assert_eq!(
+            config.providers[1].base_url, "http://127.0.0.1:1/v1",
+            "trailing slash trimmed"
+        );
+        assert_eq!(config.providers[0].base_url, OPENAI_ENDPOINT);
+        assert_eq!(
+            config.providers[0].api_key,
+            Some(Credential("sk-test".into()))
+        );
+        let route = &config.routes[0];
+        assert_eq!(route.aliases, ["chat"]);
+        assert_eq!(route.globs, ["gpt-*"]);
+        assert_eq!(config.providers[route.backends[0].provider].name, "zeta");
+        assert_eq!(config.providers[route.backends[1].provider].name, "alpha");
+    }
+
+    #[test]
+    fn output_is_deterministic_regardless_of_input_order() {
+        let a = compile(&load(BASE).resources);
+        let mut reversed = load(BASE).resources;
+        reversed.providers.reverse();
+        reversed.secrets.reverse();
+        let b = compile(&reversed);
+        let (sa, sb) = (&a.snapshots[&gw()], &b.snapshots[&gw()]);
+        assert_eq!(sa.to_json().unwrap(), sb.to_json().unwrap());
+        assert_eq!(sa.hash, sb.hash);
+        assert_eq!(sa.hash.len(), 64);
+        let round = Snapshot::from_json(&sa.to_json().unwrap()).unwrap();
+        assert_eq!(&round, sa);
+    }
+
+    #[test]
+    fn hash_changes_with_content_and_tampering_is_detected() {
+        let a = compile(&load(BASE).resources).snapshots[&gw()].clone();
+        let b = compile(&load(&BASE.replace("weight: 80", "weight: 70")).resources).snapshots
+            [&gw()]
+            .clone();
+        assert_ne!(a.hash, b.hash);
+        let mut tampered = a.clone();
+        tampered.config.listener_port = 1;
+        let bytes = tampered.to_json().unwrap();
+        assert!(matches!(
+            Snapshot::from_json(&bytes),
+            Err(SnapshotError::HashMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn duplicate_alias_is_reported_on_the_later_route() {
+        let text = format!(
+            "{BASE}---\napiVersion: tollgate.dev/v1alpha1\nkind: AIRoute\nmetadata: {{name: copy}}\nspec:\n  gatewayRef: {{name: gw}}\n  models: [other, chat]\n  backends: [{{providerRef: {{name: zeta}}, model: m}}]\n"
+        );
+        let compiled = compile(&load(&text).resources);
+        let d = &compiled.diagnostics[0];
+        assert_eq!(d.reason, reason::DUPLICATE_ALIAS);
+        assert_eq!(d.field, "spec.models[1]");
+        assert!(d.message.contains("default/chat"), "{}", d.message);
+    }
+
+    #[test]
+    fn same_alias_with_different_headers_is_allowed() {
+        let text = format!(
+            "{BASE}---\napiVersion: tollgate.dev/v1alpha1\nkind: AIRoute\nmetadata: {{name: canary}}\nspec:\n  gatewayRef: {{name: gw}}\n  models: [chat]\n  headers: [{{name: X-Canary, value: \"yes\"}}]\n  backends: [{{providerRef: {{name: zeta}}, model: m}}]\n"
+        );
+        let compiled = compile(&load(&text).resources);
+        assert!(
+            compiled.diagnostics.is_empty(),
+            "{:?}",
+            compiled.diagnostics
+        );
+        let routes = &compiled.snapshots[&gw()].config.routes;
+        let canary = routes.iter().find(|r| r.name == "default/canary").unwrap();
+        assert_eq!(
+            canary.headers,
+            [("x-canary".to_string(), "yes".to_string())]
+        );
+    }
+
+    #[test]
+    fn missing_gateway_is_reported_on_the_route() {
+        let text = BASE.replace("gatewayRef: {name: gw}", "gatewayRef: {name: elsewhere}");
+        let compiled = compile(&load(&text).resources);
+        assert_eq!(compiled.diagnostics[0].reason, reason::GATEWAY_NOT_FOUND);
+        assert!(compiled.snapshots[&gw()].config.routes.is_empty());
+        assert!(
+            compiled.snapshots[&gw()].config.providers.is_empty(),
+            "unused providers are not shipped"
+        );
+    }
+}
