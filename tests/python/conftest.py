@@ -385,9 +385,6 @@ BACKENDS = {
     "bedrock": ("Bedrock", "mock-bedrock"),
     "azure": ("AzureOpenAI", "mock-chat"),
 }
-# Formats whose provider fields the config compiler may not know yet: a
-# backend is only configured when `tollgate validate` accepts its manifest.
-OPTIONAL_BACKENDS = ("bedrock", "azure")
 
 
 def formats_head() -> str:
@@ -432,7 +429,11 @@ def formats_backend(alias: str, mock_url: str) -> str:
             "  aws: {secretName: formats-keys, accessKeyIdKey: awsAccessKeyId, "
             "secretAccessKeyKey: awsSecretAccessKey}",
         ),
-        "azure": (mock_url, "credentials: {secretRef: {name: formats-keys, key: azure}}"),
+        "azure": (
+            mock_url,
+            "azure: {apiVersion: '2024-10-21', auth: ApiKey}\n"
+            "credentials: {secretRef: {name: formats-keys, key: azure}}",
+        ),
     }[alias]
     extra = textwrap.indent(extra, "  ")
     return (
@@ -457,23 +458,9 @@ def formats_backend(alias: str, mock_url: str) -> str:
     )
 
 
-def _validates(manifest: str, workdir: Path) -> tuple[bool, str]:
-    path = workdir / "probe.yaml"
-    path.write_text(manifest)
-    done = subprocess.run(
-        [str(tollgate_bin()), "validate", str(path)],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        timeout=30,
-    )
-    return done.returncode == 0, (done.stdout + done.stderr).decode(errors="replace").strip()
-
-
 @dataclass
 class FormatsGateway(Gateway):
-    backends: tuple[str, ...] = ()
-    # alias -> why it is not configured
-    missing: dict[str, str] = field(default_factory=dict)
+    """The gateway with one route per provider format."""
 
     def anthropic(self, api_key: str = API_KEY, **kwargs) -> anthropic.Anthropic:
         return anthropic.Anthropic(
@@ -513,15 +500,7 @@ def formats_gateway(auth_mock, workdir) -> FormatsGateway:
     mock_url = auth_mock.addrs["data"]
     gwdir = workdir / "gateway-formats"
     gwdir.mkdir(parents=True, exist_ok=True)
-    backends, missing = [], {}
-    for alias in BACKENDS:
-        if alias in OPTIONAL_BACKENDS:
-            ok, output = _validates(formats_head() + formats_backend(alias, mock_url), gwdir)
-            if not ok:
-                missing[alias] = f"the config compiler rejects a {BACKENDS[alias][0]} provider: {output[-400:]}"
-                continue
-        backends.append(alias)
-    config = formats_head() + "".join(formats_backend(a, mock_url) for a in backends)
+    config = formats_head() + "".join(formats_backend(a, mock_url) for a in BACKENDS)
     config_path = gwdir / "tollgate.yaml"
     config_path.write_text(config)
     proc = start(
@@ -534,16 +513,9 @@ def formats_gateway(auth_mock, workdir) -> FormatsGateway:
         gwdir,
     )
     assert set(proc.addrs) == {"data", "admin"}, proc.addrs
-    gw = FormatsGateway(proc=proc, config_path=config_path, backends=tuple(backends), missing=missing)
+    gw = FormatsGateway(proc=proc, config_path=config_path)
     yield gw
     _stop_gateway(gw)
-
-
-def use_backend(gateway: FormatsGateway, alias: str) -> str:
-    """`alias` if the formats gateway routes it, else skip the test."""
-    if alias not in gateway.backends:
-        pytest.skip(gateway.missing.get(alias, f"backend {alias} not configured"))
-    return alias
 
 
 def pytest_configure(config):

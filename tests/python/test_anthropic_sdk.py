@@ -17,7 +17,7 @@ import anthropic
 import httpx
 import pytest
 
-from conftest import API_KEY, BACKENDS, use_backend
+from conftest import API_KEY, BACKENDS
 
 # The mock's default completion length, in words (= tokens).
 MOCK_OUTPUT_TOKENS = 16
@@ -47,7 +47,7 @@ def user(text) -> dict:
 @pytest.fixture(params=list(BACKENDS))
 def backend(request, formats_gateway) -> str:
     """The route alias (= model name) of one provider format."""
-    return use_backend(formats_gateway, request.param)
+    return request.param
 
 
 @pytest.fixture()

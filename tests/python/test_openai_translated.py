@@ -13,7 +13,7 @@ import uuid
 import openai
 import pytest
 
-from conftest import use_backend
+
 
 MOCK_OUTPUT_TOKENS = 16
 
@@ -33,12 +33,12 @@ def oai(formats_gateway) -> openai.OpenAI:
 
 @pytest.fixture(params=TRANSLATED)
 def translated(request, formats_gateway) -> str:
-    return use_backend(formats_gateway, request.param)
+    return request.param
 
 
 @pytest.fixture(params=ALL)
 def any_backend(request, formats_gateway) -> str:
-    return use_backend(formats_gateway, request.param)
+    return request.param
 
 
 WEATHER_TOOL = {
