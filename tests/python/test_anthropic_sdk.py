@@ -125,6 +125,18 @@ def test_create_plain(claude, backend):
     assert other.content[0].text != text
 
 
+def test_route_and_provider_headers(claude, backend):
+    raw = claude.messages.with_raw_response.create(
+        model=backend, max_tokens=MAX_TOKENS, messages=[user(unique_prompt("headers"))]
+    )
+    assert raw.status_code == 200
+    # The answer came from this format's provider, not another route's.
+    assert raw.headers["x-tollgate-route"] == f"default/{backend}"
+    assert raw.headers["x-tollgate-provider"] == f"fmt-{backend}"
+    assert raw.headers["content-type"].startswith("application/json")
+    assert texts(raw.parse())
+
+
 def test_bearer_auth_and_content_blocks(formats_gateway, backend):
     """`Authorization: Bearer` works as well as `x-api-key`, and content
     given as a list of blocks is read like a plain string."""
@@ -188,8 +200,12 @@ def test_stop_sequences(claude, backend):
     msg = claude.messages.create(
         model=backend, max_tokens=MAX_TOKENS, messages=[user(prompt)], stop_sequences=["@@never@@", stop]
     )
-    assert msg.stop_reason == "stop_sequence"
-    assert msg.stop_sequence == stop
+    if backend == "gemini":
+        # Gemini reports a stop sequence as finishReason STOP, naming none.
+        assert (msg.stop_reason, msg.stop_sequence) == ("end_turn", None)
+    else:
+        assert msg.stop_reason == "stop_sequence"
+        assert msg.stop_sequence == stop
     text = texts(msg)[0] if texts(msg) else ""
     assert text.rstrip() == full[:cut_at].rstrip()
     assert stop not in text
@@ -268,6 +284,43 @@ def test_tool_use_plain_and_streamed(claude, backend):
     ]
     assert fragments, "no input_json_delta events"
     assert json.loads("".join(fragments)) == call.input
+
+
+def test_tool_choice(claude, backend):
+    prompt = unique_prompt("Weather or time?")
+    forced = claude.messages.create(
+        model=backend,
+        max_tokens=MAX_TOKENS,
+        tools=[WEATHER_TOOL, TIME_TOOL],
+        tool_choice={"type": "tool", "name": "get_time"},
+        messages=[user(prompt)],
+    )
+    assert forced.stop_reason == "tool_use"
+    assert [c.name for c in tool_uses(forced)] == ["get_time"]
+    assert isinstance(tool_uses(forced)[0].input.get("timezone"), str)
+
+    if backend == "anthropic":  # only the mock's Messages API honours disabling parallel calls
+        single = claude.messages.create(
+            model=backend,
+            max_tokens=MAX_TOKENS,
+            tools=[WEATHER_TOOL, TIME_TOOL],
+            tool_choice={"type": "auto", "disable_parallel_tool_use": True},
+            messages=[user(f"{prompt} [mock parallel_tools=2]")],
+        )
+        assert [c.name for c in tool_uses(single)] == ["get_weather"]
+
+    if backend == "bedrock":
+        return  # Converse has no "none" tool choice
+    none = claude.messages.create(
+        model=backend,
+        max_tokens=MAX_TOKENS,
+        tools=[WEATHER_TOOL, TIME_TOOL],
+        tool_choice={"type": "none"},
+        messages=[user(prompt)],
+    )
+    assert none.stop_reason == "end_turn"
+    assert not tool_uses(none)
+    assert texts(none) and texts(none)[0].strip()
 
 
 def test_tool_result_round_trip(claude, backend):
@@ -392,6 +445,16 @@ def test_upstream_429_is_rate_limit_error(claude, backend):
     assert exc.value.status_code == 429
     assert exc.value.body["type"] == "error"
     assert exc.value.body["error"]["type"] == "rate_limit_error"
+
+
+def test_upstream_400_is_bad_request(claude, backend):
+    with pytest.raises(anthropic.BadRequestError) as exc:
+        claude.messages.create(
+            model=backend, max_tokens=16, messages=[user(f"{unique_prompt('bad')} [mock status=400]")]
+        )
+    assert exc.value.status_code == 400
+    assert exc.value.body["error"]["type"] == "invalid_request_error"
+    assert exc.value.body["error"]["message"]
 
 
 def test_upstream_503_before_stream_is_server_error(claude, backend):

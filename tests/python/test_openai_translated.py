@@ -226,6 +226,33 @@ def test_chat_parallel_tool_calls(oai, translated):
         assert json.loads("".join(streamed[i]["fragments"])) == json.loads(call.function.arguments)
 
 
+def test_chat_tool_choice(oai, translated):
+    prompt = unique_prompt("Weather or time?")
+    tools = [WEATHER_TOOL, TIME_TOOL]
+    forced = oai.chat.completions.create(
+        model=translated,
+        messages=ask(prompt),
+        tools=tools,
+        tool_choice={"type": "function", "function": {"name": "get_time"}},
+    )
+    assert [c.function.name for c in forced.choices[0].message.tool_calls] == ["get_time"]
+
+    if translated == "anthropic":
+        # parallel_tool_calls=false becomes disable_parallel_tool_use, which
+        # only the mock's Messages API honours.
+        single = oai.chat.completions.create(
+            model=translated, messages=ask(f"{prompt} [mock parallel_tools=2]"), tools=tools, parallel_tool_calls=False
+        )
+        assert [c.function.name for c in single.choices[0].message.tool_calls] == ["get_weather"]
+
+    if translated == "bedrock":
+        return  # Converse has no "none" tool choice
+    none = oai.chat.completions.create(model=translated, messages=ask(prompt), tools=tools, tool_choice="none")
+    assert none.choices[0].finish_reason == "stop"
+    assert not none.choices[0].message.tool_calls
+    assert none.choices[0].message.content
+
+
 def test_chat_tool_result_multi_turn(oai, translated):
     prompt = f"{unique_prompt('Weather and time in Paris?')} [mock parallel_tools=2]"
     tools = [WEATHER_TOOL, TIME_TOOL]
@@ -365,6 +392,44 @@ def test_responses_parallel_function_calls(oai, any_backend):
     )
     assert follow_up.status == "completed", follow_up
     assert follow_up.output_text.strip()
+
+
+STREAM_FAILURES: tuple[type[BaseException], ...] = (openai.APIError,)
+try:  # the SDK's own HTTP client
+    import httpx2
+
+    STREAM_FAILURES = (*STREAM_FAILURES, httpx2.HTTPError)
+except ImportError:  # pragma: no cover
+    pass
+
+
+def break_directive(backend: str) -> str:
+    # Chat Completions has no in-band stream error: cut the stream instead.
+    return "[mock disconnect_after=3]" if backend == "azure" else "[mock stream_error_after=3]"
+
+
+def test_chat_stream_error_raises(oai, translated):
+    seen = []
+    with pytest.raises(STREAM_FAILURES):
+        for chunk in stream_chunks(oai, translated, ask(f"{unique_prompt('break')} {break_directive(translated)}")):
+            seen.append(chunk)
+    assert len(seen) < MOCK_OUTPUT_TOKENS
+
+
+def test_responses_stream_error_is_reported(oai, any_backend):
+    directive = break_directive(any_backend)
+    events, raised = [], None
+    try:
+        with oai.responses.create(model=any_backend, input=f"{unique_prompt('break')} {directive}", stream=True) as stream:
+            for event in stream:
+                events.append(event)
+                assert len(events) < 1000
+    except STREAM_FAILURES as exc:
+        raised = exc
+    kinds = [e.type for e in events]
+    assert "response.completed" not in kinds, kinds
+    # Either the SDK raised or the stream ended in an error event.
+    assert raised is not None or kinds[-1] in ("error", "response.failed"), kinds
 
 
 def test_errors_through_translation(oai, translated):
