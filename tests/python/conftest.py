@@ -411,12 +411,15 @@ def formats_head() -> str:
           azure: {k["azure"]}
           awsAccessKeyId: {k["aws_id"]}
           awsSecretAccessKey: {k["aws_secret"]}
+          wrong: not-the-mock-key
         """
     )
 
 
-def formats_backend(alias: str, mock_url: str) -> str:
-    """The ModelProvider `fmt-<alias>` and the AIRoute `<alias>` -> it."""
+def formats_backend(alias: str, mock_url: str, *, bad_credentials: bool = False) -> str:
+    """The ModelProvider `fmt-<alias>` and the AIRoute `<alias>` -> it; with
+    `bad_credentials`, `fmt-<alias>-badcreds` and `<alias>-badcreds`, whose
+    provider credentials the mock rejects."""
     provider_type, model = BACKENDS[alias]
     endpoint, extra = {
         "openai": (f"{mock_url}/v1", "credentials: {secretRef: {name: formats-keys, key: openai}}"),
@@ -435,6 +438,11 @@ def formats_backend(alias: str, mock_url: str) -> str:
             "credentials: {secretRef: {name: formats-keys, key: azure}}",
         ),
     }[alias]
+    if bad_credentials:
+        extra = re.sub(r"key: \w+\}", "key: wrong}", extra).replace(
+            "secretAccessKeyKey: awsSecretAccessKey", "secretAccessKeyKey: wrong"
+        )
+        alias = f"{alias}-badcreds"
     extra = textwrap.indent(extra, "  ")
     return (
         "---\n"
@@ -500,7 +508,9 @@ def formats_gateway(auth_mock, workdir) -> FormatsGateway:
     mock_url = auth_mock.addrs["data"]
     gwdir = workdir / "gateway-formats"
     gwdir.mkdir(parents=True, exist_ok=True)
-    config = formats_head() + "".join(formats_backend(a, mock_url) for a in BACKENDS)
+    config = formats_head() + "".join(
+        formats_backend(a, mock_url, bad_credentials=bad) for bad in (False, True) for a in BACKENDS
+    )
     config_path = gwdir / "tollgate.yaml"
     config_path.write_text(config)
     proc = start(

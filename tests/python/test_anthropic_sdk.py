@@ -15,6 +15,7 @@ import uuid
 
 import anthropic
 import httpx
+import openai
 import pytest
 
 from conftest import API_KEY, BACKENDS
@@ -530,6 +531,37 @@ def test_upstream_400_is_bad_request(claude, backend):
     assert exc.value.status_code == 400
     assert exc.value.body["error"]["type"] == "invalid_request_error"
     assert exc.value.body["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [
+        "openai",
+        "anthropic",
+        pytest.param(
+            "gemini",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="Gemini's invalid-key answer (HTTP 400 INVALID_ARGUMENT, reason API_KEY_INVALID) is "
+                "relayed as a client 400 authentication_error instead of a 502 'provider rejected the "
+                "gateway's credentials' like the other formats",
+            ),
+        ),
+        "bedrock",
+        "azure",
+    ],
+)
+def test_provider_rejecting_gateway_credentials_is_502(formats_gateway, claude, backend):
+    """A provider refusing the gateway's own credentials is the gateway's
+    problem: 502, never a 4xx that blames the client's request or key."""
+    with pytest.raises(anthropic.InternalServerError) as exc:
+        claude.messages.create(model=f"{backend}-badcreds", max_tokens=16, messages=[user("hi")])
+    assert exc.value.status_code == 502
+    assert exc.value.body["error"]["type"] == "api_error"
+    with formats_gateway.client() as oai:
+        with pytest.raises(openai.InternalServerError) as oexc:
+            oai.chat.completions.create(model=f"{backend}-badcreds", messages=[user("hi")])
+    assert oexc.value.status_code == 502
 
 
 def test_upstream_503_before_stream_is_server_error(claude, backend):
