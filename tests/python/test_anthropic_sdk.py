@@ -180,6 +180,19 @@ def test_system_prompt_and_multi_turn(claude, backend):
     assert texts(with_system) != texts(multi)
 
 
+def test_consecutive_user_messages(claude, backend):
+    """Anthropic accepts several user turns in a row; Gemini and Converse
+    need alternating roles, so translation must merge them, not drop any."""
+    first = unique_prompt("First part.")
+    one = claude.messages.create(model=backend, max_tokens=MAX_TOKENS, messages=[user(first)])
+    two = claude.messages.create(
+        model=backend, max_tokens=MAX_TOKENS, messages=[user(first), user("Second part, with more words in it.")]
+    )
+    assert two.stop_reason == "end_turn"
+    assert texts(two) and texts(two)[0].strip()
+    assert two.usage.input_tokens > one.usage.input_tokens
+
+
 def test_max_tokens_stops_early(claude, backend):
     msg = claude.messages.create(model=backend, max_tokens=3, messages=[user(unique_prompt("Be brief."))])
     assert msg.stop_reason == "max_tokens"
@@ -469,6 +482,36 @@ def test_count_tokens(claude, backend):
     )
     assert short.input_tokens > 0
     assert long.input_tokens > short.input_tokens * 5
+
+
+def test_async_concurrent_streams_all_formats(formats_gateway, claude):
+    """AsyncAnthropic: streams to every format at once each get their own answer."""
+    import asyncio
+
+    prompts = {b: unique_prompt(f"concurrent {b}") for b in BACKENDS}
+    expected = {
+        b: claude.messages.create(model=b, max_tokens=MAX_TOKENS, messages=[user(p)]).content[0].text
+        for b, p in prompts.items()
+    }
+
+    async def one(aclient, b):
+        async with aclient.messages.stream(model=b, max_tokens=MAX_TOKENS, messages=[user(prompts[b])]) as s:
+            text = "".join([t async for t in s.text_stream])
+            final = await s.get_final_message()
+        assert final.stop_reason == "end_turn"
+        return b, text
+
+    async def main():
+        async with anthropic.AsyncAnthropic(
+            base_url=formats_gateway.data_url, api_key=API_KEY, max_retries=0, timeout=30
+        ) as aclient:
+            jobs = [one(aclient, b) for b in BACKENDS for _ in range(2)]
+            return await asyncio.wait_for(asyncio.gather(*jobs), timeout=60)
+
+    results = asyncio.run(main())
+    assert len(results) == 2 * len(BACKENDS)
+    for b, text in results:
+        assert text == expected[b], b
 
 
 # --------------------------------------------------------------------- errors

@@ -333,6 +333,13 @@ def test_responses_stream(oai, any_backend):
     assert completed.usage.output_tokens == MOCK_OUTPUT_TOKENS
     assert completed.usage.input_tokens == reference.usage.input_tokens > 0
 
+    # Cut by max_output_tokens, the stream ends in response.incomplete.
+    with oai.responses.create(model=any_backend, input=prompt, max_output_tokens=5, stream=True) as stream:
+        events = list(stream)
+    assert events[-1].type == "response.incomplete"
+    assert events[-1].response.incomplete_details.reason == "max_output_tokens"
+    assert len("".join(e.delta for e in events if e.type == "response.output_text.delta").split()) == 5
+
 
 def test_responses_function_call_and_output(oai, any_backend):
     prompt = unique_prompt("What's the weather in Paris?")
