@@ -616,11 +616,17 @@ def test_upstream_503_before_stream_is_server_error(claude, backend):
     assert exc.value.status_code >= 500
 
 
+# Formats whose streams carry in-band errors the gateway re-renders as the
+# client's error event (Messages `error`, Gemini error element, Converse
+# exception frame); Chat Completions streams are cut instead.
+IN_BAND_STREAM_ERRORS = {"anthropic", "gemini", "bedrock"}
+
+
 def test_error_inside_stream_raises(claude, backend):
-    # Chat Completions has no in-band error: its stream is cut instead.
-    directive = "[mock disconnect_after=3]" if backend in ("openai", "azure") else "[mock stream_error_after=3]"
+    in_band = backend in IN_BAND_STREAM_ERRORS
+    directive = "[mock stream_error_after=3]" if in_band else "[mock disconnect_after=3]"
     pieces = []
-    with pytest.raises(STREAM_FAILURES):
+    with pytest.raises(STREAM_FAILURES) as exc:
         with claude.messages.stream(
             model=backend, max_tokens=MAX_TOKENS, messages=[user(f"{unique_prompt('break')} {directive}")]
         ) as stream:
@@ -629,3 +635,9 @@ def test_error_inside_stream_raises(claude, backend):
                 assert len(pieces) < 1000
     # The SDK did not see a complete message first.
     assert len(pieces) < MOCK_OUTPUT_TOKENS
+    if in_band:
+        # An Anthropic `error` event with the upstream's message.
+        assert isinstance(exc.value, anthropic.APIStatusError), repr(exc.value)
+        assert exc.value.body["type"] == "error"
+        assert exc.value.body["error"]["type"]
+        assert exc.value.body["error"]["message"]

@@ -410,17 +410,25 @@ except ImportError:  # pragma: no cover
     pass
 
 
+IN_BAND_STREAM_ERRORS = {"anthropic", "gemini", "bedrock", "openai"}
+
+
 def break_directive(backend: str) -> str:
     # Chat Completions has no in-band stream error: cut the stream instead.
-    return "[mock disconnect_after=3]" if backend == "azure" else "[mock stream_error_after=3]"
+    return "[mock stream_error_after=3]" if backend in IN_BAND_STREAM_ERRORS else "[mock disconnect_after=3]"
 
 
 def test_chat_stream_error_raises(oai, translated):
     seen = []
-    with pytest.raises(STREAM_FAILURES):
+    with pytest.raises(STREAM_FAILURES) as exc:
         for chunk in stream_chunks(oai, translated, ask(f"{unique_prompt('break')} {break_directive(translated)}")):
             seen.append(chunk)
     assert len(seen) < MOCK_OUTPUT_TOKENS
+    assert not any(c.choices and c.choices[0].finish_reason for c in seen)
+    if translated in IN_BAND_STREAM_ERRORS:
+        # Rendered as a chunk with an OpenAI error object, which the SDK raises.
+        assert type(exc.value) is openai.APIError, repr(exc.value)
+        assert exc.value.body["message"]
 
 
 def test_responses_stream_error_is_reported(oai, any_backend):
@@ -435,8 +443,16 @@ def test_responses_stream_error_is_reported(oai, any_backend):
         raised = exc
     kinds = [e.type for e in events]
     assert "response.completed" not in kinds, kinds
-    # Either the SDK raised or the stream ended in an error event.
-    assert raised is not None or kinds[-1] in ("error", "response.failed"), kinds
+    if any_backend == "openai":
+        # Passthrough: OpenAI's own flat `error` event, which the SDK yields.
+        assert raised is None and kinds[-1] == "error", (raised, kinds)
+        assert events[-1].message
+    elif any_backend in IN_BAND_STREAM_ERRORS:
+        # Translated: the error event also carries `error`, so the SDK raises.
+        assert type(raised) is openai.APIError, repr(raised)
+        assert raised.body["message"]
+    else:
+        assert raised is not None
 
 
 def test_errors_through_translation(oai, translated):
