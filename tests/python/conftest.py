@@ -3,8 +3,12 @@ processes in front of it, all on 127.0.0.1 with ports picked by the OS.
 
 Every process prints exactly one `listening ...` line on stdout once it is
 ready; we wait for that line (bounded), then drive the gateway with the
-official `openai` SDK. Teardown sends SIGTERM and asserts the gateway
-drained and exited 0.
+official `openai` and `anthropic` SDKs. Teardown sends SIGTERM and asserts
+the gateway drained and exited 0.
+
+`gateway`/`fallback_gateway` front a plain mock (one Mock-type provider);
+`formats_gateway` fronts `auth_mock`, which checks every provider format's
+credentials, with one route per format (see BACKENDS).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the openai-SDK integration suite against a locally built gateway.
+# Runs the official-SDK integration suite (openai and anthropic) against a
+# locally built gateway and `tollgate mock`.
 #
 #   bash tests/python/run.sh            # whole suite
 #   bash tests/python/run.sh -k stream  # extra args go to pytest, which runs
