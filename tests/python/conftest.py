@@ -391,6 +391,10 @@ BACKENDS = {
 }
 
 
+# A route trying the Anthropic-format provider, then the Bedrock one.
+FALLBACK_ROUTE = "fallback"
+
+
 def formats_head() -> str:
     k = MOCK_KEYS
     return textwrap.dedent(
@@ -514,6 +518,22 @@ def formats_gateway(auth_mock, workdir) -> FormatsGateway:
     gwdir.mkdir(parents=True, exist_ok=True)
     config = formats_head() + "".join(
         formats_backend(a, mock_url, bad_credentials=bad) for bad in (False, True) for a in BACKENDS
+    )
+    # Anthropic first, Bedrock if that fails: an Anthropic client's
+    # fallback across formats.
+    config += textwrap.dedent(
+        f"""\
+        ---
+        apiVersion: tollgate.dev/v1alpha1
+        kind: AIRoute
+        metadata: {{name: {FALLBACK_ROUTE}}}
+        spec:
+          gatewayRef: {{name: formats}}
+          models: [{FALLBACK_ROUTE}]
+          backends:
+          - {{providerRef: {{name: fmt-anthropic}}, model: mock-claude, priority: 0}}
+          - {{providerRef: {{name: fmt-bedrock}}, model: mock-bedrock, priority: 1}}
+        """
     )
     config_path = gwdir / "tollgate.yaml"
     config_path.write_text(config)

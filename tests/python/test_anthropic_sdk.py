@@ -18,7 +18,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import API_KEY, BACKENDS
+from conftest import API_KEY, BACKENDS, FALLBACK_ROUTE
 
 # The mock's default completion length, in words (= tokens).
 MOCK_OUTPUT_TOKENS = 16
@@ -605,6 +605,32 @@ def test_provider_rejecting_gateway_credentials_is_502(formats_gateway, claude, 
         with pytest.raises(openai.InternalServerError) as oexc:
             oai.chat.completions.create(model=f"{backend}-badcreds", messages=[user("hi")])
     assert oexc.value.status_code == 502
+
+
+def _upstream_errors(admin_url: str, provider: str, reason: str) -> float:
+    from test_openai_sdk import scrape, total
+
+    return total(scrape(admin_url), "tollgate_upstream_errors_total", provider=provider, reason=reason)
+
+
+def test_rate_limit_after_fallback_is_exhausted(formats_gateway, claude):
+    raw = claude.messages.with_raw_response.create(
+        model=FALLBACK_ROUTE, max_tokens=MAX_TOKENS, messages=[user(unique_prompt("first choice"))]
+    )
+    assert raw.headers["x-tollgate-provider"] == "fmt-anthropic"
+    assert texts(raw.parse())
+
+    admin = formats_gateway.admin_url
+    before = {p: _upstream_errors(admin, p, "rate_limited") for p in ("fmt-anthropic", "fmt-bedrock")}
+    with pytest.raises(anthropic.RateLimitError) as exc:
+        claude.messages.create(
+            model=FALLBACK_ROUTE, max_tokens=16, messages=[user(f"{unique_prompt('busy')} [mock status=429]")]
+        )
+    assert exc.value.status_code == 429
+    assert exc.value.body["error"]["type"] == "rate_limit_error"
+    # Both formats were tried (Anthropic, then Bedrock) before giving up.
+    after = {p: _upstream_errors(admin, p, "rate_limited") for p in before}
+    assert {p: after[p] - before[p] for p in before} == {"fmt-anthropic": 1, "fmt-bedrock": 1}
 
 
 def test_upstream_503_before_stream_is_server_error(claude, backend):
