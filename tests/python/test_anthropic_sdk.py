@@ -482,6 +482,13 @@ def test_count_tokens(claude, backend):
     )
     assert short.input_tokens > 0
     assert long.input_tokens > short.input_tokens * 5
+    if backend == "anthropic":
+        # Passthrough: the provider's own count, the one messages.create bills.
+        msg = claude.messages.create(model=backend, max_tokens=16, messages=[user("Hello there.")])
+        assert short.input_tokens == msg.usage.input_tokens
+
+    with pytest.raises(anthropic.NotFoundError):
+        claude.messages.count_tokens(model="claude-nonexistent", messages=[user("Hello there.")])
 
 
 def test_async_concurrent_streams_all_formats(formats_gateway, claude):
