@@ -455,6 +455,43 @@ def test_responses_stream_error_is_reported(oai, any_backend):
         assert raised is not None
 
 
+@pytest.mark.parametrize("backend", ["anthropic", "gemini", "bedrock"])
+def test_reasoning_surfaces_and_round_trips(oai, backend):
+    """Reasoning effort becomes a thinking budget; the provider's thinking
+    comes back as `reasoning_content` (chat) or a reasoning item carrying
+    its signature (Responses), which can be sent back with a tool result."""
+    prompt = unique_prompt("Think, then look it up.")
+    tools = [WEATHER_TOOL]
+    completion = oai.chat.completions.create(model=backend, messages=ask(prompt), reasoning_effort="low", tools=tools)
+    message = completion.choices[0].message.model_dump(exclude_none=True)
+    assert message.get("reasoning_content", "").strip(), message
+    assert message["tool_calls"]
+    chunks = stream_chunks(oai, backend, ask(prompt), reasoning_effort="low")
+    streamed = "".join(
+        getattr(c.choices[0].delta, "reasoning_content", None) or "" for c in chunks if c.choices
+    )
+    assert streamed == message["reasoning_content"]
+
+    rtools = [responses_tool(WEATHER_TOOL)]
+    response = oai.responses.create(model=backend, input=prompt, reasoning={"effort": "low"}, tools=rtools)
+    items = [i.model_dump(exclude_none=True) for i in response.output]
+    assert [i["type"] for i in items] == ["reasoning", "function_call"], items
+    assert items[0]["encrypted_content"]
+    call = items[1]
+    follow_up = oai.responses.create(
+        model=backend,
+        reasoning={"effort": "low"},
+        tools=rtools,
+        input=[
+            {"role": "user", "content": prompt},
+            *[{k: v for k, v in i.items() if k != "status"} for i in items],
+            {"type": "function_call_output", "call_id": call["call_id"], "output": "18 degrees"},
+        ],
+    )
+    assert follow_up.status == "completed", follow_up
+    assert follow_up.output_text.strip()
+
+
 def test_errors_through_translation(oai, translated):
     with pytest.raises(openai.RateLimitError) as exc:
         oai.chat.completions.create(model=translated, messages=ask(f"{unique_prompt('x')} [mock status=429]"))
