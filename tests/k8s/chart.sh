@@ -493,6 +493,6 @@ if helm upgrade tollgate-crds "$upgraded" >/dev/null &&
 else nok "helm upgrade tollgate-crds did not reach the CRDs"; fi
 if helm uninstall tollgate-crds >/dev/null &&
   k get "${crd_names[@]}" >/dev/null &&
-  [[ "$(k get airoutes -n default -o name | wc -l)" -eq 2 ]]; then
+  [[ "$(k get airoutes -n default -o name | wc -l)" -eq 5 ]]; then
   ok "helm uninstall tollgate-crds keeps the CRDs and the users' AIRoutes"
 else nok "helm uninstall tollgate-crds deleted CRDs or resources"; fi

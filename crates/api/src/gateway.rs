@@ -1,6 +1,7 @@
 //! `AIGateway`: one fleet of data-plane pods (or one standalone process).
 
 use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::common::SecretKeyRef;
@@ -41,6 +42,9 @@ pub struct AIGatewaySpec {
     /// Request limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<GatewayLimits>,
+    /// What clients are told when a provider fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_errors: Option<UpstreamErrorPolicy>,
     /// How the controller runs this gateway in a cluster; ignored standalone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload: Option<WorkloadSpec>,
@@ -144,4 +148,34 @@ pub struct GatewayLimits {
     #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new("self.matches('^([0-9]+(ms|s|m|h))+$')").message("must be a duration such as 500ms, 30s or 1m30s"))]
     pub request_timeout: Option<String>,
+    /// How long a stream may wait on a client that stopped reading before it
+    /// is ended and its provider slot freed (default 30s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(ms|s|m|h))+$')").message("must be a duration such as 500ms, 30s or 1m30s"))]
+    pub stream_write_timeout: Option<String>,
+}
+
+/// What clients see of a provider's failures.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpstreamErrorPolicy {
+    /// `Sanitize` (default): server errors and connection failures are
+    /// reported with the provider's error type and a generic message, and
+    /// account or organisation ids are masked in client errors; the original
+    /// is logged. `PassThrough`: the provider's messages reach the client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<ErrorDetail>,
+    /// Longest `Retry-After` passed on to clients (default 60s); a provider
+    /// asking for longer is capped, since the gateway may fall back sooner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(ms|s|m|h))+$')").message("must be a duration such as 500ms, 30s or 1m30s"))]
+    pub max_retry_after: Option<String>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorDetail {
+    Sanitize,
+    PassThrough,
 }

@@ -13,7 +13,9 @@ pub mod provider;
 pub mod route;
 
 pub use common::{LocalObjectReference, ResourceStatus, SecretKeyRef};
-pub use gateway::{AIGateway, AIGatewaySpec, AIGatewayStatus, WorkloadSpec};
+pub use gateway::{
+    AIGateway, AIGatewaySpec, AIGatewayStatus, ErrorDetail, UpstreamErrorPolicy, WorkloadSpec,
+};
 pub use provider::{
     AnthropicSettings, AwsCredentialsRef, AzureAuthMode, AzureSettings, BedrockSettings,
     ModelProvider, ModelProviderSpec, ProviderCredentials, ProviderType,

@@ -99,7 +99,8 @@ fn controller_writes_truthful_conditions_and_kubectl_shows_them() {
         let out = cluster.kubectl(&["get", "airoutes", "-o", "json"]);
         let list: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
         let items = list["items"].as_array().cloned().unwrap_or_default();
-        let done = items.len() == 3
+        // The quickstart's five routes plus the dangling one.
+        let done = items.len() == 6
             && items.iter().all(|r| {
                 condition(r, "Programmed").is_some()
                     && r["status"]["observedGeneration"] == r["metadata"]["generation"]

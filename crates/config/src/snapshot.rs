@@ -120,6 +120,8 @@ pub struct GatewayConfig {
     pub listener_port: u16,
     pub admin_port: u16,
     pub limits: Limits,
+    #[serde(default)]
+    pub upstream_errors: UpstreamErrors,
     /// Sorted by digest; empty means the gateway is open.
     pub api_keys: Vec<ApiKey>,
     /// Only the providers this gateway's routes use, sorted by name.
@@ -133,6 +135,34 @@ pub struct GatewayConfig {
 pub struct Limits {
     pub max_request_body_bytes: u64,
     pub request_timeout_ms: u64,
+    /// A stream whose client reads nothing for this long is ended.
+    #[serde(default = "default_stream_write_timeout_ms")]
+    pub stream_write_timeout_ms: u64,
+}
+
+pub const DEFAULT_STREAM_WRITE_TIMEOUT_MS: u64 = 30_000;
+
+fn default_stream_write_timeout_ms() -> u64 {
+    DEFAULT_STREAM_WRITE_TIMEOUT_MS
+}
+
+/// What clients see of a provider's failures (AIGateway `spec.upstreamErrors`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpstreamErrors {
+    /// Provider messages reach clients as they are.
+    pub pass_through: bool,
+    /// Longest `Retry-After` passed on, in seconds.
+    pub max_retry_after_s: u64,
+}
+
+impl Default for UpstreamErrors {
+    fn default() -> Self {
+        Self {
+            pass_through: false,
+            max_retry_after_s: 60,
+        }
+    }
 }
 
 /// A client key, held only as its SHA-256 so a leaked snapshot leaks no keys.
@@ -330,7 +360,9 @@ mod tests {
             limits: Limits {
                 max_request_body_bytes: 1,
                 request_timeout_ms: 1,
+                stream_write_timeout_ms: 1,
             },
+            upstream_errors: UpstreamErrors::default(),
             api_keys: vec![],
             providers: vec![],
             routes: vec![Route {

@@ -105,6 +105,18 @@ impl RequestContext {
         }
     }
 
+    /// A stream that ended badly after it started, by why.
+    pub fn count_stream_failure(&self, reason: &'static str) {
+        self.gateway
+            .metrics
+            .stream_failures
+            .get_or_create(&crate::metrics::StreamFailureLabels {
+                endpoint: self.endpoint.label(),
+                reason,
+            })
+            .inc();
+    }
+
     /// The first byte of the answer is going out now.
     pub fn output_started(&mut self) {
         if self.first_output.is_none() {

@@ -167,10 +167,39 @@ impl Endpoint {
     }
 }
 
-/// Encodes one stream error in the client's shape (for a stream that fails
-/// after it started).
-pub fn stream_error_event(encoder: &mut dyn StreamEncoder, error: &LlmError) -> bytes::Bytes {
-    let mut out = BytesMut::new();
-    encoder.error(error, &mut out);
-    out.freeze()
+impl Endpoint {
+    /// An error event in this client's stream format, for a passed-through
+    /// stream that fails after it started (translated streams use their
+    /// encoder): OpenAI Chat `data: {"error":...}`, Anthropic `event: error`,
+    /// Responses `event: error`. Each is what the client's SDK raises.
+    pub fn stream_error_event(self, error: &LlmError) -> bytes::Bytes {
+        let mut out = BytesMut::new();
+        match self {
+            Endpoint::Messages | Endpoint::CountTokens => {
+                let body = tollgate_llm::anthropic::dialect::render_error(error);
+                tollgate_llm::sse::write_event(&mut out, Some("error"), &body);
+            }
+            Endpoint::Responses => {
+                let inner: serde_json::Value =
+                    serde_json::from_slice(&tollgate_llm::openai::render_error(error))
+                        .ok()
+                        .and_then(|v: serde_json::Value| v.get("error").cloned())
+                        .unwrap_or_default();
+                let event = serde_json::json!({
+                    "type": "error",
+                    "code": error.code,
+                    "message": error.message,
+                    "param": error.param,
+                    "sequence_number": 0,
+                    "error": inner,
+                });
+                tollgate_llm::sse::write_json(&mut out, Some("error"), &event);
+            }
+            Endpoint::ChatCompletions | Endpoint::Embeddings => {
+                let body = tollgate_llm::openai::render_error(error);
+                tollgate_llm::sse::write_event(&mut out, None, &body);
+            }
+        }
+        out.freeze()
+    }
 }

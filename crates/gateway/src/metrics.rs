@@ -42,6 +42,12 @@ pub struct UpstreamErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StreamFailureLabels {
+    pub endpoint: &'static str,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
     pub result: &'static str,
 }
@@ -54,6 +60,7 @@ pub struct Metrics {
     pub tokens: Family<TokenLabels, Counter>,
     pub cost_usd: Family<UsageLabels, Counter<f64, AtomicU64>>,
     pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    pub stream_failures: Family<StreamFailureLabels, Counter>,
     pub in_flight: Gauge,
     pub reloads: Family<ReloadLabels, Counter>,
     /// Controller mode: 1 while a subscription stream is open.
@@ -78,6 +85,7 @@ impl Metrics {
         let tokens = Family::<TokenLabels, Counter>::default();
         let cost_usd = Family::<UsageLabels, Counter<f64, AtomicU64>>::default();
         let upstream_errors = Family::<UpstreamErrorLabels, Counter>::default();
+        let stream_failures = Family::<StreamFailureLabels, Counter>::default();
         let in_flight = Gauge::default();
         let reloads = Family::<ReloadLabels, Counter>::default();
         let controller_connected = Gauge::default();
@@ -112,6 +120,11 @@ impl Metrics {
             upstream_errors.clone(),
         );
         registry.register(
+            "stream_failures",
+            "Streams ended badly after they started, by reason (timeout, broken_stream, truncated_stream, invalid_stream, provider_error, client_stalled)",
+            stream_failures.clone(),
+        );
+        registry.register(
             "requests_in_flight",
             "Requests being served",
             in_flight.clone(),
@@ -134,6 +147,7 @@ impl Metrics {
             tokens,
             cost_usd,
             upstream_errors,
+            stream_failures,
             in_flight,
             reloads,
             controller_connected,

@@ -64,6 +64,22 @@ pub(super) fn compile_gateway(
         diagnostics,
     );
 
+    let stream_write_timeout = parse_duration_ms(
+        limits.stream_write_timeout.as_ref(),
+        Some(snapshot::DEFAULT_STREAM_WRITE_TIMEOUT_MS),
+        &object,
+        "spec.limits.streamWriteTimeout",
+        diagnostics,
+    );
+    let errors_policy = spec.upstream_errors.clone().unwrap_or_default();
+    let max_retry_after = parse_duration_ms(
+        errors_policy.max_retry_after.as_ref(),
+        Some(60_000),
+        &object,
+        "spec.upstreamErrors.maxRetryAfter",
+        diagnostics,
+    );
+
     let mut api_keys = Vec::new();
     let mut digests = BTreeSet::new();
     for (index, source) in spec.api_keys.iter().enumerate() {
@@ -111,6 +127,18 @@ pub(super) fn compile_gateway(
                 .ok()
                 .flatten()
                 .unwrap_or(DEFAULT_REQUEST_TIMEOUT_MS),
+            stream_write_timeout_ms: stream_write_timeout
+                .ok()
+                .flatten()
+                .unwrap_or(snapshot::DEFAULT_STREAM_WRITE_TIMEOUT_MS),
+        },
+        upstream_errors: snapshot::UpstreamErrors {
+            pass_through: errors_policy.detail == Some(tollgate_api::ErrorDetail::PassThrough),
+            max_retry_after_s: max_retry_after
+                .ok()
+                .flatten()
+                .unwrap_or(60_000)
+                .div_ceil(1000),
         },
         api_keys,
         providers: Vec::new(),

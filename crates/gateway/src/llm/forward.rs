@@ -11,18 +11,20 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::Value;
 use tokio::time::Instant;
-use tollgate_config::snapshot::Route;
+use tollgate_config::snapshot::{Route, UpstreamErrors};
 use tollgate_llm::LlmError;
 
 use super::ingress::Inbound;
-use super::relay::{Observer, Output, ResponsesObserver, StreamSetup, Transcoder, Translator};
-use super::{Answer, Failure, tokens};
+use super::relay::{
+    Observer, Output, Relay, ResponsesObserver, StreamError, StreamSetup, Transcoder, Translator,
+};
+use super::{Answer, Failure, sanitize, tokens};
 use crate::context::RequestContext;
 use crate::dialect::Endpoint;
 use crate::error::ApiError;
 use crate::http::{ResponseBody, full, json};
 use crate::providers::http::{UpstreamError, send};
-use crate::providers::{Plan, Upstream, Wire};
+use crate::providers::{Plan, Upstream};
 use crate::runtime::Runtime;
 use crate::sse::SseRelay;
 
@@ -115,7 +117,13 @@ pub async fn forward(
             Err(error) => {
                 context.attempt_failed("connect");
                 tracing::warn!(%provider, %error, "upstream attempt failed");
-                last_error = ApiError::bad_gateway(format!("provider {provider}: {error}")).into();
+                let policy = &runtime.snapshot.config.upstream_errors;
+                last_error = if policy.pass_through {
+                    ApiError::bad_gateway(format!("provider {provider}: {error}"))
+                } else {
+                    ApiError::bad_gateway(format!("provider {provider} could not be reached"))
+                }
+                .into();
                 continue;
             }
         };
@@ -125,14 +133,45 @@ pub async fn forward(
             if stream {
                 let transcoder =
                     transcoder(upstream, plan, endpoint, inbound, model, response.headers())?;
-                let setup = StreamSetup {
+                let mut setup = StreamSetup {
                     transcoder,
                     first_chunk_deadline: deadline,
                     idle: route.stream_idle_timeout_ms.map(Duration::from_millis),
                     stream_deadline: provider_limit,
                     permit,
+                    write_timeout: Duration::from_millis(
+                        runtime.snapshot.config.limits.stream_write_timeout_ms,
+                    ),
                 };
-                return Ok(Answer::Stream(head, response.into_body(), Box::new(setup)));
+                let mut relay = Relay::new(response.into_body(), &mut setup, endpoint);
+                // Nothing is sent until the stream produced something, so a
+                // stream that fails first gets a proper status (and another
+                // backend may still answer).
+                match relay.first_output().await {
+                    Ok(first) => {
+                        return Ok(Answer::Stream(head, Box::new((relay, first, setup))));
+                    }
+                    Err(StreamError::Provider(error)) => {
+                        context.attempt_failed("provider_error");
+                        return Err(error.into());
+                    }
+                    Err(error) => {
+                        context.attempt_failed(error.reason());
+                        let timed_out = matches!(error, StreamError::Timeout);
+                        last_error = if timed_out {
+                            timeout_error().into()
+                        } else {
+                            ApiError::bad_gateway(format!(
+                                "provider {provider} ended the stream before any output: {error}"
+                            ))
+                            .into()
+                        };
+                        if is_last || (timed_out && Instant::now() >= overall) {
+                            return Err(last_error);
+                        }
+                        continue;
+                    }
+                }
             }
             let limited = Limited::new(response.into_body(), MAX_RESPONSE_BODY);
             let body = match tokio::time::timeout_at(deadline, limited.collect()).await {
@@ -174,7 +213,8 @@ pub async fn forward(
         }
         let headers = response.headers().clone();
         let body = read_error_body(response.into_body(), deadline).await;
-        let response = upstream_failure(endpoint, plan, upstream, status, &headers, &body);
+        let policy = &runtime.snapshot.config.upstream_errors;
+        let response = upstream_failure(endpoint, plan, upstream, policy, status, &headers, &body);
         let status = response.status().as_u16();
         return Ok(Answer::Full(response, status));
     }
@@ -280,19 +320,32 @@ fn upstream_failure(
     endpoint: Endpoint,
     plan: Plan,
     upstream: &Upstream,
+    policy: &UpstreamErrors,
     status: StatusCode,
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Response<ResponseBody> {
     let provider = &upstream.config.name;
     let readable = serde_json::from_slice::<Value>(body).is_ok();
-    let parsed = upstream.translate_error(status.as_u16(), headers, body);
-    let detail = if readable {
+    let mut parsed = upstream.translate_error(status.as_u16(), headers, body);
+    if !policy.pass_through {
+        if status.is_server_error() || matches!(status.as_u16(), 401 | 403) {
+            tracing::warn!(%provider, %status, message = %parsed.message, "provider error (not shown to the client)");
+        }
+        parsed.message = sanitize::scrub(&parsed.message);
+    }
+    let detail = if readable && policy.pass_through {
         format!(": {}", parsed.message)
     } else {
         String::new()
     };
-    match status.as_u16() {
+    let retry_after = (status == StatusCode::TOO_MANY_REQUESTS).then(|| {
+        let upstream = headers
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok());
+        HeaderValue::from(sanitize::retry_after(upstream, policy.max_retry_after_s))
+    });
+    let mut response = match status.as_u16() {
         // The provider rejected *our* key: the client's request is fine.
         401 | 403 => endpoint.error(&ApiError::bad_gateway(format!(
             "provider {provider} rejected the gateway's credentials (status {status})"
@@ -306,25 +359,16 @@ fn upstream_failure(
         s if s >= 500 => endpoint.error(&ApiError::bad_gateway(format!(
             "provider {provider} failed with status {status}{detail}"
         ))),
-        // 4xx (incl. 429) already in the client's shape passes through unchanged.
+        // 4xx (incl. 429) already in the client's shape passes through, with
+        // account identifiers masked unless the policy passes them.
         _ if plan == Plan::Passthrough && in_client_shape(endpoint, body) => {
-            let mut response = json(status, body.clone());
-            if status == StatusCode::TOO_MANY_REQUESTS {
-                let retry_after = headers
-                    .get(header::RETRY_AFTER)
-                    .cloned()
-                    .unwrap_or_else(|| HeaderValue::from_static("1"));
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, retry_after);
+            if policy.pass_through {
+                json(status, body.clone())
+            } else {
+                json(status, scrub_error_body(body))
             }
-            response
         }
-        _ if readable && upstream.wire != (Wire::OpenAi { responses: false })
-            || plan == Plan::Translate =>
-        {
-            endpoint.llm_error(&parsed)
-        }
+        _ if readable || plan == Plan::Translate => endpoint.llm_error(&parsed),
         _ => endpoint.error(&ApiError {
             status,
             kind: "invalid_request_error",
@@ -332,5 +376,152 @@ fn upstream_failure(
             message: format!("provider {provider} rejected the request with status {status}"),
             param: None,
         }),
+    };
+    if let Some(value) = retry_after {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
+/// The error body with `error.message` scrubbed and everything else (type,
+/// code, param) kept as the provider wrote it.
+fn scrub_error_body(body: &Bytes) -> Bytes {
+    let Ok(mut value) = serde_json::from_slice::<Value>(body) else {
+        return body.clone();
+    };
+    if let Some(message) = value.pointer_mut("/error/message")
+        && let Some(text) = message.as_str()
+    {
+        *message = Value::String(sanitize::scrub(text));
+    }
+    serde_json::to_vec(&value).map_or_else(|_| body.clone(), Bytes::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::http::{Clients, PermitRegistry};
+    use tollgate_api::ProviderType;
+    use tollgate_config::snapshot::Provider;
+
+    fn upstream(provider_type: ProviderType) -> Upstream {
+        let config = Provider {
+            name: "p".into(),
+            provider_type,
+            base_url: "http://127.0.0.1:1/v1".into(),
+            api_key: None,
+            aws: None,
+            region: None,
+            api_version: None,
+            azure_auth: None,
+            connect_timeout_ms: 1000,
+            request_timeout_ms: 1000,
+            max_concurrent_requests: None,
+            models: Default::default(),
+        };
+        Upstream::new(config, &Clients::new().unwrap(), &PermitRegistry::default()).unwrap()
+    }
+
+    fn failure(
+        endpoint: Endpoint,
+        status: u16,
+        body: &'static str,
+        pass_through: bool,
+    ) -> (u16, Value, Option<String>) {
+        let wire = if endpoint.is_anthropic() {
+            ProviderType::Anthropic
+        } else {
+            ProviderType::OpenAI
+        };
+        let policy = UpstreamErrors {
+            pass_through,
+            max_retry_after_s: 60,
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("86400"));
+        let response = upstream_failure(
+            endpoint,
+            Plan::Passthrough,
+            &upstream(wire),
+            &policy,
+            StatusCode::from_u16(status).unwrap(),
+            &headers,
+            &Bytes::from_static(body.as_bytes()),
+        );
+        let status = response.status().as_u16();
+        let retry = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .map(|v| v.to_str().unwrap().to_string());
+        let body = futures_util::FutureExt::now_or_never(response.into_body().collect())
+            .unwrap()
+            .unwrap()
+            .to_bytes();
+        (status, serde_json::from_slice(&body).unwrap(), retry)
+    }
+
+    const OPENAI_400: &str = r#"{"error":{"message":"bad temperature","type":"invalid_request_error","param":"temperature","code":null}}"#;
+    const OPENAI_429: &str = r#"{"error":{"message":"Rate limit reached in organization org-SECRET123 on tokens","type":"tokens","param":null,"code":"rate_limit_exceeded"}}"#;
+    const OPENAI_500: &str = r#"{"error":{"message":"internal failure at shard eu-3 for org-SECRET123","type":"server_error"}}"#;
+
+    #[test]
+    fn statuses_map_and_client_errors_keep_their_shape() {
+        let (status, body, _) = failure(Endpoint::ChatCompletions, 400, OPENAI_400, false);
+        assert_eq!(status, 400);
+        assert_eq!(body["error"]["param"], "temperature");
+        assert_eq!(
+            failure(Endpoint::ChatCompletions, 401, OPENAI_400, false).0,
+            502
+        );
+        assert_eq!(failure(Endpoint::ChatCompletions, 500, "", false).0, 502);
+        assert_eq!(failure(Endpoint::ChatCompletions, 503, "", false).0, 503);
+        assert_eq!(failure(Endpoint::ChatCompletions, 504, "", false).0, 504);
+        let (status, body, _) = failure(Endpoint::ChatCompletions, 404, "<html>", false);
+        assert_eq!(status, 404);
+        assert_eq!(body["error"]["code"], "upstream_rejected");
+    }
+
+    #[test]
+    fn sanitize_hides_server_detail_and_account_ids_and_caps_retry_after() {
+        let (status, body, retry) = failure(Endpoint::ChatCompletions, 429, OPENAI_429, false);
+        assert_eq!(status, 429);
+        assert_eq!(body["error"]["code"], "rate_limit_exceeded");
+        assert_eq!(
+            body["error"]["type"], "tokens",
+            "the provider's type is kept"
+        );
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(!message.contains("org-SECRET123"), "{message}");
+        assert_eq!(retry.as_deref(), Some("60"));
+
+        let (_, body, _) = failure(Endpoint::ChatCompletions, 500, OPENAI_500, false);
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(!message.contains("shard"), "{message}");
+
+        let (_, body, _) = failure(Endpoint::ChatCompletions, 500, OPENAI_500, true);
+        assert!(body["error"]["message"].as_str().unwrap().contains("shard"));
+        let (_, body, _) = failure(Endpoint::ChatCompletions, 429, OPENAI_429, true);
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("org-SECRET123")
+        );
+    }
+
+    #[test]
+    fn anthropic_clients_get_anthropic_errors() {
+        let (status, body, _) = failure(
+            Endpoint::Messages,
+            400,
+            r#"{"type":"error","error":{"type":"invalid_request_error","message":"max_tokens: field required"}}"#,
+            false,
+        );
+        assert_eq!(status, 400);
+        assert_eq!(body["type"], "error");
+        assert_eq!(body["error"]["message"], "max_tokens: field required");
+        let (status, body, _) = failure(Endpoint::Messages, 529, "", false);
+        assert_eq!(status, 503);
+        assert_eq!(body["error"]["type"], "overloaded_error");
     }
 }

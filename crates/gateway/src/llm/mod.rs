@@ -19,11 +19,13 @@ pub mod forward;
 pub mod ingress;
 pub mod relay;
 pub mod route;
+pub mod sanitize;
 pub mod select;
 pub mod tokens;
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tollgate_llm::LlmError;
@@ -34,7 +36,7 @@ use crate::error::ApiError;
 use crate::http::{ResponseBody, box_body, json, readiness, text};
 use crate::runtime::Gateway;
 use ingress::Inbound;
-use relay::{RelayBody, StreamSetup};
+use relay::{Relay, StreamSetup};
 
 /// Entry point for the client-facing port.
 pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Response<ResponseBody> {
@@ -64,8 +66,9 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Respon
 pub enum Answer {
     /// A full response and its status for metrics (usage is on the context).
     Full(Response<ResponseBody>, u16),
-    /// A stream: the response head, the provider's body and how to relay it.
-    Stream(Response<()>, Incoming, Box<StreamSetup>),
+    /// A stream that has produced its first bytes: the response head, the
+    /// relay, those bytes, and the relay's settings.
+    Stream(Response<()>, Box<(Relay, Bytes, StreamSetup)>),
 }
 
 /// An error from the gateway itself or from translation, answered in the
@@ -109,8 +112,9 @@ async fn serve(
             context.settle(status);
             response
         }
-        Ok(Answer::Stream(head, upstream, setup)) => {
-            head.map(|()| box_body(RelayBody::new(upstream, *setup, context)))
+        Ok(Answer::Stream(head, stream)) => {
+            let (relay, first, setup) = *stream;
+            head.map(|()| box_body(relay::start(relay, first, context, setup)))
         }
         Err(failure) => {
             let response = failure.respond(endpoint);

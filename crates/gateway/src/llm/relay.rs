@@ -20,12 +20,13 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame};
 use hyper::body::Incoming;
 use serde::Deserialize;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::time::{Instant, Sleep};
 use tollgate_llm::stream::{StreamDecoder, StreamEncoder, StreamItem};
 use tollgate_llm::{LlmError, Usage};
 
 use crate::context::RequestContext;
+use crate::dialect::Endpoint;
 use crate::http::BoxError;
 use crate::sse::SseRelay;
 
@@ -57,21 +58,26 @@ pub enum StreamError {
     Timeout,
     #[error("provider sent an unusable stream: {0}")]
     Invalid(String),
+    /// The provider reported an error before anything reached the client.
+    #[error("{}", .0.message)]
+    Provider(LlmError),
 }
 
 impl StreamError {
-    fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> &'static str {
         match self {
             StreamError::Upstream(_) => "broken_stream",
             StreamError::Truncated => "truncated_stream",
             StreamError::Timeout => "stream_timeout",
             StreamError::Invalid(_) => "invalid_stream",
+            StreamError::Provider(_) => "provider_error",
         }
     }
 
-    fn status(&self) -> u16 {
+    pub fn status(&self) -> u16 {
         match self {
             StreamError::Timeout => 504,
+            StreamError::Provider(error) => error.status,
             _ => 502,
         }
     }
@@ -246,38 +252,26 @@ impl Transcoder {
     }
 
     /// A failure after the stream started, as an event in the client's
-    /// format where the gateway writes the events itself.
-    fn error_event(&mut self, error: &StreamError) -> Option<Bytes> {
-        let Transcoder::Translate(translator) = self else {
-            return None;
-        };
-        if translator.finished || translator.failed.is_some() {
-            return None;
-        }
+    /// format: the client's SDK raises it as an error.
+    fn error_event(&mut self, endpoint: Endpoint, error: &StreamError) -> Option<Bytes> {
         let error = LlmError::new(
             tollgate_llm::ErrorKind::from_status(error.status()),
             error.to_string(),
-        );
-        let mut out = BytesMut::new();
-        translator.encoder.error(&error, &mut out);
-        translator.failed = Some(error);
-        Some(out.freeze())
+        )
+        .with_code(error.reason());
+        match self {
+            Transcoder::Translate(translator) => {
+                if translator.finished || translator.failed.is_some() {
+                    return None;
+                }
+                let mut out = BytesMut::new();
+                translator.encoder.error(&error, &mut out);
+                translator.failed = Some(error);
+                Some(out.freeze())
+            }
+            _ => Some(endpoint.stream_error_event(&error)),
+        }
     }
-}
-
-/// Streams the provider's answer to the client with deadlines, and settles
-/// the request when the stream ends however it ends.
-pub struct RelayBody {
-    upstream: Incoming,
-    transcoder: Transcoder,
-    /// The next deadline: first chunk, then idle gap, capped by `stream_deadline`.
-    timer: Pin<Box<Sleep>>,
-    idle: Option<Duration>,
-    /// The provider's request timeout bounds the whole stream.
-    stream_deadline: Instant,
-    context: RequestContext,
-    state: RelayState,
-    _permit: Option<OwnedSemaphorePermit>,
 }
 
 /// What the relay needs to start.
@@ -288,66 +282,46 @@ pub struct StreamSetup {
     pub idle: Option<Duration>,
     pub stream_deadline: Instant,
     pub permit: Option<OwnedSemaphorePermit>,
+    /// How long a client may leave output unread before the stream is ended.
+    pub write_timeout: Duration,
 }
 
-#[derive(Debug)]
-enum RelayState {
-    Streaming,
-    /// The tail went out; the verdict on the stream comes now.
-    Flushing(Verdict),
-    /// The stream has failed; the error is returned after one yield so hyper
-    /// flushes what was already forwarded (it drops unflushed data on error).
-    Failing(StreamError),
-    /// The body ends on the next poll.
-    Ended,
+/// The provider's stream, transcoded, with its deadlines: first chunk, idle
+/// gap, whole stream, and a short grace after the final event.
+pub struct Relay {
+    upstream: Incoming,
+    transcoder: Transcoder,
+    endpoint: Endpoint,
+    timer: Pin<Box<Sleep>>,
+    idle: Option<Duration>,
+    stream_deadline: Instant,
+    /// The verdict on a stream whose tail was just handed out.
+    after_tail: Option<Result<(), StreamError>>,
 }
 
-#[derive(Debug)]
-enum Verdict {
+/// One step of a relay.
+enum Step {
+    Data(Bytes),
+    /// The stream ended at its final event.
     End,
     Fail(StreamError),
 }
 
-type FramePoll = Poll<Option<Result<Frame<Bytes>, BoxError>>>;
-
-impl RelayBody {
-    pub fn new(upstream: Incoming, setup: StreamSetup, context: RequestContext) -> Self {
+impl Relay {
+    pub fn new(upstream: Incoming, setup: &mut StreamSetup, endpoint: Endpoint) -> Self {
+        let transcoder = std::mem::replace(
+            &mut setup.transcoder,
+            Transcoder::OpenAiChat(SseRelay::new(false)),
+        );
         Self {
             upstream,
-            transcoder: setup.transcoder,
+            transcoder,
+            endpoint,
             timer: Box::pin(tokio::time::sleep_until(setup.first_chunk_deadline)),
             idle: setup.idle,
             stream_deadline: setup.stream_deadline,
-            context,
-            state: RelayState::Streaming,
-            _permit: setup.permit,
+            after_tail: None,
         }
-    }
-
-    fn settle(&mut self, status: u16) {
-        self.context.usage = self.transcoder.usage();
-        self.context.settle(status);
-    }
-
-    /// Ends the body with an error (after an error event in the client's
-    /// format where there is one), so the client never mistakes a cut-off
-    /// answer for a complete one.
-    fn abort(&mut self, cx: &mut Context<'_>, error: StreamError) -> FramePoll {
-        self.context.attempt_failed(error.reason());
-        self.settle(error.status());
-        if let Some(event) = self.transcoder.error_event(&error) {
-            let event = Output::emit(&mut self.context, event, true);
-            self.state = RelayState::Failing(error);
-            return Poll::Ready(Some(Ok(Frame::data(event))));
-        }
-        self.state = RelayState::Failing(error);
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    }
-
-    fn forward(&mut self, bytes: Bytes) -> FramePoll {
-        let bytes = Output::emit(&mut self.context, bytes, true);
-        Poll::Ready(Some(Ok(Frame::data(bytes))))
     }
 
     /// After data: the idle deadline restarts (or the whole-stream one
@@ -364,11 +338,188 @@ impl RelayBody {
         self.timer.as_mut().reset(next);
     }
 
-    fn end_cleanly(&mut self) {
-        let status = self.transcoder.final_status();
-        self.settle(status);
-        self.state = RelayState::Ended;
+    fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
+        match self.after_tail.take() {
+            Some(Ok(())) => return Poll::Ready(Step::End),
+            Some(Err(error)) => return Poll::Ready(Step::Fail(error)),
+            None => {}
+        }
+        loop {
+            match Pin::new(&mut self.upstream).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    let pushed = self.transcoder.push(data);
+                    self.rearm_timer();
+                    match pushed {
+                        Ok(Some(out)) => return Poll::Ready(Step::Data(out)),
+                        Ok(None) => {}
+                        Err(error) => return Poll::Ready(Step::Fail(error)),
+                    }
+                }
+                Poll::Ready(Some(Err(error))) => {
+                    return Poll::Ready(Step::Fail(StreamError::Upstream(error.to_string())));
+                }
+                Poll::Ready(None) => {
+                    let (rest, verdict) = self.transcoder.finish();
+                    return Poll::Ready(match (rest, verdict) {
+                        // The tail first; the verdict is the next step.
+                        (Some(rest), verdict) => {
+                            self.after_tail = Some(verdict);
+                            Step::Data(rest)
+                        }
+                        (None, Ok(())) => Step::End,
+                        (None, Err(error)) => Step::Fail(error),
+                    });
+                }
+                Poll::Pending => {
+                    if self.timer.as_mut().poll(cx).is_ready() {
+                        if self.transcoder.finished() {
+                            // Complete answer; the provider just never closed.
+                            return Poll::Ready(Step::End);
+                        }
+                        return Poll::Ready(Step::Fail(StreamError::Timeout));
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
     }
+
+    async fn step(&mut self) -> Step {
+        std::future::poll_fn(|cx| self.poll_step(cx)).await
+    }
+
+    /// Waits for the first bytes for the client. A stream that fails or ends
+    /// before any is refused whole, so the client gets a proper error status
+    /// instead of a 200 with nothing in it.
+    pub async fn first_output(&mut self) -> Result<Bytes, StreamError> {
+        match self.step().await {
+            Step::Data(bytes) => match &self.transcoder {
+                // A translated stream whose first news is the provider's error.
+                Transcoder::Translate(translator) if translator.failed.is_some() => {
+                    Err(StreamError::Provider(
+                        translator
+                            .failed
+                            .clone()
+                            .unwrap_or_else(|| LlmError::bad_gateway("provider stream failed")),
+                    ))
+                }
+                _ => Ok(bytes),
+            },
+            Step::End => Err(StreamError::Truncated),
+            Step::Fail(error) => Err(error),
+        }
+    }
+}
+
+type FramePoll = Poll<Option<Result<Frame<Bytes>, BoxError>>>;
+
+/// What the pump hands the response body.
+enum Piece {
+    Data(Bytes),
+    /// End the body with this error (after what was sent before it).
+    Fail(StreamError),
+}
+
+/// Starts relaying: a task on this worker thread pumps the provider's stream
+/// to the client's body through a one-slot channel, so the task notices a
+/// client that stopped reading (the slot stays full) and ends the stream
+/// after `write_timeout`, freeing the provider slot; the request settles in
+/// the task however the stream ends.
+pub fn start(
+    mut relay: Relay,
+    first: Bytes,
+    mut context: RequestContext,
+    setup: StreamSetup,
+) -> RelayBody {
+    let (sender, receiver) = mpsc::channel(1);
+    let first = Output::emit(&mut context, first, true);
+    tokio::spawn(async move {
+        let permit = setup.permit;
+        let write_timeout = setup.write_timeout;
+        let outcome = pump(&mut relay, &mut context, &sender, write_timeout).await;
+        // The provider slot is free as soon as the provider is done.
+        drop(permit);
+        context.usage = relay.transcoder.usage();
+        match outcome {
+            Outcome::Complete => context.settle(relay.transcoder.final_status()),
+            Outcome::Failed(error) => {
+                context.attempt_failed(error.reason());
+                context.count_stream_failure(error.reason());
+                context.settle(error.status());
+                // The client's error event, then a broken body: a client
+                // never mistakes a cut-off answer for a complete one.
+                let event = relay.transcoder.error_event(relay.endpoint, &error);
+                let deliver = async {
+                    if let Some(event) = event {
+                        sender.send(Piece::Data(event)).await?;
+                    }
+                    sender.send(Piece::Fail(error)).await
+                };
+                let _ = tokio::time::timeout(write_timeout, deliver).await;
+            }
+            Outcome::ClientStalled => {
+                context.count_stream_failure("client_stalled");
+                context.settle(CLIENT_STALLED);
+            }
+            Outcome::ClientGone => context.settle(crate::context::CLIENT_CLOSED),
+        }
+    });
+    RelayBody {
+        first: Some(first),
+        receiver,
+        failing: None,
+        done: false,
+    }
+}
+
+enum Outcome {
+    Complete,
+    Failed(StreamError),
+    ClientStalled,
+    ClientGone,
+}
+
+/// Status recorded for a stream ended because its client stopped reading.
+pub const CLIENT_STALLED: u16 = 408;
+
+async fn pump(
+    relay: &mut Relay,
+    context: &mut RequestContext,
+    sender: &mpsc::Sender<Piece>,
+    write_timeout: Duration,
+) -> Outcome {
+    loop {
+        let bytes = match relay.step().await {
+            Step::Data(bytes) => bytes,
+            Step::End => return Outcome::Complete,
+            Step::Fail(error) => return Outcome::Failed(error),
+        };
+        let piece = Piece::Data(Output::emit(context, bytes, true));
+        // The slot is usually free: no timer on the common path.
+        let piece = match sender.try_send(piece) {
+            Ok(()) => continue,
+            Err(mpsc::error::TrySendError::Closed(_)) => return Outcome::ClientGone,
+            Err(mpsc::error::TrySendError::Full(piece)) => piece,
+        };
+        match tokio::time::timeout(write_timeout, sender.send(piece)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Outcome::ClientGone,
+            Err(_) => return Outcome::ClientStalled,
+        }
+    }
+}
+
+/// The client's response body: the first bytes, then what the pump sends.
+pub struct RelayBody {
+    first: Option<Bytes>,
+    receiver: mpsc::Receiver<Piece>,
+    /// The error to end with, after one yield so hyper flushes what came
+    /// before it (it drops unflushed data on error).
+    failing: Option<StreamError>,
+    done: bool,
 }
 
 impl Body for RelayBody {
@@ -377,70 +528,28 @@ impl Body for RelayBody {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> FramePoll {
         let this = &mut *self;
-        loop {
-            match std::mem::replace(&mut this.state, RelayState::Streaming) {
-                RelayState::Streaming => {}
-                RelayState::Flushing(Verdict::End) => {
-                    this.end_cleanly();
-                    return Poll::Ready(None);
-                }
-                RelayState::Flushing(Verdict::Fail(error)) => return this.abort(cx, error),
-                RelayState::Failing(error) => {
-                    this.state = RelayState::Ended;
-                    return Poll::Ready(Some(Err(Box::new(error))));
-                }
-                RelayState::Ended => {
-                    this.state = RelayState::Ended;
-                    return Poll::Ready(None);
-                }
+        if let Some(first) = this.first.take() {
+            return Poll::Ready(Some(Ok(Frame::data(first))));
+        }
+        if let Some(error) = this.failing.take() {
+            this.done = true;
+            return Poll::Ready(Some(Err(Box::new(error))));
+        }
+        if this.done {
+            return Poll::Ready(None);
+        }
+        match this.receiver.poll_recv(cx) {
+            Poll::Ready(Some(Piece::Data(bytes))) => Poll::Ready(Some(Ok(Frame::data(bytes)))),
+            Poll::Ready(Some(Piece::Fail(error))) => {
+                this.failing = Some(error);
+                cx.waker().wake_by_ref();
+                Poll::Pending
             }
-            match Pin::new(&mut this.upstream).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => {
-                    let Ok(data) = frame.into_data() else {
-                        continue;
-                    };
-                    let pushed = this.transcoder.push(data);
-                    this.rearm_timer();
-                    match pushed {
-                        Ok(Some(out)) => return this.forward(out),
-                        Ok(None) => {}
-                        Err(error) => return this.abort(cx, error),
-                    }
-                }
-                Poll::Ready(Some(Err(error))) => {
-                    return this.abort(cx, StreamError::Upstream(error.to_string()));
-                }
-                Poll::Ready(None) => {
-                    let (rest, verdict) = this.transcoder.finish();
-                    let verdict = match verdict {
-                        Ok(()) => Verdict::End,
-                        Err(error) => Verdict::Fail(error),
-                    };
-                    match (rest, verdict) {
-                        (Some(rest), verdict) => {
-                            // Forward the tail now; the verdict comes on the next poll.
-                            this.state = RelayState::Flushing(verdict);
-                            return this.forward(rest);
-                        }
-                        (None, Verdict::End) => {
-                            this.end_cleanly();
-                            return Poll::Ready(None);
-                        }
-                        (None, Verdict::Fail(error)) => return this.abort(cx, error),
-                    }
-                }
-                Poll::Pending => {
-                    if this.timer.as_mut().poll(cx).is_ready() {
-                        if this.transcoder.finished() {
-                            // Complete answer; the provider just never closed.
-                            this.end_cleanly();
-                            return Poll::Ready(None);
-                        }
-                        return this.abort(cx, StreamError::Timeout);
-                    }
-                    return Poll::Pending;
-                }
+            Poll::Ready(None) => {
+                this.done = true;
+                Poll::Ready(None)
             }
+            Poll::Pending => Poll::Pending,
         }
     }
 }
