@@ -448,14 +448,7 @@ CACHES = {"anthropic", "bedrock"}
     "backend",
     [
         "anthropic",
-        pytest.param(
-            "bedrock",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="cache_control is not translated to a Bedrock Converse cachePoint block: "
-                "cache_read_input_tokens stays 0",
-            ),
-        ),
+        "bedrock",
     ],
 )
 def test_prompt_caching_marker_reaches_provider(claude, backend):
@@ -588,15 +581,7 @@ def test_upstream_400_is_bad_request(claude, backend):
     [
         "openai",
         "anthropic",
-        pytest.param(
-            "gemini",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="Gemini's invalid-key answer (HTTP 400 INVALID_ARGUMENT, reason API_KEY_INVALID) is "
-                "relayed as a client 400 authentication_error instead of a 502 'provider rejected the "
-                "gateway's credentials' like the other formats",
-            ),
-        ),
+        "gemini",
         "bedrock",
         "azure",
     ],

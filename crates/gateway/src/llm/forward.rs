@@ -206,13 +206,17 @@ pub async fn forward(
                 status.as_u16(),
             ));
         }
+        // The error body is read before deciding: some providers say "your
+        // key is wrong" with a 400 (Gemini's API_KEY_INVALID), which is the
+        // gateway's fault and worth another backend, like a 401.
+        let headers = response.headers().clone();
+        let body = read_error_body(response.into_body(), deadline).await;
+        let status = effective_status(upstream, status, &headers, &body);
         context.attempt_failed(status_reason(status));
         if is_retryable(status) && !is_last {
             tracing::debug!(%provider, %status, "falling back to the next backend");
             continue;
         }
-        let headers = response.headers().clone();
-        let body = read_error_body(response.into_body(), deadline).await;
         let policy = &runtime.snapshot.config.upstream_errors;
         let response = upstream_failure(endpoint, plan, upstream, policy, status, &headers, &body);
         let status = response.status().as_u16();
@@ -297,6 +301,23 @@ async fn read_error_body(body: Incoming, deadline: Instant) -> Bytes {
         Ok(Ok(collected)) => collected.to_bytes(),
         _ => Bytes::new(),
     }
+}
+
+/// The status an error answer stands for: a refused credential is a 401
+/// whatever status the provider chose to say it with.
+fn effective_status(
+    upstream: &Upstream,
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> StatusCode {
+    if status == StatusCode::BAD_REQUEST {
+        let parsed = upstream.translate_error(status.as_u16(), headers, body);
+        if parsed.kind == tollgate_llm::ErrorKind::Authentication {
+            return StatusCode::UNAUTHORIZED;
+        }
+    }
+    status
 }
 
 /// True when `body` is an error object in the client's own format, which a

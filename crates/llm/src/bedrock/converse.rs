@@ -52,14 +52,32 @@ pub fn request_body(request: &ChatRequest) -> Result<Vec<u8>, LlmError> {
     }
     let mut body = Map::new();
 
-    let system: Vec<Value> = request
-        .messages
-        .iter()
-        .filter(|m| m.role.is_system())
-        .filter_map(|m| m.content.as_ref().map(Content::text))
-        .filter(|t| !t.is_empty())
-        .map(|text| json!({ "text": text }))
-        .collect();
+    // Prompt-cache markers (Anthropic `cache_control` on a text part) become
+    // Converse `cachePoint` blocks right after the text they close.
+    let mut system: Vec<Value> = Vec::new();
+    for message in request.messages.iter().filter(|m| m.role.is_system()) {
+        match &message.content {
+            Some(Content::Parts(parts)) => {
+                for part in parts {
+                    if let ContentPart::Text { text, extra } = part
+                        && !text.is_empty()
+                    {
+                        system.push(json!({ "text": text }));
+                        if extra.contains_key("cache_control") {
+                            system.push(cache_point());
+                        }
+                    }
+                }
+            }
+            Some(content) => {
+                let text = content.text();
+                if !text.is_empty() {
+                    system.push(json!({ "text": text }));
+                }
+            }
+            None => {}
+        }
+    }
     if !system.is_empty() {
         body.insert("system".into(), Value::Array(system));
     }
@@ -192,6 +210,11 @@ fn messages(messages: &[Message]) -> Result<Vec<Value>, LlmError> {
         .collect())
 }
 
+/// A Converse prompt-cache checkpoint: everything before it may be cached.
+fn cache_point() -> Value {
+    json!({ "cachePoint": { "type": "default" } })
+}
+
 fn user_blocks(message: &Message) -> Result<Vec<Value>, LlmError> {
     let Some(content) = &message.content else {
         return Ok(Vec::new());
@@ -199,9 +222,12 @@ fn user_blocks(message: &Message) -> Result<Vec<Value>, LlmError> {
     let mut blocks = Vec::new();
     for part in content.parts() {
         match part {
-            ContentPart::Text { text, .. } => {
+            ContentPart::Text { text, extra } => {
                 if !text.is_empty() {
                     blocks.push(json!({ "text": text }));
+                    if extra.contains_key("cache_control") {
+                        blocks.push(cache_point());
+                    }
                 }
             }
             ContentPart::ImageUrl { image_url } => blocks.push(image_block(&image_url)?),
