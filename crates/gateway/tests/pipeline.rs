@@ -380,3 +380,46 @@ spec:
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn models_answer_in_the_callers_shape() {
+    let h = Harness::start(ALL_FORMATS, MOCK_AUTH).await;
+    let openai: Value = h
+        .client
+        .get(format!("{}/v1/models", h.url))
+        .bearer_auth(common::KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(openai["object"], "list");
+    assert!(
+        openai["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["id"] == "claude")
+    );
+    let anthropic: Value = h
+        .client
+        .get(format!("{}/v1/models", h.url))
+        .header("x-api-key", common::KEY)
+        .header("anthropic-version", "2023-06-01")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(anthropic["has_more"], false);
+    assert_eq!(anthropic["data"][0]["type"], "model");
+    assert!(
+        anthropic["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["id"] == "chat")
+    );
+}

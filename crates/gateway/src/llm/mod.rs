@@ -145,18 +145,38 @@ async fn pipeline(
     forward::forward(context, &runtime, route, &inbound, &order, &parts.headers).await
 }
 
-/// `GET /v1/models` and `GET /v1/models/{id}`: the aliases this caller may use.
+/// `GET /v1/models` and `GET /v1/models/{id}`: the aliases this caller may
+/// use, in Anthropic's shape when the caller is an Anthropic client (it
+/// sends `anthropic-version`), else OpenAI's.
 fn models(gateway: &Gateway, headers: &HeaderMap, id: Option<&str>) -> Response<ResponseBody> {
-    let error = |e: ApiError| Endpoint::ChatCompletions.error(&e);
+    let anthropic = headers.contains_key("anthropic-version");
+    let endpoint = if anthropic {
+        Endpoint::Messages
+    } else {
+        Endpoint::ChatCompletions
+    };
+    let error = |e: ApiError| endpoint.error(&e);
     let Some(runtime) = gateway.runtime() else {
         return error(ApiError::not_ready());
     };
     if let Err(e) = runtime.keys.authenticate(headers) {
         return error(e);
     }
-    let entry = |alias: &str| serde_json::json!({"id": alias, "object": "model", "created": 0, "owned_by": "tollgate"});
+    let entry = |alias: &str| {
+        if anthropic {
+            serde_json::json!({"type": "model", "id": alias, "display_name": alias, "created_at": "1970-01-01T00:00:00Z"})
+        } else {
+            serde_json::json!({"id": alias, "object": "model", "created": 0, "owned_by": "tollgate"})
+        }
+    };
     let aliases = runtime.routes.visible_aliases(headers);
     let body = match id {
+        None if anthropic => serde_json::json!({
+            "data": aliases.iter().map(|a| entry(a)).collect::<Vec<_>>(),
+            "has_more": false,
+            "first_id": aliases.first(),
+            "last_id": aliases.last(),
+        }),
         None => {
             serde_json::json!({"object": "list", "data": aliases.iter().map(|a| entry(a)).collect::<Vec<_>>()})
         }
