@@ -11,6 +11,13 @@ use std::fmt::Write as _;
 pub const DIRECT: &str = "mock-direct";
 pub const NGINX: &str = "nginx";
 pub const TOLLGATE: &str = "tollgate";
+/// The same tollgate process on the route that translates an OpenAI Chat
+/// Completions client to an Anthropic Messages provider.
+pub const TOLLGATE_TRANSLATED: &str = "tollgate-translated";
+
+/// Label of the translation comparison, in the text and the JSON.
+pub const TRANSLATION_LABEL: &str =
+    "translation overhead (OpenAI client → Anthropic provider) vs passthrough";
 
 /// Thresholds of the summary block.
 pub const MAX_ADDED_P50_RATIO: f64 = 2.0;
@@ -114,6 +121,54 @@ pub struct Comparison {
     pub stream_ttfb_overhead_p99_us: Option<f64>,
 }
 
+/// Translated vs passthrough at one open-loop rate.
+#[derive(Debug, Clone, Serialize)]
+pub struct TranslationAtRate {
+    pub rate: f64,
+    /// Translated minus mock-direct (p50/p99), µs.
+    pub added_vs_direct: Option<AddedLatency>,
+    /// Passthrough minus mock-direct, µs (for reading the two side by side).
+    pub passthrough_added_vs_direct: Option<AddedLatency>,
+    /// Translated minus passthrough (p50/p99), µs: the cost of translating.
+    pub added_vs_passthrough: Option<AddedLatency>,
+    pub cpu_us_passthrough: Option<f64>,
+    pub cpu_us_translated: Option<f64>,
+    /// CPU/request translated ÷ passthrough (passthrough clamped to the CPU
+    /// noise floor).
+    pub cpu_ratio: Option<f64>,
+}
+
+/// Streaming time to first byte of one target, µs.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct TtfbSummary {
+    pub p50_us: f64,
+    pub p99_us: f64,
+}
+
+/// OpenAI client → Anthropic provider (translated request, response and
+/// stream) against the OpenAI passthrough, both on one tollgate process and
+/// one mock, driven by the same OpenAI client.
+#[derive(Debug, Clone, Serialize)]
+pub struct TranslationOverhead {
+    pub label: String,
+    pub passthrough: String,
+    pub translated: String,
+    pub open_loop: Vec<TranslationAtRate>,
+    /// Closed-loop throughput (req/s) and CPU/request of both, and the ratio.
+    pub closed_loop_rps_passthrough: Option<f64>,
+    pub closed_loop_rps_translated: Option<f64>,
+    pub closed_loop_cpu_us_passthrough: Option<f64>,
+    pub closed_loop_cpu_us_translated: Option<f64>,
+    pub closed_loop_cpu_ratio: Option<f64>,
+    /// Streaming time to first body byte of each.
+    pub stream_ttfb_passthrough: Option<TtfbSummary>,
+    pub stream_ttfb_translated: Option<TtfbSummary>,
+    /// Translated minus passthrough first byte (p50/p99), µs.
+    pub stream_ttfb_added_vs_passthrough: Option<AddedLatency>,
+    /// Translated minus mock-direct first byte (p50/p99), µs.
+    pub stream_ttfb_added_vs_direct: Option<AddedLatency>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
     pub name: String,
@@ -154,6 +209,9 @@ pub struct BenchReport {
     pub comparisons: Vec<Comparison>,
     /// tollgate ÷ nginx, per open-loop rate.
     pub tollgate_vs_nginx: Vec<Ratios>,
+    /// Translated (OpenAI client → Anthropic provider) vs passthrough;
+    /// `None` unless both tollgate targets ran.
+    pub translation_overhead: Option<TranslationOverhead>,
     pub summary: Vec<Check>,
 }
 
@@ -162,7 +220,7 @@ impl BenchReport {
         let find = |n: &str| targets.iter().find(|t| t.name == n && t.skipped.is_none());
         let direct = find(DIRECT);
         let mut comparisons = Vec::new();
-        for name in [NGINX, TOLLGATE] {
+        for name in [NGINX, TOLLGATE, TOLLGATE_TRANSLATED] {
             if let (Some(d), Some(t)) = (direct, find(name)) {
                 comparisons.push(compare(d, t, &meta.open_loop_rates));
             }
@@ -175,12 +233,17 @@ impl BenchReport {
                 .collect(),
             _ => Vec::new(),
         };
+        let translation_overhead = match (find(TOLLGATE), find(TOLLGATE_TRANSLATED)) {
+            (Some(p), Some(t)) => Some(translation(direct, p, t, &meta.open_loop_rates)),
+            _ => None,
+        };
         let summary = summary_checks(&meta, &targets, &comparisons);
         BenchReport {
             meta,
             targets,
             comparisons,
             tollgate_vs_nginx,
+            translation_overhead,
             summary,
         }
     }
@@ -208,6 +271,67 @@ fn compare(direct: &TargetReport, t: &TargetReport, rates: &[f64]) -> Comparison
         added_latency: added,
         stream_ttfb_overhead_p50_us: stream.map(|s| s.p50_us),
         stream_ttfb_overhead_p99_us: stream.map(|s| s.p99_us),
+    }
+}
+
+fn usable(p: Option<&PhaseResult>) -> Option<&PhaseResult> {
+    p.filter(|p| p.usable())
+}
+
+fn translation(
+    direct: Option<&TargetReport>,
+    pass: &TargetReport,
+    tr: &TargetReport,
+    rates: &[f64],
+) -> TranslationOverhead {
+    let added = |x: Option<&PhaseResult>, base: Option<&PhaseResult>| {
+        Some(added_latency(
+            &usable(x)?.outcome.latency,
+            &usable(base)?.outcome.latency,
+        ))
+    };
+    let cpu = |p: Option<&PhaseResult>| usable(p)?.cpu_per_request.target_us;
+    let cpu_ratio = |t: Option<f64>, p: Option<f64>| stats::ratio(t?, p?, CPU_NOISE_FLOOR_US);
+    let open_loop = rates
+        .iter()
+        .map(|&rate| {
+            let d = direct.and_then(|d| d.open_at(rate));
+            let (p, t) = (pass.open_at(rate), tr.open_at(rate));
+            let (cp, ct) = (cpu(p), cpu(t));
+            TranslationAtRate {
+                rate,
+                added_vs_direct: added(t, d),
+                passthrough_added_vs_direct: added(p, d),
+                added_vs_passthrough: added(t, p),
+                cpu_us_passthrough: cp,
+                cpu_us_translated: ct,
+                cpu_ratio: cpu_ratio(ct, cp),
+            }
+        })
+        .collect();
+    let rps = |p: Option<&PhaseResult>| usable(p).map(|p| p.outcome.achieved_rps);
+    let (cp, ct) = (cpu(pass.closed_loop.as_ref()), cpu(tr.closed_loop.as_ref()));
+    let ttfb = |p: Option<&PhaseResult>| {
+        usable(p).map(|p| TtfbSummary {
+            p50_us: p.outcome.latency.p50_us,
+            p99_us: p.outcome.latency.p99_us,
+        })
+    };
+    let (sp, st) = (pass.streaming_ttfb.as_ref(), tr.streaming_ttfb.as_ref());
+    TranslationOverhead {
+        label: TRANSLATION_LABEL.into(),
+        passthrough: pass.name.clone(),
+        translated: tr.name.clone(),
+        open_loop,
+        closed_loop_rps_passthrough: rps(pass.closed_loop.as_ref()),
+        closed_loop_rps_translated: rps(tr.closed_loop.as_ref()),
+        closed_loop_cpu_us_passthrough: cp,
+        closed_loop_cpu_us_translated: ct,
+        closed_loop_cpu_ratio: cpu_ratio(ct, cp),
+        stream_ttfb_passthrough: ttfb(sp),
+        stream_ttfb_translated: ttfb(st),
+        stream_ttfb_added_vs_passthrough: added(st, sp),
+        stream_ttfb_added_vs_direct: added(st, direct.and_then(|d| d.streaming_ttfb.as_ref())),
     }
 }
 
@@ -645,6 +769,10 @@ impl BenchReport {
             }
         }
 
+        if let Some(t) = &self.translation_overhead {
+            render_translation(&mut o, t);
+        }
+
         let _ = writeln!(o, "\n== Summary: tollgate targets ==");
         for c in &self.summary {
             let _ = writeln!(
@@ -656,6 +784,93 @@ impl BenchReport {
             );
         }
         o
+    }
+}
+
+fn render_translation(o: &mut String, t: &TranslationOverhead) {
+    let _ = writeln!(
+        o,
+        "\n== {} ==\n({} = route `translated`, {} = route `chat`: one tollgate process, one mock, same OpenAI client and body, phases interleaved)",
+        capitalise(&t.label),
+        t.translated,
+        t.passthrough
+    );
+    let w = [9, 22, 22, 22, 17];
+    row(
+        o,
+        &[
+            "rate",
+            "translated vs direct",
+            "passthru vs direct",
+            "translated vs passthru",
+            "cpu/req tr/pt",
+        ]
+        .map(String::from),
+        &w,
+    );
+    let pair = |a: Option<AddedLatency>| {
+        opt_s(a.map(|a| format!("{} / {}", signed_us(a.p50_us), signed_us(a.p99_us))))
+    };
+    let x = |v: Option<f64>| opt(v, |v| format!("{v:.2}x"));
+    let cpu = |a: Option<f64>, b: Option<f64>, r: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) => format!("{a:.1}/{b:.1}us {}", x(r)),
+        _ => "-".into(),
+    };
+    for r in &t.open_loop {
+        row(
+            o,
+            &[
+                format!("{}/s", r.rate),
+                pair(r.added_vs_direct),
+                pair(r.passthrough_added_vs_direct),
+                pair(r.added_vs_passthrough),
+                cpu(r.cpu_us_translated, r.cpu_us_passthrough, r.cpu_ratio),
+            ],
+            &w,
+        );
+    }
+    let _ = writeln!(o, "(added latency columns: +p50 / +p99)");
+    let _ = writeln!(
+        o,
+        "closed loop: {} req/s translated vs {} req/s passthrough; cpu/req {}",
+        opt(t.closed_loop_rps_translated, |v| format!("{v:.0}")),
+        opt(t.closed_loop_rps_passthrough, |v| format!("{v:.0}")),
+        cpu(
+            t.closed_loop_cpu_us_translated,
+            t.closed_loop_cpu_us_passthrough,
+            t.closed_loop_cpu_ratio
+        )
+    );
+    let ttfb = |v: Option<TtfbSummary>| {
+        opt_s(v.map(|v| format!("p50 {} p99 {}", us(v.p50_us), us(v.p99_us))))
+    };
+    let _ = writeln!(
+        o,
+        "streaming first byte: translated {}, passthrough {}; translated vs passthrough {}, translated vs direct {}",
+        ttfb(t.stream_ttfb_translated),
+        ttfb(t.stream_ttfb_passthrough),
+        pair(t.stream_ttfb_added_vs_passthrough),
+        pair(t.stream_ttfb_added_vs_direct)
+    );
+}
+
+fn signed_us(v: f64) -> String {
+    if v >= 0.0 {
+        format!("+{}", us(v))
+    } else {
+        us(v)
+    }
+}
+
+fn opt_s(v: Option<String>) -> String {
+    v.unwrap_or_else(|| "-".into())
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
     }
 }
 
@@ -836,6 +1051,88 @@ mod tests {
             ],
         );
         assert_eq!(labels(&r), ["SKIP", "SKIP", "SKIP", "PASS", "PASS"]);
+    }
+
+    #[test]
+    fn translation_overhead_vs_passthrough_and_direct() {
+        let r = BenchReport::new(
+            meta(),
+            vec![
+                target(DIRECT, 100.0, 10.0, 40.0, 4, 0),
+                target(NGINX, 130.0, 20.0, 90.0, 12, 0),
+                target(TOLLGATE, 150.0, 35.0, 240.0, 20, 0),
+                target(TOLLGATE_TRANSLATED, 190.0, 70.0, 300.0, 20, 0),
+            ],
+        );
+        // The translated target does not change the existing verdicts.
+        assert_eq!(labels(&r), ["PASS"; 5]);
+        let tr = r
+            .comparisons
+            .iter()
+            .find(|c| c.target == TOLLGATE_TRANSLATED)
+            .unwrap();
+        assert_eq!(tr.added_latency[0].added.p50_us, 90.0);
+        let t = r.translation_overhead.as_ref().unwrap();
+        assert_eq!(t.label, TRANSLATION_LABEL);
+        assert_eq!(t.open_loop.len(), 2);
+        let a = &t.open_loop[1];
+        assert_eq!(a.rate, 2000.0);
+        assert_eq!(a.added_vs_direct.unwrap().p50_us, 90.0);
+        assert_eq!(a.added_vs_direct.unwrap().p99_us, 270.0);
+        assert_eq!(a.passthrough_added_vs_direct.unwrap().p50_us, 50.0);
+        assert_eq!(a.added_vs_passthrough.unwrap().p50_us, 40.0);
+        assert_eq!(a.added_vs_passthrough.unwrap().p99_us, 120.0);
+        assert!((a.cpu_ratio.unwrap() - 2.0).abs() < 1e-9);
+        assert!((t.closed_loop_cpu_ratio.unwrap() - 2.0).abs() < 1e-9);
+        assert_eq!(t.closed_loop_rps_translated, Some(1000.0));
+        assert_eq!(t.stream_ttfb_passthrough.unwrap().p50_us, 240.0);
+        assert_eq!(t.stream_ttfb_translated.unwrap().p50_us, 300.0);
+        assert_eq!(t.stream_ttfb_added_vs_passthrough.unwrap().p50_us, 60.0);
+        assert_eq!(t.stream_ttfb_added_vs_direct.unwrap().p50_us, 260.0);
+
+        let text = r.render();
+        for needle in [
+            "Translation overhead (OpenAI client → Anthropic provider) vs passthrough",
+            "+40us / +120us",
+            "35.0us 2.00x",
+            "streaming first byte: translated p50 300us",
+        ] {
+            assert!(text.contains(needle), "missing {needle}:\n{text}");
+        }
+        let v = serde_json::to_value(&r).unwrap();
+        let j = &v["translation_overhead"];
+        assert_eq!(j["label"], TRANSLATION_LABEL);
+        assert_eq!(j["open_loop"][0]["added_vs_passthrough"]["p50_us"], 40.0);
+        assert_eq!(j["stream_ttfb_translated"]["p99_us"], 600.0);
+    }
+
+    #[test]
+    fn translation_overhead_absent_or_partial() {
+        // Without the translated target there is no section.
+        let r = BenchReport::new(
+            meta(),
+            vec![
+                target(DIRECT, 100.0, 10.0, 40.0, 4, 0),
+                target(TOLLGATE, 150.0, 35.0, 240.0, 20, 0),
+            ],
+        );
+        assert!(r.translation_overhead.is_none());
+        assert!(!r.render().contains("Translation overhead"));
+        // A failing translated route yields no numbers, not zeros.
+        let r = BenchReport::new(
+            meta(),
+            vec![
+                target(DIRECT, 100.0, 10.0, 40.0, 4, 0),
+                target(TOLLGATE, 150.0, 35.0, 240.0, 20, 0),
+                target(TOLLGATE_TRANSLATED, 0.0, 1.0, 0.0, 20, 50),
+            ],
+        );
+        let t = r.translation_overhead.as_ref().unwrap();
+        assert!(t.open_loop.iter().all(|a| a.added_vs_passthrough.is_none()
+            && a.cpu_ratio.is_none()
+            && a.passthrough_added_vs_direct.is_some()));
+        assert!(t.stream_ttfb_translated.is_none());
+        assert!(r.render().contains("Translation overhead"));
     }
 
     #[test]

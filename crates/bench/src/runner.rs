@@ -7,7 +7,7 @@ use crate::load::{self, ClosedLoopConfig, Measure, OpenLoopConfig, PhaseOutcome}
 use crate::procfs;
 use crate::report::{
     BenchReport, CpuPerRequest, DIRECT, MemoryReport, Meta, NGINX, PhaseResult, TOLLGATE,
-    TargetReport,
+    TOLLGATE_TRANSLATED, TargetReport,
 };
 use crate::targets::{self, MockSource, Process};
 use std::future::Future;
@@ -116,25 +116,56 @@ pub fn run(plan: &Plan, workdir: &Path) -> Result<BenchReport> {
         Err(e) => reports.push(TargetReport::skipped(NGINX, e.to_string())),
     }
 
+    // Passthrough and translated run against ONE tollgate process (one
+    // config with both routes), with their phases interleaved. That is the
+    // fairest side-by-side: same binary, same process (allocator, thread
+    // placement, warmed caches), same client, same mock, same machine load
+    // at each phase; the only difference is the route, i.e. the OpenAI →
+    // Anthropic translation of request, response and stream. A second
+    // process would add process-to-process variance and double the
+    // memory footprint on a 2-core machine; running one path fully before
+    // the other would let machine-load drift masquerade as overhead.
+    // The price: RSS and CPU are per process, so the memory rows are the
+    // same process for both, and CPU/request is sampled around each
+    // target's own phases (only one target is loaded at a time).
     match targets::start_tollgate(&plan.tollgate_bin, mock_addr, workdir) {
         Ok((mut p, addr)) => {
             let pid = p.pid();
             let pids = move || vec![pid];
-            let mut r = run_target(
-                &rt,
-                plan,
-                &Target {
-                    name: TOLLGATE,
-                    addr,
-                    model: "chat",
-                    pids: &pids,
-                    mock_pid,
-                },
-            );
-            r.shutdown = Some(stop(&mut p));
-            reports.push(r);
+            let passthrough = Target {
+                name: TOLLGATE,
+                addr,
+                model: targets::PASSTHROUGH_ALIAS,
+                pids: &pids,
+                mock_pid,
+            };
+            let translated = Target {
+                name: TOLLGATE_TRANSLATED,
+                addr,
+                model: targets::TRANSLATED_ALIAS,
+                pids: &pids,
+                mock_pid,
+            };
+            let mut rs = run_targets(&rt, plan, &[passthrough, translated]);
+            let shutdown = stop(&mut p);
+            for r in &mut rs {
+                r.shutdown = Some(shutdown.clone());
+            }
+            rs[0].notes.push(format!(
+                "route `{}`: OpenAI client -> OpenAI-format provider (passthrough); same process as {TOLLGATE_TRANSLATED}, phases interleaved",
+                targets::PASSTHROUGH_ALIAS
+            ));
+            rs[1].notes.push(format!(
+                "route `{}`: OpenAI client -> Anthropic provider (POST /v1/messages on the same mock, x-api-key checked); same process as {TOLLGATE}, so its RSS rows are that process's",
+                targets::TRANSLATED_ALIAS
+            ));
+            reports.extend(rs);
         }
-        Err(e) => reports.push(TargetReport::skipped(TOLLGATE, e.to_string())),
+        Err(e) => {
+            let why = e.to_string();
+            reports.push(TargetReport::skipped(TOLLGATE, why.clone()));
+            reports.push(TargetReport::skipped(TOLLGATE_TRANSLATED, why));
+        }
     }
 
     if let Some(why) = mock.exited() {
@@ -207,23 +238,50 @@ fn memory(t: &Target) -> procfs::MemStatus {
 }
 
 fn run_target(rt: &Runtime, plan: &Plan, t: &Target) -> TargetReport {
-    eprintln!("== {} at {}", t.name, t.addr);
-    let mut report = TargetReport::skipped(t.name, String::new());
-    report.skipped = None;
-    let plain = Arc::new(RequestTemplate::new(
-        t.addr,
-        CHAT_PATH,
-        chat_body(t.model, false),
-    ));
-    let stream = Arc::new(RequestTemplate::new(
-        t.addr,
-        CHAT_PATH,
-        chat_body(t.model, true),
-    ));
-    let mut mem = MemoryReport {
-        after_start: memory(t),
-        ..Default::default()
-    };
+    run_targets(rt, plan, std::slice::from_ref(t))
+        .pop()
+        .expect("one report per target")
+}
+
+/// Runs the phases of several targets interleaved: each phase (warm-up, every
+/// open-loop rate, closed loop, streaming) runs for every target in turn
+/// before the next phase starts. Targets that share a process are compared
+/// under the same machine conditions this way, instead of one target's whole
+/// run and then the other's while the machine's load drifts in between.
+fn run_targets(rt: &Runtime, plan: &Plan, ts: &[Target]) -> Vec<TargetReport> {
+    struct State {
+        report: TargetReport,
+        mem: MemoryReport,
+        plain: Arc<RequestTemplate>,
+        stream: Arc<RequestTemplate>,
+        ok: bool,
+    }
+    let mut states: Vec<State> = ts
+        .iter()
+        .map(|t| {
+            eprintln!("== {} at {} (model {})", t.name, t.addr, t.model);
+            let mut report = TargetReport::skipped(t.name, String::new());
+            report.skipped = None;
+            State {
+                report,
+                mem: MemoryReport {
+                    after_start: memory(t),
+                    ..Default::default()
+                },
+                plain: Arc::new(RequestTemplate::new(
+                    t.addr,
+                    CHAT_PATH,
+                    chat_body(t.model, false),
+                )),
+                stream: Arc::new(RequestTemplate::new(
+                    t.addr,
+                    CHAT_PATH,
+                    chat_body(t.model, true),
+                )),
+                ok: true,
+            }
+        })
+        .collect();
 
     // Warm-up with the open-loop connection count, so the target's own
     // upstream pool is filled before anything is measured.
@@ -234,24 +292,23 @@ fn run_target(rt: &Runtime, plan: &Plan, t: &Target) -> TargetReport {
         timeout: plan.timeout,
         measure: Measure::FullResponse,
     };
-    let warm = measured(rt, t, None, load::closed_loop(plain.clone(), &warm_cfg));
-    let warm_ok = warm.outcome.ok > 0;
-    if !warm_ok {
-        report.notes.push(format!(
-            "warm-up had no successful request (first error: {}); measured phases skipped",
-            warm.outcome.first_error.as_deref().unwrap_or("-")
-        ));
+    for (t, s) in ts.iter().zip(&mut states) {
+        eprintln!("   {}: warm-up", t.name);
+        let warm = measured(rt, t, None, load::closed_loop(s.plain.clone(), &warm_cfg));
+        s.ok = warm.outcome.ok > 0;
+        if !s.ok {
+            s.report.notes.push(format!(
+                "warm-up had no successful request (first error: {}); measured phases skipped",
+                warm.outcome.first_error.as_deref().unwrap_or("-")
+            ));
+        }
+        s.report.warmup = Some(warm);
     }
-    report.warmup = Some(warm);
-    mem.after_warmup = memory(t);
-    if !warm_ok {
-        mem.after_load = mem.after_warmup;
-        report.memory = Some(mem);
-        return report;
+    for (t, s) in ts.iter().zip(&mut states) {
+        s.mem.after_warmup = memory(t);
     }
 
     for &rate in &plan.rates {
-        eprintln!("   open loop {rate} req/s");
         let cfg = OpenLoopConfig {
             rate,
             duration: plan.phase,
@@ -259,15 +316,17 @@ fn run_target(rt: &Runtime, plan: &Plan, t: &Target) -> TargetReport {
             timeout: plan.timeout,
             grace: plan.grace,
         };
-        report.open_loop.push(measured(
-            rt,
-            t,
-            Some(rate),
-            load::open_loop(plain.clone(), &cfg),
-        ));
+        for (t, s) in ts.iter().zip(&mut states).filter(|(_, s)| s.ok) {
+            eprintln!("   {}: open loop {rate} req/s", t.name);
+            s.report.open_loop.push(measured(
+                rt,
+                t,
+                Some(rate),
+                load::open_loop(s.plain.clone(), &cfg),
+            ));
+        }
     }
 
-    eprintln!("   closed loop x{}", plan.concurrency);
     let cfg = ClosedLoopConfig {
         concurrency: plan.concurrency,
         duration: plan.phase,
@@ -275,14 +334,16 @@ fn run_target(rt: &Runtime, plan: &Plan, t: &Target) -> TargetReport {
         timeout: plan.timeout,
         measure: Measure::FullResponse,
     };
-    report.closed_loop = Some(measured(
-        rt,
-        t,
-        None,
-        load::closed_loop(plain.clone(), &cfg),
-    ));
+    for (t, s) in ts.iter().zip(&mut states).filter(|(_, s)| s.ok) {
+        eprintln!("   {}: closed loop x{}", t.name, plan.concurrency);
+        s.report.closed_loop = Some(measured(
+            rt,
+            t,
+            None,
+            load::closed_loop(s.plain.clone(), &cfg),
+        ));
+    }
 
-    eprintln!("   streaming first byte x{}", plan.stream_requests);
     let cfg = ClosedLoopConfig {
         concurrency: 1,
         duration: plan.stream_cap,
@@ -290,11 +351,27 @@ fn run_target(rt: &Runtime, plan: &Plan, t: &Target) -> TargetReport {
         timeout: plan.timeout,
         measure: Measure::FirstByte,
     };
-    report.streaming_ttfb = Some(measured(rt, t, None, load::closed_loop(stream, &cfg)));
+    for (t, s) in ts.iter().zip(&mut states).filter(|(_, s)| s.ok) {
+        eprintln!(
+            "   {}: streaming first byte x{}",
+            t.name, plan.stream_requests
+        );
+        s.report.streaming_ttfb = Some(measured(
+            rt,
+            t,
+            None,
+            load::closed_loop(s.stream.clone(), &cfg),
+        ));
+    }
 
-    mem.after_load = memory(t);
-    report.memory = Some(mem);
-    report
+    ts.iter()
+        .zip(states)
+        .map(|(t, mut s)| {
+            s.mem.after_load = if s.ok { memory(t) } else { s.mem.after_warmup };
+            s.report.memory = Some(s.mem);
+            s.report
+        })
+        .collect()
 }
 
 fn meta(plan: &Plan) -> Meta {

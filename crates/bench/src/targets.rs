@@ -17,6 +17,16 @@ pub const NGINX_WORKER_PROCESSES: u32 = 1;
 /// Upstream keep-alive pool size for nginx.
 pub const NGINX_UPSTREAM_KEEPALIVE: u32 = 64;
 
+/// Route alias of the OpenAI passthrough (OpenAI client → OpenAI-format
+/// provider) in the generated gateway config.
+pub const PASSTHROUGH_ALIAS: &str = "chat";
+/// Route alias of the translated path (OpenAI client → Anthropic-format
+/// provider on the same mock) in the same config.
+pub const TRANSLATED_ALIAS: &str = "translated";
+/// The key the mock demands on `/v1/messages` (`--anthropic-key`), so the
+/// translated path carries the same auth headers as against the real API.
+pub const BENCH_ANTHROPIC_KEY: &str = "bench-anthropic-key";
+
 /// A child process that is SIGTERMed (then SIGKILLed) when dropped.
 pub struct Process {
     pub name: String,
@@ -252,6 +262,9 @@ pub fn start_mock(source: &MockSource, log_dir: &Path) -> Result<(Process, Socke
                 "0",
                 "--output-tokens",
                 "16",
+                // Only checked on /v1/messages (the translated target).
+                "--anthropic-key",
+                BENCH_ANTHROPIC_KEY,
             ]);
             c
         }
@@ -374,6 +387,9 @@ fn set_mode(path: &Path, mode: u32) -> Result<()> {
     Ok(())
 }
 
+/// One gateway, two routes on the same mock: `chat` (OpenAI passthrough)
+/// and `translated` (OpenAI client → Anthropic Messages provider, request,
+/// response and stream translated by the gateway).
 pub fn gateway_config(mock: SocketAddr) -> String {
     format!(
         r#"apiVersion: tollgate.dev/v1alpha1
@@ -381,18 +397,39 @@ kind: AIGateway
 metadata: {{name: bench, namespace: default}}
 spec: {{listener: {{port: 8080}}, admin: {{port: 9090}}}}
 ---
+apiVersion: v1
+kind: Secret
+metadata: {{name: bench-keys, namespace: default}}
+stringData: {{anthropic: {BENCH_ANTHROPIC_KEY}}}
+---
 apiVersion: tollgate.dev/v1alpha1
 kind: ModelProvider
 metadata: {{name: mock, namespace: default}}
 spec: {{type: Mock, endpoint: "http://{mock}/v1"}}
 ---
 apiVersion: tollgate.dev/v1alpha1
+kind: ModelProvider
+metadata: {{name: mock-anthropic, namespace: default}}
+spec:
+  type: Anthropic
+  endpoint: "http://{mock}/v1"
+  credentials: {{secretRef: {{name: bench-keys, key: anthropic}}}}
+---
+apiVersion: tollgate.dev/v1alpha1
 kind: AIRoute
 metadata: {{name: chat, namespace: default}}
 spec:
   gatewayRef: {{name: bench}}
-  models: ["chat"]
+  models: ["{PASSTHROUGH_ALIAS}"]
   backends: [{{providerRef: {{name: mock}}, model: mock-chat}}]
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: AIRoute
+metadata: {{name: translated, namespace: default}}
+spec:
+  gatewayRef: {{name: bench}}
+  models: ["{TRANSLATED_ALIAS}"]
+  backends: [{{providerRef: {{name: mock-anthropic}}, model: mock-claude}}]
 "#
     )
 }
@@ -462,7 +499,15 @@ mod tests {
     #[test]
     fn gateway_config_points_at_mock() {
         let c = gateway_config("127.0.0.1:7777".parse().unwrap());
-        assert!(c.contains(r#"endpoint: "http://127.0.0.1:7777/v1""#));
-        assert_eq!(c.matches("\n---\n").count(), 2);
+        assert_eq!(
+            c.matches(r#"endpoint: "http://127.0.0.1:7777/v1""#).count(),
+            2
+        );
+        assert_eq!(c.matches("\n---\n").count(), 5);
+        assert!(c.contains("type: Anthropic"));
+        assert!(c.contains(r#"models: ["chat"]"#));
+        assert!(c.contains(r#"models: ["translated"]"#));
+        assert!(c.contains("credentials: {secretRef: {name: bench-keys, key: anthropic}}"));
+        assert!(c.contains(&format!("anthropic: {BENCH_ANTHROPIC_KEY}")));
     }
 }
