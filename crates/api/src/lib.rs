@@ -16,7 +16,7 @@ pub use common::{LocalObjectReference, ResourceStatus, SecretKeyRef};
 pub use gateway::{AIGateway, AIGatewaySpec, AIGatewayStatus, WorkloadSpec};
 pub use provider::{
     AnthropicSettings, AwsCredentialsRef, AzureAuthMode, AzureSettings, BedrockSettings,
-    ModelProvider, ModelProviderSpec, ProviderCredentials, ProviderType,
+    ModelProvider, ModelProviderSpec, ProviderCredentials, ProviderFairness, ProviderType,
 };
 pub use route::{AIRoute, AIRouteSpec};
 

@@ -20,13 +20,13 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame};
 use hyper::body::Incoming;
 use serde::Deserialize;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 use tollgate_llm::stream::{StreamDecoder, StreamEncoder, StreamItem};
 use tollgate_llm::{LlmError, Usage};
 
 use crate::context::RequestContext;
 use crate::http::BoxError;
+use crate::providers::fair::Permit;
 use crate::sse::SseRelay;
 
 /// Grace after the provider's final event for it to end the body.
@@ -277,7 +277,7 @@ pub struct RelayBody {
     stream_deadline: Instant,
     context: RequestContext,
     state: RelayState,
-    _permit: Option<OwnedSemaphorePermit>,
+    _permit: Option<Permit>,
 }
 
 /// What the relay needs to start.
@@ -287,7 +287,7 @@ pub struct StreamSetup {
     pub first_chunk_deadline: Instant,
     pub idle: Option<Duration>,
     pub stream_deadline: Instant,
-    pub permit: Option<OwnedSemaphorePermit>,
+    pub permit: Option<Permit>,
 }
 
 #[derive(Debug)]
