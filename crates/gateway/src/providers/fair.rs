@@ -117,8 +117,8 @@ impl FairLimiter {
             .get(key)
             .map_or((0, 0), |t| (t.held, t.waiting.len() as u32));
         let active = state.tenants.len() + usize::from(!state.tenants.contains_key(key));
-        let others = active > 1;
-        if others && held >= self.share_cap {
+        // With no share configured (cap = limit) holding every slot means full, not over-share.
+        if active > 1 && self.share_cap < self.limit && held >= self.share_cap {
             return Admission::Refused(Refusal::MaxShare);
         }
         if state.in_use < self.limit {
