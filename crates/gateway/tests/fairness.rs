@@ -106,9 +106,10 @@ async fn a_greedy_key_cannot_starve_another_key() {
     assert!(greedy_refused > 0, "the greedy key did hit the cap");
     let metrics = h.metrics();
     assert!(
-        metrics.lines().any(|l| l
-            .starts_with("tollgate_fair_queue_wait_seconds_count{provider=")
-            && !l.ends_with(" 0")),
+        metrics.lines().any(
+            |l| l.starts_with("tollgate_fair_queue_wait_seconds_count{provider=")
+                && !l.ends_with(" 0")
+        ),
         "{metrics}"
     );
     // Every slot came back.
