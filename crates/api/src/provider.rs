@@ -31,6 +31,7 @@ use crate::common::{ResourceStatus, SecretKeyRef};
 #[x_kube(validation = Rule::new("self.type == 'Bedrock' || !has(self.bedrock)").message("bedrock is only valid for type Bedrock"))]
 #[x_kube(validation = Rule::new("self.type == 'AzureOpenAI' || !has(self.azure)").message("azure is only valid for type AzureOpenAI"))]
 #[x_kube(validation = Rule::new("self.type == 'Anthropic' || !has(self.anthropic)").message("anthropic is only valid for type Anthropic"))]
+#[x_kube(validation = Rule::new("!has(self.fairness) || has(self.maxConcurrentRequests)").message("fairness needs maxConcurrentRequests"))]
 pub struct ModelProviderSpec {
     /// Wire protocol and defaults: `OpenAI` (api.openai.com), `OpenAICompatible`
     /// (any server speaking the OpenAI API: vLLM, Ollama, ...), `AzureOpenAI`
@@ -75,6 +76,35 @@ pub struct ModelProviderSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self >= 1 && self <= 1000000").message("maxConcurrentRequests must be between 1 and 1000000"))]
     pub max_concurrent_requests: Option<u32>,
+    /// How `maxConcurrentRequests` is shared between callers (API-key
+    /// principals), so one key cannot take every slot. Defaults apply when
+    /// omitted: a caller under its fair share waits up to 2s for the next
+    /// free slot instead of getting 429.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fairness: Option<ProviderFairness>,
+}
+
+/// Fair sharing of a provider's concurrency cap. A caller alone may always
+/// use every slot; when the provider is full, a caller holding less than its
+/// fair share (the cap divided by the callers holding or waiting for slots)
+/// waits, and each freed slot goes to the waiting caller with the fewest in
+/// flight. Callers at or above their share get 429 at once.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProviderFairness {
+    /// Largest fraction of the slots one caller may hold while another caller
+    /// holds or waits for one (default 1: no cap beyond fair queueing). Set
+    /// it below 1 to keep headroom when streams outlast `maxQueueWait`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self > 0.0 && self <= 1.0").message("maxShare must be greater than 0 and at most 1"))]
+    pub max_share: Option<f64>,
+    /// How long a caller under its fair share waits for a slot of a full
+    /// provider before 429 (default `2s`; `0s`: never wait). Only the
+    /// route's last backend waits; earlier ones fall back at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(ms|s|m|h))+$')").message("must be a duration such as 0s, 500ms or 2s"))]
+    pub max_queue_wait: Option<String>,
 }
 
 #[derive(

@@ -211,8 +211,43 @@ pub struct Provider {
     pub connect_timeout_ms: u64,
     pub request_timeout_ms: u64,
     pub max_concurrent_requests: Option<u32>,
+    /// How `max_concurrent_requests` is shared across principals. Omitted
+    /// when default, so snapshots from before it hash the same.
+    #[serde(default, skip_serializing_if = "Fairness::is_default")]
+    pub fairness: Fairness,
     /// Upstream model name to price. Empty: any model, cost unknown.
     pub models: BTreeMap<String, Pricing>,
+}
+
+/// Default `maxQueueWait`: long enough for one of a busy provider's streams
+/// to end, short next to an LLM request's own latency.
+pub const DEFAULT_MAX_QUEUE_WAIT_MS: u64 = 2000;
+
+/// Fair sharing of a provider's concurrency cap (`spec.fairness`).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Fairness {
+    /// Largest fraction of the slots one principal may hold while another
+    /// holds or waits for one; 1 = no cap beyond fair queueing.
+    pub max_share: f64,
+    /// How long a principal under its fair share may wait for a slot of a
+    /// full provider; 0 = never wait.
+    pub max_queue_wait_ms: u64,
+}
+
+impl Default for Fairness {
+    fn default() -> Self {
+        Self {
+            max_share: 1.0,
+            max_queue_wait_ms: DEFAULT_MAX_QUEUE_WAIT_MS,
+        }
+    }
+}
+
+impl Fairness {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// AWS credentials as a Bedrock provider's Secret holds them.

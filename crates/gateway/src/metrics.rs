@@ -48,6 +48,19 @@ pub struct StreamFailureLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabels {
+    pub provider: String,
+}
+
+/// `reason`: `max_share` (the caller holds `maxShare` of the slots) or
+/// `queue_timeout` (it waited `maxQueueWait` for a slot in vain).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FairShareLabels {
+    pub provider: String,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
     pub result: &'static str,
 }
@@ -61,6 +74,8 @@ pub struct Metrics {
     pub cost_usd: Family<UsageLabels, Counter<f64, AtomicU64>>,
     pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
     pub stream_failures: Family<StreamFailureLabels, Counter>,
+    pub fair_share_rejections: Family<FairShareLabels, Counter>,
+    pub fair_queue_wait: Family<ProviderLabels, Histogram>,
     pub in_flight: Gauge,
     pub reloads: Family<ReloadLabels, Counter>,
     /// Controller mode: 1 while a subscription stream is open.
@@ -86,6 +101,10 @@ impl Metrics {
         let cost_usd = Family::<UsageLabels, Counter<f64, AtomicU64>>::default();
         let upstream_errors = Family::<UpstreamErrorLabels, Counter>::default();
         let stream_failures = Family::<StreamFailureLabels, Counter>::default();
+        let fair_share_rejections = Family::<FairShareLabels, Counter>::default();
+        let fair_queue_wait = Family::<ProviderLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
         let in_flight = Gauge::default();
         let reloads = Family::<ReloadLabels, Counter>::default();
         let controller_connected = Gauge::default();
@@ -125,6 +144,16 @@ impl Metrics {
             stream_failures.clone(),
         );
         registry.register(
+            "fair_share_rejections",
+            "Requests refused a provider slot for fairness, by reason",
+            fair_share_rejections.clone(),
+        );
+        registry.register(
+            "fair_queue_wait_seconds",
+            "Time a caller under its fair share waited for a full provider's slot",
+            fair_queue_wait.clone(),
+        );
+        registry.register(
             "requests_in_flight",
             "Requests being served",
             in_flight.clone(),
@@ -148,6 +177,8 @@ impl Metrics {
             cost_usd,
             upstream_errors,
             stream_failures,
+            fair_share_rejections,
+            fair_queue_wait,
             in_flight,
             reloads,
             controller_connected,

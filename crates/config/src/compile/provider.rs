@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use tollgate_api::conditions::reason;
+use tollgate_api::duration;
 use tollgate_api::provider::{DEFAULT_ANTHROPIC_VERSION, DEFAULT_AZURE_API_VERSION};
 use tollgate_api::{AwsCredentialsRef, AzureAuthMode, ModelProvider, ProviderType, SecretKeyRef};
 
@@ -12,7 +13,7 @@ use super::{
 };
 use crate::diagnostics::{Diagnostic, ObjectRef};
 use crate::resources::object_ref;
-use crate::snapshot::{AwsCredentials, AzureAuth, Credential, Pricing, Provider};
+use crate::snapshot::{AwsCredentials, AzureAuth, Credential, Fairness, Pricing, Provider};
 
 pub(super) fn compile_provider(
     provider: &ModelProvider,
@@ -236,6 +237,8 @@ pub(super) fn compile_provider(
         diagnostics,
     );
 
+    let fairness = fairness(spec, &object, diagnostics);
+
     let mut models = BTreeMap::new();
     for (index, model) in spec.models.iter().enumerate() {
         let pricing = model
@@ -271,8 +274,55 @@ pub(super) fn compile_provider(
         connect_timeout_ms: connect.ok().flatten().unwrap_or(DEFAULT_CONNECT_TIMEOUT_MS),
         request_timeout_ms: request.ok().flatten().unwrap_or(DEFAULT_REQUEST_TIMEOUT_MS),
         max_concurrent_requests: spec.max_concurrent_requests,
+        fairness,
         models,
     })
+}
+
+/// `spec.fairness` with its defaults; only meaningful with a cap.
+fn fairness(
+    spec: &tollgate_api::ModelProviderSpec,
+    object: &ObjectRef,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Fairness {
+    let mut fairness = Fairness::default();
+    let Some(settings) = &spec.fairness else {
+        return fairness;
+    };
+    if spec.max_concurrent_requests.is_none() {
+        invalid(
+            diagnostics,
+            object,
+            "spec.fairness",
+            "fairness needs maxConcurrentRequests",
+        );
+    }
+    if let Some(share) = settings.max_share {
+        if share > 0.0 && share <= 1.0 {
+            fairness.max_share = share;
+        } else {
+            invalid(
+                diagnostics,
+                object,
+                "spec.fairness.maxShare",
+                "maxShare must be greater than 0 and at most 1",
+            );
+        }
+    }
+    if let Some(text) = &settings.max_queue_wait {
+        match duration::parse(text) {
+            Ok(wait) => {
+                fairness.max_queue_wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+            }
+            Err(e) => invalid(
+                diagnostics,
+                object,
+                "spec.fairness.maxQueueWait",
+                e.to_string(),
+            ),
+        }
+    }
+    fairness
 }
 
 fn invalid(

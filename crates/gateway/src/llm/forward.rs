@@ -23,6 +23,7 @@ use crate::context::RequestContext;
 use crate::dialect::Endpoint;
 use crate::error::ApiError;
 use crate::http::{ResponseBody, full, json};
+use crate::providers::fair::Refusal;
 use crate::providers::http::{UpstreamError, send};
 use crate::providers::{Plan, Upstream};
 use crate::runtime::Runtime;
@@ -74,12 +75,30 @@ pub async fn forward(
         if plan == Plan::Local {
             return tokens::count_locally(inbound);
         }
-        let Some(permit) = upstream.try_acquire() else {
-            context.attempt_failed("concurrency_limit");
-            last_error =
-                ApiError::overloaded(format!("provider {provider} is at its concurrency limit"))
-                    .into();
-            continue;
+        // Only the last backend queues: with another one left, falling back
+        // at once beats waiting for a slot here.
+        let acquired = upstream
+            .acquire(
+                &context.principal,
+                is_last,
+                overall,
+                &context.gateway.metrics,
+            )
+            .await;
+        let permit = match acquired {
+            Ok(permit) => permit,
+            Err(refusal) => {
+                context.attempt_failed("concurrency_limit");
+                let why = match refusal {
+                    Refusal::Full => "is at its concurrency limit",
+                    Refusal::MaxShare => "is at its concurrency limit for this caller's share",
+                    Refusal::QueueTimeout => {
+                        "is at its concurrency limit and no slot freed up in time"
+                    }
+                };
+                last_error = ApiError::overloaded(format!("provider {provider} {why}")).into();
+                continue;
+            }
         };
         let body = match plan {
             Plan::Translate => {
@@ -438,6 +457,7 @@ mod tests {
             connect_timeout_ms: 1000,
             request_timeout_ms: 1000,
             max_concurrent_requests: None,
+            fairness: Default::default(),
             models: Default::default(),
         };
         Upstream::new(config, &Clients::new().unwrap(), &PermitRegistry::default()).unwrap()

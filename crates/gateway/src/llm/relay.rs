@@ -20,7 +20,7 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame};
 use hyper::body::Incoming;
 use serde::Deserialize;
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 use tollgate_llm::stream::{StreamDecoder, StreamEncoder, StreamItem};
 use tollgate_llm::{LlmError, Usage};
@@ -28,6 +28,7 @@ use tollgate_llm::{LlmError, Usage};
 use crate::context::RequestContext;
 use crate::dialect::Endpoint;
 use crate::http::BoxError;
+use crate::providers::fair::Permit;
 use crate::sse::SseRelay;
 
 /// Grace after the provider's final event for it to end the body.
@@ -281,7 +282,7 @@ pub struct StreamSetup {
     pub first_chunk_deadline: Instant,
     pub idle: Option<Duration>,
     pub stream_deadline: Instant,
-    pub permit: Option<OwnedSemaphorePermit>,
+    pub permit: Option<Permit>,
     /// How long a client may leave output unread before the stream is ended.
     pub write_timeout: Duration,
 }

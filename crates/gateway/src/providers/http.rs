@@ -1,5 +1,6 @@
 //! HTTP to providers: pooled keep-alive connections (HTTP/1.1 and HTTP/2 by
-//! ALPN), TLS by rustls, connect and request deadlines, a concurrency cap.
+//! ALPN), TLS by rustls, connect and request deadlines, the registry of
+//! per-provider concurrency limiters.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -14,8 +15,9 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
+
+use super::fair::FairLimiter;
 
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
@@ -77,25 +79,37 @@ impl Clients {
     }
 }
 
-/// Per-provider concurrency semaphores that outlive snapshots, so a reload
-/// does not hand out a fresh cap while old requests still hold permits.
+/// Per-provider concurrency limiters that outlive snapshots, so a reload
+/// does not hand out a fresh cap while old requests still hold slots.
 #[derive(Default)]
 pub struct PermitRegistry {
-    by_provider: std::sync::Mutex<HashMap<String, (u32, Arc<Semaphore>)>>,
+    by_provider: std::sync::Mutex<HashMap<String, Arc<FairLimiter>>>,
 }
 
 impl PermitRegistry {
-    /// The semaphore for `provider` with `limit` permits; a changed limit
-    /// starts a new one (requests on the old one finish undisturbed).
-    pub fn get(&self, provider: &str, limit: Option<u32>) -> Option<Arc<Semaphore>> {
+    /// The limiter for `provider` with `limit` slots and `max_share`; a
+    /// changed limit or share starts a new one (requests holding slots of the
+    /// old one finish undisturbed). `None` when the provider has no cap.
+    pub fn get(
+        &self,
+        provider: &str,
+        limit: Option<u32>,
+        max_share: f64,
+    ) -> Option<Arc<FairLimiter>> {
         let limit = limit?;
+        let wanted = FairLimiter::new(limit, max_share);
         let mut map = self.by_provider.lock().unwrap_or_else(|p| p.into_inner());
         match map.get(provider) {
-            Some((current, semaphore)) if *current == limit => Some(semaphore.clone()),
+            Some(current)
+                if current.limit() == wanted.limit()
+                    && current.share_cap() == wanted.share_cap() =>
+            {
+                Some(current.clone())
+            }
             _ => {
-                let semaphore = Arc::new(Semaphore::new(limit as usize));
-                map.insert(provider.to_string(), (limit, semaphore.clone()));
-                Some(semaphore)
+                let limiter = Arc::new(wanted);
+                map.insert(provider.to_string(), limiter.clone());
+                Some(limiter)
             }
         }
     }

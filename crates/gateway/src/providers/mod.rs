@@ -8,24 +8,27 @@
 //! through with only the model rewritten: its messages are never parsed.
 //! Anything else is translated through the canonical model in `tollgate-llm`.
 
+pub mod fair;
 pub mod http;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use ::http::header::{ACCEPT, CONTENT_TYPE, HOST};
 use ::http::{HeaderMap, HeaderName, HeaderValue, Request, Uri};
 use bytes::Bytes;
 use http_body_util::Full;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tollgate_api::ProviderType;
-use tollgate_config::snapshot::{AzureAuth, Provider};
+use tollgate_config::snapshot::{AzureAuth, Principal, Provider};
 use tollgate_llm::bedrock::sigv4::AwsCredentials;
 use tollgate_llm::stream::StreamDecoder;
 use tollgate_llm::{ChatRequest, ChatResponse, LlmError, Usage};
 
+use self::fair::{FairLimiter, Permit, Refusal};
 use self::http::{Clients, HttpClient, PermitRegistry, UpstreamError};
 use crate::dialect::Endpoint;
 use crate::error::ApiError;
+use crate::metrics::{FairShareLabels, Metrics, ProviderLabels};
 
 /// `anthropic-version` sent when neither the client nor the provider names one.
 pub const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
@@ -91,7 +94,8 @@ pub struct Upstream {
     pub wire: Wire,
     clients: Clients,
     auth: Auth,
-    permits: Option<Arc<Semaphore>>,
+    /// `None` without `maxConcurrentRequests`: the uncapped path takes no lock.
+    permits: Option<Arc<FairLimiter>>,
     /// Pre-parsed passthrough URLs of the OpenAI format (the hot path).
     chat_url: Option<Uri>,
     embeddings_url: Option<Uri>,
@@ -120,19 +124,63 @@ impl Upstream {
             wire,
             clients: clients.clone(),
             auth,
-            permits: permits.get(&config.name, config.max_concurrent_requests),
+            permits: permits.get(
+                &config.name,
+                config.max_concurrent_requests,
+                config.fairness.max_share,
+            ),
             chat_url,
             embeddings_url,
             config,
         })
     }
 
-    /// A concurrency slot; `None` when the provider is at its cap.
-    pub fn try_acquire(&self) -> Option<Option<OwnedSemaphorePermit>> {
-        match &self.permits {
-            None => Some(None),
-            Some(permits) => permits.clone().try_acquire_owned().ok().map(Some),
+    /// A concurrency slot for `principal` (`Ok(None)`: the provider has no
+    /// cap). `may_wait`: a caller under its fair share may queue up to the
+    /// provider's `maxQueueWait`, bounded by `deadline`. Fairness refusals
+    /// and queue waits are counted in `metrics`.
+    pub async fn acquire(
+        &self,
+        principal: &Option<Arc<Principal>>,
+        may_wait: bool,
+        deadline: tokio::time::Instant,
+        metrics: &Metrics,
+    ) -> Result<Option<Permit>, Refusal> {
+        let Some(limiter) = &self.permits else {
+            return Ok(None);
+        };
+        let wait = if may_wait {
+            Duration::from_millis(self.config.fairness.max_queue_wait_ms)
+                .min(deadline.saturating_duration_since(tokio::time::Instant::now()))
+        } else {
+            Duration::ZERO
+        };
+        let acquired = limiter.acquire(principal.clone(), wait).await;
+        if let Some(queued) = acquired.queued {
+            metrics
+                .fair_queue_wait
+                .get_or_create(&ProviderLabels {
+                    provider: self.config.name.clone(),
+                })
+                .observe(queued.as_secs_f64());
         }
+        let refusal = match acquired.result {
+            Ok(permit) => return Ok(Some(permit)),
+            Err(refusal) => refusal,
+        };
+        let reason = match refusal {
+            Refusal::Full => return Err(refusal),
+            Refusal::MaxShare => "max_share",
+            Refusal::QueueTimeout => "queue_timeout",
+        };
+        metrics
+            .fair_share_rejections
+            .get_or_create(&FairShareLabels {
+                provider: self.config.name.clone(),
+                reason,
+            })
+            .inc();
+        Err(refusal)
     }
 
     /// This thread's pooled client for this provider.
