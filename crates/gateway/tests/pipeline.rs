@@ -366,8 +366,17 @@ spec:
         )
         .await;
         assert_eq!(status, 200, "{value}");
-        assert_eq!(value["model"], requested, "the provider saw the client's model name");
+        assert_eq!(
+            value["model"], requested,
+            "the provider saw the client's model name"
+        );
     }
     let metrics = h.metrics();
-    assert!(metric_has(&metrics, &["tollgate_requests_total", "model=\"gpt-4o-mini\""]), "{metrics}");
+    assert!(
+        metric_has(
+            &metrics,
+            &["tollgate_requests_total", "model=\"gpt-4o-mini\""]
+        ),
+        "{metrics}"
+    );
 }

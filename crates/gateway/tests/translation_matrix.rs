@@ -13,7 +13,10 @@ const BACKENDS: &[&str] = &["chat", "claude", "gemini", "bedrock", "azure"];
 async fn json_body(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();
     let text = response.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 /// `(event name, data)` of every SSE event.
@@ -62,26 +65,40 @@ async fn openai_chat_clients_reach_every_format() {
         )
         .await;
         assert_eq!(status, 200, "{model}: {value}");
-        let content = value.pointer("/choices/0/message/content").and_then(Value::as_str);
+        let content = value
+            .pointer("/choices/0/message/content")
+            .and_then(Value::as_str);
         assert!(content.is_some_and(|c| !c.is_empty()), "{model}: {value}");
-        assert!(value["usage"]["completion_tokens"].as_u64().unwrap() > 0, "{model}: {value}");
+        assert!(
+            value["usage"]["completion_tokens"].as_u64().unwrap() > 0,
+            "{model}: {value}"
+        );
 
         // Streamed tool call: the argument deltas assemble into valid JSON.
         let streamed = events(
             h.post("/v1/chat/completions")
-                .json(&json!({"model": model, "stream": true, "tools": weather_tool_openai(),
-                    "messages": [{"role": "user", "content": "Weather in Paris?"}]}))
+                .json(
+                    &json!({"model": model, "stream": true, "tools": weather_tool_openai(),
+                    "messages": [{"role": "user", "content": "Weather in Paris?"}]}),
+                )
                 .send()
                 .await
                 .unwrap(),
         )
         .await;
-        assert_eq!(streamed.last().unwrap().1, Value::String("[DONE]".into()), "{model}");
+        assert_eq!(
+            streamed.last().unwrap().1,
+            Value::String("[DONE]".into()),
+            "{model}"
+        );
         let mut name = String::new();
         let mut arguments = String::new();
         let mut finish = None;
         for (_, chunk) in &streamed {
-            if let Some(calls) = chunk.pointer("/choices/0/delta/tool_calls").and_then(Value::as_array) {
+            if let Some(calls) = chunk
+                .pointer("/choices/0/delta/tool_calls")
+                .and_then(Value::as_array)
+            {
                 for call in calls {
                     if let Some(n) = call.pointer("/function/name").and_then(Value::as_str) {
                         name.push_str(n);
@@ -91,12 +108,20 @@ async fn openai_chat_clients_reach_every_format() {
                     }
                 }
             }
-            if let Some(f) = chunk.pointer("/choices/0/finish_reason").and_then(Value::as_str) {
+            if let Some(f) = chunk
+                .pointer("/choices/0/finish_reason")
+                .and_then(Value::as_str)
+            {
                 finish = Some(f.to_string());
             }
         }
         assert_eq!(name, "get_weather", "{model}: {streamed:?}");
-        assert!(serde_json::from_str::<Value>(&arguments).unwrap().is_object(), "{model}: {arguments}");
+        assert!(
+            serde_json::from_str::<Value>(&arguments)
+                .unwrap()
+                .is_object(),
+            "{model}: {arguments}"
+        );
         assert_eq!(finish.as_deref(), Some("tool_calls"), "{model}");
     }
 }
@@ -193,5 +218,11 @@ async fn a_wrong_signature_is_the_gateways_fault_not_the_clients() {
     )
     .await;
     assert_eq!(status, 502, "{value}");
-    assert!(value["error"]["message"].as_str().unwrap().contains("credentials"), "{value}");
+    assert!(
+        value["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("credentials"),
+        "{value}"
+    );
 }
