@@ -452,7 +452,10 @@ async fn admin_metrics(admin: &str) -> String {
 }
 
 /// Reads until the server closes (EOF or reset); `false` if still open at `deadline`.
-async fn closed_by_server(stream: &mut tokio::net::TcpStream, deadline: tokio::time::Instant) -> bool {
+async fn closed_by_server(
+    stream: &mut tokio::net::TcpStream,
+    deadline: tokio::time::Instant,
+) -> bool {
     use tokio::io::AsyncReadExt;
     let mut buffer = [0u8; 1024];
     loop {
@@ -469,14 +472,21 @@ async fn silent_connections_are_capped_and_closed_and_the_admin_port_stays_up() 
     use tokio::io::AsyncWriteExt;
     let mock = start_mock();
     let dir = tempfile::tempdir().unwrap();
-    let path = write(dir.path(), "gw.yaml", &config(mock.url("data"), "mock-chat"));
+    let path = write(
+        dir.path(),
+        "gw.yaml",
+        &config(mock.url("data"), "mock-chat"),
+    );
     let gateway = Process::from_command(gateway_command(&path).args([
         "--max-connections",
         "50",
         "--header-read-timeout",
         "1s",
     ]));
-    let (data, admin) = (gateway.url("data").to_string(), gateway.url("admin").to_string());
+    let (data, admin) = (
+        gateway.url("data").to_string(),
+        gateway.url("admin").to_string(),
+    );
     let addr = data.trim_start_matches("http://").to_string();
     // 200 connections: most send nothing, some one byte, some an h2c preface.
     let mut held = Vec::new();
@@ -497,8 +507,12 @@ async fn silent_connections_are_capped_and_closed_and_the_admin_port_stays_up() 
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
-    assert!(started.elapsed() < Duration::from_secs(1), "admin answers at once");
-    let over_cap = r#"tollgate_connections_rejected_total{listener="data",reason="max_connections"}"#;
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "admin answers at once"
+    );
+    let over_cap =
+        r#"tollgate_connections_rejected_total{listener="data",reason="max_connections"}"#;
     let deadline = std::time::Instant::now() + Duration::from_secs(3);
     let text = loop {
         let text = admin_metrics(&admin).await;
@@ -508,22 +522,34 @@ async fn silent_connections_are_capped_and_closed_and_the_admin_port_stays_up() 
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(metric(&text, over_cap) >= 150.0, "{text}");
-    assert!(metric(&text, r#"tollgate_connections_open{listener="data"}"#) <= 50.0, "{text}");
+    assert!(
+        metric(&text, r#"tollgate_connections_open{listener="data"}"#) <= 50.0,
+        "{text}"
+    );
 
     // Every connection is closed by the server: at once over the cap, after
     // the header deadline within it.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(6);
     for (index, stream) in held.iter_mut().enumerate() {
-        assert!(closed_by_server(stream, deadline).await, "connection {index} still open");
+        assert!(
+            closed_by_server(stream, deadline).await,
+            "connection {index} still open"
+        );
     }
     let answer = post_chat(&data, &chat_body("chat", "hello", false)).await;
     assert_eq!(answer.status(), 200);
     let text = admin_metrics(&admin).await;
     assert!(
-        metric(&text, r#"tollgate_connections_rejected_total{listener="data",reason="header_timeout"}"#) >= 1.0,
+        metric(
+            &text,
+            r#"tollgate_connections_rejected_total{listener="data",reason="header_timeout"}"#
+        ) >= 1.0,
         "{text}"
     );
-    assert!(metric(&text, r#"tollgate_connections_open{listener="data"}"#) <= 1.0, "{text}");
+    assert!(
+        metric(&text, r#"tollgate_connections_open{listener="data"}"#) <= 1.0,
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -531,7 +557,11 @@ async fn sigterm_does_not_wait_for_idle_connections() {
     use tokio::io::AsyncWriteExt;
     let mock = start_mock();
     let dir = tempfile::tempdir().unwrap();
-    let path = write(dir.path(), "gw.yaml", &config(mock.url("data"), "mock-chat"));
+    let path = write(
+        dir.path(),
+        "gw.yaml",
+        &config(mock.url("data"), "mock-chat"),
+    );
     let mut gateway =
         Process::from_command(gateway_command(&path).args(["--drain-timeout-secs", "20"]));
     let data = gateway.url("data").to_string();
@@ -541,7 +571,10 @@ async fn sigterm_does_not_wait_for_idle_connections() {
         .await
         .unwrap();
     raw.write_all(H2C_PREFACE).await.unwrap();
-    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
     let h1 = client();
     for client in [&h2, &h1] {
         let answer = client.get(format!("{data}/healthz")).send().await.unwrap();
@@ -564,7 +597,11 @@ async fn sigterm_does_not_wait_for_idle_connections() {
 async fn method_errors_head_probes_and_oversized_heads() {
     let mock = start_mock();
     let dir = tempfile::tempdir().unwrap();
-    let path = write(dir.path(), "gw.yaml", &config(mock.url("data"), "mock-chat"));
+    let path = write(
+        dir.path(),
+        "gw.yaml",
+        &config(mock.url("data"), "mock-chat"),
+    );
     let gateway = start_gateway(&path);
     let (data, admin) = (gateway.url("data"), gateway.url("admin"));
     let client = client();
@@ -578,13 +615,25 @@ async fn method_errors_head_probes_and_oversized_heads() {
             assert_eq!(answer.headers()["allow"], "GET, HEAD");
         }
     }
-    let answer = client.get(format!("{data}/v1/chat/completions")).send().await.unwrap();
+    let answer = client
+        .get(format!("{data}/v1/chat/completions"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(answer.status(), 405);
     assert_eq!(answer.headers()["allow"], "POST");
-    let answer = client.delete(format!("{data}/v1/models")).send().await.unwrap();
+    let answer = client
+        .delete(format!("{data}/v1/models"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(answer.status(), 405);
     assert_eq!(answer.headers()["allow"], "GET");
-    let answer = client.post(format!("{admin}/metrics")).send().await.unwrap();
+    let answer = client
+        .post(format!("{admin}/metrics"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(answer.status(), 405);
     assert_eq!(answer.headers()["allow"], "GET");
 
