@@ -109,6 +109,41 @@ struct GatewayArgs {
     /// Milliseconds of quiet after a file change before reloading.
     #[arg(long, default_value_t = 100)]
     reload_debounce_ms: u64,
+    /// Open client connections on the data port (all workers together);
+    /// over it new connections are closed at once.
+    #[arg(long, default_value_t = 10_000, env = "TOLLGATE_MAX_CONNECTIONS")]
+    max_connections: usize,
+    /// Open client connections from one peer address (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    max_connections_per_ip: usize,
+    /// A new connection that has not sent a complete request head (HTTP/1)
+    /// or opened a stream (h2c) within this is closed (`10s`, `500ms`).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    header_read_timeout: Duration,
+    /// A keep-alive connection with no request in flight for this long is closed.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    idle_timeout: Duration,
+}
+
+/// `10s`, `500ms`, `2m`, or bare seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((text, "s"), |at| text.split_at(at));
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 10s or 500ms"))?;
+    let duration = match unit {
+        "ms" => Duration::from_millis(value),
+        "s" => Duration::from_secs(value),
+        "m" => Duration::from_secs(value * 60),
+        _ => return Err(format!("{text:?}: the unit must be ms, s or m")),
+    };
+    if duration.is_zero() {
+        return Err("the duration must be more than zero".into());
+    }
+    Ok(duration)
 }
 
 fn main() -> ExitCode {
@@ -176,6 +211,12 @@ fn gateway_options(args: GatewayArgs) -> Result<tollgate_gateway::standalone::Op
         bind: args.bind,
         drain_timeout: Duration::from_secs(args.drain_timeout_secs),
         shutdown_delay: Duration::from_secs(args.shutdown_delay_secs),
+        connections: tollgate_gateway::server::ConnectionLimits {
+            max_connections: args.max_connections.max(1),
+            max_connections_per_ip: args.max_connections_per_ip,
+            header_read_timeout: args.header_read_timeout,
+            idle_timeout: args.idle_timeout,
+        },
         workers: args
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
@@ -216,14 +257,29 @@ fn init_tracing(format: LogFormat) {
     // TOLLGATE_LOG wins; RUST_LOG is honoured as the Rust-wide convention.
     let filter = ["TOLLGATE_LOG", "RUST_LOG"]
         .iter()
-        .find_map(|var| tracing_subscriber::EnvFilter::try_from_env(var).ok())
-        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
+        .find_map(|var| std::env::var(var).ok())
+        .map_or_else(|| "info".to_string(), |spec| log_filter(&spec));
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// The filter spec, with the file watcher's own logging capped at `info`
+/// unless the spec names it: at trace, notify logs every inotify event, and
+/// a log file in a watched directory then feeds itself without end.
+fn log_filter(spec: &str) -> String {
+    if spec.contains("notify") {
+        spec.to_string()
+    } else if spec.trim().is_empty() {
+        "info,notify=info,inotify=info".to_string()
+    } else {
+        format!("{spec},notify=info,inotify=info")
     }
 }
 
@@ -342,5 +398,25 @@ mod tests {
         assert_eq!(files.gateway.as_deref(), Some("default/gw"));
         assert_eq!(files.reload_debounce, Duration::from_millis(7));
         assert_eq!(files.paths, [PathBuf::from("gw.yaml")]);
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("1h").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn the_watcher_never_logs_below_info_unless_asked() {
+        assert_eq!(log_filter("trace"), "trace,notify=info,inotify=info");
+        assert_eq!(log_filter("debug,notify=trace"), "debug,notify=trace");
+        for spec in ["trace", "", "tollgate=debug"] {
+            assert!(tracing_subscriber::EnvFilter::try_new(log_filter(spec)).is_ok());
+        }
     }
 }

@@ -430,3 +430,222 @@ async fn a_stream_that_ends_without_done_is_broken_to_the_client() {
     );
     assert!(broke, "the client must not see a clean end: {text}");
 }
+
+/// The client connection preface of HTTP/2 and an empty SETTINGS frame.
+const H2C_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn admin_metrics(admin: &str) -> String {
+    client()
+        .get(format!("{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Reads until the server closes (EOF or reset); `false` if still open at `deadline`.
+async fn closed_by_server(
+    stream: &mut tokio::net::TcpStream,
+    deadline: tokio::time::Instant,
+) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buffer = [0u8; 1024];
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await {
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test]
+async fn silent_connections_are_capped_and_closed_and_the_admin_port_stays_up() {
+    use tokio::io::AsyncWriteExt;
+    let mock = start_mock();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "gw.yaml",
+        &config(mock.url("data"), "mock-chat"),
+    );
+    let gateway = Process::from_command(gateway_command(&path).args([
+        "--max-connections",
+        "50",
+        "--header-read-timeout",
+        "1s",
+    ]));
+    let (data, admin) = (
+        gateway.url("data").to_string(),
+        gateway.url("admin").to_string(),
+    );
+    let addr = data.trim_start_matches("http://").to_string();
+    // 200 connections: most send nothing, some one byte, some an h2c preface.
+    let mut held = Vec::new();
+    for i in 0..200 {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        match i % 10 {
+            1 => stream.write_all(b"G").await.unwrap(),
+            2 => stream.write_all(H2C_PREFACE).await.unwrap(),
+            _ => {}
+        }
+        held.push(stream);
+    }
+    let started = std::time::Instant::now();
+    let health = client()
+        .get(format!("{admin}/healthz"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "admin answers at once"
+    );
+    let over_cap =
+        r#"tollgate_connections_rejected_total{listener="data",reason="max_connections"}"#;
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let text = loop {
+        let text = admin_metrics(&admin).await;
+        if metric(&text, over_cap) >= 150.0 || std::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(metric(&text, over_cap) >= 150.0, "{text}");
+    assert!(
+        metric(&text, r#"tollgate_connections_open{listener="data"}"#) <= 50.0,
+        "{text}"
+    );
+
+    // Every connection is closed by the server: at once over the cap, after
+    // the header deadline within it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(6);
+    for (index, stream) in held.iter_mut().enumerate() {
+        assert!(
+            closed_by_server(stream, deadline).await,
+            "connection {index} still open"
+        );
+    }
+    let answer = post_chat(&data, &chat_body("chat", "hello", false)).await;
+    assert_eq!(answer.status(), 200);
+    let text = admin_metrics(&admin).await;
+    assert!(
+        metric(
+            &text,
+            r#"tollgate_connections_rejected_total{listener="data",reason="header_timeout"}"#
+        ) >= 1.0,
+        "{text}"
+    );
+    assert!(
+        metric(&text, r#"tollgate_connections_open{listener="data"}"#) <= 1.0,
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_does_not_wait_for_idle_connections() {
+    use tokio::io::AsyncWriteExt;
+    let mock = start_mock();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "gw.yaml",
+        &config(mock.url("data"), "mock-chat"),
+    );
+    let mut gateway =
+        Process::from_command(gateway_command(&path).args(["--drain-timeout-secs", "20"]));
+    let data = gateway.url("data").to_string();
+    // An h2c connection that never answers the GOAWAY ping, a real h2c
+    // client and an HTTP/1.1 keep-alive one, all idle.
+    let mut raw = tokio::net::TcpStream::connect(data.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    raw.write_all(H2C_PREFACE).await.unwrap();
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let h1 = client();
+    for client in [&h2, &h1] {
+        let answer = client.get(format!("{data}/healthz")).send().await.unwrap();
+        assert_eq!(answer.status(), 200);
+    }
+    let started = std::time::Instant::now();
+    let status = tokio::task::spawn_blocking(move || gateway.terminate())
+        .await
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    drop((raw, h2, h1));
+}
+
+#[tokio::test]
+async fn method_errors_head_probes_and_oversized_heads() {
+    let mock = start_mock();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "gw.yaml",
+        &config(mock.url("data"), "mock-chat"),
+    );
+    let gateway = start_gateway(&path);
+    let (data, admin) = (gateway.url("data"), gateway.url("admin"));
+    let client = client();
+    for base in [data, admin] {
+        for probe in ["/healthz", "/readyz"] {
+            let answer = client.head(format!("{base}{probe}")).send().await.unwrap();
+            assert_eq!(answer.status(), 200, "HEAD {base}{probe}");
+            assert_eq!(answer.text().await.unwrap(), "");
+            let answer = client.post(format!("{base}{probe}")).send().await.unwrap();
+            assert_eq!(answer.status(), 405);
+            assert_eq!(answer.headers()["allow"], "GET, HEAD");
+        }
+    }
+    let answer = client
+        .get(format!("{data}/v1/chat/completions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 405);
+    assert_eq!(answer.headers()["allow"], "POST");
+    let answer = client
+        .delete(format!("{data}/v1/models"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 405);
+    assert_eq!(answer.headers()["allow"], "GET");
+    let answer = client
+        .post(format!("{admin}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 405);
+    assert_eq!(answer.headers()["allow"], "GET");
+
+    let answer = client
+        .post(format!("{data}/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .header("x-padding", "a".repeat(40 * 1024))
+        .json(&chat_body("chat", "hello", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 431);
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "headers_too_large", "{body}");
+}

@@ -65,6 +65,19 @@ pub struct ReloadLabels {
     pub result: &'static str,
 }
 
+/// Which listener a connection came in on: `data` or `admin`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    pub listener: &'static str,
+}
+
+/// Why a connection was closed as soon as it was accepted (or not accepted).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectLabels {
+    pub listener: &'static str,
+    pub reason: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
@@ -80,6 +93,8 @@ pub struct Metrics {
     pub reloads: Family<ReloadLabels, Counter>,
     /// Controller mode: 1 while a subscription stream is open.
     pub controller_connected: Gauge,
+    pub connections_open: Family<ListenerLabels, Gauge>,
+    pub connections_rejected: Family<RejectLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -108,6 +123,18 @@ impl Metrics {
         let in_flight = Gauge::default();
         let reloads = Family::<ReloadLabels, Counter>::default();
         let controller_connected = Gauge::default();
+        let connections_open = Family::<ListenerLabels, Gauge>::default();
+        let connections_rejected = Family::<RejectLabels, Counter>::default();
+        registry.register(
+            "connections_open",
+            "Open client connections by listener",
+            connections_open.clone(),
+        );
+        registry.register(
+            "connections_rejected",
+            "Connections closed at accept (over a cap, accept errors) or for idling",
+            connections_rejected.clone(),
+        );
         registry.register(
             "requests",
             "Requests by endpoint, route, provider, model and status",
@@ -182,6 +209,8 @@ impl Metrics {
             in_flight,
             reloads,
             controller_connected,
+            connections_open,
+            connections_rejected,
         }
     }
 

@@ -1,81 +1,445 @@
-//! HTTP serving: accept loop, HTTP/1.1 keep-alive and h2c, graceful drain.
+//! HTTP serving: accept loop, HTTP/1.1 keep-alive and h2c, connection
+//! limits and deadlines, graceful drain.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::Arc;
+use std::net::IpAddr;
+use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use crate::error::ApiError;
-use crate::http::{self as responses, ResponseBody, box_body};
+use crate::http::{self as responses, BoxError, ResponseBody, box_body};
+use crate::metrics::{ListenerLabels, Metrics, RejectLabels};
 use crate::runtime::Gateway;
 
-/// Serves `handler` on `listener` until `shutdown` flips to true, then stops
-/// accepting and waits up to `drain` for in-flight requests (streams included).
+/// Request heads (URI and headers) larger than this are answered 431 in the
+/// OpenAI error shape. hyper's own limits (100 headers, ~400 KiB of buffer)
+/// sit above it and answer with an empty body.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+/// After a connection is told to close (idle, or draining) with nothing in
+/// flight, how long it gets to say goodbye (HTTP/2 GOAWAY) before it is dropped:
+/// a peer that never answers the GOAWAY ping must not hold it open.
+const CLOSE_GRACE: Duration = Duration::from_millis(250);
+/// How often a closing connection checks whether its last request has finished.
+const CLOSE_POLL: Duration = Duration::from_millis(50);
+
+/// Limits on the connections of one port.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    /// Open connections on the port (all workers together); over it a new
+    /// connection is accepted and closed at once, so the backlog never fills.
+    pub max_connections: usize,
+    /// Open connections from one peer address; 0 for no limit.
+    pub max_connections_per_ip: usize,
+    /// A new connection must complete its first request head (HTTP/1) or open
+    /// its first stream (h2c) within this, or it is closed.
+    pub header_read_timeout: Duration,
+    /// A keep-alive connection with nothing in flight for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+impl ConnectionLimits {
+    /// The admin port: a small cap of its own, so probes and scrapes still
+    /// get in when the data port is saturated.
+    pub fn admin() -> Self {
+        Self {
+            max_connections: 256,
+            ..Self::default()
+        }
+    }
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            max_connections_per_ip: 0,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The connection caps of one port, shared by its workers' listeners so a
+/// cap is per port, not per worker. Touched once per connection, never per request.
+pub struct ConnectionGate {
+    limits: ConnectionLimits,
+    open: AtomicUsize,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    gauge: Gauge,
+    over_cap: Counter,
+    over_ip_cap: Counter,
+    accept_errors: Counter,
+    header_timeouts: Counter,
+}
+
+impl ConnectionGate {
+    /// `listener` labels the metrics (`data` or `admin`).
+    pub fn new(listener: &'static str, limits: ConnectionLimits, metrics: &Metrics) -> Arc<Self> {
+        let rejected = |reason| {
+            metrics
+                .connections_rejected
+                .get_or_create(&RejectLabels { listener, reason })
+                .clone()
+        };
+        Arc::new(Self {
+            gauge: metrics
+                .connections_open
+                .get_or_create(&ListenerLabels { listener })
+                .clone(),
+            over_cap: rejected("max_connections"),
+            over_ip_cap: rejected("max_connections_per_ip"),
+            accept_errors: rejected("accept_error"),
+            header_timeouts: rejected("header_timeout"),
+            limits,
+            open: AtomicUsize::new(0),
+            per_ip: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn limits(&self) -> &ConnectionLimits {
+        &self.limits
+    }
+
+    /// A slot for a connection from `ip`, or `None` (counted) when over a cap.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Permit> {
+        if self.open.fetch_add(1, Ordering::AcqRel) >= self.limits.max_connections {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            self.over_cap.inc();
+            return None;
+        }
+        let per_ip = self.limits.max_connections_per_ip;
+        if per_ip > 0 {
+            let mut counts = self.per_ip.lock().unwrap_or_else(PoisonError::into_inner);
+            let count = counts.entry(ip).or_insert(0);
+            if *count >= per_ip {
+                drop(counts);
+                self.open.fetch_sub(1, Ordering::AcqRel);
+                self.over_ip_cap.inc();
+                return None;
+            }
+            *count += 1;
+        }
+        self.gauge.inc();
+        Some(Permit {
+            gate: self.clone(),
+            ip,
+        })
+    }
+}
+
+/// One admitted connection; dropping it frees the slot.
+struct Permit {
+    gate: Arc<ConnectionGate>,
+    ip: IpAddr,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let gate = &self.gate;
+        if gate.limits.max_connections_per_ip > 0 {
+            let mut counts = gate.per_ip.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(count) = counts.get_mut(&self.ip) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    counts.remove(&self.ip);
+                }
+            }
+        }
+        gate.open.fetch_sub(1, Ordering::AcqRel);
+        gate.gauge.dec();
+    }
+}
+
+/// What one connection is doing, for its idle and first-request deadlines:
+/// requests started and finished, so the watchdog needs no clock per request.
+#[derive(Default)]
+struct Activity {
+    started: AtomicU64,
+    finished: AtomicU64,
+}
+
+impl Activity {
+    fn counts(&self) -> (u64, u64) {
+        (
+            self.started.load(Ordering::Acquire),
+            self.finished.load(Ordering::Acquire),
+        )
+    }
+}
+
+/// Held by a request from its head to the end of its response body (streams
+/// included), so a connection with a request in flight is never idle.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn enter(activity: &Arc<Activity>) -> Self {
+        activity.started.fetch_add(1, Ordering::AcqRel);
+        Self(activity.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.finished.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// The response body with the request's [`InFlight`] mark: no extra box.
+pub struct TrackedBody {
+    body: ResponseBody,
+    _in_flight: InFlight,
+}
+
+impl Body for TrackedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Serves `handler` on `listener` with the default [`ConnectionLimits`]
+/// until `shutdown` flips to true, then drains (see [`serve_with`]).
 pub async fn serve<H, F>(
     listener: TcpListener,
     gateway: Arc<Gateway>,
     handler: H,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     drain: Duration,
 ) where
     H: Fn(Arc<Gateway>, Request<Incoming>) -> F + Copy + Send + Sync + 'static,
     F: Future<Output = Response<ResponseBody>> + Send + 'static,
 {
+    let gate = ConnectionGate::new("data", ConnectionLimits::default(), &gateway.metrics);
+    serve_with(listener, gateway, handler, shutdown, drain, gate).await;
+}
+
+/// Serves `handler` on `listener` within `gate`'s limits until `shutdown`
+/// flips to true, then stops accepting: idle connections close at once
+/// (HTTP/2 with a GOAWAY), busy ones after their in-flight requests (streams
+/// included), all within `drain`.
+pub async fn serve_with<H, F>(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    handler: H,
+    mut shutdown: watch::Receiver<bool>,
+    drain: Duration,
+    gate: Arc<ConnectionGate>,
+) where
+    H: Fn(Arc<Gateway>, Request<Incoming>) -> F + Copy + Send + Sync + 'static,
+    F: Future<Output = Response<ResponseBody>> + Send + 'static,
+{
+    let limits = gate.limits().clone();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
+        .header_read_timeout(limits.header_read_timeout)
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
-    let graceful = GracefulShutdown::new();
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(limits.idle_timeout.min(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(10));
+    let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, _) = match accepted {
+                let (stream, peer) = match accepted {
                     Ok(accepted) => accepted,
                     Err(error) => {
                         // Out of file descriptors and the like: back off, keep serving.
                         tracing::warn!(%error, "accept failed");
+                        gate.accept_errors.inc();
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
                 };
+                // Over a cap: accepted and dropped at once, so the backlog keeps moving.
+                let Some(permit) = gate.admit(peer.ip()) else { continue };
                 let _ = stream.set_nodelay(true);
                 let gateway = gateway.clone();
-                let service = service_fn(move |request| {
-                    let response = handler(gateway.clone(), request);
-                    async move { Ok::<_, Infallible>(response.await) }
+                let activity = Arc::new(Activity::default());
+                let in_requests = activity.clone();
+                let service = service_fn(move |request: Request<Incoming>| {
+                    let in_flight = InFlight::enter(&in_requests);
+                    let gateway = gateway.clone();
+                    async move {
+                        let response = match head_too_large(&request) {
+                            Some(response) => response,
+                            None => handler(gateway, request).await,
+                        };
+                        Ok::<_, Infallible>(response.map(|body| TrackedBody { body, _in_flight: in_flight }))
+                    }
                 });
                 let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                let connection = graceful.watch(connection);
-                tokio::spawn(async move {
-                    if let Err(error) = connection.await {
-                        tracing::debug!(error = %error, "connection ended with an error");
+                let (shutdown, limits) = (shutdown.clone(), limits.clone());
+                let header_timeouts = gate.header_timeouts.clone();
+                connections.spawn(async move {
+                    let _permit = permit;
+                    let mut connection = pin!(connection);
+                    let mut watchdog = Watchdog::new(activity, &limits, shutdown);
+                    loop {
+                        tokio::select! {
+                            result = connection.as_mut() => {
+                                if let Err(error) = result {
+                                    tracing::debug!(error = %error, "connection ended with an error");
+                                }
+                                return;
+                            }
+                            verdict = watchdog.next() => match verdict {
+                                Verdict::Close { never_used } => {
+                                    if never_used {
+                                        header_timeouts.inc();
+                                    }
+                                    connection.as_mut().graceful_shutdown();
+                                }
+                                Verdict::Drop => return,
+                            },
+                        }
                     }
                 });
             }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
             () = stopped(&mut shutdown) => break,
         }
     }
     drop(listener);
-    if tokio::time::timeout(drain, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let drained = tokio::time::timeout(drain, async {
+        while connections.join_next().await.is_some() {}
+    });
+    if drained.await.is_err() {
         tracing::warn!(?drain, "drain timeout: closing remaining connections");
+        connections.abort_all();
     }
+}
+
+/// What the connection task should do next.
+enum Verdict {
+    /// Close gracefully (HTTP/1: at once when idle; HTTP/2: GOAWAY).
+    Close { never_used: bool },
+    /// Closed long enough, nothing in flight: drop it.
+    Drop,
+}
+
+/// Per-connection deadlines: the first request head, idleness between
+/// requests, and on drain or close, how long an idle connection may linger.
+struct Watchdog {
+    activity: Arc<Activity>,
+    idle_timeout: Duration,
+    shutdown: watch::Receiver<bool>,
+    deadline: Instant,
+    /// Request counts when the deadline was set: unchanged at the deadline
+    /// (and nothing in flight) means the connection idled the whole period.
+    seen: (u64, u64),
+    /// Since when a closing connection has had nothing in flight.
+    closing: Option<Option<Instant>>,
+}
+
+impl Watchdog {
+    fn new(
+        activity: Arc<Activity>,
+        limits: &ConnectionLimits,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            activity,
+            idle_timeout: limits.idle_timeout,
+            shutdown,
+            deadline: Instant::now() + limits.header_read_timeout,
+            seen: (0, 0),
+            closing: None,
+        }
+    }
+
+    async fn next(&mut self) -> Verdict {
+        loop {
+            let closing = self.closing.is_some();
+            tokio::select! {
+                () = tokio::time::sleep_until(self.deadline) => {}
+                () = stopped(&mut self.shutdown), if !closing => {
+                    self.closing = Some(None);
+                    self.deadline = Instant::now();
+                    return Verdict::Close { never_used: false };
+                }
+            }
+            let now = Instant::now();
+            let counts = self.activity.counts();
+            let idle = counts.0 == counts.1;
+            match &mut self.closing {
+                Some(since) => {
+                    match (idle, *since) {
+                        (false, _) => *since = None,
+                        (true, None) => *since = Some(now),
+                        (true, Some(since)) if now >= since + CLOSE_GRACE => return Verdict::Drop,
+                        (true, Some(_)) => {}
+                    }
+                    self.deadline = now + CLOSE_POLL;
+                }
+                None if idle && counts == self.seen => {
+                    self.closing = Some(Some(now));
+                    self.deadline = now + CLOSE_POLL;
+                    return Verdict::Close {
+                        never_used: counts.0 == 0,
+                    };
+                }
+                None => {
+                    self.seen = counts;
+                    self.deadline = now + self.idle_timeout;
+                }
+            }
+        }
+    }
+}
+
+/// A 431 in the OpenAI shape for a head over [`MAX_HEADER_BYTES`]; `None`
+/// (the usual case) after one pass over the headers, without allocating.
+fn head_too_large(request: &Request<Incoming>) -> Option<Response<ResponseBody>> {
+    let uri = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |p| p.as_str().len());
+    let size = request.headers().iter().fold(uri, |size, (name, value)| {
+        size + name.as_str().len() + value.len() + 4
+    });
+    (size > MAX_HEADER_BYTES).then(|| {
+        ApiError::headers_too_large(MAX_HEADER_BYTES)
+            .into_response::<Bytes>()
+            .map(responses::full)
+    })
 }
 
 async fn stopped(shutdown: &mut watch::Receiver<bool>) {
@@ -101,8 +465,9 @@ fn admin_response(gateway: &Gateway, request: &Request<Incoming>) -> Response<Re
             );
             response
         }
-        (&Method::GET, "/healthz") => responses::text(StatusCode::OK, "ok"),
-        (&Method::GET, "/readyz") => responses::readiness(gateway),
+        // HEAD too, for probes; hyper sends the head without the body.
+        (&Method::GET | &Method::HEAD, "/healthz") => responses::text(StatusCode::OK, "ok"),
+        (&Method::GET | &Method::HEAD, "/readyz") => responses::readiness(gateway),
         (&Method::GET, "/config") => {
             // Identity and shape only: never credentials or key digests.
             let body = match gateway.runtime() {
@@ -127,8 +492,35 @@ fn admin_response(gateway: &Gateway, request: &Request<Incoming>) -> Response<Re
             );
             response
         }
+        (method, path @ ("/healthz" | "/readyz")) => method_not_allowed(method, path, "GET, HEAD"),
+        (method, path @ ("/metrics" | "/config")) => method_not_allowed(method, path, "GET"),
         (_, path) => ApiError::not_found(path)
             .into_response::<Full<Bytes>>()
             .map(box_body),
     }
+}
+
+/// A 405 in the OpenAI shape with the `Allow` header (RFC 9110 requires it).
+pub fn method_not_allowed(
+    method: &Method,
+    path: &str,
+    allow: &'static str,
+) -> Response<ResponseBody> {
+    with_allow(
+        ApiError::method_not_allowed(method, path)
+            .into_response::<Bytes>()
+            .map(responses::full),
+        allow,
+    )
+}
+
+/// Adds `Allow: allow` to a 405.
+pub fn with_allow(
+    mut response: Response<ResponseBody>,
+    allow: &'static str,
+) -> Response<ResponseBody> {
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
 }

@@ -42,6 +42,9 @@ pub struct Options {
     /// On SIGTERM, how long to keep accepting (while `/readyz` fails) so load
     /// balancers stop sending before the listeners close.
     pub shutdown_delay: Duration,
+    /// Caps and deadlines for the data port's connections (the admin port
+    /// has its own small cap, [`server::ConnectionLimits::admin`]).
+    pub connections: server::ConnectionLimits,
 }
 
 #[derive(Debug, Clone)]
@@ -158,6 +161,7 @@ fn select_gateway(
 /// admin port, the configuration feed (file watcher or controller
 /// subscription) and signal handling.
 pub fn run(options: Options) -> Result<(), StandaloneError> {
+    raise_fd_limit();
     let control = single_thread_runtime()?;
     let initial = match &options.source {
         Source::Files(files) => {
@@ -222,8 +226,18 @@ pub fn run(options: Options) -> Result<(), StandaloneError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let (stop_admin_tx, stop_admin_rx) = watch::channel(false);
     let mut threads = Vec::with_capacity(workers);
+    // One gate for all workers: the caps are per port.
+    let data_gate =
+        server::ConnectionGate::new("data", options.connections.clone(), &gateway.metrics);
+    let admin_limits = server::ConnectionLimits {
+        header_read_timeout: options.connections.header_read_timeout,
+        idle_timeout: options.connections.idle_timeout,
+        ..server::ConnectionLimits::admin()
+    };
+    let admin_gate = server::ConnectionGate::new("admin", admin_limits, &gateway.metrics);
     for (index, listener) in data_listeners.into_iter().enumerate() {
         let (gateway, stop_rx, drain) = (gateway.clone(), stop_rx.clone(), options.drain_timeout);
+        let gate = data_gate.clone();
         let thread = std::thread::Builder::new()
             .name(format!("tollgate-worker-{index}"))
             .spawn(move || -> Result<(), StandaloneError> {
@@ -234,7 +248,8 @@ pub fn run(options: Options) -> Result<(), StandaloneError> {
                             source,
                         }
                     })?;
-                    server::serve(listener, gateway, crate::llm::handle, stop_rx, drain).await;
+                    server::serve_with(listener, gateway, crate::llm::handle, stop_rx, drain, gate)
+                        .await;
                     Ok(())
                 })
             })
@@ -256,12 +271,13 @@ pub fn run(options: Options) -> Result<(), StandaloneError> {
         let admin = TcpListener::from_std(admin_listener)
             .map_err(|source| StandaloneError::Bind { addr: admin_addr, source });
         let admin_server = admin.map(|admin| {
-            tokio::spawn(server::serve(
+            tokio::spawn(server::serve_with(
                 admin,
                 gateway.clone(),
                 server::admin,
                 stop_admin_rx,
                 options.drain_timeout,
+                admin_gate,
             ))
         });
         let (stop_feed_tx, stop_feed_rx) = watch::channel(false);
@@ -336,6 +352,35 @@ fn start_feed(
             stop,
         )))),
     }
+}
+
+/// Raises the soft open-files limit to the hard one: each connection is a
+/// descriptor, and common soft defaults (1024) are far below the connection cap.
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot read the open-files limit");
+        return;
+    }
+    let soft = limit.rlim_cur;
+    if soft < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            tracing::warn!(soft, hard = limit.rlim_max, error = %std::io::Error::last_os_error(), "cannot raise the open-files limit");
+            return;
+        }
+    }
+    tracing::info!(
+        was = soft,
+        now = limit.rlim_cur,
+        hard = limit.rlim_max,
+        "open-files limit"
+    );
 }
 
 fn single_thread_runtime() -> Result<tokio::runtime::Runtime, StandaloneError> {

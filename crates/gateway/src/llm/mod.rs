@@ -45,7 +45,10 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Respon
         if request.method() == Method::POST {
             return serve(gateway, request, endpoint).await;
         }
-        return endpoint.error(&ApiError::method_not_allowed(request.method(), path));
+        return crate::server::with_allow(
+            endpoint.error(&ApiError::method_not_allowed(request.method(), path)),
+            "POST",
+        );
     }
     match (request.method(), path) {
         (&Method::GET, "/v1/models") => models(&gateway, request.headers(), None),
@@ -53,10 +56,18 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Respon
             let id = p["/v1/models/".len()..].to_string();
             models(&gateway, request.headers(), Some(&id))
         }
-        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
-        (&Method::GET, "/readyz") => readiness(&gateway),
-        (method, path @ ("/v1/models" | "/healthz" | "/readyz")) => {
-            Endpoint::ChatCompletions.error(&ApiError::method_not_allowed(method, path))
+        // HEAD too, for probes; hyper sends the head without the body.
+        (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "ok"),
+        (&Method::GET | &Method::HEAD, "/readyz") => readiness(&gateway),
+        (method, path @ ("/healthz" | "/readyz")) => crate::server::with_allow(
+            Endpoint::ChatCompletions.error(&ApiError::method_not_allowed(method, path)),
+            "GET, HEAD",
+        ),
+        (method, path) if path == "/v1/models" || path.starts_with("/v1/models/") => {
+            crate::server::with_allow(
+                Endpoint::ChatCompletions.error(&ApiError::method_not_allowed(method, path)),
+                "GET",
+            )
         }
         (_, path) => Endpoint::ChatCompletions.error(&ApiError::not_found(path)),
     }
