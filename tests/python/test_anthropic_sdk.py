@@ -11,7 +11,6 @@ formats gateway (conftest.py), whose mock checks each format's credentials.
 from __future__ import annotations
 
 import json
-import uuid
 
 import anthropic
 import httpx
@@ -19,9 +18,15 @@ import openai
 import pytest
 
 from conftest import API_KEY, BACKENDS, FALLBACK_ROUTE
+from helpers import (
+    MOCK_OUTPUT_TOKENS,
+    TIME,
+    WEATHER,
+    anthropic_tool,
+    check_weather_args,
+    unique_prompt,
+)
 
-# The mock's default completion length, in words (= tokens).
-MOCK_OUTPUT_TOKENS = 16
 MAX_TOKENS = 256
 
 # Text cut by stop sequences happens in the mock's Messages, Gemini and
@@ -35,10 +40,6 @@ try:  # the SDK's own HTTP client
     STREAM_FAILURES = (*STREAM_FAILURES, httpx2.HTTPError)
 except ImportError:  # pragma: no cover
     pass
-
-
-def unique_prompt(label: str) -> str:
-    return f"{label} {uuid.uuid4().hex}"
 
 
 def user(text) -> dict:
@@ -65,37 +66,8 @@ def tool_uses(message) -> list:
     return [b for b in message.content if b.type == "tool_use"]
 
 
-WEATHER_TOOL = {
-    "name": "get_weather",
-    "description": "Current weather for a city.",
-    "input_schema": {
-        "type": "object",
-        "properties": {
-            "city": {"type": "string"},
-            "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
-            "days": {"type": "integer"},
-        },
-        "required": ["city", "unit"],
-    },
-}
-TIME_TOOL = {
-    "name": "get_time",
-    "description": "Local time in a timezone.",
-    "input_schema": {
-        "type": "object",
-        "properties": {"timezone": {"type": "string"}},
-        "required": ["timezone"],
-    },
-}
-
-
-def check_weather_input(args) -> None:
-    # The mock derives arguments from the schema the same way in every
-    # format: a broken schema translation changes them.
-    assert isinstance(args, dict), args
-    assert isinstance(args["city"], str) and args["city"]
-    assert args["unit"] == "celsius"
-    assert args["days"] == 42
+WEATHER_TOOL = anthropic_tool(WEATHER)
+TIME_TOOL = anthropic_tool(TIME)
 
 
 # ------------------------------------------------------------- messages.create
@@ -277,7 +249,7 @@ def test_tool_use_plain_and_streamed(claude, backend):
     call = calls[0]
     assert call.id
     assert call.name == "get_weather"
-    check_weather_input(call.input)
+    check_weather_args(call.input)
     assert msg.usage.output_tokens > 0
 
     with claude.messages.stream(
@@ -367,7 +339,7 @@ def test_parallel_tool_use_round_trip(claude, backend):
     calls = tool_uses(msg)
     assert [c.name for c in calls] == ["get_weather", "get_time"]
     assert len({c.id for c in calls}) == 2 and all(c.id for c in calls)
-    check_weather_input(calls[0].input)
+    check_weather_args(calls[0].input)
     assert isinstance(calls[1].input.get("timezone"), str)
 
     # Streamed, the helper assembles both blocks.

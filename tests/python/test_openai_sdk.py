@@ -15,7 +15,6 @@ import math
 import re
 import struct
 import time
-import uuid
 
 import httpx
 import openai
@@ -28,14 +27,7 @@ from conftest import (
     MAX_BODY_BYTES,
     MOCK_PROVIDER,
 )
-
-# The mock's default completion length, in words (= tokens).
-MOCK_OUTPUT_TOKENS = 16
-
-
-def unique_prompt(label: str) -> str:
-    """A prompt no other test sends, so answers are independent of order."""
-    return f"{label} {uuid.uuid4().hex}"
+from helpers import MOCK_OUTPUT_TOKENS, WEATHER, check_weather_args, openai_tool, unique_prompt
 
 
 def chat(client: openai.OpenAI, ledger, prompt: str, **kwargs):
@@ -153,22 +145,7 @@ def test_chat_stream_include_usage(client, ledger):
 
 # ------------------------------------------------------------ 3. tool calls
 
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Current weather for a city.",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "city": {"type": "string"},
-                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
-                "days": {"type": "integer"},
-            },
-            "required": ["city", "unit"],
-        },
-    },
-}
+WEATHER_TOOL = openai_tool(WEATHER)
 
 
 def test_tool_call(client, ledger):
@@ -184,10 +161,7 @@ def test_tool_call(client, ledger):
     assert call.id
     assert call.function.name == "get_weather"
     args = json.loads(call.function.arguments)
-    assert isinstance(args, dict)
-    assert isinstance(args["city"], str) and args["city"]
-    assert args["unit"] == "celsius"
-    assert args["days"] == 42
+    check_weather_args(args)
 
     # Streamed, the fragments reassemble into the same call.
     chunks = stream_chunks(client, ledger, prompt, tools=[WEATHER_TOOL])

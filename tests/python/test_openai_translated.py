@@ -8,21 +8,21 @@ gateway (conftest.py), whose mock checks every format's credentials.
 from __future__ import annotations
 
 import json
-import uuid
 
 import openai
 import pytest
 
-
-
-MOCK_OUTPUT_TOKENS = 16
+from helpers import (
+    MOCK_OUTPUT_TOKENS,
+    TIME,
+    WEATHER,
+    check_weather_args,
+    openai_tool,
+    unique_prompt,
+)
 
 TRANSLATED = ["anthropic", "gemini", "bedrock", "azure"]
 ALL = ["openai", *TRANSLATED]
-
-
-def unique_prompt(label: str) -> str:
-    return f"{label} {uuid.uuid4().hex}"
 
 
 @pytest.fixture()
@@ -41,46 +41,13 @@ def any_backend(request, formats_gateway) -> str:
     return request.param
 
 
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Current weather for a city.",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "city": {"type": "string"},
-                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
-                "days": {"type": "integer"},
-            },
-            "required": ["city", "unit"],
-        },
-    },
-}
-TIME_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_time",
-        "description": "Local time in a timezone.",
-        "parameters": {
-            "type": "object",
-            "properties": {"timezone": {"type": "string"}},
-            "required": ["timezone"],
-        },
-    },
-}
+WEATHER_TOOL = openai_tool(WEATHER)
+TIME_TOOL = openai_tool(TIME)
 
 
 def responses_tool(tool: dict) -> dict:
     """The Responses API spells function tools flat."""
     return {"type": "function", **tool["function"]}
-
-
-def check_weather_args(args: dict) -> None:
-    assert isinstance(args, dict), args
-    assert isinstance(args["city"], str) and args["city"]
-    assert args["unit"] == "celsius"
-    assert args["days"] == 42
 
 
 def ask(prompt: str) -> list[dict]:

@@ -4,55 +4,13 @@
 
 mod common;
 
-use common::{ALL_FORMATS, Harness, MOCK_AUTH};
-use futures_util::StreamExt;
+use common::{ALL_FORMATS, Harness, MOCK_AUTH, json_body, metric_has, sse_events};
 use serde_json::{Value, json};
-
-async fn body(response: reqwest::Response) -> (u16, Value) {
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    let value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
-    (status, value)
-}
-
-async fn sse_events(response: reqwest::Response) -> Vec<(String, Value)> {
-    assert_eq!(response.status(), 200);
-    let mut text = String::new();
-    let mut stream = response.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        text.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
-    }
-    let mut events = Vec::new();
-    for block in text.split("\n\n").filter(|b| !b.trim().is_empty()) {
-        let mut name = String::new();
-        let mut data = String::new();
-        for line in block.lines() {
-            if let Some(v) = line.strip_prefix("event: ") {
-                name = v.to_string();
-            } else if let Some(v) = line.strip_prefix("data: ") {
-                data.push_str(v);
-            }
-        }
-        let value = if data == "[DONE]" {
-            Value::String(data)
-        } else {
-            serde_json::from_str(&data).unwrap_or_else(|_| panic!("bad event data {data}"))
-        };
-        events.push((name, value));
-    }
-    events
-}
-
-fn metric_has(metrics: &str, parts: &[&str]) -> bool {
-    metrics
-        .lines()
-        .any(|line| parts.iter().all(|p| line.contains(p)) && !line.ends_with(" 0"))
-}
 
 #[tokio::test]
 async fn openai_chat_passes_through_and_settles() {
     let h = Harness::start(ALL_FORMATS, MOCK_AUTH).await;
-    let (status, value) = body(
+    let (status, value) = json_body(
         h.post("/v1/chat/completions")
             .json(&json!({"model": "chat", "messages": [{"role": "user", "content": "hi"}]}))
             .send()
@@ -90,7 +48,7 @@ async fn anthropic_client_reaches_an_openai_provider() {
         "system": "Be brief.",
         "messages": [{"role": "user", "content": "hello"}]
     });
-    let (status, value) = body(
+    let (status, value) = json_body(
         h.post("/v1/messages")
             .header("anthropic-version", "2023-06-01")
             .json(&request)
@@ -141,7 +99,7 @@ async fn anthropic_client_reaches_an_openai_provider() {
 #[tokio::test]
 async fn openai_client_reaches_an_anthropic_provider_streamed() {
     let h = Harness::start(ALL_FORMATS, MOCK_AUTH).await;
-    let (status, value) = body(
+    let (status, value) = json_body(
         h.post("/v1/chat/completions")
             .json(&json!({"model": "claude", "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}], "max_tokens": 50}))
             .send()
@@ -181,7 +139,7 @@ async fn openai_client_reaches_an_anthropic_provider_streamed() {
 #[tokio::test]
 async fn anthropic_client_to_anthropic_provider_passes_through() {
     let h = Harness::start(ALL_FORMATS, MOCK_AUTH).await;
-    let (status, value) = body(
+    let (status, value) = json_body(
         h.post("/v1/messages")
             .header("x-api-key", common::KEY)
             .header("anthropic-version", "2023-06-01")
@@ -217,12 +175,12 @@ async fn errors_take_the_client_shape() {
         .send()
         .await
         .unwrap();
-    let (status, value) = body(no_key).await;
+    let (status, value) = json_body(no_key).await;
     assert_eq!(status, 401);
     assert_eq!(value["type"], "error");
     assert_eq!(value["error"]["type"], "authentication_error");
 
-    let (status, value) = body(
+    let (status, value) = json_body(
         h.post("/v1/messages")
             .json(&json!({"model": "nope", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}))
             .send()
@@ -234,7 +192,7 @@ async fn errors_take_the_client_shape() {
     assert_eq!(value["error"]["type"], "not_found_error");
 
     // Anthropic requires max_tokens: translation refuses without it.
-    let (status, value) = body(
+    let (status, value) = json_body(
         h.post("/v1/messages")
             .json(&json!({"model": "chat", "messages": [{"role": "user", "content": "x"}]}))
             .send()
@@ -245,7 +203,7 @@ async fn errors_take_the_client_shape() {
     assert_eq!(status, 400, "{value}");
     assert_eq!(value["error"]["type"], "invalid_request_error");
 
-    let (status, value) = body(
+    let (status, value) = json_body(
         h.post("/v1/chat/completions")
             .json(&json!({"model": "chat"}))
             .send()
@@ -261,7 +219,7 @@ async fn errors_take_the_client_shape() {
 async fn count_tokens_is_answered_for_every_backend() {
     let h = Harness::start(ALL_FORMATS, MOCK_AUTH).await;
     for model in ["chat", "claude"] {
-        let (status, value) = body(
+        let (status, value) = json_body(
             h.post("/v1/messages/count_tokens")
                 .header("anthropic-version", "2023-06-01")
                 .json(&json!({"model": model, "messages": [{"role": "user", "content": "How many tokens is this?"}]}))
@@ -281,7 +239,7 @@ async fn count_tokens_is_answered_for_every_backend() {
 #[tokio::test]
 async fn responses_api_reaches_an_anthropic_provider() {
     let h = Harness::start(ALL_FORMATS, MOCK_AUTH).await;
-    let (status, value) = body(
+    let (status, value) = json_body(
         h.post("/v1/responses")
             .json(&json!({"model": "claude", "instructions": "Be brief.", "input": "hello", "max_output_tokens": 40}))
             .send()
@@ -321,7 +279,7 @@ async fn responses_api_reaches_an_anthropic_provider() {
 #[tokio::test]
 async fn embeddings_refuse_a_provider_without_them() {
     let h = Harness::start(ALL_FORMATS, MOCK_AUTH).await;
-    let (status, value) = body(
+    let (status, value) = json_body(
         h.post("/v1/embeddings")
             .json(&json!({"model": "claude", "input": "x"}))
             .send()
@@ -331,7 +289,7 @@ async fn embeddings_refuse_a_provider_without_them() {
     .await;
     assert_eq!(status, 400, "{value}");
     assert_eq!(value["error"]["code"], "unsupported_endpoint");
-    let (status, _) = body(
+    let (status, _) = json_body(
         h.post("/v1/embeddings")
             .json(&json!({"model": "embed", "input": "x"}))
             .send()
@@ -357,7 +315,7 @@ spec:
     );
     let h = Harness::start(&manifests, MOCK_AUTH).await;
     for requested in ["gpt-4o-mini", "gpt-4o-2024-08-06"] {
-        let (status, value) = body(
+        let (status, value) = json_body(
             h.post("/v1/chat/completions")
                 .json(&json!({"model": requested, "messages": [{"role": "user", "content": "hi"}]}))
                 .send()

@@ -7,8 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Harness, KEY, MOCK_AUTH};
-use futures_util::StreamExt;
+use common::{Harness, KEY, MOCK_AUTH, metric_sum, read_all};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -55,27 +54,6 @@ spec:
   models: [claude]
   backends: [{providerRef: {name: anthropic}, model: mock-claude}]
 "#;
-
-/// The body as text, and whether it ended with a transport error.
-async fn read_all(response: reqwest::Response) -> (String, bool) {
-    let mut text = String::new();
-    let mut stream = response.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        match chunk {
-            Ok(bytes) => text.push_str(&String::from_utf8_lossy(&bytes)),
-            Err(_) => return (text, true),
-        }
-    }
-    (text, false)
-}
-
-fn metric(h: &Harness, needle: &str) -> f64 {
-    h.metrics()
-        .lines()
-        .filter(|l| l.contains(needle) && !l.starts_with('#'))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
 
 #[tokio::test]
 async fn a_stream_with_no_first_chunk_in_time_is_a_504_not_a_200() {
@@ -142,7 +120,7 @@ async fn a_stream_broken_after_it_started_ends_with_an_error_event() {
     let (text, _) = read_all(response).await;
     assert!(text.contains("data: {\"error\":"), "{text}");
     assert!(
-        metric(&h, "tollgate_stream_failures_total") >= 2.0,
+        metric_sum(&h.metrics(), "tollgate_stream_failures_total") >= 2.0,
         "{}",
         h.metrics()
     );
@@ -187,7 +165,7 @@ async fn a_client_that_stops_reading_is_cut_off_and_frees_the_slot() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert_eq!(
-        metric(&h, "reason=\"client_stalled\""),
+        metric_sum(&h.metrics(), "reason=\"client_stalled\""),
         1.0,
         "{}",
         h.metrics()

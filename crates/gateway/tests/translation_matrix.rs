@@ -4,47 +4,10 @@
 
 mod common;
 
-use common::{ALL_FORMATS, Harness, MOCK_AUTH};
-use futures_util::StreamExt;
+use common::{ALL_FORMATS, Harness, MOCK_AUTH, json_or_text_body, sse_events};
 use serde_json::{Value, json};
 
 const BACKENDS: &[&str] = &["chat", "claude", "gemini", "bedrock", "azure"];
-
-async fn json_body(response: reqwest::Response) -> (u16, Value) {
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
-/// `(event name, data)` of every SSE event.
-async fn events(response: reqwest::Response) -> Vec<(String, Value)> {
-    let status = response.status();
-    let mut text = String::new();
-    let mut stream = response.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        text.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
-    }
-    assert_eq!(status, 200, "{text}");
-    text.split("\n\n")
-        .filter(|b| !b.trim().is_empty())
-        .map(|block| {
-            let mut name = String::new();
-            let mut data = String::new();
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("event: ") {
-                    name = v.into();
-                } else if let Some(v) = line.strip_prefix("data: ") {
-                    data.push_str(v);
-                }
-            }
-            let value = serde_json::from_str(&data).unwrap_or(Value::String(data));
-            (name, value)
-        })
-        .collect()
-}
 
 fn weather_tool_openai() -> Value {
     json!([{"type": "function", "function": {"name": "get_weather", "description": "Weather for a city",
@@ -55,7 +18,7 @@ fn weather_tool_openai() -> Value {
 async fn openai_chat_clients_reach_every_format() {
     let h = Harness::start(ALL_FORMATS, MOCK_AUTH).await;
     for model in BACKENDS {
-        let (status, value) = json_body(
+        let (status, value) = json_or_text_body(
             h.post("/v1/chat/completions")
                 .json(&json!({"model": model, "max_tokens": 40,
                     "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}]}))
@@ -75,7 +38,7 @@ async fn openai_chat_clients_reach_every_format() {
         );
 
         // Streamed tool call: the argument deltas assemble into valid JSON.
-        let streamed = events(
+        let streamed = sse_events(
             h.post("/v1/chat/completions")
                 .json(
                     &json!({"model": model, "stream": true, "tools": weather_tool_openai(),
@@ -132,7 +95,7 @@ async fn anthropic_clients_reach_every_format() {
     let tools = json!([{"name": "get_weather", "description": "Weather for a city",
         "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]);
     for model in BACKENDS {
-        let (status, value) = json_body(
+        let (status, value) = json_or_text_body(
             h.post("/v1/messages")
                 .header("anthropic-version", "2023-06-01")
                 .json(&json!({"model": model, "max_tokens": 200, "tools": tools,
@@ -155,7 +118,7 @@ async fn anthropic_clients_reach_every_format() {
         let id = call["id"].as_str().unwrap().to_string();
 
         // The tool result goes back; the model answers in text, streamed.
-        let streamed = events(
+        let streamed = sse_events(
             h.post("/v1/messages")
                 .header("anthropic-version", "2023-06-01")
                 .json(&json!({"model": model, "max_tokens": 200, "tools": tools, "stream": true,
@@ -184,7 +147,7 @@ async fn anthropic_clients_reach_every_format() {
 async fn responses_clients_reach_every_format() {
     let h = Harness::start(ALL_FORMATS, MOCK_AUTH).await;
     for model in BACKENDS {
-        let (status, value) = json_body(
+        let (status, value) = json_or_text_body(
             h.post("/v1/responses")
                 .json(&json!({"model": model, "input": "Hello", "max_output_tokens": 50}))
                 .send()
@@ -209,7 +172,7 @@ async fn responses_clients_reach_every_format() {
 #[tokio::test]
 async fn a_wrong_signature_is_the_gateways_fault_not_the_clients() {
     let h = Harness::start(ALL_FORMATS, MOCK_AUTH).await;
-    let (status, value) = json_body(
+    let (status, value) = json_or_text_body(
         h.post("/v1/chat/completions")
             .json(&json!({"model": "bedrock-wrong-secret", "messages": [{"role": "user", "content": "x"}]}))
             .send()

@@ -6,21 +6,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-
 use bytes::BytesMut;
+use common::golden;
 use common::*;
 use serde_json::{Value, json};
 use tollgate_llm::anthropic::{dialect, provider};
 use tollgate_llm::{LlmError, StreamDecoder, StreamEncoder};
 
 const MODEL: &str = "claude-sonnet-4-5";
-
-fn dir(direction: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden/anthropic")
-        .join(direction)
-}
 
 fn result_json<T>(result: Result<T, LlmError>, ok: impl FnOnce(T) -> Value) -> Value {
     match result {
@@ -32,47 +25,7 @@ fn result_json<T>(result: Result<T, LlmError>, ok: impl FnOnce(T) -> Value) -> V
 /// Runs `translate` on every input of `direction` and compares with the
 /// expected output; returns how many cases ran.
 fn run(direction: &str, translate: impl Fn(&[u8]) -> Value) -> usize {
-    let update = std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1");
-    let mut inputs: Vec<PathBuf> = std::fs::read_dir(dir(direction))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.contains(".in."))
-        })
-        .collect();
-    inputs.sort();
-    assert!(!inputs.is_empty(), "no cases in {direction}");
-    let mut failures = Vec::new();
-    for input in &inputs {
-        let name = input.file_name().unwrap().to_str().unwrap();
-        let case = &name[..name.find(".in.").unwrap()];
-        let expected_path = input.with_file_name(format!("{case}.out.json"));
-        let actual = translate(&std::fs::read(input).unwrap());
-        if update {
-            let mut text = serde_json::to_string_pretty(&actual).unwrap();
-            text.push('\n');
-            std::fs::write(&expected_path, text).unwrap();
-            continue;
-        }
-        let expected: Value = match std::fs::read(&expected_path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).unwrap(),
-            Err(_) => {
-                failures.push(format!("{direction}/{case}: no {case}.out.json"));
-                continue;
-            }
-        };
-        if actual != expected {
-            failures.push(format!(
-                "{direction}/{case}:\nexpected {}\n  actual {}",
-                serde_json::to_string_pretty(&expected).unwrap(),
-                serde_json::to_string_pretty(&actual).unwrap()
-            ));
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
-    inputs.len()
+    golden::run("anthropic", direction, |case| translate(&case.bytes))
 }
 
 fn json_in(bytes: &[u8]) -> Value {
@@ -169,19 +122,9 @@ pub fn decode_all(chunks: &[&[u8]]) -> Value {
 
 #[test]
 fn provider_stream() {
-    run("provider_stream", |body| {
-        let whole = decode_all(&[body]);
-        // Split at every byte boundary: the same items.
-        for at in 1..body.len() {
-            assert_eq!(
-                decode_all(&[&body[..at], &body[at..]]),
-                whole,
-                "split at {at}"
-            );
-        }
-        let bytes: Vec<&[u8]> = body.chunks(1).collect();
-        assert_eq!(decode_all(&bytes), whole, "one byte at a time");
-        whole
+    // Split at every byte boundary: the same items.
+    golden::run_checked("anthropic", "provider_stream", |case, failures| {
+        golden::decode_every_split(case, decode_all, failures)
     });
 }
 

@@ -1,6 +1,6 @@
-//! Golden tests for the Bedrock provider format. Each `NAME.json` under
+//! Golden tests for the Bedrock provider format. Each `NAME.in.json` under
 //! `tests/golden/bedrock/{request,response,stream,errors}/` is an input and
-//! `NAME.expected.json` what it must translate to. `UPDATE_GOLDEN=1`
+//! `NAME.out.json` what it must translate to. `UPDATE_GOLDEN=1`
 //! rewrites the expectations (review the diff by hand).
 //!
 //! Inputs:
@@ -15,116 +15,22 @@
 //!   items and how `finish` ended.
 //! * `errors/`: `{"status", "errorType"?, "body"}`; expected: the canonical error.
 
-use std::fs;
-use std::path::{Path, PathBuf};
+mod common;
 
+use common::golden::{self, error_json, native_stop_json, request_from_case, thinking_json};
 use serde_json::{Value, json};
 use tollgate_llm::bedrock::{self, ConverseStreamDecoder, encode_event, encode_exception};
-use tollgate_llm::canonical::{ChatRequest, NativeStop, Thinking};
-use tollgate_llm::{LlmError, StreamDecoder, StreamItem};
+use tollgate_llm::{StreamDecoder, StreamItem};
 
-fn dir(kind: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden/bedrock")
-        .join(kind)
-}
-
-/// Every `(name, input)` in a fixture directory, sorted.
-fn inputs(kind: &str) -> Vec<(PathBuf, Value)> {
-    let mut paths: Vec<PathBuf> = fs::read_dir(dir(kind))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            let name = p.file_name().unwrap().to_string_lossy();
-            name.ends_with(".json") && !name.ends_with(".expected.json")
-        })
-        .collect();
-    paths.sort();
-    assert!(!paths.is_empty(), "no fixtures in {kind}");
-    paths
-        .into_iter()
-        .map(|p| {
-            let text = fs::read_to_string(&p).unwrap();
-            let value =
-                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-            (p, value)
-        })
-        .collect()
-}
-
-/// Compares with (or, under `UPDATE_GOLDEN=1`, writes) `NAME.expected.json`.
-fn check(input: &Path, actual: &Value) -> Option<String> {
-    let expected_path = input.with_extension("expected.json");
-    let pretty = serde_json::to_string_pretty(actual).unwrap() + "\n";
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        fs::write(&expected_path, &pretty).unwrap();
-        return None;
-    }
-    let Ok(expected) = fs::read_to_string(&expected_path) else {
-        return Some(format!("{} missing", expected_path.display()));
-    };
-    let expected: Value = serde_json::from_str(&expected).unwrap();
-    (expected != *actual).then(|| format!("{}:\n{pretty}", expected_path.display()))
-}
-
-fn run(kind: &str, f: impl Fn(&Value) -> Value) {
-    let failures: Vec<String> = inputs(kind)
-        .iter()
-        .filter_map(|(path, input)| check(path, &f(input)))
-        .collect();
-    assert!(
-        failures.is_empty(),
-        "{} golden mismatches (UPDATE_GOLDEN=1 rewrites):\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
-}
-
-fn error_json(error: &LlmError) -> Value {
-    json!({
-        "kind": format!("{:?}", error.kind),
-        "status": error.status,
-        "message": error.message,
-        "param": error.param,
-        "code": error.code,
-    })
-}
-
-fn native_stop_json(stop: &Option<NativeStop>) -> Value {
-    stop.as_ref().map_or(
-        Value::Null,
-        |s| json!({ "reason": s.reason, "stop_sequence": s.stop_sequence }),
-    )
-}
-
-fn thinking_json(thinking: &[Thinking]) -> Value {
-    thinking
-        .iter()
-        .map(|t| json!({ "text": t.text, "signature": t.signature, "redacted_data": t.redacted_data }))
-        .collect()
+/// Runs `translate` on every (JSON) input of `kind` and compares.
+fn run(kind: &str, translate: impl Fn(&Value) -> Value) {
+    golden::run("bedrock", kind, |case| translate(&case.json()));
 }
 
 #[test]
 fn requests() {
     run("request", |input| {
-        let mut request: ChatRequest = serde_json::from_value(input["request"].clone()).unwrap();
-        request.thinking_budget = input["thinking_budget"].as_u64();
-        request.top_k = input["top_k"].as_u64();
-        if let Some(map) = input["thinking"].as_object() {
-            for (index, blocks) in map {
-                let message = &mut request.messages[index.parse::<usize>().unwrap()];
-                message.thinking = blocks
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|b| Thinking {
-                        text: b["text"].as_str().unwrap_or_default().into(),
-                        signature: b["signature"].as_str().map(Into::into),
-                        redacted_data: b["redacted_data"].as_str().map(Into::into),
-                    })
-                    .collect();
-            }
-        }
+        let request = request_from_case(input);
         match bedrock::request_body(&request) {
             Ok(body) => json!({
                 "path": bedrock::request_path(&request.model, request.stream),
@@ -209,16 +115,12 @@ fn streams() {
 
 #[test]
 fn streams_split_at_every_byte_decode_the_same() {
-    for (path, input) in inputs("stream") {
-        let bytes = encode_frames(&input);
-        let whole = decode(&[&bytes]);
-        for at in 0..=bytes.len() {
-            let (a, b) = bytes.split_at(at);
-            assert_eq!(decode(&[a, b]), whole, "{} split at {at}", path.display());
-        }
-        let singles: Vec<&[u8]> = bytes.chunks(1).collect();
-        assert_eq!(decode(&singles), whole, "{} byte by byte", path.display());
+    let mut failures = Vec::new();
+    for mut case in golden::cases("bedrock", "stream") {
+        case.bytes = encode_frames(&case.json());
+        golden::decode_every_split(&case, decode, &mut failures);
     }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 #[test]
@@ -240,13 +142,14 @@ fn errors() {
 /// Every prefix of every response and error fixture parses or fails cleanly.
 #[test]
 fn truncated_bodies_never_panic() {
-    for (_, input) in inputs("response") {
-        let body = serde_json::to_vec(&input).unwrap();
+    for case in golden::cases("bedrock", "response") {
+        let body = serde_json::to_vec(&case.json()).unwrap();
         for at in 0..body.len() {
             let _ = bedrock::parse_response(&body[..at], "m");
         }
     }
-    for (_, input) in inputs("errors") {
+    for case in golden::cases("bedrock", "errors") {
+        let input = case.json();
         let body = serde_json::to_vec(&input["body"]).unwrap();
         for at in 0..body.len() {
             let _ = bedrock::parse_error(500, input["errorType"].as_str(), &body[..at]);

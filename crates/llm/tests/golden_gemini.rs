@@ -1,88 +1,18 @@
 //! Golden tests for the Gemini provider format. Each direction has a folder
-//! under `tests/golden/gemini/`: `<case>.in.json` (or `.sse`) is the input,
+//! under `tests/golden/gemini/`: `<case>.in.json` (`<case>.in.sse` for streams) is the input,
 //! `<case>.out.json` the expected output, compared as JSON values.
 //! `UPDATE_GOLDEN=1 cargo test -p tollgate-llm --test golden_gemini` rewrites
 //! the expectations; review the diff by hand before committing.
 
-use std::fs;
-use std::path::{Path, PathBuf};
+mod common;
 
+use common::golden::{self, error_json, native_stop_json, request_from_case};
 use serde_json::{Value, json};
-use tollgate_llm::canonical::{ChatRequest, Message, NativeStop, Thinking};
+use tollgate_llm::canonical::Thinking;
 use tollgate_llm::gemini::{self, GeminiStreamDecoder};
-use tollgate_llm::{LlmError, StreamDecoder, StreamItem};
+use tollgate_llm::{StreamDecoder, StreamItem};
 
-fn dir(direction: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden/gemini")
-        .join(direction)
-}
-
-/// The inputs of one direction, sorted, with the given extension.
-fn cases(direction: &str, extension: &str) -> Vec<PathBuf> {
-    let mut cases: Vec<PathBuf> = fs::read_dir(dir(direction))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().ends_with(extension))
-        .collect();
-    cases.sort();
-    assert!(!cases.is_empty(), "no {direction} cases");
-    cases
-}
-
-fn out_path(input: &Path) -> PathBuf {
-    let name = input.file_name().unwrap().to_string_lossy();
-    let stem = name.split_once('.').unwrap().0;
-    input.with_file_name(format!("{stem}.out.json"))
-}
-
-/// Compares with (or, under UPDATE_GOLDEN, writes) the expectation.
-fn check(input: &Path, actual: Value, failures: &mut Vec<String>) {
-    let path = out_path(input);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        let mut text = serde_json::to_string_pretty(&actual).unwrap();
-        text.push('\n');
-        fs::write(&path, text).unwrap();
-        return;
-    }
-    let expected: Value = match fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).unwrap(),
-        Err(e) => {
-            failures.push(format!("{}: {e}", path.display()));
-            return;
-        }
-    };
-    if expected != actual {
-        failures.push(format!(
-            "{}\n--- expected\n{}\n--- actual\n{}",
-            path.display(),
-            serde_json::to_string_pretty(&expected).unwrap(),
-            serde_json::to_string_pretty(&actual).unwrap()
-        ));
-    }
-}
-
-fn report(failures: Vec<String>) {
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
-}
-
-fn error_json(error: &LlmError) -> Value {
-    json!({
-        "kind": format!("{:?}", error.kind),
-        "status": error.status,
-        "message": error.message,
-        "param": error.param,
-        "code": error.code,
-    })
-}
-
-fn native_json(native: &Option<NativeStop>) -> Value {
-    native.as_ref().map_or(
-        Value::Null,
-        |n| json!({ "reason": n.reason, "stop_sequence": n.stop_sequence }),
-    )
-}
-
+/// Gemini's thinking carries no `redacted_data`.
 fn thinking_json(thinking: &[Thinking]) -> Value {
     thinking
         .iter()
@@ -96,51 +26,29 @@ fn thinking_json(thinking: &[Thinking]) -> Value {
 /// Output: `{"path", "body"}` or `{"error"}`.
 #[test]
 fn request_golden() {
-    let mut failures = Vec::new();
-    for input in cases("request", ".in.json") {
-        let case: Value = serde_json::from_slice(&fs::read(&input).unwrap()).unwrap();
-        let mut request: ChatRequest = serde_json::from_value(case["request"].clone()).unwrap();
-        request.thinking_budget = case["thinking_budget"].as_u64();
-        request.top_k = case["top_k"].as_u64();
-        if let Some(thinking) = case["thinking"].as_object() {
-            for (index, blocks) in thinking {
-                let message: &mut Message = &mut request.messages[index.parse::<usize>().unwrap()];
-                message.thinking = blocks
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|b| Thinking {
-                        text: b["text"].as_str().unwrap_or_default().into(),
-                        signature: b["signature"].as_str().map(Into::into),
-                        redacted_data: None,
-                    })
-                    .collect();
-            }
-        }
+    golden::run("gemini", "request", |input| {
+        let case = input.json();
+        let request = request_from_case(&case);
         let model = case["model"].as_str().unwrap();
-        let actual = match gemini::request_body(&request, model) {
+        match gemini::request_body(&request, model) {
             Ok(body) => json!({
                 "path": gemini::request_path(model, request.stream),
                 "body": serde_json::from_slice::<Value>(&body).unwrap(),
             }),
             Err(error) => json!({ "error": error_json(&error) }),
-        };
-        check(&input, actual, &mut failures);
-    }
-    report(failures);
+        }
+    });
 }
 
 /// Input: a Gemini body. Output: `{"response", "native_stop", "thinking"}`
 /// (thinking per choice) or `{"error"}`.
 #[test]
 fn response_golden() {
-    let mut failures = Vec::new();
-    for input in cases("response", ".in.json") {
-        let body = fs::read(&input).unwrap();
-        let actual = match gemini::parse_response(&body, "gemini-requested") {
+    golden::run("gemini", "response", |input| {
+        match gemini::parse_response(&input.bytes, "gemini-requested") {
             Ok(response) => json!({
                 "response": serde_json::to_value(&response).unwrap(),
-                "native_stop": native_json(&response.native_stop),
+                "native_stop": native_stop_json(&response.native_stop),
                 "thinking": response
                     .choices
                     .iter()
@@ -148,10 +56,8 @@ fn response_golden() {
                     .collect::<Vec<_>>(),
             }),
             Err(error) => json!({ "error": error_json(&error) }),
-        };
-        check(&input, actual, &mut failures);
-    }
-    report(failures);
+        }
+    });
 }
 
 fn item_json(item: &StreamItem) -> Value {
@@ -159,7 +65,7 @@ fn item_json(item: &StreamItem) -> Value {
         StreamItem::Chunk(chunk) => {
             let mut value = json!({ "chunk": serde_json::to_value(chunk).unwrap() });
             if chunk.native_stop.is_some() {
-                value["native_stop"] = native_json(&chunk.native_stop);
+                value["native_stop"] = native_stop_json(&chunk.native_stop);
             }
             let signatures: Vec<&str> = chunk
                 .choices
@@ -200,46 +106,22 @@ fn decode(pieces: &[&[u8]]) -> Value {
 /// must decode the same.
 #[test]
 fn stream_golden() {
-    let mut failures = Vec::new();
-    for input in cases("stream", ".sse") {
-        let body = fs::read(&input).unwrap();
-        let whole = decode(&[&body]);
-        for split in 1..body.len() {
-            let (a, b) = body.split_at(split);
-            if decode(&[a, b]) != whole {
-                failures.push(format!(
-                    "{}: differs when split at {split}",
-                    input.display()
-                ));
-                break;
-            }
-        }
-        let bytes: Vec<&[u8]> = body.chunks(1).collect();
-        if decode(&bytes) != whole {
-            failures.push(format!("{}: differs byte by byte", input.display()));
-        }
-        check(&input, whole, &mut failures);
-    }
-    report(failures);
+    golden::run_checked("gemini", "stream", |input, failures| {
+        golden::decode_every_split(input, decode, failures)
+    });
 }
 
 /// Input: `{"status", "body"}` (`body` a JSON value, or a string sent as
 /// is). Output: the parsed error.
 #[test]
 fn errors_golden() {
-    let mut failures = Vec::new();
-    for input in cases("errors", ".in.json") {
-        let case: Value = serde_json::from_slice(&fs::read(&input).unwrap()).unwrap();
+    golden::run("gemini", "errors", |input| {
+        let case = input.json();
         let status = case["status"].as_u64().unwrap() as u16;
         let body = match &case["body"] {
             Value::String(text) => text.clone().into_bytes(),
             other => serde_json::to_vec(other).unwrap(),
         };
-        check(
-            &input,
-            error_json(&gemini::parse_error(status, &body)),
-            &mut failures,
-        );
-    }
-    report(failures);
+        error_json(&gemini::parse_error(status, &body))
+    });
 }

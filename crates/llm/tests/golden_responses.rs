@@ -4,11 +4,12 @@
 //! `UPDATE_GOLDEN=1 cargo test -p tollgate-llm --test golden_responses`
 //! rewrites the expectations; review the diff by hand before committing.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::fs;
-use std::path::{Path, PathBuf};
 
 use bytes::BytesMut;
+use common::golden::{self, error_json, thinking_json};
 use serde_json::{Value, json};
 use tollgate_llm::canonical::{
     ChatChunk, ChatResponse, Choice, Content, FunctionCall, Message, Role, Thinking, ToolCall,
@@ -16,74 +17,6 @@ use tollgate_llm::canonical::{
 use tollgate_llm::responses::{self, ResponsesEcho, ResponsesStreamEncoder};
 use tollgate_llm::sse;
 use tollgate_llm::{ErrorKind, LlmError, StreamEncoder};
-
-fn dir(direction: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden/responses")
-        .join(direction)
-}
-
-fn cases(direction: &str) -> Vec<PathBuf> {
-    let mut cases: Vec<PathBuf> = fs::read_dir(dir(direction))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().ends_with(".in.json"))
-        .collect();
-    cases.sort();
-    assert!(!cases.is_empty(), "no {direction} cases");
-    cases
-}
-
-fn read(path: &Path) -> Value {
-    serde_json::from_slice(&fs::read(path).unwrap())
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn out_path(input: &Path) -> PathBuf {
-    let name = input.file_name().unwrap().to_string_lossy();
-    let stem = name.split_once('.').unwrap().0;
-    input.with_file_name(format!("{stem}.out.json"))
-}
-
-/// Compares with (or, under UPDATE_GOLDEN, writes) the expectation.
-fn check(input: &Path, actual: Value, failures: &mut Vec<String>) {
-    let path = out_path(input);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        let mut text = serde_json::to_string_pretty(&actual).unwrap();
-        text.push('\n');
-        fs::write(&path, text).unwrap();
-        return;
-    }
-    let expected: Value = match fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).unwrap(),
-        Err(e) => {
-            failures.push(format!("{}: {e}", path.display()));
-            return;
-        }
-    };
-    if expected != actual {
-        failures.push(format!(
-            "{}\n--- expected\n{}\n--- actual\n{}",
-            path.display(),
-            serde_json::to_string_pretty(&expected).unwrap(),
-            serde_json::to_string_pretty(&actual).unwrap()
-        ));
-    }
-}
-
-fn report(failures: Vec<String>) {
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
-}
-
-fn error_json(error: &LlmError) -> Value {
-    json!({
-        "kind": format!("{:?}", error.kind),
-        "status": error.status,
-        "message": error.message,
-        "param": error.param,
-        "code": error.code,
-    })
-}
 
 fn error_from_json(value: &Value) -> LlmError {
     let kind = match value["kind"].as_str().unwrap() {
@@ -106,13 +39,6 @@ fn error_from_json(value: &Value) -> LlmError {
         error = error.with_code(code);
     }
     error
-}
-
-fn thinking_json(thinking: &[Thinking]) -> Value {
-    thinking
-        .iter()
-        .map(|t| json!({ "text": t.text, "signature": t.signature, "redacted_data": t.redacted_data }))
-        .collect()
 }
 
 fn thinking_from_json(value: &Value) -> Vec<Thinking> {
@@ -164,10 +90,9 @@ fn echo_for(case: &Value) -> ResponsesEcho {
 /// "thinking": {"<message index>": [...]}, "echo"}` or `{"error"}`.
 #[test]
 fn request_golden() {
-    let mut failures = Vec::new();
-    for input in cases("request") {
-        let body = fs::read(&input).unwrap();
-        let actual = match responses::parse_request_with_echo(&body) {
+    golden::run("responses", "request", |input| {
+        let body = &input.bytes;
+        match responses::parse_request_with_echo(body) {
             Ok((request, echo)) => {
                 let thinking: BTreeMap<String, Value> = request
                     .messages
@@ -177,10 +102,10 @@ fn request_golden() {
                     .map(|(i, m)| (i.to_string(), thinking_json(&m.thinking)))
                     .collect();
                 assert_eq!(
-                    responses::parse_request(&body).unwrap(),
+                    responses::parse_request(body).unwrap(),
                     request,
                     "{}",
-                    input.display()
+                    input.name
                 );
                 json!({
                     "request": serde_json::to_value(&request).unwrap(),
@@ -189,10 +114,8 @@ fn request_golden() {
                 })
             }
             Err(error) => json!({ "error": error_json(&error) }),
-        };
-        check(&input, actual, &mut failures);
-    }
-    report(failures);
+        }
+    });
 }
 
 /// Input: `{"request"?: <Responses body, for the echo>, "response":
@@ -200,35 +123,25 @@ fn request_golden() {
 /// rendered Responses object.
 #[test]
 fn response_golden() {
-    let mut failures = Vec::new();
-    for input in cases("response") {
-        let case = read(&input);
+    golden::run("responses", "response", |input| {
+        let case = input.json();
         let mut response: ChatResponse = serde_json::from_value(case["response"].clone()).unwrap();
         if let Some(choice) = response.choices.first_mut() {
             choice.message.thinking = thinking_from_json(&case["thinking"]);
         }
-        let body = responses::render_response(&response, &echo_for(&case));
-        check(
-            &input,
-            serde_json::from_slice(&body).unwrap(),
-            &mut failures,
-        );
-    }
-    report(failures);
+        serde_json::from_slice(&responses::render_response(&response, &echo_for(&case))).unwrap()
+    });
 }
 
 /// Input: `{"request"?, "items": [{"chunk", "thinking_signature"?} | "done" |
 /// {"error": <LlmError JSON>}]}`. Output: the events, `{"event", "data"}`.
 #[test]
 fn stream_golden() {
-    let mut failures = Vec::new();
-    for input in cases("stream") {
-        let case = read(&input);
-        let events = encode(&case);
-        check_event_invariants(&input, &events);
-        check(&input, Value::Array(events), &mut failures);
-    }
-    report(failures);
+    golden::run("responses", "stream", |input| {
+        let events = encode(&input.json());
+        check_event_invariants(&input.name, &events);
+        Value::Array(events)
+    });
 }
 
 fn chunks_of(case: &Value) -> Vec<ChatChunk> {
@@ -277,12 +190,12 @@ fn parse_events(bytes: &[u8]) -> Vec<Value> {
 
 /// What every stream must satisfy whatever the case: event name = `type`,
 /// sequence numbers 0, 1, 2..., deltas adding up to their `done` texts.
-fn check_event_invariants(input: &Path, events: &[Value]) {
+fn check_event_invariants(case: &str, events: &[Value]) {
     let mut texts: BTreeMap<String, String> = BTreeMap::new();
     for (i, event) in events.iter().enumerate() {
         let data = &event["data"];
-        assert_eq!(event["event"], data["type"], "{}", input.display());
-        assert_eq!(data["sequence_number"], i, "{}", input.display());
+        assert_eq!(event["event"], data["type"], "{case}");
+        assert_eq!(data["sequence_number"], i, "{case}");
         let key = format!(
             "{}/{}/{}",
             data["output_index"], data["content_index"], data["summary_index"]
@@ -298,17 +211,16 @@ fn check_event_invariants(input: &Path, events: &[Value]) {
                     .push_str(data["delta"].as_str().unwrap());
             }
             "response.output_text.done" | "response.reasoning_summary_text.done" => {
-                assert_eq!(texts[&key], data["text"], "{}", input.display());
+                assert_eq!(texts[&key], data["text"], "{case}");
             }
             "response.refusal.done" => {
-                assert_eq!(texts[&key], data["refusal"], "{}", input.display());
+                assert_eq!(texts[&key], data["refusal"], "{case}");
             }
             "response.function_call_arguments.done" => {
                 assert_eq!(
                     texts.get(&key).map_or("", String::as_str),
                     data["arguments"],
-                    "{}",
-                    input.display()
+                    "{case}"
                 );
             }
             _ => {}
@@ -324,8 +236,8 @@ fn check_event_invariants(input: &Path, events: &[Value]) {
 #[test]
 fn streamed_events_accumulate_to_the_plain_response() {
     let mut compared = 0;
-    for input in cases("stream") {
-        let case = read(&input);
+    for input in golden::cases("responses", "stream") {
+        let case = input.json();
         if case["items"].as_array().unwrap().last() != Some(&json!("done"))
             || chunks_of(&case).is_empty()
         {
@@ -339,7 +251,7 @@ fn streamed_events_accumulate_to_the_plain_response() {
                 Some("response.completed" | "response.incomplete")
             ),
             "{}",
-            input.display()
+            input.name
         );
         let streamed = &last["response"];
         let items: Vec<Value> = events
@@ -347,18 +259,13 @@ fn streamed_events_accumulate_to_the_plain_response() {
             .filter(|e| e["event"] == "response.output_item.done")
             .map(|e| e["data"]["item"].clone())
             .collect();
-        assert_eq!(
-            streamed["output"],
-            Value::Array(items),
-            "{}",
-            input.display()
-        );
+        assert_eq!(streamed["output"], Value::Array(items), "{}", input.name);
 
         let response = fold(&chunks_of(&case));
         let plain: Value =
             serde_json::from_slice(&responses::render_response(&response, &echo_for(&case)))
                 .unwrap();
-        assert_eq!(&plain, streamed, "{}", input.display());
+        assert_eq!(&plain, streamed, "{}", input.name);
         compared += 1;
     }
     assert!(compared >= 4, "only {compared} stream cases compared");
@@ -448,15 +355,9 @@ fn fold(chunks: &[ChatChunk]) -> ChatResponse {
 /// Input: an `LlmError` as JSON. Output: `{"status", "body"}`.
 #[test]
 fn errors_golden() {
-    let mut failures = Vec::new();
-    for input in cases("errors") {
-        let error = error_from_json(&read(&input));
+    golden::run("responses", "errors", |input| {
+        let error = error_from_json(&input.json());
         let body: Value = serde_json::from_slice(&responses::render_error(&error)).unwrap();
-        check(
-            &input,
-            json!({ "status": error.status, "body": body }),
-            &mut failures,
-        );
-    }
-    report(failures);
+        json!({ "status": error.status, "body": body })
+    });
 }

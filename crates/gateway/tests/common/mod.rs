@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use futures_util::StreamExt;
+use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tollgate_gateway::providers::http::Clients;
@@ -96,6 +98,89 @@ impl Drop for Harness {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
     }
+}
+
+/// The status and the body as JSON; panics when the body is not JSON.
+pub async fn json_body(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
+    (status, value)
+}
+
+/// The status and the body as JSON, or as a JSON string when it is not JSON.
+pub async fn json_or_text_body(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// The body's bytes, and whether it ended with a transport error.
+pub async fn read_bytes(response: reqwest::Response) -> (Vec<u8>, bool) {
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(bytes) => body.extend_from_slice(&bytes),
+            Err(_) => return (body, true),
+        }
+    }
+    (body, false)
+}
+
+/// The body as text, and whether it ended with a transport error.
+pub async fn read_all(response: reqwest::Response) -> (String, bool) {
+    let (body, broke) = read_bytes(response).await;
+    (String::from_utf8_lossy(&body).into_owned(), broke)
+}
+
+/// `(event name, data)` of every SSE event of a 200 response whose body
+/// ends cleanly; `data` must be JSON, or `[DONE]` (kept as a string).
+pub async fn sse_events(response: reqwest::Response) -> Vec<(String, Value)> {
+    let status = response.status();
+    let (body, broke) = read_bytes(response).await;
+    let text = String::from_utf8(body).expect("the SSE body is UTF-8");
+    assert_eq!(status, 200, "{text}");
+    assert!(!broke, "transport error after {text}");
+    let mut events = Vec::new();
+    for block in text.split("\n\n").filter(|b| !b.trim().is_empty()) {
+        let mut name = String::new();
+        let mut data = String::new();
+        for line in block.lines() {
+            if let Some(v) = line.strip_prefix("event: ") {
+                name = v.to_string();
+            } else if let Some(v) = line.strip_prefix("data: ") {
+                data.push_str(v);
+            }
+        }
+        let value = if data == "[DONE]" {
+            Value::String(data)
+        } else {
+            serde_json::from_str(&data).unwrap_or_else(|_| panic!("bad event data {data}"))
+        };
+        events.push((name, value));
+    }
+    events
+}
+
+/// Whether some sample line of `metrics` contains every one of `parts` and
+/// is not 0.
+pub fn metric_has(metrics: &str, parts: &[&str]) -> bool {
+    metrics
+        .lines()
+        .any(|line| parts.iter().all(|p| line.contains(p)) && !line.ends_with(" 0"))
+}
+
+/// The sum of every sample line of `metrics` that contains `needle`.
+pub fn metric_sum(metrics: &str, needle: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.contains(needle) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// One gateway with a route per provider format, all on the mock:

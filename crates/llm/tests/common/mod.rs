@@ -2,6 +2,8 @@
 //! fields (under `_`-prefixed keys), so golden files show everything.
 #![allow(dead_code)]
 
+pub mod golden;
+
 use serde_json::{Map, Value, json};
 use tollgate_llm::canonical::{NativeStop, Thinking};
 use tollgate_llm::{ChatChunk, ChatRequest, ChatResponse, ErrorKind, LlmError, StreamItem};
