@@ -140,7 +140,10 @@ pub async fn forward(
                 last_error = if policy.pass_through {
                     ApiError::bad_gateway(format!("provider {provider}: {error}"))
                 } else {
-                    ApiError::bad_gateway(format!("provider {provider} could not be reached"))
+                    ApiError::bad_gateway(format!(
+                        "provider {provider} could not be reached ({})",
+                        sanitize::connect_failure(&error.to_string())
+                    ))
                 }
                 .into();
                 continue;

@@ -42,6 +42,25 @@ fn is_identifier(token: &str) -> bool {
     prefixed || account_id
 }
 
+/// A connection failure as a category safe to show a client (the full chain,
+/// with addresses and OS error numbers, is logged instead).
+pub fn connect_failure(chain: &str) -> &'static str {
+    let chain = chain.to_ascii_lowercase();
+    if chain.contains("certificate") || chain.contains("tls") {
+        "its TLS certificate is not trusted"
+    } else if chain.contains("refused") {
+        "connection refused"
+    } else if chain.contains("dns") || chain.contains("resolve") || chain.contains("lookup") {
+        "its host name did not resolve"
+    } else if chain.contains("timed out") || chain.contains("timeout") {
+        "connection timed out"
+    } else if chain.contains("reset") || chain.contains("closed") {
+        "connection closed"
+    } else {
+        "connection failed"
+    }
+}
+
 /// The `Retry-After` to pass on: whole seconds, at most `max_seconds`. An
 /// HTTP date or garbage becomes the cap.
 pub fn retry_after(value: Option<&str>, max_seconds: u64) -> u64 {
@@ -75,6 +94,21 @@ mod tests {
             scrub("max_tokens: 100000 > 4096"),
             "max_tokens: 100000 > 4096"
         );
+    }
+
+    #[test]
+    fn connect_failures_become_categories() {
+        assert_eq!(
+            connect_failure(
+                "client error (Connect): tcp connect error: Connection refused (os error 111)"
+            ),
+            "connection refused"
+        );
+        assert_eq!(
+            connect_failure("invalid peer certificate: UnknownIssuer"),
+            "its TLS certificate is not trusted"
+        );
+        assert_eq!(connect_failure("something odd"), "connection failed");
     }
 
     #[test]
