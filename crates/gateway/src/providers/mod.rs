@@ -223,7 +223,7 @@ impl Upstream {
         client_headers: &HeaderMap,
     ) -> Result<Request<Full<Bytes>>, ApiError> {
         let uri = self.url(endpoint, plan, model, stream)?;
-        let mut builder = Request::post(uri.clone())
+        let mut builder = Request::post(uri)
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, "application/json, text/event-stream");
         if self.wire == Wire::Anthropic {
@@ -263,6 +263,8 @@ impl Upstream {
                 credentials,
                 region,
             } => {
+                // Only signing needs the URI again; the common path moves it.
+                let uri = request.uri().clone();
                 let host = uri.authority().map(|a| a.as_str()).unwrap_or_default();
                 let signed_headers = [
                     ("host".to_string(), host.to_string()),
