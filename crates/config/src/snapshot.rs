@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -190,7 +191,8 @@ pub fn api_key_digest(key: &str) -> String {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Provider {
-    pub name: String,
+    /// Shared, not copied, by every metric label and request that names it.
+    pub name: Arc<str>,
     pub provider_type: ProviderType,
     /// Base URL without a trailing slash, e.g. `https://api.openai.com/v1`.
     pub base_url: String,
@@ -308,8 +310,8 @@ impl fmt::Debug for Credential {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Route {
-    /// `namespace/name` of the AIRoute.
-    pub name: String,
+    /// `namespace/name` of the AIRoute (shared by metric labels).
+    pub name: Arc<str>,
     /// Exact aliases.
     pub aliases: Vec<String>,
     /// Glob aliases (`*` matches any run of characters).
@@ -327,7 +329,7 @@ pub struct Backend {
     /// Index into [`GatewayConfig::providers`].
     pub provider: usize,
     /// Upstream model name; unused when `pass_model` is set.
-    pub model: String,
+    pub model: Arc<str>,
     /// Send the model name the client asked for (glob routes) instead of `model`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pass_model: bool,

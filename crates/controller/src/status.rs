@@ -77,7 +77,7 @@ pub fn desired_statuses(
     let programmed_routes: std::collections::HashSet<&str> = compiled
         .snapshots
         .values()
-        .flat_map(|s| s.config.routes.iter().map(|r| r.name.as_str()))
+        .flat_map(|s| s.config.routes.iter().map(|r| &*r.name))
         .collect();
 
     let mut out = Vec::new();

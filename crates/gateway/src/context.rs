@@ -3,7 +3,7 @@
 //! `settle`, the one place every exit goes through: a full response, an
 //! error, a stream's end, a broken stream, or a client that went away.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use tokio::time::Instant;
 use tollgate_config::snapshot::{Pricing, Principal};
@@ -16,11 +16,17 @@ use crate::runtime::Gateway;
 /// Status recorded for a request whose client disconnected before the end.
 pub const CLIENT_CLOSED: u16 = 499;
 
+/// The label of a stage not reached; one shared allocation.
+fn empty() -> Arc<str> {
+    static EMPTY: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(""));
+    EMPTY.clone()
+}
+
 /// One try of one backend.
 #[derive(Clone, Debug)]
 pub struct Attempt {
-    pub provider: String,
-    pub model: String,
+    pub provider: Arc<str>,
+    pub model: Arc<str>,
     /// Why the attempt did not answer (`None` while running or when it did).
     pub failure: Option<&'static str>,
     pub started: Instant,
@@ -32,8 +38,8 @@ pub struct RequestContext {
     pub started: Instant,
     /// Who is asking; `None` on an open gateway.
     pub principal: Option<Arc<Principal>>,
-    /// `namespace/name` of the AIRoute, once routed.
-    pub route: String,
+    /// `namespace/name` of the AIRoute, once routed (empty before).
+    pub route: Arc<str>,
     /// Every backend tried, in order; the last one is the one answering.
     pub attempts: Vec<Attempt>,
     /// Price of the answering backend's model, when the catalog has it.
@@ -52,7 +58,7 @@ impl RequestContext {
             endpoint,
             started: Instant::now(),
             principal: None,
-            route: String::new(),
+            route: empty(),
             attempts: Vec::new(),
             pricing: None,
             usage: None,
@@ -62,11 +68,11 @@ impl RequestContext {
     }
 
     /// Starts an attempt on `provider` / `model`.
-    pub fn attempt(&mut self, provider: &str, model: &str, pricing: Option<Pricing>) {
+    pub fn attempt(&mut self, provider: &Arc<str>, model: Arc<str>, pricing: Option<Pricing>) {
         self.pricing = pricing;
         self.attempts.push(Attempt {
-            provider: provider.to_string(),
-            model: model.to_string(),
+            provider: provider.clone(),
+            model,
             failure: None,
             started: Instant::now(),
         });
@@ -89,19 +95,23 @@ impl RequestContext {
             .inc();
     }
 
-    pub fn provider(&self) -> &str {
-        self.attempts.last().map_or("", |a| a.provider.as_str())
+    /// The answering (or last tried) provider; empty before any attempt.
+    pub fn provider(&self) -> Arc<str> {
+        self.attempts
+            .last()
+            .map_or_else(empty, |a| a.provider.clone())
     }
 
-    pub fn model(&self) -> &str {
-        self.attempts.last().map_or("", |a| a.model.as_str())
+    /// The model asked of [`Self::provider`]; empty before any attempt.
+    pub fn model(&self) -> Arc<str> {
+        self.attempts.last().map_or_else(empty, |a| a.model.clone())
     }
 
     pub fn usage_labels(&self) -> UsageLabels {
         UsageLabels {
             route: self.route.clone(),
-            provider: self.provider().to_string(),
-            model: self.model().to_string(),
+            provider: self.provider(),
+            model: self.model(),
         }
     }
 
@@ -140,8 +150,8 @@ impl RequestContext {
         let labels = RequestLabels {
             endpoint: self.endpoint.label(),
             route: self.route.clone(),
-            provider: self.provider().to_string(),
-            model: self.model().to_string(),
+            provider: self.provider(),
+            model: self.model(),
             status,
         };
         metrics.requests.get_or_create(&labels).inc();
@@ -159,8 +169,8 @@ impl RequestContext {
             if count > 0 {
                 let labels = TokenLabels {
                     route: self.route.clone(),
-                    provider: self.provider().to_string(),
-                    model: self.model().to_string(),
+                    provider: self.provider(),
+                    model: self.model(),
                     direction,
                 };
                 metrics.tokens.get_or_create(&labels).inc_by(count);

@@ -1,5 +1,6 @@
 //! Prometheus metrics for the data plane, served on the admin port.
 
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -14,30 +15,30 @@ use prometheus_client::registry::Registry;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub endpoint: &'static str,
-    pub route: String,
-    pub provider: String,
-    pub model: String,
+    pub route: Arc<str>,
+    pub provider: Arc<str>,
+    pub model: Arc<str>,
     pub status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UsageLabels {
-    pub route: String,
-    pub provider: String,
-    pub model: String,
+    pub route: Arc<str>,
+    pub provider: Arc<str>,
+    pub model: Arc<str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TokenLabels {
-    pub route: String,
-    pub provider: String,
-    pub model: String,
+    pub route: Arc<str>,
+    pub provider: Arc<str>,
+    pub model: Arc<str>,
     pub direction: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamErrorLabels {
-    pub provider: String,
+    pub provider: Arc<str>,
     pub reason: &'static str,
 }
 
@@ -49,14 +50,14 @@ pub struct StreamFailureLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProviderLabels {
-    pub provider: String,
+    pub provider: Arc<str>,
 }
 
 /// `reason`: `max_share` (the caller holds `maxShare` of the slots) or
 /// `queue_timeout` (it waited `maxQueueWait` for a slot in vain).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FairShareLabels {
-    pub provider: String,
+    pub provider: Arc<str>,
     pub reason: &'static str,
 }
 

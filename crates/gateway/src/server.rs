@@ -6,12 +6,13 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::{Pin, pin};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
@@ -306,30 +307,32 @@ pub async fn serve_with<H, F>(
                     }
                 });
                 let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                let (shutdown, limits) = (shutdown.clone(), limits.clone());
-                let header_timeouts = gate.header_timeouts.clone();
+                // The watchdog runs beside the connection in a task of its own,
+                // so a connection's every wake costs one atomic load, not a
+                // poll of its timers.
+                let signal = Arc::new(Signal::default());
+                let watchdog = Watchdog::new(activity, &limits, shutdown.clone(), signal.clone());
+                let watchdog = tokio::spawn(watchdog.run(gate.header_timeouts.clone()));
                 connections.spawn(async move {
                     let _permit = permit;
+                    let _watchdog = AbortOnDrop(watchdog);
                     let mut connection = pin!(connection);
-                    let mut watchdog = Watchdog::new(activity, &limits, shutdown);
-                    loop {
-                        tokio::select! {
-                            result = connection.as_mut() => {
-                                if let Err(error) = result {
-                                    tracing::debug!(error = %error, "connection ended with an error");
-                                }
-                                return;
+                    let mut closing = false;
+                    let result = std::future::poll_fn(|cx| {
+                        signal.waker.register(cx.waker());
+                        match signal.state.load(Ordering::Acquire) {
+                            DROP => return Poll::Ready(Ok(())),
+                            CLOSE if !closing => {
+                                closing = true;
+                                connection.as_mut().graceful_shutdown();
                             }
-                            verdict = watchdog.next() => match verdict {
-                                Verdict::Close { never_used } => {
-                                    if never_used {
-                                        header_timeouts.inc();
-                                    }
-                                    connection.as_mut().graceful_shutdown();
-                                }
-                                Verdict::Drop => return,
-                            },
+                            _ => {}
                         }
+                        connection.as_mut().poll(cx)
+                    })
+                    .await;
+                    if let Err(error) = result {
+                        tracing::debug!(error = %error, "connection ended with an error");
                     }
                 });
             }
@@ -347,12 +350,33 @@ pub async fn serve_with<H, F>(
     }
 }
 
-/// What the connection task should do next.
-enum Verdict {
-    /// Close gracefully (HTTP/1: at once when idle; HTTP/2: GOAWAY).
-    Close { never_used: bool },
-    /// Closed long enough, nothing in flight: drop it.
-    Drop,
+/// The watchdog's word to its connection: set once, read on every wake.
+#[derive(Default)]
+struct Signal {
+    /// 0 while the connection runs, then [`CLOSE`], then [`DROP`].
+    state: AtomicU8,
+    waker: AtomicWaker,
+}
+
+/// Close gracefully (HTTP/1: at once when idle; HTTP/2: GOAWAY).
+const CLOSE: u8 = 1;
+/// Closed long enough with nothing in flight: drop the connection.
+const DROP: u8 = 2;
+
+impl Signal {
+    fn raise(&self, state: u8) {
+        self.state.fetch_max(state, Ordering::AcqRel);
+        self.waker.wake();
+    }
+}
+
+/// Aborts the task when dropped: the watchdog ends with its connection.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Per-connection deadlines: the first request head, idleness between
@@ -361,12 +385,11 @@ struct Watchdog {
     activity: Arc<Activity>,
     idle_timeout: Duration,
     shutdown: watch::Receiver<bool>,
+    signal: Arc<Signal>,
     deadline: Instant,
     /// Request counts when the deadline was set: unchanged at the deadline
     /// (and nothing in flight) means the connection idled the whole period.
     seen: (u64, u64),
-    /// Since when a closing connection has had nothing in flight.
-    closing: Option<Option<Instant>>,
 }
 
 impl Watchdog {
@@ -374,54 +397,52 @@ impl Watchdog {
         activity: Arc<Activity>,
         limits: &ConnectionLimits,
         shutdown: watch::Receiver<bool>,
+        signal: Arc<Signal>,
     ) -> Self {
         Self {
             activity,
             idle_timeout: limits.idle_timeout,
             shutdown,
+            signal,
             deadline: Instant::now() + limits.header_read_timeout,
             seen: (0, 0),
-            closing: None,
         }
     }
 
-    async fn next(&mut self) -> Verdict {
-        loop {
-            let closing = self.closing.is_some();
+    /// Watches until the connection is told to close, then until it may be
+    /// dropped; `header_timeouts` counts connections that never sent a request.
+    async fn run(mut self, header_timeouts: Counter) {
+        let counts = loop {
             tokio::select! {
                 () = tokio::time::sleep_until(self.deadline) => {}
-                () = stopped(&mut self.shutdown), if !closing => {
-                    self.closing = Some(None);
-                    self.deadline = Instant::now();
-                    return Verdict::Close { never_used: false };
-                }
+                () = stopped(&mut self.shutdown) => break None,
             }
-            let now = Instant::now();
             let counts = self.activity.counts();
-            let idle = counts.0 == counts.1;
-            match &mut self.closing {
-                Some(since) => {
-                    match (idle, *since) {
-                        (false, _) => *since = None,
-                        (true, None) => *since = Some(now),
-                        (true, Some(since)) if now >= since + CLOSE_GRACE => return Verdict::Drop,
-                        (true, Some(_)) => {}
-                    }
-                    self.deadline = now + CLOSE_POLL;
-                }
-                None if idle && counts == self.seen => {
-                    self.closing = Some(Some(now));
-                    self.deadline = now + CLOSE_POLL;
-                    return Verdict::Close {
-                        never_used: counts.0 == 0,
-                    };
-                }
-                None => {
-                    self.seen = counts;
-                    self.deadline = now + self.idle_timeout;
-                }
+            if counts.0 == counts.1 && counts == self.seen {
+                break Some(counts);
+            }
+            self.seen = counts;
+            self.deadline = Instant::now() + self.idle_timeout;
+        };
+        if counts.is_some_and(|(started, _)| started == 0) {
+            header_timeouts.inc();
+        }
+        self.signal.raise(CLOSE);
+        // Closing: drop the connection once it has had nothing in flight
+        // for CLOSE_GRACE (an HTTP/2 peer that never answers GOAWAY).
+        let mut idle_since: Option<Instant> = None;
+        loop {
+            tokio::time::sleep(CLOSE_POLL).await;
+            let now = Instant::now();
+            let (started, finished) = self.activity.counts();
+            match (started == finished, idle_since) {
+                (false, _) => idle_since = None,
+                (true, None) => idle_since = Some(now),
+                (true, Some(since)) if now >= since + CLOSE_GRACE => break,
+                (true, Some(_)) => {}
             }
         }
+        self.signal.raise(DROP);
     }
 }
 

@@ -136,7 +136,7 @@ pub fn compile(resources: &Resources) -> Compiled {
             claims
                 .entry(alias.clone())
                 .or_default()
-                .push((compiled.headers.clone(), compiled.name.clone()));
+                .push((compiled.headers.clone(), compiled.name.to_string()));
         }
         gateway.routes.push(compiled);
     }
@@ -366,7 +366,7 @@ mod tests {
             snapshot::api_key_digest("tg-demo"),
             "trailing newline is trimmed"
         );
-        let names: Vec<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
+        let names: Vec<&str> = config.providers.iter().map(|p| p.name.as_ref()).collect();
         assert_eq!(names, ["alpha", "zeta"], "providers sorted by name");
         assert_eq!(
             config.providers[1].base_url, "http://127.0.0.1:1/v1",
@@ -380,8 +380,8 @@ mod tests {
         let route = &config.routes[0];
         assert_eq!(route.aliases, ["chat"]);
         assert_eq!(route.globs, ["gpt-*"]);
-        assert_eq!(config.providers[route.backends[0].provider].name, "zeta");
-        assert_eq!(config.providers[route.backends[1].provider].name, "alpha");
+        assert_eq!(&*config.providers[route.backends[0].provider].name, "zeta");
+        assert_eq!(&*config.providers[route.backends[1].provider].name, "alpha");
     }
 
     #[test]
@@ -439,7 +439,10 @@ mod tests {
             compiled.diagnostics
         );
         let routes = &compiled.snapshots[&gw()].config.routes;
-        let canary = routes.iter().find(|r| r.name == "default/canary").unwrap();
+        let canary = routes
+            .iter()
+            .find(|r| *r.name == *"default/canary")
+            .unwrap();
         assert_eq!(
             canary.headers,
             [("x-canary".to_string(), "yes".to_string())]

@@ -263,7 +263,7 @@ pub(super) fn compile_provider(
         return None;
     }
     Some(Provider {
-        name: object.name.clone(),
+        name: object.name.as_str().into(),
         provider_type: spec.provider_type,
         base_url: endpoint,
         api_key,

@@ -141,7 +141,7 @@ pub(super) fn compile_route(
             provider.clone(),
             Backend {
                 provider: 0,
-                model,
+                model: model.into(),
                 pass_model,
                 weight: backend.weight,
                 priority: backend.priority,
@@ -196,7 +196,7 @@ pub(super) fn compile_route(
         backends.push(backend);
     }
     Some(Route {
-        name: format!("{}/{}", object.namespace, object.name),
+        name: format!("{}/{}", object.namespace, object.name).into(),
         aliases,
         globs,
         headers,
@@ -257,15 +257,15 @@ mod tests {
         let route = config
             .routes
             .iter()
-            .find(|r| r.name == "default/any")
+            .find(|r| *r.name == *"default/any")
             .unwrap();
-        assert_eq!(route.backends[0].model, "");
+        assert_eq!(&*route.backends[0].model, "");
         assert!(route.backends[0].pass_model);
-        assert_eq!(config.providers[route.backends[0].provider].name, "alpha");
+        assert_eq!(&*config.providers[route.backends[0].provider].name, "alpha");
         let chat = config
             .routes
             .iter()
-            .find(|r| r.name == "default/chat")
+            .find(|r| *r.name == *"default/chat")
             .unwrap();
         assert!(chat.backends.iter().all(|b| !b.pass_model));
     }

@@ -3,6 +3,7 @@
 //! within the deadlines, fall back on connection errors, 429 and 5xx, and turn
 //! the answer into what the relay delivers.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -56,13 +57,15 @@ pub async fn forward(
         let is_last = attempt + 1 == order.len();
         let backend = &route.backends[index];
         let upstream = &runtime.upstreams[backend.provider];
-        let provider = upstream.config.name.as_str();
-        let model = if backend.pass_model {
-            inbound.payload.model.as_str()
+        let provider = &*upstream.config.name;
+        let model: Arc<str> = if backend.pass_model {
+            Arc::from(inbound.payload.model.as_str())
         } else {
-            backend.model.as_str()
+            backend.model.clone()
         };
-        context.attempt(provider, model, upstream.config.models.get(model).copied());
+        let pricing = upstream.config.models.get(&*model).copied();
+        context.attempt(&upstream.config.name, model.clone(), pricing);
+        let model = &*model;
 
         let plan = match upstream.plan(endpoint) {
             Ok(plan) => plan,

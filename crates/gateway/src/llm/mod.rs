@@ -151,7 +151,7 @@ async fn pipeline(
         .routes
         .find(&inbound.payload.model, &parts.headers)
         .ok_or_else(|| ApiError::model_not_found(&inbound.payload.model))?;
-    context.route.clone_from(&route.name);
+    context.route = route.name.clone();
     let order = select::attempt_order(route, &mut rand::rng());
     forward::forward(context, &runtime, route, &inbound, &order, &parts.headers).await
 }

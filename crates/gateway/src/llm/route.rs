@@ -135,21 +135,32 @@ mod tests {
     #[test]
     fn exact_beats_glob_and_headers_beat_none() {
         let t = table();
-        assert_eq!(t.find("chat", &headers(&[])).unwrap().name, "plain");
+        assert_eq!(
+            t.find("chat", &headers(&[])).unwrap().name.as_ref(),
+            "plain"
+        );
         assert_eq!(
             t.find("chat", &headers(&[("x-canary", "yes")]))
                 .unwrap()
-                .name,
+                .name
+                .as_ref(),
             "canary"
         );
         assert_eq!(
             t.find("chat", &headers(&[("x-canary", "no")]))
                 .unwrap()
-                .name,
+                .name
+                .as_ref(),
             "plain"
         );
-        assert_eq!(t.find("gpt-4o-mini", &headers(&[])).unwrap().name, "narrow");
-        assert_eq!(t.find("gpt-3.5", &headers(&[])).unwrap().name, "wide");
+        assert_eq!(
+            t.find("gpt-4o-mini", &headers(&[])).unwrap().name.as_ref(),
+            "narrow"
+        );
+        assert_eq!(
+            t.find("gpt-3.5", &headers(&[])).unwrap().name.as_ref(),
+            "wide"
+        );
         assert!(t.find("claude", &headers(&[])).is_none());
     }
 

@@ -8,6 +8,10 @@ use tollgate_config::snapshot::Route;
 /// a failed backend falls over to its tier-mates before the next tier.
 /// Zero-weight backends are never tried.
 pub fn attempt_order(route: &Route, rng: &mut impl Rng) -> Vec<usize> {
+    // The common case, one backend: no tiers to sort, nothing to draw.
+    if let [only] = route.backends.as_slice() {
+        return if only.weight > 0 { vec![0] } else { Vec::new() };
+    }
     let mut order = Vec::with_capacity(route.backends.len());
     let mut tiers: Vec<u32> = route
         .backends
@@ -25,7 +29,7 @@ pub fn attempt_order(route: &Route, rng: &mut impl Rng) -> Vec<usize> {
             .filter(|(_, b)| b.priority == tier && b.weight > 0)
             .map(|(i, b)| (i, b.weight))
             .collect();
-        while !pool.is_empty() {
+        while pool.len() > 1 {
             let total: u32 = pool.iter().map(|(_, w)| w).sum();
             let mut pick = rng.random_range(0..total);
             let position = pool
@@ -41,6 +45,7 @@ pub fn attempt_order(route: &Route, rng: &mut impl Rng) -> Vec<usize> {
                 .unwrap_or(0);
             order.push(pool.swap_remove(position).0);
         }
+        order.extend(pool.first().map(|(i, _)| *i));
     }
     order
 }
@@ -100,5 +105,13 @@ mod tests {
             2,
             "the other is the in-tier fallback"
         );
+    }
+
+    #[test]
+    fn a_lone_backend_is_tried_unless_its_weight_is_zero() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        assert_eq!(attempt_order(&weighted(&[(1, 4)]), &mut rng), [0]);
+        assert!(attempt_order(&weighted(&[(0, 0)]), &mut rng).is_empty());
+        assert!(attempt_order(&route(), &mut rng).is_empty());
     }
 }
