@@ -1,6 +1,6 @@
 //! Small types shared by several kinds.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -39,4 +39,9 @@ pub struct ResourceStatus {
     /// `Accepted`, `ResolvedRefs` and `Programmed`, as `metav1.Condition`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// When the controller last confirmed this status (it does so every few
+    /// minutes): an older time means the controller is not running and the
+    /// status may be stale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_confirmed_time: Option<Time>,
 }

@@ -7,14 +7,23 @@ pub const RESOLVED_REFS: &str = "ResolvedRefs";
 /// The resource is part of the configuration the gateways serve.
 pub const PROGRAMMED: &str = "Programmed";
 
+/// Why a condition holds. A `False` condition's reason names the problem.
 pub mod reason {
     pub const ACCEPTED: &str = "Accepted";
-    pub const INVALID: &str = "Invalid";
+    /// A field is invalid (the message names it).
+    pub const INVALID: &str = "InvalidSpec";
     pub const RESOLVED_REFS: &str = "ResolvedRefs";
     pub const PROVIDER_NOT_FOUND: &str = "ProviderNotFound";
     pub const GATEWAY_NOT_FOUND: &str = "GatewayNotFound";
     pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
     pub const DUPLICATE_ALIAS: &str = "DuplicateAlias";
     pub const PROGRAMMED: &str = "Programmed";
-    pub const PENDING: &str = "Pending";
+    /// Valid and compiled, but no gateway process is connected to serve it.
+    pub const NO_GATEWAYS_CONNECTED: &str = "NoGatewaysConnected";
+    /// Gateways are connected; none has acknowledged this configuration yet.
+    pub const PROGRAMMING: &str = "Programming";
+    /// A provider that no served route uses.
+    pub const NOT_REFERENCED: &str = "NotReferenced";
+    /// A route whose AIGateway is itself not accepted.
+    pub const GATEWAY_NOT_ACCEPTED: &str = "GatewayNotAccepted";
 }

@@ -14,15 +14,20 @@ use crate::common::SecretKeyRef;
     kind = "AIGateway",
     plural = "aigateways",
     shortname = "aigw",
+    category = "tollgate",
     namespaced,
     status = "AIGatewayStatus",
+    doc = "An AIGateway is one fleet of Tollgate data-plane pods (or one standalone process): its client and admin ports, client API keys, request limits and error policy, and how the controller runs its Deployment. AIRoutes attach to it; the controller compiles them into the configuration it pushes to the gateway's pods.",
     printcolumn = r#"{"name":"Port","type":"integer","jsonPath":".spec.listener.port"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.readyReplicas"}"#,
+    printcolumn = r#"{"name":"Connected","type":"integer","jsonPath":".status.connectedGateways"}"#,
     printcolumn = r#"{"name":"Up-to-date","type":"integer","jsonPath":".status.updatedGateways"}"#,
-    printcolumn = r#"{"name":"Config","type":"string","jsonPath":".status.configHash"}"#,
-    printcolumn = r#"{"name":"Endpoint","type":"string","jsonPath":".status.endpoint","priority":1}"#,
+    printcolumn = r#"{"name":"Routes","type":"string","jsonPath":".status.routes"}"#,
     printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
     printcolumn = r#"{"name":"Programmed","type":"string","jsonPath":".status.conditions[?(@.type==\"Programmed\")].status"}"#,
+    printcolumn = r#"{"name":"Config","type":"string","jsonPath":".status.configHash","priority":1}"#,
+    printcolumn = r#"{"name":"Endpoint","type":"string","jsonPath":".status.endpoint","priority":1}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.status==\"False\")].reason","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -104,6 +109,18 @@ pub struct AIGatewayStatus {
     /// Subscribed gateway processes that acknowledged running `configHash`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_gateways: Option<i32>,
+    /// Routes served out of the routes naming this gateway, e.g. `3/4`: a
+    /// lower first number means a route was rejected (see its conditions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routes: Option<String>,
+    /// Providers usable out of those its routes reference, e.g. `2/2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub providers: Option<String>,
+    /// When the controller last confirmed this status (it does so every few
+    /// minutes): an older time means the controller is not running and the
+    /// status may be stale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_confirmed_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

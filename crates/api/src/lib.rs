@@ -20,7 +20,7 @@ pub use provider::{
     AnthropicSettings, AwsCredentialsRef, AzureAuthMode, AzureSettings, BedrockSettings,
     ModelProvider, ModelProviderSpec, ProviderCredentials, ProviderFairness, ProviderType,
 };
-pub use route::{AIRoute, AIRouteSpec};
+pub use route::{AIRoute, AIRouteSpec, AIRouteStatus};
 
 /// API group of every Tollgate kind.
 pub const GROUP: &str = "tollgate.dev";

@@ -14,11 +14,16 @@ use crate::common::{ResourceStatus, SecretKeyRef};
     kind = "ModelProvider",
     plural = "modelproviders",
     shortname = "mp",
+    category = "tollgate",
     namespaced,
     status = "ResourceStatus",
+    doc = "A ModelProvider is one upstream LLM API (OpenAI, Anthropic, Azure OpenAI, Bedrock, Gemini, an OpenAI-compatible server such as vLLM or Ollama, or the built-in mock): its endpoint, the Secret holding its credentials, the models it serves and their prices, timeouts and concurrency. AIRoutes send traffic to it.",
     printcolumn = r#"{"name":"Type","type":"string","jsonPath":".spec.type"}"#,
-    printcolumn = r#"{"name":"Endpoint","type":"string","jsonPath":".spec.endpoint"}"#,
     printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
+    printcolumn = r#"{"name":"ResolvedRefs","type":"string","jsonPath":".status.conditions[?(@.type==\"ResolvedRefs\")].status"}"#,
+    printcolumn = r#"{"name":"Programmed","type":"string","jsonPath":".status.conditions[?(@.type==\"Programmed\")].status"}"#,
+    printcolumn = r#"{"name":"Endpoint","type":"string","jsonPath":".spec.endpoint","priority":1}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.status==\"False\")].reason","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -14,12 +14,17 @@ use crate::common::{LocalObjectReference, ResourceStatus};
     kind = "AIRoute",
     plural = "airoutes",
     shortname = "air",
+    category = "tollgate",
     namespaced,
-    status = "ResourceStatus",
+    status = "AIRouteStatus",
+    doc = "An AIRoute maps the model names clients ask for (exact aliases, globs, optional header matches) on one AIGateway to weighted, prioritized ModelProvider backends, with request and stream timeouts. The oldest route keeps an alias that several routes claim.",
     printcolumn = r#"{"name":"Gateway","type":"string","jsonPath":".spec.gatewayRef.name"}"#,
-    printcolumn = r#"{"name":"Models","type":"string","jsonPath":".spec.models"}"#,
+    printcolumn = r#"{"name":"Models","type":"string","jsonPath":".status.models"}"#,
     printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
     printcolumn = r#"{"name":"ResolvedRefs","type":"string","jsonPath":".status.conditions[?(@.type==\"ResolvedRefs\")].status"}"#,
+    printcolumn = r#"{"name":"Programmed","type":"string","jsonPath":".status.conditions[?(@.type==\"Programmed\")].status"}"#,
+    printcolumn = r#"{"name":"Backends","type":"string","jsonPath":".status.backends","priority":1}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.status==\"False\")].reason","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -106,4 +111,19 @@ pub struct RouteTimeouts {
     #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new("self.matches('^([0-9]+(ms|s|m|h))+$')").message("must be a duration such as 500ms, 30s or 1m30s"))]
     pub stream_idle: Option<String>,
+}
+
+/// Observed state of a route: the conditions every kind has, and lists for
+/// the printer columns.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AIRouteStatus {
+    #[serde(flatten)]
+    pub base: ResourceStatus,
+    /// The model aliases, comma separated (for `kubectl get`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models: Option<String>,
+    /// The backends as `provider/model`, comma separated (for `kubectl get -o wide`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backends: Option<String>,
 }

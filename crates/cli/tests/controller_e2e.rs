@@ -63,7 +63,7 @@ fn controller_writes_truthful_conditions_and_kubectl_shows_them() {
     let dangling = dir.path().join("dangling.yaml");
     std::fs::write(
         &dangling,
-        "apiVersion: tollgate.dev/v1alpha1\nkind: AIRoute\nmetadata: {name: dangling, namespace: default}\nspec:\n  gatewayRef: {name: quickstart}\n  models: [elsewhere]\n  backends: [{providerRef: {name: nowhere}, model: m}]\n",
+        "apiVersion: tollgate.dev/v1alpha1\nkind: AIRoute\nmetadata: {name: dangling, namespace: default}\nspec:\n  gatewayRef: {name: quickstart}\n  models: [elsewhere, yonder]\n  backends: [{providerRef: {name: nowhere}, model: m}]\n---\napiVersion: tollgate.dev/v1alpha1\nkind: ModelProvider\nmetadata: {name: keyless, namespace: default}\nspec:\n  type: OpenAI\n  credentials: {secretRef: {name: no-such-secret, key: apiKey}}\n",
     )
     .unwrap();
     cluster.apply(dangling.to_str().unwrap());
@@ -118,14 +118,23 @@ fn controller_writes_truthful_conditions_and_kubectl_shows_them() {
             .unwrap()
     };
 
+    // Valid, but no gateway process is connected: not Programmed, and the
+    // reason says why (a gateway acknowledging makes it True: push_e2e).
     let chat = by_name("chat");
-    for type_ in ["Accepted", "ResolvedRefs", "Programmed"] {
+    for type_ in ["Accepted", "ResolvedRefs"] {
         assert_eq!(
             condition(chat, type_).unwrap()["status"],
             "True",
             "chat {type_}"
         );
     }
+    let programmed = condition(chat, "Programmed").unwrap();
+    assert_eq!(
+        (&programmed["status"], &programmed["reason"]),
+        (&"False".into(), &"NoGatewaysConnected".into()),
+        "{programmed}"
+    );
+    assert!(chat["status"]["lastConfirmedTime"].is_string(), "{chat}");
     let dangling = by_name("dangling");
     let refs = condition(dangling, "ResolvedRefs").unwrap();
     assert_eq!(refs["status"], "False");
@@ -136,12 +145,14 @@ fn controller_writes_truthful_conditions_and_kubectl_shows_them() {
             .unwrap()
             .contains("spec.backends[0].providerRef.name")
     );
+    let programmed = condition(dangling, "Programmed").unwrap();
     assert_eq!(
-        condition(dangling, "Programmed").unwrap()["status"],
-        "False"
+        (&programmed["status"], &programmed["reason"]),
+        (&"False".into(), &"ProviderNotFound".into()),
+        "a route's own problem is named, never a generic Pending"
     );
     assert_eq!(
-        condition(by_name("embeddings"), "Programmed").unwrap()["status"],
+        condition(by_name("embeddings"), "ResolvedRefs").unwrap()["status"],
         "True",
         "one bad route never blocks the others"
     );
@@ -172,28 +183,89 @@ fn controller_writes_truthful_conditions_and_kubectl_shows_them() {
     assert_eq!(event["involvedObject"]["kind"], "AIRoute");
 
     // The printer columns show the same truth.
-    let table = cluster.kubectl(&["get", "airoutes"]);
-    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+    let table = kubectl_text(&cluster, &["get", "airoutes"]);
     let header = table.lines().next().unwrap().to_string();
-    for column in ["GATEWAY", "MODELS", "ACCEPTED", "RESOLVEDREFS"] {
+    for column in [
+        "GATEWAY",
+        "MODELS",
+        "ACCEPTED",
+        "RESOLVEDREFS",
+        "PROGRAMMED",
+    ] {
         assert!(header.contains(column), "{table}");
     }
-    let dangling_row = table.lines().find(|l| l.starts_with("dangling")).unwrap();
-    assert!(
-        dangling_row.contains("True") && dangling_row.contains("False"),
+    assert_eq!(
+        (
+            cell(&table, "dangling", "MODELS"),
+            cell(&table, "dangling", "ACCEPTED"),
+            cell(&table, "dangling", "RESOLVEDREFS"),
+        ),
+        ("elsewhere, yonder".into(), "True".into(), "False".into()),
         "{table}"
     );
+    let wide = kubectl_text(&cluster, &["get", "airoutes", "-o", "wide"]);
+    assert!(
+        wide.contains("BACKENDS")
+            && wide.contains("nowhere/m")
+            && wide.contains("ProviderNotFound"),
+        "{wide}"
+    );
+    let providers = kubectl_text(&cluster, &["get", "modelproviders"]);
+    assert!(
+        providers.lines().next().unwrap().contains("RESOLVEDREFS"),
+        "{providers}"
+    );
+    assert_eq!(
+        (
+            cell(&providers, "keyless", "TYPE"),
+            cell(&providers, "keyless", "ACCEPTED"),
+            cell(&providers, "keyless", "RESOLVEDREFS"),
+        ),
+        ("OpenAI".into(), "True".into(), "False".into()),
+        "a missing Secret shows in `kubectl get`: {providers}"
+    );
 
+    // The AIGateway rolls up its routes: one of six is not served.
+    let gateways = kubectl_text(&cluster, &["get", "aigw"]);
+    let header = gateways.lines().next().unwrap();
+    for column in ["CONNECTED", "UP-TO-DATE", "ROUTES", "PROGRAMMED"] {
+        assert!(header.contains(column), "{gateways}");
+    }
+    let at = |column: &str| cell(&gateways, "quickstart", column);
+    assert_eq!(
+        (at("CONNECTED"), at("ROUTES"), at("PROGRAMMED")),
+        ("0".into(), "5/6".into(), "False".into()),
+        "{gateways}"
+    );
     let gateways = cluster.kubectl(&["get", "aigateways", "-o", "json"]);
     let gateways: Value = serde_json::from_slice(&gateways.stdout).unwrap();
     let gateway = &gateways["items"][0];
-    assert_eq!(condition(gateway, "Programmed").unwrap()["status"], "True");
-    let providers = cluster.kubectl(&["get", "modelproviders", "-o", "json"]);
-    let providers: Value = serde_json::from_slice(&providers.stdout).unwrap();
     assert_eq!(
-        condition(&providers["items"][0], "Accepted").unwrap()["status"],
-        "True"
+        condition(gateway, "Programmed").unwrap()["reason"],
+        "NoGatewaysConnected"
     );
+    assert_eq!(gateway["status"]["providers"], "4/5", "{gateway}");
+
+    // One category lists every kind; `kubectl explain` says what each is.
+    let everything = kubectl_text(&cluster, &["get", "tollgate"]);
+    for kind in [
+        "aigateway.tollgate.dev/",
+        "modelprovider.tollgate.dev/",
+        "airoute.tollgate.dev/",
+    ] {
+        assert!(everything.contains(kind), "{kind} missing: {everything}");
+    }
+    for (kind, words) in [
+        ("aigateway", "fleet of Tollgate data-plane pods"),
+        ("modelprovider", "one upstream LLM API"),
+        ("airoute", "maps the model names clients ask for"),
+    ] {
+        let explained = kubectl_text(&cluster, &["explain", kind]);
+        assert!(
+            explained.contains(words) && !explained.contains("Auto-generated"),
+            "{explained}"
+        );
+    }
 
     // A fix is picked up: create the missing provider, the route resolves.
     let provider = dir.path().join("nowhere.yaml");
@@ -208,15 +280,92 @@ fn controller_writes_truthful_conditions_and_kubectl_shows_them() {
         let out = cluster.kubectl(&["get", "airoute", "dangling", "-o", "json"]);
         let route: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
         if condition(&route, "ResolvedRefs").is_some_and(|c| c["status"] == "True") {
-            assert_eq!(condition(&route, "Programmed").unwrap()["status"], "True");
+            assert_eq!(
+                condition(&route, "Programmed").unwrap()["reason"],
+                "NoGatewaysConnected"
+            );
             break;
         }
         assert!(Instant::now() < deadline, "route did not resolve: {route}");
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    // The recovery is a Normal Event, so `describe` does not end on the Warning.
+    let events = wait_for(
+        &cluster,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=dangling",
+        ],
+        "recovery event",
+        |v| {
+            v["items"].as_array().is_some_and(|items| {
+                items
+                    .iter()
+                    .any(|e| e["type"] == "Normal" && e["reason"] == "ResolvedRefs")
+            })
+        },
+    );
+    let recovery = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "Normal")
+        .unwrap();
+    assert!(
+        recovery["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("ResolvedRefs is True again"),
+        "{recovery}"
+    );
+
     check_workload(&cluster);
     check_metrics(&metrics_addr);
+}
+
+/// The cell of a `kubectl get` table in the row starting with `row` and the
+/// column headed `column`, by the header's character offsets (cells may hold
+/// spaces, as MODELS does).
+fn cell(table: &str, row: &str, column: &str) -> String {
+    let mut lines = table.lines();
+    let header = lines.next().unwrap_or_default();
+    let start = header
+        .find(&format!("{column} "))
+        .or_else(|| {
+            header
+                .ends_with(column)
+                .then(|| header.len() - column.len())
+        })
+        .unwrap_or_else(|| panic!("no column {column}: {table}"));
+    let end = header[start..]
+        .find(' ')
+        .and_then(|gap| {
+            header[start + gap..]
+                .find(|c: char| c != ' ')
+                .map(|next| start + gap + next)
+        })
+        .unwrap_or(usize::MAX);
+    let line = lines
+        .find(|l| l.split_whitespace().next() == Some(row))
+        .unwrap_or_else(|| panic!("no row {row}: {table}"));
+    line.get(start..end.min(line.len()))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// `kubectl ARGS` standard output, asserting success.
+fn kubectl_text(cluster: &Cluster, args: &[&str]) -> String {
+    let out = cluster.kubectl(args);
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// `GET /metrics` over plain HTTP/1.1: (Content-Type, body), or None while

@@ -156,6 +156,22 @@ spec:
     )
 }
 
+/// `Programmed` (status, reason) of `kind/name` in the default namespace.
+fn programmed(env: &Env, object: &str) -> (String, String) {
+    let out = env.kubectl(&["get", object, "-o", "json"]);
+    let value: Value = serde_json::from_str(&out).unwrap_or_default();
+    value["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "Programmed")
+        .map(|c| {
+            let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+            (text(&c["status"]), text(&c["reason"]))
+        })
+        .unwrap_or_default()
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -321,6 +337,17 @@ async fn pushed_config_serves_changes_under_load_and_survives_the_controller() {
     let env = tokio::task::spawn_blocking(setup).await.unwrap();
     let mut controller = env.start_controller();
     let (token_file, gateways) = block_in_place(|| {
+        // Compiled, but nothing serves it until a gateway acknowledges.
+        for object in ["airoute/chat", "aigateway/edge", "modelprovider/mock"] {
+            wait_for(
+                &format!("{object} Programmed=False NoGatewaysConnected"),
+                Duration::from_secs(20),
+                || {
+                    (programmed(&env, object) == ("False".into(), "NoGatewaysConnected".into()))
+                        .then_some(())
+                },
+            );
+        }
         fetch_ca(&env);
         let token_file = token(
             &env,
@@ -359,9 +386,42 @@ async fn pushed_config_serves_changes_under_load_and_survives_the_controller() {
         )
     });
     assert_eq!(status["connectedGateways"], 3, "{status}");
-    let columns = block_in_place(|| env.kubectl(&["get", "aigateway", "edge"]));
+    // Acknowledged: now every object the configuration holds is Programmed,
+    // and the AIGateway's Events say so.
+    block_in_place(|| {
+        for object in ["airoute/chat", "aigateway/edge", "modelprovider/mock"] {
+            wait_for(
+                &format!("{object} Programmed=True"),
+                Duration::from_secs(20),
+                || (programmed(&env, object) == ("True".into(), "Programmed".into())).then_some(()),
+            );
+        }
+        let events = env.kubectl(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.kind=AIGateway,involvedObject.name=edge",
+            "-o",
+            "json",
+        ]);
+        let events: Value = serde_json::from_str(&events).unwrap_or_default();
+        let reasons: Vec<&str> = events["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["type"] == "Normal")
+            .filter_map(|e| e["reason"].as_str())
+            .collect();
+        assert!(
+            reasons.contains(&"GatewayConnected") && reasons.contains(&"Programmed"),
+            "{events}"
+        );
+    });
+    let columns = block_in_place(|| env.kubectl(&["get", "aigateway", "edge", "-o", "wide"]));
     assert!(
-        columns.contains("UP-TO-DATE") && columns.contains(&hash[..12]),
+        columns.contains("UP-TO-DATE")
+            && columns.contains("CONNECTED")
+            && columns.contains(&hash[..12]),
         "{columns}"
     );
 

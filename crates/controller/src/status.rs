@@ -2,7 +2,7 @@
 //! Pure: resources, the compile output and the clock in; the conditions each
 //! object should carry out. The IO layer patches only what changed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use tollgate_api::ResourceStatus;
@@ -13,6 +13,11 @@ use tollgate_config::{Compiled, Diagnostic, ObjectRef, Resources};
 /// Longest condition message written; the API allows 32 KiB, people read less.
 const MAX_MESSAGE: usize = 1024;
 
+/// An unchanged status is rewritten (with a new `lastConfirmedTime`) once
+/// it is this old, so a status that stops being renewed shows the
+/// controller is down.
+pub const CONFIRM_INTERVAL: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// The status one object should have.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DesiredStatus {
@@ -20,6 +25,8 @@ pub struct DesiredStatus {
     pub status: ResourceStatus,
     /// AIGateways only: what their workload reports.
     pub fleet: Option<Fleet>,
+    /// Kind-specific summary fields for `kubectl get` (`models`, `routes`...).
+    pub summary: serde_json::Map<String, serde_json::Value>,
 }
 
 /// A gateway's pods as its Deployment and Service report them, and what
@@ -39,6 +46,9 @@ impl DesiredStatus {
             "observedGeneration": self.status.observed_generation,
             "conditions": self.status.conditions,
         });
+        if let Some(confirmed) = &self.status.last_confirmed_time {
+            status["lastConfirmedTime"] = serde_json::json!(confirmed);
+        }
         if let Some(fleet) = &self.fleet {
             status["replicas"] = fleet.replicas.into();
             status["readyReplicas"] = fleet.ready_replicas.into();
@@ -49,6 +59,9 @@ impl DesiredStatus {
             status["connectedGateways"] = fleet.config.connected.into();
             status["updatedGateways"] = fleet.config.updated.into();
         }
+        for (key, value) in &self.summary {
+            status[key] = value.clone();
+        }
         status
     }
 }
@@ -58,9 +71,41 @@ impl DesiredStatus {
 /// compile saw: our own writes land after that copy was taken.
 pub type CurrentConditions = std::collections::HashMap<ObjectRef, Vec<Condition>>;
 
+/// What the compiled snapshots serve: each route and provider, and the
+/// gateways whose snapshot contains it.
+struct Served<'a> {
+    routes: HashMap<&'a str, &'a ObjectRef>,
+    /// (namespace, provider name) -> gateways.
+    providers: HashMap<(&'a str, &'a str), Vec<&'a ObjectRef>>,
+}
+
+impl<'a> Served<'a> {
+    fn new(compiled: &'a Compiled) -> Self {
+        let mut served = Served {
+            routes: HashMap::new(),
+            providers: HashMap::new(),
+        };
+        for (gateway, snapshot) in &compiled.snapshots {
+            for route in &snapshot.config.routes {
+                served.routes.insert(&route.name, gateway);
+            }
+            for provider in &snapshot.config.providers {
+                served
+                    .providers
+                    .entry((gateway.namespace.as_str(), &*provider.name))
+                    .or_default()
+                    .push(gateway);
+            }
+        }
+        served
+    }
+}
+
 /// Conditions for every AIGateway, ModelProvider and AIRoute in `resources`;
-/// `fleets` holds what each gateway's workload reports, `current` the
-/// conditions each object has now (transition times are kept from them).
+/// `fleets` holds what each gateway's workload and subscribers report,
+/// `current` the conditions each object has now (transition times are kept
+/// from them). `Programmed` is True only where a connected gateway has
+/// acknowledged a configuration that contains the object.
 pub fn desired_statuses(
     resources: &Resources,
     compiled: &Compiled,
@@ -74,14 +119,55 @@ pub fn desired_statuses(
             errors.entry(object).or_default().push(diagnostic);
         }
     }
-    let programmed_routes: std::collections::HashSet<&str> = compiled
-        .snapshots
-        .values()
-        .flat_map(|s| s.config.routes.iter().map(|r| &*r.name))
-        .collect();
+    let served = Served::new(compiled);
+    let serving = |gateway: &ObjectRef| -> Programmed {
+        let tally = fleets
+            .get(gateway)
+            .map(|f| f.config.clone())
+            .unwrap_or_default();
+        let hash = tally
+            .hash
+            .as_deref()
+            .map(tollgate_config::snapshot::short_hash)
+            .unwrap_or_default();
+        if tally.connected == 0 {
+            Programmed::No(
+                reason::NO_GATEWAYS_CONNECTED,
+                format!(
+                    "no gateway process of AIGateway {} is connected to the controller",
+                    gateway.name
+                ),
+            )
+        } else if tally.updated == 0 {
+            Programmed::No(
+                reason::PROGRAMMING,
+                format!(
+                    "{} gateway(s) of AIGateway {} connected; none has applied configuration {hash} yet",
+                    tally.connected, gateway.name
+                ),
+            )
+        } else {
+            Programmed::Yes(format!(
+                "served by {} of {} connected gateway(s) of AIGateway {} (configuration {hash})",
+                tally.updated, tally.connected, gateway.name
+            ))
+        }
+    };
+    // Not served because of the object's own problem: that problem's reason.
+    let own_problem = |object: &ObjectRef| {
+        errors.get(object).and_then(|e| e.first()).map(|first| {
+            Programmed::No(
+                reason_of(first),
+                "not part of the served configuration; see the failing condition".to_string(),
+            )
+        })
+    };
 
     let mut out = Vec::new();
-    let mut push = |object: ObjectRef, generation: Option<i64>, programmed: Programmed| {
+    let mut push = |object: ObjectRef,
+                    generation: Option<i64>,
+                    programmed: Programmed,
+                    summary: serde_json::Map<String, serde_json::Value>| {
         let problems = errors.get(&object).map(Vec::as_slice).unwrap_or_default();
         let existing = current.get(&object).map(Vec::as_slice);
         let conditions = conditions_for(problems, programmed, generation, existing, now);
@@ -90,52 +176,150 @@ pub fn desired_statuses(
         let status = ResourceStatus {
             observed_generation: generation,
             conditions,
+            last_confirmed_time: Some(now.clone()),
         };
         out.push(DesiredStatus {
             object,
             status,
             fleet,
+            summary,
         });
     };
     for gateway in &resources.gateways {
         let object = object_ref(gateway);
-        let programmed = match compiled.snapshots.get(&object) {
-            Some(snapshot) => {
-                Programmed::Yes(format!("configuration {} compiled", snapshot.short_hash()))
-            }
-            None => Programmed::No,
+        let programmed = if compiled.snapshots.contains_key(&object) {
+            serving(&object)
+        } else {
+            own_problem(&object).unwrap_or_else(|| {
+                Programmed::No(reason::INVALID, "no configuration compiled".into())
+            })
         };
-        push(object, gateway.metadata.generation, programmed);
+        let summary = gateway_summary(resources, &object, &served);
+        push(object, gateway.metadata.generation, programmed, summary);
     }
     for provider in &resources.providers {
         let object = object_ref(provider);
-        let programmed = if errors.contains_key(&object) {
-            Programmed::No
-        } else {
-            Programmed::Yes("provider is usable by routes".into())
-        };
-        push(object, provider.metadata.generation, programmed);
+        let key = (object.namespace.as_str(), object.name.as_str());
+        let programmed = own_problem(&object).unwrap_or_else(|| match served.providers.get(&key) {
+            Some(gateways) => {
+                let verdicts: Vec<Programmed> = gateways.iter().map(|g| serving(g)).collect();
+                let best = verdicts
+                    .iter()
+                    .position(|p| matches!(p, Programmed::Yes(_)))
+                    .unwrap_or(0);
+                verdicts
+                    .into_iter()
+                    .nth(best)
+                    .unwrap_or_else(|| Programmed::No(reason::NOT_REFERENCED, String::new()))
+            }
+            None => Programmed::No(
+                reason::NOT_REFERENCED,
+                "no served route uses this provider".into(),
+            ),
+        });
+        push(
+            object,
+            provider.metadata.generation,
+            programmed,
+            serde_json::Map::new(),
+        );
     }
     for route in &resources.routes {
         let object = object_ref(route);
         let name = format!("{}/{}", object.namespace, object.name);
-        let programmed = if programmed_routes.contains(&name.as_str()) {
-            Programmed::Yes(format!(
-                "serving on AIGateway {}",
-                route.spec.gateway_ref.name
-            ))
-        } else {
-            Programmed::No
-        };
-        push(object, route.metadata.generation, programmed);
+        let programmed =
+            own_problem(&object).unwrap_or_else(|| match served.routes.get(name.as_str()) {
+                Some(gateway) => serving(gateway),
+                None => Programmed::No(
+                    reason::GATEWAY_NOT_ACCEPTED,
+                    format!(
+                        "AIGateway {} has no served configuration; see its conditions",
+                        route.spec.gateway_ref.name
+                    ),
+                ),
+            });
+        let mut summary = serde_json::Map::new();
+        summary.insert("models".into(), route.spec.models.join(", ").into());
+        let backends = route
+            .spec
+            .backends
+            .iter()
+            .map(|b| {
+                let model = b.model.as_deref().unwrap_or("*");
+                format!("{}/{model}", b.provider_ref.name)
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        summary.insert("backends".into(), backends.into());
+        push(object, route.metadata.generation, programmed, summary);
     }
     out.sort_by(|a, b| a.object.cmp(&b.object));
     out
 }
 
+/// `routes` and `providers` of an AIGateway: served out of those naming it.
+fn gateway_summary(
+    resources: &Resources,
+    gateway: &ObjectRef,
+    served: &Served<'_>,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mine: Vec<_> = resources
+        .routes
+        .iter()
+        .filter(|r| {
+            let route = object_ref(*r);
+            route.namespace == gateway.namespace && r.spec.gateway_ref.name == gateway.name
+        })
+        .collect();
+    let routes_served = mine
+        .iter()
+        .filter(|r| {
+            let route = object_ref(**r);
+            let name = format!("{}/{}", route.namespace, route.name);
+            served.routes.get(name.as_str()) == Some(&gateway)
+        })
+        .count();
+    let referenced: std::collections::BTreeSet<&str> = mine
+        .iter()
+        .flat_map(|r| r.spec.backends.iter().map(|b| b.provider_ref.name.as_str()))
+        .collect();
+    let usable = referenced
+        .iter()
+        .filter(|name| {
+            served
+                .providers
+                .get(&(gateway.namespace.as_str(), **name))
+                .is_some_and(|gateways| gateways.contains(&gateway))
+        })
+        .count();
+    let mut summary = serde_json::Map::new();
+    summary.insert(
+        "routes".into(),
+        format!("{routes_served}/{}", mine.len()).into(),
+    );
+    summary.insert(
+        "providers".into(),
+        format!("{usable}/{}", referenced.len()).into(),
+    );
+    summary
+}
+
 enum Programmed {
     Yes(String),
-    No,
+    No(&'static str, String),
+}
+
+/// A diagnostic's reason as a static condition reason.
+fn reason_of(diagnostic: &Diagnostic) -> &'static str {
+    [
+        reason::PROVIDER_NOT_FOUND,
+        reason::GATEWAY_NOT_FOUND,
+        reason::SECRET_NOT_FOUND,
+        reason::DUPLICATE_ALIAS,
+    ]
+    .into_iter()
+    .find(|r| *r == diagnostic.reason)
+    .unwrap_or(reason::INVALID)
 }
 
 /// Reasons that mean "a reference does not resolve" rather than "invalid".
@@ -174,11 +358,7 @@ fn conditions_for(
     };
     let programmed = match programmed {
         Programmed::Yes(message) => (true, reason::PROGRAMMED.to_string(), message),
-        Programmed::No => (
-            false,
-            reason::PENDING.to_string(),
-            "not part of the served configuration; see the other conditions".to_string(),
-        ),
+        Programmed::No(reason_, message) => (false, reason_.to_string(), message),
     };
     [
         (conditions::ACCEPTED, accepted),
@@ -229,34 +409,104 @@ fn summarize(diagnostics: &[&Diagnostic]) -> String {
     text
 }
 
-/// A Warning Event to publish: a condition that newly fails, or fails for a
-/// new reason or message. Steady failures are not repeated on every compile.
+/// An Event to publish on an object.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Warning {
+pub struct Note {
+    pub warning: bool,
     pub reason: String,
     pub message: String,
 }
 
-pub fn warnings(current: Option<&[Condition]>, desired: &[Condition]) -> Vec<Warning> {
-    desired
-        .iter()
-        .filter(|c| c.status == "False" && c.type_ != conditions::PROGRAMMED)
-        .filter(|c| {
-            let before = current.and_then(|cs| cs.iter().find(|p| p.type_ == c.type_));
-            before.is_none_or(|p| {
-                p.status != c.status || p.reason != c.reason || p.message != c.message
-            })
-        })
-        .map(|c| Warning {
-            reason: c.reason.clone(),
-            message: c.message.clone(),
-        })
-        .collect()
+/// Events for a status change: a Warning when `Accepted` or `ResolvedRefs`
+/// newly fails (or fails for a new reason or message; a steady failure is not
+/// repeated), a Normal one when a failed condition recovers, so `kubectl
+/// describe` never keeps an old Warning as the latest word. `Programmed`
+/// follows from the others and from the gateways, whose coming and going
+/// [`connection_note`] reports on the AIGateway, once, instead of on every
+/// route.
+pub fn notes(current: Option<&[Condition]>, desired: &[Condition], gateway: bool) -> Vec<Note> {
+    let before = |type_: &str| current.and_then(|cs| cs.iter().find(|p| p.type_ == type_));
+    let mut out = Vec::new();
+    for condition in desired {
+        let previous = before(&condition.type_);
+        let programmed = condition.type_ == conditions::PROGRAMMED;
+        if condition.status == "False" && !programmed {
+            let changed = previous.is_none_or(|p| {
+                p.status != condition.status
+                    || p.reason != condition.reason
+                    || p.message != condition.message
+            });
+            if changed {
+                out.push(Note {
+                    warning: true,
+                    reason: condition.reason.clone(),
+                    message: condition.message.clone(),
+                });
+            }
+        } else if condition.status == "True"
+            && (!programmed || gateway)
+            && previous.is_some_and(|p| p.status == "False")
+        {
+            out.push(Note {
+                warning: false,
+                reason: condition.reason.clone(),
+                message: format!("{} is True again: {}", condition.type_, condition.message),
+            });
+        }
+    }
+    out
 }
 
-/// True when `desired` differs from what the object carries: a patch is needed.
+/// An AIGateway's Event when its connected gateway processes change in
+/// number: `previous` from the status it carries, `now` from the hub.
+pub fn connection_note(previous: Option<i64>, now: i32) -> Option<Note> {
+    let previous = previous?;
+    let now = i64::from(now);
+    if previous == now {
+        return None;
+    }
+    let (warning, reason_) = match now {
+        0 => (true, reason::NO_GATEWAYS_CONNECTED),
+        n if n > previous => (false, "GatewayConnected"),
+        _ => (false, "GatewayDisconnected"),
+    };
+    Some(Note {
+        warning,
+        reason: reason_.to_string(),
+        message: format!("{now} gateway process(es) connected to the controller (was {previous})"),
+    })
+}
+
+/// True when `desired` differs from what the object carries, apart from
+/// `lastConfirmedTime`, or when that confirmation is [`CONFIRM_INTERVAL`]
+/// old: a patch is needed.
 pub fn needs_update(current: Option<&serde_json::Value>, desired: &DesiredStatus) -> bool {
-    current != Some(&desired.to_json())
+    let Some(current) = current else {
+        return true;
+    };
+    let mut current = current.clone();
+    let mut wanted = desired.to_json();
+    let confirmed = current
+        .as_object_mut()
+        .and_then(|o| o.remove("lastConfirmedTime"));
+    let now = wanted
+        .as_object_mut()
+        .and_then(|o| o.remove("lastConfirmedTime"));
+    if current != wanted {
+        return true;
+    }
+    let time = |v: Option<serde_json::Value>| {
+        v.as_ref()
+            .and_then(serde_json::Value::as_str)
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+    };
+    match (time(confirmed), time(now)) {
+        (Some(confirmed), Some(now)) => {
+            now.duration_since(confirmed).unsigned_abs() >= CONFIRM_INTERVAL
+        }
+        (None, Some(_)) => true,
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -319,7 +569,7 @@ spec:
             (object_ref(o), conditions.unwrap_or_default())
         });
         let routes = resources.routes.iter().map(|o| {
-            let conditions = o.status.as_ref().map(|s| s.conditions.clone());
+            let conditions = o.status.as_ref().map(|s| s.base.conditions.clone());
             (object_ref(o), conditions.unwrap_or_default())
         });
         gateways.chain(providers).chain(routes).collect()
@@ -329,20 +579,39 @@ spec:
         Time("2026-11-24T00:00:00Z".parse().unwrap())
     }
 
-    fn statuses() -> BTreeMap<String, ResourceStatus> {
+    /// Desired statuses with `gw`'s gateway processes as given.
+    fn statuses_with(connected: i32, updated: i32) -> BTreeMap<String, DesiredStatus> {
         let mut loaded = Loaded::default();
         add_documents(&mut loaded, "t.yaml", MANIFESTS, &|_| None);
         let compiled = compile(&loaded.resources);
+        let gateway = ObjectRef::new("AIGateway", "default", "gw");
+        let hash = compiled.snapshots.get(&gateway).map(|s| s.hash.clone());
+        let fleet = Fleet {
+            config: crate::distribution::Tally {
+                hash,
+                connected,
+                updated,
+            },
+            ..Fleet::default()
+        };
         desired_statuses(
             &loaded.resources,
             &compiled,
-            &BTreeMap::new(),
+            &BTreeMap::from([(gateway, fleet)]),
             &conditions_in(&loaded.resources),
             &now(),
         )
         .into_iter()
-        .map(|d| (format!("{}/{}", d.object.kind, d.object.name), d.status))
+        .map(|d| (format!("{}/{}", d.object.kind, d.object.name), d))
         .collect()
+    }
+
+    /// Statuses with one gateway connected and up to date.
+    fn statuses() -> BTreeMap<String, ResourceStatus> {
+        statuses_with(1, 1)
+            .into_iter()
+            .map(|(name, d)| (name, d.status))
+            .collect()
     }
 
     fn condition<'a>(status: &'a ResourceStatus, type_: &str) -> &'a Condition {
@@ -434,6 +703,7 @@ spec:
                     last_transition_time: earlier.clone(),
                 },
             ],
+            last_confirmed_time: None,
         };
         let next = conditions_for(
             &[],
@@ -457,11 +727,13 @@ spec:
         let status = ResourceStatus {
             observed_generation: Some(7),
             conditions: next,
+            last_confirmed_time: Some(now()),
         };
         let desired = DesiredStatus {
             object,
             status,
             fleet: None,
+            summary: serde_json::Map::new(),
         };
         let previous_json = serde_json::to_value(&previous).unwrap();
         assert!(needs_update(Some(&previous_json), &desired));
@@ -472,18 +744,153 @@ spec:
     fn warnings_fire_on_new_failures_only() {
         let all = statuses();
         let dangling = &all["AIRoute/dangling"].conditions;
-        let fresh = warnings(None, dangling);
+        let fresh = notes(None, dangling, false);
         assert_eq!(
             fresh.len(),
             1,
             "only ResolvedRefs fails (Programmed=False is a consequence): {fresh:?}"
         );
+        assert!(fresh[0].warning);
         assert_eq!(fresh[0].reason, reason::PROVIDER_NOT_FOUND);
         assert!(
-            warnings(Some(dangling), dangling).is_empty(),
+            notes(Some(dangling), dangling, false).is_empty(),
             "a steady failure is not repeated"
         );
-        assert!(warnings(None, &all["AIRoute/good"].conditions).is_empty());
+        assert!(notes(None, &all["AIRoute/good"].conditions, false).is_empty());
+    }
+
+    #[test]
+    fn a_recovery_is_a_normal_event() {
+        let all = statuses();
+        let failed = &all["AIRoute/dangling"].conditions;
+        let recovered = &all["AIRoute/good"].conditions;
+        let fresh = notes(Some(failed), recovered, false);
+        assert_eq!(fresh.len(), 1, "ResolvedRefs recovered: {fresh:?}");
+        assert!(!fresh[0].warning);
+        assert_eq!(fresh[0].reason, reason::RESOLVED_REFS);
+        assert!(fresh[0].message.starts_with("ResolvedRefs is True again"));
+        // Programmed coming back is news on the gateway only.
+        let off = &statuses_with(0, 0)["AIGateway/gw"].status.conditions;
+        let on = &all["AIGateway/gw"].conditions;
+        let gateway = notes(Some(off), on, true);
+        assert_eq!(gateway.len(), 1, "{gateway:?}");
+        assert_eq!(gateway[0].reason, reason::PROGRAMMED);
+        let off = &statuses_with(0, 0)["AIRoute/good"].status.conditions;
+        assert!(notes(Some(off), recovered, false).is_empty());
+    }
+
+    #[test]
+    fn gateways_coming_and_going_are_events() {
+        assert_eq!(
+            connection_note(None, 2),
+            None,
+            "first status: nothing to compare"
+        );
+        assert_eq!(connection_note(Some(2), 2), None);
+        let up = connection_note(Some(0), 1).unwrap();
+        assert_eq!(
+            (up.warning, up.reason.as_str()),
+            (false, "GatewayConnected")
+        );
+        assert!(
+            up.message.contains("1 gateway process(es) connected"),
+            "{}",
+            up.message
+        );
+        let down = connection_note(Some(3), 2).unwrap();
+        assert_eq!(
+            (down.warning, down.reason.as_str()),
+            (false, "GatewayDisconnected")
+        );
+        let gone = connection_note(Some(1), 0).unwrap();
+        assert_eq!(
+            (gone.warning, gone.reason.as_str()),
+            (true, reason::NO_GATEWAYS_CONNECTED)
+        );
+    }
+
+    #[test]
+    fn programmed_means_a_gateway_serves_it() {
+        let programmed = |all: &BTreeMap<String, DesiredStatus>, name: &str| {
+            let c = condition(&all[name].status, conditions::PROGRAMMED).clone();
+            (c.status, c.reason)
+        };
+        let none = statuses_with(0, 0);
+        for name in ["AIGateway/gw", "AIRoute/good", "ModelProvider/mock"] {
+            assert_eq!(
+                programmed(&none, name),
+                ("False".into(), reason::NO_GATEWAYS_CONNECTED.into()),
+                "{name}"
+            );
+        }
+        let waiting = statuses_with(2, 0);
+        assert_eq!(
+            programmed(&waiting, "AIRoute/good"),
+            ("False".into(), reason::PROGRAMMING.into())
+        );
+        let serving = statuses_with(2, 1);
+        for name in ["AIGateway/gw", "AIRoute/good", "ModelProvider/mock"] {
+            assert_eq!(
+                programmed(&serving, name),
+                ("True".into(), reason::PROGRAMMED.into()),
+                "{name}"
+            );
+        }
+        let message = &condition(&serving["AIRoute/good"].status, conditions::PROGRAMMED).message;
+        assert!(message.contains("served by 1 of 2 connected"), "{message}");
+        // A route's own problem is named, never a generic "Pending".
+        assert_eq!(
+            programmed(&serving, "AIRoute/dangling"),
+            ("False".into(), reason::PROVIDER_NOT_FOUND.into())
+        );
+        assert_eq!(
+            programmed(&serving, "AIRoute/copycat"),
+            ("False".into(), reason::DUPLICATE_ALIAS.into())
+        );
+        assert_eq!(
+            programmed(&serving, "ModelProvider/openai"),
+            ("False".into(), reason::SECRET_NOT_FOUND.into())
+        );
+    }
+
+    #[test]
+    fn summaries_for_kubectl_get() {
+        let all = statuses_with(1, 1);
+        let gateway = all["AIGateway/gw"].to_json();
+        assert_eq!(
+            gateway["routes"], "1/3",
+            "good is served; dangling and copycat are not"
+        );
+        assert_eq!(
+            gateway["providers"], "1/2",
+            "mock is usable; nowhere does not exist"
+        );
+        assert_eq!(gateway["connectedGateways"], 1);
+        let good = all["AIRoute/good"].to_json();
+        assert_eq!(good["models"], "chat");
+        assert_eq!(good["backends"], "mock/m");
+        assert_eq!(good["lastConfirmedTime"], "2026-11-24T00:00:00Z");
+    }
+
+    #[test]
+    fn an_unchanged_status_is_rewritten_only_to_renew_its_confirmation() {
+        let desired = statuses_with(1, 1).remove("AIRoute/good").unwrap();
+        let mut carried = desired.to_json();
+        assert!(!needs_update(Some(&carried), &desired));
+        carried["lastConfirmedTime"] = "2026-11-23T23:58:00Z".into();
+        assert!(
+            !needs_update(Some(&carried), &desired),
+            "two minutes old: still confirmed"
+        );
+        carried["lastConfirmedTime"] = "2026-11-23T23:54:59Z".into();
+        assert!(
+            needs_update(Some(&carried), &desired),
+            "over five minutes old"
+        );
+        carried["lastConfirmedTime"] = "2026-11-24T00:00:00Z".into();
+        carried["models"] = "chat, other".into();
+        assert!(needs_update(Some(&carried), &desired), "a real change");
+        assert!(needs_update(None, &desired));
     }
 
     #[test]

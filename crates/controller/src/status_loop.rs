@@ -29,7 +29,8 @@ use crate::FIELD_MANAGER;
 use crate::distribution::{Hub, Tally};
 use crate::metrics::{Loop, Metrics};
 use crate::status::{
-    CurrentConditions, DesiredStatus, Fleet, desired_statuses, needs_update, warnings,
+    CONFIRM_INTERVAL, CurrentConditions, DesiredStatus, Fleet, connection_note, desired_statuses,
+    needs_update, notes,
 };
 use crate::workload;
 
@@ -231,6 +232,8 @@ async fn write_statuses(
         tokio::select! {
             changed = passes.changed() => if changed.is_err() { return },
             () = acknowledged.notified() => {}
+            // Renew `lastConfirmedTime` even when nothing changes.
+            () = tokio::time::sleep(CONFIRM_INTERVAL / 2) => {}
         }
         // Let the pods take the new snapshot first (status is for people
         // and is not on the propagation path), and fold the acknowledgements
@@ -258,7 +261,11 @@ async fn write_statuses(
                 let (metrics, failed) = (&metrics, &failed);
                 async move {
                     let existing = current.conditions.get(&desired.object);
-                    publish_warnings(recorder, resources, existing, &desired).await;
+                    let connected = current
+                        .json
+                        .get(&desired.object)
+                        .and_then(|status| status["connectedGateways"].as_i64());
+                    publish_notes(recorder, resources, existing, connected, &desired).await;
                     let result = apply_status(client, &desired).await;
                     metrics.status_written(result.is_ok());
                     if let Err(error) = result {
@@ -276,27 +283,40 @@ async fn write_statuses(
     }
 }
 
-/// Warning Events for conditions that newly fail, on the object itself, so
-/// `kubectl describe` and event pipelines show why a resource is not served.
-async fn publish_warnings(
+/// Events on the object itself for what its status change means (see
+/// [`notes`]), so `kubectl describe` and event pipelines show why a resource
+/// is or is no longer served; `connected` is the AIGateway's
+/// `connectedGateways` before the change.
+async fn publish_notes(
     recorder: &Recorder,
     resources: &Resources,
     current: Option<&Vec<Condition>>,
+    connected: Option<i64>,
     desired: &DesiredStatus,
 ) {
-    let fresh = warnings(current.map(Vec::as_slice), &desired.status.conditions);
+    let gateway = desired.fleet.as_ref();
+    let mut fresh = notes(
+        current.map(Vec::as_slice),
+        &desired.status.conditions,
+        gateway.is_some(),
+    );
+    fresh.extend(gateway.and_then(|fleet| connection_note(connected, fleet.config.connected)));
     if fresh.is_empty() {
         return;
     }
     let Some(reference) = object_reference(resources, &desired.object) else {
         return;
     };
-    for warning in fresh {
+    for note in fresh {
         let event = Event {
-            type_: EventType::Warning,
-            reason: warning.reason,
-            note: Some(warning.message),
-            action: "Compile".into(),
+            type_: if note.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: note.reason,
+            note: Some(note.message),
+            action: "Reconcile".into(),
             secondary: None,
         };
         if let Err(error) = recorder.publish(&event, &reference).await {
@@ -484,6 +504,12 @@ trait HasConditions {
 impl HasConditions for tollgate_api::AIGatewayStatus {
     fn conditions(&self) -> &[Condition] {
         &self.conditions
+    }
+}
+
+impl HasConditions for tollgate_api::AIRouteStatus {
+    fn conditions(&self) -> &[Condition] {
+        &self.base.conditions
     }
 }
 

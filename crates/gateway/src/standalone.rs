@@ -257,6 +257,12 @@ pub fn run(options: Options) -> Result<(), StandaloneError> {
         threads.push(thread);
     }
 
+    // Catch SIGTERM before anyone can learn the address: a signal sent as
+    // soon as the port answers must drain, not kill the process.
+    let signals = {
+        let _runtime = control.enter();
+        ShutdownSignal::install()
+    };
     // The one line scripts and tests wait for.
     let mut stdout = std::io::stdout();
     let _ = writeln!(
@@ -286,7 +292,7 @@ pub fn run(options: Options) -> Result<(), StandaloneError> {
             .ok()
             .map(|_| start_feed(&options.source, &gateway, defaulted, stop_feed_rx));
         if let Some(Ok(_)) = &feed {
-            shutdown_signal().await;
+            signals.recv().await;
             tracing::info!(delay = ?options.shutdown_delay, "shutting down: not ready, then draining");
             // No new configuration while draining.
             let _ = stop_feed_tx.send(true);
@@ -417,19 +423,37 @@ fn bind_data(
 
 /// Resolves on SIGTERM or SIGINT (shared with `tollgate controller`).
 pub async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+    ShutdownSignal::install().recv().await;
+}
+
+/// SIGTERM and SIGINT handlers, installed before they are awaited so no
+/// signal in between takes the default action (exit).
+pub struct ShutdownSignal {
+    handlers: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl ShutdownSignal {
+    /// Installs the handlers; needs a Tokio runtime context.
+    pub fn install() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        let handlers = signal(SignalKind::terminate())
+            .and_then(|term| Ok((term, signal(SignalKind::interrupt())?)))
+            .ok();
+        Self { handlers }
+    }
+
+    /// Resolves on the first SIGTERM or SIGINT.
+    pub async fn recv(self) {
+        match self.handlers {
+            Some((mut term, mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
             }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
+            None => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
 }

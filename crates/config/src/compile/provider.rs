@@ -550,7 +550,7 @@ stringData: {apiKey: sk-live, accessKeyId: AKIAEXAMPLE, secretAccessKey: wJalrXU
         assert_eq!(
             errors(&r),
             [
-                "spec.endpoint: Invalid: endpoint is required unless type is OpenAI, Anthropic, Gemini or Bedrock"
+                "spec.endpoint: InvalidSpec: endpoint is required unless type is OpenAI, Anthropic, Gemini or Bedrock"
             ]
         );
     }
@@ -617,8 +617,8 @@ stringData: {apiKey: sk-live, accessKeyId: AKIAEXAMPLE, secretAccessKey: wJalrXU
         assert_eq!(
             errors(&r),
             [
-                "spec.bedrock: Invalid: bedrock.region is required for type Bedrock",
-                "spec.credentials.aws: Invalid: credentials.aws is required for type Bedrock",
+                "spec.bedrock: InvalidSpec: bedrock.region is required for type Bedrock",
+                "spec.credentials.aws: InvalidSpec: credentials.aws is required for type Bedrock",
             ]
         );
 
@@ -635,8 +635,8 @@ stringData: {apiKey: sk-live, accessKeyId: AKIAEXAMPLE, secretAccessKey: wJalrXU
         assert_eq!(
             errors(&r),
             [
-                "spec.bedrock.region: Invalid: region must be an AWS region such as us-east-1",
-                "spec.credentials.secretRef: Invalid: credentials.secretRef is not used by type Bedrock: use credentials.aws",
+                "spec.bedrock.region: InvalidSpec: region must be an AWS region such as us-east-1",
+                "spec.credentials.secretRef: InvalidSpec: credentials.secretRef is not used by type Bedrock: use credentials.aws",
             ]
         );
     }
@@ -662,10 +662,10 @@ stringData: {apiKey: sk-live, accessKeyId: AKIAEXAMPLE, secretAccessKey: wJalrXU
         assert_eq!(
             errors(&r),
             [
-                "spec.bedrock: Invalid: bedrock is only valid for type Bedrock",
-                "spec.azure: Invalid: azure is only valid for type AzureOpenAI",
-                "spec.anthropic: Invalid: anthropic is only valid for type Anthropic",
-                "spec.credentials.aws: Invalid: credentials.aws is only valid for type Bedrock",
+                "spec.bedrock: InvalidSpec: bedrock is only valid for type Bedrock",
+                "spec.azure: InvalidSpec: azure is only valid for type AzureOpenAI",
+                "spec.anthropic: InvalidSpec: anthropic is only valid for type Anthropic",
+                "spec.credentials.aws: InvalidSpec: credentials.aws is only valid for type Bedrock",
             ]
         );
     }
@@ -680,7 +680,7 @@ stringData: {apiKey: sk-live, accessKeyId: AKIAEXAMPLE, secretAccessKey: wJalrXU
             assert_eq!(
                 errors(&r),
                 [format!(
-                    "spec.credentials.secretRef: Invalid: credentials.secretRef is required for type {ty}"
+                    "spec.credentials.secretRef: InvalidSpec: credentials.secretRef is required for type {ty}"
                 )]
             );
         }
