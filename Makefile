@@ -1,7 +1,9 @@
 # Tollgate developer entry points. `make help` lists them.
 CARGO ?= cargo
-BIN_DEBUG := target/debug/tollgate
-BIN_RELEASE := target/release/tollgate
+# Where cargo puts the binaries (CARGO_TARGET_DIR when set).
+TARGET_DIR := $(abspath $(or $(CARGO_TARGET_DIR),target))
+BIN_DEBUG := $(TARGET_DIR)/debug/tollgate
+BIN_RELEASE := $(TARGET_DIR)/release/tollgate
 
 .PHONY: help build run test test-rust test-k8s test-python crds lint fmt bench bench-controlplane clean
 
@@ -19,12 +21,13 @@ test: test-rust test-k8s test-python ## Run every test: Rust, real kube-apiserve
 test-rust: ## Rust unit, golden and black-box tests
 	$(CARGO) test --workspace
 
-test-k8s: ## CRDs, CEL rules, tokens, Helm chart, kustomize and RBAC against a real kube-apiserver + etcd (built from Go modules, cached)
+test-k8s: build ## CRDs, CEL rules, tokens, Helm chart, kustomize, RBAC and the out-of-cluster guide against a real kube-apiserver + etcd (built from Go modules, cached)
 	bash tests/k8s/smoke.sh
 	bash tests/k8s/chart.sh
+	TOLLGATE_BIN=$(BIN_DEBUG) bash tests/k8s/out-of-cluster.sh
 
 test-python: build ## The official OpenAI Python SDK against the gateway
-	TOLLGATE_BIN=$(CURDIR)/$(BIN_DEBUG) bash tests/python/run.sh
+	TOLLGATE_BIN=$(BIN_DEBUG) bash tests/python/run.sh
 
 crds: ## Regenerate crds/ from crates/api
 	$(CARGO) run -q -p tollgate-cli -- crds --out-dir crds
@@ -41,7 +44,7 @@ bench: ## Benchmark: mock direct vs nginx vs tollgate side by side (installs ngi
 
 bench-controlplane: ## propagation (apply -> served on 3 gateways, p50/p99 over 100 changes, vs a plain watch) and 1,000-route compile/push in a real apiserver
 	$(CARGO) build --release -p tollgate-cli -p tollgate-bench
-	target/release/tollgate-bench-controlplane --tollgate $(BIN_RELEASE)
+	$(TARGET_DIR)/release/tollgate-bench-controlplane --tollgate $(BIN_RELEASE)
 
 clean:
 	$(CARGO) clean

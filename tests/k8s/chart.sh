@@ -74,7 +74,7 @@ has() { grep -qF -- "$2" "$1"; }
 missing=()
 for want in \
   "kind: Deployment" "replicas: 2" "image: ghcr.io/tollgate-dev/tollgate:0.1.0" \
-  "imagePullPolicy: IfNotPresent" "- controller" "- --metrics-listen=0.0.0.0:8080" \
+  "imagePullPolicy: IfNotPresent" "- controller" "- --metrics-listen=0.0.0.0:9091" \
   "- --leader-election-namespace=\$(POD_NAMESPACE)" "- --leader-election-id=tollgate-controller" \
   "- --gateway-image=ghcr.io/tollgate-dev/tollgate:0.1.0" "name: TOLLGATE_LOG_FORMAT" 'value: "json"' \
   "fieldPath: metadata.name" "fieldPath: metadata.namespace" "path: /healthz" "path: /readyz" \
@@ -141,7 +141,7 @@ if helm template t "$chart" --set configServer.url=https://tollgate.example.test
   has "$dir/cfg.yaml" 'resourceNames: ["custom-tls"]' && has "$dir/cfg.yaml" "- name: config"; then
   ok "configServer.url, extraSANs, tlsSecretName reach the args and the TLS Role"
 else nok "configServer.url/extraSANs/tlsSecretName overrides"; fi
-if out="$(helm template t "$chart" --set configServer.port=8080 2>&1)"; then nok "configServer.port = metrics.port accepted"
+if out="$(helm template t "$chart" --set configServer.port=9091 2>&1)"; then nok "configServer.port = metrics.port accepted"
 elif grep -q 'configServer.port and metrics.port must differ' <<<"$out"; then ok "configServer.port = metrics.port refused"
 else nok "configServer.port = metrics.port failed for another reason: $out"; fi
 
@@ -431,8 +431,13 @@ if helm install tg "$chart" -n "$opts" --create-namespace -f "$full" >"$dir/inst
 else nok "helm install with full values"; fi
 if grep -qF 'Config server:   https://tollgate-config.example.test:9443' "$dir/install-tg.txt" &&
   grep -qF 'TLS Secret:      tg-full-certs' "$dir/install-tg.txt" &&
-  grep -qF "http://tg-full-controller-metrics.$opts.svc:80/metrics" "$dir/install-tg.txt"; then
-  ok "helm install NOTES name the config server URL, the TLS Secret and the metrics Service"
+  grep -qF "http://tg-full-controller-metrics.$opts.svc:80/metrics" "$dir/install-tg.txt" &&
+  grep -qF 'Image:           registry.example.test/tollgate/tollgate:0.2.0-rc.1 (controller)' "$dir/install-tg.txt" &&
+  grep -qF 'Gateway image:   registry.example.test/tollgate/gateway@sha256:0123456789abcdef' "$dir/install-tg.txt" &&
+  grep -qF "kubectl -n $opts rollout status deployment/tg-full-controller" "$dir/install-tg.txt" &&
+  grep -qF 'wait --for=condition=Programmed aigateway/quickstart' "$dir/install-tg.txt" &&
+  grep -qF 'curl -s http://127.0.0.1:8080/v1/chat/completions' "$dir/install-tg.txt"; then
+  ok "helm install NOTES name the images that run, the config server URL, the TLS Secret, the metrics Service, and how to verify (rollout, Programmed, curl)"
 else nok "helm install NOTES: $(sed -n '/NOTES/,$p' "$dir/install-tg.txt" | head -n 8 | tr '\n' ' ')"; fi
 if [[ "$(k -n "$opts" get service tg-full-controller -o jsonpath='{.spec.ports[?(@.name=="config")].port}')" == 9443 ]]; then
   ok "release tg: Service tg-full-controller has port config 9443"

@@ -2,7 +2,7 @@
 # shellcheck disable=SC2154  # bin, dir and repo are set by lib.sh
 # Smoke test of the envtest harness against Tollgate's CRDs:
 # build (or reuse) the binaries, start etcd + kube-apiserver, install the CRDs,
-# apply the quickstart, check CEL validation, ServiceAccount tokens
+# apply the quickstart and the cluster quickstart, check CEL validation, ServiceAccount tokens
 # (TokenRequest + TokenReview), RBAC, and helm; stop. Exits non-zero on any failure.
 #
 #   tests/k8s/smoke.sh            # keeps the run dir only on failure
@@ -37,6 +37,17 @@ if k apply -f "$repo/deploy/examples/quickstart.yaml" &&
   [[ "$(k get airoutes -o name | wc -l)" -eq 5 ]]; then
   ok "quickstart.yaml applied ($(k get aigateways,modelproviders,airoutes -o name | paste -sd' '))"
 else nok "quickstart.yaml applied"; fi
+
+# 2b. The cluster quickstart applies too, in its own namespace, with no
+#     warning (its mock Deployment meets the namespace's restricted Pod
+#     Security level), and its provider points at the mock's Service.
+if out="$(k apply -f "$repo/deploy/examples/cluster-quickstart.yaml" 2>&1)" &&
+  ! grep -qi warning <<<"$out" &&
+  [[ "$(k -n tollgate-quickstart get deployment,service mock -o name | wc -l)" -eq 2 ]] &&
+  [[ "$(k -n tollgate-quickstart get airoutes -o name | wc -l)" -eq 3 ]] &&
+  [[ "$(k -n tollgate-quickstart get modelprovider mock -o jsonpath='{.spec.endpoint}')" == http://mock.tollgate-quickstart.svc:8081/v1 ]]; then
+  ok "cluster-quickstart.yaml applied: mock Deployment + Service, provider at its DNS name, 3 AIRoutes, no warnings"
+else nok "cluster-quickstart.yaml applied: $out"; fi
 
 # 3. CEL validation rejects a backend weight of 101.
 invalid='apiVersion: tollgate.dev/v1alpha1

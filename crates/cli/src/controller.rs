@@ -37,8 +37,9 @@ pub struct ControllerArgs {
         default_value = "https://tollgate-controller.tollgate-system.svc:8443"
     )]
     controller_url: String,
-    /// Address for /healthz, /readyz and /metrics.
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    /// Address for /healthz, /readyz and /metrics: loopback, and off the
+    /// gateway's 8080, so a laptop can run both (the chart passes 0.0.0.0).
+    #[arg(long, default_value = "127.0.0.1:9091")]
     metrics_listen: SocketAddr,
     /// Namespace of the leader-election Lease; without it this replica
     /// assumes it is the only one.
@@ -47,7 +48,8 @@ pub struct ControllerArgs {
     /// Name of the leader-election Lease.
     #[arg(long, default_value = "tollgate-controller")]
     leader_election_id: String,
-    /// Address of the configuration server (HTTPS) gateway pods subscribe to.
+    /// Address of the configuration server (HTTPS) gateway pods subscribe
+    /// to: every interface by default, since the pods connect from other nodes.
     #[arg(long, default_value = "0.0.0.0:8443")]
     config_listen: SocketAddr,
     /// Secret holding the configuration server's CA and certificate; created

@@ -1,6 +1,7 @@
 //! `tollgate`: one binary for the gateway, the offline validator, the CRD
 //! generator and the mock provider.
 
+use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,11 +15,7 @@ mod controller;
 mod validate;
 
 #[derive(Parser)]
-#[command(
-    name = "tollgate",
-    version,
-    about = "AI gateway and MCP gateway for Kubernetes"
-)]
+#[command(name = "tollgate", version, about = "AI gateway for Kubernetes")]
 struct Cli {
     /// Log format: text for terminals, json for log pipelines.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "TOLLGATE_LOG_FORMAT")]
@@ -52,7 +49,8 @@ enum Command {
     },
     /// Run the Kubernetes controller (in-cluster config, or KUBECONFIG).
     Controller(controller::ControllerArgs),
-    /// Run the mock LLM provider (OpenAI and Anthropic wire formats).
+    /// Run the mock LLM provider (OpenAI, Azure OpenAI, Anthropic, Gemini and
+    /// Bedrock wire formats).
     Mock(tollgate_mock::MockArgs),
 }
 
@@ -90,10 +88,14 @@ struct GatewayArgs {
     /// not exposed; containers pass 0.0.0.0.
     #[arg(long, default_value = "127.0.0.1", env = "TOLLGATE_BIND")]
     bind: IpAddr,
-    /// Override the client-facing address (port 0 picks a free port).
+    /// Override the client-facing address (default: --bind with the
+    /// AIGateway's spec.listener.port, so 127.0.0.1:8080 when neither is set;
+    /// port 0 picks a free port).
     #[arg(long)]
     listen: Option<SocketAddr>,
-    /// Override the admin address (port 0 picks a free port).
+    /// Override the admin address for /metrics, /healthz, /readyz, /config
+    /// (default: --bind with the AIGateway's spec.admin.port, so
+    /// 127.0.0.1:9090 when neither is set; port 0 picks a free port).
     #[arg(long)]
     admin_listen: Option<SocketAddr>,
     /// Seconds in-flight requests may take to finish on shutdown.
@@ -261,8 +263,11 @@ fn init_tracing(format: LogFormat) {
         .map_or_else(|| "info".to_string(), |spec| log_filter(&spec));
     let filter = tracing_subscriber::EnvFilter::try_new(&filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour codes only for a person at a terminal: in files, pipes and
+    // `kubectl logs` they are noise.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -398,6 +403,30 @@ mod tests {
         assert_eq!(files.gateway.as_deref(), Some("default/gw"));
         assert_eq!(files.reload_debounce, Duration::from_millis(7));
         assert_eq!(files.paths, [PathBuf::from("gw.yaml")]);
+    }
+
+    /// Every listener's default address is in `--help`, and the controller's
+    /// metrics port stays off the gateway's 8080 so both run on one host.
+    #[test]
+    fn help_states_each_listeners_default_address() {
+        use clap::CommandFactory;
+        let mut cli = Cli::command();
+        let mut help = |sub: &str| {
+            let command = cli.find_subcommand_mut(sub).expect(sub);
+            command.render_long_help().to_string()
+        };
+        let gateway = help("gateway");
+        for address in ["127.0.0.1:8080", "127.0.0.1:9090", "[default: 127.0.0.1]"] {
+            assert!(gateway.contains(address), "gateway --help lacks {address}");
+        }
+        let controller = help("controller");
+        for address in ["[default: 127.0.0.1:9091]", "[default: 0.0.0.0:8443]"] {
+            assert!(
+                controller.contains(address),
+                "controller --help lacks {address}"
+            );
+        }
+        assert!(help("mock").contains("[default: 127.0.0.1:8081]"));
     }
 
     #[test]
