@@ -127,6 +127,11 @@ done
 if [[ "$connected" == 1 ]]; then ok "AIGateway $ns/$gw status: connectedGateways 1"
 else nok "AIGateway $ns/$gw status: connectedGateways '${connected}'"; fi
 
+# Acknowledged by the laptop gateway: the AIGateway is Programmed.
+if k -n "$ns" wait --for=condition=Programmed "aigateway/$gw" --timeout=20s >/dev/null; then
+  ok "AIGateway $ns/$gw Programmed=True once the laptop gateway acknowledged its configuration"
+else nok "AIGateway $ns/$gw not Programmed: $(k -n "$ns" get aigateway "$gw" -o jsonpath='{.status.conditions}')"; fi
+
 # Loopback only: every port the two processes listen on is on 127.0.0.1.
 if command -v ss >/dev/null; then
   exposed="$(ss -Hltn | awk -v ports=" $config_port $metrics_port $listen_port $admin_port " \
