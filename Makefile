@@ -5,7 +5,7 @@ TARGET_DIR := $(abspath $(or $(CARGO_TARGET_DIR),target))
 BIN_DEBUG := $(TARGET_DIR)/debug/tollgate
 BIN_RELEASE := $(TARGET_DIR)/release/tollgate
 
-.PHONY: help build run test test-rust test-k8s test-python crds lint fmt bench bench-controlplane clean
+.PHONY: help build run test test-rust test-k8s test-python crds lint deny image test-image fmt bench bench-controlplane clean
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -32,9 +32,18 @@ test-python: build ## The official OpenAI Python SDK against the gateway
 crds: ## Regenerate crds/ from crates/api
 	$(CARGO) run -q -p tollgate-cli -- crds --out-dir crds
 
-lint: ## Formatting and clippy, warnings as errors
+lint: deny ## Formatting, clippy (warnings as errors) and cargo-deny
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+deny: ## Dependencies: licences, bans, duplicate versions, sources; advisories when the RustSec database is reachable
+	bash scripts/deny.sh
+
+image: ## Build the container image (buildah; see Dockerfile)
+	bash scripts/image.sh
+
+test-image: ## Build the image and check it: non-root, static, small, runs
+	bash tests/image/check.sh
 
 fmt: ## Format the code
 	$(CARGO) fmt --all
