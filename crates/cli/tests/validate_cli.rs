@@ -7,8 +7,13 @@ use std::process::Command;
 use common::{BIN, write};
 
 fn validate(paths: &[&std::path::Path]) -> (i32, String) {
+    validate_with(&[], paths)
+}
+
+fn validate_with(flags: &[&str], paths: &[&std::path::Path]) -> (i32, String) {
     let output = Command::new(BIN)
         .arg("validate")
+        .args(flags)
         .args(paths)
         .output()
         .unwrap();
@@ -88,7 +93,8 @@ spec:
         format!(
             "{routes}:AIRoute/dangling: spec.backends[0].providerRef.name: ModelProvider \"missing\" not found in namespace default"
         ),
-        format!("{routes}:AIRoute/typo: spec.modles: unknown field `modles`, expected one of"),
+        format!("{routes}:AIRoute/typo: spec.modles: unknown field \"modles\""),
+        format!("{routes}:AIRoute/typo: spec.models: Required value"),
         format!(
             "{providers}:ModelProvider/openai: spec.credentials.secretRef: Secret \"openai-key\" not found in namespace default"
         ),
@@ -129,4 +135,195 @@ fn crds_command_prints_three_crds() {
     ] {
         assert!(text.contains(&format!("name: {name}")), "{name}");
     }
+}
+
+#[test]
+fn every_decode_error_of_an_object_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "typos.yaml",
+        r#"apiVersion: tollgate.dev/v1alpha1
+kind: AIRoute
+metadata: {name: typos}
+spec:
+  gatewayRef: {name: gw}
+  models: [chat]
+  backends:
+  - {providerRef: {name: mock}, model: m, wieght: 3}
+  - {providerRef: {name: mock}, model: m, priorty: 1}
+  timeouts: {request: 30s, idle: 10s}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: ModelProvider
+metadata: {name: shapes}
+spec:
+  type: Mock
+  endpoint: "http://mock:1/v1"
+  maxConcurrentRequests: lots
+  models: {name: m}
+"#,
+    );
+    let (code, out) = validate(&[&file]);
+    assert_eq!(code, 1, "{out}");
+    let file = file.display().to_string();
+    for expected in [
+        format!("{file}:AIRoute/typos: spec.backends[0].wieght: unknown field \"wieght\""),
+        format!("{file}:AIRoute/typos: spec.backends[1].priorty: unknown field \"priorty\""),
+        format!("{file}:AIRoute/typos: spec.timeouts.idle: unknown field \"idle\""),
+        format!(
+            "{file}:ModelProvider/shapes: spec.maxConcurrentRequests: Invalid value: \"string\": must be of type integer"
+        ),
+        format!(
+            "{file}:ModelProvider/shapes: spec.models: Invalid value: \"object\": must be of type array"
+        ),
+    ] {
+        assert!(
+            out.lines().any(|l| l == expected),
+            "missing {expected:?} in:\n{out}"
+        );
+    }
+    assert_eq!(out.lines().count(), 5, "one line per error:\n{out}");
+}
+
+#[test]
+fn unknown_enum_values_are_reported_as_kubectl_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "enum.yaml",
+        r#"apiVersion: tollgate.dev/v1alpha1
+kind: ModelProvider
+metadata: {name: lower}
+spec: {type: openai, endpoint: "https://api.openai.com/v1"}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: AIGateway
+metadata: {name: gw}
+spec: {upstreamErrors: {detail: Verbose}}
+"#,
+    );
+    let (code, out) = validate(&[&file]);
+    assert_eq!(code, 1, "{out}");
+    let file = file.display().to_string();
+    for expected in [
+        format!(
+            "{file}:ModelProvider/lower: spec.type: Unsupported value: \"openai\": supported values: \"OpenAI\", \"OpenAICompatible\", \"AzureOpenAI\", \"Anthropic\", \"Bedrock\", \"Gemini\", \"Mock\""
+        ),
+        format!(
+            "{file}:AIGateway/gw: spec.upstreamErrors.detail: Unsupported value: \"Verbose\": supported values: \"Sanitize\", \"PassThrough\""
+        ),
+    ] {
+        assert!(
+            out.lines().any(|l| l == expected),
+            "missing {expected:?} in:\n{out}"
+        );
+    }
+}
+
+#[test]
+fn an_endpoint_without_a_host_is_refused_with_one_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "endpoint.yaml",
+        r#"apiVersion: tollgate.dev/v1alpha1
+kind: ModelProvider
+metadata: {name: nohost}
+spec: {type: Mock, endpoint: "http://"}
+"#,
+    );
+    let (code, out) = validate(&[&file]);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(
+        out.trim_end(),
+        format!(
+            "{}:ModelProvider/nohost: spec.endpoint: {}",
+            file.display(),
+            tollgate_api::provider::ENDPOINT_MESSAGE
+        )
+    );
+}
+
+/// A routes file on its own: its gateway, provider and Secret live elsewhere.
+const ROUTE_ALONE: &str = r#"apiVersion: tollgate.dev/v1alpha1
+kind: AIRoute
+metadata: {name: alone}
+spec:
+  gatewayRef: {name: gw}
+  models: [chat]
+  backends: [{providerRef: {name: mock}, model: m}]
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: ModelProvider
+metadata: {name: openai}
+spec:
+  type: OpenAI
+  credentials: {secretRef: {name: openai-key, key: apiKey}}
+"#;
+
+#[test]
+fn references_error_is_the_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "alone.yaml", ROUTE_ALONE);
+    let file_text = file.display().to_string();
+    for flags in [&[][..], &["--references=error"][..]] {
+        let (code, out) = validate_with(flags, &[&file]);
+        assert_eq!(code, 1, "{flags:?}: {out}");
+        for expected in [
+            format!(
+                "{file_text}:AIRoute/alone: spec.gatewayRef.name: AIGateway \"gw\" not found in namespace default"
+            ),
+            format!(
+                "{file_text}:ModelProvider/openai: spec.credentials.secretRef: Secret \"openai-key\" not found in namespace default"
+            ),
+        ] {
+            assert!(
+                out.lines().any(|l| l == expected),
+                "{flags:?}: missing {expected:?} in:\n{out}"
+            );
+        }
+    }
+}
+
+#[test]
+fn references_warn_prints_them_and_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "alone.yaml", ROUTE_ALONE);
+    let (code, out) = validate_with(&["--references=warn"], &[&file]);
+    assert_eq!(code, 0, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines.iter().all(|l| l.starts_with("warning: ")), "{out}");
+    assert!(out.contains("AIGateway \"gw\" not found"), "{out}");
+}
+
+#[test]
+fn references_off_hides_them_but_not_other_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "alone.yaml", ROUTE_ALONE);
+    let (code, out) = validate_with(&["--references=off"], &[&file]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out, "", "nothing to say");
+
+    let broken = ROUTE_ALONE.replace("models: [chat]", "models: [chat, chat]");
+    let file = write(dir.path(), "broken.yaml", &broken);
+    let (code, out) = validate_with(&["--references=off"], &[&file]);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(
+        out.trim_end(),
+        format!(
+            "{}:AIRoute/alone: spec.models: model aliases must be unique",
+            file.display()
+        )
+    );
+}
+
+#[test]
+fn references_rejects_unknown_modes() {
+    let output = Command::new(BIN)
+        .args(["validate", "--references=maybe", "x.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
 }
