@@ -66,8 +66,10 @@ pub struct ModelProviderSpec {
     /// Models this provider serves and their prices. When non-empty, routes may
     /// only use models listed here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 512))]
-    #[x_kube(validation = Rule::new("self.all(m, self.exists_one(n, n.name == m.name))").message(CATALOG_UNIQUE_MESSAGE))]
+    // Unique names: a CEL rule comparing every pair of 512 entries exceeds
+    // the apiserver's cost budget; a list map keyed by name is free (and lets
+    // server-side apply merge entries by name).
+    #[schemars(length(max = 512), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub models: Vec<ModelCatalogEntry>,
     /// Connection and request timeouts for this provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -92,9 +94,6 @@ pub const ENDPOINT_RULE: &str =
 
 /// What both the CEL rule and compile say of a bad endpoint.
 pub const ENDPOINT_MESSAGE: &str = "endpoint must be an http:// or https:// URL with a host and no query or fragment, such as https://api.example.com/v1";
-
-/// What both the CEL rule and compile say of a model listed twice in a catalog.
-pub const CATALOG_UNIQUE_MESSAGE: &str = "model names in the catalog must be unique";
 
 /// Fair sharing of a provider's concurrency cap. A caller alone may always
 /// use every slot; when the provider is full, a caller holding less than its

@@ -106,6 +106,7 @@ fn walk(schema: &Value, value: &Value, path: &str, out: &mut Vec<Problem>) {
                     structural: false,
                 });
             }
+            duplicates(schema, items, path, out);
             if let Some(item_schema) = schema.get("items") {
                 for (index, item) in items.iter().enumerate() {
                     walk(item_schema, item, &format!("{path}[{index}]"), out);
@@ -151,6 +152,40 @@ fn walk(schema: &Value, value: &Value, path: &str, out: &mut Vec<Problem>) {
             }
         }
         Value::Null | Value::Bool(_) => {}
+    }
+}
+
+/// `x-kubernetes-list-type: set` items, and `map` items' keys, must be unique.
+fn duplicates(schema: &Value, items: &[Value], path: &str, out: &mut Vec<Problem>) {
+    let keys: Vec<&str> = match schema.get("x-kubernetes-list-type").and_then(Value::as_str) {
+        Some("set") => Vec::new(),
+        Some("map") => schema
+            .get("x-kubernetes-list-map-keys")
+            .and_then(Value::as_array)
+            .map(|k| k.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default(),
+        _ => return,
+    };
+    let identity = |item: &Value| -> Value {
+        if keys.is_empty() {
+            return item.clone();
+        }
+        let fields = keys
+            .iter()
+            .filter_map(|k| Some(((*k).to_string(), item.get(*k)?.clone())));
+        Value::Object(fields.collect())
+    };
+    let mut seen: Vec<Value> = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        let id = identity(item);
+        if seen.contains(&id) {
+            out.push(Problem {
+                field: format!("{path}[{index}]"),
+                message: format!("Duplicate value: {id}"),
+                structural: false,
+            });
+        }
+        seen.push(id);
     }
 }
 
@@ -321,6 +356,29 @@ mod tests {
             messages(value),
             [
                 "spec.type: Unsupported value: \"openai\": supported values: \"OpenAI\", \"Anthropic\""
+            ]
+        );
+    }
+
+    #[test]
+    fn list_maps_and_sets_refuse_duplicates() {
+        let schema = json!({"type": "object", "properties": {"spec": {"type": "object", "properties": {
+            "models": {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"],
+                       "items": {"type": "object", "properties": {"name": {"type": "string"}, "price": {"type": "number"}}}},
+            "tags": {"type": "array", "x-kubernetes-list-type": "set", "items": {"type": "string"}}
+        }}}});
+        let value = json!({"spec": {"models": [{"name": "a", "price": 1}, {"name": "b"}, {"name": "a", "price": 2}],
+                                    "tags": ["x", "y", "x"]}});
+        let mut text: Vec<String> = check(&schema, &value)
+            .into_iter()
+            .map(|p| format!("{}: {}", p.field, p.message))
+            .collect();
+        text.sort();
+        assert_eq!(
+            text,
+            [
+                "spec.models[2]: Duplicate value: {\"name\":\"a\"}",
+                "spec.tags[2]: Duplicate value: \"x\"",
             ]
         );
     }

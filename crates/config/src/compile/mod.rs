@@ -467,7 +467,7 @@ mod tests {
     fn cel_rules_and_compile_agree() {
         use serde_json::json;
         use tollgate_api::duration::POSITIVE_DURATION_MESSAGE;
-        use tollgate_api::provider::{CATALOG_UNIQUE_MESSAGE, ENDPOINT_MESSAGE};
+        use tollgate_api::provider::ENDPOINT_MESSAGE;
         use tollgate_api::route::{
             ALIASES_UNIQUE_MESSAGE, BACKENDS_WEIGHT_MESSAGE, HEADERS_UNIQUE_MESSAGE,
         };
@@ -498,8 +498,8 @@ mod tests {
                 provider(
                     json!({"type": "Mock", "endpoint": "http://h", "models": [{"name": "m"}, {"name": "m"}]}),
                 ),
-                "spec.models",
-                CATALOG_UNIQUE_MESSAGE,
+                "spec.models[1]",
+                "Duplicate value: {\"name\":\"m\"}",
             ),
             (
                 provider(

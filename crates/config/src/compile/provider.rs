@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use tollgate_api::conditions::reason;
 use tollgate_api::duration;
 use tollgate_api::provider::{
-    CATALOG_UNIQUE_MESSAGE, DEFAULT_ANTHROPIC_VERSION, DEFAULT_AZURE_API_VERSION, ENDPOINT_MESSAGE,
+    DEFAULT_ANTHROPIC_VERSION, DEFAULT_AZURE_API_VERSION, ENDPOINT_MESSAGE,
 };
 use tollgate_api::{AwsCredentialsRef, AzureAuthMode, ModelProvider, ProviderType, SecretKeyRef};
 
@@ -255,9 +255,9 @@ pub(super) fn compile_provider(
         if models.insert(model.name.clone(), pricing).is_some() {
             diagnostics.push(Diagnostic::error(
                 &object,
-                format!("spec.models[{index}].name"),
+                format!("spec.models[{index}]"),
                 reason::INVALID,
-                format!("{CATALOG_UNIQUE_MESSAGE}: {:?} is listed twice", model.name),
+                format!("Duplicate value: {{\"name\":{:?}}}", model.name),
             ));
         }
     }
