@@ -68,7 +68,12 @@ fn walk(schema: &Value, value: &Value, path: &str, out: &mut Vec<Problem>) {
     if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
         && !allowed.contains(value)
     {
-        let supported: Vec<String> = allowed.iter().map(Value::to_string).collect();
+        // An optional enum lists null, which is no value to suggest.
+        let supported: Vec<String> = allowed
+            .iter()
+            .filter(|v| !v.is_null())
+            .map(Value::to_string)
+            .collect();
         out.push(Problem {
             field: path.to_string(),
             message: format!(
@@ -294,7 +299,7 @@ mod tests {
                     "type": "object",
                     "required": ["type", "backends"],
                     "properties": {
-                        "type": {"type": "string", "enum": ["OpenAI", "Anthropic"]},
+                        "type": {"type": "string", "enum": ["OpenAI", "Anthropic", null], "nullable": true},
                         "name": {"type": "string", "maxLength": 3},
                         "labels": {"type": "object", "additionalProperties": {"type": "string"}},
                         "quantity": {"x-kubernetes-int-or-string": true},
