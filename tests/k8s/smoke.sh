@@ -50,11 +50,17 @@ spec:
   - providerRef: {name: mock}
     model: mock-chat
     weight: 101'
-if out="$(k apply -f - <<<"$invalid" 2>&1)"; then
-  nok "invalid AIRoute was accepted: $out"
-elif grep -q "weight must be between 0 and 100" <<<"$out"; then
-  ok "invalid AIRoute rejected: $(grep -o 'spec.backends\[0\].weight: [^,]*' <<<"$out" | head -n1)"
-else nok "invalid AIRoute rejected for the wrong reason: $out"; fi
+# refused WHAT MANIFEST FIELD MESSAGE: the apiserver refuses MANIFEST with
+# MESSAGE on FIELD (a regex for grep -o, shown in the ok line).
+refused() {
+  local out
+  if out="$(k apply -f - <<<"$2" 2>&1)"; then
+    nok "$1 was accepted: $out"
+  elif grep -qF "$4" <<<"$out"; then
+    ok "$1 rejected: $(grep -o "$3: [^,]*" <<<"$out" | head -n1)"
+  else nok "$1 rejected for the wrong reason: $out"; fi
+}
+refused "invalid AIRoute" "$invalid" 'spec.backends\[0\].weight' "weight must be between 0 and 100"
 
 # 3b. CEL validation refuses an endpoint without a host, with the message
 # `tollgate validate` prints (crates/api ENDPOINT_MESSAGE).
@@ -65,11 +71,8 @@ metadata:
 spec:
   type: Mock
   endpoint: "http://"'
-if out="$(k apply -f - <<<"$nohost" 2>&1)"; then
-  nok "endpoint http:// was accepted: $out"
-elif grep -qF 'spec.endpoint: Invalid value: "http://": endpoint must be an http:// or https:// URL with a host' <<<"$out"; then
-  ok "endpoint http:// rejected: $(grep -o 'spec.endpoint: [^,]*' <<<"$out" | head -n1)"
-else nok "endpoint http:// rejected for the wrong reason: $out"; fi
+refused "endpoint http://" "$nohost" 'spec.endpoint' \
+  'spec.endpoint: Invalid value: "http://": endpoint must be an http:// or https:// URL with a host'
 
 # 3c. Rules new with item 13.5: duplicate aliases and header names, a
 # listener on the admin port's default, a zero timeout, a catalog model twice.

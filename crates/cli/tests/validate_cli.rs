@@ -10,6 +10,14 @@ fn validate(paths: &[&std::path::Path]) -> (i32, String) {
     validate_with(&[], paths)
 }
 
+/// Validates `text` as one file; also returns that file's path.
+fn validate_text(flags: &[&str], text: &str) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "manifests.yaml", text);
+    let (code, out) = validate_with(flags, &[&file]);
+    (code, out, file.display().to_string())
+}
+
 fn validate_with(flags: &[&str], paths: &[&std::path::Path]) -> (i32, String) {
     let output = Command::new(BIN)
         .arg("validate")
@@ -21,6 +29,16 @@ fn validate_with(flags: &[&str], paths: &[&std::path::Path]) -> (i32, String) {
         output.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&output.stdout).into_owned(),
     )
+}
+
+/// Each of `expected` is a whole line of `out`.
+fn assert_lines(out: &str, expected: &[String]) {
+    for line in expected {
+        assert!(
+            out.lines().any(|l| l == line),
+            "missing {line:?} in:\n{out}"
+        );
+    }
 }
 
 #[test]
@@ -139,10 +157,8 @@ fn crds_command_prints_three_crds() {
 
 #[test]
 fn every_decode_error_of_an_object_is_reported() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = write(
-        dir.path(),
-        "typos.yaml",
+    let (code, out, file) = validate_text(
+        &[],
         r#"apiVersion: tollgate.dev/v1alpha1
 kind: AIRoute
 metadata: {name: typos}
@@ -164,34 +180,28 @@ spec:
   models: {name: m}
 "#,
     );
-    let (code, out) = validate(&[&file]);
     assert_eq!(code, 1, "{out}");
-    let file = file.display().to_string();
-    for expected in [
-        format!("{file}:AIRoute/typos: spec.backends[0].wieght: unknown field \"wieght\""),
-        format!("{file}:AIRoute/typos: spec.backends[1].priorty: unknown field \"priorty\""),
-        format!("{file}:AIRoute/typos: spec.timeouts.idle: unknown field \"idle\""),
-        format!(
-            "{file}:ModelProvider/shapes: spec.maxConcurrentRequests: Invalid value: \"string\": must be of type integer"
-        ),
-        format!(
-            "{file}:ModelProvider/shapes: spec.models: Invalid value: \"object\": must be of type array"
-        ),
-    ] {
-        assert!(
-            out.lines().any(|l| l == expected),
-            "missing {expected:?} in:\n{out}"
-        );
-    }
+    assert_lines(
+        &out,
+        &[
+            format!("{file}:AIRoute/typos: spec.backends[0].wieght: unknown field \"wieght\""),
+            format!("{file}:AIRoute/typos: spec.backends[1].priorty: unknown field \"priorty\""),
+            format!("{file}:AIRoute/typos: spec.timeouts.idle: unknown field \"idle\""),
+            format!(
+                "{file}:ModelProvider/shapes: spec.maxConcurrentRequests: Invalid value: \"string\": must be of type integer"
+            ),
+            format!(
+                "{file}:ModelProvider/shapes: spec.models: Invalid value: \"object\": must be of type array"
+            ),
+        ],
+    );
     assert_eq!(out.lines().count(), 5, "one line per error:\n{out}");
 }
 
 #[test]
 fn unknown_enum_values_are_reported_as_kubectl_does() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = write(
-        dir.path(),
-        "enum.yaml",
+    let (code, out, file) = validate_text(
+        &[],
         r#"apiVersion: tollgate.dev/v1alpha1
 kind: ModelProvider
 metadata: {name: lower}
@@ -203,43 +213,35 @@ metadata: {name: gw}
 spec: {upstreamErrors: {detail: Verbose}}
 "#,
     );
-    let (code, out) = validate(&[&file]);
     assert_eq!(code, 1, "{out}");
-    let file = file.display().to_string();
-    for expected in [
-        format!(
-            "{file}:ModelProvider/lower: spec.type: Unsupported value: \"openai\": supported values: \"OpenAI\", \"OpenAICompatible\", \"AzureOpenAI\", \"Anthropic\", \"Bedrock\", \"Gemini\", \"Mock\""
-        ),
-        format!(
-            "{file}:AIGateway/gw: spec.upstreamErrors.detail: Unsupported value: \"Verbose\": supported values: \"Sanitize\", \"PassThrough\""
-        ),
-    ] {
-        assert!(
-            out.lines().any(|l| l == expected),
-            "missing {expected:?} in:\n{out}"
-        );
-    }
+    assert_lines(
+        &out,
+        &[
+            format!(
+                "{file}:ModelProvider/lower: spec.type: Unsupported value: \"openai\": supported values: \"OpenAI\", \"OpenAICompatible\", \"AzureOpenAI\", \"Anthropic\", \"Bedrock\", \"Gemini\", \"Mock\""
+            ),
+            format!(
+                "{file}:AIGateway/gw: spec.upstreamErrors.detail: Unsupported value: \"Verbose\": supported values: \"Sanitize\", \"PassThrough\""
+            ),
+        ],
+    );
 }
 
 #[test]
 fn an_endpoint_without_a_host_is_refused_with_one_message() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = write(
-        dir.path(),
-        "endpoint.yaml",
+    let (code, out, file) = validate_text(
+        &[],
         r#"apiVersion: tollgate.dev/v1alpha1
 kind: ModelProvider
 metadata: {name: nohost}
 spec: {type: Mock, endpoint: "http://"}
 "#,
     );
-    let (code, out) = validate(&[&file]);
     assert_eq!(code, 1, "{out}");
     assert_eq!(
         out.trim_end(),
         format!(
-            "{}:ModelProvider/nohost: spec.endpoint: {}",
-            file.display(),
+            "{file}:ModelProvider/nohost: spec.endpoint: {}",
             tollgate_api::provider::ENDPOINT_MESSAGE
         )
     );
@@ -264,33 +266,26 @@ spec:
 
 #[test]
 fn references_error_is_the_default() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = write(dir.path(), "alone.yaml", ROUTE_ALONE);
-    let file_text = file.display().to_string();
     for flags in [&[][..], &["--references=error"][..]] {
-        let (code, out) = validate_with(flags, &[&file]);
+        let (code, out, file_text) = validate_text(flags, ROUTE_ALONE);
         assert_eq!(code, 1, "{flags:?}: {out}");
-        for expected in [
-            format!(
-                "{file_text}:AIRoute/alone: spec.gatewayRef.name: AIGateway \"gw\" not found in namespace default"
-            ),
-            format!(
-                "{file_text}:ModelProvider/openai: spec.credentials.secretRef: Secret \"openai-key\" not found in namespace default"
-            ),
-        ] {
-            assert!(
-                out.lines().any(|l| l == expected),
-                "{flags:?}: missing {expected:?} in:\n{out}"
-            );
-        }
+        assert_lines(
+            &out,
+            &[
+                format!(
+                    "{file_text}:AIRoute/alone: spec.gatewayRef.name: AIGateway \"gw\" not found in namespace default"
+                ),
+                format!(
+                    "{file_text}:ModelProvider/openai: spec.credentials.secretRef: Secret \"openai-key\" not found in namespace default"
+                ),
+            ],
+        );
     }
 }
 
 #[test]
 fn references_warn_prints_them_and_passes() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = write(dir.path(), "alone.yaml", ROUTE_ALONE);
-    let (code, out) = validate_with(&["--references=warn"], &[&file]);
+    let (code, out, _) = validate_text(&["--references=warn"], ROUTE_ALONE);
     assert_eq!(code, 0, "{out}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 2, "{out}");
@@ -300,22 +295,16 @@ fn references_warn_prints_them_and_passes() {
 
 #[test]
 fn references_off_hides_them_but_not_other_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = write(dir.path(), "alone.yaml", ROUTE_ALONE);
-    let (code, out) = validate_with(&["--references=off"], &[&file]);
+    let (code, out, _) = validate_text(&["--references=off"], ROUTE_ALONE);
     assert_eq!(code, 0, "{out}");
     assert_eq!(out, "", "nothing to say");
 
     let broken = ROUTE_ALONE.replace("models: [chat]", "models: [chat, chat]");
-    let file = write(dir.path(), "broken.yaml", &broken);
-    let (code, out) = validate_with(&["--references=off"], &[&file]);
+    let (code, out, file) = validate_text(&["--references=off"], &broken);
     assert_eq!(code, 1, "{out}");
     assert_eq!(
         out.trim_end(),
-        format!(
-            "{}:AIRoute/alone: spec.models: model aliases must be unique",
-            file.display()
-        )
+        format!("{file}:AIRoute/alone: spec.models: model aliases must be unique")
     );
 }
 
