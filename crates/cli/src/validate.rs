@@ -29,12 +29,29 @@ pub fn run(paths: &[PathBuf], references: References) -> ExitCode {
         }
     };
     let compiled = compile(&loaded.resources);
-    let diagnostics: Vec<Diagnostic> = loaded
+    let mut diagnostics: Vec<Diagnostic> = loaded
         .diagnostics
         .iter()
         .chain(&compiled.diagnostics)
         .filter_map(|d| apply_references(d.clone(), references))
         .collect();
+    if references != References::Error {
+        // Secrets elsewhere must not hide what depends on them (a route
+        // against its provider's catalog): compile again with stand-ins and
+        // take the errors that are not about references from there.
+        let mut resources = loaded.resources.clone();
+        resources
+            .secrets
+            .extend(tollgate_config::resources::stand_in_secrets(&resources));
+        let with_stand_ins = compile(&resources);
+        diagnostics.retain(|d| is_reference(d) || !compiled.diagnostics.contains(d));
+        diagnostics.extend(
+            with_stand_ins
+                .diagnostics
+                .into_iter()
+                .filter(|d| !is_reference(d)),
+        );
+    }
     let errors = diagnostics.iter().filter(|d| d.is_error()).count();
     for diagnostic in &diagnostics {
         println!("{diagnostic}");

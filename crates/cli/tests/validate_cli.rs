@@ -288,9 +288,16 @@ fn references_warn_prints_them_and_passes() {
     let (code, out, _) = validate_text(&["--references=warn"], ROUTE_ALONE);
     assert_eq!(code, 0, "{out}");
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 2, "{out}");
+    // The route is still checked without its gateway, so its provider is missed too.
+    assert_eq!(lines.len(), 3, "{out}");
     assert!(lines.iter().all(|l| l.starts_with("warning: ")), "{out}");
-    assert!(out.contains("AIGateway \"gw\" not found"), "{out}");
+    for missing in [
+        "AIGateway \"gw\" not found",
+        "ModelProvider \"mock\" not found",
+        "Secret \"openai-key\" not found",
+    ] {
+        assert!(out.contains(missing), "{missing} in {out}");
+    }
 }
 
 #[test]
@@ -305,6 +312,27 @@ fn references_off_hides_them_but_not_other_errors() {
     assert_eq!(
         out.trim_end(),
         format!("{file}:AIRoute/alone: spec.models: model aliases must be unique")
+    );
+}
+
+#[test]
+fn references_off_still_checks_a_route_against_providers_in_the_file() {
+    let text = format!(
+        "{ROUTE_ALONE}---\napiVersion: tollgate.dev/v1alpha1\nkind: AIRoute\nmetadata: {{name: uncatalogued}}\nspec:\n  gatewayRef: {{name: gw}}\n  models: [other]\n  backends: [{{providerRef: {{name: openai}}, model: gpt-4o}}]\n"
+    )
+    .replace(
+        "  credentials: {secretRef: {name: openai-key, key: apiKey}}\n",
+        "  credentials: {secretRef: {name: openai-key, key: apiKey}}\n  models: [{name: gpt-4o-mini}]\n",
+    );
+    // The Secret is elsewhere too, so the provider is only known by its spec:
+    // its catalog still applies.
+    let (code, out, file) = validate_text(&["--references=off"], &text);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(
+        out.trim_end(),
+        format!(
+            "{file}:AIRoute/uncatalogued: spec.backends[0].model: model \"gpt-4o\" is not in the catalog of ModelProvider \"openai\""
+        )
     );
 }
 

@@ -2,13 +2,14 @@
 //! diagnostics. A bad resource is reported on itself and left out; it never
 //! takes the rest of the configuration down. Pure and deterministic.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use tollgate_api::conditions::reason;
 use tollgate_api::duration;
-use tollgate_api::{AIRoute, SecretKeyRef};
+use tollgate_api::{AIGateway, AIGatewaySpec, AIRoute, SecretKeyRef};
 
 use crate::diagnostics::{Diagnostic, ObjectRef};
 use crate::resources::{Resources, namespace_of, object_ref};
@@ -75,6 +76,8 @@ pub fn compile(resources: &Resources) -> Compiled {
         }
     }
 
+    // Gateways named by routes but missing or invalid, by reference.
+    let mut stand_ins: BTreeMap<ObjectRef, GatewayConfig> = BTreeMap::new();
     // Which (alias, headers) each gateway already serves, for duplicate checks.
     let mut claimed: AliasClaims = HashMap::new();
     for route in by_precedence(&resources.routes) {
@@ -84,7 +87,9 @@ pub fn compile(resources: &Resources) -> Compiled {
             &route_ref.namespace,
             &route.spec.gateway_ref.name,
         );
-        let Some(gateway) = gateways.get_mut(&gateway_ref) else {
+        let gateway = if let Some(gateway) = gateways.get_mut(&gateway_ref) {
+            gateway
+        } else {
             let known = resources
                 .gateways
                 .iter()
@@ -105,7 +110,16 @@ pub fn compile(resources: &Resources) -> Compiled {
                     )
                 },
             ));
-            continue;
+            // The route is still checked on its own, against a stand-in
+            // gateway that is never shipped: a file checked alone
+            // (`validate --references=off`) still hears of the route's errors.
+            match stand_ins.entry(gateway_ref.clone()) {
+                Entry::Occupied(entry) => entry.into_mut(),
+                Entry::Vacant(entry) => match stand_in(&gateway_ref, &secrets) {
+                    Some(config) => entry.insert(config),
+                    None => continue,
+                },
+            }
         };
         let Some(compiled) = compile_route(route, &providers, gateway, &mut out.diagnostics) else {
             continue;
@@ -153,6 +167,13 @@ pub fn compile(resources: &Resources) -> Compiled {
         }
     }
     out
+}
+
+/// A gateway with every default, standing in for a missing or invalid one.
+fn stand_in(gateway: &ObjectRef, secrets: &SecretIndex) -> Option<GatewayConfig> {
+    let mut object = AIGateway::new(&gateway.name, AIGatewaySpec::default());
+    object.metadata.namespace = Some(gateway.namespace.clone());
+    compile_gateway(&object, secrets, &mut Vec::new())
 }
 
 /// Objects sorted by namespace/name, so output never depends on input order.
@@ -598,6 +619,32 @@ mod tests {
                 "which is as old and sorts first by namespace/name; the oldest route keeps an alias"
             ),
             "{message}"
+        );
+    }
+
+    #[test]
+    fn a_route_without_its_gateway_is_still_checked_on_its_own() {
+        let text = BASE.replace("gatewayRef: {name: gw}", "gatewayRef: {name: elsewhere}")
+            + "---\napiVersion: tollgate.dev/v1alpha1\nkind: AIRoute\nmetadata: {name: copy}\nspec:\n  gatewayRef: {name: elsewhere}\n  models: [chat]\n  backends: [{providerRef: {name: zeta}, model: m}]\n";
+        let compiled = compile(&load(&text).resources);
+        let found: Vec<(&str, &str)> = compiled
+            .diagnostics
+            .iter()
+            .map(|d| (d.reason.as_str(), d.field.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (reason::GATEWAY_NOT_FOUND, "spec.gatewayRef.name"),
+                (reason::GATEWAY_NOT_FOUND, "spec.gatewayRef.name"),
+                (reason::DUPLICATE_ALIAS, "spec.models[0]"),
+            ],
+            "{:?}",
+            compiled.diagnostics
+        );
+        assert!(
+            compiled.snapshots[&gw()].config.routes.is_empty(),
+            "nothing shipped"
         );
     }
 
