@@ -18,7 +18,8 @@ pub struct Problem {
 
 /// Checks `value` (a whole object) against `schema` (the CRD version's
 /// `openAPIV3Schema`). `apiVersion`, `kind` and `metadata` are the
-/// apiserver's business, not the schema's, and are skipped.
+/// apiserver's business, not the schema's, and `status` is ignored on
+/// create and update (a status subresource): all are skipped.
 pub fn check(schema: &Value, value: &Value) -> Vec<Problem> {
     let mut problems = Vec::new();
     let Some(object) = value.as_object() else {
@@ -26,7 +27,7 @@ pub fn check(schema: &Value, value: &Value) -> Vec<Problem> {
     };
     let properties = schema.get("properties").and_then(Value::as_object);
     for (key, child) in object {
-        if matches!(key.as_str(), "apiVersion" | "kind" | "metadata") {
+        if matches!(key.as_str(), "apiVersion" | "kind" | "metadata" | "status") {
             continue;
         }
         match properties.and_then(|p| p.get(key)) {
@@ -333,7 +334,7 @@ mod tests {
 
     #[test]
     fn a_valid_object_has_no_problems() {
-        let value = json!({"apiVersion": "x/v1", "kind": "K", "metadata": {"name": "n"},
+        let value = json!({"apiVersion": "x/v1", "kind": "K", "metadata": {"name": "n"}, "status": {"x": 1},
             "spec": {"type": "OpenAI", "labels": {"a": "b"}, "quantity": "1Gi", "note": null,
                      "backends": [{"weight": 3.0, "model": "m"}]}});
         assert_eq!(messages(value), Vec::<String>::new());
