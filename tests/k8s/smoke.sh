@@ -61,11 +61,69 @@ spec:
   - providerRef: {name: mock}
     model: mock-chat
     weight: 101'
-if out="$(k apply -f - <<<"$invalid" 2>&1)"; then
-  nok "invalid AIRoute was accepted: $out"
-elif grep -q "weight must be between 0 and 100" <<<"$out"; then
-  ok "invalid AIRoute rejected: $(grep -o 'spec.backends\[0\].weight: [^,]*' <<<"$out" | head -n1)"
-else nok "invalid AIRoute rejected for the wrong reason: $out"; fi
+# refused WHAT MANIFEST FIELD MESSAGE: the apiserver refuses MANIFEST with
+# MESSAGE on FIELD (a regex for grep -o, shown in the ok line).
+refused() {
+  local out
+  if out="$(k apply -f - <<<"$2" 2>&1)"; then
+    nok "$1 was accepted: $out"
+  elif grep -qF "$4" <<<"$out"; then
+    ok "$1 rejected: $(grep -o "$3: [^,]*" <<<"$out" | head -n1)"
+  else nok "$1 rejected for the wrong reason: $out"; fi
+}
+refused "invalid AIRoute" "$invalid" 'spec.backends\[0\].weight' "weight must be between 0 and 100"
+
+# 3b. CEL validation refuses an endpoint without a host, with the message
+# `tollgate validate` prints (crates/api ENDPOINT_MESSAGE).
+nohost='apiVersion: tollgate.dev/v1alpha1
+kind: ModelProvider
+metadata:
+  name: no-host
+spec:
+  type: Mock
+  endpoint: "http://"'
+refused "endpoint http://" "$nohost" 'spec.endpoint' \
+  'spec.endpoint: Invalid value: "http://": endpoint must be an http:// or https:// URL with a host'
+
+# 3c. Rules new with item 13.5: duplicate aliases and header names, a
+# listener on the admin port's default, a zero timeout, a catalog model twice.
+dupes='apiVersion: tollgate.dev/v1alpha1
+kind: AIRoute
+metadata:
+  name: dupes
+spec:
+  gatewayRef: {name: quickstart}
+  models: [a, a]
+  headers: [{name: X-A, value: "1"}, {name: x-a, value: "2"}]
+  timeouts: {request: 0s}
+  backends:
+  - providerRef: {name: mock}
+    model: mock-chat
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: AIGateway
+metadata:
+  name: clash
+spec:
+  listener: {port: 9090}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: ModelProvider
+metadata:
+  name: twice
+spec:
+  type: Mock
+  endpoint: http://mock:1/v1
+  models: [{name: m}, {name: m}]'
+out="$(k apply -f - <<<"$dupes" 2>&1 || true)"
+missing=""
+for want in "model aliases must be unique" "header names must be unique (case-insensitive)" \
+  "must be a duration greater than zero" "listener and admin ports must differ" \
+  'spec.models[1]: Duplicate value'; do
+  grep -qF "$want" <<<"$out" || missing="$missing [$want]"
+done
+if [[ -z "$missing" ]]; then ok "uniqueness, default-port and zero-timeout rules enforced by the apiserver"
+else nok "apiserver did not report:$missing in: $out"; fi
 
 # 4. ServiceAccount token via TokenRequest, verified by TokenReview.
 ns=tollgate-smoke sa=gateway

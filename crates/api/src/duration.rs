@@ -5,8 +5,17 @@
 
 use std::time::Duration;
 
-/// CEL rule attached to every duration field.
+/// CEL rule of durations that may be zero.
 pub const DURATION_RULE: &str = "self.matches('^([0-9]+(ms|s|m|h))+$')";
+
+/// CEL rule of durations that must be positive (timeouts): a digit other
+/// than 0 somewhere, since units hold no digits.
+pub const POSITIVE_DURATION_RULE: &str =
+    "self.matches('^([0-9]+(ms|s|m|h))+$') && self.matches('[1-9]')";
+
+/// What both the CEL rule and compile say of a bad positive duration.
+pub const POSITIVE_DURATION_MESSAGE: &str =
+    "must be a duration greater than zero, such as 500ms, 30s or 1m30s";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("invalid duration {0:?}: expected a number with a unit (ms, s, m, h), e.g. 30s or 1m30s")]

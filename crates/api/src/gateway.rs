@@ -31,7 +31,8 @@ use crate::common::SecretKeyRef;
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[x_kube(validation = Rule::new("!has(self.listener) || !has(self.admin) || self.listener.port != self.admin.port").message("listener and admin ports must differ"))]
+// The defaults (8080, 9090) count: a listener on 9090 alone clashes with admin.
+#[x_kube(validation = Rule::new("(has(self.listener) ? self.listener.port : 8080) != (has(self.admin) ? self.admin.port : 9090)").message("listener and admin ports must differ"))]
 pub struct AIGatewaySpec {
     /// The client-facing API port (default 8080).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -163,13 +164,13 @@ pub struct GatewayLimits {
     /// Default upstream deadline for routes that set none (default 300s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32))]
-    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(ms|s|m|h))+$')").message("must be a duration such as 500ms, 30s or 1m30s"))]
+    #[x_kube(validation = Rule::new(crate::duration::POSITIVE_DURATION_RULE).message(crate::duration::POSITIVE_DURATION_MESSAGE))]
     pub request_timeout: Option<String>,
     /// How long a stream may wait on a client that stopped reading before it
     /// is ended and its provider slot freed (default 30s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32))]
-    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(ms|s|m|h))+$')").message("must be a duration such as 500ms, 30s or 1m30s"))]
+    #[x_kube(validation = Rule::new(crate::duration::POSITIVE_DURATION_RULE).message(crate::duration::POSITIVE_DURATION_MESSAGE))]
     pub stream_write_timeout: Option<String>,
 }
 
@@ -187,7 +188,7 @@ pub struct UpstreamErrorPolicy {
     /// asking for longer is capped, since the gateway may fall back sooner.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32))]
-    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(ms|s|m|h))+$')").message("must be a duration such as 500ms, 30s or 1m30s"))]
+    #[x_kube(validation = Rule::new(crate::duration::POSITIVE_DURATION_RULE).message(crate::duration::POSITIVE_DURATION_MESSAGE))]
     pub max_retry_after: Option<String>,
 }
 

@@ -53,7 +53,7 @@ pub struct ModelProviderSpec {
     /// OpenAICompatible and Mock (including the API version path, e.g. `http://vllm:8000/v1`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]
-    #[x_kube(validation = Rule::new("self.size() <= 2048 && (self.startsWith('http://') || self.startsWith('https://'))").message("endpoint must be an http:// or https:// URL"))]
+    #[x_kube(validation = Rule::new(ENDPOINT_RULE).message(ENDPOINT_MESSAGE))]
     pub endpoint: Option<String>,
     /// How the gateway authenticates upstream: `secretRef` (an API key) for
     /// every type but Bedrock, `aws` for Bedrock.
@@ -71,7 +71,10 @@ pub struct ModelProviderSpec {
     /// Models this provider serves and their prices. When non-empty, routes may
     /// only use models listed here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 512))]
+    // Unique names: a CEL rule comparing every pair of 512 entries exceeds
+    // the apiserver's cost budget; a list map keyed by name is free (and lets
+    // server-side apply merge entries by name).
+    #[schemars(length(max = 512), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub models: Vec<ModelCatalogEntry>,
     /// Connection and request timeouts for this provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -88,6 +91,14 @@ pub struct ModelProviderSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fairness: Option<ProviderFairness>,
 }
+
+/// CEL rule of `endpoint`: an http(s) URL with a host, without query or
+/// fragment. Compile checks the same with a URL parser.
+pub const ENDPOINT_RULE: &str =
+    "self.size() <= 2048 && self.matches('^https?://[^/?#@]+(/[^?#]*)?$')";
+
+/// What both the CEL rule and compile say of a bad endpoint.
+pub const ENDPOINT_MESSAGE: &str = "endpoint must be an http:// or https:// URL with a host and no query or fragment, such as https://api.example.com/v1";
 
 /// Fair sharing of a provider's concurrency cap. A caller alone may always
 /// use every slot; when the provider is full, a caller holding less than its
@@ -276,11 +287,11 @@ pub struct ProviderTimeouts {
     /// TCP + TLS connect timeout (default 5s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32))]
-    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(ms|s|m|h))+$')").message("must be a duration such as 500ms, 30s or 1m30s"))]
+    #[x_kube(validation = Rule::new(crate::duration::POSITIVE_DURATION_RULE).message(crate::duration::POSITIVE_DURATION_MESSAGE))]
     pub connect: Option<String>,
     /// Time allowed for the whole upstream request (default 300s). Routes may set a shorter one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32))]
-    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(ms|s|m|h))+$')").message("must be a duration such as 500ms, 30s or 1m30s"))]
+    #[x_kube(validation = Rule::new(crate::duration::POSITIVE_DURATION_RULE).message(crate::duration::POSITIVE_DURATION_MESSAGE))]
     pub request: Option<String>,
 }

@@ -28,32 +28,49 @@ use crate::common::{LocalObjectReference, ResourceStatus};
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[x_kube(validation = Rule::new("self.models.exists(m, m.contains('*')) || self.backends.all(b, has(b.model))").message("a backend without model passes the client's model name through, which needs a glob alias in models"))]
+#[x_kube(validation = Rule::new("self.models.exists(m, m.contains('*')) || self.backends.all(b, has(b.model))").message(PASS_THROUGH_MESSAGE))]
 pub struct AIRouteSpec {
     /// The AIGateway (same namespace) that serves this route.
     pub gateway_ref: LocalObjectReference,
     /// Model names clients ask for. An entry with `*` is a glob (`gpt-4o*`);
     /// exact names win over globs and are listed by `GET /v1/models`. Backends
-    /// without `model` (pass-through) need at least one glob here.
+    /// without `model` (pass-through) need at least one glob here. When two
+    /// routes of one gateway claim an alias with the same header matches, the
+    /// older route keeps it (oldest `creationTimestamp`, then namespace/name)
+    /// and the newer one is not accepted (reason `DuplicateAlias`).
     #[schemars(length(max = 64), inner(length(max = 256)))]
     #[x_kube(validation = Rule::new("self.size() > 0").message("at least one model alias is required"))]
     #[x_kube(validation = Rule::new("self.all(m, m.size() > 0 && m.size() <= 256)").message("model aliases must be 1-256 characters"))]
+    #[x_kube(validation = Rule::new("self.all(m, self.exists_one(n, n == m))").message(ALIASES_UNIQUE_MESSAGE))]
     pub models: Vec<ModelAlias>,
     /// Request headers that must all match (exact value) for this route to apply.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
+    #[x_kube(validation = Rule::new("self.all(h, self.exists_one(g, g.name.lowerAscii() == h.name.lowerAscii()))").message(HEADERS_UNIQUE_MESSAGE))]
     pub headers: Vec<HeaderMatch>,
     /// Where requests go. The lowest `priority` tier is tried first, split by
     /// `weight`; the next tier is the fallback when a tier fails. A backend
     /// without `model` sends upstream the model name the client asked for.
     #[schemars(length(max = 64))]
     #[x_kube(validation = Rule::new("self.size() > 0").message("at least one backend is required"))]
-    #[x_kube(validation = Rule::new("self.exists(b, b.weight != 0)").message("at least one backend needs a non-zero weight"))]
+    #[x_kube(validation = Rule::new("self.exists(b, b.weight != 0)").message(BACKENDS_WEIGHT_MESSAGE))]
     pub backends: Vec<RouteBackend>,
     /// Per-route timeouts, overriding the provider's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<RouteTimeouts>,
 }
+
+/// What both the CEL rule and compile say of an alias listed twice.
+pub const ALIASES_UNIQUE_MESSAGE: &str = "model aliases must be unique";
+
+/// What both the CEL rule and compile say of a header matched twice.
+pub const HEADERS_UNIQUE_MESSAGE: &str = "header names must be unique (case-insensitive)";
+
+/// What both the CEL rule and compile say of a route with no usable backend.
+pub const BACKENDS_WEIGHT_MESSAGE: &str = "at least one backend needs a non-zero weight";
+
+/// What both the CEL rule and compile say of a pass-through backend without a glob.
+pub const PASS_THROUGH_MESSAGE: &str = "a backend without model passes the client's model name through, which needs a glob alias in models";
 
 /// A model alias; a string so that it stays a plain list in YAML.
 pub type ModelAlias = String;
@@ -104,12 +121,12 @@ pub struct RouteTimeouts {
     /// the first chunk for a stream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32))]
-    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(ms|s|m|h))+$')").message("must be a duration such as 500ms, 30s or 1m30s"))]
+    #[x_kube(validation = Rule::new(crate::duration::POSITIVE_DURATION_RULE).message(crate::duration::POSITIVE_DURATION_MESSAGE))]
     pub request: Option<String>,
     /// Longest silence allowed between two chunks of a stream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32))]
-    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(ms|s|m|h))+$')").message("must be a duration such as 500ms, 30s or 1m30s"))]
+    #[x_kube(validation = Rule::new(crate::duration::POSITIVE_DURATION_RULE).message(crate::duration::POSITIVE_DURATION_MESSAGE))]
     pub stream_idle: Option<String>,
 }
 

@@ -40,6 +40,12 @@ enum Command {
         /// Files or directories of YAML manifests.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// What to make of references (ModelProvider, AIGateway, Secret) not
+        /// found in these files: `error`, `warn` (print, exit 0) or `off`
+        /// (say nothing), for checking files one at a time when the rest
+        /// lives in other files or only in the cluster.
+        #[arg(long, value_enum, default_value_t = validate::References::Error)]
+        references: validate::References,
     },
     /// Print the CustomResourceDefinitions as YAML, or write one file per CRD.
     Crds {
@@ -163,7 +169,7 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => fail(error),
         },
-        Command::Validate { paths } => validate::run(&paths),
+        Command::Validate { paths, references } => validate::run(&paths, references),
         Command::Gateway(args) => {
             match gateway_options(args).map(tollgate_gateway::standalone::run) {
                 Ok(Ok(())) => ExitCode::SUCCESS,

@@ -15,6 +15,7 @@ use tollgate_api::{AIGateway, AIRoute, ModelProvider};
 
 use crate::diagnostics::{Diagnostic, ObjectRef, Severity};
 use crate::resources::DEFAULT_NAMESPACE;
+use crate::schema;
 
 /// A document that passed validation.
 #[derive(Debug, Clone)]
@@ -143,18 +144,28 @@ pub fn check(value: Value, env: &dyn Fn(&str) -> Option<String>) -> Checked {
 
 type Problems = Vec<(String, String)>;
 
-/// Typed deserialization (types, required fields, unknown fields), then CEL.
+/// The schema (every unknown field, type, enum and required field), then
+/// CEL, then typed deserialization, which would stop at the first error.
 fn typed<K>(value: Value) -> Result<K, Problems>
 where
     K: DeserializeOwned + Resource<DynamicType = ()>,
 {
-    if let Some(compiled) = schemas().get(K::kind(&()).as_ref())
-        && let Err(errors) = Validator::new().validate_compiled(compiled, &value, None)
-    {
-        return Err(errors
-            .iter()
-            .map(|e| (e.field_path.clone(), e.message.clone()))
-            .collect());
+    if let Some(kind) = schemas().get(K::kind(&()).as_ref()) {
+        let found = schema::check(&kind.schema, &value);
+        // CEL on a wrongly shaped object reports noise, not the user's mistake.
+        let shaped = !found.iter().any(|p| p.structural);
+        let mut problems: Problems = found.into_iter().map(|p| (p.field, p.message)).collect();
+        if shaped && let Err(errors) = Validator::new().validate_compiled(&kind.rules, &value, None)
+        {
+            problems.extend(
+                errors
+                    .iter()
+                    .map(|e| (e.field_path.clone(), e.message.clone())),
+            );
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
     }
     serde_path_to_error::deserialize::<_, K>(value).map_err(|e| {
         let path = e.path().to_string();
@@ -163,9 +174,15 @@ where
     })
 }
 
-/// The CEL rules of each Tollgate CRD, compiled once.
-fn schemas() -> &'static BTreeMap<String, CompiledSchema> {
-    static SCHEMAS: OnceLock<BTreeMap<String, CompiledSchema>> = OnceLock::new();
+/// A Tollgate CRD's schema, and its CEL rules compiled.
+struct KindSchema {
+    schema: Value,
+    rules: CompiledSchema,
+}
+
+/// The schema of each Tollgate CRD, by kind, built once.
+fn schemas() -> &'static BTreeMap<String, KindSchema> {
+    static SCHEMAS: OnceLock<BTreeMap<String, KindSchema>> = OnceLock::new();
     SCHEMAS.get_or_init(|| {
         tollgate_api::crds()
             .into_iter()
@@ -179,7 +196,8 @@ fn schemas() -> &'static BTreeMap<String, CompiledSchema> {
                     .open_api_v3_schema
                     .as_ref()?;
                 let schema = serde_json::to_value(schema).ok()?;
-                Some((crd.spec.names.kind.clone(), compile_schema(&schema)))
+                let rules = compile_schema(&schema);
+                Some((crd.spec.names.kind.clone(), KindSchema { schema, rules }))
             })
             .collect()
     })
@@ -305,14 +323,79 @@ mod tests {
             "gatewayRef": {"name": "gw"}, "models": ["chat"],
             "backends": [{"providerRef": {"name": "p"}, "model": "m", "wieght": 3}]
         })));
-        assert!(
-            errs[0].contains("spec.backends[0]") && errs[0].contains("unknown field `wieght`"),
-            "{errs:?}"
+        assert_eq!(
+            errs,
+            ["AIRoute/r: spec.backends[0].wieght: unknown field \"wieght\""]
         );
         let errs = errors(route(
             json!({"gatewayRef": {"name": "gw"}, "models": "chat", "backends": []}),
         ));
         assert!(errs.iter().any(|e| e.contains("spec.models")), "{errs:?}");
+    }
+
+    #[test]
+    fn every_decode_error_of_an_object_is_reported() {
+        let mut errs = errors(route(json!({
+            "gatewayRef": {"name": "gw"}, "modles": ["chat"],
+            "backends": [{"providerRef": {"name": "p"}, "model": "m", "wieght": 3, "priority": "high"}]
+        })));
+        errs.sort();
+        assert_eq!(
+            errs,
+            [
+                "AIRoute/r: spec.backends[0].priority: Invalid value: \"string\": must be of type integer",
+                "AIRoute/r: spec.backends[0].wieght: unknown field \"wieght\"",
+                "AIRoute/r: spec.models: Required value",
+                "AIRoute/r: spec.modles: unknown field \"modles\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_enum_values_read_as_kubectl_says_them() {
+        let errs = errors(provider(
+            json!({"type": "openai", "endpoint": "https://api.openai.com/v1"}),
+        ));
+        assert_eq!(
+            errs,
+            [
+                "ModelProvider/p: spec.type: Unsupported value: \"openai\": supported values: \"OpenAI\", \"OpenAICompatible\", \"AzureOpenAI\", \"Anthropic\", \"Bedrock\", \"Gemini\", \"Mock\""
+            ]
+        );
+    }
+
+    #[test]
+    fn endpoints_need_a_host() {
+        for bad in [
+            "http://",
+            "https:///v1",
+            "http://host/v1?x=1",
+            "http://host/#x",
+            "http://user@host",
+            "ftp://host",
+        ] {
+            let errs = errors(provider(json!({"type": "Mock", "endpoint": bad})));
+            assert_eq!(
+                errs,
+                [format!(
+                    "ModelProvider/p: spec.endpoint: {}",
+                    tollgate_api::provider::ENDPOINT_MESSAGE
+                )],
+                "{bad}"
+            );
+        }
+        for good in [
+            "http://vllm:8000/v1",
+            "https://a.b/",
+            "http://[::1]:80",
+            "http://h",
+        ] {
+            assert_eq!(
+                errors(provider(json!({"type": "Mock", "endpoint": good}))),
+                Vec::<String>::new(),
+                "{good}"
+            );
+        }
     }
 
     fn provider(spec: Value) -> Value {

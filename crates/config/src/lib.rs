@@ -15,6 +15,7 @@ pub mod document;
 pub mod load;
 pub mod push;
 pub mod resources;
+pub mod schema;
 pub mod snapshot;
 
 pub use compile::{Compiled, compile};

@@ -61,10 +61,110 @@ pub fn referenced_secrets(
     from_providers.chain(from_gateways).collect()
 }
 
+/// Stand-ins for the Secrets that providers and gateways name but
+/// `resources` lacks, each holding every key named, with a value unique to
+/// that key. Compiling with them checks what depends on a Secret existing
+/// (routes against their providers) when Secrets live elsewhere, as for
+/// `validate --references=off`. Never for serving.
+pub fn stand_in_secrets(resources: &Resources) -> Vec<Secret> {
+    let present: BTreeSet<(String, String)> = resources
+        .secrets
+        .iter()
+        .map(|s| (namespace_of(s), s.name_any()))
+        .collect();
+    let mut wanted: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    let mut want = |namespace: String, name: &str, key: &str| {
+        wanted
+            .entry((namespace, name.to_string()))
+            .or_default()
+            .insert(key.to_string());
+    };
+    for provider in &resources.providers {
+        let credentials = provider.spec.credentials.as_ref();
+        if let Some(r) = credentials.and_then(|c| c.secret_ref.as_ref()) {
+            want(namespace_of(provider), &r.name, &r.key);
+        }
+        if let Some(aws) = credentials.and_then(|c| c.aws.as_ref()) {
+            let keys = [&aws.access_key_id_key, &aws.secret_access_key_key]
+                .into_iter()
+                .chain(aws.session_token_key.as_ref());
+            for key in keys {
+                want(namespace_of(provider), &aws.secret_name, key);
+            }
+        }
+    }
+    for gateway in &resources.gateways {
+        for source in &gateway.spec.api_keys {
+            want(
+                namespace_of(gateway),
+                &source.secret_ref.name,
+                &source.secret_ref.key,
+            );
+        }
+    }
+    wanted
+        .into_iter()
+        .filter(|(id, _)| !present.contains(id))
+        .map(|((namespace, name), keys)| {
+            let data = keys
+                .into_iter()
+                .map(|key| {
+                    let value = format!("stand-in {namespace}/{name}/{key}");
+                    (key, k8s_openapi::ByteString(value.into_bytes()))
+                })
+                .collect();
+            Secret {
+                metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                    name: Some(name),
+                    namespace: Some(namespace),
+                    ..Default::default()
+                },
+                data: Some(data),
+                ..Default::default()
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::load::{Loaded, add_documents};
+
+    #[test]
+    fn stand_ins_cover_missing_secrets_only_with_every_key() {
+        let yaml = r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: AIGateway
+metadata: {name: gw}
+spec:
+  apiKeys:
+  - {secretRef: {name: client-keys, key: a}, principal: {user: a}}
+  - {secretRef: {name: client-keys, key: b}, principal: {user: b}}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: ModelProvider
+metadata: {name: bedrock}
+spec:
+  type: Bedrock
+  bedrock: {region: us-east-1}
+  credentials: {aws: {secretName: aws}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: aws}
+stringData: {accessKeyId: x}
+"#;
+        let mut loaded = Loaded::default();
+        add_documents(&mut loaded, "t.yaml", yaml, &|_| None);
+        assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+        let stand_ins = stand_in_secrets(&loaded.resources);
+        assert_eq!(stand_ins.len(), 1, "aws exists: {stand_ins:?}");
+        assert_eq!(stand_ins[0].name_any(), "client-keys");
+        let data = stand_ins[0].data.as_ref().unwrap();
+        assert_eq!(data.keys().collect::<Vec<_>>(), ["a", "b"]);
+        assert_ne!(data["a"], data["b"], "distinct client keys");
+    }
 
     #[test]
     fn only_secrets_a_provider_or_gateway_names_are_referenced() {

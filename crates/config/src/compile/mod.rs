@@ -2,13 +2,14 @@
 //! diagnostics. A bad resource is reported on itself and left out; it never
 //! takes the rest of the configuration down. Pure and deterministic.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use tollgate_api::conditions::reason;
 use tollgate_api::duration;
-use tollgate_api::{AIRoute, SecretKeyRef};
+use tollgate_api::{AIGateway, AIGatewaySpec, AIRoute, SecretKeyRef};
 
 use crate::diagnostics::{Diagnostic, ObjectRef};
 use crate::resources::{Resources, namespace_of, object_ref};
@@ -35,7 +36,10 @@ pub const GEMINI_ENDPOINT: &str = "https://generativelanguage.googleapis.com/v1b
 /// (gateway, model alias, header matches): what two routes may not both claim.
 /// Per gateway, per alias: the header matches already routed and by which route.
 /// Looked up once per alias of every route, so keyed for cheap `&str` lookups.
-type AliasClaims = HashMap<ObjectRef, HashMap<String, Vec<(Vec<(String, String)>, String)>>>;
+/// A claim names its route and creation time, for the message.
+type Claim = (String, Option<Timestamp>);
+type AliasClaims = HashMap<ObjectRef, HashMap<String, Vec<(Vec<(String, String)>, Claim)>>>;
+type Timestamp = k8s_openapi::jiff::Timestamp;
 
 /// The output of [`compile`].
 #[derive(Debug, Default)]
@@ -72,6 +76,8 @@ pub fn compile(resources: &Resources) -> Compiled {
         }
     }
 
+    // Gateways named by routes but missing or invalid, by reference.
+    let mut stand_ins: BTreeMap<ObjectRef, GatewayConfig> = BTreeMap::new();
     // Which (alias, headers) each gateway already serves, for duplicate checks.
     let mut claimed: AliasClaims = HashMap::new();
     for route in by_precedence(&resources.routes) {
@@ -81,7 +87,9 @@ pub fn compile(resources: &Resources) -> Compiled {
             &route_ref.namespace,
             &route.spec.gateway_ref.name,
         );
-        let Some(gateway) = gateways.get_mut(&gateway_ref) else {
+        let gateway = if let Some(gateway) = gateways.get_mut(&gateway_ref) {
+            gateway
+        } else {
             let known = resources
                 .gateways
                 .iter()
@@ -102,7 +110,16 @@ pub fn compile(resources: &Resources) -> Compiled {
                     )
                 },
             ));
-            continue;
+            // The route is still checked on its own, against a stand-in
+            // gateway that is never shipped: a file checked alone
+            // (`validate --references=off`) still hears of the route's errors.
+            match stand_ins.entry(gateway_ref.clone()) {
+                Entry::Occupied(entry) => entry.into_mut(),
+                Entry::Vacant(entry) => match stand_in(&gateway_ref, &secrets) {
+                    Some(config) => entry.insert(config),
+                    None => continue,
+                },
+            }
         };
         let Some(compiled) = compile_route(route, &providers, gateway, &mut out.diagnostics) else {
             continue;
@@ -117,7 +134,7 @@ pub fn compile(resources: &Resources) -> Compiled {
                 let (_, owner) = owners.iter().find(|(h, _)| *h == compiled.headers)?;
                 Some((alias.clone(), owner.clone()))
             });
-        if let Some((alias, owner)) = duplicate {
+        if let Some((alias, (owner, owner_created))) = duplicate {
             let index = route
                 .spec
                 .models
@@ -128,15 +145,15 @@ pub fn compile(resources: &Resources) -> Compiled {
                 &route_ref,
                 format!("spec.models[{index}]"),
                 reason::DUPLICATE_ALIAS,
-                format!("model {alias:?} with the same header matches is already routed by AIRoute {owner}"),
+                duplicate_alias_message(&alias, &owner, owner_created, created(route)),
             ));
             continue;
         }
         for alias in compiled.aliases.iter().chain(&compiled.globs) {
-            claims
-                .entry(alias.clone())
-                .or_default()
-                .push((compiled.headers.clone(), compiled.name.to_string()));
+            claims.entry(alias.clone()).or_default().push((
+                compiled.headers.clone(),
+                (compiled.name.to_string(), created(route)),
+            ));
         }
         gateway.routes.push(compiled);
     }
@@ -152,6 +169,13 @@ pub fn compile(resources: &Resources) -> Compiled {
     out
 }
 
+/// A gateway with every default, standing in for a missing or invalid one.
+fn stand_in(gateway: &ObjectRef, secrets: &SecretIndex) -> Option<GatewayConfig> {
+    let mut object = AIGateway::new(&gateway.name, AIGatewaySpec::default());
+    object.metadata.namespace = Some(gateway.namespace.clone());
+    compile_gateway(&object, secrets, &mut Vec::new())
+}
+
 /// Objects sorted by namespace/name, so output never depends on input order.
 fn sorted<K: ResourceExt>(items: &[K]) -> Vec<&K> {
     let mut items: Vec<&K> = items.iter().collect();
@@ -159,17 +183,33 @@ fn sorted<K: ResourceExt>(items: &[K]) -> Vec<&K> {
     items
 }
 
+fn created(route: &AIRoute) -> Option<Timestamp> {
+    route.creation_timestamp().map(|t| t.0)
+}
+
+/// Names the precedence rule, so the loser knows why it lost: the oldest
+/// route keeps an alias; equal (or absent, in files) times fall to namespace/name.
+fn duplicate_alias_message(
+    alias: &str,
+    owner: &str,
+    owner_created: Option<Timestamp>,
+    created: Option<Timestamp>,
+) -> String {
+    let why = match (owner_created, created) {
+        (Some(a), Some(b)) if a < b => "which is older",
+        _ => "which is as old and sorts first by namespace/name",
+    };
+    format!(
+        "model {alias:?} with the same header matches is already served by AIRoute {owner}, {why}; \
+         the oldest route keeps an alias (by creationTimestamp, then namespace/name)"
+    )
+}
+
 /// Routes oldest first (the older route keeps a contested alias, as in the
 /// Gateway API), then by namespace/name.
 fn by_precedence(routes: &[AIRoute]) -> Vec<&AIRoute> {
     let mut routes: Vec<&AIRoute> = routes.iter().collect();
-    routes.sort_by_cached_key(|r| {
-        (
-            r.creation_timestamp().map(|t| t.0),
-            namespace_of(*r),
-            r.name_any(),
-        )
-    });
+    routes.sort_by_cached_key(|r| (created(r), namespace_of(*r), r.name_any()));
     routes
 }
 
@@ -262,22 +302,14 @@ fn parse_duration_ms(
     match text {
         None => Ok(default),
         Some(text) => match duration::parse(text) {
-            Ok(d) if d.is_zero() => {
+            Ok(d) if !d.is_zero() => Ok(Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))),
+            // Zero or malformed: the CEL rule's message, so file and cluster agree.
+            Ok(_) | Err(_) => {
                 diagnostics.push(Diagnostic::error(
                     object,
                     field,
                     reason::INVALID,
-                    "must be greater than zero",
-                ));
-                Err(())
-            }
-            Ok(d) => Ok(Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))),
-            Err(e) => {
-                diagnostics.push(Diagnostic::error(
-                    object,
-                    field,
-                    reason::INVALID,
-                    e.to_string(),
+                    duration::POSITIVE_DURATION_MESSAGE,
                 ));
                 Err(())
             }
@@ -446,6 +478,173 @@ mod tests {
         assert_eq!(
             canary.headers,
             [("x-canary".to_string(), "yes".to_string())]
+        );
+    }
+
+    /// Every compile check that is also a CEL rule says the same thing in
+    /// both places: the CEL rule via `document::check`, compile on an object
+    /// that skipped CEL (as one from an apiserver with older CRDs would).
+    #[test]
+    fn cel_rules_and_compile_agree() {
+        use serde_json::json;
+        use tollgate_api::duration::POSITIVE_DURATION_MESSAGE;
+        use tollgate_api::provider::ENDPOINT_MESSAGE;
+        use tollgate_api::route::{
+            ALIASES_UNIQUE_MESSAGE, BACKENDS_WEIGHT_MESSAGE, HEADERS_UNIQUE_MESSAGE,
+        };
+        let meta = json!({"name": "x"});
+        let provider = |spec| json!({"apiVersion": "tollgate.dev/v1alpha1", "kind": "ModelProvider", "metadata": meta, "spec": spec});
+        let route = |spec| json!({"apiVersion": "tollgate.dev/v1alpha1", "kind": "AIRoute", "metadata": meta, "spec": spec});
+        let gateway = |spec| json!({"apiVersion": "tollgate.dev/v1alpha1", "kind": "AIGateway", "metadata": meta, "spec": spec});
+        let backend = json!([{"providerRef": {"name": "zeta"}, "model": "m"}]);
+        let cases = [
+            (
+                provider(json!({"type": "Mock", "endpoint": "http://"})),
+                "spec.endpoint",
+                ENDPOINT_MESSAGE,
+            ),
+            (
+                provider(json!({"type": "Mock", "endpoint": "http://h/?q=1"})),
+                "spec.endpoint",
+                ENDPOINT_MESSAGE,
+            ),
+            (
+                provider(
+                    json!({"type": "Mock", "endpoint": "http://h", "timeouts": {"connect": "0s"}}),
+                ),
+                "spec.timeouts.connect",
+                POSITIVE_DURATION_MESSAGE,
+            ),
+            (
+                provider(
+                    json!({"type": "Mock", "endpoint": "http://h", "models": [{"name": "m"}, {"name": "m"}]}),
+                ),
+                "spec.models[1]",
+                "Duplicate value: {\"name\":\"m\"}",
+            ),
+            (
+                provider(
+                    json!({"type": "Mock", "endpoint": "http://h", "maxConcurrentRequests": 2, "fairness": {"maxQueueWait": "soon"}}),
+                ),
+                "spec.fairness.maxQueueWait",
+                "must be a duration such as 0s, 500ms or 2s",
+            ),
+            (
+                route(
+                    json!({"gatewayRef": {"name": "gw"}, "models": ["a", "a"], "backends": backend}),
+                ),
+                "spec.models",
+                ALIASES_UNIQUE_MESSAGE,
+            ),
+            (
+                route(
+                    json!({"gatewayRef": {"name": "gw"}, "models": ["a"], "backends": backend,
+                "headers": [{"name": "X-A", "value": "1"}, {"name": "x-a", "value": "2"}]}),
+                ),
+                "spec.headers",
+                HEADERS_UNIQUE_MESSAGE,
+            ),
+            (
+                route(json!({"gatewayRef": {"name": "gw"}, "models": ["a"],
+                "backends": [{"providerRef": {"name": "zeta"}, "model": "m", "weight": 0}]})),
+                "spec.backends",
+                BACKENDS_WEIGHT_MESSAGE,
+            ),
+            (
+                route(
+                    json!({"gatewayRef": {"name": "gw"}, "models": ["a"], "backends": backend,
+                "timeouts": {"streamIdle": "0ms"}}),
+                ),
+                "spec.timeouts.streamIdle",
+                POSITIVE_DURATION_MESSAGE,
+            ),
+            (
+                gateway(json!({"listener": {"port": 9090}})),
+                "spec",
+                "listener and admin ports must differ",
+            ),
+            (
+                gateway(json!({"limits": {"requestTimeout": "0s"}})),
+                "spec.limits.requestTimeout",
+                POSITIVE_DURATION_MESSAGE,
+            ),
+        ];
+        for (value, field, message) in cases {
+            let checked = crate::document::check(value.clone(), &|_| None);
+            assert!(
+                checked
+                    .diagnostics
+                    .iter()
+                    .any(|d| d.field == field && d.message == message),
+                "CEL on {value}: {:?}",
+                checked.diagnostics
+            );
+            let mut resources = load(BASE).resources;
+            match value["kind"].as_str() {
+                Some("ModelProvider") => resources
+                    .providers
+                    .push(serde_json::from_value(value.clone()).unwrap()),
+                Some("AIRoute") => resources
+                    .routes
+                    .push(serde_json::from_value(value.clone()).unwrap()),
+                _ => resources
+                    .gateways
+                    .push(serde_json::from_value(value.clone()).unwrap()),
+            }
+            let compiled = compile(&resources);
+            assert!(
+                compiled
+                    .diagnostics
+                    .iter()
+                    .any(|d| d.field.starts_with(field) && d.message.starts_with(message)),
+                "compile on {value}: {:?}",
+                compiled.diagnostics
+            );
+        }
+    }
+
+    #[test]
+    fn duplicate_alias_message_names_the_rule() {
+        let early = k8s_openapi::jiff::Timestamp::from_second(1).ok();
+        let late = k8s_openapi::jiff::Timestamp::from_second(2).ok();
+        let message = duplicate_alias_message("chat", "default/a", early, late);
+        assert_eq!(
+            message,
+            "model \"chat\" with the same header matches is already served by AIRoute default/a, \
+             which is older; the oldest route keeps an alias (by creationTimestamp, then namespace/name)"
+        );
+        let message = duplicate_alias_message("chat", "default/a", None, None);
+        assert!(
+            message.contains(
+                "which is as old and sorts first by namespace/name; the oldest route keeps an alias"
+            ),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_route_without_its_gateway_is_still_checked_on_its_own() {
+        let text = BASE.replace("gatewayRef: {name: gw}", "gatewayRef: {name: elsewhere}")
+            + "---\napiVersion: tollgate.dev/v1alpha1\nkind: AIRoute\nmetadata: {name: copy}\nspec:\n  gatewayRef: {name: elsewhere}\n  models: [chat]\n  backends: [{providerRef: {name: zeta}, model: m}]\n";
+        let compiled = compile(&load(&text).resources);
+        let found: Vec<(&str, &str)> = compiled
+            .diagnostics
+            .iter()
+            .map(|d| (d.reason.as_str(), d.field.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (reason::GATEWAY_NOT_FOUND, "spec.gatewayRef.name"),
+                (reason::GATEWAY_NOT_FOUND, "spec.gatewayRef.name"),
+                (reason::DUPLICATE_ALIAS, "spec.models[0]"),
+            ],
+            "{:?}",
+            compiled.diagnostics
+        );
+        assert!(
+            compiled.snapshots[&gw()].config.routes.is_empty(),
+            "nothing shipped"
         );
     }
 

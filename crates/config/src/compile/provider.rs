@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 
 use tollgate_api::conditions::reason;
 use tollgate_api::duration;
-use tollgate_api::provider::{DEFAULT_ANTHROPIC_VERSION, DEFAULT_AZURE_API_VERSION};
+use tollgate_api::provider::{
+    DEFAULT_ANTHROPIC_VERSION, DEFAULT_AZURE_API_VERSION, ENDPOINT_MESSAGE,
+};
 use tollgate_api::{AwsCredentialsRef, AzureAuthMode, ModelProvider, ProviderType, SecretKeyRef};
 
 use super::{
@@ -115,10 +117,11 @@ pub(super) fn compile_provider(
             String::new()
         }
     };
-    if !endpoint.is_empty()
-        && let Err(message) = check_endpoint(&endpoint)
+    // The value as written: trimming `http://` of its slash would hide that it has no host.
+    if let Some(written) = &spec.endpoint
+        && !is_endpoint(written)
     {
-        invalid(diagnostics, &object, "spec.endpoint", message);
+        invalid(diagnostics, &object, "spec.endpoint", ENDPOINT_MESSAGE);
     }
 
     let needs_key = matches!(
@@ -252,9 +255,9 @@ pub(super) fn compile_provider(
         if models.insert(model.name.clone(), pricing).is_some() {
             diagnostics.push(Diagnostic::error(
                 &object,
-                format!("spec.models[{index}].name"),
+                format!("spec.models[{index}]"),
                 reason::INVALID,
-                format!("model {:?} is listed twice", model.name),
+                format!("Duplicate value: {{\"name\":{:?}}}", model.name),
             ));
         }
     }
@@ -314,11 +317,12 @@ fn fairness(
             Ok(wait) => {
                 fairness.max_queue_wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
             }
-            Err(e) => invalid(
+            // The CEL rule's message, so file and cluster say the same.
+            Err(_) => invalid(
                 diagnostics,
                 object,
                 "spec.fairness.maxQueueWait",
-                e.to_string(),
+                "must be a duration such as 0s, 500ms or 2s",
             ),
         }
     }
@@ -443,22 +447,18 @@ fn is_api_version(version: &str, preview_allowed: bool) -> bool {
         })
 }
 
-/// An absolute http(s) URL with a host, no query or fragment.
-fn check_endpoint(endpoint: &str) -> Result<(), String> {
-    let uri: http::Uri = endpoint
-        .parse()
-        .map_err(|e| format!("not a valid URL: {e}"))?;
-    match uri.scheme_str() {
-        Some("http" | "https") => {}
-        _ => return Err("must be an http:// or https:// URL".into()),
-    }
-    if uri.host().is_none_or(str::is_empty) {
-        return Err("URL has no host".into());
-    }
-    if uri.query().is_some() {
-        return Err("URL must not have a query string".into());
-    }
-    Ok(())
+/// An absolute http(s) URL with a host, no user info, query or fragment:
+/// what [`tollgate_api::provider::ENDPOINT_RULE`] accepts, checked by a parser.
+fn is_endpoint(endpoint: &str) -> bool {
+    let Ok(uri) = endpoint.parse::<http::Uri>() else {
+        return false;
+    };
+    endpoint.len() <= 2048
+        && matches!(uri.scheme_str(), Some("http" | "https"))
+        && uri.host().is_some_and(|h| !h.is_empty())
+        && uri.authority().is_some_and(|a| !a.as_str().contains('@'))
+        && uri.query().is_none()
+        && !endpoint.contains('#')
 }
 
 #[cfg(test)]

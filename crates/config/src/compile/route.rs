@@ -4,6 +4,9 @@ use std::collections::BTreeMap;
 
 use tollgate_api::AIRoute;
 use tollgate_api::conditions::reason;
+use tollgate_api::route::{
+    ALIASES_UNIQUE_MESSAGE, BACKENDS_WEIGHT_MESSAGE, HEADERS_UNIQUE_MESSAGE, PASS_THROUGH_MESSAGE,
+};
 
 use super::parse_duration_ms;
 use crate::diagnostics::{Diagnostic, ObjectRef};
@@ -34,7 +37,7 @@ pub(super) fn compile_route(
                 &object,
                 format!("spec.models[{index}]"),
                 reason::INVALID,
-                format!("model {model:?} is listed twice"),
+                format!("{ALIASES_UNIQUE_MESSAGE}: {model:?} is listed twice"),
             ));
         }
         list.push(model.clone());
@@ -56,7 +59,7 @@ pub(super) fn compile_route(
                 &object,
                 format!("spec.headers[{index}].name"),
                 reason::INVALID,
-                format!("header {name:?} is matched twice"),
+                format!("{HEADERS_UNIQUE_MESSAGE}: {name:?} is matched twice"),
             ));
         }
         headers.push((name, header.value.clone()));
@@ -109,7 +112,7 @@ pub(super) fn compile_route(
                     &object,
                     format!("{field}.model"),
                     reason::INVALID,
-                    "model is required unless the route has a glob alias to pass through",
+                    PASS_THROUGH_MESSAGE,
                 ));
                 continue;
             }
@@ -148,12 +151,19 @@ pub(super) fn compile_route(
             },
         ));
     }
-    if spec.backends.is_empty() || spec.backends.iter().all(|b| b.weight == 0) {
+    if spec.backends.is_empty() {
         diagnostics.push(Diagnostic::error(
             &object,
             "spec.backends",
             reason::INVALID,
-            "at least one backend with a non-zero weight is required",
+            "at least one backend is required",
+        ));
+    } else if spec.backends.iter().all(|b| b.weight == 0) {
+        diagnostics.push(Diagnostic::error(
+            &object,
+            "spec.backends",
+            reason::INVALID,
+            BACKENDS_WEIGHT_MESSAGE,
         ));
     }
 
