@@ -11,6 +11,7 @@
 
 pub mod compile;
 pub mod diagnostics;
+pub mod egress;
 pub mod document;
 pub mod load;
 pub mod push;

@@ -12,6 +12,7 @@ use super::{
     OPENAI_ENDPOINT, SecretIndex, parse_duration_ms,
 };
 use crate::diagnostics::{Diagnostic, ObjectRef};
+use crate::egress::EgressPolicy;
 use crate::resources::object_ref;
 use crate::snapshot::{AwsCredentials, AzureAuth, Credential, Fairness, Pricing, Provider};
 
@@ -115,6 +116,30 @@ pub(super) fn compile_provider(
             String::new()
         }
     };
+    let network = match (&spec.network, spec.provider_type) {
+        (None, ProviderType::Mock) => EgressPolicy::OPEN,
+        (network, _) => {
+            let network = network.clone().unwrap_or_default();
+            EgressPolicy {
+                allow_loopback: network.allow_loopback.unwrap_or(false),
+                allow_link_local: network.allow_link_local.unwrap_or(false),
+            }
+        }
+    };
+    if let Some(host) = endpoint
+        .parse::<http::Uri>()
+        .ok()
+        .and_then(|uri| uri.host().map(str::to_string))
+        && let Err(class) = network.check_host(&host)
+    {
+        let (what, field) = class.describe();
+        invalid(
+            diagnostics,
+            &object,
+            "spec.endpoint",
+            format!("endpoint host {host} is {what}, refused by the SSRF guard; set {field}: true to allow it"),
+        );
+    }
     if !endpoint.is_empty()
         && let Err(message) = check_endpoint(&endpoint)
     {
@@ -266,6 +291,7 @@ pub(super) fn compile_provider(
         name: object.name.as_str().into(),
         provider_type: spec.provider_type,
         base_url: endpoint,
+        network,
         api_key,
         aws,
         region,
