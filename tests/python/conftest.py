@@ -460,6 +460,7 @@ def formats_backend(alias: str, mock_url: str, *, bad_credentials: bool = False)
         "spec:\n"
         f"  type: {provider_type}\n"
         f"  endpoint: {endpoint}\n"
+        "  network: {allowLoopback: true}\n"
         f"{extra}\n"
         "  timeouts: {connect: 2s, request: 30s}\n"
         f"  models: [{{name: {model}}}]\n"

@@ -18,7 +18,8 @@ pub use gateway::{
 };
 pub use provider::{
     AnthropicSettings, AwsCredentialsRef, AzureAuthMode, AzureSettings, BedrockSettings,
-    ModelProvider, ModelProviderSpec, ProviderCredentials, ProviderFairness, ProviderType,
+    ModelProvider, ModelProviderSpec, ProviderCredentials, ProviderFairness, ProviderNetwork,
+    ProviderType,
 };
 pub use route::{AIRoute, AIRouteSpec, AIRouteStatus};
 

@@ -90,6 +90,26 @@ pub struct ModelProviderSpec {
     /// free slot instead of getting 429.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fairness: Option<ProviderFairness>,
+    /// Addresses the gateway may connect to for this provider beyond
+    /// ordinary ones (the SSRF guard). By default loopback and link-local
+    /// addresses (cloud metadata at 169.254.169.254 among them) are refused,
+    /// whether written in `endpoint` or resolved from its host name at
+    /// connect time; type `Mock` allows both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<ProviderNetwork>,
+}
+
+/// Egress exceptions for one provider.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProviderNetwork {
+    /// Allow 127.0.0.0/8, `::1` and `localhost` (a model server on the
+    /// gateway's own host, e.g. Ollama beside a standalone gateway).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_loopback: Option<bool>,
+    /// Allow 169.254.0.0/16 and fe80::/10, where cloud metadata services live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_link_local: Option<bool>,
 }
 
 /// CEL rule of `endpoint`: an http(s) URL with a host, without query or

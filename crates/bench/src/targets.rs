@@ -413,6 +413,7 @@ metadata: {{name: mock-anthropic, namespace: default}}
 spec:
   type: Anthropic
   endpoint: "http://{mock}/v1"
+  network: {{allowLoopback: true}}
   credentials: {{secretRef: {{name: bench-keys, key: anthropic}}}}
 ---
 apiVersion: tollgate.dev/v1alpha1

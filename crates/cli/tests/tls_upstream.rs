@@ -64,7 +64,7 @@ spec: {{}}
 apiVersion: tollgate.dev/v1alpha1
 kind: ModelProvider
 metadata: {{name: secure}}
-spec: {{type: OpenAICompatible, endpoint: "https://localhost:{}/v1"}}
+spec: {{type: OpenAICompatible, endpoint: "https://localhost:{}/v1", network: {{allowLoopback: true}}}}
 ---
 apiVersion: tollgate.dev/v1alpha1
 kind: AIRoute

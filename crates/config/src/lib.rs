@@ -12,6 +12,7 @@
 pub mod compile;
 pub mod diagnostics;
 pub mod document;
+pub mod egress;
 pub mod load;
 pub mod push;
 pub mod resources;

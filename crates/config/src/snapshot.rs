@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
+use crate::egress::EgressPolicy;
+
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tollgate_api::ProviderType;
@@ -217,6 +219,10 @@ pub struct Provider {
     /// when default, so snapshots from before it hash the same.
     #[serde(default, skip_serializing_if = "Fairness::is_default")]
     pub fairness: Fairness,
+    /// The SSRF guard's exceptions for this provider. Omitted when default,
+    /// so snapshots from before it hash the same.
+    #[serde(default, skip_serializing_if = "EgressPolicy::is_default")]
+    pub network: EgressPolicy,
     /// Upstream model name to price. Empty: any model, cost unknown.
     pub models: BTreeMap<String, Pricing>,
 }

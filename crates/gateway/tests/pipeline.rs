@@ -381,3 +381,54 @@ async fn models_answer_in_the_callers_shape() {
             .any(|m| m["id"] == "chat")
     );
 }
+
+/// The SSRF guard at connect time: `127.1` is no IP literal to the config
+/// check, but the resolver turns it into 127.0.0.1, which is refused unless
+/// the provider allows loopback.
+#[tokio::test]
+async fn a_host_name_resolving_to_loopback_is_refused_unless_allowed() {
+    const MANIFESTS: &str = r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: AIGateway
+metadata: {name: gw}
+spec: {}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: ModelProvider
+metadata: {name: guarded}
+spec: {type: OpenAICompatible, endpoint: "http://127.1:{mock_port}/v1"}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: ModelProvider
+metadata: {name: allowed}
+spec: {type: OpenAICompatible, endpoint: "http://127.1:{mock_port}/v1", network: {allowLoopback: true}}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: AIRoute
+metadata: {name: guarded}
+spec:
+  gatewayRef: {name: gw}
+  models: [guarded]
+  backends: [{providerRef: {name: guarded}, model: mock-chat}]
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: AIRoute
+metadata: {name: allowed}
+spec:
+  gatewayRef: {name: gw}
+  models: [allowed]
+  backends: [{providerRef: {name: allowed}, model: mock-chat}]
+"#;
+    let h = Harness::start(MANIFESTS, &[]).await;
+    let ask = |model: &'static str| {
+        h.post("/v1/chat/completions")
+            .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+    };
+    let (status, value) = json_body(ask("guarded").await.unwrap()).await;
+    assert_eq!(status, 502, "{value}");
+    let message = value["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("SSRF guard"), "{value}");
+    let (status, value) = json_body(ask("allowed").await.unwrap()).await;
+    assert_eq!(status, 200, "{value}");
+}

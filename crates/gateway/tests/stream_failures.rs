@@ -35,6 +35,7 @@ metadata: {name: anthropic}
 spec:
   type: Anthropic
   endpoint: "{mock}/v1"
+  network: {allowLoopback: true}
   credentials: {secretRef: {name: keys, key: provider}}
 ---
 apiVersion: tollgate.dev/v1alpha1

@@ -14,6 +14,7 @@ use super::{
     OPENAI_ENDPOINT, SecretIndex, parse_duration_ms,
 };
 use crate::diagnostics::{Diagnostic, ObjectRef};
+use crate::egress::EgressPolicy;
 use crate::resources::object_ref;
 use crate::snapshot::{AwsCredentials, AzureAuth, Credential, Fairness, Pricing, Provider};
 
@@ -117,6 +118,32 @@ pub(super) fn compile_provider(
             String::new()
         }
     };
+    let network = match (&spec.network, spec.provider_type) {
+        (None, ProviderType::Mock) => EgressPolicy::OPEN,
+        (network, _) => {
+            let network = network.clone().unwrap_or_default();
+            EgressPolicy {
+                allow_loopback: network.allow_loopback.unwrap_or(false),
+                allow_link_local: network.allow_link_local.unwrap_or(false),
+            }
+        }
+    };
+    if let Some(host) = endpoint
+        .parse::<http::Uri>()
+        .ok()
+        .and_then(|uri| uri.host().map(str::to_string))
+        && let Err(class) = network.check_host(&host)
+    {
+        let (what, field) = class.describe();
+        invalid(
+            diagnostics,
+            &object,
+            "spec.endpoint",
+            format!(
+                "endpoint host {host} is {what}, refused by the SSRF guard; set {field}: true to allow it"
+            ),
+        );
+    }
     // The value as written: trimming `http://` of its slash would hide that it has no host.
     if let Some(written) = &spec.endpoint
         && !is_endpoint(written)
@@ -269,6 +296,7 @@ pub(super) fn compile_provider(
         name: object.name.as_str().into(),
         provider_type: spec.provider_type,
         base_url: endpoint,
+        network,
         api_key,
         aws,
         region,
@@ -730,5 +758,33 @@ stringData: {apiKey: sk-live, accessKeyId: AKIAEXAMPLE, secretAccessKey: wJalrXU
             .unwrap();
         assert_eq!(d.field, "spec.credentials.secretRef");
         assert!(d.message.contains("HTTP header"), "{}", d.message);
+    }
+
+    #[test]
+    fn the_ssrf_guard_refuses_internal_literal_endpoints_unless_allowed() {
+        let errors = |spec: &str| provider(&resources(spec)).1;
+        let metadata = errors("  type: OpenAICompatible\n  endpoint: http://169.254.169.254/v1\n");
+        assert!(
+            metadata.iter().any(|d| d
+                .contains("169.254.169.254 is a link-local or cloud metadata address")
+                && d.contains("network.allowLinkLocal")),
+            "{metadata:?}"
+        );
+        let loopback = errors("  type: OpenAICompatible\n  endpoint: http://localhost:11434/v1\n");
+        assert!(
+            loopback.iter().any(|d| d.contains("network.allowLoopback")),
+            "{loopback:?}"
+        );
+        assert!(
+            errors("  type: OpenAICompatible\n  endpoint: http://localhost:11434/v1\n  network: {allowLoopback: true}\n").is_empty()
+        );
+        assert!(
+            errors("  type: Mock\n  endpoint: http://127.0.0.1:8081/v1\n").is_empty(),
+            "the mock runs beside the gateway"
+        );
+        assert!(
+            errors("  type: OpenAICompatible\n  endpoint: http://10.0.0.8:8000/v1\n").is_empty(),
+            "private ranges are where in-cluster models live"
+        );
     }
 }

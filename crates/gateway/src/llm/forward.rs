@@ -464,6 +464,7 @@ mod tests {
             request_timeout_ms: 1000,
             max_concurrent_requests: None,
             fairness: Default::default(),
+            network: Default::default(),
             models: Default::default(),
         };
         Upstream::new(config, &Clients::new().unwrap(), &PermitRegistry::default()).unwrap()

@@ -46,7 +46,9 @@ fn is_identifier(token: &str) -> bool {
 /// with addresses and OS error numbers, is logged instead).
 pub fn connect_failure(chain: &str) -> &'static str {
     let chain = chain.to_ascii_lowercase();
-    if chain.contains("certificate") || chain.contains("tls") {
+    if chain.contains("ssrf guard") {
+        "its address is refused by the gateway's SSRF guard"
+    } else if chain.contains("certificate") || chain.contains("tls") {
         "its TLS certificate is not trusted"
     } else if chain.contains("refused") {
         "connection refused"

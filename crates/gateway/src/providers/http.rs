@@ -4,7 +4,11 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,12 +18,82 @@ use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::{GaiResolver, Name};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::Instant;
+use tollgate_config::egress::EgressPolicy;
 
 use super::fair::FairLimiter;
 
-pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub type HttpClient = Client<HttpsConnector<HttpConnector<GuardedResolver>>, Full<Bytes>>;
+
+/// The system resolver with the SSRF guard: addresses the provider's
+/// [`EgressPolicy`] refuses are dropped, and a name left with none fails
+/// (so a name that resolves to 169.254.169.254, now or after a DNS change,
+/// is never connected to). IP-literal endpoints are checked at compile time.
+#[derive(Clone)]
+pub struct GuardedResolver {
+    system: GaiResolver,
+    policy: EgressPolicy,
+}
+
+/// A name that resolved only to addresses the policy refuses.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{name} resolves only to {what}, refused by the SSRF guard (set {field} on the ModelProvider to allow it)"
+)]
+pub struct Refused {
+    name: String,
+    what: &'static str,
+    field: &'static str,
+}
+
+impl tower_service::Service<Name> for GuardedResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.system.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let policy = self.policy;
+        let host = name.as_str().to_string();
+        let lookup = self.system.call(name);
+        Box::pin(async move { Ok(admit(&host, lookup.await?, policy)?.into_iter()) })
+    }
+}
+
+/// The addresses of `host` that `policy` allows; `Err` when it resolved
+/// only to refused ones.
+fn admit(
+    host: &str,
+    resolved: impl Iterator<Item = SocketAddr>,
+    policy: EgressPolicy,
+) -> Result<Vec<SocketAddr>, Refused> {
+    let mut refused = None;
+    let allowed: Vec<SocketAddr> = resolved
+        .filter(|address| match policy.check(address.ip()) {
+            Ok(()) => true,
+            Err(class) => {
+                refused = Some(class);
+                false
+            }
+        })
+        .collect();
+    match refused {
+        Some(class) if allowed.is_empty() => {
+            let (what, field) = class.describe();
+            Err(Refused {
+                name: host.to_string(),
+                what,
+                field,
+            })
+        }
+        _ => Ok(allowed),
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -60,8 +134,11 @@ impl Clients {
         })
     }
 
-    fn build(&self, connect_timeout: Duration) -> HttpClient {
-        let mut http = HttpConnector::new();
+    fn build(&self, connect_timeout: Duration, policy: EgressPolicy) -> HttpClient {
+        let mut http = HttpConnector::new_with_resolver(GuardedResolver {
+            system: GaiResolver::new(),
+            policy,
+        });
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(connect_timeout));
@@ -116,8 +193,9 @@ impl PermitRegistry {
 }
 
 thread_local! {
-    /// This thread's connection pools, by connect timeout in milliseconds.
-    static POOLS: RefCell<HashMap<u64, HttpClient>> = RefCell::new(HashMap::new());
+    /// This thread's connection pools, by connect timeout in milliseconds
+    /// and egress policy.
+    static POOLS: RefCell<HashMap<(u64, EgressPolicy), HttpClient>> = RefCell::new(HashMap::new());
 }
 
 /// Native roots honour corporate CAs; the bundled set covers minimal images.
@@ -134,13 +212,13 @@ pub(crate) fn root_store() -> rustls::RootCertStore {
 }
 
 impl Clients {
-    /// This thread's pooled client for `connect_timeout_ms`.
-    pub fn pooled(&self, connect_timeout_ms: u64) -> HttpClient {
+    /// This thread's pooled client for `connect_timeout_ms` and `policy`.
+    pub fn pooled(&self, connect_timeout_ms: u64, policy: EgressPolicy) -> HttpClient {
         POOLS.with(|pools| {
             pools
                 .borrow_mut()
-                .entry(connect_timeout_ms)
-                .or_insert_with(|| self.build(Duration::from_millis(connect_timeout_ms)))
+                .entry((connect_timeout_ms, policy))
+                .or_insert_with(|| self.build(Duration::from_millis(connect_timeout_ms), policy))
                 .clone()
         })
     }
@@ -169,4 +247,44 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addrs(list: &[&str]) -> Vec<SocketAddr> {
+        list.iter().map(|a| a.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn the_guard_drops_refused_addresses_and_fails_when_none_are_left() {
+        let strict = EgressPolicy::default();
+        let mixed = addrs(&["169.254.169.254:80", "10.0.0.7:80"]);
+        assert_eq!(
+            admit("rebind.example", mixed.into_iter(), strict).unwrap(),
+            addrs(&["10.0.0.7:80"])
+        );
+        let error = admit(
+            "meta.example",
+            addrs(&["169.254.169.254:80"]).into_iter(),
+            strict,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("meta.example resolves only to a link-local or cloud metadata address")
+                && error.contains("network.allowLinkLocal"),
+            "{error}"
+        );
+        assert!(admit("lo.example", addrs(&["[::1]:80"]).into_iter(), strict).is_err());
+        let open = EgressPolicy {
+            allow_loopback: true,
+            ..strict
+        };
+        assert_eq!(
+            admit("lo.example", addrs(&["127.0.0.1:80"]).into_iter(), open).unwrap(),
+            addrs(&["127.0.0.1:80"])
+        );
+    }
 }

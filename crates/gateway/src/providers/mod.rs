@@ -185,7 +185,8 @@ impl Upstream {
 
     /// This thread's pooled client for this provider.
     pub fn client(&self) -> HttpClient {
-        self.clients.pooled(self.config.connect_timeout_ms)
+        self.clients
+            .pooled(self.config.connect_timeout_ms, self.config.network)
     }
 
     /// How a request to `endpoint` reaches this provider.

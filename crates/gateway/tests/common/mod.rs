@@ -37,7 +37,8 @@ pub struct Harness {
 
 impl Harness {
     /// Starts the mock with `mock_flags`, then a gateway on `manifests`,
-    /// where `{mock}` stands for the mock's base URL and `{key}` for [`KEY`].
+    /// where `{mock}` stands for the mock's base URL, `{mock_port}` for its
+    /// port and `{key}` for [`KEY`].
     pub async fn start(manifests: &str, mock_flags: &[&str]) -> Harness {
         let mut argv = vec!["mock", "--listen", "127.0.0.1:0"];
         argv.extend_from_slice(mock_flags);
@@ -54,7 +55,10 @@ impl Harness {
         let path = dir.path().join("config.yaml");
         std::fs::write(
             &path,
-            manifests.replace("{mock}", &mock).replace("{key}", KEY),
+            manifests
+                .replace("{mock}", &mock)
+                .replace("{mock_port}", &mock[mock.rfind(':').map_or(0, |i| i + 1)..])
+                .replace("{key}", KEY),
         )
         .unwrap();
         let (snapshot, _warnings) =
@@ -220,6 +224,7 @@ metadata: {name: anthropic}
 spec:
   type: Anthropic
   endpoint: "{mock}/v1"
+  network: {allowLoopback: true}
   credentials: {secretRef: {name: keys, key: provider}}
 ---
 apiVersion: tollgate.dev/v1alpha1
@@ -228,6 +233,7 @@ metadata: {name: gemini}
 spec:
   type: Gemini
   endpoint: "{mock}/v1beta"
+  network: {allowLoopback: true}
   credentials: {secretRef: {name: keys, key: gemini}}
 ---
 apiVersion: tollgate.dev/v1alpha1
@@ -236,6 +242,7 @@ metadata: {name: bedrock}
 spec:
   type: Bedrock
   endpoint: "{mock}"
+  network: {allowLoopback: true}
   bedrock: {region: us-east-1}
   credentials: {aws: {secretName: keys}}
 ---
@@ -245,6 +252,7 @@ metadata: {name: bedrock-wrong-secret}
 spec:
   type: Bedrock
   endpoint: "{mock}"
+  network: {allowLoopback: true}
   bedrock: {region: us-east-1}
   credentials: {aws: {secretName: keys, secretAccessKeyKey: wrongSecret}}
 ---
@@ -254,6 +262,7 @@ metadata: {name: azure}
 spec:
   type: AzureOpenAI
   endpoint: "{mock}"
+  network: {allowLoopback: true}
   credentials: {secretRef: {name: keys, key: azure}}
 ---
 apiVersion: tollgate.dev/v1alpha1
