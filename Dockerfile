@@ -15,7 +15,7 @@ RUN rustup target add x86_64-unknown-linux-musl
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --target x86_64-unknown-linux-musl -p tollgate-cli \
- && install -D -m 0755 target/x86_64-unknown-linux-musl/release/tollgate /out/tollgate
+ && install -s -D -m 0755 target/x86_64-unknown-linux-musl/release/tollgate /out/tollgate
 
 # Runtime stage: nothing but the binary and the CA bundle for HTTPS providers.
 FROM scratch AS runtime

@@ -36,10 +36,13 @@ local)
   rustup target list --installed | grep -qx "$target" || rustup target add "$target" >&2
   command -v musl-gcc >/dev/null || { echo "image.sh: musl-gcc missing (apt-get install musl-tools)" >&2; exit 2; }
   (cd "$repo" && cargo build --release --locked --target "$target" -p tollgate-cli >&2)
-  bin="$repo/target/$target/release/tollgate"
+  # Stripped, as the Dockerfile's `install -s` does (the release profile
+  # keeps line tables for profiling).
+  bin="$(mktemp -d)/tollgate"
+  install -s -m 0755 "$repo/target/$target/release/tollgate" "$bin"
   # The Dockerfile's runtime stage, step for step.
   ctr="$("${buildah[@]}" from scratch)"
-  trap '"${buildah[@]}" rm "$ctr" >/dev/null 2>&1 || true' EXIT
+  trap '"${buildah[@]}" rm "$ctr" >/dev/null 2>&1 || true; rm -rf "$(dirname "$bin")"' EXIT
   "${buildah[@]}" copy --chmod 0644 "$ctr" /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt >/dev/null
   "${buildah[@]}" copy --chmod 0755 "$ctr" "$bin" /usr/local/bin/tollgate >/dev/null
   "${buildah[@]}" config --user 65532:65532 --port 8080 --port 9090 \
