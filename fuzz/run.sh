@@ -13,8 +13,9 @@ if [ ${#TARGETS[@]} -eq 0 ]; then
     TARGETS=(sse_relay request_payload push_protocol manifest_loader translators)
 fi
 
-# No sanitizer: the code under test is safe Rust, and ASan would halve the
-# executions per second. Overflow checks and debug assertions stay on.
+# One in-process job at a time (libFuzzer's default; -jobs would fork and
+# log to fuzz-N.log). No sanitizer: the code under test is safe Rust, and
+# ASan would halve the speed. Overflow checks and debug assertions stay on.
 FLAGS=(-s none -a)
 cargo +nightly fuzz build "${FLAGS[@]}"
 
@@ -24,5 +25,5 @@ for target in "${TARGETS[@]}"; do
     echo "== $target: ${FUZZ_SECONDS}s"
     cargo +nightly fuzz run "${FLAGS[@]}" "$target" "$scratch" "corpus/$target" -- \
         -max_total_time="$FUZZ_SECONDS" -max_len="$FUZZ_MAX_LEN" \
-        -timeout=10 -rss_limit_mb=2048 -jobs=1 -workers=1 -print_final_stats=1
+        -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
 done
