@@ -5,7 +5,7 @@ TARGET_DIR := $(abspath $(or $(CARGO_TARGET_DIR),target))
 BIN_DEBUG := $(TARGET_DIR)/debug/tollgate
 BIN_RELEASE := $(TARGET_DIR)/release/tollgate
 
-.PHONY: help build run test test-rust test-k8s test-python crds lint deny image test-image fmt bench bench-controlplane clean
+.PHONY: help build run test test-rust test-k8s test-python crds lint deny image test-image fmt bench bench-controlplane fuzz clean
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -54,6 +54,12 @@ bench: ## Benchmark: mock direct vs nginx vs tollgate side by side (installs ngi
 bench-controlplane: ## propagation (apply -> served on 3 gateways, p50/p99 over 100 changes, vs a plain watch) and 1,000-route compile/push in a real apiserver
 	$(CARGO) build --release -p tollgate-cli -p tollgate-bench
 	$(TARGET_DIR)/release/tollgate-bench-controlplane --tollgate $(BIN_RELEASE)
+
+# Seconds per fuzz target (`make fuzz FUZZ_SECONDS=600`).
+FUZZ_SECONDS ?= 60
+
+fuzz: ## Fuzz every parser of outside bytes, FUZZ_SECONDS (60) per target; fails on a crash (nightly + cargo-fuzz; not part of make test)
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash fuzz/run.sh
 
 clean:
 	$(CARGO) clean

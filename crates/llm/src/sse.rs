@@ -66,7 +66,10 @@ impl Parser {
     /// when it has data (some servers omit the last delimiter).
     pub fn finish(&mut self, out: &mut Vec<Event>) {
         if !self.pending.is_empty() {
-            let line = String::from_utf8_lossy(&self.pending).into_owned();
+            // A final `\r` was held back as a possible half of `\r\n`; at
+            // the end it can only be a line end, not part of the value.
+            let line = self.pending.strip_suffix(b"\r").unwrap_or(&self.pending);
+            let line = String::from_utf8_lossy(line).into_owned();
             self.pending.clear();
             self.line(&line, out);
         }
@@ -184,6 +187,17 @@ mod tests {
                 data: "tail".into()
             }]
         );
+    }
+
+    /// Found by fuzzing: a stream ending in `\r` kept it in the last value.
+    #[test]
+    fn final_cr_ends_the_last_line() {
+        let expected = vec![Event {
+            event: "x".into(),
+            data: "b".into(),
+        }];
+        assert_eq!(parse_all(&[b"event: x\rdata: b\r"]), expected);
+        assert_eq!(parse_all(&[b"event: x\r", b"data: b", b"\r"]), expected);
     }
 
     #[test]
