@@ -25,7 +25,9 @@ entry="$(inspect '{{.OCIv1.Config.Entrypoint}}')"
 
 # Size: the layers as stored (vfs keeps each layer as a plain directory).
 size="$("${buildah[@]}" images --format '{{.Size}}' "$name" | head -n1)"
-bytes="$(numfmt --from=auto "${size// /}" 2>/dev/null || echo 0)"
+# buildah prints SI units ("26.4 MB"); numfmt wants "26.4M".
+compact="${size// /}"
+bytes="$(numfmt --from=si "${compact%B}" 2>/dev/null || echo 0)"
 if (( bytes > 0 && bytes < 40 * 1000 * 1000 )); then ok "image size $size (< 40 MB)"
 else nok "image size '$size'"; fi
 
