@@ -246,10 +246,13 @@ impl ChatStreamDecoder {
                 LlmError::bad_gateway(format!("provider sent an unreadable stream event: {e}"))
             })?;
             if value.get("error").is_some() {
+                // A status outside HTTP's range is the provider's garbage: 500.
                 let status = value
                     .pointer("/error/status")
                     .and_then(Value::as_u64)
-                    .map_or(500, |s| s as u16);
+                    .and_then(|s| u16::try_from(s).ok())
+                    .filter(|s| (100..=599).contains(s))
+                    .unwrap_or(500);
                 out.push(StreamItem::Error(parse_error(
                     status,
                     event.data.as_bytes(),
@@ -321,6 +324,34 @@ mod tests {
         );
         assert!(matches!(&out[1], StreamItem::Error(e) if e.message == "boom"));
         assert_eq!(out[2], StreamItem::Done);
+    }
+
+    #[test]
+    fn an_in_stream_error_status_outside_http_is_a_500() {
+        let statuses = |data: &[u8]| {
+            let mut decoder = ChatStreamDecoder::default();
+            let mut out = Vec::new();
+            decoder.push(data, &mut out).unwrap();
+            out.iter()
+                .filter_map(|item| match item {
+                    StreamItem::Error(e) => Some(e.status),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        // 70000 would have wrapped to 4464 as a u16.
+        assert_eq!(
+            statuses(b"data: {\"error\":{\"message\":\"x\",\"status\":70000}}\n\n"),
+            [500]
+        );
+        assert_eq!(
+            statuses(b"data: {\"error\":{\"message\":\"x\",\"status\":42}}\n\n"),
+            [500]
+        );
+        assert_eq!(
+            statuses(b"data: {\"error\":{\"message\":\"x\",\"status\":429}}\n\n"),
+            [429]
+        );
     }
 
     #[test]
