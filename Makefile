@@ -21,10 +21,11 @@ test: test-rust test-k8s test-python ## Run every test: Rust, real kube-apiserve
 test-rust: ## Rust unit, golden and black-box tests
 	$(CARGO) test --workspace
 
-test-k8s: build ## CRDs, CEL rules, tokens, Helm chart, kustomize, RBAC and the out-of-cluster guide against a real kube-apiserver + etcd (built from Go modules, cached)
+test-k8s: build ## CRDs, CEL rules, tokens, Helm chart, kustomize, RBAC, the out-of-cluster guide and the secrets sweep against a real kube-apiserver + etcd (built from Go modules, cached)
 	bash tests/k8s/smoke.sh
 	bash tests/k8s/chart.sh
 	TOLLGATE_BIN=$(BIN_DEBUG) bash tests/k8s/out-of-cluster.sh
+	TOLLGATE_BIN=$(BIN_DEBUG) bash tests/k8s/secrets.sh
 
 test-python: build ## The official OpenAI Python SDK against the gateway
 	TOLLGATE_BIN=$(BIN_DEBUG) bash tests/python/run.sh

@@ -17,8 +17,12 @@
 #   LISTEN_PORT     gateway API (default: 8080)
 #   ADMIN_PORT      gateway admin: /metrics, /healthz, /readyz (default: 9090)
 #   TLS_SECRET      Secret for the controller's CA and certificate, created in
-#                   NAMESPACE (default: tollgate-controller-tls-local, so an
-#                   in-cluster controller's Secret is left alone)
+#                   TLS_SECRET_NAMESPACE (default: tollgate-controller-tls-local,
+#                   so an in-cluster controller's Secret is left alone)
+#   TLS_SECRET_NAMESPACE  namespace of that Secret (default: NAMESPACE)
+#   CONTROLLER_KUBECONFIG the controller's own kubeconfig (default: KUBECONFIG);
+#                   one holding its ServiceAccount's token runs it with exactly
+#                   the chart's rights
 #   TOKEN_DURATION  lifetime of the gateway's ServiceAccount token (default: 1h)
 #   WAIT_SECONDS    bound of every wait (default: 60)
 #   WORK_DIR        where the CA, token and logs go (default: a temp dir, removed on exit)
@@ -37,6 +41,9 @@ metrics_port="${METRICS_PORT:-9091}"
 listen_port="${LISTEN_PORT:-8080}"
 admin_port="${ADMIN_PORT:-9090}"
 tls_secret="${TLS_SECRET:-tollgate-controller-tls-local}"
+tls_secret_namespace="${TLS_SECRET_NAMESPACE:-$ns}"
+controller_env=()
+[[ -n "${CONTROLLER_KUBECONFIG:-}" ]] && controller_env=("KUBECONFIG=$CONTROLLER_KUBECONFIG")
 token_duration="${TOKEN_DURATION:-1h}"
 wait_seconds="${WAIT_SECONDS:-60}"
 # The controller names the gateway's objects after it (workload.rs).
@@ -93,11 +100,11 @@ log "cluster $("$kubectl" config view --minify -o jsonpath='{.clusters[0].cluste
 
 # 2. The controller, from KUBECONFIG, with its configuration server on
 #    loopback; the certificate it issues names 127.0.0.1 (the URL's host).
-"$bin" controller \
+env "${controller_env[@]}" "$bin" controller \
   --config-listen "127.0.0.1:$config_port" \
   --controller-url "$controller_url" \
   --metrics-listen "127.0.0.1:$metrics_port" \
-  --tls-secret "$tls_secret" --tls-secret-namespace "$ns" \
+  --tls-secret "$tls_secret" --tls-secret-namespace "$tls_secret_namespace" \
   >"$work/controller.log" 2>&1 &
 controller_pid=$!
 wait_for "the controller to lead (http://127.0.0.1:$metrics_port/readyz)" healthy "http://127.0.0.1:$metrics_port/readyz"

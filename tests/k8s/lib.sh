@@ -34,8 +34,29 @@ start_cluster() {
   export KUBECONFIG="$dir/kubeconfig"
 }
 
+# Background processes of a suite (`pids+=($!)`): stopped before the cluster.
+pids=()
+stop_processes() {
+  local pid
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  pids=()
+}
+
+# free_ports N: N free loopback ports, one a line.
+free_ports() {
+  python3 - "$1" <<'PY'
+import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print("\n".join(str(s.getsockname()[1]) for s in socks))
+PY
+}
+
 finish() {
   local rc=$?
+  stop_processes
   "$here/envtest.sh" stop "$dir" || true
   if [[ $rc -eq 0 && $failed -eq 0 ]]; then
     rm -rf "$dir"

@@ -22,29 +22,6 @@ tollgate="${TOLLGATE_BIN:-$repo/target/debug/tollgate}"
 start_cluster
 k() { "$bin/kubectl" --request-timeout=30s "$@"; }
 
-mock_pid="" script_pid=""
-stop_processes() {
-  for pid in $script_pid $mock_pid; do kill "$pid" 2>/dev/null || true; done
-  for pid in $script_pid $mock_pid; do wait "$pid" 2>/dev/null || true; done
-}
-# The processes go before the cluster (lib.sh's finish), keeping the exit status.
-on_exit() {
-  local rc=$?
-  stop_processes
-  (exit "$rc")
-  finish
-}
-trap on_exit EXIT
-
-free_ports() { # N -> N free loopback ports, one a line
-  python3 - "$1" <<'PY'
-import socket, sys
-socks = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print("\n".join(str(s.getsockname()[1]) for s in socks))
-PY
-}
 mapfile -t ports < <(free_ports 5)
 mock_port="${ports[0]}" config_port="${ports[1]}" metrics_port="${ports[2]}" listen_port="${ports[3]}" admin_port="${ports[4]}"
 ns=out-of-cluster gw=edge
@@ -55,7 +32,7 @@ if k apply --server-side -f "$repo/crds/" >/dev/null &&
   ok "CRDs applied and Established"
 else nok "CRDs applied"; fi
 "$tollgate" mock --listen "127.0.0.1:$mock_port" >/dev/null 2>"$dir/mock.log" &
-mock_pid=$!
+pids+=($!)
 config="apiVersion: v1
 kind: Namespace
 metadata: {name: $ns}
@@ -96,6 +73,7 @@ KUBECONFIG="$KUBECONFIG" KUBECTL="$bin/kubectl" TOLLGATE_BIN="$tollgate" NAMESPA
   WAIT_SECONDS=30 WORK_DIR="$dir/work" TOLLGATE_LOG=info \
   "$repo/scripts/out-of-cluster.sh" 2>"$dir/script.log" &
 script_pid=$!
+pids+=("$script_pid")
 ready=0
 for _ in $(seq 1 450); do
   if grep -q '^out-of-cluster: ready:' "$dir/script.log"; then ready=1; break; fi
@@ -148,7 +126,6 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 wait "$script_pid" 2>/dev/null || true
-script_pid=""
 if ((stopped)) && ! curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$admin_port/healthz" &&
   ! curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$metrics_port/healthz"; then
   ok "SIGTERM to the script stopped the controller and the gateway"

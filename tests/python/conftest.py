@@ -21,6 +21,8 @@ import subprocess
 import textwrap
 import threading
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -135,7 +137,13 @@ def start(name: str, args: list[str], workdir: Path) -> Proc:
     workdir.mkdir(parents=True, exist_ok=True)
     stderr_path = workdir / f"{name}.stderr.log"
     stderr = open(stderr_path, "wb")
-    env = dict(os.environ, NO_COLOR="1", RUST_LOG=os.environ.get("RUST_LOG", "info"))
+    # Gateways log Tollgate's own crates at debug: the secrets sweep reads it.
+    default_log = "info,tollgate_gateway=debug,tollgate_config=debug,tollgate_llm=debug,tollgate_cli=debug,tollgate=debug"
+    env = dict(
+        os.environ,
+        NO_COLOR="1",
+        RUST_LOG=os.environ.get("RUST_LOG", default_log if args[0] == "gateway" else "info"),
+    )
     popen = subprocess.Popen(
         [str(tollgate_bin()), *args],
         stdin=subprocess.DEVNULL,
@@ -302,7 +310,25 @@ def _start_gateway(name: str, mock: Proc, workdir: Path, *, fallback: bool) -> G
     return Gateway(proc=proc, config_path=config_path)
 
 
+# What the secrets sweep reads: gateway logs and these admin responses,
+# saved just before each gateway stops. The mocks' logs and the config
+# files (which hold the keys by design) are not product output.
+ADMIN_PATHS = ("/metrics", "/config", "/readyz", "/healthz")
+SWEPT_GLOBS = ("gateway*/*.stderr.log", "gateway*/admin-*.txt")
+
+
+def _save_admin_responses(gw: Gateway) -> None:
+    for path in ADMIN_PATHS:
+        try:
+            with urllib.request.urlopen(gw.admin_url + path, timeout=10) as answer:
+                body = answer.read()
+        except urllib.error.HTTPError as error:
+            body = error.read()
+        (gw.config_path.parent / f"admin-{path.strip('/')}.txt").write_bytes(body)
+
+
 def _stop_gateway(gw: Gateway) -> None:
+    _save_admin_responses(gw)
     code = gw.proc.stop()
     assert code == 0, f"{gw.proc.name} exited with {code} after SIGTERM\n{gw.proc.stderr_tail()}"
 
@@ -312,6 +338,26 @@ def _stop_gateway(gw: Gateway) -> None:
 @pytest.fixture(scope="session")
 def workdir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("tollgate")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def secrets_sweep(workdir):
+    """After every gateway has stopped (this fixture is set up first, so it
+    is torn down last): no credential the suite configured appears in any
+    gateway log line (debug level for the gateway's own crates) or admin
+    response (metrics, config, health)."""
+    yield
+    credentials = [API_KEY, *MOCK_KEYS.values(), WRONG_PROVIDER_KEY]
+    swept = [f for pattern in SWEPT_GLOBS for f in sorted(workdir.glob(pattern))]
+    leaks = [
+        f"{f.relative_to(workdir)}: {c[:6]}..."
+        for f in swept
+        for c in credentials
+        if c.encode() in f.read_bytes()
+    ]
+    logs = [f for f in swept if f.suffix == ".log"]
+    assert logs, f"no gateway logs to sweep under {workdir}"
+    assert not leaks, f"credentials in gateway output: {leaks}"
 
 
 @pytest.fixture(scope="session")
@@ -372,6 +418,7 @@ def ledger() -> Ledger:
 # gateway with one route per provider format in front of it. The route
 # aliases are the backend names below.
 
+WRONG_PROVIDER_KEY = "not-the-mock-key"
 MOCK_KEYS = {
     "openai": "mock-openai-key",
     "anthropic": "mock-anthropic-key",
@@ -419,7 +466,7 @@ def formats_head() -> str:
           azure: {k["azure"]}
           awsAccessKeyId: {k["aws_id"]}
           awsSecretAccessKey: {k["aws_secret"]}
-          wrong: not-the-mock-key
+          wrong: {WRONG_PROVIDER_KEY}
         """
     )
 

@@ -17,11 +17,11 @@ pub use gateway::{
     AIGateway, AIGatewaySpec, AIGatewayStatus, ErrorDetail, UpstreamErrorPolicy, WorkloadSpec,
 };
 pub use provider::{
-    AnthropicSettings, AwsCredentialsRef, AzureAuthMode, AzureSettings, BedrockSettings,
+    AnthropicSettings, AwsCredentialsRef, AzureAuthMode, AzureSettings, BedrockSettings, ModelKind,
     ModelProvider, ModelProviderSpec, ProviderCredentials, ProviderFairness, ProviderNetwork,
     ProviderType,
 };
-pub use route::{AIRoute, AIRouteSpec, AIRouteStatus};
+pub use route::{AIRoute, AIRouteSpec, AIRouteStatus, RouteEndpoint};
 
 /// API group of every Tollgate kind.
 pub const GROUP: &str = "tollgate.dev";

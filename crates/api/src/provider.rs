@@ -279,9 +279,35 @@ pub struct ModelCatalogEntry {
     #[schemars(length(max = 256))]
     #[x_kube(validation = Rule::new("self.size() > 0 && self.size() <= 256").message("model name must be 1-256 characters"))]
     pub name: String,
+    /// What the model does, which decides the endpoints a route to it serves
+    /// by default: `Chat` (chat completions, responses, messages) or
+    /// `Embedding`. When omitted, a name containing `embed` is taken for an
+    /// embedding model and any other name for a chat model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<ModelKind>,
     /// Prices in USD per one million tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pricing: Option<ModelPricing>,
+}
+
+/// What a catalog model does.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelKind {
+    /// Text generation: chat completions, responses, messages.
+    Chat,
+    /// Vectors from text: embeddings.
+    Embedding,
+}
+
+impl ModelKind {
+    /// The kind a catalog entry without `kind` is taken for, from its name.
+    pub fn guess(model: &str) -> Self {
+        if model.to_ascii_lowercase().contains("embed") {
+            ModelKind::Embedding
+        } else {
+            ModelKind::Chat
+        }
+    }
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]

@@ -55,6 +55,16 @@ pub struct AIRouteSpec {
     #[x_kube(validation = Rule::new("self.size() > 0").message("at least one backend is required"))]
     #[x_kube(validation = Rule::new("self.exists(b, b.weight != 0)").message(BACKENDS_WEIGHT_MESSAGE))]
     pub backends: Vec<RouteBackend>,
+    /// The client endpoints this route serves. When omitted, they follow from
+    /// the backends' models (the provider catalog's `kind`, else the name):
+    /// chat models serve `ChatCompletions`, `Responses` and `Messages`
+    /// (with `count_tokens`), embedding models `Embeddings`; a route that
+    /// passes the client's model through serves all four. A request for
+    /// an endpoint the route does not serve gets 400 `unsupported_endpoint`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 4))]
+    #[x_kube(validation = Rule::new("self.all(e, self.exists_one(f, f == e))").message(ENDPOINTS_UNIQUE_MESSAGE))]
+    pub endpoints: Vec<RouteEndpoint>,
     /// Per-route timeouts, overriding the provider's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<RouteTimeouts>,
@@ -62,6 +72,9 @@ pub struct AIRouteSpec {
 
 /// What both the CEL rule and compile say of an alias listed twice.
 pub const ALIASES_UNIQUE_MESSAGE: &str = "model aliases must be unique";
+
+/// What both the CEL rule and compile say of an endpoint listed twice.
+pub const ENDPOINTS_UNIQUE_MESSAGE: &str = "endpoints must be unique";
 
 /// What both the CEL rule and compile say of a header matched twice.
 pub const HEADERS_UNIQUE_MESSAGE: &str = "header names must be unique (case-insensitive)";
@@ -74,6 +87,46 @@ pub const PASS_THROUGH_MESSAGE: &str = "a backend without model passes the clien
 
 /// A model alias; a string so that it stays a plain list in YAML.
 pub type ModelAlias = String;
+
+/// A client-facing API a route can serve.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord,
+)]
+pub enum RouteEndpoint {
+    /// OpenAI `POST /v1/chat/completions`.
+    ChatCompletions,
+    /// OpenAI `POST /v1/responses`.
+    Responses,
+    /// Anthropic `POST /v1/messages` and `/v1/messages/count_tokens`.
+    Messages,
+    /// OpenAI `POST /v1/embeddings`.
+    Embeddings,
+}
+
+impl RouteEndpoint {
+    pub const ALL: [RouteEndpoint; 4] = [
+        RouteEndpoint::ChatCompletions,
+        RouteEndpoint::Responses,
+        RouteEndpoint::Messages,
+        RouteEndpoint::Embeddings,
+    ];
+    /// What a chat model serves.
+    pub const CHAT: [RouteEndpoint; 3] = [
+        RouteEndpoint::ChatCompletions,
+        RouteEndpoint::Responses,
+        RouteEndpoint::Messages,
+    ];
+
+    /// The request path, for messages.
+    pub fn path(self) -> &'static str {
+        match self {
+            RouteEndpoint::ChatCompletions => "/v1/chat/completions",
+            RouteEndpoint::Responses => "/v1/responses",
+            RouteEndpoint::Messages => "/v1/messages",
+            RouteEndpoint::Embeddings => "/v1/embeddings",
+        }
+    }
+}
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -9,7 +9,7 @@ use crate::egress::EgressPolicy;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tollgate_api::ProviderType;
+use tollgate_api::{ModelKind, ProviderType, RouteEndpoint};
 
 use crate::diagnostics::ObjectRef;
 
@@ -223,8 +223,9 @@ pub struct Provider {
     /// so snapshots from before it hash the same.
     #[serde(default, skip_serializing_if = "EgressPolicy::is_default")]
     pub network: EgressPolicy,
-    /// Upstream model name to price. Empty: any model, cost unknown.
-    pub models: BTreeMap<String, Pricing>,
+    /// The catalog: upstream model name to kind and price. Empty: any
+    /// model, cost unknown.
+    pub models: BTreeMap<String, CatalogModel>,
 }
 
 /// Default `maxQueueWait`: long enough for one of a busy provider's streams
@@ -274,6 +275,16 @@ pub struct AwsCredentials {
 pub enum AzureAuth {
     ApiKey,
     EntraId,
+}
+
+/// One model of a provider's catalog.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CatalogModel {
+    /// The catalog's `kind`, or the one its name suggests.
+    pub kind: ModelKind,
+    #[serde(flatten)]
+    pub pricing: Pricing,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, Default)]
@@ -327,6 +338,69 @@ pub struct Route {
     pub backends: Vec<Backend>,
     pub request_timeout_ms: Option<u64>,
     pub stream_idle_timeout_ms: Option<u64>,
+    /// The client endpoints the route serves. Omitted when all, so
+    /// snapshots from before it hash the same.
+    #[serde(default, skip_serializing_if = "Endpoints::is_all")]
+    pub endpoints: Endpoints,
+}
+
+/// A set of [`RouteEndpoint`]s, one bit each: a request checks membership
+/// without touching memory beyond the route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "Vec<RouteEndpoint>", into = "Vec<RouteEndpoint>")]
+pub struct Endpoints(u8);
+
+impl Endpoints {
+    pub const ALL: Endpoints = Endpoints::of(&RouteEndpoint::ALL);
+    pub const CHAT: Endpoints = Endpoints::of(&RouteEndpoint::CHAT);
+    pub const EMBEDDINGS: Endpoints = Endpoints::of(&[RouteEndpoint::Embeddings]);
+
+    pub const fn of(endpoints: &[RouteEndpoint]) -> Self {
+        let mut bits = 0;
+        let mut i = 0;
+        while i < endpoints.len() {
+            bits |= 1 << endpoints[i] as u8;
+            i += 1;
+        }
+        Endpoints(bits)
+    }
+
+    pub fn contains(self, endpoint: RouteEndpoint) -> bool {
+        self.0 & (1 << endpoint as u8) != 0
+    }
+
+    pub fn union(self, other: Endpoints) -> Self {
+        Endpoints(self.0 | other.0)
+    }
+
+    pub fn is_all(&self) -> bool {
+        *self == Self::ALL
+    }
+
+    /// The members, in declaration order.
+    pub fn iter(self) -> impl Iterator<Item = RouteEndpoint> {
+        RouteEndpoint::ALL
+            .into_iter()
+            .filter(move |e| self.contains(*e))
+    }
+}
+
+impl Default for Endpoints {
+    fn default() -> Self {
+        Self::ALL
+    }
+}
+
+impl From<Vec<RouteEndpoint>> for Endpoints {
+    fn from(endpoints: Vec<RouteEndpoint>) -> Self {
+        Endpoints::of(&endpoints)
+    }
+}
+
+impl From<Endpoints> for Vec<RouteEndpoint> {
+    fn from(endpoints: Endpoints) -> Self {
+        endpoints.iter().collect()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -422,6 +496,7 @@ mod tests {
                 }],
                 request_timeout_ms: None,
                 stream_idle_timeout_ms: None,
+                endpoints: Endpoints::default(),
             }],
         };
         let snapshot = Snapshot::new(config.clone());
@@ -436,6 +511,23 @@ mod tests {
         ));
         config.routes.clear();
         assert!(Snapshot::new(config).validate().is_ok());
+    }
+
+    #[test]
+    fn endpoints_serialize_as_names_and_default_to_all() {
+        let embeddings = serde_json::to_value(Endpoints::EMBEDDINGS).unwrap();
+        assert_eq!(embeddings, serde_json::json!(["Embeddings"]));
+        let chat: Endpoints = serde_json::from_value(serde_json::json!([
+            "Messages",
+            "ChatCompletions",
+            "Responses"
+        ]))
+        .unwrap();
+        assert_eq!(chat, Endpoints::CHAT);
+        assert!(chat.contains(RouteEndpoint::Messages));
+        assert!(!chat.contains(RouteEndpoint::Embeddings));
+        assert!(Endpoints::default().is_all());
+        assert_eq!(Endpoints::CHAT.union(Endpoints::EMBEDDINGS), Endpoints::ALL);
     }
 
     #[test]

@@ -12,6 +12,7 @@
 
 use bytes::BytesMut;
 use http::{HeaderValue, Response, StatusCode, header};
+use tollgate_api::RouteEndpoint;
 use tollgate_llm::stream::StreamEncoder;
 use tollgate_llm::{ChatRequest, ChatResponse, ErrorKind, LlmError};
 
@@ -47,6 +48,17 @@ impl Endpoint {
             "/v1/messages/count_tokens" => Endpoint::CountTokens,
             _ => return None,
         })
+    }
+
+    /// The route endpoint that covers this one (`count_tokens` goes with
+    /// messages).
+    pub fn served_as(self) -> RouteEndpoint {
+        match self {
+            Endpoint::ChatCompletions => RouteEndpoint::ChatCompletions,
+            Endpoint::Responses => RouteEndpoint::Responses,
+            Endpoint::Embeddings => RouteEndpoint::Embeddings,
+            Endpoint::Messages | Endpoint::CountTokens => RouteEndpoint::Messages,
+        }
     }
 
     /// Metrics label.

@@ -75,6 +75,19 @@ impl ApiError {
         .with_param("model")
     }
 
+    /// The model's route does not serve this endpoint (a chat model asked
+    /// for embeddings, or the reverse).
+    pub fn endpoint_not_served(model: &str, path: &str, served: &[&str]) -> Self {
+        Self::invalid_request(
+            "unsupported_endpoint",
+            format!(
+                "The model `{model}` is not served on {path}; it is served on {}.",
+                served.join(", ")
+            ),
+        )
+        .with_param("model")
+    }
+
     pub fn not_found(path: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,

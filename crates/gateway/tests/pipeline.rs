@@ -277,11 +277,67 @@ async fn responses_api_reaches_an_anthropic_provider() {
 }
 
 #[tokio::test]
-async fn embeddings_refuse_a_provider_without_them() {
-    let h = Harness::start(ALL_FORMATS, MOCK_AUTH).await;
+async fn routes_serve_only_the_endpoints_their_models_do() {
+    // A route may declare an endpoint its provider cannot serve (pass-through
+    // routes serve all four): the provider's own refusal is the last word.
+    let manifests = format!(
+        "{ALL_FORMATS}---
+apiVersion: tollgate.dev/v1alpha1
+kind: AIRoute
+metadata: {{name: claude-any}}
+spec:
+  gatewayRef: {{name: gw}}
+  models: [\"claude-*\"]
+  backends: [{{providerRef: {{name: anthropic}}}}]
+"
+    );
+    let h = Harness::start(&manifests, MOCK_AUTH).await;
+    let refused = |status: u16, value: &Value, path: &str| {
+        assert_eq!(status, 400, "{value}");
+        let message = value["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(&format!("not served on {path}")),
+            "{value}"
+        );
+    };
+    // A chat alias on embeddings, in OpenAI's shape.
     let (status, value) = json_body(
         h.post("/v1/embeddings")
-            .json(&json!({"model": "claude", "input": "x"}))
+            .json(&json!({"model": "chat", "input": "x"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    refused(status, &value, "/v1/embeddings");
+    assert_eq!(value["error"]["code"], "unsupported_endpoint");
+    assert_eq!(value["error"]["param"], "model");
+    // An embedding alias on chat completions and on messages (Anthropic's shape).
+    let (status, value) = json_body(
+        h.post("/v1/chat/completions")
+            .json(&json!({"model": "embed", "messages": [{"role": "user", "content": "x"}]}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    refused(status, &value, "/v1/chat/completions");
+    let (status, value) = json_body(
+        h.post("/v1/messages")
+            .header("anthropic-version", "2023-06-01")
+            .json(&json!({"model": "embed", "max_tokens": 8, "messages": [{"role": "user", "content": "x"}]}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(value["type"], "error", "{value}");
+    assert_eq!(value["error"]["type"], "invalid_request_error", "{value}");
+    refused(status, &value, "/v1/messages");
+    // The pass-through route reaches the provider, which has no embeddings.
+    let (status, value) = json_body(
+        h.post("/v1/embeddings")
+            .json(&json!({"model": "claude-x", "input": "x"}))
             .send()
             .await
             .unwrap(),
@@ -289,6 +345,13 @@ async fn embeddings_refuse_a_provider_without_them() {
     .await;
     assert_eq!(status, 400, "{value}");
     assert_eq!(value["error"]["code"], "unsupported_endpoint");
+    assert!(
+        value["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("serves no embeddings")
+    );
+    // And the right pairs still work.
     let (status, _) = json_body(
         h.post("/v1/embeddings")
             .json(&json!({"model": "embed", "input": "x"}))

@@ -7,7 +7,9 @@ use tollgate_api::duration;
 use tollgate_api::provider::{
     DEFAULT_ANTHROPIC_VERSION, DEFAULT_AZURE_API_VERSION, ENDPOINT_MESSAGE,
 };
-use tollgate_api::{AwsCredentialsRef, AzureAuthMode, ModelProvider, ProviderType, SecretKeyRef};
+use tollgate_api::{
+    AwsCredentialsRef, AzureAuthMode, ModelKind, ModelProvider, ProviderType, SecretKeyRef,
+};
 
 use super::{
     ANTHROPIC_ENDPOINT, DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_REQUEST_TIMEOUT_MS, GEMINI_ENDPOINT,
@@ -16,7 +18,9 @@ use super::{
 use crate::diagnostics::{Diagnostic, ObjectRef};
 use crate::egress::EgressPolicy;
 use crate::resources::object_ref;
-use crate::snapshot::{AwsCredentials, AzureAuth, Credential, Fairness, Pricing, Provider};
+use crate::snapshot::{
+    AwsCredentials, AzureAuth, CatalogModel, Credential, Fairness, Pricing, Provider,
+};
 
 pub(super) fn compile_provider(
     provider: &ModelProvider,
@@ -279,7 +283,11 @@ pub(super) fn compile_provider(
                 output_per_million: p.output_per_million,
                 cached_input_per_million: p.cached_input_per_million.unwrap_or(p.input_per_million),
             });
-        if models.insert(model.name.clone(), pricing).is_some() {
+        let entry = CatalogModel {
+            kind: model.kind.unwrap_or_else(|| ModelKind::guess(&model.name)),
+            pricing,
+        };
+        if models.insert(model.name.clone(), entry).is_some() {
             diagnostics.push(Diagnostic::error(
                 &object,
                 format!("spec.models[{index}]"),

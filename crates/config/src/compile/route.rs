@@ -2,16 +2,17 @@
 
 use std::collections::BTreeMap;
 
-use tollgate_api::AIRoute;
 use tollgate_api::conditions::reason;
 use tollgate_api::route::{
-    ALIASES_UNIQUE_MESSAGE, BACKENDS_WEIGHT_MESSAGE, HEADERS_UNIQUE_MESSAGE, PASS_THROUGH_MESSAGE,
+    ALIASES_UNIQUE_MESSAGE, BACKENDS_WEIGHT_MESSAGE, ENDPOINTS_UNIQUE_MESSAGE,
+    HEADERS_UNIQUE_MESSAGE, PASS_THROUGH_MESSAGE,
 };
+use tollgate_api::{AIRoute, ModelKind};
 
 use super::parse_duration_ms;
 use crate::diagnostics::{Diagnostic, ObjectRef};
 use crate::resources::object_ref;
-use crate::snapshot::{Backend, GatewayConfig, Provider, Route};
+use crate::snapshot::{Backend, Endpoints, GatewayConfig, Provider, Route};
 
 /// Compiles one route into `gateway`, adding the providers it uses.
 pub(super) fn compile_route(
@@ -167,6 +168,8 @@ pub(super) fn compile_route(
         ));
     }
 
+    let endpoints = endpoints(spec, &object, &wanted, diagnostics);
+
     let timeouts = spec.timeouts.clone().unwrap_or_default();
     let request = parse_duration_ms(
         timeouts.request.as_ref(),
@@ -183,7 +186,10 @@ pub(super) fn compile_route(
         diagnostics,
     );
 
-    if diagnostics.len() > errors_before {
+    if diagnostics[errors_before..]
+        .iter()
+        .any(Diagnostic::is_error)
+    {
         return None;
     }
     // Add providers first, then index: an insert shifts later indices.
@@ -213,7 +219,83 @@ pub(super) fn compile_route(
         backends,
         request_timeout_ms: request.ok().flatten(),
         stream_idle_timeout_ms: idle.ok().flatten(),
+        endpoints,
     })
+}
+
+/// The endpoints a route serves: `spec.endpoints` when given (checked
+/// against the catalog kinds of its backends' models), else what those
+/// models are: chat, embedding, or all four when a backend passes the
+/// client's model through or the backends mix kinds (with a warning).
+fn endpoints(
+    spec: &tollgate_api::AIRouteSpec,
+    object: &ObjectRef,
+    backends: &[(Provider, Backend)],
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Endpoints {
+    // Per backend: its model's kind, and whether the catalog said so.
+    let kinds: Vec<Option<(ModelKind, bool)>> = backends
+        .iter()
+        .map(|(provider, backend)| {
+            if backend.pass_model {
+                return None;
+            }
+            Some(match provider.models.get(&*backend.model) {
+                Some(entry) => (entry.kind, true),
+                None => (ModelKind::guess(&backend.model), false),
+            })
+        })
+        .collect();
+    let served_by = |kind: ModelKind| match kind {
+        ModelKind::Chat => Endpoints::CHAT,
+        ModelKind::Embedding => Endpoints::EMBEDDINGS,
+    };
+
+    if !spec.endpoints.is_empty() {
+        let declared = Endpoints::of(&spec.endpoints);
+        if declared.iter().count() != spec.endpoints.len() {
+            diagnostics.push(Diagnostic::error(
+                object,
+                "spec.endpoints",
+                reason::INVALID,
+                ENDPOINTS_UNIQUE_MESSAGE,
+            ));
+        }
+        // Only a catalog's word is firm enough to refuse a route over.
+        for ((provider, backend), kind) in backends.iter().zip(&kinds) {
+            if let Some((kind, true)) = kind
+                && let Some(wrong) = declared.iter().find(|e| !served_by(*kind).contains(*e))
+            {
+                diagnostics.push(Diagnostic::error(
+                    object,
+                    "spec.endpoints",
+                    reason::INVALID,
+                    format!(
+                        "{wrong:?} is not served by model {:?}, a {kind:?} model in the catalog of ModelProvider {:?}",
+                        backend.model, provider.name
+                    ),
+                ));
+            }
+        }
+        return declared;
+    }
+
+    let mut inferred: Option<Endpoints> = None;
+    for kind in &kinds {
+        let served = kind.map_or(Endpoints::ALL, |(kind, _)| served_by(kind));
+        inferred = Some(inferred.map_or(served, |so_far| so_far.union(served)));
+    }
+    let inferred = inferred.unwrap_or(Endpoints::ALL);
+    let kinds_known: Vec<ModelKind> = kinds.iter().flatten().map(|(k, _)| *k).collect();
+    if kinds_known.contains(&ModelKind::Chat) && kinds_known.contains(&ModelKind::Embedding) {
+        diagnostics.push(Diagnostic::warning(
+            object,
+            "spec.backends",
+            reason::INVALID,
+            "the backends mix chat and embedding models, so the route serves every endpoint; set spec.endpoints to say which it serves",
+        ));
+    }
+    inferred
 }
 
 /// Keeps providers sorted by name (for deterministic output) and re-points
@@ -299,5 +381,73 @@ mod tests {
         assert_eq!(d.field, "spec.backends[0].model");
         assert!(d.message.contains("glob"), "{}", d.message);
         assert_eq!(compiled.snapshots[&gw()].config.routes.len(), 1);
+    }
+
+    fn route_endpoints(
+        extra: &str,
+        name: &str,
+    ) -> (Vec<String>, Option<crate::snapshot::Endpoints>) {
+        let text = format!("{BASE}---\n{extra}");
+        let compiled = compile(&load(&text).resources);
+        let diagnostics = compiled.diagnostics.iter().map(|d| d.to_string()).collect();
+        let endpoints = compiled.snapshots[&gw()]
+            .config
+            .routes
+            .iter()
+            .find(|r| *r.name == *format!("default/{name}"))
+            .map(|r| r.endpoints);
+        (diagnostics, endpoints)
+    }
+
+    #[test]
+    fn endpoints_follow_the_models_unless_declared() {
+        use crate::snapshot::Endpoints;
+        // The fixture's chat route: a mock model by name, a catalog model of kind Chat.
+        assert_eq!(route_endpoints("", "chat").1, Some(Endpoints::CHAT));
+        // By name: "embed" in it.
+        let embed = "apiVersion: tollgate.dev/v1alpha1\nkind: AIRoute\nmetadata: {name: e}\nspec:\n  gatewayRef: {name: gw}\n  models: [e]\n  backends: [{providerRef: {name: zeta}, model: text-embedding-3-small}]\n";
+        assert_eq!(
+            route_endpoints(embed, "e"),
+            (vec![], Some(Endpoints::EMBEDDINGS))
+        );
+        // Pass-through: the client's model could be anything.
+        let any = "apiVersion: tollgate.dev/v1alpha1\nkind: AIRoute\nmetadata: {name: any}\nspec:\n  gatewayRef: {name: gw}\n  models: [\"x-*\"]\n  backends: [{providerRef: {name: zeta}}]\n";
+        assert_eq!(route_endpoints(any, "any"), (vec![], Some(Endpoints::ALL)));
+        // Declared wins over the name.
+        let declared = "apiVersion: tollgate.dev/v1alpha1\nkind: AIRoute\nmetadata: {name: d}\nspec:\n  gatewayRef: {name: gw}\n  models: [d]\n  endpoints: [Messages]\n  backends: [{providerRef: {name: zeta}, model: embedder-but-chat}]\n";
+        assert_eq!(
+            route_endpoints(declared, "d"),
+            (
+                vec![],
+                Some(Endpoints::of(&[tollgate_api::RouteEndpoint::Messages]))
+            )
+        );
+    }
+
+    #[test]
+    fn mixed_kinds_warn_and_serve_everything() {
+        use crate::snapshot::Endpoints;
+        let mixed = "apiVersion: tollgate.dev/v1alpha1\nkind: AIRoute\nmetadata: {name: m}\nspec:\n  gatewayRef: {name: gw}\n  models: [m]\n  backends:\n  - {providerRef: {name: zeta}, model: mock-embed}\n  - {providerRef: {name: zeta}, model: mock-chat, priority: 1}\n";
+        let (diagnostics, endpoints) = route_endpoints(mixed, "m");
+        assert_eq!(endpoints, Some(Endpoints::ALL));
+        assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
+        assert!(
+            diagnostics[0].contains("mix chat and embedding"),
+            "{diagnostics:?}"
+        );
+    }
+
+    #[test]
+    fn declared_endpoints_must_agree_with_the_catalog() {
+        let wrong = "apiVersion: tollgate.dev/v1alpha1\nkind: AIRoute\nmetadata: {name: w}\nspec:\n  gatewayRef: {name: gw}\n  models: [w]\n  endpoints: [ChatCompletions, Embeddings]\n  backends: [{providerRef: {name: alpha}, model: gpt-4o-mini}]\n";
+        let (diagnostics, endpoints) = route_endpoints(wrong, "w");
+        assert_eq!(endpoints, None, "the route is refused");
+        assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
+        assert!(
+            diagnostics[0].contains(
+                "spec.endpoints: Embeddings is not served by model \"gpt-4o-mini\", a Chat model"
+            ),
+            "{diagnostics:?}"
+        );
     }
 }

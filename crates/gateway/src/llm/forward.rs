@@ -63,7 +63,7 @@ pub async fn forward(
         } else {
             backend.model.clone()
         };
-        let pricing = upstream.config.models.get(&*model).copied();
+        let pricing = upstream.config.models.get(&*model).map(|m| m.pricing);
         context.attempt(&upstream.config.name, model.clone(), pricing);
         let model = &*model;
 

@@ -152,6 +152,16 @@ async fn pipeline(
         .find(&inbound.payload.model, &parts.headers)
         .ok_or_else(|| ApiError::model_not_found(&inbound.payload.model))?;
     context.route = route.name.clone();
+    let served_as = context.endpoint.served_as();
+    if !route.endpoints.contains(served_as) {
+        let served: Vec<&str> = route.endpoints.iter().map(|e| e.path()).collect();
+        return Err(ApiError::endpoint_not_served(
+            &inbound.payload.model,
+            served_as.path(),
+            &served,
+        )
+        .into());
+    }
     let order = select::attempt_order(route, &mut rand::rng());
     forward::forward(context, &runtime, route, &inbound, &order, &parts.headers).await
 }

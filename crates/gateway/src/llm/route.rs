@@ -112,6 +112,7 @@ mod tests {
             backends: vec![],
             request_timeout_ms: None,
             stream_idle_timeout_ms: None,
+            endpoints: Default::default(),
         }
     }
 

@@ -65,6 +65,7 @@ mod tests {
             backends: vec![],
             request_timeout_ms: None,
             stream_idle_timeout_ms: None,
+            endpoints: Default::default(),
         }
     }
 
