@@ -5,7 +5,7 @@ TARGET_DIR := $(abspath $(or $(CARGO_TARGET_DIR),target))
 BIN_DEBUG := $(TARGET_DIR)/debug/tollgate
 BIN_RELEASE := $(TARGET_DIR)/release/tollgate
 
-.PHONY: help build run test test-rust test-k8s test-python crds lint deny image test-image fmt bench bench-controlplane fuzz clean
+.PHONY: help build run test test-rust test-k8s test-python crds lint deny image test-image fmt bench bench-controlplane soak chaos fuzz clean
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -55,6 +55,18 @@ bench: ## Benchmark: mock direct vs nginx vs tollgate side by side (installs ngi
 bench-controlplane: ## propagation (apply -> served on 3 gateways, p50/p99 over 100 changes, vs a plain watch) and 1,000-route compile/push in a real apiserver
 	$(CARGO) build --release -p tollgate-cli -p tollgate-bench
 	$(TARGET_DIR)/release/tollgate-bench-controlplane --tollgate $(BIN_RELEASE)
+
+# Soak length in seconds (`make soak SOAK_SECONDS=600`).
+SOAK_SECONDS ?= 1800
+
+soak: ## Steady mixed load + reloads for SOAK_SECONDS (1800); RSS and open fds must stay flat, every answer as expected (not part of make test)
+	$(CARGO) build --release -p tollgate-cli -p tollgate-bench
+	$(TARGET_DIR)/release/tollgate-soak --tollgate $(BIN_RELEASE) soak --seconds $(SOAK_SECONDS)
+
+chaos: ## Providers that hang, reset, answer garbage, refuse, fail, cut streams; then the controller and the apiserver go away under load; failed requests counted (not part of make test)
+	$(CARGO) build --release -p tollgate-cli -p tollgate-bench
+	$(TARGET_DIR)/release/tollgate-soak --tollgate $(BIN_RELEASE) chaos
+	TOLLGATE_BIN=$(BIN_RELEASE) SOAK_BIN=$(TARGET_DIR)/release/tollgate-soak bash tests/k8s/chaos.sh
 
 # Seconds per fuzz target (`make fuzz FUZZ_SECONDS=600`).
 FUZZ_SECONDS ?= 60

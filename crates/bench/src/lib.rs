@@ -9,6 +9,7 @@ pub mod procfs;
 pub mod report;
 pub mod runner;
 pub mod schedule;
+pub mod soak;
 pub mod stats;
 pub mod stub;
 pub mod targets;

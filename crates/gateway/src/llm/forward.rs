@@ -26,7 +26,7 @@ use crate::error::ApiError;
 use crate::http::{ResponseBody, full, json};
 use crate::providers::fair::Refusal;
 use crate::providers::http::{UpstreamError, send};
-use crate::providers::{Plan, Upstream};
+use crate::providers::{InvalidBody, Plan, Upstream};
 use crate::runtime::Runtime;
 use crate::sse::SseRelay;
 
@@ -155,6 +155,17 @@ pub async fn forward(
         let status = response.status();
         if status.is_success() {
             let head = response_head(route, provider, stream);
+            if stream && !upstream.is_stream_answer(response.headers()) {
+                context.attempt_failed("not_a_stream");
+                last_error = ApiError::bad_gateway(format!(
+                    "provider {provider} answered a stream request with something other than a stream"
+                ))
+                .into();
+                if is_last {
+                    return Err(last_error);
+                }
+                continue;
+            }
             if stream {
                 let transcoder =
                     transcoder(upstream, plan, endpoint, inbound, model, response.headers())?;
@@ -199,37 +210,50 @@ pub async fn forward(
                 }
             }
             let limited = Limited::new(response.into_body(), MAX_RESPONSE_BODY);
-            let body = match tokio::time::timeout_at(deadline, limited.collect()).await {
-                Ok(Ok(collected)) => collected.to_bytes(),
+            // Nothing has reached the client yet: a broken, late or
+            // unreadable answer falls back like a failed attempt.
+            let failure: Failure = match tokio::time::timeout_at(deadline, limited.collect()).await
+            {
+                Ok(Ok(collected)) => {
+                    match answer_body(
+                        context,
+                        upstream,
+                        plan,
+                        inbound,
+                        model,
+                        collected.to_bytes(),
+                    ) {
+                        Ok(body) => {
+                            let body = Output::emit(context, body, false);
+                            let (head, ()) = head.into_parts();
+                            return Ok(Answer::Full(
+                                Response::from_parts(head, full(body)),
+                                status.as_u16(),
+                            ));
+                        }
+                        Err(failure) => {
+                            context.attempt_failed("invalid_body");
+                            failure
+                        }
+                    }
+                }
                 Ok(Err(error)) => {
                     context.attempt_failed("broken_body");
-                    return Err(ApiError::bad_gateway(format!(
+                    ApiError::bad_gateway(format!(
                         "provider {provider} broke off the response: {error}"
                     ))
-                    .into());
+                    .into()
                 }
                 Err(_) => {
                     context.attempt_failed("timeout");
-                    return Err(timeout_error().into());
+                    timeout_error().into()
                 }
             };
-            let body = match plan {
-                Plan::Translate => {
-                    let answer = upstream.translate_response(&body, model)?;
-                    context.usage = answer.usage;
-                    Bytes::from(endpoint.render(&answer, inbound.canonical()?))
-                }
-                _ => {
-                    context.usage = upstream.passthrough_usage(endpoint, &body);
-                    body
-                }
-            };
-            let body = Output::emit(context, body, false);
-            let (head, ()) = head.into_parts();
-            return Ok(Answer::Full(
-                Response::from_parts(head, full(body)),
-                status.as_u16(),
-            ));
+            if is_last || Instant::now() >= overall {
+                return Err(failure);
+            }
+            last_error = failure;
+            continue;
         }
         // The error body is read before deciding: some providers say "your
         // key is wrong" with a 400 (Gemini's API_KEY_INVALID), which is the
@@ -248,6 +272,33 @@ pub async fn forward(
         return Ok(Answer::Full(response, status));
     }
     Err(last_error)
+}
+
+/// A full success answer, in the client's format, with its usage recorded.
+fn answer_body(
+    context: &mut RequestContext,
+    upstream: &Upstream,
+    plan: Plan,
+    inbound: &Inbound<'_>,
+    model: &str,
+    body: Bytes,
+) -> Result<Bytes, Failure> {
+    if plan == Plan::Translate {
+        let answer = upstream.translate_response(&body, model)?;
+        context.usage = answer.usage;
+        return Ok(Bytes::from(
+            context.endpoint.render(&answer, inbound.canonical()?),
+        ));
+    }
+    context.usage = upstream
+        .passthrough_usage(context.endpoint, &body)
+        .map_err(|InvalidBody| {
+            ApiError::bad_gateway(format!(
+                "provider {} answered with a body that is not JSON",
+                upstream.config.name
+            ))
+        })?;
+    Ok(body)
 }
 
 /// How this attempt's stream reaches the client.

@@ -18,6 +18,7 @@ use ::http::header::{ACCEPT, CONTENT_TYPE, HOST};
 use ::http::{HeaderMap, HeaderName, HeaderValue, Request, Uri};
 use bytes::Bytes;
 use http_body_util::Full;
+use serde::de::IgnoredAny;
 use tollgate_api::ProviderType;
 use tollgate_config::snapshot::{AzureAuth, Principal, Provider};
 use tollgate_llm::bedrock::sigv4::AwsCredentials;
@@ -416,17 +417,50 @@ impl Upstream {
     }
 
     /// Usage of a passed-through full response, read without translating it.
-    pub fn passthrough_usage(&self, endpoint: Endpoint, body: &[u8]) -> Option<Usage> {
-        match endpoint {
+    ///
+    /// `Err` when the body is not JSON at all: a broken answer, which another
+    /// backend may replace. Usually free: the usage parse reads the whole
+    /// document, so only a body without readable usage is parsed again.
+    pub fn passthrough_usage(
+        &self,
+        endpoint: Endpoint,
+        body: &[u8],
+    ) -> Result<Option<Usage>, InvalidBody> {
+        let usage = match endpoint {
             Endpoint::Messages => tollgate_llm::anthropic::provider::parse_response(body)
                 .ok()
                 .and_then(|r| r.usage),
             Endpoint::Responses => crate::llm::relay::responses_usage(body),
             Endpoint::CountTokens => None,
             Endpoint::ChatCompletions | Endpoint::Embeddings => crate::sse::usage_of_body(body),
+        };
+        if usage.is_none() && serde_json::from_slice::<IgnoredAny>(body).is_err() {
+            return Err(InvalidBody);
         }
+        Ok(usage)
+    }
+
+    /// Whether a 200 to a stream request is a stream in this provider's
+    /// framing (a server that answers with one JSON document instead, or
+    /// with something else, has not streamed). No `content-type`: trusted.
+    pub fn is_stream_answer(&self, headers: &HeaderMap) -> bool {
+        let expected: &[u8] = if self.wire == Wire::Bedrock {
+            b"application/vnd.amazon.eventstream"
+        } else {
+            b"text/event-stream"
+        };
+        headers.get(CONTENT_TYPE).is_none_or(|value| {
+            value
+                .as_bytes()
+                .get(..expected.len())
+                .is_some_and(|prefix| prefix.eq_ignore_ascii_case(expected))
+        })
     }
 }
+
+/// A success body that is not the JSON document the API promises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidBody;
 
 fn auth_for(config: &Provider, wire: Wire) -> Result<Auth, UpstreamError> {
     let header = |value: &str| {
