@@ -12,7 +12,9 @@
 #      streams on an OpenAI-type and an Anthropic-type provider (the mock
 #      checks their keys), a wrong client key, a provider whose key the mock
 #      refuses, a client key rotated in its Secret (old refused, new served),
-#      and a Secret reference that does not resolve (a Warning Event).
+#      a key minted with `tollgate keys create` (a labelled Secret, no
+#      AIGateway edit), and a Secret reference that does not resolve (a
+#      Warning Event).
 #   3. The sweep: every credential of the run (client keys old and new,
 #      provider keys, the wrong key, both ServiceAccount tokens) is searched
 #      for, whole and by its random part, in the controller's and gateway's
@@ -230,17 +232,34 @@ if [[ "$wrong $refused $dangling" == "401 502 404" ]] &&
   ok "wrong client key 401; the provider refusing the gateway's key 502 (says so); route on a dangling Secret key not served (404)"
 else nok "error statuses (want 401 502 404): $wrong $refused $dangling"; fi
 
+# served_within_20s KEY: retries a chat with KEY until it is 200 (a config
+# change on its way); prints the last status.
+served_within_20s() {
+  local got=""
+  for _ in $(seq 1 100); do
+    got="$(call "$1" /v1/chat/completions "$chat")"
+    [[ "$got" == 200 ]] && break
+    sleep 0.2
+  done
+  echo "$got"
+}
+
 # Rotation: the client key changes in its Secret; the old one stops working.
 k -n "$ns" patch secret client-keys --type merge -p "{\"stringData\":{\"client\":\"$rotated_key\"}}" >/dev/null
-rotated=""
-for _ in $(seq 1 100); do
-  rotated="$(call "$rotated_key" /v1/chat/completions "$chat")"
-  [[ "$rotated" == 200 ]] && break
-  sleep 0.2
-done
+rotated="$(served_within_20s "$rotated_key")"
 old="$(call "$client_key" /v1/chat/completions "$chat")"
 if [[ "$rotated $old" == "200 401" ]]; then ok "client key rotated in its Secret: new key 200, old key 401"
 else nok "rotation (want 200 401): $rotated $old"; fi
+
+# A key minted as a labelled Secret (`tollgate keys create`), no AIGateway edit.
+minted_key=""
+if "$tollgate" keys create --gateway "$gw" -n "$ns" --team security --app sweeper --expires-in 1d \
+  2>"$dir/minted.err" | k apply -f - >/dev/null; then
+  minted_key="$(sed -n 's/^key: //p' "$dir/minted.err")"
+fi
+minted="$(served_within_20s "$minted_key")"
+if [[ -n "$minted_key" && "$minted" == 200 ]]; then ok "a key minted by tollgate keys create (a labelled Secret) is served through the controller"
+else nok "minted key: ${minted:-no answer}"; fi
 
 # A Warning Event names the dangling reference.
 warned=0
@@ -276,7 +295,8 @@ sweep() {
 # Each credential whole and by its random part (whole or its first 16
 # characters): a truncated or re-prefixed leak is caught as well.
 needles=()
-for secret in "$client_key" "$rotated_key" "$openai_key" "$anthropic_key" "$wrong_key"; do
+for secret in "$client_key" "$rotated_key" "$openai_key" "$anthropic_key" "$wrong_key" "$minted_key"; do
+  [[ -n "$secret" ]] || continue
   random_part="${secret##*-}"
   needles+=("$secret" "$random_part" "${random_part:0:16}")
 done

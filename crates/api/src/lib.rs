@@ -9,6 +9,7 @@ pub mod common;
 pub mod conditions;
 pub mod duration;
 pub mod gateway;
+pub mod keys;
 pub mod provider;
 pub mod route;
 

@@ -12,6 +12,7 @@ use tollgate_gateway::standalone::{FileSource, Source};
 use tollgate_gateway::subscriber::{ControllerOptions, ControllerUrl, GatewayId};
 
 mod controller;
+mod keys;
 mod validate;
 
 #[derive(Parser)]
@@ -58,6 +59,16 @@ enum Command {
     /// Run the mock LLM provider (OpenAI, Azure OpenAI, Anthropic, Gemini and
     /// Bedrock wire formats).
     Mock(tollgate_mock::MockArgs),
+    /// Client API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Mint a key: print a Secret labelled tollgate.dev/api-key (stdout; pipe
+    /// it to `kubectl apply -f -`) and the key itself (stderr, once).
+    Create(keys::CreateArgs),
 }
 
 #[derive(clap::Args)]
@@ -170,6 +181,21 @@ fn main() -> ExitCode {
             Err(error) => fail(error),
         },
         Command::Validate { paths, references } => validate::run(&paths, references),
+        Command::Keys(KeysCommand::Create(args)) => {
+            match keys::create(&args, std::time::SystemTime::now()) {
+                Ok((key, manifest)) => {
+                    print!("{manifest}");
+                    eprintln!(
+                        "key: {key}\n(shown once: store it now; the Secret above holds it for the gateway)"
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("tollgate keys create: {error}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Gateway(args) => {
             match gateway_options(args).map(tollgate_gateway::standalone::run) {
                 Ok(Ok(())) => ExitCode::SUCCESS,

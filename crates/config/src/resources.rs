@@ -61,6 +61,13 @@ pub fn referenced_secrets(
     from_providers.chain(from_gateways).collect()
 }
 
+/// Whether compile reads this Secret: referenced by name (see
+/// [`referenced_secrets`]) or labelled as an API key.
+pub fn is_compile_input(secret: &Secret, referenced: &BTreeSet<(String, String)>) -> bool {
+    crate::compile::is_labelled_key(secret)
+        || referenced.contains(&(namespace_of(secret), secret.name_any()))
+}
+
 /// Stand-ins for the Secrets that providers and gateways name but
 /// `resources` lacks, each holding every key named, with a value unique to
 /// that key. Compiling with them checks what depends on a Secret existing

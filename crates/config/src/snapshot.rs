@@ -174,6 +174,9 @@ impl Default for UpstreamErrors {
 pub struct ApiKey {
     pub sha256: String,
     pub principal: Principal,
+    /// Unix seconds after which the key is refused; checked per request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
 }
 
 /// Who a request is, for limits, budgets, metrics and audit.

@@ -73,19 +73,14 @@ impl Stores {
         }
         let gateways = clone(self.gateways.state());
         let providers = clone(self.providers.state());
-        // Only referenced Secrets: a cluster holds many (Helm releases,
-        // tokens) that compile never reads.
+        // Only Secrets compile reads (referenced, or labelled API keys): a
+        // cluster holds many (Helm releases, tokens) that it never reads.
         let referenced = tollgate_config::resources::referenced_secrets(&gateways, &providers);
         let secrets = self
             .secrets
             .state()
             .into_iter()
-            .filter(|s| {
-                referenced.contains(&(
-                    tollgate_config::resources::namespace_of(s.as_ref()),
-                    s.name_any(),
-                ))
-            })
+            .filter(|s| tollgate_config::resources::is_compile_input(s, &referenced))
             .map(|s| (*s).clone())
             .collect();
         Resources {

@@ -2,8 +2,11 @@
 
 use std::collections::BTreeSet;
 
-use tollgate_api::AIGateway;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 use tollgate_api::conditions::reason;
+use tollgate_api::{AIGateway, SecretKeyRef, keys};
 
 use super::{
     DEFAULT_ADMIN_PORT, DEFAULT_LISTENER_PORT, DEFAULT_MAX_REQUEST_BODY_BYTES,
@@ -12,6 +15,41 @@ use super::{
 use crate::diagnostics::Diagnostic;
 use crate::resources::object_ref;
 use crate::snapshot::{self, ApiKey, GatewayConfig, Limits, Principal};
+
+/// One key from a Secret labelled [`keys::API_KEY_LABEL`].
+fn labelled_key(secret: &Secret, secrets: &SecretIndex, namespace: &str) -> Result<ApiKey, String> {
+    let name = secret.name_any();
+    let reference = SecretKeyRef {
+        name: name.clone(),
+        key: keys::KEY_DATA.to_string(),
+    };
+    let key = secrets
+        .value(namespace, &reference)
+        .map_err(|(_, message)| message)?;
+    let annotations = secret.annotations();
+    let annotation = |name: &str| annotations.get(name).filter(|v| !v.is_empty()).cloned();
+    let expires_at = match annotation(keys::EXPIRES_AT_ANNOTATION) {
+        None => None,
+        Some(text) => {
+            let instant: Timestamp = text.parse().map_err(|_| {
+                format!(
+                    "{} {text:?} is not an RFC 3339 instant",
+                    keys::EXPIRES_AT_ANNOTATION
+                )
+            })?;
+            Some(u64::try_from(instant.as_second()).unwrap_or(0))
+        }
+    };
+    Ok(ApiKey {
+        sha256: snapshot::api_key_digest(&key),
+        principal: Principal {
+            user: annotation(keys::USER_ANNOTATION).unwrap_or(name),
+            team: annotation(keys::TEAM_ANNOTATION),
+            app: annotation(keys::APP_ANNOTATION),
+        },
+        expires_at,
+    })
+}
 
 pub(super) fn compile_gateway(
     gateway: &AIGateway,
@@ -103,6 +141,7 @@ pub(super) fn compile_gateway(
                         team: source.principal.team.clone(),
                         app: source.principal.app.clone(),
                     },
+                    expires_at: None,
                 });
             }
             Err((why, message)) => {
@@ -110,9 +149,32 @@ pub(super) fn compile_gateway(
             }
         }
     }
+    // Keys minted as labelled Secrets. Whoever may create a Secret here may
+    // add one, but a broken one must not take the gateway down: it is
+    // skipped with a warning.
+    for secret in secrets.labelled_keys(&object.namespace, &object.name) {
+        match labelled_key(secret, secrets, &object.namespace) {
+            Ok(key) if digests.insert(key.sha256.clone()) => api_keys.push(key),
+            Ok(_) => diagnostics.push(Diagnostic::warning(
+                &object,
+                format!("Secret {}", secret.name_any()),
+                reason::INVALID,
+                "this key is already configured; the labelled copy is ignored",
+            )),
+            Err(message) => diagnostics.push(Diagnostic::warning(
+                &object,
+                format!("Secret {}", secret.name_any()),
+                reason::INVALID,
+                format!("{message}; the key is ignored"),
+            )),
+        }
+    }
     api_keys.sort_by(|a, b| a.sha256.cmp(&b.sha256));
 
-    if diagnostics.len() > errors_before {
+    if diagnostics[errors_before..]
+        .iter()
+        .any(Diagnostic::is_error)
+    {
         return None;
     }
     Some(GatewayConfig {
@@ -144,4 +206,89 @@ pub(super) fn compile_gateway(
         providers: Vec::new(),
         routes: Vec::new(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::compile;
+    use super::super::fixtures::{BASE, gw, load};
+    use crate::snapshot::api_key_digest;
+
+    fn labelled(name: &str, gateway: &str, key: &str, annotations: &str) -> String {
+        format!(
+            "---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  labels: {{tollgate.dev/api-key: \"true\"}}\n  annotations: {{tollgate.dev/gateway: \"{gateway}\"{annotations}}}\nstringData: {{key: {key}}}\n"
+        )
+    }
+
+    #[test]
+    fn labelled_secrets_add_keys_without_editing_the_gateway() {
+        let text = format!(
+            "{BASE}{}{}{}{}",
+            labelled(
+                "ranker",
+                "gw",
+                "tg-ranker",
+                ", tollgate.dev/team: search, tollgate.dev/app: ranker, tollgate.dev/expires-at: \"2027-01-15T08:00:00Z\""
+            ),
+            labelled("anyone", "*", "tg-anyone", ", tollgate.dev/user: ann"),
+            labelled("elsewhere", "other-gateway", "tg-elsewhere", ""),
+            // Not labelled: an ordinary Secret that happens to hold a `key`.
+            "---\napiVersion: v1\nkind: Secret\nmetadata: {name: plain, annotations: {tollgate.dev/gateway: gw}}\nstringData: {key: tg-plain}\n",
+        );
+        let compiled = compile(&load(&text).resources);
+        assert!(
+            compiled.diagnostics.is_empty(),
+            "{:?}",
+            compiled.diagnostics
+        );
+        let keys = &compiled.snapshots[&gw()].config.api_keys;
+        let find = |key: &str| keys.iter().find(|k| k.sha256 == api_key_digest(key));
+        let ranker = find("tg-ranker").expect("labelled key for gw");
+        assert_eq!(
+            ranker.principal.user, "ranker",
+            "user defaults to the Secret's name"
+        );
+        assert_eq!(ranker.principal.team.as_deref(), Some("search"));
+        assert_eq!(ranker.principal.app.as_deref(), Some("ranker"));
+        assert_eq!(ranker.expires_at, Some(1_800_000_000));
+        assert_eq!(find("tg-anyone").unwrap().principal.user, "ann");
+        assert_eq!(find("tg-anyone").unwrap().expires_at, None);
+        assert!(find("tg-elsewhere").is_none(), "named another gateway");
+        assert!(find("tg-plain").is_none(), "not labelled");
+        assert!(find("tg-demo").is_some(), "spec.apiKeys still count");
+    }
+
+    #[test]
+    fn a_broken_labelled_secret_is_skipped_with_a_warning_not_fatal() {
+        let text = format!(
+            "{BASE}{}{}",
+            labelled(
+                "bad-date",
+                "gw",
+                "tg-bad-date",
+                ", tollgate.dev/expires-at: next-week"
+            ),
+            "---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: no-key\n  labels: {tollgate.dev/api-key: \"true\"}\n  annotations: {tollgate.dev/gateway: gw}\nstringData: {other: x}\n",
+        );
+        let compiled = compile(&load(&text).resources);
+        assert!(
+            compiled.diagnostics.iter().all(|d| !d.is_error()),
+            "{:?}",
+            compiled.diagnostics
+        );
+        let messages: Vec<String> = compiled.diagnostics.iter().map(|d| d.to_string()).collect();
+        assert_eq!(messages.len(), 2, "{messages:?}");
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.contains("Secret bad-date") && m.contains("RFC 3339")),
+            "{messages:?}"
+        );
+        assert!(
+            messages.iter().any(|m| m.contains("Secret no-key")),
+            "{messages:?}"
+        );
+        let config = &compiled.snapshots[&gw()].config;
+        assert_eq!(config.api_keys.len(), 1, "only spec.apiKeys' key serves");
+    }
 }

@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use tollgate_api::conditions::reason;
 use tollgate_api::duration;
+use tollgate_api::keys;
 use tollgate_api::{AIGateway, AIGatewaySpec, AIRoute, SecretKeyRef};
 
 use crate::diagnostics::{Diagnostic, ObjectRef};
@@ -214,6 +215,14 @@ fn by_precedence(routes: &[AIRoute]) -> Vec<&AIRoute> {
 }
 
 /// Provider credentials and client keys, looked up by namespace/name/key.
+/// Whether a Secret carries the API-key label (`"true"`).
+pub fn is_labelled_key(secret: &Secret) -> bool {
+    secret
+        .labels()
+        .get(keys::API_KEY_LABEL)
+        .is_some_and(|v| v == "true")
+}
+
 struct SecretIndex<'a> {
     by_name: BTreeMap<(String, String), &'a Secret>,
 }
@@ -226,6 +235,23 @@ impl<'a> SecretIndex<'a> {
                 .map(|s| ((namespace_of(s), s.name_any()), s))
                 .collect(),
         }
+    }
+
+    /// Secrets labelled as API keys for `gateway` (annotation naming it or
+    /// `*`) in its namespace, by name.
+    fn labelled_keys(&self, namespace: &str, gateway: &str) -> Vec<&'a Secret> {
+        self.by_name
+            .range((namespace.to_string(), String::new())..)
+            .take_while(|((ns, _), _)| ns == namespace)
+            .map(|(_, secret)| *secret)
+            .filter(|secret| {
+                is_labelled_key(secret)
+                    && secret
+                        .annotations()
+                        .get(keys::GATEWAY_ANNOTATION)
+                        .is_some_and(|g| g == gateway || g == "*")
+            })
+            .collect()
     }
 
     fn contains(&self, namespace: &str, name: &str) -> bool {

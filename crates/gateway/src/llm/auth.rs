@@ -12,7 +12,14 @@ use crate::error::ApiError;
 
 #[derive(Debug, Default)]
 pub struct KeyIndex {
-    keys: HashMap<[u8; 32], Arc<Principal>>,
+    keys: HashMap<[u8; 32], Entry>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    principal: Arc<Principal>,
+    /// Unix seconds after which the key is refused.
+    expires_at: Option<u64>,
 }
 
 /// A snapshot carried a key digest that is not 64 hex digits. Refused, so a
@@ -32,7 +39,11 @@ impl KeyIndex {
                 decode_hex(&k.sha256, &mut digest).ok_or_else(|| InvalidKeyDigest {
                     user: k.principal.user.clone(),
                 })?;
-                Ok((digest, Arc::new(k.principal.clone())))
+                let entry = Entry {
+                    principal: Arc::new(k.principal.clone()),
+                    expires_at: k.expires_at,
+                };
+                Ok((digest, entry))
             })
             .collect::<Result<_, _>>()?;
         Ok(Self { keys })
@@ -48,12 +59,24 @@ impl KeyIndex {
             ApiError::unauthorized("You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY' or 'x-api-key: YOUR_KEY'.")
         })?;
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        self.keys
+        let entry = self
+            .keys
             .get(&digest)
-            .cloned()
-            .map(Some)
-            .ok_or_else(|| ApiError::unauthorized("Incorrect API key provided."))
+            .ok_or_else(|| ApiError::unauthorized("Incorrect API key provided."))?;
+        // The clock is read only for keys that expire.
+        if let Some(expires_at) = entry.expires_at
+            && unix_now() >= expires_at
+        {
+            return Err(ApiError::unauthorized("This API key has expired."));
+        }
+        Ok(Some(entry.principal.clone()))
     }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn presented_key(headers: &HeaderMap) -> Option<&str> {
@@ -90,14 +113,42 @@ mod tests {
     use tollgate_config::snapshot::api_key_digest;
 
     fn index() -> KeyIndex {
-        KeyIndex::new(&[ApiKey {
-            sha256: api_key_digest("tg-good"),
-            principal: Principal {
-                user: "ann".into(),
-                ..Default::default()
+        KeyIndex::new(&[
+            ApiKey {
+                sha256: api_key_digest("tg-good"),
+                principal: Principal {
+                    user: "ann".into(),
+                    ..Default::default()
+                },
+                expires_at: None,
             },
-        }])
+            ApiKey {
+                sha256: api_key_digest("tg-expired"),
+                principal: Principal::default(),
+                expires_at: Some(unix_now() - 1),
+            },
+            ApiKey {
+                sha256: api_key_digest("tg-later"),
+                principal: Principal {
+                    user: "bo".into(),
+                    ..Default::default()
+                },
+                expires_at: Some(unix_now() + 3600),
+            },
+        ])
         .unwrap()
+    }
+
+    #[test]
+    fn an_expired_key_is_refused_and_one_not_yet_expired_accepted() {
+        let idx = index();
+        let err = idx
+            .authenticate(&headers("authorization", "Bearer tg-expired"))
+            .unwrap_err();
+        assert_eq!(err.status, 401);
+        assert!(err.message.contains("expired"), "{}", err.message);
+        let later = idx.authenticate(&headers("x-api-key", "tg-later"));
+        assert_eq!(later.unwrap().unwrap().user, "bo");
     }
 
     fn headers(name: &'static str, value: &str) -> HeaderMap {
@@ -152,6 +203,7 @@ mod tests {
         let bad = ApiKey {
             sha256: "not-hex".into(),
             principal: Principal::default(),
+            expires_at: None,
         };
         assert!(KeyIndex::new(&[bad]).is_err());
     }
