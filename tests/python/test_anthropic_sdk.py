@@ -631,3 +631,14 @@ def test_error_inside_stream_raises(claude, backend):
         assert exc.value.body["type"] == "error"
         assert exc.value.body["error"]["type"]
         assert exc.value.body["error"]["message"]
+
+
+def test_an_embedding_model_is_refused_on_messages(gateway):
+    # The main gateway's `embed` route serves an embedding model: on the
+    # Messages API it is a 400 in Anthropic's error shape.
+    client = anthropic.Anthropic(base_url=gateway.data_url, api_key=API_KEY, max_retries=0)
+    with pytest.raises(anthropic.BadRequestError) as exc:
+        client.messages.create(model="embed", max_tokens=16, messages=[user("hi")])
+    assert exc.value.body["type"] == "error"
+    assert exc.value.body["error"]["type"] == "invalid_request_error"
+    assert "not served on /v1/messages" in exc.value.body["error"]["message"]

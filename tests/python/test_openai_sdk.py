@@ -291,6 +291,21 @@ def test_empty_messages_is_bad_request(client):
     assert exc.value.param == "messages"
 
 
+def test_a_route_serves_only_the_endpoints_its_model_does(client):
+    # `chat` is a chat model, `embed` an embedding model (by name): each on
+    # the other's endpoint is a 400 the SDK raises, naming what is served.
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.embeddings.create(model="chat", input="hello")
+    assert exc.value.code == "unsupported_endpoint"
+    assert exc.value.param == "model"
+    assert "/v1/chat/completions" in exc.value.message
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.chat.completions.create(model="embed", messages=[{"role": "user", "content": "hi"}])
+    assert exc.value.code == "unsupported_endpoint"
+    assert "/v1/embeddings" in exc.value.message
+    assert client.embeddings.create(model="embed", input="hello").data[0].embedding
+
+
 def test_invalid_stream_type_is_bad_request(client):
     with pytest.raises(openai.BadRequestError) as exc:
         client.chat.completions.create(
