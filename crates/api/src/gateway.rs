@@ -1,5 +1,7 @@
 //! `AIGateway`: one fleet of data-plane pods (or one standalone process).
 
+use std::collections::BTreeMap;
+
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -152,6 +154,11 @@ pub struct PrincipalSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
     pub app: Option<String>,
+    /// Free-form attributes (cost center, environment, ...) that budgets and
+    /// reports can select on.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 32))]
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]

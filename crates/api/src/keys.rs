@@ -11,6 +11,8 @@ pub const GATEWAY_ANNOTATION: &str = "tollgate.dev/gateway";
 pub const USER_ANNOTATION: &str = "tollgate.dev/user";
 pub const TEAM_ANNOTATION: &str = "tollgate.dev/team";
 pub const APP_ANNOTATION: &str = "tollgate.dev/app";
+/// The principal's labels, `key=value` pairs separated by commas.
+pub const LABELS_ANNOTATION: &str = "tollgate.dev/labels";
 /// RFC 3339 instant after which the key is refused (optional).
 pub const EXPIRES_AT_ANNOTATION: &str = "tollgate.dev/expires-at";
 /// The Secret's data entry holding the key.

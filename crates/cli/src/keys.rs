@@ -24,6 +24,9 @@ pub struct CreateArgs {
     team: Option<String>,
     #[arg(long)]
     app: Option<String>,
+    /// A principal label, `key=value`; repeat for more.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
     /// Refuse the key after this long: `90d`, `12h`, `30m`.
     #[arg(long, conflicts_with = "expires_at")]
     expires_in: Option<String>,
@@ -41,6 +44,8 @@ pub enum KeysError {
     ExpiresIn(String, String),
     #[error("--expires-at {0:?} is not an RFC 3339 instant (e.g. 2027-01-31T00:00:00Z)")]
     ExpiresAt(String),
+    #[error("--label {0:?} is not key=value")]
+    Label(String),
     #[error(
         "--name {0:?} is not a valid Secret name (lower-case letters, digits, '-' and '.', at most 253)"
     )]
@@ -81,6 +86,12 @@ pub fn create(args: &CreateArgs, now: SystemTime) -> Result<(String, String), Ke
             format!("tollgate-key-{who}-{}", &hex(&random[..3]))
         }
     };
+    for label in &args.labels {
+        if tollgate_config::compile::parse_labels(label).is_none_or(|l| l.len() != 1) {
+            return Err(KeysError::Label(label.clone()));
+        }
+    }
+    let labels = (!args.labels.is_empty()).then(|| args.labels.join(","));
     let quote = |text: &str| serde_json::Value::from(text).to_string();
     let mut annotations = vec![format!(
         "    {}: {}",
@@ -91,6 +102,7 @@ pub fn create(args: &CreateArgs, now: SystemTime) -> Result<(String, String), Ke
         (keys::USER_ANNOTATION, &args.user),
         (keys::TEAM_ANNOTATION, &args.team),
         (keys::APP_ANNOTATION, &args.app),
+        (keys::LABELS_ANNOTATION, &labels),
         (keys::EXPIRES_AT_ANNOTATION, &expires_at),
     ] {
         if let Some(value) = value {
@@ -175,6 +187,10 @@ mod tests {
                 "Search Team",
                 "--app",
                 "ranker",
+                "--label",
+                "env=prod",
+                "--label",
+                "cost-center=42",
                 "--expires-in",
                 "90d",
             ]),
@@ -185,6 +201,10 @@ mod tests {
         assert!(manifest.contains(&format!("  key: {key}\n")), "{manifest}");
         assert!(manifest.contains("    tollgate.dev/api-key: \"true\""));
         assert!(manifest.contains("    tollgate.dev/gateway: \"edge\""));
+        assert!(
+            manifest.contains("    tollgate.dev/labels: \"env=prod,cost-center=42\""),
+            "{manifest}"
+        );
         assert!(manifest.contains("    tollgate.dev/team: \"Search Team\""));
         assert!(
             manifest.contains("    tollgate.dev/expires-at: \"2027-04-15T08:00:00Z\""),
@@ -213,6 +233,10 @@ mod tests {
         assert!(matches!(
             create(&args(&["--gateway", "g", "--name", "Not_Valid"]), at),
             Err(KeysError::Name(_))
+        ));
+        assert!(matches!(
+            create(&args(&["--gateway", "g", "--label", "env"]), at),
+            Err(KeysError::Label(_))
         ));
     }
 }

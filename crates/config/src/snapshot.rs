@@ -186,6 +186,8 @@ pub struct Principal {
     pub user: String,
     pub team: Option<String>,
     pub app: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// SHA-256 hex of a client key, as stored in [`ApiKey::sha256`].

@@ -1,6 +1,6 @@
 //! AIGateway: ports, limits and client keys.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
@@ -40,15 +40,39 @@ fn labelled_key(secret: &Secret, secrets: &SecretIndex, namespace: &str) -> Resu
             Some(u64::try_from(instant.as_second()).unwrap_or(0))
         }
     };
+    let labels = match annotation(keys::LABELS_ANNOTATION) {
+        None => BTreeMap::new(),
+        Some(text) => parse_labels(&text).ok_or_else(|| {
+            format!(
+                "{} {text:?} is not a list of key=value pairs separated by commas",
+                keys::LABELS_ANNOTATION
+            )
+        })?,
+    };
     Ok(ApiKey {
         sha256: snapshot::api_key_digest(&key),
         principal: Principal {
             user: annotation(keys::USER_ANNOTATION).unwrap_or(name),
             team: annotation(keys::TEAM_ANNOTATION),
             app: annotation(keys::APP_ANNOTATION),
+            labels,
         },
         expires_at,
     })
+}
+
+/// `env=prod, cost-center=42` as a map; `None` when a pair has no `=` or
+/// an empty key.
+pub fn parse_labels(text: &str) -> Option<BTreeMap<String, String>> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=')?;
+            let key = key.trim();
+            (!key.is_empty()).then(|| (key.to_string(), value.trim().to_string()))
+        })
+        .collect()
 }
 
 pub(super) fn compile_gateway(
@@ -140,6 +164,7 @@ pub(super) fn compile_gateway(
                         user: source.principal.user.clone(),
                         team: source.principal.team.clone(),
                         app: source.principal.app.clone(),
+                        labels: source.principal.labels.clone(),
                     },
                     expires_at: None,
                 });
@@ -228,7 +253,7 @@ mod tests {
                 "ranker",
                 "gw",
                 "tg-ranker",
-                ", tollgate.dev/team: search, tollgate.dev/app: ranker, tollgate.dev/expires-at: \"2027-01-15T08:00:00Z\""
+                ", tollgate.dev/team: search, tollgate.dev/app: ranker, tollgate.dev/labels: \"env=prod, cost-center=42\", tollgate.dev/expires-at: \"2027-01-15T08:00:00Z\""
             ),
             labelled("anyone", "*", "tg-anyone", ", tollgate.dev/user: ann"),
             labelled("elsewhere", "other-gateway", "tg-elsewhere", ""),
@@ -251,6 +276,12 @@ mod tests {
         assert_eq!(ranker.principal.team.as_deref(), Some("search"));
         assert_eq!(ranker.principal.app.as_deref(), Some("ranker"));
         assert_eq!(ranker.expires_at, Some(1_800_000_000));
+        assert_eq!(
+            ranker.principal.labels,
+            [("cost-center", "42"), ("env", "prod")]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .into()
+        );
         assert_eq!(find("tg-anyone").unwrap().principal.user, "ann");
         assert_eq!(find("tg-anyone").unwrap().expires_at, None);
         assert!(find("tg-elsewhere").is_none(), "named another gateway");
@@ -261,12 +292,18 @@ mod tests {
     #[test]
     fn a_broken_labelled_secret_is_skipped_with_a_warning_not_fatal() {
         let text = format!(
-            "{BASE}{}{}",
+            "{BASE}{}{}{}",
             labelled(
                 "bad-date",
                 "gw",
                 "tg-bad-date",
                 ", tollgate.dev/expires-at: next-week"
+            ),
+            labelled(
+                "bad-labels",
+                "gw",
+                "tg-bad-labels",
+                ", tollgate.dev/labels: env"
             ),
             "---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: no-key\n  labels: {tollgate.dev/api-key: \"true\"}\n  annotations: {tollgate.dev/gateway: gw}\nstringData: {other: x}\n",
         );
@@ -277,7 +314,13 @@ mod tests {
             compiled.diagnostics
         );
         let messages: Vec<String> = compiled.diagnostics.iter().map(|d| d.to_string()).collect();
-        assert_eq!(messages.len(), 2, "{messages:?}");
+        assert_eq!(messages.len(), 3, "{messages:?}");
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.contains("Secret bad-labels") && m.contains("key=value")),
+            "{messages:?}"
+        );
         assert!(
             messages
                 .iter()

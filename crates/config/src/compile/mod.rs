@@ -21,6 +21,7 @@ mod provider;
 mod route;
 
 use gateway::compile_gateway;
+pub use gateway::parse_labels;
 pub use provider::bedrock_endpoint;
 use provider::compile_provider;
 use route::compile_route;
