@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 
 /// AWS's IPv6 instance metadata address (`fd00:ec2::254`).
 const AWS_METADATA_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x0254);
+/// Alibaba Cloud's instance metadata address, outside 169.254.0.0/16.
+const ALIBABA_METADATA: Ipv4Addr = Ipv4Addr::new(100, 100, 100, 200);
 
 /// Addresses refused unless a provider allows them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,7 +19,8 @@ pub enum Restricted {
     /// connect to this host on Linux.
     Loopback,
     /// 169.254.0.0/16 and fe80::/10, which hold the cloud metadata services
-    /// (169.254.169.254, `fd00:ec2::254` is counted here too).
+    /// (169.254.169.254); the metadata addresses outside them
+    /// (`fd00:ec2::254`, Alibaba's 100.100.100.200) are counted here too.
     LinkLocal,
 }
 
@@ -42,7 +45,7 @@ impl Restricted {
     fn of_v4(v4: Ipv4Addr) -> Option<Restricted> {
         if v4.is_loopback() || v4.is_unspecified() {
             Some(Restricted::Loopback)
-        } else if v4.is_link_local() {
+        } else if v4.is_link_local() || v4 == ALIBABA_METADATA {
             Some(Restricted::LinkLocal)
         } else {
             None
@@ -131,6 +134,7 @@ mod tests {
             "fe80::1",
             "fd00:ec2::254",
             "::ffff:169.254.169.254",
+            "100.100.100.200",
         ] {
             assert_eq!(class(ip), Some(Restricted::LinkLocal), "{ip}");
         }
@@ -141,6 +145,9 @@ mod tests {
             "8.8.8.8",
             "2001:db8::1",
             "fd00::1",
+            // Carrier-grade NAT space around Alibaba's metadata address.
+            "100.100.100.201",
+            "100.64.0.1",
         ] {
             assert_eq!(class(ip), None, "{ip}");
         }
