@@ -692,6 +692,23 @@ struct Scenario {
     unrecoverable_streams: bool,
 }
 
+impl Scenario {
+    fn new(name: &'static str, what: &'static str, addr: SocketAddr) -> Self {
+        Scenario {
+            name,
+            what,
+            addr,
+            unrecoverable_streams: false,
+        }
+    }
+}
+
+/// What the `garbage` provider answers: bytes that are not HTTP.
+const NOT_HTTP: &[u8] = b"\x00\x01\x02 not http at all \xff\xfe\r\n\r\n";
+/// What the `garbage-json` provider answers: a 200 whose body is cut JSON.
+const NOT_JSON: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+    content-length: 12\r\nconnection: close\r\n\r\n{\"choices\":[";
+
 fn chaos_config(healthy: SocketAddr, scenarios: &[Scenario]) -> String {
     let mut text = format!(
         r#"apiVersion: tollgate.dev/v1alpha1
@@ -793,13 +810,28 @@ async fn chaos(bin: &Path, duration: Duration, concurrency: usize) -> Result<boo
     let (mut cut, cut_addr) = start_mock(bin, dir.path(), "cut", &cut_args)?;
 
     let scenarios = [
-        Scenario { name: "hang", what: "accepts, never answers", addr: hang_addr, unrecoverable_streams: false },
-        Scenario { name: "reset", what: "resets every connection", addr: misbehaving_server(None).await?, unrecoverable_streams: false },
-        Scenario { name: "garbage", what: "answers bytes that are not HTTP", addr: misbehaving_server(Some(b"\x00\x01\x02 not http at all \xff\xfe\r\n\r\n")).await?, unrecoverable_streams: false },
-        Scenario { name: "garbage-json", what: "answers 200 with a body that is not JSON", addr: misbehaving_server(Some(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 12\r\nconnection: close\r\n\r\n{\"choices\":[")).await?, unrecoverable_streams: false },
-        Scenario { name: "refused", what: "refuses connections", addr: refused_port()?, unrecoverable_streams: false },
-        Scenario { name: "flaky", what: "answers 503 to half the requests", addr: flaky_addr, unrecoverable_streams: false },
-        Scenario { name: "cut", what: "cuts every stream after 2 chunks", addr: cut_addr, unrecoverable_streams: true },
+        Scenario::new("hang", "accepts, never answers", hang_addr),
+        Scenario::new(
+            "reset",
+            "resets every connection",
+            misbehaving_server(None).await?,
+        ),
+        Scenario::new(
+            "garbage",
+            "answers bytes that are not HTTP",
+            misbehaving_server(Some(NOT_HTTP)).await?,
+        ),
+        Scenario::new(
+            "garbage-json",
+            "answers 200 with a body that is not JSON",
+            misbehaving_server(Some(NOT_JSON)).await?,
+        ),
+        Scenario::new("refused", "refuses connections", refused_port()?),
+        Scenario::new("flaky", "answers 503 to half the requests", flaky_addr),
+        Scenario {
+            unrecoverable_streams: true,
+            ..Scenario::new("cut", "cuts every stream after 2 chunks", cut_addr)
+        },
     ];
     let config = dir.path().join("tollgate.yaml");
     write_atomically(&config, &chaos_config(healthy_addr, &scenarios))?;
