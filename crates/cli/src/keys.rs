@@ -56,7 +56,7 @@ pub enum KeysError {
 pub fn create(args: &CreateArgs, now: SystemTime) -> Result<(String, String), KeysError> {
     let mut random = [0u8; 32];
     rand::rng().fill_bytes(&mut random);
-    let key = format!("tg-{}", hex(&random));
+    let key = format!("tg-{}", hex::encode(random));
     let expires_at = match (&args.expires_in, &args.expires_at) {
         (Some(text), _) => {
             let lasts = parse_lifetime(text).map_err(|e| KeysError::ExpiresIn(text.clone(), e))?;
@@ -83,7 +83,7 @@ pub fn create(args: &CreateArgs, now: SystemTime) -> Result<(String, String), Ke
                 .map(|w| sanitize(w))
                 .filter(|w| !w.is_empty())
                 .unwrap_or_else(|| "client".into());
-            format!("tollgate-key-{who}-{}", &hex(&random[..3]))
+            format!("tollgate-key-{who}-{}", hex::encode(&random[..3]))
         }
     };
     for label in &args.labels {
@@ -128,10 +128,6 @@ fn parse_lifetime(text: &str) -> Result<Duration, String> {
         return Ok(Duration::from_secs(days.saturating_mul(86_400)));
     }
     tollgate_api::duration::parse(text).map_err(|e| e.to_string())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A DNS-1123 fragment of a principal name, for the default Secret name.

@@ -317,21 +317,41 @@ async fn run_load(
 
 // ------------------------------------------------------------------ soak
 
-fn soak_config(mock: SocketAddr, reload: u64) -> String {
+/// An AIGateway `gateway` whose one client key is [`CLIENT_KEY`], and the
+/// Secret `keys` holding it plus `extra_data` (`name: value, ...`).
+fn gateway_documents(gateway: &str, extra_data: &str) -> String {
     format!(
         r#"apiVersion: tollgate.dev/v1alpha1
 kind: AIGateway
-metadata: {{name: soak}}
+metadata: {{name: {gateway}}}
 spec:
   apiKeys:
   - secretRef: {{name: keys, key: client}}
-    principal: {{user: soak}}
+    principal: {{user: {gateway}}}
 ---
 apiVersion: v1
 kind: Secret
 metadata: {{name: keys}}
-stringData: {{client: {CLIENT_KEY}, anthropic: {ANTHROPIC_KEY}}}
----
+stringData: {{client: {CLIENT_KEY}{extra_data}}}
+"#
+    )
+}
+
+/// One AIRoute document; `rest` is the spec after `models` (backends,
+/// timeouts), indented two spaces.
+fn route_document(gateway: &str, name: &str, rest: &str) -> String {
+    format!(
+        "---\napiVersion: tollgate.dev/v1alpha1\nkind: AIRoute\nmetadata: {{name: {name}}}\nspec:\n  gatewayRef: {{name: {gateway}}}\n  models: [{name}]\n{rest}"
+    )
+}
+
+fn soak_config(mock: SocketAddr, reload: u64) -> String {
+    let backend = |provider: &str, model: &str| {
+        format!("  backends: [{{providerRef: {{name: {provider}}}, model: {model}}}]\n")
+    };
+    let mut text = gateway_documents("soak", &format!(", anthropic: {ANTHROPIC_KEY}"));
+    text.push_str(&format!(
+        r#"---
 apiVersion: tollgate.dev/v1alpha1
 kind: ModelProvider
 metadata: {{name: mock}}
@@ -345,40 +365,17 @@ spec:
   endpoint: "http://{mock}/v1"
   network: {{allowLoopback: true}}
   credentials: {{secretRef: {{name: keys, key: anthropic}}}}
----
-apiVersion: tollgate.dev/v1alpha1
-kind: AIRoute
-metadata: {{name: chat}}
-spec:
-  gatewayRef: {{name: soak}}
-  models: [chat]
-  backends: [{{providerRef: {{name: mock}}, model: mock-chat}}]
----
-apiVersion: tollgate.dev/v1alpha1
-kind: AIRoute
-metadata: {{name: translated}}
-spec:
-  gatewayRef: {{name: soak}}
-  models: [translated]
-  backends: [{{providerRef: {{name: anthropic}}, model: mock-claude}}]
----
-apiVersion: tollgate.dev/v1alpha1
-kind: AIRoute
-metadata: {{name: embed}}
-spec:
-  gatewayRef: {{name: soak}}
-  models: [embed]
-  backends: [{{providerRef: {{name: mock}}, model: mock-embed}}]
----
-apiVersion: tollgate.dev/v1alpha1
-kind: AIRoute
-metadata: {{name: reloaded}}
-spec:
-  gatewayRef: {{name: soak}}
-  models: [reload-{reload}]
-  backends: [{{providerRef: {{name: mock}}, model: mock-chat}}]
 "#
-    )
+    ));
+    for (name, provider, model) in [
+        ("chat".to_string(), "mock", "mock-chat"),
+        ("translated".to_string(), "anthropic", "mock-claude"),
+        ("embed".to_string(), "mock", "mock-embed"),
+        (format!("reload-{reload}"), "mock", "mock-chat"),
+    ] {
+        text.push_str(&route_document("soak", &name, &backend(provider, model)));
+    }
+    text
 }
 
 fn start_mock(
@@ -710,59 +707,32 @@ const NOT_JSON: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
     content-length: 12\r\nconnection: close\r\n\r\n{\"choices\":[";
 
 fn chaos_config(healthy: SocketAddr, scenarios: &[Scenario]) -> String {
-    let mut text = format!(
-        r#"apiVersion: tollgate.dev/v1alpha1
-kind: AIGateway
-metadata: {{name: chaos}}
-spec:
-  apiKeys:
-  - secretRef: {{name: keys, key: client}}
-    principal: {{user: chaos}}
----
-apiVersion: v1
-kind: Secret
-metadata: {{name: keys}}
-stringData: {{client: {CLIENT_KEY}}}
----
-apiVersion: tollgate.dev/v1alpha1
-kind: ModelProvider
-metadata: {{name: healthy}}
-spec: {{type: Mock, endpoint: "http://{healthy}/v1"}}
-"#
-    );
+    let mut text = gateway_documents("chaos", "");
+    text.push_str(&format!(
+        "---\napiVersion: tollgate.dev/v1alpha1\nkind: ModelProvider\nmetadata: {{name: healthy}}\nspec: {{type: Mock, endpoint: \"http://{healthy}/v1\"}}\n"
+    ));
+    // The provider's timeout is shorter than the route's, so a hang leaves
+    // time for the fallback tier.
+    const TIMEOUTS: &str = "  timeouts: {request: 4s, streamIdle: 2s}\n";
     for s in scenarios {
         let name = s.name;
         text.push_str(&format!(
-            r#"---
-apiVersion: tollgate.dev/v1alpha1
-kind: ModelProvider
-metadata: {{name: {name}}}
-spec:
-  type: Mock
-  endpoint: "http://{addr}/v1"
-  timeouts: {{connect: 1s, request: 1s}}
----
-apiVersion: tollgate.dev/v1alpha1
-kind: AIRoute
-metadata: {{name: {name}}}
-spec:
-  gatewayRef: {{name: chaos}}
-  models: [{name}]
-  timeouts: {{request: 4s, streamIdle: 2s}}
-  backends:
-  - {{providerRef: {{name: {name}}}, model: mock-chat, priority: 0}}
-  - {{providerRef: {{name: healthy}}, model: mock-chat, priority: 1}}
----
-apiVersion: tollgate.dev/v1alpha1
-kind: AIRoute
-metadata: {{name: direct-{name}}}
-spec:
-  gatewayRef: {{name: chaos}}
-  models: [direct-{name}]
-  timeouts: {{request: 4s, streamIdle: 2s}}
-  backends: [{{providerRef: {{name: {name}}}, model: mock-chat}}]
-"#,
-            addr = s.addr
+            "---\napiVersion: tollgate.dev/v1alpha1\nkind: ModelProvider\nmetadata: {{name: {name}}}\nspec:\n  type: Mock\n  endpoint: \"http://{}/v1\"\n  timeouts: {{connect: 1s, request: 1s}}\n",
+            s.addr
+        ));
+        text.push_str(&route_document(
+            "chaos",
+            name,
+            &format!(
+                "{TIMEOUTS}  backends:\n  - {{providerRef: {{name: {name}}}, model: mock-chat, priority: 0}}\n  - {{providerRef: {{name: healthy}}, model: mock-chat, priority: 1}}\n"
+            ),
+        ));
+        text.push_str(&route_document(
+            "chaos",
+            &format!("direct-{name}"),
+            &format!(
+                "{TIMEOUTS}  backends: [{{providerRef: {{name: {name}}}, model: mock-chat}}]\n"
+            ),
         ));
     }
     text

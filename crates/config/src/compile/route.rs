@@ -280,14 +280,13 @@ fn endpoints(
         return declared;
     }
 
-    let mut inferred: Option<Endpoints> = None;
-    for kind in &kinds {
-        let served = kind.map_or(Endpoints::ALL, |(kind, _)| served_by(kind));
-        inferred = Some(inferred.map_or(served, |so_far| so_far.union(served)));
-    }
-    let inferred = inferred.unwrap_or(Endpoints::ALL);
-    let kinds_known: Vec<ModelKind> = kinds.iter().flatten().map(|(k, _)| *k).collect();
-    if kinds_known.contains(&ModelKind::Chat) && kinds_known.contains(&ModelKind::Embedding) {
+    // What the known models serve; both chat and embedding make every endpoint.
+    let known = kinds
+        .iter()
+        .flatten()
+        .map(|(kind, _)| served_by(*kind))
+        .reduce(Endpoints::union);
+    if known == Some(Endpoints::ALL) {
         diagnostics.push(Diagnostic::warning(
             object,
             "spec.backends",
@@ -295,7 +294,11 @@ fn endpoints(
             "the backends mix chat and embedding models, so the route serves every endpoint; set spec.endpoints to say which it serves",
         ));
     }
-    inferred
+    // A pass-through backend (kind unknown) may serve anything.
+    match known {
+        Some(served) if kinds.iter().all(Option::is_some) => served,
+        _ => Endpoints::ALL,
+    }
 }
 
 /// Keeps providers sorted by name (for deterministic output) and re-points
