@@ -28,7 +28,8 @@ else nok "kubectl version"; fi
 # 1. CRDs, server-side apply, Established.
 if k apply --server-side -f "$crds/" &&
   k wait --for=condition=Established --timeout=60s \
-    crd/aigateways.tollgate.dev crd/modelproviders.tollgate.dev crd/airoutes.tollgate.dev; then
+    crd/aigateways.tollgate.dev crd/modelproviders.tollgate.dev crd/airoutes.tollgate.dev \
+    crd/tokenbudgets.tollgate.dev; then
   ok "CRDs applied and Established"
 else nok "CRDs applied and Established"; fi
 

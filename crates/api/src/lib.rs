@@ -5,6 +5,7 @@
 //! reads. Value rules live in the schema as CEL (`x-kubernetes-validations`)
 //! so the apiserver and `tollgate validate` enforce exactly the same rules.
 
+pub mod budget;
 pub mod common;
 pub mod conditions;
 pub mod duration;
@@ -13,6 +14,7 @@ pub mod keys;
 pub mod provider;
 pub mod route;
 
+pub use budget::{TokenBudget, TokenBudgetSpec, TokenBudgetStatus};
 pub use common::{LocalObjectReference, ResourceStatus, SecretKeyRef};
 pub use gateway::{
     AIGateway, AIGatewaySpec, AIGatewayStatus, ErrorDetail, UpstreamErrorPolicy, WorkloadSpec,
@@ -36,7 +38,12 @@ use kube::CustomResourceExt;
 
 /// Every CRD this crate defines, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![AIGateway::crd(), ModelProvider::crd(), AIRoute::crd()]
+    vec![
+        AIGateway::crd(),
+        ModelProvider::crd(),
+        AIRoute::crd(),
+        TokenBudget::crd(),
+    ]
 }
 
 /// The CRDs as one multi-document YAML stream (`tollgate crds`).

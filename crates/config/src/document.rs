@@ -11,7 +11,7 @@ use kube::Resource;
 use kube::core::cel::{CompiledSchema, Validator, compile_schema};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use tollgate_api::{AIGateway, AIRoute, ModelProvider};
+use tollgate_api::{AIGateway, AIRoute, ModelProvider, TokenBudget};
 
 use crate::diagnostics::{Diagnostic, ObjectRef, Severity};
 use crate::resources::DEFAULT_NAMESPACE;
@@ -23,6 +23,7 @@ pub enum Document {
     Gateway(Box<AIGateway>),
     Provider(Box<ModelProvider>),
     Route(Box<AIRoute>),
+    Budget(Box<TokenBudget>),
     Secret(Box<Secret>),
 }
 
@@ -32,6 +33,7 @@ impl Document {
             Document::Gateway(o) => crate::resources::object_ref(o.as_ref()),
             Document::Provider(o) => crate::resources::object_ref(o.as_ref()),
             Document::Route(o) => crate::resources::object_ref(o.as_ref()),
+            Document::Budget(o) => crate::resources::object_ref(o.as_ref()),
             Document::Secret(o) => crate::resources::object_ref(o.as_ref()),
         }
     }
@@ -86,7 +88,10 @@ pub fn check(value: Value, env: &dyn Fn(&str) -> Option<String>) -> Checked {
     if name.is_empty() {
         return fail("metadata.name", "required field is missing".into());
     }
-    let tollgate_kind = matches!(kind.as_str(), "AIGateway" | "ModelProvider" | "AIRoute");
+    let tollgate_kind = matches!(
+        kind.as_str(),
+        "AIGateway" | "ModelProvider" | "AIRoute" | "TokenBudget"
+    );
     if tollgate_kind && api_version != tollgate_api::API_VERSION {
         return fail(
             "apiVersion",
@@ -102,6 +107,7 @@ pub fn check(value: Value, env: &dyn Fn(&str) -> Option<String>) -> Checked {
             typed::<ModelProvider>(value).map(|o| Document::Provider(Box::new(o)))
         }
         (_, "AIRoute") => typed::<AIRoute>(value).map(|o| Document::Route(Box::new(o))),
+        (_, "TokenBudget") => typed::<TokenBudget>(value).map(|o| Document::Budget(Box::new(o))),
         ("v1", "Secret") => typed::<Secret>(value)
             .and_then(|s| expand_secret(s, env))
             .map(|o| Document::Secret(Box::new(o))),

@@ -180,6 +180,7 @@ fn add(loaded: &mut Loaded, origin: &str, document: Document) {
         Document::Gateway(o) => resources.gateways.push(*o),
         Document::Provider(o) => resources.providers.push(*o),
         Document::Route(o) => resources.routes.push(*o),
+        Document::Budget(o) => resources.budgets.push(*o),
         Document::Secret(o) => resources.secrets.push(*o),
     }
 }

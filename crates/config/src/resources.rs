@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
-use tollgate_api::{AIGateway, AIRoute, ModelProvider};
+use tollgate_api::{AIGateway, AIRoute, ModelProvider, TokenBudget};
 
 use crate::diagnostics::ObjectRef;
 
@@ -17,6 +17,7 @@ pub struct Resources {
     pub gateways: Vec<AIGateway>,
     pub providers: Vec<ModelProvider>,
     pub routes: Vec<AIRoute>,
+    pub budgets: Vec<TokenBudget>,
     pub secrets: Vec<Secret>,
     /// Where each object was read from (file path), for diagnostics.
     pub origins: BTreeMap<ObjectRef, String>,

@@ -13,6 +13,9 @@ use tollgate_api::{ModelKind, ProviderType, RouteEndpoint};
 
 use crate::diagnostics::ObjectRef;
 
+pub mod budget;
+pub use budget::Budget;
+
 /// A versioned gateway configuration. `hash` is the SHA-256 of the canonical
 /// JSON of `config`, so equal configurations have equal hashes everywhere.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -131,6 +134,9 @@ pub struct GatewayConfig {
     pub providers: Vec<Provider>,
     /// In precedence order (oldest first, then by namespace/name).
     pub routes: Vec<Route>,
+    /// TokenBudgets of this gateway, sorted by namespace/name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub budgets: Vec<Budget>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -186,6 +192,10 @@ pub struct Principal {
     pub user: String,
     pub team: Option<String>,
     pub app: Option<String>,
+    /// Which key authenticated it: the name of a labelled key Secret, or
+    /// `secret/key` for an AIGateway `apiKeys` entry. Not secret.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub key: String,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
 }
@@ -476,6 +486,7 @@ mod tests {
     #[test]
     fn validate_refuses_dangling_provider_indexes() {
         let mut config = GatewayConfig {
+            budgets: Vec::new(),
             gateway: ObjectRef::new("AIGateway", "ns", "gw"),
             listener_port: 8080,
             admin_port: 9090,

@@ -75,6 +75,8 @@ pub type CurrentConditions = std::collections::HashMap<ObjectRef, Vec<Condition>
 /// gateways whose snapshot contains it.
 struct Served<'a> {
     routes: HashMap<&'a str, &'a ObjectRef>,
+    /// TokenBudgets by `namespace/name`.
+    budgets: HashMap<&'a str, &'a ObjectRef>,
     /// (namespace, provider name) -> gateways.
     providers: HashMap<(&'a str, &'a str), Vec<&'a ObjectRef>>,
 }
@@ -83,11 +85,15 @@ impl<'a> Served<'a> {
     fn new(compiled: &'a Compiled) -> Self {
         let mut served = Served {
             routes: HashMap::new(),
+            budgets: HashMap::new(),
             providers: HashMap::new(),
         };
         for (gateway, snapshot) in &compiled.snapshots {
             for route in &snapshot.config.routes {
                 served.routes.insert(&route.name, gateway);
+            }
+            for budget in &snapshot.config.budgets {
+                served.budgets.insert(&budget.name, gateway);
             }
             for provider in &snapshot.config.providers {
                 served
@@ -252,6 +258,27 @@ pub fn desired_statuses(
             .join(", ");
         summary.insert("backends".into(), backends.into());
         push(object, route.metadata.generation, programmed, summary);
+    }
+    for budget in &resources.budgets {
+        let object = object_ref(budget);
+        let name = format!("{}/{}", object.namespace, object.name);
+        let programmed =
+            own_problem(&object).unwrap_or_else(|| match served.budgets.get(name.as_str()) {
+                Some(gateway) => serving(gateway),
+                None => Programmed::No(
+                    reason::GATEWAY_NOT_ACCEPTED,
+                    format!(
+                        "AIGateway {} has no served configuration; see its conditions",
+                        budget.spec.gateway_ref.name
+                    ),
+                ),
+            });
+        push(
+            object,
+            budget.metadata.generation,
+            programmed,
+            serde_json::Map::new(),
+        );
     }
     out.sort_by(|a, b| a.object.cmp(&b.object));
     out

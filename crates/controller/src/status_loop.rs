@@ -21,7 +21,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
-use tollgate_api::{AIGateway, AIRoute, ModelProvider};
+use tollgate_api::{AIGateway, AIRoute, ModelProvider, TokenBudget};
 use tollgate_config::compile::DEFAULT_LISTENER_PORT;
 use tollgate_config::{Compiled, ObjectRef, Resources, compile};
 
@@ -60,6 +60,7 @@ struct Stores {
     gateways: Store<AIGateway>,
     providers: Store<ModelProvider>,
     routes: Store<AIRoute>,
+    budgets: Store<TokenBudget>,
     secrets: Store<Secret>,
     /// The gateways' Deployments, for replica counts in AIGateway status.
     deployments: Store<Deployment>,
@@ -87,6 +88,7 @@ impl Stores {
             gateways,
             providers,
             routes: clone(self.routes.state()),
+            budgets: clone(self.budgets.state()),
             secrets,
             origins: Default::default(),
         }
@@ -117,6 +119,12 @@ pub async fn run(client: Client, hub: Arc<Hub>, metrics: Arc<Metrics>) {
             watcher::Config::default(),
             true,
         ),
+        budgets: watch::<TokenBudget>(
+            client.clone(),
+            changed.clone(),
+            watcher::Config::default(),
+            true,
+        ),
         secrets: watch::<Secret>(
             client.clone(),
             changed.clone(),
@@ -135,6 +143,7 @@ pub async fn run(client: Client, hub: Arc<Hub>, metrics: Arc<Metrics>) {
         stores.gateways.wait_until_ready().await,
         stores.providers.wait_until_ready().await,
         stores.routes.wait_until_ready().await,
+        stores.budgets.wait_until_ready().await,
         stores.secrets.wait_until_ready().await,
         stores.deployments.wait_until_ready().await,
     ] {
@@ -158,6 +167,7 @@ pub async fn run(client: Client, hub: Arc<Hub>, metrics: Arc<Metrics>) {
         gateways: stores.gateways.clone(),
         providers: stores.providers.clone(),
         routes: stores.routes.clone(),
+        budgets: stores.budgets.clone(),
     };
     let writer = write_statuses(
         client,
@@ -337,6 +347,7 @@ fn object_reference(resources: &Resources, object: &ObjectRef) -> Option<ObjectR
         "AIGateway" => find(&resources.gateways, object),
         "ModelProvider" => find(&resources.providers, object),
         "AIRoute" => find(&resources.routes, object),
+        "TokenBudget" => find(&resources.budgets, object),
         _ => None,
     }
 }
@@ -457,6 +468,7 @@ struct LiveStatuses {
     gateways: Store<AIGateway>,
     providers: Store<ModelProvider>,
     routes: Store<AIRoute>,
+    budgets: Store<TokenBudget>,
 }
 
 struct Statuses {
@@ -488,6 +500,7 @@ impl LiveStatuses {
         add(&mut out, self.gateways.state(), |o| o.status.as_ref());
         add(&mut out, self.providers.state(), |o| o.status.as_ref());
         add(&mut out, self.routes.state(), |o| o.status.as_ref());
+        add(&mut out, self.budgets.state(), |o| o.status.as_ref());
         out
     }
 }
@@ -503,6 +516,12 @@ impl HasConditions for tollgate_api::AIGatewayStatus {
 }
 
 impl HasConditions for tollgate_api::AIRouteStatus {
+    fn conditions(&self) -> &[Condition] {
+        &self.base.conditions
+    }
+}
+
+impl HasConditions for tollgate_api::TokenBudgetStatus {
     fn conditions(&self) -> &[Condition] {
         &self.base.conditions
     }
@@ -533,6 +552,10 @@ async fn apply_status(client: &Client, desired: &DesiredStatus) -> Result<(), Er
             .await
             .map(drop),
         "AIRoute" => Api::<AIRoute>::namespaced(client.clone(), &object.namespace)
+            .patch_status(name, &params, &Patch::Apply(&patch))
+            .await
+            .map(drop),
+        "TokenBudget" => Api::<TokenBudget>::namespaced(client.clone(), &object.namespace)
             .patch_status(name, &params, &Patch::Apply(&patch))
             .await
             .map(drop),

@@ -10,6 +10,7 @@ use tollgate_config::snapshot::{Pricing, Principal};
 use tollgate_llm::Usage;
 
 use crate::dialect::Endpoint;
+use crate::llm::admit::{Admission, Amounts};
 use crate::metrics::{RequestLabels, TokenLabels, UpstreamErrorLabels, UsageLabels};
 use crate::runtime::Gateway;
 
@@ -47,6 +48,8 @@ pub struct RequestContext {
     pub usage: Option<Usage>,
     /// When the first byte of the answer went to the client.
     pub first_output: Option<Instant>,
+    /// The budget reservation, settled with the actual usage.
+    pub admission: Option<Admission>,
     settled: bool,
 }
 
@@ -63,6 +66,7 @@ impl RequestContext {
             pricing: None,
             usage: None,
             first_output: None,
+            admission: None,
             settled: false,
         }
     }
@@ -146,6 +150,7 @@ impl RequestContext {
         if std::mem::replace(&mut self.settled, true) {
             return;
         }
+        self.settle_budgets(status);
         let metrics = &self.gateway.metrics;
         let labels = RequestLabels {
             endpoint: self.endpoint.label(),
@@ -183,6 +188,25 @@ impl RequestContext {
                 .get_or_create(&self.usage_labels())
                 .inc_by(cost);
         }
+    }
+}
+
+impl RequestContext {
+    /// Replaces the reservation with what the request used: the provider's
+    /// usage when it reported any; nothing for a failure that sent the
+    /// client nothing; the whole estimate otherwise (a stream cut off
+    /// before its usage arrived: the provider may have produced it all).
+    fn settle_budgets(&mut self, status: u16) {
+        let Some(admission) = self.admission.take() else {
+            return;
+        };
+        let used = match &self.usage {
+            Some(usage) => Amounts::actual(usage, self.pricing),
+            None if status >= 400 && self.first_output.is_none() => Amounts::default(),
+            None => admission.estimate,
+        };
+        let (charges, actual) = admission.settlement(used);
+        self.gateway.counters.settle(&charges, &actual);
     }
 }
 

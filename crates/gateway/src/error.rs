@@ -15,6 +15,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub param: Option<&'static str>,
+    /// `Retry-After` in seconds, for a 429 that knows when to come back.
+    pub retry_after_s: Option<u64>,
 }
 
 impl ApiError {
@@ -30,6 +32,7 @@ impl ApiError {
             code,
             message: message.into(),
             param: None,
+            retry_after_s: None,
         }
     }
 
@@ -154,6 +157,19 @@ impl ApiError {
         )
     }
 
+    /// A TokenBudget has no room for the request until `retry_after_s`.
+    pub fn budget_exceeded(message: impl Into<String>, retry_after_s: u64) -> Self {
+        Self {
+            retry_after_s: Some(retry_after_s),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "budget_exceeded",
+                message,
+            )
+        }
+    }
+
     pub fn bad_gateway(message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::BAD_GATEWAY,
@@ -232,6 +248,9 @@ impl ApiError {
 
     /// `Retry-After` to send with this error, if any.
     pub fn retry_after(&self) -> Option<HeaderValue> {
+        if let Some(seconds) = self.retry_after_s {
+            return Some(HeaderValue::from(seconds));
+        }
         (self.status == StatusCode::TOO_MANY_REQUESTS).then(|| HeaderValue::from_static("1"))
     }
 

@@ -18,4 +18,5 @@ pub mod runtime;
 pub mod server;
 pub mod sse;
 pub mod standalone;
+pub mod state;
 pub mod subscriber;

@@ -61,6 +61,13 @@ pub struct FairShareLabels {
     pub reason: &'static str,
 }
 
+/// `outcome`: `rejected`, `downgraded`, `over` (admitted past a Warn budget).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BudgetLabels {
+    pub budget: Arc<str>,
+    pub outcome: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
     pub result: &'static str,
@@ -90,6 +97,7 @@ pub struct Metrics {
     pub stream_failures: Family<StreamFailureLabels, Counter>,
     pub fair_share_rejections: Family<FairShareLabels, Counter>,
     pub fair_queue_wait: Family<ProviderLabels, Histogram>,
+    pub budget_decisions: Family<BudgetLabels, Counter>,
     pub in_flight: Gauge,
     pub reloads: Family<ReloadLabels, Counter>,
     /// Controller mode: 1 while a subscription stream is open.
@@ -121,6 +129,7 @@ impl Metrics {
         let fair_queue_wait = Family::<ProviderLabels, Histogram>::new_with_constructor(
             latency_histogram as fn() -> Histogram,
         );
+        let budget_decisions = Family::<BudgetLabels, Counter>::default();
         let in_flight = Gauge::default();
         let reloads = Family::<ReloadLabels, Counter>::default();
         let controller_connected = Gauge::default();
@@ -182,6 +191,11 @@ impl Metrics {
             fair_queue_wait.clone(),
         );
         registry.register(
+            "budget_decisions",
+            "Requests a TokenBudget did not simply admit: rejected, downgraded, or over (a Warn budget)",
+            budget_decisions.clone(),
+        );
+        registry.register(
             "requests_in_flight",
             "Requests being served",
             in_flight.clone(),
@@ -207,12 +221,22 @@ impl Metrics {
             stream_failures,
             fair_share_rejections,
             fair_queue_wait,
+            budget_decisions,
             in_flight,
             reloads,
             controller_connected,
             connections_open,
             connections_rejected,
         }
+    }
+
+    pub fn count_budget(&self, budget: &Arc<str>, outcome: &'static str) {
+        self.budget_decisions
+            .get_or_create(&BudgetLabels {
+                budget: budget.clone(),
+                outcome,
+            })
+            .inc();
     }
 
     /// The text exposition format.

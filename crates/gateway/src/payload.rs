@@ -117,6 +117,18 @@ impl<'a> Payload<'a> {
             .map_err(ApiError::invalid_json)
     }
 
+    /// Estimated tokens of an embeddings request's `input`: text at about
+    /// four characters a token, token arrays at their length.
+    pub fn embedding_input_tokens(&self) -> u64 {
+        let Some(raw) = self.fields.get("input") else {
+            return 0;
+        };
+        match serde_json::from_str::<Value>(raw.get()) {
+            Ok(value) => embedding_tokens(&value),
+            Err(_) => raw.get().len().div_ceil(4) as u64,
+        }
+    }
+
     fn stream_options_with_usage(&self) -> Result<Box<RawValue>, ApiError> {
         let mut options = match self
             .fields
@@ -135,6 +147,21 @@ impl<'a> Payload<'a> {
         };
         options.insert("include_usage".into(), Value::Bool(true));
         serde_json::value::to_raw_value(&options).map_err(ApiError::invalid_json)
+    }
+}
+
+fn embedding_tokens(value: &Value) -> u64 {
+    match value {
+        Value::String(text) => text.chars().count().div_ceil(4) as u64,
+        // A list of strings, or one token array, or a list of token arrays.
+        Value::Array(items) => items
+            .iter()
+            .map(|item| match item {
+                Value::Number(_) => 1,
+                other => embedding_tokens(other),
+            })
+            .sum(),
+        _ => 0,
     }
 }
 

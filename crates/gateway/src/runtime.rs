@@ -12,6 +12,7 @@ use crate::llm::route::RouteTable;
 use crate::metrics::Metrics;
 use crate::providers::Upstream;
 use crate::providers::http::{Clients, PermitRegistry, UpstreamError};
+use crate::state::memory::MemoryCounters;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -57,6 +58,8 @@ pub struct Gateway {
     pub metrics: Metrics,
     pub clients: Clients,
     pub permits: PermitRegistry,
+    /// Budget usage; outlives reloads, so an edited budget keeps its count.
+    pub counters: MemoryCounters,
     draining: AtomicBool,
 }
 
@@ -67,6 +70,7 @@ impl Gateway {
             metrics: Metrics::new(),
             clients,
             permits: PermitRegistry::default(),
+            counters: MemoryCounters::default(),
             draining: AtomicBool::new(false),
         }
     }

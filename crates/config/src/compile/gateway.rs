@@ -55,6 +55,7 @@ fn labelled_key(secret: &Secret, secrets: &SecretIndex, namespace: &str) -> Resu
             user: annotation(keys::USER_ANNOTATION).unwrap_or(name),
             team: annotation(keys::TEAM_ANNOTATION),
             app: annotation(keys::APP_ANNOTATION),
+            key: secret.name_any(),
             labels,
         },
         expires_at,
@@ -164,6 +165,7 @@ pub(super) fn compile_gateway(
                         user: source.principal.user.clone(),
                         team: source.principal.team.clone(),
                         app: source.principal.app.clone(),
+                        key: format!("{}/{}", source.secret_ref.name, source.secret_ref.key),
                         labels: source.principal.labels.clone(),
                     },
                     expires_at: None,
@@ -203,6 +205,7 @@ pub(super) fn compile_gateway(
         return None;
     }
     Some(GatewayConfig {
+        budgets: Vec::new(),
         gateway: object.clone(),
         listener_port,
         admin_port,

@@ -16,10 +16,13 @@ use crate::diagnostics::{Diagnostic, ObjectRef};
 use crate::resources::{Resources, namespace_of, object_ref};
 use crate::snapshot::{GatewayConfig, Provider, Snapshot};
 
+mod budget;
 mod gateway;
 mod provider;
 mod route;
 
+use budget::{check_downgrade_target, compile_budget};
+pub use budget::{format_micro_usd, parse_micro_usd};
 use gateway::compile_gateway;
 pub use gateway::parse_labels;
 pub use provider::bedrock_endpoint;
@@ -92,25 +95,10 @@ pub fn compile(resources: &Resources) -> Compiled {
         let gateway = if let Some(gateway) = gateways.get_mut(&gateway_ref) {
             gateway
         } else {
-            let known = resources
-                .gateways
-                .iter()
-                .any(|g| object_ref(g) == gateway_ref);
-            out.diagnostics.push(Diagnostic::error(
+            out.diagnostics.push(gateway_not_found(
                 &route_ref,
-                "spec.gatewayRef.name",
-                reason::GATEWAY_NOT_FOUND,
-                if known {
-                    format!(
-                        "AIGateway {:?} is invalid; see its diagnostics",
-                        gateway_ref.name
-                    )
-                } else {
-                    format!(
-                        "AIGateway {:?} not found in namespace {}",
-                        gateway_ref.name, gateway_ref.namespace
-                    )
-                },
+                &gateway_ref,
+                &resources.gateways,
             ));
             // The route is still checked on its own, against a stand-in
             // gateway that is never shipped: a file checked alone
@@ -160,6 +148,35 @@ pub fn compile(resources: &Resources) -> Compiled {
         gateway.routes.push(compiled);
     }
 
+    for budget in sorted(&resources.budgets) {
+        let budget_ref = object_ref(budget);
+        let gateway_ref = ObjectRef::new(
+            "AIGateway",
+            &budget_ref.namespace,
+            &budget.spec.gateway_ref.name,
+        );
+        let compiled = compile_budget(budget, &mut out.diagnostics);
+        let Some(gateway) = gateways.get_mut(&gateway_ref) else {
+            out.diagnostics.push(gateway_not_found(
+                &budget_ref,
+                &gateway_ref,
+                &resources.gateways,
+            ));
+            continue;
+        };
+        let Some(compiled) = compiled else { continue };
+        let serves = |model: &str| {
+            gateway.routes.iter().any(|r| {
+                r.aliases.iter().any(|a| a == model)
+                    || r.globs
+                        .iter()
+                        .any(|g| crate::snapshot::glob_matches(g, model))
+            })
+        };
+        check_downgrade_target(&compiled, &budget_ref, serves, &mut out.diagnostics);
+        gateway.budgets.push(compiled);
+    }
+
     for (key, config) in gateways {
         out.snapshots.insert(key, Snapshot::new(config));
     }
@@ -169,6 +186,27 @@ pub fn compile(resources: &Resources) -> Compiled {
         }
     }
     out
+}
+
+/// What a route or budget naming a missing or invalid gateway is told.
+fn gateway_not_found(object: &ObjectRef, gateway: &ObjectRef, all: &[AIGateway]) -> Diagnostic {
+    let known = all.iter().any(|g| object_ref(g) == *gateway);
+    Diagnostic::error(
+        object,
+        "spec.gatewayRef.name",
+        reason::GATEWAY_NOT_FOUND,
+        if known {
+            format!(
+                "AIGateway {:?} is invalid; see its diagnostics",
+                gateway.name
+            )
+        } else {
+            format!(
+                "AIGateway {:?} not found in namespace {}",
+                gateway.name, gateway.namespace
+            )
+        },
+    )
 }
 
 /// A gateway with every default, standing in for a missing or invalid one.

@@ -225,7 +225,8 @@ pub async fn forward(
                     ) {
                         Ok(body) => {
                             let body = Output::emit(context, body, false);
-                            let (head, ()) = head.into_parts();
+                            let (mut head, ()) = head.into_parts();
+                            usage_headers(context, &mut head.headers);
                             return Ok(Answer::Full(
                                 Response::from_parts(head, full(body)),
                                 status.as_u16(),
@@ -352,6 +353,31 @@ fn response_head(route: &Route, provider: &str, stream: bool) -> Response<()> {
     head
 }
 
+/// What a full answer used and cost, for the client's own accounting:
+/// `x-tollgate-input-tokens`, `x-tollgate-output-tokens`, and
+/// `x-tollgate-cost-usd` when the catalog prices the model.
+fn usage_headers(context: &RequestContext, headers: &mut HeaderMap) {
+    let Some(usage) = &context.usage else { return };
+    headers.insert(
+        "x-tollgate-input-tokens",
+        HeaderValue::from(usage.prompt_tokens),
+    );
+    headers.insert(
+        "x-tollgate-output-tokens",
+        HeaderValue::from(usage.completion_tokens),
+    );
+    if let Some(pricing) = context.pricing {
+        let cost = pricing.cost(
+            usage.prompt_tokens,
+            usage.cached_tokens(),
+            usage.completion_tokens,
+        );
+        if let Ok(value) = HeaderValue::from_str(&format!("{cost:.6}")) {
+            headers.insert("x-tollgate-cost-usd", value);
+        }
+    }
+}
+
 /// Statuses after which another backend may succeed. 401/403 count: they
 /// mean this provider rejected the gateway's key, not the client's request.
 /// 529 is Anthropic's "overloaded".
@@ -472,6 +498,7 @@ fn upstream_failure(
             code: "upstream_rejected",
             message: format!("provider {provider} rejected the request with status {status}"),
             param: None,
+            retry_after_s: None,
         }),
     };
     if let Some(value) = retry_after {

@@ -40,6 +40,11 @@ impl<'a> Inbound<'a> {
         })
     }
 
+    /// Size of the body in bytes.
+    pub fn body_len(&self) -> usize {
+        self.body.len()
+    }
+
     /// The request in canonical form, parsed on first use and kept.
     pub fn canonical(&self) -> Result<&Canonical, LlmError> {
         self.canonical

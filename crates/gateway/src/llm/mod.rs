@@ -6,14 +6,16 @@
 //! | ingress | [`ingress`] | read the body within limits; raw top-level fields; canonical form on demand |
 //! | authenticate | [`auth`] | API key → `Principal` |
 //! | route | [`route`] | model alias and headers → AIRoute |
+//! | admit | [`admit`] | reserve the estimated cost against TokenBudgets |
 //! | select | [`select`] | backend order: priority tiers, weights |
 //! | provider | [`forward`] | per attempt: passthrough or translate, sign, send, fall back |
 //! | relay | [`relay`] | the answer to the client through the one output hook, streams transcoded |
 //! | settle | [`crate::context`] | status, latency, tokens, cost: once, on every exit |
 //!
-//! Stages still to come (prompt policy, guards, admission, cache) slot in
+//! Stages still to come (prompt policy, guards, cache) slot in
 //! between route and select without touching the others.
 
+pub mod admit;
 pub mod auth;
 pub mod forward;
 pub mod ingress;
@@ -146,8 +148,8 @@ async fn pipeline(
     context.principal = runtime.keys.authenticate(&parts.headers)?;
     let limit = runtime.snapshot.config.limits.max_request_body_bytes;
     let bytes = ingress::read_body(body, &parts.headers, limit).await?;
-    let inbound = Inbound::parse(&bytes, context.endpoint)?;
-    let route = runtime
+    let mut inbound = Inbound::parse(&bytes, context.endpoint)?;
+    let mut route = runtime
         .routes
         .find(&inbound.payload.model, &parts.headers)
         .ok_or_else(|| ApiError::model_not_found(&inbound.payload.model))?;
@@ -161,6 +163,23 @@ async fn pipeline(
             &served,
         )
         .into());
+    }
+    // Budgets: only when the gateway has any (count_tokens is free).
+    if !runtime.snapshot.config.budgets.is_empty() && context.endpoint != Endpoint::CountTokens {
+        let decision = admit::admit(context, &runtime, route, &inbound)?;
+        if let Some(model) = decision.downgrade_to {
+            route = runtime
+                .routes
+                .find(&model, &parts.headers)
+                .filter(|r| r.endpoints.contains(served_as))
+                .ok_or_else(|| {
+                    ApiError::unavailable(format!(
+                        "the budget's downgrade model {model:?} is not served here"
+                    ))
+                })?;
+            context.route = route.name.clone();
+            inbound.payload.model = model;
+        }
     }
     let order = select::attempt_order(route, &mut rand::rng());
     forward::forward(context, &runtime, route, &inbound, &order, &parts.headers).await

@@ -1,0 +1,253 @@
+//! `TokenBudget`: how many tokens, dollars and requests a principal (or a
+//! group of them) may use per window on one gateway, and what happens beyond.
+
+use std::collections::BTreeMap;
+
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use crate::common::{LocalObjectReference, ResourceStatus};
+
+/// Limits per window on the requests of matching principals. Every budget
+/// that matches a request must admit it; the request's estimated cost is
+/// reserved against each before it goes upstream and settled with the
+/// provider's actual usage when the answer ends.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "tollgate.dev",
+    version = "v1alpha1",
+    kind = "TokenBudget",
+    plural = "tokenbudgets",
+    shortname = "tb",
+    category = "tollgate",
+    namespaced,
+    status = "TokenBudgetStatus",
+    doc = "A TokenBudget limits the tokens, cost in USD and requests that matching principals (a user, team, app, key, label selector, or each member of a group) may use per window (minute, hour, day, calendar month; fixed or rolling) on one AIGateway. The estimated cost of a request is reserved before it goes upstream, so concurrent requests and streams cannot run past the limit; beyond it a request is rejected (429 with Retry-After), downgraded to a cheaper model, or only logged.",
+    printcolumn = r#"{"name":"Gateway","type":"string","jsonPath":".spec.gatewayRef.name"}"#,
+    printcolumn = r#"{"name":"Used","type":"string","jsonPath":".status.used"}"#,
+    printcolumn = r#"{"name":"Limit","type":"string","jsonPath":".status.limit"}"#,
+    printcolumn = r#"{"name":"Remaining","type":"string","jsonPath":".status.remaining"}"#,
+    printcolumn = r#"{"name":"Action","type":"string","jsonPath":".spec.onExceed.action"}"#,
+    printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
+    printcolumn = r#"{"name":"Programmed","type":"string","jsonPath":".status.conditions[?(@.type==\"Programmed\")].status","priority":1}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("self.onExceed.action != 'Downgrade' || has(self.onExceed.model)").message(DOWNGRADE_MODEL_MESSAGE))]
+pub struct TokenBudgetSpec {
+    /// The AIGateway (same namespace) whose requests this budget counts.
+    pub gateway_ref: LocalObjectReference,
+    /// Whose requests count. Every field given must match; an empty subject
+    /// matches every request on the gateway (an organisation-wide budget).
+    #[serde(default)]
+    pub subject: BudgetSubject,
+    /// Limits, each on one window. A request is admitted only if it fits
+    /// every limit of every budget that applies to it.
+    #[schemars(length(max = 8))]
+    #[x_kube(validation = Rule::new("self.size() > 0").message("at least one limit is required"))]
+    #[x_kube(validation = Rule::new("self.all(l, self.exists_one(m, m.window == l.window && m.rolling == l.rolling))").message(LIMITS_UNIQUE_MESSAGE))]
+    pub limits: Vec<BudgetLimit>,
+    /// What happens to a request that does not fit (default `Reject`).
+    #[serde(default)]
+    pub on_exceed: ExceedPolicy,
+    /// Output tokens reserved for a request that sets no `max_tokens`
+    /// (`max_completion_tokens`, `max_output_tokens`), default 4096. A
+    /// streamed answer that outgrows its reservation and the budget is ended
+    /// (see `streams`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 10000000").message("defaultMaxOutputTokens must be between 1 and 10000000"))]
+    pub default_max_output_tokens: Option<u64>,
+    /// A stream that runs past the budget: `Cut` ends it at an event boundary
+    /// with an error event in the client's format (default); `Finish` lets
+    /// it complete and charges what it used.
+    #[serde(default)]
+    pub streams: StreamOverrun,
+    /// Percentages of a limit (for example 80) whose crossing is reported:
+    /// a log line, a metric and an Event on this budget.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 4))]
+    #[x_kube(validation = Rule::new("self.all(p, p >= 1 && p <= 100)").message("soft thresholds are percentages between 1 and 100"))]
+    pub soft_thresholds: Vec<u32>,
+    /// When the shared state (Redis) cannot be reached: `Open` admits
+    /// requests uncounted, `Closed` refuses them with 503 (default `Open`).
+    #[serde(default)]
+    pub failure_mode: FailureMode,
+}
+
+/// What both the CEL rule and compile say of a downgrade without a model.
+pub const DOWNGRADE_MODEL_MESSAGE: &str = "onExceed.model is required when the action is Downgrade";
+
+/// What both the CEL rule and compile say of two limits on one window.
+pub const LIMITS_UNIQUE_MESSAGE: &str = "at most one limit per window and rolling setting";
+
+/// Whom a budget counts.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BudgetSubject {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub team: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub app: Option<String>,
+    /// One API key, by the name of its Secret (a `tollgate.dev/api-key`
+    /// labelled Secret) or `secret/key` for an AIGateway `apiKeys` entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 507))]
+    pub key: Option<String>,
+    /// Principal labels that must all match.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(length(max = 16))]
+    pub match_labels: BTreeMap<String, String>,
+    /// Count each member separately instead of the whole group: with
+    /// `team: a` and `perMember: User`, every user of team a gets the limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_member: Option<Member>,
+}
+
+/// What a per-member budget keeps separate counters by.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Member {
+    User,
+    Team,
+    App,
+    Key,
+}
+
+/// Caps on one window. Give at least one of the caps.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("has(self.inputTokens) || has(self.outputTokens) || has(self.totalTokens) || has(self.costUsd) || has(self.requests)").message(LIMIT_EMPTY_MESSAGE))]
+pub struct BudgetLimit {
+    pub window: BudgetWindow,
+    /// `false` (default): the window starts at fixed times (the minute, the
+    /// UTC hour, UTC midnight, the 1st of the month). `true`: the window is
+    /// the last minute, hour, day or 30 days, counted in twelfths (days:
+    /// hours; 30 days: days), so usage leaves it gradually.
+    #[serde(default)]
+    pub rolling: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_tokens: Option<u64>,
+    /// US dollars, as a decimal string with up to 6 decimals (`"25.50"`),
+    /// priced from the ModelProvider catalog.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 20))]
+    #[x_kube(validation = Rule::new(USD_RULE).message(USD_MESSAGE))]
+    pub cost_usd: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<u64>,
+}
+
+/// What both the CEL rule and compile say of a limit without caps.
+pub const LIMIT_EMPTY_MESSAGE: &str =
+    "a limit needs at least one of inputTokens, outputTokens, totalTokens, costUsd, requests";
+
+/// CEL rule of a dollar amount.
+pub const USD_RULE: &str = "self.matches('^[0-9]{1,12}([.][0-9]{1,6})?$')";
+/// What both the CEL rule and compile say of a bad dollar amount.
+pub const USD_MESSAGE: &str = "costUsd must be a decimal number of dollars with at most 6 decimals, such as \"25\" or \"0.50\"";
+
+#[derive(
+    schemars::JsonSchema,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+)]
+pub enum BudgetWindow {
+    Minute,
+    Hour,
+    Day,
+    /// A calendar month (UTC) when fixed, 30 days when rolling.
+    Month,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExceedPolicy {
+    #[serde(default)]
+    pub action: ExceedAction,
+    /// `Downgrade`: the model alias (an AIRoute of the same gateway) that
+    /// requests go to once this budget is spent. They still count here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub model: Option<String>,
+}
+
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+pub enum ExceedAction {
+    /// 429 in the client's API shape, with `Retry-After`.
+    #[default]
+    Reject,
+    /// Served by `model` instead.
+    Downgrade,
+    /// Served and counted; a log line and a metric say it ran over.
+    Warn,
+}
+
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+pub enum StreamOverrun {
+    #[default]
+    Cut,
+    Finish,
+}
+
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+pub enum FailureMode {
+    #[default]
+    Open,
+    Closed,
+}
+
+/// Observed state: conditions, usage per window, and one summary line per
+/// column for `kubectl get`.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenBudgetStatus {
+    #[serde(flatten)]
+    pub base: ResourceStatus,
+    /// Usage of the first limit's first cap, e.g. `12.5k tokens`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining: Option<String>,
+    /// Usage per limit and cap in the current window (summed over members
+    /// for a per-member budget; the busiest member is named).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub usage: Vec<BudgetUsage>,
+}
+
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetUsage {
+    pub window: String,
+    /// `inputTokens`, `outputTokens`, `totalTokens`, `costUsd` or `requests`.
+    pub metric: String,
+    /// Used so far, in-flight reservations included (dollars as a decimal string).
+    pub used: String,
+    pub limit: String,
+    /// When the fixed window restarts (RFC 3339); absent for rolling windows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resets_at: Option<String>,
+}

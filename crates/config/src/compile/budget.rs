@@ -1,0 +1,338 @@
+//! TokenBudget: subject, caps per window and the exceed policy, checked and
+//! flattened for the data plane.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use tollgate_api::TokenBudget;
+use tollgate_api::budget::{
+    self as api, DOWNGRADE_MODEL_MESSAGE, ExceedAction, LIMIT_EMPTY_MESSAGE, LIMITS_UNIQUE_MESSAGE,
+    USD_MESSAGE,
+};
+use tollgate_api::conditions::reason;
+
+use crate::diagnostics::{Diagnostic, ObjectRef};
+use crate::resources::object_ref;
+use crate::snapshot::budget::{Budget, Limit, Metric, OnExceed, Subject};
+
+/// Output tokens reserved for a request without a cap, unless the budget says.
+pub const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 4096;
+
+/// The budget for the data plane, or `None` (with diagnostics) when invalid.
+pub(super) fn compile_budget(
+    budget: &TokenBudget,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Budget> {
+    let object = object_ref(budget);
+    let spec = &budget.spec;
+    let mut error = |field: String, message: &str| {
+        diagnostics.push(Diagnostic::error(&object, field, reason::INVALID, message));
+    };
+    let mut valid = true;
+    if spec.limits.is_empty() {
+        error("spec.limits".into(), "at least one limit is required");
+        valid = false;
+    }
+    let mut windows = BTreeSet::new();
+    let mut limits = Vec::with_capacity(spec.limits.len());
+    for (i, limit) in spec.limits.iter().enumerate() {
+        if !windows.insert((limit.window, limit.rolling)) {
+            error(format!("spec.limits[{i}]"), LIMITS_UNIQUE_MESSAGE);
+            valid = false;
+        }
+        match caps(limit) {
+            Some(caps) if caps.is_empty() => {
+                error(format!("spec.limits[{i}]"), LIMIT_EMPTY_MESSAGE);
+                valid = false;
+            }
+            Some(caps) => limits.push(Limit {
+                window: limit.window,
+                rolling: limit.rolling,
+                caps,
+            }),
+            None => {
+                error(format!("spec.limits[{i}].costUsd"), USD_MESSAGE);
+                valid = false;
+            }
+        }
+    }
+    let on_exceed = match (spec.on_exceed.action, &spec.on_exceed.model) {
+        (ExceedAction::Reject, _) => OnExceed::Reject,
+        (ExceedAction::Warn, _) => OnExceed::Warn,
+        (ExceedAction::Downgrade, Some(model)) if !model.is_empty() => OnExceed::Downgrade {
+            model: model.clone(),
+        },
+        (ExceedAction::Downgrade, _) => {
+            error("spec.onExceed.model".into(), DOWNGRADE_MODEL_MESSAGE);
+            valid = false;
+            OnExceed::Reject
+        }
+    };
+    if spec.soft_thresholds.iter().any(|p| !(1..=100).contains(p)) {
+        error(
+            "spec.softThresholds".into(),
+            "soft thresholds are percentages between 1 and 100",
+        );
+        valid = false;
+    }
+    if !valid {
+        return None;
+    }
+    let mut soft_thresholds = spec.soft_thresholds.clone();
+    soft_thresholds.sort_unstable();
+    soft_thresholds.dedup();
+    let subject = &spec.subject;
+    Some(Budget {
+        name: Arc::from(format!("{}/{}", object.namespace, object.name)),
+        subject: Subject {
+            user: subject.user.clone(),
+            team: subject.team.clone(),
+            app: subject.app.clone(),
+            key: subject.key.clone(),
+            match_labels: subject.match_labels.clone(),
+            per_member: subject.per_member,
+        },
+        limits,
+        on_exceed,
+        default_max_output_tokens: spec
+            .default_max_output_tokens
+            .unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS),
+        cut_streams: spec.streams == api::StreamOverrun::Cut,
+        soft_thresholds,
+        fail_closed: spec.failure_mode == api::FailureMode::Closed,
+    })
+}
+
+/// A Downgrade budget whose model no route of its gateway serves: a warning,
+/// since the route may come later; until then such requests are rejected.
+pub(super) fn check_downgrade_target(
+    budget: &Budget,
+    object: &ObjectRef,
+    serves: impl Fn(&str) -> bool,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    if let OnExceed::Downgrade { model } = &budget.on_exceed
+        && !serves(model)
+    {
+        diagnostics.push(Diagnostic::warning(
+            object,
+            "spec.onExceed.model",
+            reason::INVALID,
+            format!(
+                "no route of this gateway serves model {model:?}; requests past this budget are rejected until one does"
+            ),
+        ));
+    }
+}
+
+/// The caps of one limit, in [`Metric`] order; `None` for a bad dollar amount.
+fn caps(limit: &api::BudgetLimit) -> Option<Vec<(Metric, u64)>> {
+    let cost = match limit.cost_usd.as_deref() {
+        Some(text) => Some(parse_micro_usd(text)?),
+        None => None,
+    };
+    Some(
+        [
+            (Metric::InputTokens, limit.input_tokens),
+            (Metric::OutputTokens, limit.output_tokens),
+            (Metric::TotalTokens, limit.total_tokens),
+            (Metric::CostMicroUsd, cost),
+            (Metric::Requests, limit.requests),
+        ]
+        .into_iter()
+        .filter_map(|(metric, cap)| Some((metric, cap?)))
+        .collect(),
+    )
+}
+
+/// `"25.5"` → 25_500_000 millionths of a dollar; `None` unless the text
+/// follows [`api::USD_RULE`].
+pub fn parse_micro_usd(text: &str) -> Option<u64> {
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    let digits = |s: &str, max: usize| {
+        !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_digit())
+    };
+    if !digits(whole, 12) || !(fraction.is_empty() || digits(fraction, 6)) || text.ends_with('.') {
+        return None;
+    }
+    let whole: u64 = whole.parse().ok()?;
+    let fraction: u64 = format!("{fraction:0<6}").parse().ok()?;
+    Some(whole * 1_000_000 + fraction)
+}
+
+/// Millionths of a dollar as a decimal string without trailing zeros.
+pub fn format_micro_usd(micro: u64) -> String {
+    let (whole, fraction) = (micro / 1_000_000, micro % 1_000_000);
+    if fraction == 0 {
+        return whole.to_string();
+    }
+    let fraction = format!("{fraction:06}");
+    format!("{whole}.{}", fraction.trim_end_matches('0'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::compile;
+    use super::super::fixtures::{BASE, gw, load};
+    use super::*;
+
+    #[test]
+    fn dollars_parse_to_millionths_and_back() {
+        assert_eq!(parse_micro_usd("25"), Some(25_000_000));
+        assert_eq!(parse_micro_usd("0.5"), Some(500_000));
+        assert_eq!(parse_micro_usd("1.000001"), Some(1_000_001));
+        for bad in ["", ".5", "5.", "1.0000001", "-1", "1e3", "abc"] {
+            assert_eq!(parse_micro_usd(bad), None, "{bad:?}");
+        }
+        assert_eq!(format_micro_usd(25_000_000), "25");
+        assert_eq!(format_micro_usd(500_000), "0.5");
+        assert_eq!(format_micro_usd(1_000_001), "1.000001");
+    }
+
+    #[test]
+    fn budgets_compile_onto_their_gateway_sorted_with_caps_in_order() {
+        let yaml = format!(
+            "{BASE}---
+apiVersion: tollgate.dev/v1alpha1
+kind: TokenBudget
+metadata: {{name: team-search}}
+spec:
+  gatewayRef: {{name: gw}}
+  subject: {{team: search, perMember: User}}
+  limits:
+  - {{window: Day, requests: 100, costUsd: \"2.50\", totalTokens: 50000}}
+  - {{window: Minute, rolling: true, outputTokens: 1000}}
+  onExceed: {{action: Downgrade, model: chat}}
+  softThresholds: [90, 80]
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: TokenBudget
+metadata: {{name: org}}
+spec:
+  gatewayRef: {{name: gw}}
+  limits: [{{window: Month, costUsd: \"1000\"}}]
+  defaultMaxOutputTokens: 512
+  streams: Finish
+  failureMode: Closed
+"
+        );
+        let compiled = compile(&load(&yaml).resources);
+        assert!(!compiled.has_errors(), "{:?}", compiled.diagnostics);
+        assert!(
+            compiled.diagnostics.is_empty(),
+            "{:?}",
+            compiled.diagnostics
+        );
+        let budgets = &compiled.snapshots[&gw()].config.budgets;
+        let names: Vec<&str> = budgets.iter().map(|b| &*b.name).collect();
+        assert_eq!(names, ["default/org", "default/team-search"]);
+        let org = &budgets[0];
+        assert_eq!(org.default_max_output_tokens, 512);
+        assert!(!org.cut_streams && org.fail_closed);
+        assert_eq!(org.on_exceed, OnExceed::Reject);
+        let team = &budgets[1];
+        assert_eq!(team.soft_thresholds, [80, 90]);
+        assert_eq!(
+            team.limits[0].caps,
+            [
+                (Metric::TotalTokens, 50_000),
+                (Metric::CostMicroUsd, 2_500_000),
+                (Metric::Requests, 100)
+            ]
+        );
+        assert!(team.limits[1].rolling);
+        assert_eq!(
+            team.on_exceed,
+            OnExceed::Downgrade {
+                model: "chat".into()
+            }
+        );
+        assert_eq!(team.default_max_output_tokens, DEFAULT_MAX_OUTPUT_TOKENS);
+    }
+
+    #[test]
+    fn bad_budgets_are_reported_on_themselves_and_left_out() {
+        let yaml = format!(
+            "{BASE}---
+apiVersion: tollgate.dev/v1alpha1
+kind: TokenBudget
+metadata: {{name: nowhere}}
+spec:
+  gatewayRef: {{name: missing}}
+  limits: [{{window: Day, requests: 1}}]
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: TokenBudget
+metadata: {{name: downgrade-unserved}}
+spec:
+  gatewayRef: {{name: gw}}
+  limits: [{{window: Day, requests: 1}}]
+  onExceed: {{action: Downgrade, model: no-such-model}}
+"
+        );
+        let compiled = compile(&load(&yaml).resources);
+        let messages: Vec<String> = compiled
+            .diagnostics
+            .iter()
+            .map(|d| format!("{}: {}", d.object.as_ref().unwrap().name, d.message))
+            .collect();
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.starts_with("nowhere: AIGateway \"missing\" not found")),
+            "{messages:?}"
+        );
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.starts_with("downgrade-unserved: no route of this gateway serves")),
+            "{messages:?}"
+        );
+        let budgets = &compiled.snapshots[&gw()].config.budgets;
+        assert_eq!(budgets.len(), 1, "the warning does not drop the budget");
+    }
+
+    #[test]
+    fn compile_repeats_the_cel_rules_for_files() {
+        let budget = |limits: &str, on_exceed: &str| -> TokenBudget {
+            serde_yaml::from_str(&format!(
+                "apiVersion: tollgate.dev/v1alpha1\nkind: TokenBudget\nmetadata: {{name: b}}\n\
+                 spec: {{gatewayRef: {{name: gw}}, limits: {limits}, onExceed: {on_exceed}}}"
+            ))
+            .unwrap()
+        };
+        let messages = |b: TokenBudget| {
+            let mut diagnostics = Vec::new();
+            assert!(compile_budget(&b, &mut diagnostics).is_none());
+            diagnostics
+                .into_iter()
+                .map(|d| d.message)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            messages(budget("[{window: Day}]", "{action: Reject}")),
+            [LIMIT_EMPTY_MESSAGE]
+        );
+        assert_eq!(
+            messages(budget(
+                "[{window: Day, requests: 1}, {window: Day, requests: 2}]",
+                "{action: Reject}"
+            )),
+            [LIMITS_UNIQUE_MESSAGE]
+        );
+        assert_eq!(
+            messages(budget(
+                "[{window: Day, costUsd: \"1.1234567\"}]",
+                "{action: Reject}"
+            )),
+            [USD_MESSAGE]
+        );
+        assert_eq!(
+            messages(budget(
+                "[{window: Day, requests: 1}]",
+                "{action: Downgrade}"
+            )),
+            [DOWNGRADE_MODEL_MESSAGE]
+        );
+    }
+}

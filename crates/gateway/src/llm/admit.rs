@@ -1,0 +1,334 @@
+//! Stage `admit`: reserve the request's estimated cost against every
+//! TokenBudget that applies to its principal, before anything goes upstream.
+//!
+//! The estimate is an upper bound where the request allows one: prompt
+//! tokens from the text ([`super::tokens::estimate`]), output tokens from
+//! the request's own cap (`max_tokens` and kin) or the budget's
+//! `defaultMaxOutputTokens`, cost at the dearest price among the route's
+//! backends. All budgets admit the request or none is charged (one atomic
+//! step in [`crate::state`]); the context settles the charges with the
+//! provider's actual usage when the answer ends, whichever way it ends.
+
+use std::sync::Arc;
+
+use tollgate_config::snapshot::budget::{Budget, Metric, OnExceed};
+use tollgate_config::snapshot::{Pricing, Principal, Route};
+use tollgate_llm::Usage;
+
+use super::ingress::Inbound;
+use crate::context::RequestContext;
+use crate::dialect::Endpoint;
+use crate::error::ApiError;
+use crate::runtime::Runtime;
+use crate::state::{Charge, Check, Span, Verdict, window};
+
+/// A request's cost in every unit a budget can count.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Amounts {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_micro_usd: u64,
+    pub requests: u64,
+}
+
+impl Amounts {
+    pub fn get(&self, metric: Metric) -> u64 {
+        match metric {
+            Metric::InputTokens => self.input_tokens,
+            Metric::OutputTokens => self.output_tokens,
+            Metric::TotalTokens => self.input_tokens + self.output_tokens,
+            Metric::CostMicroUsd => self.cost_micro_usd,
+            Metric::Requests => self.requests,
+        }
+    }
+
+    /// What a finished request used, from the provider's usage.
+    pub fn actual(usage: &Usage, pricing: Option<Pricing>) -> Self {
+        let cost = pricing.map_or(0.0, |p| {
+            p.cost(
+                usage.prompt_tokens,
+                usage.cached_tokens(),
+                usage.completion_tokens,
+            )
+        });
+        Self {
+            input_tokens: usage.prompt_tokens,
+            output_tokens: usage.completion_tokens,
+            cost_micro_usd: micro_usd(cost),
+            requests: 1,
+        }
+    }
+}
+
+/// Dollars to whole millionths, rounded up so estimates stay upper bounds.
+fn micro_usd(dollars: f64) -> u64 {
+    (dollars * 1_000_000.0).ceil().max(0.0) as u64
+}
+
+/// The reservation a request holds until it settles.
+#[derive(Debug)]
+pub struct Admission {
+    charges: Vec<Charge>,
+    /// The metric of each charge, in order.
+    metrics: Vec<Metric>,
+    pub estimate: Amounts,
+}
+
+impl Admission {
+    /// The figure each charge settles at, for what the request used.
+    pub fn settlement(&self, used: Amounts) -> (Vec<Charge>, Vec<u64>) {
+        let actual = self.metrics.iter().map(|m| used.get(*m)).collect();
+        (self.charges.clone(), actual)
+    }
+}
+
+/// What admission decided beyond the reservation.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Decision {
+    /// A Downgrade budget is spent: serve this model alias instead.
+    pub downgrade_to: Option<String>,
+}
+
+/// One check's origin, for messages and metrics.
+struct Origin<'b> {
+    budget: &'b Budget,
+    span: Span,
+    metric: Metric,
+}
+
+/// Reserves `inbound`'s estimate against the budgets that apply. `Ok` with
+/// the admission on the context; `Err` when a rejecting budget is spent.
+pub fn admit(
+    context: &mut RequestContext,
+    runtime: &Runtime,
+    route: &Route,
+    inbound: &Inbound<'_>,
+) -> Result<Decision, ApiError> {
+    let budgets = &runtime.snapshot.config.budgets;
+    let principal = context.principal.as_deref();
+    let applicable: Vec<&Budget> = budgets
+        .iter()
+        .filter(|b| b.subject.matches(principal))
+        .collect();
+    if applicable.is_empty() {
+        return Ok(Decision::default());
+    }
+    let estimate = estimate(inbound, &applicable, max_pricing(runtime, route, inbound));
+    let (checks, origins) = checks(&applicable, principal, estimate);
+    let now = window::now_ms();
+    match context.gateway.counters.reserve(&checks, now) {
+        Verdict::Refused {
+            failing,
+            used,
+            retry_after_ms,
+        } => {
+            let origin = &origins[failing];
+            context
+                .gateway
+                .metrics
+                .count_budget(&origin.budget.name, "rejected");
+            Err(refusal(origin, &checks[failing], used, retry_after_ms))
+        }
+        Verdict::Admitted { charges, over, .. } => {
+            let mut decision = Decision::default();
+            for index in over {
+                let origin = &origins[index];
+                match &origin.budget.on_exceed {
+                    OnExceed::Downgrade { model } => {
+                        context
+                            .gateway
+                            .metrics
+                            .count_budget(&origin.budget.name, "downgraded");
+                        decision.downgrade_to.get_or_insert_with(|| model.clone());
+                    }
+                    _ => {
+                        context
+                            .gateway
+                            .metrics
+                            .count_budget(&origin.budget.name, "over");
+                        tracing::warn!(
+                            budget = %origin.budget.name,
+                            window = %origin.span.label(),
+                            metric = origin.metric.spec_name(),
+                            limit = checks[index].limit,
+                            "request admitted past a Warn budget"
+                        );
+                    }
+                }
+            }
+            context.admission = Some(Admission {
+                charges,
+                metrics: origins.iter().map(|o| o.metric).collect(),
+                estimate,
+            });
+            Ok(decision)
+        }
+    }
+}
+
+/// One check per cap of every limit of every applicable budget.
+fn checks<'b>(
+    budgets: &[&'b Budget],
+    principal: Option<&Principal>,
+    estimate: Amounts,
+) -> (Vec<Check>, Vec<Origin<'b>>) {
+    let mut checks = Vec::new();
+    let mut origins = Vec::new();
+    for &budget in budgets {
+        let member = budget.subject.member(principal);
+        let enforce = budget.on_exceed == OnExceed::Reject;
+        for limit in &budget.limits {
+            let span = Span::new(limit.window, limit.rolling);
+            for &(metric, cap) in &limit.caps {
+                checks.push(Check {
+                    key: counter_key(&budget.name, member, span, metric),
+                    span,
+                    amount: estimate.get(metric),
+                    limit: cap,
+                    enforce,
+                });
+                origins.push(Origin {
+                    budget,
+                    span,
+                    metric,
+                });
+            }
+        }
+    }
+    (checks, origins)
+}
+
+/// `budget|member|window|metric`: stable across reloads and replicas.
+pub fn counter_key(budget: &str, member: &str, span: Span, metric: Metric) -> Arc<str> {
+    let rolling = if span.rolling { "rolling" } else { "fixed" };
+    Arc::from(format!(
+        "{budget}|{member}|{:?}-{rolling}|{}",
+        span.window,
+        metric.spec_name()
+    ))
+}
+
+fn refusal(origin: &Origin<'_>, check: &Check, used: u64, retry_after_ms: Option<i64>) -> ApiError {
+    let metric = origin.metric;
+    let show = |n: u64| match metric {
+        Metric::CostMicroUsd => format!("${}", tollgate_config::compile::format_micro_usd(n)),
+        _ => format!("{n} {}", metric.spec_name()),
+    };
+    let window = origin.span.label();
+    let budget = &origin.budget.name;
+    match retry_after_ms {
+        Some(ms) => {
+            let seconds = u64::try_from(ms).unwrap_or(1).div_ceil(1000).max(1);
+            ApiError::budget_exceeded(
+                format!(
+                    "Budget {budget} is spent for this {window} window: {} of {} used, and this request may need up to {}. Retry in {seconds} s.",
+                    show(used),
+                    show(check.limit),
+                    show(check.amount),
+                ),
+                seconds,
+            )
+        }
+        None => ApiError::invalid_request(
+            "request_exceeds_budget",
+            format!(
+                "This request may need up to {}, more than budget {budget} allows per {window} ({}). Lower max_tokens or shorten the prompt.",
+                show(check.amount),
+                show(check.limit),
+            ),
+        ),
+    }
+}
+
+/// The most any backend of `route` charges per input and output token.
+fn max_pricing(runtime: &Runtime, route: &Route, inbound: &Inbound<'_>) -> Pricing {
+    let mut max = Pricing::default();
+    for backend in &route.backends {
+        let upstream = &runtime.upstreams[backend.provider];
+        let model = if backend.pass_model {
+            inbound.payload.model.as_str()
+        } else {
+            &backend.model
+        };
+        if let Some(entry) = upstream.config.models.get(model) {
+            let p = entry.pricing;
+            max.input_per_million = max.input_per_million.max(p.input_per_million);
+            max.output_per_million = max.output_per_million.max(p.output_per_million);
+        }
+    }
+    max
+}
+
+/// The request's upper-bound cost.
+fn estimate(inbound: &Inbound<'_>, budgets: &[&Budget], pricing: Pricing) -> Amounts {
+    let (input_tokens, cap) = match inbound.endpoint {
+        Endpoint::Embeddings => (inbound.payload.embedding_input_tokens(), Some(0)),
+        _ => match inbound.canonical() {
+            Ok(canonical) => (
+                super::tokens::estimate(&canonical.request),
+                canonical.request.max_output_tokens(),
+            ),
+            // The provider will refuse it; count the bytes meanwhile.
+            Err(_) => (inbound.body_len().div_ceil(4) as u64, None),
+        },
+    };
+    let output_tokens = cap.unwrap_or_else(|| {
+        budgets
+            .iter()
+            .map(|b| b.default_max_output_tokens)
+            .max()
+            .unwrap_or(0)
+    });
+    let cost = pricing.cost(input_tokens, 0, output_tokens);
+    Amounts {
+        input_tokens,
+        output_tokens,
+        cost_micro_usd: micro_usd(cost),
+        requests: 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn total_tokens_add_input_and_output() {
+        let a = Amounts {
+            input_tokens: 10,
+            output_tokens: 5,
+            cost_micro_usd: 7,
+            requests: 1,
+        };
+        assert_eq!(a.get(Metric::TotalTokens), 15);
+        assert_eq!(a.get(Metric::CostMicroUsd), 7);
+    }
+
+    #[test]
+    fn actual_cost_rounds_up_to_a_millionth() {
+        let usage = Usage {
+            prompt_tokens: 1000,
+            completion_tokens: 500,
+            ..Usage::default()
+        };
+        let pricing = Pricing {
+            input_per_million: 0.15,
+            output_per_million: 0.6,
+            cached_input_per_million: 0.0,
+        };
+        // 1000 * 0.15 + 500 * 0.6 = 450 millionths.
+        assert_eq!(Amounts::actual(&usage, Some(pricing)).cost_micro_usd, 450);
+        assert_eq!(Amounts::actual(&usage, None).cost_micro_usd, 0);
+    }
+
+    #[test]
+    fn counter_keys_name_every_part() {
+        let key = counter_key(
+            "ns/b",
+            "alice",
+            Span::new(tollgate_api::budget::BudgetWindow::Day, true),
+            Metric::CostMicroUsd,
+        );
+        assert_eq!(&*key, "ns/b|alice|Day-rolling|costUsd");
+    }
+}

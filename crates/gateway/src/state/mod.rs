@@ -1,0 +1,80 @@
+//! Budget counters: reserve an estimate against several counters at once
+//! (all fit or nothing is charged), settle each charge with the actual
+//! figure later. In memory for one process ([`memory`]); Redis for many.
+//!
+//! A reservation is charged into the counter's current slot and settled in
+//! that same slot, so a request that spans a window boundary never moves
+//! usage from one window into the next.
+
+pub mod memory;
+pub mod window;
+
+use std::sync::Arc;
+
+pub use window::Span;
+
+/// One counter a request is charged against.
+#[derive(Clone, Debug)]
+pub struct Check {
+    /// Budget, member, window and metric: the counter's identity.
+    pub key: Arc<str>,
+    pub span: Span,
+    /// The estimated charge.
+    pub amount: u64,
+    pub limit: u64,
+    /// Refuse the request when it does not fit; otherwise charge it anyway
+    /// and report it as over.
+    pub enforce: bool,
+}
+
+/// What was charged where, to settle later.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Charge {
+    pub key: Arc<str>,
+    pub span: Span,
+    pub slot: i64,
+    pub amount: u64,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every check was charged. `over`: the unenforced checks that did not
+    /// fit; `used`: each counter after the charge, in check order.
+    Admitted {
+        charges: Vec<Charge>,
+        over: Vec<usize>,
+        used: Vec<u64>,
+    },
+    /// Nothing was charged: check `failing` does not fit. `retry_after_ms`
+    /// is when enough of its usage will have left the window, `None` when
+    /// the request alone is larger than the limit.
+    Refused {
+        failing: usize,
+        used: u64,
+        retry_after_ms: Option<i64>,
+    },
+}
+
+/// Used so far in a window, oldest slot first, summed: when will
+/// `used - freed + amount <= limit`? `None` if never (amount > limit).
+pub fn retry_after_ms(
+    span: Span,
+    now_ms: i64,
+    slots: impl IntoIterator<Item = (i64, u64)>,
+    amount: u64,
+    limit: u64,
+) -> Option<i64> {
+    if amount > limit {
+        return None;
+    }
+    let slots: Vec<(i64, u64)> = slots.into_iter().collect();
+    let mut used: u64 = slots.iter().map(|(_, v)| v).sum();
+    for (slot, value) in slots {
+        used = used.saturating_sub(value);
+        if used + amount <= limit {
+            return Some((span.expires_ms(slot) - now_ms).max(1));
+        }
+    }
+    // No usage in the window (or it all fits): the caller checked it did not.
+    Some(1)
+}

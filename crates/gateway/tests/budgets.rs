@@ -1,0 +1,449 @@
+//! TokenBudgets in one process: reservation before the call, settlement with
+//! the provider's usage, every exceed action, in each client's error shape,
+//! and limits that hold under concurrent requests.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::{Harness, json_body, metric_has};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+/// Keys: `alice` and `bob` (team a), `carol` (team b, app bot, tier free),
+/// `dave` (team c). Budgets per test are appended to this.
+const BASE: &str = r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: AIGateway
+metadata: {name: gw}
+spec:
+  apiKeys:
+  - {secretRef: {name: keys, key: alice}, principal: {user: alice, team: a}}
+  - {secretRef: {name: keys, key: bob}, principal: {user: bob, team: a}}
+  - {secretRef: {name: keys, key: carol}, principal: {user: carol, team: b, app: bot, labels: {tier: free}}}
+  - {secretRef: {name: keys, key: dave}, principal: {user: dave, team: c}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: keys}
+stringData: {alice: tg-alice, bob: tg-bob, carol: tg-carol, dave: tg-dave, provider: mock-provider-key}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: ModelProvider
+metadata: {name: mock}
+spec:
+  type: Mock
+  endpoint: "{mock}/v1"
+  models:
+  - {name: mock-strong, pricing: {inputPerMillion: 10, outputPerMillion: 30}}
+  - {name: mock-mini, pricing: {inputPerMillion: 0.5, outputPerMillion: 1.5}}
+  - {name: mock-embed, kind: Embedding, pricing: {inputPerMillion: 0.1, outputPerMillion: 0}}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: ModelProvider
+metadata: {name: anthropic}
+spec:
+  type: Anthropic
+  endpoint: "{mock}/v1"
+  network: {allowLoopback: true}
+  credentials: {secretRef: {name: keys, key: provider}}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: AIRoute
+metadata: {name: strong}
+spec:
+  gatewayRef: {name: gw}
+  models: [strong]
+  backends: [{providerRef: {name: mock}, model: mock-strong}]
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: AIRoute
+metadata: {name: mini}
+spec:
+  gatewayRef: {name: gw}
+  models: [mini]
+  backends: [{providerRef: {name: mock}, model: mock-mini}]
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: AIRoute
+metadata: {name: claude}
+spec:
+  gatewayRef: {name: gw}
+  models: [claude]
+  backends: [{providerRef: {name: anthropic}, model: mock-claude}]
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: AIRoute
+metadata: {name: embed}
+spec:
+  gatewayRef: {name: gw}
+  models: [embed]
+  backends: [{providerRef: {name: mock}, model: mock-embed}]
+"#;
+
+const MOCK_FLAGS: &[&str] = &["--anthropic-key", "mock-provider-key"];
+
+async fn harness(budgets: &str) -> Harness {
+    Harness::start(&format!("{BASE}{budgets}"), MOCK_FLAGS).await
+}
+
+fn budget(name: &str, spec: &str) -> String {
+    format!(
+        "---\napiVersion: tollgate.dev/v1alpha1\nkind: TokenBudget\nmetadata: {{name: {name}}}\n\
+         spec:\n  gatewayRef: {{name: gw}}\n{spec}\n"
+    )
+}
+
+fn post(h: &Harness, key: &str, path: &str, body: &Value) -> reqwest::RequestBuilder {
+    h.client
+        .post(format!("{}{path}", h.url))
+        .bearer_auth(key)
+        .header("anthropic-version", "2023-06-01")
+        .timeout(Duration::from_secs(20))
+        .json(body)
+}
+
+async fn call(h: &Harness, key: &str, path: &str, body: &Value) -> (u16, Value) {
+    json_body(post(h, key, path, body).send().await.unwrap()).await
+}
+
+fn chat(model: &str, max_tokens: u64) -> Value {
+    json!({"model": model, "max_tokens": max_tokens,
+           "messages": [{"role": "user", "content": "Say something short."}]})
+}
+
+/// Each counter's usage now, by key.
+fn usage(h: &Harness) -> HashMap<String, u64> {
+    let now = tollgate_gateway::state::window::now_ms();
+    h.gateway
+        .counters
+        .usage(now)
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+}
+
+#[tokio::test]
+async fn requests_past_a_limit_get_429_in_the_clients_shape_with_retry_after() {
+    let h = harness(&budget(
+        "team-b",
+        "  subject: {team: b}\n  limits: [{window: Month, requests: 2}]",
+    ))
+    .await;
+    for _ in 0..2 {
+        let (status, value) =
+            call(&h, "tg-carol", "/v1/chat/completions", &chat("strong", 16)).await;
+        assert_eq!(status, 200, "{value}");
+    }
+    let refused = post(&h, "tg-carol", "/v1/chat/completions", &chat("strong", 16))
+        .send()
+        .await
+        .unwrap();
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=31 * 86_400).contains(&retry_after), "{retry_after}");
+    let (status, value) = json_body(refused).await;
+    assert_eq!(status, 429, "{value}");
+    assert_eq!(value["error"]["type"], "rate_limit_error");
+    assert_eq!(value["error"]["code"], "budget_exceeded");
+    let message = value["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("default/team-b") && message.contains("2 requests"),
+        "{message}"
+    );
+
+    // Anthropic's shape on /v1/messages.
+    let (status, value) = call(&h, "tg-carol", "/v1/messages", &chat("claude", 16)).await;
+    assert_eq!(status, 429, "{value}");
+    assert_eq!(value["type"], "error");
+    assert_eq!(value["error"]["type"], "rate_limit_error");
+
+    // Another team is not counted by team b's budget.
+    let (status, _) = call(&h, "tg-dave", "/v1/chat/completions", &chat("strong", 16)).await;
+    assert_eq!(status, 200);
+    assert!(metric_has(
+        &h.metrics(),
+        &[
+            "tollgate_budget_decisions_total",
+            "budget=\"default/team-b\"",
+            "outcome=\"rejected\""
+        ]
+    ));
+    // count_tokens is free and never refused.
+    let (status, _) = call(
+        &h,
+        "tg-carol",
+        "/v1/messages/count_tokens",
+        &json!({"model": "claude", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn settled_usage_is_the_providers_and_failures_are_released() {
+    let h = harness(&budget(
+        "alice",
+        "  subject: {user: alice}\n  limits: [{window: Month, totalTokens: 100000, costUsd: \"10\", requests: 100}]",
+    ))
+    .await;
+    let response = post(&h, "tg-alice", "/v1/chat/completions", &chat("strong", 200))
+        .send()
+        .await
+        .unwrap();
+    let headers = response.headers().clone();
+    let (status, value) = json_body(response).await;
+    assert_eq!(status, 200, "{value}");
+    let total = value["usage"]["total_tokens"].as_u64().unwrap();
+    let (input, output) = (
+        value["usage"]["prompt_tokens"].as_u64().unwrap(),
+        value["usage"]["completion_tokens"].as_u64().unwrap(),
+    );
+    assert_eq!(
+        headers["x-tollgate-input-tokens"],
+        input.to_string().as_str()
+    );
+    assert_eq!(
+        headers["x-tollgate-output-tokens"],
+        output.to_string().as_str()
+    );
+    let cost: f64 = headers["x-tollgate-cost-usd"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let expected = (input as f64 * 10.0 + output as f64 * 30.0) / 1e6;
+    assert!((cost - expected).abs() < 1e-6, "{cost} vs {expected}");
+
+    let counters = usage(&h);
+    assert_eq!(
+        counters["default/alice||Month-fixed|totalTokens"], total,
+        "settled, not the 200-token estimate"
+    );
+    assert_eq!(counters["default/alice||Month-fixed|requests"], 1);
+    assert_eq!(
+        counters["default/alice||Month-fixed|costUsd"],
+        (expected * 1e6).ceil() as u64
+    );
+
+    // A request the provider refuses costs nothing.
+    let failing = post(
+        &h,
+        "tg-alice",
+        "/v1/chat/completions",
+        &json!({"model": "strong", "messages": [{"role": "user", "content": "[mock status=500]"}]}),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert!(failing.status().is_server_error(), "{}", failing.status());
+    let counters = usage(&h);
+    assert_eq!(counters["default/alice||Month-fixed|requests"], 1);
+    assert_eq!(counters["default/alice||Month-fixed|totalTokens"], total);
+}
+
+#[tokio::test]
+async fn concurrent_requests_never_pass_a_token_budget() {
+    const LIMIT: u64 = 2_000;
+    let h = harness(&budget(
+        "team-a",
+        &format!("  subject: {{team: a}}\n  limits: [{{window: Month, totalTokens: {LIMIT}}}]"),
+    ))
+    .await;
+    // Each request reserves about 40 tokens (prompt estimate + max_tokens 30)
+    // and uses about 30: 100 at once must not all fit.
+    let send = |key: &'static str| {
+        let request = post(&h, key, "/v1/chat/completions", &chat("strong", 30));
+        async move {
+            let (status, value) = json_body(request.send().await.unwrap()).await;
+            (status, value["usage"]["total_tokens"].as_u64().unwrap_or(0))
+        }
+    };
+    let outcomes: Vec<(u16, u64)> = futures_util::stream::iter(0..100)
+        .map(|i| send(if i % 2 == 0 { "tg-alice" } else { "tg-bob" }))
+        .buffer_unordered(100)
+        .collect()
+        .await;
+    let admitted: u64 = outcomes.iter().map(|(_, t)| t).sum();
+    let refused = outcomes.iter().filter(|(s, _)| *s == 429).count();
+    assert!(
+        outcomes.iter().all(|(s, _)| *s == 200 || *s == 429),
+        "{outcomes:?}"
+    );
+    assert!(
+        refused > 0,
+        "100 requests of ~40 tokens cannot all fit 2000"
+    );
+    assert!(admitted <= LIMIT, "admitted {admitted} > {LIMIT}");
+    // Settlement gives back what was reserved and not used: keep going one
+    // at a time until refused, and the budget ends up nearly full.
+    let mut total = admitted;
+    for _ in 0..100 {
+        let (status, tokens) = send("tg-alice").await;
+        if status == 429 {
+            break;
+        }
+        total += tokens;
+    }
+    assert!(total <= LIMIT, "{total}");
+    assert!(
+        LIMIT - total < 40,
+        "only the last request's reservation is left: {total}"
+    );
+    assert_eq!(usage(&h)["default/team-a||Month-fixed|totalTokens"], total);
+}
+
+#[tokio::test]
+async fn a_request_larger_than_the_budget_is_told_to_shrink() {
+    let h = harness(&budget(
+        "small",
+        "  limits: [{window: Day, outputTokens: 100}]",
+    ))
+    .await;
+    let (status, value) = call(&h, "tg-dave", "/v1/chat/completions", &chat("strong", 500)).await;
+    assert_eq!(status, 400, "{value}");
+    assert_eq!(value["error"]["code"], "request_exceeds_budget");
+    // Without max_tokens the budget's defaultMaxOutputTokens (4096) is reserved.
+    let mut request = chat("strong", 0);
+    request.as_object_mut().unwrap().remove("max_tokens");
+    let (status, _) = call(&h, "tg-dave", "/v1/chat/completions", &request).await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn warn_admits_and_downgrade_serves_the_named_model() {
+    let h = harness(&format!(
+        "{}{}",
+        budget(
+            "warn-c",
+            "  subject: {team: c}\n  limits: [{window: Month, requests: 1}]\n  onExceed: {action: Warn}"
+        ),
+        budget(
+            "free-tier",
+            "  subject: {matchLabels: {tier: free}}\n  limits: [{window: Month, requests: 1}]\n  onExceed: {action: Downgrade, model: mini}"
+        ),
+    ))
+    .await;
+    for _ in 0..3 {
+        let (status, _) = call(&h, "tg-dave", "/v1/chat/completions", &chat("strong", 16)).await;
+        assert_eq!(status, 200);
+    }
+    assert!(metric_has(
+        &h.metrics(),
+        &[
+            "tollgate_budget_decisions_total",
+            "budget=\"default/warn-c\"",
+            "outcome=\"over\""
+        ]
+    ));
+    assert_eq!(
+        usage(&h)["default/warn-c||Month-fixed|requests"],
+        3,
+        "still counted"
+    );
+
+    let first = post(&h, "tg-carol", "/v1/chat/completions", &chat("strong", 16))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.headers()["x-tollgate-route"], "default/strong");
+    let second = post(&h, "tg-carol", "/v1/chat/completions", &chat("strong", 16))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.headers()["x-tollgate-route"], "default/mini");
+    let (status, value) = json_body(second).await;
+    assert_eq!(status, 200);
+    assert_eq!(value["model"], "mock-mini");
+}
+
+#[tokio::test]
+async fn per_member_budgets_count_each_member_apart() {
+    let h = harness(&budget(
+        "per-user",
+        "  subject: {team: a, perMember: User}\n  limits: [{window: Month, requests: 1}]",
+    ))
+    .await;
+    for key in ["tg-alice", "tg-bob"] {
+        let (status, _) = call(&h, key, "/v1/chat/completions", &chat("strong", 8)).await;
+        assert_eq!(status, 200, "{key}'s first request");
+    }
+    let (status, _) = call(&h, "tg-alice", "/v1/chat/completions", &chat("strong", 8)).await;
+    assert_eq!(status, 429);
+    let counters = usage(&h);
+    assert_eq!(counters["default/per-user|alice|Month-fixed|requests"], 1);
+    assert_eq!(counters["default/per-user|bob|Month-fixed|requests"], 1);
+}
+
+#[tokio::test]
+async fn embeddings_and_streams_are_counted() {
+    let h = harness(&budget(
+        "dave",
+        "  subject: {user: dave}\n  limits: [{window: Month, inputTokens: 1000000, outputTokens: 1000000}]",
+    ))
+    .await;
+    let input: Vec<String> = (0..4)
+        .map(|i| format!("document number {i} ").repeat(10))
+        .collect();
+    let (status, value) = call(
+        &h,
+        "tg-dave",
+        "/v1/embeddings",
+        &json!({"model": "embed", "input": input}),
+    )
+    .await;
+    assert_eq!(status, 200, "{value}");
+    let embedded = value["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert!(embedded > 0);
+    assert_eq!(usage(&h)["default/dave||Month-fixed|inputTokens"], embedded);
+
+    // A stream settles at the usage in its last chunk.
+    let mut request = chat("strong", 64);
+    request["stream"] = json!(true);
+    let (body, _) = common::read_all(
+        post(&h, "tg-dave", "/v1/chat/completions", &request)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(body.contains("[DONE]"), "{body}");
+    // The relay settles in its own task just after the last byte.
+    let mut counters = usage(&h);
+    for _ in 0..50 {
+        if counters["default/dave||Month-fixed|outputTokens"] > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        counters = usage(&h);
+    }
+    assert_eq!(
+        counters["default/dave||Month-fixed|outputTokens"], 16,
+        "the mock's 16 tokens"
+    );
+
+    // A client that goes away mid-stream: no usage ever arrives, so the
+    // whole reservation (max_tokens 64) stays charged.
+    let slow = json!({"model": "strong", "max_tokens": 64, "stream": true,
+        "messages": [{"role": "user", "content": "[mock token_delay_ms=200]"}]});
+    let response = post(&h, "tg-dave", "/v1/chat/completions", &slow)
+        .send()
+        .await
+        .unwrap();
+    let mut stream = response.bytes_stream();
+    let _first = stream.next().await;
+    drop(stream);
+    let mut charged = 0;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        charged = usage(&h)["default/dave||Month-fixed|outputTokens"];
+        if charged > 16 && h.gateway.metrics.in_flight.get() == 0 {
+            break;
+        }
+    }
+    assert_eq!(charged, 16 + 64);
+}
