@@ -56,7 +56,38 @@ pub struct AIGatewaySpec {
     /// How the controller runs this gateway in a cluster; ignored standalone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload: Option<WorkloadSpec>,
+    /// Shared state for TokenBudgets, so every replica counts against the
+    /// same totals. Without it each gateway process counts on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisSpec>,
 }
+
+/// A Redis server (or a proxy in front of a cluster: every key of one gateway
+/// shares a hash tag).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RedisSpec {
+    /// `redis://host:port/db`, or `rediss://` for TLS. No credentials here:
+    /// use `username` and `passwordSecretRef`.
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = Rule::new("self.matches('^rediss?://[^@/]+(/[0-9]{1,2})?$')").message(REDIS_URL_MESSAGE))]
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub username: Option<String>,
+    /// Secret key holding the password (Redis `AUTH`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret_ref: Option<SecretKeyRef>,
+    /// Longest a budget check waits for Redis before the budget's
+    /// `failureMode` applies (default 250ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(crate::duration::POSITIVE_DURATION_RULE).message(crate::duration::POSITIVE_DURATION_MESSAGE))]
+    pub timeout: Option<String>,
+}
+
+/// What both the CEL rule and compile say of a bad Redis URL.
+pub const REDIS_URL_MESSAGE: &str = "url must be redis://host:port or rediss://host:port, optionally with /db, and without credentials";
 
 /// Deployment, autoscaling and disruption settings for the gateway pods.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]

@@ -54,10 +54,17 @@ pub fn referenced_secrets(
     });
     let from_gateways = gateways.iter().flat_map(|g| {
         let namespace = namespace_of(g);
+        let redis = g
+            .spec
+            .redis
+            .as_ref()
+            .and_then(|r| r.password_secret_ref.as_ref());
         g.spec
             .api_keys
             .iter()
-            .map(move |k| (namespace.clone(), k.secret_ref.name.clone()))
+            .map(|k| &k.secret_ref)
+            .chain(redis)
+            .map(move |r| (namespace.clone(), r.name.clone()))
     });
     from_providers.chain(from_gateways).collect()
 }
@@ -102,12 +109,19 @@ pub fn stand_in_secrets(resources: &Resources) -> Vec<Secret> {
         }
     }
     for gateway in &resources.gateways {
-        for source in &gateway.spec.api_keys {
-            want(
-                namespace_of(gateway),
-                &source.secret_ref.name,
-                &source.secret_ref.key,
-            );
+        let redis = gateway
+            .spec
+            .redis
+            .as_ref()
+            .and_then(|r| r.password_secret_ref.as_ref());
+        for reference in gateway
+            .spec
+            .api_keys
+            .iter()
+            .map(|k| &k.secret_ref)
+            .chain(redis)
+        {
+            want(namespace_of(gateway), &reference.name, &reference.key);
         }
     }
     wanted

@@ -137,6 +137,21 @@ pub struct GatewayConfig {
     /// TokenBudgets of this gateway, sorted by namespace/name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub budgets: Vec<Budget>,
+    /// Shared budget state; `None`: each process counts alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisConfig>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisConfig {
+    /// `redis://host:port[/db]` or `rediss://…`, without credentials.
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Credential>,
+    pub timeout_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -487,6 +502,7 @@ mod tests {
     fn validate_refuses_dangling_provider_indexes() {
         let mut config = GatewayConfig {
             budgets: Vec::new(),
+            redis: None,
             gateway: ObjectRef::new("AIGateway", "ns", "gw"),
             listener_port: 8080,
             admin_port: 9090,

@@ -205,8 +205,7 @@ impl RequestContext {
             None if status >= 400 && self.first_output.is_none() => Amounts::default(),
             None => admission.estimate,
         };
-        let (charges, actual) = admission.settlement(used);
-        self.gateway.counters.settle(&charges, &actual);
+        admission.settle(used);
     }
 }
 

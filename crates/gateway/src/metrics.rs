@@ -61,7 +61,9 @@ pub struct FairShareLabels {
     pub reason: &'static str,
 }
 
-/// `outcome`: `rejected`, `downgraded`, `over` (admitted past a Warn budget).
+/// `outcome`: `rejected`, `downgraded`, `over` (admitted past a Warn
+/// budget), `unavailable` (state unreachable, failing closed), `uncounted`
+/// (state unreachable, failing open).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BudgetLabels {
     pub budget: Arc<str>,
@@ -98,6 +100,7 @@ pub struct Metrics {
     pub fair_share_rejections: Family<FairShareLabels, Counter>,
     pub fair_queue_wait: Family<ProviderLabels, Histogram>,
     pub budget_decisions: Family<BudgetLabels, Counter>,
+    pub budget_state_errors: Counter,
     pub in_flight: Gauge,
     pub reloads: Family<ReloadLabels, Counter>,
     /// Controller mode: 1 while a subscription stream is open.
@@ -130,6 +133,7 @@ impl Metrics {
             latency_histogram as fn() -> Histogram,
         );
         let budget_decisions = Family::<BudgetLabels, Counter>::default();
+        let budget_state_errors = Counter::default();
         let in_flight = Gauge::default();
         let reloads = Family::<ReloadLabels, Counter>::default();
         let controller_connected = Gauge::default();
@@ -196,6 +200,11 @@ impl Metrics {
             budget_decisions.clone(),
         );
         registry.register(
+            "budget_state_errors",
+            "Budget checks that could not reach the shared state (Redis); failureMode applied",
+            budget_state_errors.clone(),
+        );
+        registry.register(
             "requests_in_flight",
             "Requests being served",
             in_flight.clone(),
@@ -222,6 +231,7 @@ impl Metrics {
             fair_share_rejections,
             fair_queue_wait,
             budget_decisions,
+            budget_state_errors,
             in_flight,
             reloads,
             controller_connected,

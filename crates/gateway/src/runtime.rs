@@ -12,7 +12,9 @@ use crate::llm::route::RouteTable;
 use crate::metrics::Metrics;
 use crate::providers::Upstream;
 use crate::providers::http::{Clients, PermitRegistry, UpstreamError};
+use crate::state::Store;
 use crate::state::memory::MemoryCounters;
+use crate::state::redis::{RedisCounters, RedisStateError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -22,6 +24,8 @@ pub enum RuntimeError {
     Keys(#[from] InvalidKeyDigest),
     #[error(transparent)]
     Invalid(#[from] tollgate_config::snapshot::SnapshotError),
+    #[error(transparent)]
+    Redis(#[from] RedisStateError),
 }
 
 pub struct Runtime {
@@ -30,6 +34,8 @@ pub struct Runtime {
     pub routes: RouteTable,
     /// Parallel to `snapshot.config.providers`; backends index into it.
     pub upstreams: Vec<Upstream>,
+    /// Where budget counters live: Redis when configured, else this process.
+    pub budget_store: Store,
 }
 
 impl Runtime {
@@ -42,12 +48,43 @@ impl Runtime {
             .iter()
             .map(|p| Upstream::new(p.clone(), &gateway.clients, &gateway.permits))
             .collect::<Result<Vec<_>, _>>()?;
+        let budget_store = match &snapshot.config.redis {
+            Some(redis) => Store::Redis(Arc::new(RedisCounters::new(
+                redis,
+                &format!(
+                    "{}/{}",
+                    snapshot.config.gateway.namespace, snapshot.config.gateway.name
+                ),
+            )?)),
+            None => Store::Memory(gateway.counters.clone()),
+        };
         Ok(Self {
+            budget_store,
             keys: KeyIndex::new(&snapshot.config.api_keys)?,
             routes: RouteTable::new(snapshot.config.routes.clone()),
             upstreams,
             snapshot,
         })
+    }
+}
+
+/// Lets a repeated warning through at most once per [`LogThrottle::EVERY_MS`].
+#[derive(Debug, Default)]
+pub struct LogThrottle {
+    last_ms: std::sync::atomic::AtomicI64,
+}
+
+impl LogThrottle {
+    pub const EVERY_MS: i64 = 5_000;
+
+    pub fn allow(&self) -> bool {
+        let now = crate::state::window::now_ms();
+        let last = self.last_ms.load(Ordering::Relaxed);
+        now - last >= Self::EVERY_MS
+            && self
+                .last_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 }
 
@@ -59,7 +96,9 @@ pub struct Gateway {
     pub clients: Clients,
     pub permits: PermitRegistry,
     /// Budget usage; outlives reloads, so an edited budget keeps its count.
-    pub counters: MemoryCounters,
+    pub counters: Arc<MemoryCounters>,
+    /// Warnings that could repeat per request pass through here.
+    pub log_throttle: LogThrottle,
     draining: AtomicBool,
 }
 
@@ -70,7 +109,8 @@ impl Gateway {
             metrics: Metrics::new(),
             clients,
             permits: PermitRegistry::default(),
-            counters: MemoryCounters::default(),
+            counters: Arc::default(),
+            log_throttle: LogThrottle::default(),
             draining: AtomicBool::new(false),
         }
     }

@@ -447,3 +447,216 @@ async fn embeddings_and_streams_are_counted() {
     }
     assert_eq!(charged, 16 + 64);
 }
+
+/// [`BASE`] with the gateway's counters in Redis at `url`.
+fn with_redis(url: &str, budgets: &str) -> String {
+    let base = BASE.replacen(
+        "spec:\n  apiKeys:",
+        &format!("spec:\n  redis: {{url: \"{url}\", timeout: 500ms}}\n  apiKeys:"),
+        1,
+    );
+    format!("{base}{budgets}")
+}
+
+/// `total_tokens` of the usage chunk of an OpenAI stream, if it ended.
+async fn stream_total(response: reqwest::Response) -> Option<u64> {
+    let (body, broke) = common::read_all(response).await;
+    if broke || !body.contains("[DONE]") {
+        return None;
+    }
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .find_map(|v| v["usage"]["total_tokens"].as_u64())
+}
+
+/// The sum of a counter's slots in Redis.
+async fn redis_total(redis: &common::redis_server::RedisServer, counter: &str) -> u64 {
+    redis
+        .hash(&format!("tollgate:{{default/gw}}:{counter}"))
+        .await
+        .iter()
+        .map(|(_, v)| v.parse::<u64>().unwrap())
+        .sum()
+}
+
+#[tokio::test]
+async fn two_gateways_sharing_redis_never_pass_a_budget() {
+    const LIMIT: u64 = 3_000;
+    let redis = common::redis_server::RedisServer::start();
+    let config = with_redis(
+        &redis.url(),
+        &budget(
+            "team-a",
+            &format!("  subject: {{team: a}}\n  limits: [{{window: Month, totalTokens: {LIMIT}}}]"),
+        ),
+    );
+    let gateways = [
+        Harness::start(&config, MOCK_FLAGS).await,
+        Harness::start(&config, MOCK_FLAGS).await,
+    ];
+    // 100 clients at once, alternating gateways, plain and streamed.
+    let outcomes: Vec<(u16, u64)> = futures_util::stream::iter(0..100)
+        .map(|i| {
+            let h = &gateways[i % 2];
+            let mut request = chat("strong", 30);
+            let streamed = i % 4 >= 2;
+            if streamed {
+                request["stream"] = json!(true);
+                request["stream_options"] = json!({"include_usage": true});
+            }
+            let sent = post(
+                h,
+                if i % 3 == 0 { "tg-alice" } else { "tg-bob" },
+                "/v1/chat/completions",
+                &request,
+            )
+            .send();
+            async move {
+                let response = sent.await.unwrap();
+                let status = response.status().as_u16();
+                let tokens = match (status, streamed) {
+                    (200, true) => stream_total(response).await.expect("a complete stream"),
+                    (200, false) => json_body(response).await.1["usage"]["total_tokens"]
+                        .as_u64()
+                        .unwrap(),
+                    _ => 0,
+                };
+                (status, tokens)
+            }
+        })
+        .buffer_unordered(100)
+        .collect()
+        .await;
+    assert!(
+        outcomes.iter().all(|(s, _)| *s == 200 || *s == 429),
+        "{outcomes:?}"
+    );
+    let admitted: u64 = outcomes.iter().map(|(_, t)| t).sum();
+    let refused = outcomes.iter().filter(|(s, _)| *s == 429).count();
+    assert!(
+        refused > 0 && admitted <= LIMIT,
+        "admitted {admitted}, refused {refused}"
+    );
+
+    // Streams whose clients leave after the first chunk keep their whole
+    // reservation: the counter never goes past the limit.
+    let counter = "default/team-a||Month-fixed|totalTokens";
+    let mut left = 0;
+    for i in 0..6 {
+        let request = json!({"model": "strong", "max_tokens": 30, "stream": true,
+            "messages": [{"role": "user", "content": "[mock token_delay_ms=100]"}]});
+        let response = post(
+            &gateways[i % 2],
+            "tg-alice",
+            "/v1/chat/completions",
+            &request,
+        )
+        .send()
+        .await
+        .unwrap();
+        if response.status() == 200 {
+            let mut stream = response.bytes_stream();
+            let _ = stream.next().await;
+            left += 1;
+        }
+    }
+    // Settles run in the background: wait for the counter to stop moving.
+    let mut total = redis_total(&redis, counter).await;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = redis_total(&redis, counter).await;
+        let idle = gateways
+            .iter()
+            .all(|h| h.gateway.metrics.in_flight.get() == 0);
+        if now == total && idle {
+            break;
+        }
+        total = now;
+    }
+    eprintln!(
+        "two gateways, 100 clients: admitted {admitted} tokens, refused {refused}; \
+         {left} streams left mid-way; counted {total} of {LIMIT}"
+    );
+    assert!(total <= LIMIT, "counted {total} > {LIMIT}");
+    assert!(
+        total >= admitted,
+        "Redis has every admitted request: {total} < {admitted}"
+    );
+    assert!(
+        left == 0 || total > admitted,
+        "the streams left mid-way are charged ({left} of them)"
+    );
+}
+
+#[tokio::test]
+async fn redis_outage_applies_each_budgets_failure_mode_and_loses_nothing() {
+    let mut redis = common::redis_server::RedisServer::start();
+    let config = with_redis(
+        &redis.url(),
+        &format!(
+            "{}{}",
+            budget(
+                "open",
+                "  subject: {user: dave}\n  limits: [{window: Month, requests: 100}]"
+            ),
+            budget(
+                "closed",
+                "  subject: {user: carol}\n  limits: [{window: Month, requests: 100}]\n  failureMode: Closed"
+            ),
+        ),
+    );
+    let h = Harness::start(&config, MOCK_FLAGS).await;
+    for key in ["tg-dave", "tg-carol", "tg-dave"] {
+        let (status, value) = call(&h, key, "/v1/chat/completions", &chat("strong", 8)).await;
+        assert_eq!(status, 200, "{value}");
+    }
+    let open = "default/open||Month-fixed|requests";
+    assert_eq!(redis_total(&redis, open).await, 2);
+
+    redis.kill();
+    let (status, value) = call(&h, "tg-dave", "/v1/chat/completions", &chat("strong", 8)).await;
+    assert_eq!(status, 200, "fails open: {value}");
+    let (status, value) = call(&h, "tg-carol", "/v1/messages", &chat("claude", 8)).await;
+    assert_eq!(status, 503, "fails closed: {value}");
+    assert_eq!(value["type"], "error", "in Anthropic's shape: {value}");
+    assert!(
+        value["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("default/closed")
+    );
+    let metrics = h.metrics();
+    assert!(
+        metric_has(&metrics, &["tollgate_budget_state_errors_total"]),
+        "{metrics}"
+    );
+    assert!(
+        metric_has(
+            &metrics,
+            &["budget=\"default/open\"", "outcome=\"uncounted\""]
+        ),
+        "{metrics}"
+    );
+
+    // Back: what was counted before the outage is still there.
+    redis.restart();
+    let mut status = 0;
+    for _ in 0..50 {
+        status = call(&h, "tg-carol", "/v1/chat/completions", &chat("strong", 8))
+            .await
+            .0;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200, "Redis is back");
+    let (status, _) = call(&h, "tg-dave", "/v1/chat/completions", &chat("strong", 8)).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        redis_total(&redis, open).await,
+        3,
+        "2 before the outage + 1 after"
+    );
+}

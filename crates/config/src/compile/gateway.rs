@@ -62,6 +62,71 @@ fn labelled_key(secret: &Secret, secrets: &SecretIndex, namespace: &str) -> Resu
     })
 }
 
+/// Default for `spec.redis.timeout`.
+pub const DEFAULT_REDIS_TIMEOUT_MS: u64 = 250;
+
+fn compile_redis(
+    spec: &tollgate_api::gateway::RedisSpec,
+    secrets: &SecretIndex,
+    object: &crate::diagnostics::ObjectRef,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<snapshot::RedisConfig> {
+    let mut valid = true;
+    if !is_redis_url(&spec.url) {
+        diagnostics.push(Diagnostic::error(
+            object,
+            "spec.redis.url",
+            reason::INVALID,
+            tollgate_api::gateway::REDIS_URL_MESSAGE,
+        ));
+        valid = false;
+    }
+    let password = match &spec.password_secret_ref {
+        None => None,
+        Some(reference) => match secrets.value(&object.namespace, reference) {
+            Ok(password) => Some(snapshot::Credential(password)),
+            Err((why, message)) => {
+                diagnostics.push(Diagnostic::error(
+                    object,
+                    "spec.redis.passwordSecretRef",
+                    why,
+                    message,
+                ));
+                valid = false;
+                None
+            }
+        },
+    };
+    let timeout = parse_duration_ms(
+        spec.timeout.as_ref(),
+        Some(DEFAULT_REDIS_TIMEOUT_MS),
+        object,
+        "spec.redis.timeout",
+        diagnostics,
+    );
+    let timeout_ms = timeout.ok()?.unwrap_or(DEFAULT_REDIS_TIMEOUT_MS);
+    valid.then(|| snapshot::RedisConfig {
+        url: spec.url.clone(),
+        username: spec.username.clone().filter(|u| !u.is_empty()),
+        password,
+        timeout_ms,
+    })
+}
+
+/// The CEL rule on `spec.redis.url`, for files.
+fn is_redis_url(url: &str) -> bool {
+    let Some(rest) = url
+        .strip_prefix("redis://")
+        .or_else(|| url.strip_prefix("rediss://"))
+    else {
+        return false;
+    };
+    let (host, db) = rest.split_once('/').unwrap_or((rest, ""));
+    let db_ok = rest.find('/').is_none()
+        || (!db.is_empty() && db.len() <= 2 && db.bytes().all(|b| b.is_ascii_digit()));
+    !host.is_empty() && !host.contains('@') && db_ok
+}
+
 /// `env=prod, cost-center=42` as a map; `None` when a pair has no `=` or
 /// an empty key.
 pub fn parse_labels(text: &str) -> Option<BTreeMap<String, String>> {
@@ -143,6 +208,11 @@ pub(super) fn compile_gateway(
         diagnostics,
     );
 
+    let redis = spec
+        .redis
+        .as_ref()
+        .and_then(|r| compile_redis(r, secrets, &object, diagnostics));
+
     let mut api_keys = Vec::new();
     let mut digests = BTreeSet::new();
     for (index, source) in spec.api_keys.iter().enumerate() {
@@ -206,6 +276,7 @@ pub(super) fn compile_gateway(
     }
     Some(GatewayConfig {
         budgets: Vec::new(),
+        redis,
         gateway: object.clone(),
         listener_port,
         admin_port,
@@ -336,5 +407,57 @@ mod tests {
         );
         let config = &compiled.snapshots[&gw()].config;
         assert_eq!(config.api_keys.len(), 1, "only spec.apiKeys' key serves");
+    }
+
+    #[test]
+    fn redis_resolves_its_password_and_refuses_credentials_in_the_url() {
+        let with_redis = |redis: &str| {
+            BASE.replace(
+                "spec:\n  apiKeys:",
+                &format!("spec:\n  redis: {redis}\n  apiKeys:"),
+            )
+        };
+        let compiled = compile(&load(&with_redis(
+            "{url: \"redis://127.0.0.1:6379/2\", username: tollgate, passwordSecretRef: {name: keys, key: openai}, timeout: 100ms}",
+        )).resources);
+        assert!(!compiled.has_errors(), "{:?}", compiled.diagnostics);
+        let redis = compiled.snapshots[&gw()].config.redis.clone().unwrap();
+        assert_eq!(redis.url, "redis://127.0.0.1:6379/2");
+        assert_eq!(
+            redis.password,
+            Some(crate::snapshot::Credential("sk-test".into()))
+        );
+        assert_eq!(
+            (redis.username.as_deref(), redis.timeout_ms),
+            (Some("tollgate"), 100)
+        );
+
+        // The CEL rule refuses the bad URLs in files and in the cluster;
+        // compile refuses them too, for snapshots built without the schema.
+        for (url, secret, field) in [
+            ("redis://user:pw@127.0.0.1:6379", "keys", "spec.redis.url"),
+            ("http://127.0.0.1:6379", "keys", "spec.redis.url"),
+            ("redis://h:1/123", "keys", "spec.redis.url"),
+            ("redis://h:1", "nope", "spec.redis.passwordSecretRef"),
+        ] {
+            let mut resources = load(&with_redis(
+                "{url: \"redis://h:1\", passwordSecretRef: {name: keys, key: openai}}",
+            ))
+            .resources;
+            let redis = resources.gateways[0].spec.redis.as_mut().unwrap();
+            redis.url = url.into();
+            redis.password_secret_ref.as_mut().unwrap().name = secret.into();
+            let compiled = compile(&resources);
+            let redis = url;
+            assert!(
+                compiled
+                    .diagnostics
+                    .iter()
+                    .any(|d| d.is_error() && d.field == field),
+                "{redis}: {:?}",
+                compiled.diagnostics
+            );
+            assert!(!compiled.snapshots.contains_key(&gw()), "{redis}");
+        }
     }
 }

@@ -20,7 +20,8 @@ use crate::context::RequestContext;
 use crate::dialect::Endpoint;
 use crate::error::ApiError;
 use crate::runtime::Runtime;
-use crate::state::{Charge, Check, Span, Verdict, window};
+use crate::state::redis::RedisStateError;
+use crate::state::{Charge, Check, Span, Store, Verdict, window};
 
 /// A request's cost in every unit a budget can count.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -68,6 +69,7 @@ fn micro_usd(dollars: f64) -> u64 {
 /// The reservation a request holds until it settles.
 #[derive(Debug)]
 pub struct Admission {
+    store: Store,
     charges: Vec<Charge>,
     /// The metric of each charge, in order.
     metrics: Vec<Metric>,
@@ -75,10 +77,10 @@ pub struct Admission {
 }
 
 impl Admission {
-    /// The figure each charge settles at, for what the request used.
-    pub fn settlement(&self, used: Amounts) -> (Vec<Charge>, Vec<u64>) {
+    /// Replaces the estimate with what the request used.
+    pub fn settle(self, used: Amounts) {
         let actual = self.metrics.iter().map(|m| used.get(*m)).collect();
-        (self.charges.clone(), actual)
+        self.store.settle(self.charges, actual);
     }
 }
 
@@ -98,7 +100,7 @@ struct Origin<'b> {
 
 /// Reserves `inbound`'s estimate against the budgets that apply. `Ok` with
 /// the admission on the context; `Err` when a rejecting budget is spent.
-pub fn admit(
+pub async fn admit(
     context: &mut RequestContext,
     runtime: &Runtime,
     route: &Route,
@@ -116,7 +118,12 @@ pub fn admit(
     let estimate = estimate(inbound, &applicable, max_pricing(runtime, route, inbound));
     let (checks, origins) = checks(&applicable, principal, estimate);
     let now = window::now_ms();
-    match context.gateway.counters.reserve(&checks, now) {
+    let store = &runtime.budget_store;
+    let verdict = match store.reserve(&checks, now).await {
+        Ok(verdict) => verdict,
+        Err(error) => return state_unavailable(context, &applicable, &error),
+    };
+    match verdict {
         Verdict::Refused {
             failing,
             used,
@@ -157,11 +164,47 @@ pub fn admit(
                 }
             }
             context.admission = Some(Admission {
+                store: store.clone(),
                 charges,
                 metrics: origins.iter().map(|o| o.metric).collect(),
                 estimate,
             });
             Ok(decision)
+        }
+    }
+}
+
+/// The shared state could not be asked: each budget's `failureMode`
+/// decides. One `Closed` budget refuses the request (503); otherwise it goes
+/// ahead uncounted.
+fn state_unavailable(
+    context: &RequestContext,
+    applicable: &[&Budget],
+    error: &RedisStateError,
+) -> Result<Decision, ApiError> {
+    let metrics = &context.gateway.metrics;
+    metrics.budget_state_errors.inc();
+    let closed = applicable.iter().find(|b| b.fail_closed);
+    if context.gateway.log_throttle.allow() {
+        tracing::warn!(
+            %error,
+            refused = closed.is_some(),
+            "budget state unreachable; applying the budgets' failureMode (logged at most every few seconds)"
+        );
+    }
+    match closed {
+        Some(budget) => {
+            metrics.count_budget(&budget.name, "unavailable");
+            Err(ApiError::unavailable(format!(
+                "Budget {} cannot be checked right now (its state store is unreachable) and is configured to fail closed. Retry shortly.",
+                budget.name
+            )))
+        }
+        None => {
+            for budget in applicable {
+                metrics.count_budget(&budget.name, "uncounted");
+            }
+            Ok(Decision::default())
         }
     }
 }

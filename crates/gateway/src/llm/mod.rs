@@ -166,7 +166,7 @@ async fn pipeline(
     }
     // Budgets: only when the gateway has any (count_tokens is free).
     if !runtime.snapshot.config.budgets.is_empty() && context.endpoint != Endpoint::CountTokens {
-        let decision = admit::admit(context, &runtime, route, &inbound)?;
+        let decision = admit::admit(context, &runtime, route, &inbound).await?;
         if let Some(model) = decision.downgrade_to {
             route = runtime
                 .routes

@@ -7,9 +7,13 @@
 //! usage from one window into the next.
 
 pub mod memory;
+pub mod redis;
 pub mod window;
 
 use std::sync::Arc;
+
+use memory::MemoryCounters;
+use redis::RedisCounters;
 
 pub use window::Span;
 
@@ -53,6 +57,45 @@ pub enum Verdict {
         used: u64,
         retry_after_ms: Option<i64>,
     },
+}
+
+/// Where a gateway's counters live.
+#[derive(Clone)]
+pub enum Store {
+    /// This process's ([`crate::runtime::Gateway::counters`]).
+    Memory(Arc<MemoryCounters>),
+    Redis(Arc<RedisCounters>),
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Store::Memory(_) => "Store::Memory",
+            Store::Redis(_) => "Store::Redis",
+        })
+    }
+}
+
+impl Store {
+    pub async fn reserve(
+        &self,
+        checks: &[Check],
+        now_ms: i64,
+    ) -> Result<Verdict, redis::RedisStateError> {
+        match self {
+            Store::Memory(counters) => Ok(counters.reserve(checks, now_ms)),
+            Store::Redis(counters) => counters.reserve(checks, now_ms).await,
+        }
+    }
+
+    /// Replaces each charge's estimate with the actual figure (for Redis,
+    /// in the background).
+    pub fn settle(&self, charges: Vec<Charge>, actual: Vec<u64>) {
+        match self {
+            Store::Memory(counters) => counters.settle(&charges, &actual),
+            Store::Redis(counters) => counters.settle(charges, actual),
+        }
+    }
 }
 
 /// Used so far in a window, oldest slot first, summed: when will
