@@ -22,6 +22,7 @@ pub struct RequestTemplate {
     path: http::Uri,
     host: HeaderValue,
     body: Bytes,
+    authorization: Option<HeaderValue>,
 }
 
 impl RequestTemplate {
@@ -33,7 +34,14 @@ impl RequestTemplate {
             path: path.parse().expect("valid request path"),
             host,
             body: body.into(),
+            authorization: None,
         }
+    }
+
+    /// Sends `Authorization: Bearer <key>` with every request.
+    pub fn with_bearer(mut self, key: &str) -> Self {
+        self.authorization = HeaderValue::from_str(&format!("Bearer {key}")).ok();
+        self
     }
 
     pub fn build(&self) -> Request<Full<Bytes>> {
@@ -46,6 +54,9 @@ impl RequestTemplate {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if let Some(value) = &self.authorization {
+            h.insert(header::AUTHORIZATION, value.clone());
+        }
         req
     }
 }

@@ -22,6 +22,9 @@ struct Cli {
     /// nginx binary used as the reverse-proxy baseline.
     #[arg(long, default_value = "/usr/sbin/nginx")]
     nginx: PathBuf,
+    /// redis-server for the budget-in-Redis pair (skipped if it cannot start).
+    #[arg(long, default_value = "redis-server")]
+    redis: PathBuf,
     /// Binary providing the `mock` subcommand (defaults to --tollgate).
     #[arg(long)]
     mock: Option<PathBuf>,
@@ -114,6 +117,7 @@ fn plan(cli: &Cli) -> Result<Plan> {
         loadgen_threads: cli.loadgen_threads.clamp(1, 64),
         tollgate_bin: cli.tollgate.clone(),
         nginx_bin: cli.nginx.clone(),
+        redis_bin: cli.redis.clone(),
         mock: if cli.stub_mock {
             MockSource::Stub
         } else {

@@ -15,6 +15,13 @@ pub const TOLLGATE: &str = "tollgate";
 /// Completions client to an Anthropic Messages provider.
 pub const TOLLGATE_TRANSLATED: &str = "tollgate-translated";
 
+/// Budget pairs: one keyed tollgate process per counter store, a key no
+/// budget counts and a key every budget counts, phases interleaved.
+pub const TOLLGATE_UNBUDGETED: &str = "tollgate-unbudgeted";
+pub const TOLLGATE_BUDGET_MEMORY: &str = "tollgate-budget-memory";
+pub const TOLLGATE_UNBUDGETED_REDIS: &str = "tollgate-unbudgeted-r";
+pub const TOLLGATE_BUDGET_REDIS: &str = "tollgate-budget-redis";
+
 /// Label of the translation comparison, in the text and the JSON.
 pub const TRANSLATION_LABEL: &str =
     "translation overhead (OpenAI client → Anthropic provider) vs passthrough";
@@ -169,6 +176,28 @@ pub struct TranslationOverhead {
     pub stream_ttfb_added_vs_direct: Option<AddedLatency>,
 }
 
+/// A feature's cost: the same requests on one process with and without it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PairOverhead {
+    pub label: String,
+    pub base: String,
+    pub variant: String,
+    pub open_loop: Vec<PairAtRate>,
+    pub closed_loop_cpu_us_base: Option<f64>,
+    pub closed_loop_cpu_us_variant: Option<f64>,
+    /// Variant minus base, streaming first byte (p50/p99), µs.
+    pub stream_ttfb_added: Option<AddedLatency>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PairAtRate {
+    pub rate: f64,
+    /// Variant minus base latency (p50/p99), µs.
+    pub added: Option<AddedLatency>,
+    pub cpu_us_base: Option<f64>,
+    pub cpu_us_variant: Option<f64>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
     pub name: String,
@@ -212,6 +241,8 @@ pub struct BenchReport {
     /// Translated (OpenAI client → Anthropic provider) vs passthrough;
     /// `None` unless both tollgate targets ran.
     pub translation_overhead: Option<TranslationOverhead>,
+    /// TokenBudget admission + settle, in memory and in Redis.
+    pub budget_overhead: Vec<PairOverhead>,
     pub summary: Vec<Check>,
 }
 
@@ -237,6 +268,28 @@ impl BenchReport {
             (Some(p), Some(t)) => Some(translation(direct, p, t, &meta.open_loop_rates)),
             _ => None,
         };
+        let budget_overhead = [
+            (
+                "TokenBudget admission + settle, counters in memory",
+                TOLLGATE_UNBUDGETED,
+                TOLLGATE_BUDGET_MEMORY,
+            ),
+            (
+                "TokenBudget admission + settle, counters in Redis",
+                TOLLGATE_UNBUDGETED_REDIS,
+                TOLLGATE_BUDGET_REDIS,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(label, base, variant)| {
+            Some(pair(
+                label,
+                find(base)?,
+                find(variant)?,
+                &meta.open_loop_rates,
+            ))
+        })
+        .collect();
         let summary = summary_checks(&meta, &targets, &comparisons);
         BenchReport {
             meta,
@@ -244,6 +297,7 @@ impl BenchReport {
             comparisons,
             tollgate_vs_nginx,
             translation_overhead,
+            budget_overhead,
             summary,
         }
     }
@@ -332,6 +386,36 @@ fn translation(
         stream_ttfb_translated: ttfb(st),
         stream_ttfb_added_vs_passthrough: added(st, sp),
         stream_ttfb_added_vs_direct: added(st, direct.and_then(|d| d.streaming_ttfb.as_ref())),
+    }
+}
+
+fn pair(label: &str, base: &TargetReport, variant: &TargetReport, rates: &[f64]) -> PairOverhead {
+    let added = |x: Option<&PhaseResult>, b: Option<&PhaseResult>| {
+        Some(added_latency(
+            &usable(x)?.outcome.latency,
+            &usable(b)?.outcome.latency,
+        ))
+    };
+    let cpu = |p: Option<&PhaseResult>| usable(p)?.cpu_per_request.target_us;
+    PairOverhead {
+        label: label.into(),
+        base: base.name.clone(),
+        variant: variant.name.clone(),
+        open_loop: rates
+            .iter()
+            .map(|&rate| PairAtRate {
+                rate,
+                added: added(variant.open_at(rate), base.open_at(rate)),
+                cpu_us_base: cpu(base.open_at(rate)),
+                cpu_us_variant: cpu(variant.open_at(rate)),
+            })
+            .collect(),
+        closed_loop_cpu_us_base: cpu(base.closed_loop.as_ref()),
+        closed_loop_cpu_us_variant: cpu(variant.closed_loop.as_ref()),
+        stream_ttfb_added: added(
+            variant.streaming_ttfb.as_ref(),
+            base.streaming_ttfb.as_ref(),
+        ),
     }
 }
 
@@ -772,6 +856,9 @@ impl BenchReport {
         if let Some(t) = &self.translation_overhead {
             render_translation(&mut o, t);
         }
+        for p in &self.budget_overhead {
+            render_pair(&mut o, p);
+        }
 
         let _ = writeln!(o, "\n== Summary: tollgate targets ==");
         for c in &self.summary {
@@ -785,6 +872,46 @@ impl BenchReport {
         }
         o
     }
+}
+
+fn render_pair(o: &mut String, p: &PairOverhead) {
+    let _ = writeln!(
+        o,
+        "\n== {} ==\n({} vs {}: one process, same requests, phases interleaved)",
+        capitalise(&p.label),
+        p.variant,
+        p.base
+    );
+    let w = [9, 24, 26];
+    row(
+        o,
+        &["rate", "added p50 / p99", "cpu/req with / without"].map(String::from),
+        &w,
+    );
+    let added = |a: Option<AddedLatency>| {
+        opt_s(a.map(|a| format!("{} / {}", signed_us(a.p50_us), signed_us(a.p99_us))))
+    };
+    let cpu = |with: Option<f64>, without: Option<f64>| match (with, without) {
+        (Some(a), Some(b)) => format!("{a:.1} / {b:.1}us ({})", signed_us(a - b)),
+        _ => "-".into(),
+    };
+    for r in &p.open_loop {
+        row(
+            o,
+            &[
+                format!("{}/s", r.rate),
+                added(r.added),
+                cpu(r.cpu_us_variant, r.cpu_us_base),
+            ],
+            &w,
+        );
+    }
+    let _ = writeln!(
+        o,
+        "closed loop cpu/req {}; streaming first byte added {}",
+        cpu(p.closed_loop_cpu_us_variant, p.closed_loop_cpu_us_base),
+        added(p.stream_ttfb_added)
+    );
 }
 
 fn render_translation(o: &mut String, t: &TranslationOverhead) {

@@ -7,7 +7,8 @@ use crate::load::{self, ClosedLoopConfig, Measure, OpenLoopConfig, PhaseOutcome}
 use crate::procfs;
 use crate::report::{
     BenchReport, CpuPerRequest, DIRECT, MemoryReport, Meta, NGINX, PhaseResult, TOLLGATE,
-    TOLLGATE_TRANSLATED, TargetReport,
+    TOLLGATE_BUDGET_MEMORY, TOLLGATE_BUDGET_REDIS, TOLLGATE_TRANSLATED, TOLLGATE_UNBUDGETED,
+    TOLLGATE_UNBUDGETED_REDIS, TargetReport,
 };
 use crate::targets::{self, MockSource, Process};
 use std::future::Future;
@@ -34,6 +35,7 @@ pub struct Plan {
     pub loadgen_threads: usize,
     pub tollgate_bin: PathBuf,
     pub nginx_bin: PathBuf,
+    pub redis_bin: PathBuf,
     pub mock: MockSource,
     /// Extra time for an open-loop backlog to drain before unsent requests
     /// are written off as errors.
@@ -51,6 +53,8 @@ struct Target<'a> {
     /// because nginx workers are child processes).
     pids: &'a dyn Fn() -> Vec<u32>,
     mock_pid: u32,
+    /// Client key to send, for targets on a keyed gateway.
+    key: Option<&'static str>,
 }
 
 fn loadavg() -> String {
@@ -87,6 +91,7 @@ pub fn run(plan: &Plan, workdir: &Path) -> Result<BenchReport> {
             model: "mock-chat",
             pids: &direct_pids,
             mock_pid,
+            key: None,
         },
     ));
 
@@ -103,6 +108,7 @@ pub fn run(plan: &Plan, workdir: &Path) -> Result<BenchReport> {
                     model: "mock-chat",
                     pids: &pids,
                     mock_pid,
+                    key: None,
                 },
             );
             r.notes.push(format!(
@@ -138,6 +144,7 @@ pub fn run(plan: &Plan, workdir: &Path) -> Result<BenchReport> {
                 model: targets::PASSTHROUGH_ALIAS,
                 pids: &pids,
                 mock_pid,
+                key: None,
             };
             let translated = Target {
                 name: TOLLGATE_TRANSLATED,
@@ -145,6 +152,7 @@ pub fn run(plan: &Plan, workdir: &Path) -> Result<BenchReport> {
                 model: targets::TRANSLATED_ALIAS,
                 pids: &pids,
                 mock_pid,
+                key: None,
             };
             let mut rs = run_targets(&rt, plan, &[passthrough, translated]);
             let shutdown = stop(&mut p);
@@ -168,6 +176,28 @@ pub fn run(plan: &Plan, workdir: &Path) -> Result<BenchReport> {
         }
     }
 
+    // Budgets: admission + settle, per store, against the same requests
+    // with no budget on the same process.
+    reports.extend(budget_pair(&rt, plan, workdir, mock_addr, mock_pid, None));
+    match targets::start_redis(&plan.redis_bin, workdir) {
+        Ok((mut redis, redis_addr)) => {
+            reports.extend(budget_pair(
+                &rt,
+                plan,
+                workdir,
+                mock_addr,
+                mock_pid,
+                Some((&redis, redis_addr)),
+            ));
+            let _ = stop(&mut redis);
+        }
+        Err(e) => {
+            for name in [TOLLGATE_UNBUDGETED_REDIS, TOLLGATE_BUDGET_REDIS] {
+                reports.push(TargetReport::skipped(name, format!("redis-server: {e}")));
+            }
+        }
+    }
+
     if let Some(why) = mock.exited() {
         return Err(BenchError::NotReady {
             what: "mock".into(),
@@ -184,6 +214,75 @@ pub fn run(plan: &Plan, workdir: &Path) -> Result<BenchReport> {
     meta.loadavg_start = loadavg_start;
     meta.loadavg_end = loadavg();
     Ok(BenchReport::new(meta, reports))
+}
+
+/// One tollgate process with budgets (in memory, or in `redis`), two
+/// targets interleaved: a key no budget counts, and a key every budget does.
+fn budget_pair(
+    rt: &Runtime,
+    plan: &Plan,
+    workdir: &Path,
+    mock_addr: SocketAddr,
+    mock_pid: u32,
+    redis: Option<(&Process, SocketAddr)>,
+) -> Vec<TargetReport> {
+    let (base, variant, process) = match redis {
+        None => (
+            TOLLGATE_UNBUDGETED,
+            TOLLGATE_BUDGET_MEMORY,
+            "tollgate-budget-memory",
+        ),
+        Some(_) => (
+            TOLLGATE_UNBUDGETED_REDIS,
+            TOLLGATE_BUDGET_REDIS,
+            "tollgate-budget-redis",
+        ),
+    };
+    let config = targets::budget_gateway_config(mock_addr, redis.map(|(_, a)| a));
+    let (mut p, addr) =
+        match targets::start_tollgate_with(&plan.tollgate_bin, process, &config, workdir) {
+            Ok(started) => started,
+            Err(e) => {
+                let why = e.to_string();
+                return vec![
+                    TargetReport::skipped(base, why.clone()),
+                    TargetReport::skipped(variant, why),
+                ];
+            }
+        };
+    let gateway = p.pid();
+    let redis_pid = redis.map(|(r, _)| r.pid());
+    // Redis's CPU counts: it is part of what a budget check costs.
+    let pids = move || std::iter::once(gateway).chain(redis_pid).collect();
+    let target = |name, key| Target {
+        name,
+        addr,
+        model: targets::PASSTHROUGH_ALIAS,
+        pids: &pids,
+        mock_pid,
+        key: Some(key),
+    };
+    let mut rs = run_targets(
+        rt,
+        plan,
+        &[
+            target(base, targets::KEY_UNBUDGETED),
+            target(variant, targets::KEY_BUDGETED),
+        ],
+    );
+    let shutdown = stop(&mut p);
+    let store = if redis.is_some() {
+        "Redis (its CPU counted with the gateway's)"
+    } else {
+        "memory"
+    };
+    for r in &mut rs {
+        r.shutdown = Some(shutdown.clone());
+        r.notes.push(format!(
+            "keyed gateway with a TokenBudget (2 limits, 5 caps) in {store}; {base} = a key no budget counts, {variant} = a key it does; one process, phases interleaved"
+        ));
+    }
+    rs
 }
 
 fn stop(p: &mut Process) -> String {
@@ -237,6 +336,14 @@ fn memory(t: &Target) -> procfs::MemStatus {
     procfs::read_mem_sum(&(t.pids)()).unwrap_or_default()
 }
 
+fn template(t: &Target, stream: bool) -> RequestTemplate {
+    let template = RequestTemplate::new(t.addr, CHAT_PATH, chat_body(t.model, stream));
+    match t.key {
+        Some(key) => template.with_bearer(key),
+        None => template,
+    }
+}
+
 fn run_target(rt: &Runtime, plan: &Plan, t: &Target) -> TargetReport {
     run_targets(rt, plan, std::slice::from_ref(t))
         .pop()
@@ -268,16 +375,8 @@ fn run_targets(rt: &Runtime, plan: &Plan, ts: &[Target]) -> Vec<TargetReport> {
                     after_start: memory(t),
                     ..Default::default()
                 },
-                plain: Arc::new(RequestTemplate::new(
-                    t.addr,
-                    CHAT_PATH,
-                    chat_body(t.model, false),
-                )),
-                stream: Arc::new(RequestTemplate::new(
-                    t.addr,
-                    CHAT_PATH,
-                    chat_body(t.model, true),
-                )),
+                plain: Arc::new(template(t, false)),
+                stream: Arc::new(template(t, true)),
                 ok: true,
             }
         })

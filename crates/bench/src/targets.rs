@@ -27,6 +27,11 @@ pub const TRANSLATED_ALIAS: &str = "translated";
 /// translated path carries the same auth headers as against the real API.
 pub const BENCH_ANTHROPIC_KEY: &str = "bench-anthropic-key";
 
+/// Client key of the budget pair's baseline (no budget applies to it).
+pub const KEY_UNBUDGETED: &str = "tg-bench-unbudgeted";
+/// Client key whose requests every budget of the pair's config counts.
+pub const KEY_BUDGETED: &str = "tg-bench-budgeted";
+
 /// A child process that is SIGTERMed (then SIGKILLed) when dropped.
 pub struct Process {
     pub name: String,
@@ -435,15 +440,94 @@ spec:
     )
 }
 
+/// [`gateway_config`] with two client keys and budgets that count only
+/// [`KEY_BUDGETED`]'s requests (never refusing: the limits are far away),
+/// their counters in this process or, with `redis`, in that Redis.
+/// Two limits, five caps: what a team budget with a rate cap looks like.
+pub fn budget_gateway_config(mock: SocketAddr, redis: Option<SocketAddr>) -> String {
+    let redis = redis.map_or(String::new(), |r| {
+        format!("\n  redis: {{url: \"redis://{r}\"}}")
+    });
+    let base = gateway_config(mock).replacen(
+        "spec: {listener: {port: 8080}, admin: {port: 9090}}",
+        &format!(
+            "spec:\n  listener: {{port: 8080}}\n  admin: {{port: 9090}}\n  apiKeys:\n  \
+             - {{secretRef: {{name: bench-keys, key: unbudgeted}}, principal: {{user: unbudgeted}}}}\n  \
+             - {{secretRef: {{name: bench-keys, key: budgeted}}, principal: {{user: budgeted, team: bench}}}}{redis}"
+        ),
+        1,
+    );
+    let base = base.replacen(
+        "stringData: {anthropic: ",
+        &format!(
+            "stringData: {{unbudgeted: {KEY_UNBUDGETED}, budgeted: {KEY_BUDGETED}, anthropic: "
+        ),
+        1,
+    );
+    let base = base.replacen(
+        "spec: {type: Mock, endpoint: \"http://",
+        "spec: {models: [{name: mock-chat, pricing: {inputPerMillion: 2.5, outputPerMillion: 10}}], type: Mock, endpoint: \"http://",
+        1,
+    );
+    format!(
+        r#"{base}---
+apiVersion: tollgate.dev/v1alpha1
+kind: TokenBudget
+metadata: {{name: team, namespace: default}}
+spec:
+  gatewayRef: {{name: bench}}
+  subject: {{team: bench}}
+  limits:
+  - {{window: Day, totalTokens: 1000000000000, costUsd: "1000000", requests: 1000000000000}}
+  - {{window: Minute, rolling: true, requests: 1000000000000, outputTokens: 1000000000000}}
+"#
+    )
+}
+
+/// `redis-server` on a free loopback port, nothing persisted.
+pub fn start_redis(bin: &Path, dir: &Path) -> Result<(Process, SocketAddr)> {
+    let port = free_port()?;
+    let stderr_log = dir.join("redis.stderr.log");
+    let mut cmd = Command::new(bin);
+    cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdin(Stdio::null())
+        .stdout(File::create(dir.join("redis.stdout.log"))?)
+        .stderr(File::create(&stderr_log)?);
+    die_with_parent(&mut cmd);
+    let child = cmd.spawn().map_err(|source| BenchError::Spawn {
+        bin: bin.to_path_buf(),
+        source,
+    })?;
+    let process = Process {
+        name: "redis".into(),
+        child,
+        stderr_log,
+    };
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_accepting(addr, Duration::from_secs(10))?;
+    Ok((process, addr))
+}
+
 pub fn start_tollgate(bin: &Path, mock: SocketAddr, dir: &Path) -> Result<(Process, SocketAddr)> {
+    start_tollgate_with(bin, "tollgate", &gateway_config(mock), dir)
+}
+
+/// A tollgate process named `name` on `config`.
+pub fn start_tollgate_with(
+    bin: &Path,
+    name: &str,
+    config: &str,
+    dir: &Path,
+) -> Result<(Process, SocketAddr)> {
     if !bin.is_file() {
         return Err(BenchError::NotReady {
             what: "tollgate".into(),
             reason: format!("binary {} not found", bin.display()),
         });
     }
-    let conf = dir.join("tollgate.yaml");
-    std::fs::write(&conf, gateway_config(mock))?;
+    let conf = dir.join(format!("{name}.yaml"));
+    std::fs::write(&conf, config)?;
     let mut cmd = Command::new(bin);
     cmd.arg("gateway").arg("--config").arg(&conf).args([
         "--listen",
@@ -456,7 +540,7 @@ pub fn start_tollgate(bin: &Path, mock: SocketAddr, dir: &Path) -> Result<(Proce
     if std::env::var_os("RUST_LOG").is_none() {
         cmd.env("RUST_LOG", "warn");
     }
-    let (p, l) = spawn_announcing("tollgate", cmd, dir, Duration::from_secs(10))?;
+    let (p, l) = spawn_announcing(name, cmd, dir, Duration::from_secs(10))?;
     Ok((p, l.data))
 }
 
@@ -510,5 +594,27 @@ mod tests {
         assert!(c.contains(r#"models: ["translated"]"#));
         assert!(c.contains("credentials: {secretRef: {name: bench-keys, key: anthropic}}"));
         assert!(c.contains(&format!("anthropic: {BENCH_ANTHROPIC_KEY}")));
+    }
+
+    #[test]
+    fn budget_config_adds_keys_pricing_budget_and_redis() {
+        let mock = "127.0.0.1:7777".parse().unwrap();
+        let memory = budget_gateway_config(mock, None);
+        for part in [
+            "  apiKeys:\n",
+            "key: unbudgeted}, principal: {user: unbudgeted}",
+            &format!("budgeted: {KEY_BUDGETED}"),
+            "models: [{name: mock-chat, pricing:",
+            "kind: TokenBudget",
+            "subject: {team: bench}",
+        ] {
+            assert!(memory.contains(part), "{part:?} in {memory}");
+        }
+        assert!(!memory.contains("redis:"));
+        let redis = budget_gateway_config(mock, Some("127.0.0.1:6390".parse().unwrap()));
+        assert!(
+            redis.contains("  redis: {url: \"redis://127.0.0.1:6390\"}\n"),
+            "{redis}"
+        );
     }
 }
