@@ -5,80 +5,19 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::cluster::*;
 use common::*;
 use serde_json::Value;
 use tokio::task::block_in_place;
 
 const GATEWAYS: usize = 3;
 
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-struct Env {
-    cluster: tollgate_testenv::Cluster,
-    dir: tempfile::TempDir,
-    port: u16,
-    metrics_port: u16,
-    mock: Process,
-}
-
+/// What this test adds to the shared cluster environment.
 impl Env {
-    fn kubectl(&self, args: &[&str]) -> String {
-        self.cluster
-            .kubectl(args)
-            .unwrap_or_else(|e| panic!("kubectl {args:?}: {e}"))
-    }
-
-    fn url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.port)
-    }
-
-    fn start_controller(&self) -> KillOnDrop {
-        KillOnDrop(
-            Command::new(BIN)
-                .args(["controller", "--metrics-listen"])
-                .arg(format!("127.0.0.1:{}", self.metrics_port))
-                .args(["--config-listen", &format!("127.0.0.1:{}", self.port)])
-                .args(["--controller-url", &self.url()])
-                .args(["--tls-secret-namespace", "default"])
-                .env("KUBECONFIG", self.cluster.kubeconfig())
-                .env("TOLLGATE_LOG", "warn")
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("spawn the controller"),
-        )
-    }
-
-    /// A gateway process as its pod would run it: token and CA from files.
-    fn start_gateway(&self, pod: &str, token_file: &std::path::Path) -> Process {
-        let mut command = Command::new(BIN);
-        command
-            .args(["gateway", "--controller", &self.url()])
-            .args(["--gateway", "default/edge", "--pod-name", pod])
-            .arg("--controller-token-file")
-            .arg(token_file)
-            .arg("--controller-ca-file")
-            .arg(self.dir.path().join("ca.crt"))
-            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-            .args(["--workers", "1"])
-            .env("TOLLGATE_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        Process::from_command(&mut command)
-    }
-
     fn apply_route(&self, model: &str) {
         self.kubectl(&[
             "patch",
@@ -92,7 +31,6 @@ impl Env {
             ),
         ]);
     }
-
     /// A counter from the controller's /metrics (0 when absent).
     async fn controller_counter(&self, series: &str) -> f64 {
         let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
@@ -104,7 +42,6 @@ impl Env {
             .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
             .unwrap_or(0.0)
     }
-
     /// Waits until the AIGateway reports `connected` subscribed gateways and
     /// `updated` of them on the published configuration.
     fn wait_for_counts(&self, connected: u64, updated: u64) {
@@ -117,11 +54,6 @@ impl Env {
                     .then_some(())
             },
         )
-    }
-
-    fn gateway_status(&self) -> Value {
-        let out = self.kubectl(&["get", "aigateway", "edge", "-o", "json"]);
-        serde_json::from_str::<Value>(&out).unwrap_or_default()["status"].clone()
     }
 }
 
@@ -154,107 +86,6 @@ spec:
   backends: [{{providerRef: {{name: mock}}, model: model-0}}]
 "#
     )
-}
-
-/// `Programmed` (status, reason) of `kind/name` in the default namespace.
-fn programmed(env: &Env, object: &str) -> (String, String) {
-    let out = env.kubectl(&["get", object, "-o", "json"]);
-    let value: Value = serde_json::from_str(&out).unwrap_or_default();
-    value["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|c| c["type"] == "Programmed")
-        .map(|c| {
-            let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
-            (text(&c["status"]), text(&c["reason"]))
-        })
-        .unwrap_or_default()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
-/// Polls `probe` every 20 ms until it returns Some, for at most `limit`.
-fn wait_for<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = probe() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn setup() -> Env {
-    let cluster = tollgate_testenv::Cluster::start().expect("envtest");
-    cluster.install_crds().expect("CRDs");
-    let env = Env {
-        cluster,
-        dir: tempfile::tempdir().unwrap(),
-        port: free_port(),
-        metrics_port: free_port(),
-        mock: start_mock(),
-    };
-    let path = write(
-        env.dir.path(),
-        "edge.yaml",
-        &manifests(env.mock.url("data")),
-    );
-    env.cluster.apply(&path).expect("apply manifests");
-    env
-}
-
-/// The CA the controller published next to the gateway, written where the
-/// pod would have it mounted.
-fn fetch_ca(env: &Env) {
-    let ca = wait_for(
-        "the controller CA ConfigMap",
-        Duration::from_secs(30),
-        || {
-            env.cluster
-                .kubectl(&[
-                    "get",
-                    "configmap",
-                    "tollgate-edge-controller-ca",
-                    "-o",
-                    r"jsonpath={.data.ca\.crt}",
-                ])
-                .ok()
-                .filter(|ca| ca.contains("BEGIN CERTIFICATE"))
-        },
-    );
-    std::fs::write(env.dir.path().join("ca.crt"), ca).unwrap();
-}
-
-/// A token for `service_account`, as the kubelet would project it.
-fn token(
-    env: &Env,
-    service_account: &str,
-    audience: Option<&str>,
-    file: &str,
-) -> std::path::PathBuf {
-    let mut args = vec!["create", "token", service_account, "--duration", "2h"];
-    if let Some(audience) = audience {
-        args.extend(["--audience", audience]);
-    }
-    let token = wait_for("a ServiceAccount token", Duration::from_secs(30), || {
-        env.cluster.kubectl(&args).ok()
-    });
-    write(env.dir.path(), file, token.trim())
-}
-
-fn blocking_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .pool_max_idle_per_host(8)
-        .build()
-        .unwrap()
 }
 
 async fn served_model(client: &reqwest::Client, data: &str) -> Result<String, String> {
@@ -334,7 +165,9 @@ fn start_load(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pushed_config_serves_changes_under_load_and_survives_the_controller() {
-    let env = tokio::task::spawn_blocking(setup).await.unwrap();
+    let env = tokio::task::spawn_blocking(|| setup(manifests))
+        .await
+        .unwrap();
     let mut controller = env.start_controller();
     let (token_file, gateways) = block_in_place(|| {
         // Compiled, but nothing serves it until a gateway acknowledges.

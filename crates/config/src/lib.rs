@@ -18,6 +18,7 @@ pub mod push;
 pub mod resources;
 pub mod schema;
 pub mod snapshot;
+pub mod window;
 
 pub use compile::{Compiled, compile};
 pub use diagnostics::{Diagnostic, ObjectRef, Severity};

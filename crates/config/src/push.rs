@@ -10,7 +10,8 @@
 //!   gateway that falls behind skips versions, never applies stale ones), and
 //!   a heartbeat when nothing else was sent for a while;
 //! * gateway → controller ([`GatewayMessage`]): which version it now runs,
-//!   or why it refused one.
+//!   or why it refused one; and every [`USAGE_INTERVAL`] the usage of its
+//!   budget counters, which the controller writes to TokenBudget status.
 //!
 //! Snapshot JSON contains no raw newlines (serde_json escapes them in
 //! strings), so one message is one line. Pure: no IO here, so both ends and
@@ -29,6 +30,13 @@ pub const HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_se
 
 /// A gateway that hears nothing for this long treats the stream as dead.
 pub const STREAM_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// How often a gateway with budgets reports their usage.
+pub const USAGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Most counters one usage report carries (the busiest), so a report stays
+/// well under the controller's line limit.
+pub const MAX_REPORTED_COUNTERS: usize = 500;
 
 /// The path a gateway subscribes on.
 pub fn subscribe_path(namespace: &str, name: &str) -> String {
@@ -70,6 +78,14 @@ pub enum GatewayMessage {
     Applied { hash: String },
     /// The gateway could not use this snapshot and still serves its previous one.
     Rejected { hash: String, error: String },
+    /// Budget counters in their current window, by counter key
+    /// (`snapshot::budget::CounterKey`). `shared`: read from the state every
+    /// replica shares (Redis), so reports of several pods overlap rather
+    /// than add up.
+    Usage {
+        shared: bool,
+        counters: Vec<(String, u64)>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]

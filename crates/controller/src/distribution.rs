@@ -49,6 +49,8 @@ struct Subscriber {
     pod: String,
     /// The hash it last said it runs.
     running: Option<String>,
+    /// Its last budget usage report: (shared, counters).
+    usage: Option<(bool, Vec<(String, u64)>)>,
 }
 
 #[derive(Debug)]
@@ -169,6 +171,7 @@ impl Hub {
             Subscriber {
                 pod: pod.to_string(),
                 running: None,
+                usage: None,
             },
         );
         let updates = channel.latest.subscribe();
@@ -203,6 +206,44 @@ impl Hub {
                 (gateway.clone(), tally)
             })
             .collect()
+    }
+
+    /// Per gateway, each budget counter's usage: summed over pods that count
+    /// alone, the largest report where the state is shared.
+    pub fn usage(&self) -> BTreeMap<ObjectRef, BTreeMap<String, u64>> {
+        let state = self.state();
+        let mut out: BTreeMap<ObjectRef, BTreeMap<String, u64>> = BTreeMap::new();
+        for (gateway, channel) in &state.gateways {
+            for subscriber in channel.subscribers.values() {
+                let Some((shared, counters)) = &subscriber.usage else {
+                    continue;
+                };
+                let totals = out.entry(gateway.clone()).or_default();
+                for (key, used) in counters {
+                    let total = totals.entry(key.clone()).or_default();
+                    *total = if *shared {
+                        (*total).max(*used)
+                    } else {
+                        *total + used
+                    };
+                }
+            }
+        }
+        out
+    }
+
+    fn record_usage(&self, gateway: &ObjectRef, id: u64, usage: (bool, Vec<(String, u64)>)) {
+        let mut state = self.state();
+        if let Some(subscriber) = state
+            .gateways
+            .get_mut(gateway)
+            .and_then(|c| c.subscribers.get_mut(&id))
+            && subscriber.usage.as_ref() != Some(&usage)
+        {
+            subscriber.usage = Some(usage);
+            drop(state);
+            self.changed.notify_one();
+        }
     }
 
     /// The pods subscribed to `gateway` and the hash each runs.
@@ -262,6 +303,12 @@ impl Subscription {
         match message {
             GatewayMessage::Applied { hash } => {
                 self.hub.record(&self.gateway, self.id, Some(hash.clone()));
+            }
+            GatewayMessage::Usage { shared, counters } => {
+                let mut counters = counters.clone();
+                counters.truncate(tollgate_config::push::MAX_REPORTED_COUNTERS);
+                self.hub
+                    .record_usage(&self.gateway, self.id, (*shared, counters));
             }
             GatewayMessage::Rejected { hash, error } => {
                 // Both strings come from the pod: bound them before logging.

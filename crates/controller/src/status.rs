@@ -37,6 +37,8 @@ pub struct Fleet {
     pub ready_replicas: i32,
     pub endpoint: String,
     pub config: crate::distribution::Tally,
+    /// Budget counters its pods report, by counter key.
+    pub usage: BTreeMap<String, u64>,
 }
 
 impl DesiredStatus {
@@ -273,14 +275,96 @@ pub fn desired_statuses(
                     ),
                 ),
             });
-        push(
-            object,
-            budget.metadata.generation,
-            programmed,
-            serde_json::Map::new(),
-        );
+        let compiled_budget = served.budgets.get(name.as_str()).and_then(|gateway| {
+            let config = &compiled.snapshots.get(*gateway)?.config;
+            let usage = fleets.get(*gateway).map(|f| &f.usage);
+            Some((config.budgets.iter().find(|b| *b.name == name)?, usage))
+        });
+        let summary = match compiled_budget {
+            Some((budget, Some(usage))) => budget_summary(budget, usage, now_ms(now)),
+            Some((budget, None)) => budget_summary(budget, &BTreeMap::new(), now_ms(now)),
+            None => serde_json::Map::new(),
+        };
+        push(object, budget.metadata.generation, programmed, summary);
     }
     out.sort_by(|a, b| a.object.cmp(&b.object));
+    out
+}
+
+fn now_ms(now: &Time) -> i64 {
+    now.0.as_millisecond()
+}
+
+/// TokenBudget status beyond conditions: `usage` per limit and cap in the
+/// current window, and `used` / `limit` / `remaining` of the first cap for
+/// the printer columns. A per-member budget shows its busiest member.
+pub fn budget_summary(
+    budget: &tollgate_config::snapshot::Budget,
+    counters: &BTreeMap<String, u64>,
+    now_ms: i64,
+) -> serde_json::Map<String, serde_json::Value> {
+    use tollgate_config::snapshot::budget::{CounterKey, Metric};
+    let show = |metric: Metric, n: u64| match metric {
+        Metric::CostMicroUsd => format!("${}", tollgate_config::compile::format_micro_usd(n)),
+        _ => n.to_string(),
+    };
+    let prefix = format!("{}|", budget.name);
+    let mut usage = Vec::new();
+    let mut columns = None;
+    for limit in &budget.limits {
+        let span = tollgate_config::window::Span::new(limit.window, limit.rolling);
+        for &(metric, cap) in &limit.caps {
+            // The busiest member (or the whole group: member "").
+            let (member, used) = counters
+                .range(prefix.clone()..)
+                .take_while(|(k, _)| k.starts_with(&prefix))
+                .filter_map(|(k, v)| {
+                    let key = CounterKey::parse(k)?;
+                    (key.span == span && key.metric == metric).then(|| (key.member.to_string(), *v))
+                })
+                .max_by_key(|(_, v)| *v)
+                .unwrap_or_default();
+            let mut entry = serde_json::json!({
+                "window": span.label(),
+                "metric": metric.spec_name(),
+                "used": show(metric, used),
+                "limit": show(metric, cap),
+            });
+            if !limit.rolling {
+                let resets = span.expires_ms(span.slot(now_ms));
+                if let Ok(at) = k8s_openapi::jiff::Timestamp::from_millisecond(resets) {
+                    entry["resetsAt"] = at.to_string().into();
+                }
+            }
+            if !member.is_empty() {
+                entry["member"] = member.clone().into();
+            }
+            usage.push(entry);
+            columns.get_or_insert_with(|| {
+                let unit = match metric {
+                    Metric::CostMicroUsd => String::new(),
+                    _ => format!(" {}", metric.spec_name()),
+                };
+                let who = if member.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({member})")
+                };
+                (
+                    format!("{}{unit}{who}", show(metric, used)),
+                    format!("{}{unit}/{}", show(metric, cap), span.label()),
+                    format!("{}{unit}", show(metric, cap.saturating_sub(used))),
+                )
+            });
+        }
+    }
+    let mut out = serde_json::Map::new();
+    if let Some((used, limit, remaining)) = columns {
+        out.insert("used".into(), used.into());
+        out.insert("limit".into(), limit.into());
+        out.insert("remaining".into(), remaining.into());
+    }
+    out.insert("usage".into(), usage.into());
     out
 }
 
@@ -927,5 +1011,57 @@ spec:
         let text = summarize(&[&d]);
         assert!(text.len() <= MAX_MESSAGE + '…'.len_utf8());
         assert!(text.ends_with('…'));
+    }
+
+    #[test]
+    fn budget_status_shows_usage_per_cap_and_the_busiest_member() {
+        use tollgate_api::budget::{BudgetWindow, Member};
+        use tollgate_config::snapshot::budget::{Budget, Limit, Metric, OnExceed, Subject};
+        let budget = Budget {
+            name: "ns/team".into(),
+            subject: Subject {
+                per_member: Some(Member::User),
+                ..Subject::default()
+            },
+            limits: vec![Limit {
+                window: BudgetWindow::Day,
+                rolling: false,
+                caps: vec![
+                    (Metric::TotalTokens, 1000),
+                    (Metric::CostMicroUsd, 2_500_000),
+                ],
+            }],
+            on_exceed: OnExceed::Reject,
+            default_max_output_tokens: 4096,
+            cut_streams: true,
+            soft_thresholds: vec![],
+            fail_closed: false,
+        };
+        let counters: BTreeMap<String, u64> = [
+            ("ns/team|alice|Day-fixed|totalTokens", 300),
+            ("ns/team|bob|Day-fixed|totalTokens", 700),
+            ("ns/team|bob|Day-fixed|costUsd", 1_250_000),
+            ("ns/other|carol|Day-fixed|totalTokens", 999),
+            ("ns/team|bob|Month-fixed|totalTokens", 5),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        // 2026-12-07T00:30:00Z
+        let summary = budget_summary(&budget, &counters, 1_796_603_400_000);
+        assert_eq!(summary["used"], "700 totalTokens (bob)");
+        assert_eq!(summary["limit"], "1000 totalTokens/Day");
+        assert_eq!(summary["remaining"], "300 totalTokens");
+        let usage = summary["usage"].as_array().unwrap();
+        assert_eq!(usage.len(), 2);
+        assert_eq!(usage[0]["member"], "bob");
+        assert_eq!(usage[0]["resetsAt"], "2026-12-08T00:00:00Z");
+        assert_eq!(usage[1]["used"], "$1.25");
+        assert_eq!(usage[1]["limit"], "$2.5");
+
+        // Nothing reported yet: zero used, the whole limit remains.
+        let empty = budget_summary(&budget, &BTreeMap::new(), 1_796_603_400_000);
+        assert_eq!(empty["used"], "0 totalTokens");
+        assert_eq!(empty["remaining"], "1000 totalTokens");
     }
 }

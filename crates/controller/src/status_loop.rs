@@ -250,7 +250,7 @@ async fn write_statuses(
         let started = tokio::time::Instant::now();
         let (resources, compiled) = (&pass.resources, &pass.compiled);
         let now = Time(jiff::Timestamp::now());
-        let fleets = fleets(resources, &deployments, &hub.tallies());
+        let fleets = fleets(resources, &deployments, &hub.tallies(), &hub.usage());
         let current = live.read();
         let stale: Vec<DesiredStatus> =
             desired_statuses(resources, compiled, &fleets, &current.conditions, &now)
@@ -357,6 +357,7 @@ fn fleets(
     resources: &Resources,
     deployments: &Store<Deployment>,
     tallies: &BTreeMap<ObjectRef, Tally>,
+    usage: &BTreeMap<ObjectRef, BTreeMap<String, u64>>,
 ) -> BTreeMap<ObjectRef, Fleet> {
     let deployments = deployments.state();
     resources
@@ -383,6 +384,7 @@ fn fleets(
                 ready_replicas: status.ready_replicas.unwrap_or(0),
                 endpoint: workload::endpoint(&object.name, &object.namespace, port),
                 config: tallies.get(&object).cloned().unwrap_or_default(),
+                usage: usage.get(&object).cloned().unwrap_or_default(),
             };
             (object, fleet)
         })

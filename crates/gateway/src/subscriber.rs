@@ -362,8 +362,22 @@ impl Subscriber {
         tracing::info!(controller = %self.options.url, "connected to the controller");
         let mut body = response.into_body();
         let mut lines = LineBuffer::default();
+        let mut usage_due = tokio::time::interval(push::USAGE_INTERVAL);
+        usage_due.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The idle deadline moves only when the controller sends something,
+        // not when a usage report interrupts the wait.
+        let mut idle_deadline = tokio::time::Instant::now() + STREAM_IDLE_TIMEOUT;
         loop {
-            let frame = match tokio::time::timeout(STREAM_IDLE_TIMEOUT, body.frame()).await {
+            let next = tokio::select! {
+                frame = tokio::time::timeout_at(idle_deadline, body.frame()) => frame,
+                _ = usage_due.tick() => {
+                    if let Some(report) = self.usage_report().await {
+                        let _ = acks.send(Bytes::from(push::gateway_frame(&report)));
+                    }
+                    continue;
+                }
+            };
+            let frame = match next {
                 Err(_) => return Err(SubscribeError::Idle(STREAM_IDLE_TIMEOUT)),
                 Ok(None) => {
                     report.ended_cleanly = true;
@@ -371,6 +385,7 @@ impl Subscriber {
                 }
                 Ok(Some(frame)) => frame?,
             };
+            idle_deadline = tokio::time::Instant::now() + STREAM_IDLE_TIMEOUT;
             // Trailers carry nothing for us.
             let Ok(data) = frame.into_data() else {
                 continue;
@@ -383,6 +398,26 @@ impl Subscriber {
                 }
             }
         }
+    }
+
+    /// The usage of the running snapshot's budgets, if it has any.
+    async fn usage_report(&self) -> Option<GatewayMessage> {
+        let runtime = self.gateway.runtime()?;
+        let budgets: Vec<&str> = runtime
+            .snapshot
+            .config
+            .budgets
+            .iter()
+            .map(|b| &*b.name)
+            .collect();
+        if budgets.is_empty() {
+            return None;
+        }
+        let (shared, counters) = runtime
+            .budget_store
+            .usage(&budgets, push::MAX_REPORTED_COUNTERS)
+            .await;
+        Some(GatewayMessage::Usage { shared, counters })
     }
 
     /// TCP, TLS (ALPN h2), HTTP/2 handshake and the subscribe request, up to

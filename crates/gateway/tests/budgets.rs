@@ -10,6 +10,7 @@ use std::time::Duration;
 use common::{Harness, json_body, metric_has};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
+use tollgate_testenv::redis::RedisServer;
 
 /// Keys: `alice` and `bob` (team a), `carol` (team b, app bot, tier free),
 /// `dave` (team c). Budgets per test are appended to this.
@@ -471,10 +472,9 @@ async fn stream_total(response: reqwest::Response) -> Option<u64> {
 }
 
 /// The sum of a counter's slots in Redis.
-async fn redis_total(redis: &common::redis_server::RedisServer, counter: &str) -> u64 {
+async fn redis_total(redis: &RedisServer, counter: &str) -> u64 {
     redis
         .hash(&format!("tollgate:{{default/gw}}:{counter}"))
-        .await
         .iter()
         .map(|(_, v)| v.parse::<u64>().unwrap())
         .sum()
@@ -483,7 +483,7 @@ async fn redis_total(redis: &common::redis_server::RedisServer, counter: &str) -
 #[tokio::test]
 async fn two_gateways_sharing_redis_never_pass_a_budget() {
     const LIMIT: u64 = 3_000;
-    let redis = common::redis_server::RedisServer::start();
+    let redis = RedisServer::start();
     let config = with_redis(
         &redis.url(),
         &budget(
@@ -591,7 +591,7 @@ async fn two_gateways_sharing_redis_never_pass_a_budget() {
 
 #[tokio::test]
 async fn redis_outage_applies_each_budgets_failure_mode_and_loses_nothing() {
-    let mut redis = common::redis_server::RedisServer::start();
+    let mut redis = RedisServer::start();
     let config = with_redis(
         &redis.url(),
         &format!(

@@ -2,6 +2,8 @@
 //! started on loopback by `tests/k8s/envtest.sh` (binaries built from their
 //! Go modules and cached), stopped when the [`Cluster`] is dropped.
 
+pub mod redis;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 

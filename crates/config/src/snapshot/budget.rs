@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use tollgate_api::budget::{BudgetWindow, Member};
 
 use super::Principal;
+use crate::window::Span;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -136,6 +137,75 @@ impl Metric {
     }
 }
 
+/// A counter's identity, `budget|member|Window-fixed|metric`: the same in
+/// every replica, in Redis, and in the usage gateways report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CounterKey<'a> {
+    pub budget: &'a str,
+    pub member: &'a str,
+    pub span: Span,
+    pub metric: Metric,
+}
+
+impl<'a> CounterKey<'a> {
+    pub fn new(budget: &'a str, member: &'a str, span: Span, metric: Metric) -> Self {
+        Self {
+            budget,
+            member,
+            span,
+            metric,
+        }
+    }
+
+    /// The inverse of `to_string`; `None` for anything else.
+    pub fn parse(text: &'a str) -> Option<Self> {
+        // The budget (namespace/name) holds no `|`; a member name may.
+        let (budget, rest) = text.split_once('|')?;
+        let mut parts = rest.rsplitn(3, '|');
+        let metric = parts.next()?;
+        let span = parts.next()?;
+        let member = parts.next()?;
+        let (window, rolling) = span.split_once('-')?;
+        let window = match window {
+            "Minute" => BudgetWindow::Minute,
+            "Hour" => BudgetWindow::Hour,
+            "Day" => BudgetWindow::Day,
+            "Month" => BudgetWindow::Month,
+            _ => return None,
+        };
+        let rolling = match rolling {
+            "fixed" => false,
+            "rolling" => true,
+            _ => return None,
+        };
+        let metric = Metric::ALL.into_iter().find(|m| m.spec_name() == metric)?;
+        Some(Self::new(
+            budget,
+            member,
+            Span::new(window, rolling),
+            metric,
+        ))
+    }
+}
+
+impl std::fmt::Display for CounterKey<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rolling = if self.span.rolling {
+            "rolling"
+        } else {
+            "fixed"
+        };
+        write!(
+            f,
+            "{}|{}|{:?}-{rolling}|{}",
+            self.budget,
+            self.member,
+            self.span.window,
+            self.metric.spec_name()
+        )
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "action")]
 pub enum OnExceed {
@@ -195,6 +265,28 @@ mod tests {
             "org budget on an open gateway"
         );
         assert!(!team.matches(None));
+    }
+
+    #[test]
+    fn counter_keys_name_every_part_and_parse_back() {
+        let key = CounterKey::new(
+            "ns/b",
+            "alice|x",
+            Span::new(BudgetWindow::Day, true),
+            Metric::CostMicroUsd,
+        );
+        let text = key.to_string();
+        assert_eq!(text, "ns/b|alice|x|Day-rolling|costUsd");
+        // A member may hold `|`: the budget name (namespace/name) cannot.
+        assert_eq!(CounterKey::parse(&text), Some(key));
+        let plain = CounterKey::new(
+            "ns/b",
+            "",
+            Span::new(BudgetWindow::Month, false),
+            Metric::Requests,
+        );
+        assert_eq!(CounterKey::parse(&plain.to_string()), Some(plain));
+        assert_eq!(CounterKey::parse("ns/b||Week-fixed|requests"), None);
     }
 
     #[test]

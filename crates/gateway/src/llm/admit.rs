@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use tollgate_config::snapshot::budget::{Budget, Metric, OnExceed};
+use tollgate_config::snapshot::budget::{Budget, CounterKey, Metric, OnExceed};
 use tollgate_config::snapshot::{Pricing, Principal, Route};
 use tollgate_llm::Usage;
 
@@ -224,7 +224,7 @@ fn checks<'b>(
             let span = Span::new(limit.window, limit.rolling);
             for &(metric, cap) in &limit.caps {
                 checks.push(Check {
-                    key: counter_key(&budget.name, member, span, metric),
+                    key: Arc::from(CounterKey::new(&budget.name, member, span, metric).to_string()),
                     span,
                     amount: estimate.get(metric),
                     limit: cap,
@@ -239,16 +239,6 @@ fn checks<'b>(
         }
     }
     (checks, origins)
-}
-
-/// `budget|member|window|metric`: stable across reloads and replicas.
-pub fn counter_key(budget: &str, member: &str, span: Span, metric: Metric) -> Arc<str> {
-    let rolling = if span.rolling { "rolling" } else { "fixed" };
-    Arc::from(format!(
-        "{budget}|{member}|{:?}-{rolling}|{}",
-        span.window,
-        metric.spec_name()
-    ))
 }
 
 fn refusal(origin: &Origin<'_>, check: &Check, used: u64, retry_after_ms: Option<i64>) -> ApiError {
@@ -362,16 +352,5 @@ mod tests {
         // 1000 * 0.15 + 500 * 0.6 = 450 millionths.
         assert_eq!(Amounts::actual(&usage, Some(pricing)).cost_micro_usd, 450);
         assert_eq!(Amounts::actual(&usage, None).cost_micro_usd, 0);
-    }
-
-    #[test]
-    fn counter_keys_name_every_part() {
-        let key = counter_key(
-            "ns/b",
-            "alice",
-            Span::new(tollgate_api::budget::BudgetWindow::Day, true),
-            Metric::CostMicroUsd,
-        );
-        assert_eq!(&*key, "ns/b|alice|Day-rolling|costUsd");
     }
 }

@@ -8,7 +8,7 @@
 
 pub mod memory;
 pub mod redis;
-pub mod window;
+pub use tollgate_config::window;
 
 use std::sync::Arc;
 
@@ -86,6 +86,30 @@ impl Store {
             Store::Memory(counters) => Ok(counters.reserve(checks, now_ms)),
             Store::Redis(counters) => counters.reserve(checks, now_ms).await,
         }
+    }
+
+    /// Every counter of `budgets` with usage in its current window, busiest
+    /// first, at most `max`; and whether the figures are shared by every
+    /// replica (Redis) rather than this process's own.
+    pub async fn usage(&self, budgets: &[&str], max: usize) -> (bool, Vec<(String, u64)>) {
+        let now = window::now_ms();
+        let (shared, all) = match self {
+            Store::Memory(counters) => (false, counters.usage(now)),
+            Store::Redis(counters) => (true, counters.usage(now).await),
+        };
+        let mut counters: Vec<(String, u64)> = all
+            .into_iter()
+            .filter(|(key, used)| {
+                *used > 0
+                    && key
+                        .split_once('|')
+                        .is_some_and(|(budget, _)| budgets.contains(&budget))
+            })
+            .map(|(key, used)| (key.to_string(), used))
+            .collect();
+        counters.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        counters.truncate(max);
+        (shared, counters)
     }
 
     /// Replaces each charge's estimate with the actual figure (for Redis,

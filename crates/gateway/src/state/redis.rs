@@ -10,14 +10,14 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, IntoConnectionInfo, Script};
 use tollgate_config::snapshot::RedisConfig;
 
-use super::{Charge, Check, Verdict, retry_after_ms};
+use super::{Charge, Check, Span, Verdict, retry_after_ms};
 
 /// KEYS: the counters. ARGV: `now`, then per counter `slot`, `oldest live
 /// slot`, `amount`, `limit`, `enforce` (1/0), `ttl ms`. Returns
@@ -101,6 +101,8 @@ pub struct RedisCounters {
     /// `tollgate:{namespace/gateway}:`
     prefix: String,
     timeout: Duration,
+    /// Counters this process charged, to read back for usage reports.
+    touched: Mutex<HashMap<Arc<str>, Span>>,
 }
 
 thread_local! {
@@ -138,6 +140,7 @@ impl RedisCounters {
             ),
             prefix: format!("tollgate:{{{gateway}}}:"),
             timeout: Duration::from_millis(config.timeout_ms),
+            touched: Mutex::default(),
         })
     }
 
@@ -187,7 +190,61 @@ impl RedisCounters {
             tokio::time::timeout(self.timeout, invocation.invoke_async(&mut connection))
                 .await
                 .map_err(|_| RedisStateError::Timeout(self.timeout.as_millis() as u64))??;
-        decode_reserve(checks, &slots, answer, now_ms)
+        let verdict = decode_reserve(checks, &slots, answer, now_ms)?;
+        if matches!(verdict, Verdict::Admitted { .. }) {
+            let mut touched = self.touched.lock().unwrap_or_else(PoisonError::into_inner);
+            for check in checks {
+                if !touched.contains_key(&check.key) {
+                    touched.insert(check.key.clone(), check.span);
+                }
+            }
+        }
+        Ok(verdict)
+    }
+
+    /// The counters this process has charged, as Redis has them now (every
+    /// replica's charges included); counters that emptied are forgotten.
+    pub async fn usage(&self, now_ms: i64) -> Vec<(Arc<str>, u64)> {
+        let keys: Vec<(Arc<str>, Span)> = {
+            let touched = self.touched.lock().unwrap_or_else(PoisonError::into_inner);
+            touched.iter().map(|(k, s)| (k.clone(), *s)).collect()
+        };
+        if keys.is_empty() {
+            return Vec::new();
+        }
+        let mut pipeline = redis::pipe();
+        for (key, _) in &keys {
+            pipeline.cmd("HGETALL").arg(self.key(key));
+        }
+        let Ok(mut connection) = self.connection() else {
+            return Vec::new();
+        };
+        /// Each counter's (slot, amount) pairs.
+        type Hashes = Vec<Vec<(i64, u64)>>;
+        let query = pipeline.query_async::<Hashes>(&mut connection);
+        let Ok(Ok(hashes)) = tokio::time::timeout(self.timeout, query).await else {
+            return Vec::new();
+        };
+        let mut out = Vec::with_capacity(keys.len());
+        let mut empty = Vec::new();
+        for ((key, span), slots) in keys.into_iter().zip(hashes) {
+            let oldest = span.oldest_live_slot(now_ms);
+            let used: u64 = slots
+                .iter()
+                .filter(|(s, _)| *s >= oldest)
+                .map(|(_, v)| v)
+                .sum();
+            if used == 0 {
+                empty.push(key);
+            } else {
+                out.push((key, used));
+            }
+        }
+        let mut touched = self.touched.lock().unwrap_or_else(PoisonError::into_inner);
+        for key in empty {
+            touched.remove(&key);
+        }
+        out
     }
 
     /// Settles in the background: the answer is already on its way to the

@@ -4,8 +4,6 @@
 //! `crates/cli/tests` cover the real binary).
 #![allow(dead_code)]
 
-pub mod redis_server;
-
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -2,6 +2,7 @@
 //! loopback port, with every write fsynced to an append-only file, so a
 //! test can kill it and start it again without losing what it had counted.
 
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -74,7 +75,6 @@ impl RedisServer {
     }
 
     fn ping(&self) -> bool {
-        use std::io::{Read, Write};
         let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
             return false;
         };
@@ -93,15 +93,38 @@ impl RedisServer {
         }
     }
 
-    /// Every field and value of a hash.
-    pub async fn hash(&self, key: &str) -> Vec<(String, String)> {
-        let client = redis::Client::open(self.url()).unwrap();
-        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-        redis::cmd("HGETALL")
-            .arg(key)
-            .query_async(&mut connection)
-            .await
-            .unwrap()
+    /// Every field and value of a hash (`HGETALL`), over plain RESP.
+    pub fn hash(&self, key: &str) -> Vec<(String, String)> {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port))
+            .expect("connect to redis-server");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("a read timeout");
+        let command = format!("*2\r\n$7\r\nHGETALL\r\n${}\r\n{key}\r\n", key.len());
+        stream.write_all(command.as_bytes()).expect("send HGETALL");
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        let mut read_line = |line: &mut String| {
+            line.clear();
+            reader.read_line(line).expect("a RESP line");
+            line.trim_end().to_string()
+        };
+        let header = read_line(&mut line);
+        let count: usize = header
+            .strip_prefix('*')
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("HGETALL answered {header:?}"));
+        let items: Vec<String> = (0..count)
+            .map(|_| {
+                // `$len` then the bulk string (counters and slots hold no CRLF).
+                let _length = read_line(&mut line);
+                read_line(&mut line)
+            })
+            .collect();
+        items
+            .chunks(2)
+            .map(|pair| (pair[0].clone(), pair[1].clone()))
+            .collect()
     }
 }
 
