@@ -62,8 +62,8 @@ pub struct TokenBudgetSpec {
     /// it complete and charges what it used.
     #[serde(default)]
     pub streams: StreamOverrun,
-    /// Percentages of a limit (for example 80) whose crossing is reported:
-    /// a log line, a metric and an Event on this budget.
+    /// Percentages of a limit (for example 80) whose crossing is reported
+    /// like an alert (see `alerts`): once per window.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 4))]
     #[x_kube(validation = Rule::new("self.all(p, p >= 1 && p <= 100)").message("soft thresholds are percentages between 1 and 100"))]
@@ -72,6 +72,62 @@ pub struct TokenBudgetSpec {
     /// requests uncounted, `Closed` refuses them with 503 (default `Open`).
     #[serde(default)]
     pub failure_mode: FailureMode,
+    /// Usage-anomaly alerts: a spike in the token rate of a member (or the
+    /// whole group) against its own learned baseline, and soft-threshold
+    /// crossings. Each raises a metric, a log line, a Warning Event on this
+    /// budget and, if set, a webhook: once per incident, then quiet for
+    /// `cooldown`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<BudgetAlerts>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BudgetAlerts {
+    /// A rate this many times the baseline is a spike (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 2 && self <= 1000").message("spikeFactor must be between 2 and 1000"))]
+    pub spike_factor: Option<u32>,
+    /// The rate is measured per interval (default 1m); the baseline is an
+    /// exponentially weighted average of past intervals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(crate::duration::POSITIVE_DURATION_RULE).message(crate::duration::POSITIVE_DURATION_MESSAGE))]
+    pub interval: Option<String>,
+    /// Intervals of history before spikes are judged (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 1000").message("warmupIntervals must be between 1 and 1000"))]
+    pub warmup_intervals: Option<u32>,
+    /// Quiet time after an alert for the same member (default 15m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(crate::duration::DURATION_RULE).message("cooldown must be a duration such as 15m"))]
+    pub cooldown: Option<String>,
+    /// Where alerts are POSTed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<AlertWebhook>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AlertWebhook {
+    /// `http://` or `https://` URL.
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^ ]+$')").message("webhook url must be an http:// or https:// URL"))]
+    pub url: String,
+    /// `Json` (default): the alert as a JSON object. `Slack`: `{"text": ...}`
+    /// for a Slack incoming webhook (or anything that takes that shape).
+    #[serde(default)]
+    pub format: WebhookFormat,
+}
+
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+pub enum WebhookFormat {
+    #[default]
+    Json,
+    Slack,
 }
 
 /// What both the CEL rule and compile say of a downgrade without a model.

@@ -1036,6 +1036,7 @@ spec:
             cut_streams: true,
             soft_thresholds: vec![],
             fail_closed: false,
+            alerts: None,
         };
         let counters: BTreeMap<String, u64> = [
             ("ns/team|alice|Day-fixed|totalTokens", 300),

@@ -205,7 +205,7 @@ impl RequestContext {
             None if status >= 400 && self.first_output.is_none() => Amounts::default(),
             None => admission.estimate,
         };
-        admission.settle(used);
+        admission.settle(used, &self.gateway);
     }
 }
 

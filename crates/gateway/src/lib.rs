@@ -6,6 +6,7 @@
 //! [`runtime::Runtime`] is the per-snapshot state a request holds throughout,
 //! so a reload never changes a request half way.
 
+pub mod alerts;
 pub mod context;
 pub mod dialect;
 pub mod error;

@@ -70,6 +70,13 @@ pub struct BudgetLabels {
     pub outcome: &'static str,
 }
 
+/// `kind`: `spike` or `softThreshold`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlertLabels {
+    pub budget: String,
+    pub kind: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
     pub result: &'static str,
@@ -101,6 +108,7 @@ pub struct Metrics {
     pub fair_queue_wait: Family<ProviderLabels, Histogram>,
     pub budget_decisions: Family<BudgetLabels, Counter>,
     pub budget_state_errors: Counter,
+    pub budget_alerts: Family<AlertLabels, Counter>,
     pub in_flight: Gauge,
     pub reloads: Family<ReloadLabels, Counter>,
     /// Controller mode: 1 while a subscription stream is open.
@@ -134,6 +142,7 @@ impl Metrics {
         );
         let budget_decisions = Family::<BudgetLabels, Counter>::default();
         let budget_state_errors = Counter::default();
+        let budget_alerts = Family::<AlertLabels, Counter>::default();
         let in_flight = Gauge::default();
         let reloads = Family::<ReloadLabels, Counter>::default();
         let controller_connected = Gauge::default();
@@ -205,6 +214,11 @@ impl Metrics {
             budget_state_errors.clone(),
         );
         registry.register(
+            "budget_alerts",
+            "Usage-anomaly alerts raised by this process (one per incident), by budget and kind",
+            budget_alerts.clone(),
+        );
+        registry.register(
             "requests_in_flight",
             "Requests being served",
             in_flight.clone(),
@@ -232,6 +246,7 @@ impl Metrics {
             fair_queue_wait,
             budget_decisions,
             budget_state_errors,
+            budget_alerts,
             in_flight,
             reloads,
             controller_connected,
@@ -245,6 +260,15 @@ impl Metrics {
             .get_or_create(&BudgetLabels {
                 budget: budget.clone(),
                 outcome,
+            })
+            .inc();
+    }
+
+    pub fn count_alert(&self, budget: &str, kind: &str) {
+        self.budget_alerts
+            .get_or_create(&AlertLabels {
+                budget: budget.to_string(),
+                kind: kind.to_string(),
             })
             .inc();
     }

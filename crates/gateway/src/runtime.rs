@@ -97,6 +97,7 @@ pub struct Gateway {
     pub permits: PermitRegistry,
     /// Budget usage; outlives reloads, so an edited budget keeps its count.
     pub counters: Arc<MemoryCounters>,
+    pub alerts: crate::alerts::AlertHub,
     /// Warnings that could repeat per request pass through here.
     pub log_throttle: LogThrottle,
     draining: AtomicBool,
@@ -111,6 +112,7 @@ impl Gateway {
             permits: PermitRegistry::default(),
             counters: Arc::default(),
             log_throttle: LogThrottle::default(),
+            alerts: crate::alerts::AlertHub::default(),
             draining: AtomicBool::new(false),
         }
     }

@@ -660,3 +660,146 @@ async fn redis_outage_applies_each_budgets_failure_mode_and_loses_nothing() {
         "2 before the outage + 1 after"
     );
 }
+
+/// A webhook receiver on loopback: every POST body it gets, as JSON.
+async fn webhook_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = received.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                let mut data = Vec::new();
+                let mut buf = [0u8; 4096];
+                // Head, then as much body as content-length says (bounded).
+                while data.len() < 1 << 20 {
+                    let Ok(n) = socket.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    data.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&data).to_string();
+                    let Some(head_end) = text.find("\r\n\r\n") else {
+                        continue;
+                    };
+                    let length: usize = text[..head_end]
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse().ok())?
+                        })
+                        .unwrap_or(0);
+                    if data.len() >= head_end + 4 + length {
+                        let body = &data[head_end + 4..head_end + 4 + length];
+                        if let Ok(value) = serde_json::from_slice(body) {
+                            sink.lock().unwrap().push(value);
+                        }
+                        let _ = socket
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                            .await;
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, received)
+}
+
+#[tokio::test]
+async fn a_spike_from_one_app_raises_exactly_one_alert_on_its_budget() {
+    let (hook, received) = webhook_receiver().await;
+    let h = harness(&format!(
+        "{}{}",
+        budget(
+            "per-app",
+            &format!(
+                "  subject: {{perMember: App}}\n  limits: [{{window: Month, totalTokens: 100000000}}]\n  \
+                 alerts: {{spikeFactor: 5, interval: 500ms, warmupIntervals: 4, cooldown: 1m, webhook: {{url: \"{hook}\"}}}}"
+            ),
+        ),
+        budget(
+            "soft",
+            &format!(
+                "  subject: {{user: dave}}\n  limits: [{{window: Month, requests: 10}}]\n  softThresholds: [50, 80]\n  \
+                 alerts: {{webhook: {{url: \"{hook}\", format: Slack}}}}"
+            ),
+        ),
+    ))
+    .await;
+    // Steady: carol (app bot) and alice (no app) at ~8 requests/s each for 3 s.
+    let steady_until = tokio::time::Instant::now() + Duration::from_secs(3);
+    let mut steady = 0;
+    while tokio::time::Instant::now() < steady_until {
+        for key in ["tg-carol", "tg-alice"] {
+            let (status, _) = call(&h, key, "/v1/chat/completions", &chat("strong", 16)).await;
+            assert_eq!(status, 200);
+            steady += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(125)).await;
+    }
+    assert!(steady >= 40, "steady phase too slow: {steady} requests");
+    assert!(
+        received.lock().unwrap().is_empty(),
+        "steady load raised {:?}",
+        received.lock().unwrap()
+    );
+    // Then about 12x from app bot for 2 s (12 requests at once every
+    // 125 ms) against a spike factor of 5.
+    let spike_start = tokio::time::Instant::now();
+    let mut detected = None;
+    while spike_start.elapsed() < Duration::from_secs(2) {
+        let request = chat("strong", 16);
+        let batch: Vec<_> = (0..12)
+            .map(|_| call(&h, "tg-carol", "/v1/chat/completions", &request))
+            .collect();
+        futures_util::future::join_all(batch).await;
+        if detected.is_none() && !received.lock().unwrap().is_empty() {
+            detected = Some(spike_start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(125)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let alerts = received.lock().unwrap().clone();
+    let spikes: Vec<&Value> = alerts.iter().filter(|a| a["kind"] == "spike").collect();
+    assert_eq!(spikes.len(), 1, "one alert per incident: {alerts:?}");
+    assert_eq!(spikes[0]["budget"], "default/per-app");
+    assert_eq!(spikes[0]["member"], "bot");
+    let delay = detected.expect("the spike was detected");
+    eprintln!(
+        "spike detected {} ms after it began (interval 500 ms): {}",
+        delay.as_millis(),
+        spikes[0]["message"]
+    );
+    assert!(delay < Duration::from_millis(1500), "{delay:?}");
+    assert!(metric_has(
+        &h.metrics(),
+        &[
+            "tollgate_budget_alerts_total",
+            "budget=\"default/per-app\"",
+            "kind=\"spike\""
+        ]
+    ));
+
+    // Soft thresholds: 50% and 80% of dave's 10 requests, each once, in
+    // Slack's shape.
+    for _ in 0..9 {
+        call(&h, "tg-dave", "/v1/chat/completions", &chat("strong", 8)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let texts: Vec<String> = received
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["text"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(texts.len(), 2, "{texts:?}");
+    assert!(texts[0].contains("50% of the limit requests"), "{texts:?}");
+    assert!(texts[1].contains("80% of the limit requests"), "{texts:?}");
+}

@@ -13,7 +13,7 @@ use tollgate_api::conditions::reason;
 
 use crate::diagnostics::{Diagnostic, ObjectRef};
 use crate::resources::object_ref;
-use crate::snapshot::budget::{Budget, Limit, Metric, OnExceed, Subject};
+use crate::snapshot::budget::{AlertPolicy, Budget, Limit, Metric, OnExceed, Subject, Webhook};
 
 /// Output tokens reserved for a request without a cap, unless the budget says.
 pub const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 4096;
@@ -75,6 +75,17 @@ pub(super) fn compile_budget(
         );
         valid = false;
     }
+    let alerts = match &spec.alerts {
+        None => None,
+        Some(alerts) => match alert_policy(alerts) {
+            Ok(policy) => Some(Arc::new(policy)),
+            Err((field, message)) => {
+                error(format!("spec.alerts.{field}"), message);
+                valid = false;
+                None
+            }
+        },
+    };
     if !valid {
         return None;
     }
@@ -100,6 +111,55 @@ pub(super) fn compile_budget(
         cut_streams: spec.streams == api::StreamOverrun::Cut,
         soft_thresholds,
         fail_closed: spec.failure_mode == api::FailureMode::Closed,
+        alerts,
+    })
+}
+
+pub const DEFAULT_SPIKE_FACTOR: u32 = 10;
+pub const DEFAULT_ALERT_INTERVAL_MS: u64 = 60_000;
+pub const DEFAULT_WARMUP_INTERVALS: u32 = 5;
+pub const DEFAULT_ALERT_COOLDOWN_MS: u64 = 15 * 60_000;
+
+fn alert_policy(spec: &api::BudgetAlerts) -> Result<AlertPolicy, (&'static str, &'static str)> {
+    let duration = |text: &Option<String>, default: u64, field: &'static str, zero_ok: bool| {
+        let Some(text) = text else { return Ok(default) };
+        match tollgate_api::duration::parse(text) {
+            Ok(d) if zero_ok || !d.is_zero() => {
+                Ok(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            }
+            _ => Err((field, tollgate_api::duration::POSITIVE_DURATION_MESSAGE)),
+        }
+    };
+    let spike_factor = spec.spike_factor.unwrap_or(DEFAULT_SPIKE_FACTOR);
+    if !(2..=1000).contains(&spike_factor) {
+        return Err(("spikeFactor", "spikeFactor must be between 2 and 1000"));
+    }
+    let warmup_intervals = spec.warmup_intervals.unwrap_or(DEFAULT_WARMUP_INTERVALS);
+    if !(1..=1000).contains(&warmup_intervals) {
+        return Err((
+            "warmupIntervals",
+            "warmupIntervals must be between 1 and 1000",
+        ));
+    }
+    let webhook = match &spec.webhook {
+        None => None,
+        Some(w) if w.url.starts_with("http://") || w.url.starts_with("https://") => Some(Webhook {
+            url: w.url.clone(),
+            slack: w.format == api::WebhookFormat::Slack,
+        }),
+        Some(_) => {
+            return Err((
+                "webhook.url",
+                "webhook url must be an http:// or https:// URL",
+            ));
+        }
+    };
+    Ok(AlertPolicy {
+        spike_factor,
+        interval_ms: duration(&spec.interval, DEFAULT_ALERT_INTERVAL_MS, "interval", false)?,
+        warmup_intervals,
+        cooldown_ms: duration(&spec.cooldown, DEFAULT_ALERT_COOLDOWN_MS, "cooldown", true)?,
+        webhook,
     })
 }
 

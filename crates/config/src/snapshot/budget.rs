@@ -29,6 +29,28 @@ pub struct Budget {
     pub soft_thresholds: Vec<u32>,
     /// Refuse requests when the shared state cannot be reached.
     pub fail_closed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<Arc<AlertPolicy>>,
+}
+
+/// Usage-anomaly alerts of a budget, defaults applied.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertPolicy {
+    pub spike_factor: u32,
+    pub interval_ms: u64,
+    pub warmup_intervals: u32,
+    pub cooldown_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<Webhook>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Webhook {
+    pub url: String,
+    /// `{"text": ...}` for Slack instead of the alert object.
+    pub slack: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -11,15 +11,16 @@
 
 use std::sync::Arc;
 
-use tollgate_config::snapshot::budget::{Budget, CounterKey, Metric, OnExceed};
+use tollgate_config::snapshot::budget::{AlertPolicy, Budget, CounterKey, Metric, OnExceed};
 use tollgate_config::snapshot::{Pricing, Principal, Route};
 use tollgate_llm::Usage;
 
 use super::ingress::Inbound;
+use crate::alerts;
 use crate::context::RequestContext;
 use crate::dialect::Endpoint;
 use crate::error::ApiError;
-use crate::runtime::Runtime;
+use crate::runtime::{Gateway, Runtime};
 use crate::state::redis::RedisStateError;
 use crate::state::{Charge, Check, Span, Store, Verdict, window};
 
@@ -74,13 +75,35 @@ pub struct Admission {
     /// The metric of each charge, in order.
     metrics: Vec<Metric>,
     pub estimate: Amounts,
+    /// Budgets watching for spikes: (budget, member, policy).
+    watched: Vec<(Arc<str>, String, Arc<AlertPolicy>)>,
 }
 
 impl Admission {
-    /// Replaces the estimate with what the request used.
-    pub fn settle(self, used: Amounts) {
+    /// Replaces the estimate with what the request used, and feeds the
+    /// spike detectors.
+    pub fn settle(self, used: Amounts, gateway: &Gateway) {
         let actual = self.metrics.iter().map(|m| used.get(*m)).collect();
         self.store.settle(self.charges, actual);
+        if self.watched.is_empty() {
+            return;
+        }
+        let name = gateway
+            .runtime()
+            .map(|r| gateway_name(&r))
+            .unwrap_or_default();
+        let cx = alerts::Context {
+            metrics: &gateway.metrics,
+            clients: &gateway.clients,
+            gateway: &name,
+        };
+        let tokens = used.input_tokens + used.output_tokens;
+        let now = window::now_ms();
+        for (budget, member, policy) in &self.watched {
+            gateway
+                .alerts
+                .record_usage(&cx, budget, member, policy, tokens, now);
+        }
     }
 }
 
@@ -136,7 +159,12 @@ pub async fn admit(
                 .count_budget(&origin.budget.name, "rejected");
             Err(refusal(origin, &checks[failing], used, retry_after_ms))
         }
-        Verdict::Admitted { charges, over, .. } => {
+        Verdict::Admitted {
+            charges,
+            over,
+            used,
+        } => {
+            report_soft_thresholds(context, runtime, &checks, &origins, &used, now);
             let mut decision = Decision::default();
             for index in over {
                 let origin = &origins[index];
@@ -163,15 +191,72 @@ pub async fn admit(
                     }
                 }
             }
+            let watched = applicable
+                .iter()
+                .filter_map(|b| {
+                    let policy = b.alerts.clone()?;
+                    Some((
+                        b.name.clone(),
+                        b.subject.member(principal).to_string(),
+                        policy,
+                    ))
+                })
+                .collect();
             context.admission = Some(Admission {
                 store: store.clone(),
                 charges,
                 metrics: origins.iter().map(|o| o.metric).collect(),
                 estimate,
+                watched,
             });
             Ok(decision)
         }
     }
+}
+
+/// Soft thresholds the reservation just crossed, reported once per window.
+fn report_soft_thresholds(
+    context: &RequestContext,
+    runtime: &Runtime,
+    checks: &[Check],
+    origins: &[Origin<'_>],
+    used: &[u64],
+    now: i64,
+) {
+    if origins.iter().all(|o| o.budget.soft_thresholds.is_empty()) {
+        return;
+    }
+    let gateway = &context.gateway;
+    let name = gateway_name(runtime);
+    let cx = alerts::Context {
+        metrics: &gateway.metrics,
+        clients: &gateway.clients,
+        gateway: &name,
+    };
+    for ((check, origin), &after) in checks.iter().zip(origins).zip(used) {
+        let budget = origin.budget;
+        if budget.soft_thresholds.is_empty() {
+            continue;
+        }
+        let before = after.saturating_sub(check.amount);
+        let window_end = check.span.expires_ms(check.span.slot(now));
+        let webhook = budget.alerts.as_ref().and_then(|a| a.webhook.as_ref());
+        gateway.alerts.soft_thresholds(
+            &cx,
+            &check.key,
+            (before, after, check.limit),
+            &budget.soft_thresholds,
+            window_end,
+            webhook,
+            now,
+        );
+    }
+}
+
+/// `namespace/name` of the gateway, for alerts.
+pub fn gateway_name(runtime: &Runtime) -> String {
+    let gateway = &runtime.snapshot.config.gateway;
+    format!("{}/{}", gateway.namespace, gateway.name)
 }
 
 /// The shared state could not be asked: each budget's `failureMode`

@@ -1,0 +1,269 @@
+//! Usage-anomaly alerts of TokenBudgets: spikes against a learned baseline
+//! ([`detector`]) and soft-threshold crossings, raised once per incident.
+//!
+//! An alert is counted (`tollgate_budget_alerts_total`), logged, queued for
+//! the controller (which records a Warning Event on the TokenBudget and calls
+//! the webhook, once for all replicas) and, when no controller is in charge
+//! (file mode), POSTed to the budget's webhook from here.
+
+pub mod detector;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, header};
+use http_body_util::Full;
+use serde::{Deserialize, Serialize};
+use tollgate_config::egress::EgressPolicy;
+use tollgate_config::snapshot::budget::{AlertPolicy, Webhook};
+
+use crate::metrics::Metrics;
+use crate::providers::http::{Clients, send};
+use detector::Tracker;
+
+/// Alerts kept for the controller between two usage reports.
+const MAX_PENDING: usize = 100;
+/// How long a webhook may take.
+const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One alert, as queued for the controller and sent to webhooks.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Alert {
+    /// `spike` or `softThreshold`.
+    pub kind: String,
+    /// `namespace/name` of the TokenBudget.
+    pub budget: String,
+    /// The member it concerns (`""`: the whole group).
+    pub member: String,
+    pub message: String,
+    /// Unix milliseconds.
+    pub at_ms: i64,
+}
+
+impl Alert {
+    /// The webhook body: the alert itself, or Slack's `{"text": ...}`.
+    pub fn webhook_body(&self, gateway: &str, slack: bool) -> Vec<u8> {
+        let value = if slack {
+            serde_json::json!({"text": format!("Tollgate {gateway}: {}", self.message)})
+        } else {
+            serde_json::json!({
+                "source": "tollgate",
+                "gateway": gateway,
+                "kind": self.kind,
+                "budget": self.budget,
+                "member": self.member,
+                "message": self.message,
+                "atMs": self.at_ms,
+            })
+        };
+        serde_json::to_vec(&value).unwrap_or_default()
+    }
+}
+
+#[derive(Default)]
+pub struct AlertHub {
+    trackers: Mutex<HashMap<(Arc<str>, String), Tracker>>,
+    /// Soft thresholds already reported, until their window ends.
+    crossed: Mutex<HashMap<String, i64>>,
+    pending: Mutex<Vec<Alert>>,
+    /// Off when a controller delivers webhooks (once for every replica).
+    controller_delivers: AtomicBool,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What raising an alert needs besides the alert.
+pub struct Context<'a> {
+    pub metrics: &'a Metrics,
+    pub clients: &'a Clients,
+    /// `namespace/name` of the AIGateway, for webhook bodies.
+    pub gateway: &'a str,
+}
+
+impl AlertHub {
+    /// The controller takes over webhooks and Events (controller mode).
+    pub fn set_controller_delivers(&self, yes: bool) {
+        self.controller_delivers.store(yes, Ordering::Relaxed);
+    }
+
+    /// Counts a settled request's tokens for spike detection.
+    pub fn record_usage(
+        &self,
+        cx: &Context<'_>,
+        budget: &Arc<str>,
+        member: &str,
+        policy: &AlertPolicy,
+        tokens: u64,
+        now_ms: i64,
+    ) {
+        let spike = {
+            let mut trackers = lock(&self.trackers);
+            trackers
+                .entry((budget.clone(), member.to_string()))
+                .or_insert_with(|| Tracker::new(policy, now_ms))
+                .record(tokens, now_ms)
+        };
+        if let Some(spike) = spike {
+            let who = if member.is_empty() {
+                String::new()
+            } else {
+                format!(" by {member}")
+            };
+            let interval_s = policy.interval_ms as f64 / 1000.0;
+            self.raise(
+                cx,
+                Alert {
+                    kind: "spike".into(),
+                    budget: budget.to_string(),
+                    member: member.to_string(),
+                    message: format!(
+                        "Budget {budget}: token use{who} spiked to {} tokens in the current {interval_s}s interval, over {}x its baseline of {:.0}",
+                        spike.tokens, spike.factor, spike.baseline
+                    ),
+                    at_ms: now_ms,
+                },
+                policy.webhook.as_ref(),
+            );
+        }
+    }
+
+    /// A counter went from `before` to `after` of `limit`: reports each of
+    /// `thresholds` (percent) it crossed, once per window (`window_end_ms`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn soft_thresholds(
+        &self,
+        cx: &Context<'_>,
+        counter: &str,
+        (before, after, limit): (u64, u64, u64),
+        thresholds: &[u32],
+        window_end_ms: i64,
+        webhook: Option<&Webhook>,
+        now_ms: i64,
+    ) {
+        for &percent in thresholds {
+            let mark = u128::from(limit) * u128::from(percent);
+            let crossed = u128::from(before) * 100 < mark && u128::from(after) * 100 >= mark;
+            if !crossed {
+                continue;
+            }
+            let id = format!("{counter}@{percent}");
+            {
+                let mut seen = lock(&self.crossed);
+                seen.retain(|_, end| *end > now_ms);
+                if seen.contains_key(&id) {
+                    continue;
+                }
+                seen.insert(id, window_end_ms);
+            }
+            let key = tollgate_config::snapshot::budget::CounterKey::parse(counter);
+            let (budget, member, what) = key.map_or((counter, "", String::new()), |k| {
+                (
+                    k.budget,
+                    k.member,
+                    format!(" {} of its {} window", k.metric.spec_name(), k.span.label()),
+                )
+            });
+            self.raise(
+                cx,
+                Alert {
+                    kind: "softThreshold".into(),
+                    budget: budget.to_string(),
+                    member: member.to_string(),
+                    message: format!(
+                        "Budget {budget}: {percent}% of the limit{what} reached ({after} of {limit}){}",
+                        if member.is_empty() { String::new() } else { format!(" by {member}") }
+                    ),
+                    at_ms: now_ms,
+                },
+                webhook,
+            );
+        }
+    }
+
+    fn raise(&self, cx: &Context<'_>, alert: Alert, webhook: Option<&Webhook>) {
+        cx.metrics.count_alert(&alert.budget, &alert.kind);
+        tracing::warn!(budget = %alert.budget, member = %alert.member, kind = %alert.kind, "{}", alert.message);
+        if let Some(webhook) = webhook
+            && !self.controller_delivers.load(Ordering::Relaxed)
+        {
+            deliver(
+                cx.clients,
+                webhook,
+                alert.webhook_body(cx.gateway, webhook.slack),
+            );
+        }
+        let mut pending = lock(&self.pending);
+        if pending.len() < MAX_PENDING {
+            pending.push(alert);
+        }
+    }
+
+    /// The alerts raised since the last call.
+    pub fn drain(&self) -> Vec<Alert> {
+        std::mem::take(&mut *lock(&self.pending))
+    }
+}
+
+/// POSTs `body` to the webhook in the background; a failure is logged.
+pub fn deliver(clients: &Clients, webhook: &Webhook, body: Vec<u8>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    // Alert receivers often run in the cluster; cloud metadata stays out of reach.
+    let policy = EgressPolicy {
+        allow_loopback: true,
+        allow_link_local: false,
+    };
+    let client = clients.pooled(WEBHOOK_TIMEOUT.as_millis() as u64, policy);
+    let url = webhook.url.clone();
+    let request = Request::post(&url)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)));
+    let Ok(request) = request else {
+        tracing::warn!(%url, "alert webhook URL is not usable");
+        return;
+    };
+    runtime.spawn(async move {
+        let deadline = tokio::time::Instant::now() + WEBHOOK_TIMEOUT;
+        match send(client, request, deadline).await {
+            Ok(response) if response.status().is_success() => {}
+            Ok(response) => {
+                tracing::warn!(%url, status = %response.status(), "alert webhook refused the alert")
+            }
+            Err(error) => tracing::warn!(%url, %error, "alert webhook failed"),
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn webhook_bodies_are_the_alert_or_slack_text() {
+        let alert = Alert {
+            kind: "spike".into(),
+            budget: "ns/b".into(),
+            member: "bot".into(),
+            message: "Budget ns/b: token use by bot spiked".into(),
+            at_ms: 7,
+        };
+        let json: serde_json::Value =
+            serde_json::from_slice(&alert.webhook_body("ns/gw", false)).unwrap();
+        assert_eq!(json["budget"], "ns/b");
+        assert_eq!(json["member"], "bot");
+        assert_eq!(json["gateway"], "ns/gw");
+        let slack: serde_json::Value =
+            serde_json::from_slice(&alert.webhook_body("ns/gw", true)).unwrap();
+        assert_eq!(
+            slack,
+            serde_json::json!({"text": "Tollgate ns/gw: Budget ns/b: token use by bot spiked"})
+        );
+    }
+}
