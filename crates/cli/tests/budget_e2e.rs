@@ -49,6 +49,7 @@ spec:
   gatewayRef: {{name: edge}}
   subject: {{team: search}}
   limits: [{{window: Month, requests: 5}}]
+  softThresholds: [60]
 "#
     )
 }
@@ -158,6 +159,31 @@ async fn budget_status_and_edits_follow_two_gateways_sharing_redis() {
     ] {
         assert!(row.contains(cell), "{cell:?} in {columns}");
     }
+
+    // 60% (the third request) was crossed on one of the gateways: one
+    // Warning Event on the budget, recorded by the controller.
+    let events = block_in_place(|| {
+        wait_for("the soft-threshold Event", Duration::from_secs(30), || {
+            let events: Value = serde_json::from_str(&env.kubectl(&[
+                "get",
+                "events",
+                "--field-selector",
+                "involvedObject.kind=TokenBudget,involvedObject.name=search,reason=SoftThresholdReached",
+                "-o",
+                "json",
+            ]))
+            .unwrap_or_default();
+            let items = events["items"].as_array().cloned().unwrap_or_default();
+            (!items.is_empty()).then_some(items)
+        })
+    });
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["type"], "Warning");
+    let note = events[0]["note"]
+        .as_str()
+        .or(events[0]["message"].as_str())
+        .unwrap_or_default();
+    assert!(note.contains("60% of the limit requests"), "{note}");
 
     // An edit reaches both gateways: two more requests fit, on either.
     block_in_place(|| {

@@ -85,7 +85,50 @@ pub enum GatewayMessage {
     Usage {
         shared: bool,
         counters: Vec<(String, u64)>,
+        /// Alerts raised since the last report; the controller records one
+        /// Event per incident for all replicas and calls the webhook.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        alerts: Vec<BudgetAlert>,
     },
+}
+
+/// A usage-anomaly alert of a TokenBudget.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetAlert {
+    /// `spike` or `softThreshold`.
+    pub kind: String,
+    /// `namespace/name` of the TokenBudget.
+    pub budget: String,
+    /// The member it concerns (`""`: the whole group).
+    pub member: String,
+    /// What crossed: for soft thresholds the counter and percentage, so
+    /// different thresholds are different incidents.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+    pub message: String,
+    /// Unix milliseconds.
+    pub at_ms: i64,
+}
+
+impl BudgetAlert {
+    /// The webhook body: the alert itself, or Slack's `{"text": ...}`.
+    pub fn webhook_body(&self, gateway: &str, slack: bool) -> Vec<u8> {
+        let value = if slack {
+            serde_json::json!({"text": format!("Tollgate {gateway}: {}", self.message)})
+        } else {
+            serde_json::json!({
+                "source": "tollgate",
+                "gateway": gateway,
+                "kind": self.kind,
+                "budget": self.budget,
+                "member": self.member,
+                "message": self.message,
+                "atMs": self.at_ms,
+            })
+        };
+        serde_json::to_vec(&value).unwrap_or_default()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

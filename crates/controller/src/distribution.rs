@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use tokio::sync::{Notify, watch};
-use tollgate_config::push::{FrameError, GatewayMessage, snapshot_frame};
+use tollgate_config::push::{BudgetAlert, FrameError, GatewayMessage, snapshot_frame};
 use tollgate_config::{ObjectRef, Snapshot};
 
 /// The pod name of a subscriber that did not say (never deduplicated).
@@ -68,8 +68,13 @@ impl Channel {
     }
 }
 
+/// Alerts held for the status writer between two passes.
+const MAX_PENDING_ALERTS: usize = 1_000;
+
 #[derive(Debug, Default)]
 struct State {
+    /// Alerts reported by gateways, not yet delivered.
+    alerts: Vec<(ObjectRef, BudgetAlert)>,
     /// Set by the first publish: until then "unknown gateway" cannot be told
     /// from "not compiled yet".
     ready: bool,
@@ -232,6 +237,30 @@ impl Hub {
         out
     }
 
+    /// Queues alerts for the status writer (which records Events and calls
+    /// webhooks), bounded; pods are not trusted to send few.
+    fn record_alerts(&self, gateway: &ObjectRef, alerts: &[BudgetAlert]) {
+        if alerts.is_empty() {
+            return;
+        }
+        let mut state = self.state();
+        let room = MAX_PENDING_ALERTS.saturating_sub(state.alerts.len());
+        state.alerts.extend(
+            alerts
+                .iter()
+                .filter(|a| a.budget.len() <= 507 && a.message.len() <= 1024)
+                .take(room)
+                .map(|a| (gateway.clone(), a.clone())),
+        );
+        drop(state);
+        self.changed.notify_one();
+    }
+
+    /// The alerts reported since the last call.
+    pub fn take_alerts(&self) -> Vec<(ObjectRef, BudgetAlert)> {
+        std::mem::take(&mut self.state().alerts)
+    }
+
     fn record_usage(&self, gateway: &ObjectRef, id: u64, usage: (bool, Vec<(String, u64)>)) {
         let mut state = self.state();
         if let Some(subscriber) = state
@@ -304,11 +333,16 @@ impl Subscription {
             GatewayMessage::Applied { hash } => {
                 self.hub.record(&self.gateway, self.id, Some(hash.clone()));
             }
-            GatewayMessage::Usage { shared, counters } => {
+            GatewayMessage::Usage {
+                shared,
+                counters,
+                alerts,
+            } => {
                 let mut counters = counters.clone();
                 counters.truncate(tollgate_config::push::MAX_REPORTED_COUNTERS);
                 self.hub
                     .record_usage(&self.gateway, self.id, (*shared, counters));
+                self.hub.record_alerts(&self.gateway, alerts);
             }
             GatewayMessage::Rejected { hash, error } => {
                 // Both strings come from the pod: bound them before logging.

@@ -2,6 +2,7 @@
 //! ([`status`]); [`status_loop`] is the thin layer that reads the cluster
 //! through reflectors and writes status with server-side apply.
 
+pub mod alerts;
 pub mod config_server;
 pub mod distribution;
 pub mod leader;

@@ -233,6 +233,7 @@ async fn write_statuses(
     metrics: Arc<Metrics>,
 ) {
     let acknowledged = hub.changed();
+    let mut ledger = crate::alerts::AlertLedger::default();
     loop {
         tokio::select! {
             changed = passes.changed() => if changed.is_err() { return },
@@ -280,11 +281,67 @@ async fn write_statuses(
                 }
             })
             .await;
+        deliver_alerts(&recorder, &hub, &mut ledger, resources, compiled).await;
         metrics.reconciled(
             Loop::Status,
             started.elapsed(),
             !failed.load(Ordering::Relaxed),
         );
+    }
+}
+
+/// Alerts the gateways reported: a Warning Event on the TokenBudget and the
+/// webhook, once per incident for all replicas.
+async fn deliver_alerts(
+    recorder: &Recorder,
+    hub: &Hub,
+    ledger: &mut crate::alerts::AlertLedger,
+    resources: &Resources,
+    compiled: &tollgate_config::Compiled,
+) {
+    let now_ms = jiff::Timestamp::now().as_millisecond();
+    for (gateway, alert) in hub.take_alerts() {
+        let Some((namespace, name)) = alert.budget.split_once('/') else {
+            continue;
+        };
+        // Only a budget of the reporting gateway: a pod cannot raise alerts
+        // on another gateway's budgets.
+        let Some(budget) = compiled
+            .snapshots
+            .get(&gateway)
+            .and_then(|s| s.config.budgets.iter().find(|b| *b.name == alert.budget))
+        else {
+            continue;
+        };
+        let policy = budget.alerts.as_deref();
+        let cooldown = policy.map_or(tollgate_config::compile::DEFAULT_ALERT_COOLDOWN_MS, |p| {
+            p.cooldown_ms
+        });
+        if !ledger.admit(&alert, cooldown, now_ms) {
+            continue;
+        }
+        if let Some(webhook) = policy.and_then(|p| p.webhook.as_ref()) {
+            let gateway_name = format!("{}/{}", gateway.namespace, gateway.name);
+            crate::alerts::deliver(webhook, alert.webhook_body(&gateway_name, webhook.slack));
+        }
+        let object = ObjectRef::new("TokenBudget", namespace, name);
+        let Some(reference) = object_reference(resources, &object) else {
+            continue;
+        };
+        let event = Event {
+            type_: EventType::Warning,
+            reason: if alert.kind == "spike" {
+                "UsageSpike".into()
+            } else {
+                "SoftThresholdReached".into()
+            },
+            note: Some(alert.message.clone()),
+            action: "Alert".into(),
+            secondary: None,
+        };
+        if let Err(error) = recorder.publish(&event, &reference).await {
+            tracing::warn!(%object, %error, "could not publish an alert event");
+        }
     }
 }
 

@@ -359,6 +359,8 @@ impl Subscriber {
             return Err(refusal(status, &body));
         }
         let _connected = Connected::new(&self.gateway);
+        // The controller records alerts and calls webhooks, once for all replicas.
+        self.gateway.alerts.set_controller_delivers(true);
         tracing::info!(controller = %self.options.url, "connected to the controller");
         let mut body = response.into_body();
         let mut lines = LineBuffer::default();
@@ -417,7 +419,12 @@ impl Subscriber {
             .budget_store
             .usage(&budgets, push::MAX_REPORTED_COUNTERS)
             .await;
-        Some(GatewayMessage::Usage { shared, counters })
+        let alerts = self.gateway.alerts.drain();
+        Some(GatewayMessage::Usage {
+            shared,
+            counters,
+            alerts,
+        })
     }
 
     /// TCP, TLS (ALPN h2), HTTP/2 handshake and the subscribe request, up to

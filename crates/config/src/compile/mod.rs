@@ -21,8 +21,8 @@ mod gateway;
 mod provider;
 mod route;
 
+pub use budget::{DEFAULT_ALERT_COOLDOWN_MS, format_micro_usd, parse_micro_usd};
 use budget::{check_downgrade_target, compile_budget};
-pub use budget::{format_micro_usd, parse_micro_usd};
 use gateway::compile_gateway;
 pub use gateway::parse_labels;
 pub use provider::bedrock_endpoint;

@@ -16,7 +16,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, header};
 use http_body_util::Full;
-use serde::{Deserialize, Serialize};
 use tollgate_config::egress::EgressPolicy;
 use tollgate_config::snapshot::budget::{AlertPolicy, Webhook};
 
@@ -29,40 +28,7 @@ const MAX_PENDING: usize = 100;
 /// How long a webhook may take.
 const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// One alert, as queued for the controller and sent to webhooks.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Alert {
-    /// `spike` or `softThreshold`.
-    pub kind: String,
-    /// `namespace/name` of the TokenBudget.
-    pub budget: String,
-    /// The member it concerns (`""`: the whole group).
-    pub member: String,
-    pub message: String,
-    /// Unix milliseconds.
-    pub at_ms: i64,
-}
-
-impl Alert {
-    /// The webhook body: the alert itself, or Slack's `{"text": ...}`.
-    pub fn webhook_body(&self, gateway: &str, slack: bool) -> Vec<u8> {
-        let value = if slack {
-            serde_json::json!({"text": format!("Tollgate {gateway}: {}", self.message)})
-        } else {
-            serde_json::json!({
-                "source": "tollgate",
-                "gateway": gateway,
-                "kind": self.kind,
-                "budget": self.budget,
-                "member": self.member,
-                "message": self.message,
-                "atMs": self.at_ms,
-            })
-        };
-        serde_json::to_vec(&value).unwrap_or_default()
-    }
-}
+pub use tollgate_config::push::BudgetAlert as Alert;
 
 #[derive(Default)]
 pub struct AlertHub {
@@ -122,6 +88,7 @@ impl AlertHub {
                     kind: "spike".into(),
                     budget: budget.to_string(),
                     member: member.to_string(),
+                    detail: String::new(),
                     message: format!(
                         "Budget {budget}: token use{who} spiked to {} tokens in the current {interval_s}s interval, over {}x its baseline of {:.0}",
                         spike.tokens, spike.factor, spike.baseline
@@ -152,14 +119,14 @@ impl AlertHub {
             if !crossed {
                 continue;
             }
-            let id = format!("{counter}@{percent}");
+            let id = format!("{counter}@{percent}%");
             {
                 let mut seen = lock(&self.crossed);
                 seen.retain(|_, end| *end > now_ms);
                 if seen.contains_key(&id) {
                     continue;
                 }
-                seen.insert(id, window_end_ms);
+                seen.insert(id.clone(), window_end_ms);
             }
             let key = tollgate_config::snapshot::budget::CounterKey::parse(counter);
             let (budget, member, what) = key.map_or((counter, "", String::new()), |k| {
@@ -175,6 +142,7 @@ impl AlertHub {
                     kind: "softThreshold".into(),
                     budget: budget.to_string(),
                     member: member.to_string(),
+                    detail: id,
                     message: format!(
                         "Budget {budget}: {percent}% of the limit{what} reached ({after} of {limit}){}",
                         if member.is_empty() { String::new() } else { format!(" by {member}") }
@@ -251,6 +219,7 @@ mod tests {
             kind: "spike".into(),
             budget: "ns/b".into(),
             member: "bot".into(),
+            detail: String::new(),
             message: "Budget ns/b: token use by bot spiked".into(),
             at_ms: 7,
         };
