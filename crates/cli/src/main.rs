@@ -13,6 +13,7 @@ use tollgate_gateway::subscriber::{ControllerOptions, ControllerUrl, GatewayId};
 
 mod controller;
 mod keys;
+mod usage;
 mod validate;
 
 #[derive(Parser)]
@@ -62,6 +63,9 @@ enum Command {
     /// Client API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Who drives cost: tokens and USD by user, team, app, key, route,
+    /// provider or model, from the gateways' admin ports (`/v1/usage`).
+    Usage(usage::UsageArgs),
 }
 
 #[derive(Subcommand)]
@@ -181,6 +185,25 @@ fn main() -> ExitCode {
             Err(error) => fail(error),
         },
         Command::Validate { paths, references } => validate::run(&paths, references),
+        Command::Usage(args) => {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(error) => return fail(error),
+            };
+            match runtime.block_on(usage::run(&args)) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("tollgate usage: {error}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Keys(KeysCommand::Create(args)) => {
             match keys::create(&args, std::time::SystemTime::now()) {
                 Ok((key, manifest)) => {

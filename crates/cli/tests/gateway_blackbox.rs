@@ -649,3 +649,74 @@ async fn method_errors_head_probes_and_oversized_heads() {
     let body: Value = answer.json().await.unwrap();
     assert_eq!(body["error"]["code"], "headers_too_large", "{body}");
 }
+
+#[tokio::test]
+async fn tollgate_usage_reports_cost_by_principal_from_the_admin_port() {
+    let mock = start_mock();
+    let dir = tempfile::tempdir().unwrap();
+    let priced = config(mock.url("data"), "mock-chat").replace(
+        r#"spec: {type: Mock, endpoint: ""#,
+        r#"spec: {models: [{name: mock-chat, pricing: {inputPerMillion: 1000, outputPerMillion: 2000}}], type: Mock, endpoint: ""#,
+    );
+    let path = write(dir.path(), "gw.yaml", &priced);
+    let gateway = start_gateway(&path);
+    let client = client();
+    for _ in 0..3 {
+        let response = client
+            .post(format!("{}/v1/chat/completions", gateway.url("data")))
+            .bearer_auth(KEY)
+            .json(&chat_body("chat", "hello", false))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let cost: f64 = response.headers()["x-tollgate-cost-usd"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(cost > 0.0);
+    }
+    let admin = gateway.url("admin").to_string();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(BIN)
+            .args([
+                "usage",
+                "--admin",
+                &admin,
+                "--group-by",
+                "team,user",
+                "--window",
+                "hour",
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[1].split_whitespace().collect::<Vec<_>>(),
+        ["TEAM", "USER", "REQUESTS", "INPUT", "OUTPUT", "COST_USD"]
+    );
+    let row: Vec<&str> = lines[2].split_whitespace().collect();
+    assert_eq!(&row[..3], ["qa", "tester", "3"], "{text}");
+    // A bad grouping is refused with the API's own message.
+    let admin = gateway.url("admin").to_string();
+    let refused = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(BIN)
+            .args(["usage", "--admin", &admin, "--group-by", "planet"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("group_by \"planet\""));
+}

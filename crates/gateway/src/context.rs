@@ -164,7 +164,10 @@ impl RequestContext {
             .request_duration
             .get_or_create(&labels)
             .observe(self.started.elapsed().as_secs_f64());
-        let Some(usage) = self.usage else { return };
+        let Some(usage) = self.usage else {
+            self.record_principal_usage(0, 0, 0.0);
+            return;
+        };
         let cached = usage.cached_tokens();
         for (direction, count) in [
             ("input", usage.prompt_tokens),
@@ -181,12 +184,45 @@ impl RequestContext {
                 metrics.tokens.get_or_create(&labels).inc_by(count);
             }
         }
+        let mut cost = 0.0;
         if let Some(pricing) = self.pricing {
-            let cost = pricing.cost(usage.prompt_tokens, cached, usage.completion_tokens);
+            cost = pricing.cost(usage.prompt_tokens, cached, usage.completion_tokens);
             metrics
                 .cost_usd
                 .get_or_create(&self.usage_labels())
                 .inc_by(cost);
+        }
+        self.record_principal_usage(usage.prompt_tokens, usage.completion_tokens, cost);
+    }
+
+    /// Cost by who asked, for `/v1/usage` and the per-team metric; nothing
+    /// on an open gateway.
+    fn record_principal_usage(&self, input_tokens: u64, output_tokens: u64, cost_usd: f64) {
+        let Some(principal) = &self.principal else {
+            return;
+        };
+        let (provider, model) = (self.provider(), self.model());
+        self.gateway.usage.record(
+            crate::usage::Entry {
+                principal,
+                route: &self.route,
+                provider: &provider,
+                model: &model,
+                input_tokens,
+                output_tokens,
+                cost_usd,
+            },
+            crate::state::window::now_ms(),
+        );
+        if cost_usd > 0.0 {
+            self.gateway
+                .metrics
+                .principal_cost_usd
+                .get_or_create(&crate::metrics::PrincipalLabels {
+                    team: principal.team.clone().unwrap_or_default(),
+                    app: principal.app.clone().unwrap_or_default(),
+                })
+                .inc_by(cost_usd);
         }
     }
 }

@@ -21,3 +21,4 @@ pub mod sse;
 pub mod standalone;
 pub mod state;
 pub mod subscriber;
+pub mod usage;

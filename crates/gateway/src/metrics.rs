@@ -70,6 +70,13 @@ pub struct BudgetLabels {
     pub outcome: &'static str,
 }
 
+/// Who spends: team and app (users are in `/v1/usage`, not in labels).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PrincipalLabels {
+    pub team: String,
+    pub app: String,
+}
+
 /// `kind`: `spike` or `softThreshold`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AlertLabels {
@@ -109,6 +116,7 @@ pub struct Metrics {
     pub budget_decisions: Family<BudgetLabels, Counter>,
     pub budget_state_errors: Counter,
     pub budget_alerts: Family<AlertLabels, Counter>,
+    pub principal_cost_usd: Family<PrincipalLabels, Counter<f64, AtomicU64>>,
     pub in_flight: Gauge,
     pub reloads: Family<ReloadLabels, Counter>,
     /// Controller mode: 1 while a subscription stream is open.
@@ -143,6 +151,7 @@ impl Metrics {
         let budget_decisions = Family::<BudgetLabels, Counter>::default();
         let budget_state_errors = Counter::default();
         let budget_alerts = Family::<AlertLabels, Counter>::default();
+        let principal_cost_usd = Family::<PrincipalLabels, Counter<f64, AtomicU64>>::default();
         let in_flight = Gauge::default();
         let reloads = Family::<ReloadLabels, Counter>::default();
         let controller_connected = Gauge::default();
@@ -219,6 +228,11 @@ impl Metrics {
             budget_alerts.clone(),
         );
         registry.register(
+            "principal_cost_usd",
+            "Estimated cost in USD by the caller's team and app (keyed gateways)",
+            principal_cost_usd.clone(),
+        );
+        registry.register(
             "requests_in_flight",
             "Requests being served",
             in_flight.clone(),
@@ -247,6 +261,7 @@ impl Metrics {
             budget_decisions,
             budget_state_errors,
             budget_alerts,
+            principal_cost_usd,
             in_flight,
             reloads,
             controller_connected,

@@ -98,6 +98,8 @@ pub struct Gateway {
     /// Budget usage; outlives reloads, so an edited budget keeps its count.
     pub counters: Arc<MemoryCounters>,
     pub alerts: crate::alerts::AlertHub,
+    /// Cost by principal, for `/v1/usage`.
+    pub usage: crate::usage::UsageLedger,
     /// Warnings that could repeat per request pass through here.
     pub log_throttle: LogThrottle,
     draining: AtomicBool,
@@ -113,6 +115,7 @@ impl Gateway {
             counters: Arc::default(),
             log_throttle: LogThrottle::default(),
             alerts: crate::alerts::AlertHub::default(),
+            usage: crate::usage::UsageLedger::default(),
             draining: AtomicBool::new(false),
         }
     }

@@ -513,12 +513,64 @@ fn admin_response(gateway: &Gateway, request: &Request<Incoming>) -> Response<Re
             );
             response
         }
+        (&Method::GET, "/v1/usage") => usage_report(gateway, request.uri().query().unwrap_or("")),
         (method, path @ ("/healthz" | "/readyz")) => method_not_allowed(method, path, "GET, HEAD"),
-        (method, path @ ("/metrics" | "/config")) => method_not_allowed(method, path, "GET"),
+        (method, path @ ("/metrics" | "/config" | "/v1/usage")) => {
+            method_not_allowed(method, path, "GET")
+        }
         (_, path) => ApiError::not_found(path)
             .into_response::<Full<Bytes>>()
             .map(box_body),
     }
+}
+
+/// `GET /v1/usage?group_by=team,app&window=day`: this process's cost and
+/// tokens by principal (and route, provider, model), costliest first.
+fn usage_report(gateway: &Gateway, query: &str) -> Response<ResponseBody> {
+    use crate::usage::{Dimension, window_hours};
+    let mut group_by = "team".to_string();
+    let mut window = "day".to_string();
+    for (name, value) in query.split('&').filter_map(|p| p.split_once('=')) {
+        match name {
+            "group_by" => group_by = value.to_string(),
+            "window" => window = value.to_string(),
+            _ => {}
+        }
+    }
+    let bad = |message: String| {
+        ApiError::invalid_request("invalid_query", message)
+            .into_response::<Full<Bytes>>()
+            .map(box_body)
+    };
+    let Some(dimensions) = group_by
+        .split(',')
+        .map(|d| Dimension::parse(d.trim()))
+        .collect::<Option<Vec<_>>>()
+    else {
+        return bad(format!(
+            "group_by {group_by:?}: use user, team, app, key, route, provider or model, comma separated"
+        ));
+    };
+    let Some(hours) = window_hours(&window) else {
+        return bad(format!("window {window:?}: use hour, day, week or month"));
+    };
+    let (groups, total, dropped) =
+        gateway
+            .usage
+            .report(&dimensions, hours, crate::state::window::now_ms());
+    let body = serde_json::json!({
+        "window": window,
+        "groupBy": group_by.split(',').map(str::trim).collect::<Vec<_>>(),
+        "groups": groups,
+        "total": total,
+        "unrecorded": dropped,
+    });
+    let mut response = Response::new(box_body(Full::new(Bytes::from(body.to_string()))));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 /// A 405 in the OpenAI shape with the `Allow` header (RFC 9110 requires it).
