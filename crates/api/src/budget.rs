@@ -34,6 +34,7 @@ use crate::common::{LocalObjectReference, ResourceStatus};
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[x_kube(validation = Rule::new("self.onExceed.action != 'Downgrade' || has(self.onExceed.model)").message(DOWNGRADE_MODEL_MESSAGE))]
+#[x_kube(validation = Rule::new("(has(self.limits) && self.limits.size() > 0) || has(self.rateLimit)").message(NOTHING_LIMITED_MESSAGE))]
 pub struct TokenBudgetSpec {
     /// The AIGateway (same namespace) whose requests this budget counts.
     pub gateway_ref: LocalObjectReference,
@@ -42,9 +43,10 @@ pub struct TokenBudgetSpec {
     #[serde(default)]
     pub subject: BudgetSubject,
     /// Limits, each on one window. A request is admitted only if it fits
-    /// every limit of every budget that applies to it.
+    /// every limit of every budget that applies to it. Optional with a
+    /// `rateLimit`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 8))]
-    #[x_kube(validation = Rule::new("self.size() > 0").message("at least one limit is required"))]
     #[x_kube(validation = Rule::new("self.all(l, self.exists_one(m, m.window == l.window && m.rolling == l.rolling))").message(LIMITS_UNIQUE_MESSAGE))]
     pub limits: Vec<BudgetLimit>,
     /// What happens to a request that does not fit (default `Reject`).
@@ -79,7 +81,34 @@ pub struct TokenBudgetSpec {
     /// `cooldown`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alerts: Option<BudgetAlerts>,
+    /// Smooth throttling of each member (or the group): requests per
+    /// second and tokens per minute as token buckets, refused with 429 and
+    /// the exact `Retry-After`. Counted per gateway process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
 }
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("has(self.requestsPerSecond) || has(self.tokensPerMinute)").message(RATE_LIMIT_EMPTY_MESSAGE))]
+pub struct RateLimit {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 1000000").message("requestsPerSecond must be between 1 and 1000000"))]
+    pub requests_per_second: Option<u32>,
+    /// Requests that may arrive at once above the steady rate (default:
+    /// one second's worth).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 1000000").message("burst must be between 1 and 1000000"))]
+    pub burst: Option<u32>,
+    /// Estimated tokens (prompt + output cap) per minute, settled with the
+    /// actual count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1").message("tokensPerMinute must be at least 1"))]
+    pub tokens_per_minute: Option<u64>,
+}
+
+/// What both the CEL rule and compile say of an empty rate limit.
+pub const RATE_LIMIT_EMPTY_MESSAGE: &str = "rateLimit needs requestsPerSecond or tokensPerMinute";
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -132,6 +161,9 @@ pub enum WebhookFormat {
 
 /// What both the CEL rule and compile say of a downgrade without a model.
 pub const DOWNGRADE_MODEL_MESSAGE: &str = "onExceed.model is required when the action is Downgrade";
+
+/// What both the CEL rule and compile say of a budget that limits nothing.
+pub const NOTHING_LIMITED_MESSAGE: &str = "at least one limit or a rateLimit is required";
 
 /// What both the CEL rule and compile say of two limits on one window.
 pub const LIMITS_UNIQUE_MESSAGE: &str = "at most one limit per window and rolling setting";

@@ -1037,6 +1037,7 @@ spec:
             soft_thresholds: vec![],
             fail_closed: false,
             alerts: None,
+            rate_limit: None,
         };
         let counters: BTreeMap<String, u64> = [
             ("ns/team|alice|Day-fixed|totalTokens", 300),

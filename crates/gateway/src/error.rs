@@ -36,6 +36,11 @@ impl ApiError {
         }
     }
 
+    pub fn with_code(mut self, code: &'static str) -> Self {
+        self.code = code;
+        self
+    }
+
     pub fn with_param(mut self, param: &'static str) -> Self {
         self.param = Some(param);
         self

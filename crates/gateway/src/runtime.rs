@@ -98,6 +98,8 @@ pub struct Gateway {
     /// Budget usage; outlives reloads, so an edited budget keeps its count.
     pub counters: Arc<MemoryCounters>,
     pub alerts: crate::alerts::AlertHub,
+    /// Token buckets of TokenBudget rate limits; outlive reloads.
+    pub throttles: crate::state::throttle::Throttles,
     /// Cost by principal, for `/v1/usage`.
     pub usage: crate::usage::UsageLedger,
     /// Warnings that could repeat per request pass through here.
@@ -116,6 +118,7 @@ impl Gateway {
             log_throttle: LogThrottle::default(),
             alerts: crate::alerts::AlertHub::default(),
             usage: crate::usage::UsageLedger::default(),
+            throttles: crate::state::throttle::Throttles::default(),
             draining: AtomicBool::new(false),
         }
     }

@@ -803,3 +803,76 @@ async fn a_spike_from_one_app_raises_exactly_one_alert_on_its_budget() {
     assert!(texts[0].contains("50% of the limit requests"), "{texts:?}");
     assert!(texts[1].contains("80% of the limit requests"), "{texts:?}");
 }
+
+#[tokio::test]
+async fn rate_limits_throttle_each_member_smoothly_with_retry_after() {
+    let h = harness(&budget(
+        "throttle",
+        "  subject: {team: a, perMember: User}\n  rateLimit: {requestsPerSecond: 2, burst: 3}",
+    ))
+    .await;
+    // A burst of 3, then refused with the time until the next token.
+    for _ in 0..3 {
+        assert_eq!(
+            call(&h, "tg-alice", "/v1/chat/completions", &chat("strong", 8))
+                .await
+                .0,
+            200
+        );
+    }
+    let refused = post(&h, "tg-alice", "/v1/chat/completions", &chat("strong", 8))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let (status, value) = json_body(refused).await;
+    assert_eq!(status, 429, "{value}");
+    assert_eq!(value["error"]["code"], "rate_limited");
+    // Each member has its own bucket.
+    assert_eq!(
+        call(&h, "tg-bob", "/v1/chat/completions", &chat("strong", 8))
+            .await
+            .0,
+        200
+    );
+    // 2 per second: after 500 ms, one more.
+    tokio::time::sleep(Duration::from_millis(520)).await;
+    assert_eq!(
+        call(&h, "tg-alice", "/v1/chat/completions", &chat("strong", 8))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        call(&h, "tg-alice", "/v1/chat/completions", &chat("strong", 8))
+            .await
+            .0,
+        429
+    );
+
+    // Tokens per minute: estimates are taken, the unused part comes back.
+    let h = harness(&budget(
+        "tpm",
+        "  subject: {user: dave}\n  rateLimit: {tokensPerMinute: 300}",
+    ))
+    .await;
+    // Each request reserves ~10 + 100 tokens and uses ~24: far more than
+    // 300 / 110 = 2 requests fit in a row thanks to settlement.
+    let mut admitted = 0;
+    for _ in 0..8 {
+        if call(&h, "tg-dave", "/v1/chat/completions", &chat("strong", 100))
+            .await
+            .0
+            == 200
+        {
+            admitted += 1;
+        }
+    }
+    assert!(
+        admitted >= 6,
+        "settlement returns unused tokens: {admitted} of 8"
+    );
+    // A request whose estimate alone passes what is left is told when.
+    let (status, value) = call(&h, "tg-dave", "/v1/chat/completions", &chat("strong", 290)).await;
+    assert_eq!(status, 429, "{value}");
+}

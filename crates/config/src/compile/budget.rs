@@ -13,7 +13,9 @@ use tollgate_api::conditions::reason;
 
 use crate::diagnostics::{Diagnostic, ObjectRef};
 use crate::resources::object_ref;
-use crate::snapshot::budget::{AlertPolicy, Budget, Limit, Metric, OnExceed, Subject, Webhook};
+use crate::snapshot::budget::{
+    AlertPolicy, Bucket, Budget, Limit, Metric, OnExceed, RateLimit, Subject, Webhook,
+};
 
 /// Output tokens reserved for a request without a cap, unless the budget says.
 pub const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 4096;
@@ -29,8 +31,8 @@ pub(super) fn compile_budget(
         diagnostics.push(Diagnostic::error(&object, field, reason::INVALID, message));
     };
     let mut valid = true;
-    if spec.limits.is_empty() {
-        error("spec.limits".into(), "at least one limit is required");
+    if spec.limits.is_empty() && spec.rate_limit.is_none() {
+        error("spec.limits".into(), api::NOTHING_LIMITED_MESSAGE);
         valid = false;
     }
     let mut windows = BTreeSet::new();
@@ -86,6 +88,21 @@ pub(super) fn compile_budget(
             }
         },
     };
+    let rate_limit = spec.rate_limit.as_ref().map(|r| {
+        let requests = r.requests_per_second.map(|rps| Bucket {
+            per_second: f64::from(rps),
+            capacity: f64::from(r.burst.unwrap_or(rps)),
+        });
+        let tokens = r.tokens_per_minute.map(|tpm| Bucket {
+            per_second: tpm as f64 / 60.0,
+            capacity: tpm as f64,
+        });
+        if requests.is_none() && tokens.is_none() {
+            error("spec.rateLimit".into(), api::RATE_LIMIT_EMPTY_MESSAGE);
+            valid = false;
+        }
+        RateLimit { requests, tokens }
+    });
     if !valid {
         return None;
     }
@@ -112,6 +129,7 @@ pub(super) fn compile_budget(
         soft_thresholds,
         fail_closed: spec.failure_mode == api::FailureMode::Closed,
         alerts,
+        rate_limit,
     })
 }
 

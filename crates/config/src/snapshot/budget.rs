@@ -31,6 +31,26 @@ pub struct Budget {
     pub fail_closed: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alerts: Option<Arc<AlertPolicy>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// Token buckets per member: (rate per second, capacity).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimit {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<Bucket>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<Bucket>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Bucket {
+    /// Refill per second.
+    pub per_second: f64,
+    pub capacity: f64,
 }
 
 /// Usage-anomaly alerts of a budget, defaults applied.

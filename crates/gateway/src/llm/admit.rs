@@ -11,7 +11,9 @@
 
 use std::sync::Arc;
 
-use tollgate_config::snapshot::budget::{AlertPolicy, Budget, CounterKey, Metric, OnExceed};
+use tollgate_config::snapshot::budget::{
+    AlertPolicy, Bucket, Budget, CounterKey, Metric, OnExceed,
+};
 use tollgate_config::snapshot::{Pricing, Principal, Route};
 use tollgate_llm::Usage;
 
@@ -22,6 +24,7 @@ use crate::dialect::Endpoint;
 use crate::error::ApiError;
 use crate::runtime::{Gateway, Runtime};
 use crate::state::redis::RedisStateError;
+use crate::state::throttle::Take;
 use crate::state::{Charge, Check, Span, Store, Verdict, window};
 
 /// A request's cost in every unit a budget can count.
@@ -77,6 +80,8 @@ pub struct Admission {
     pub estimate: Amounts,
     /// Budgets watching for spikes: (budget, member, policy).
     watched: Vec<(Arc<str>, String, Arc<AlertPolicy>)>,
+    /// Token buckets (tokens per minute) to settle with the actual count.
+    token_takes: Vec<Take>,
 }
 
 impl Admission {
@@ -85,6 +90,13 @@ impl Admission {
     pub fn settle(self, used: Amounts, gateway: &Gateway) {
         let actual = self.metrics.iter().map(|m| used.get(*m)).collect();
         self.store.settle(self.charges, actual);
+        if !self.token_takes.is_empty() {
+            let tokens = (used.input_tokens + used.output_tokens) as f64;
+            let now = window::now_ms();
+            for take in &self.token_takes {
+                gateway.throttles.settle(take, tokens, now);
+            }
+        }
         if self.watched.is_empty() {
             return;
         }
@@ -139,13 +151,44 @@ pub async fn admit(
         return Ok(Decision::default());
     }
     let estimate = estimate(inbound, &applicable, max_pricing(runtime, route, inbound));
-    let (checks, origins) = checks(&applicable, principal, estimate);
     let now = window::now_ms();
+    let takes = throttle_takes(&applicable, principal, estimate);
+    if !takes.is_empty()
+        && let Err(wait_ms) = context.gateway.throttles.take(&takes, now)
+    {
+        let seconds = u64::try_from(wait_ms).unwrap_or(1).div_ceil(1000).max(1);
+        let budget = takes[0].key.split('|').next().unwrap_or_default();
+        context
+            .gateway
+            .metrics
+            .count_budget(&Arc::from(budget), "throttled");
+        return Err(ApiError::budget_exceeded(
+            format!("Rate limit of budget {budget} reached for this caller. Retry in {seconds} s."),
+            seconds,
+        )
+        .with_code("rate_limited"));
+    }
+    let (checks, origins) = checks(&applicable, principal, estimate);
     let store = &runtime.budget_store;
-    let verdict = match store.reserve(&checks, now).await {
-        Ok(verdict) => verdict,
-        Err(error) => return state_unavailable(context, &applicable, &error),
+    let verdict = if checks.is_empty() {
+        // Only rate limits apply: nothing to reserve.
+        Verdict::Admitted {
+            charges: Vec::new(),
+            over: Vec::new(),
+            used: Vec::new(),
+        }
+    } else {
+        match store.reserve(&checks, now).await {
+            Ok(verdict) => verdict,
+            Err(error) => return state_unavailable(context, &applicable, &error),
+        }
     };
+    if matches!(verdict, Verdict::Refused { .. }) {
+        // Not served: the buckets get their share back.
+        for take in &takes {
+            context.gateway.throttles.settle(take, 0.0, now);
+        }
+    }
     match verdict {
         Verdict::Refused {
             failing,
@@ -208,6 +251,10 @@ pub async fn admit(
                 metrics: origins.iter().map(|o| o.metric).collect(),
                 estimate,
                 watched,
+                token_takes: takes
+                    .into_iter()
+                    .filter(|t| t.key.ends_with("|tokens"))
+                    .collect(),
             });
             Ok(decision)
         }
@@ -292,6 +339,38 @@ fn state_unavailable(
             Ok(Decision::default())
         }
     }
+}
+
+/// The buckets of applicable budgets' rate limits: one request, and the
+/// estimated tokens.
+fn throttle_takes(
+    budgets: &[&Budget],
+    principal: Option<&Principal>,
+    estimate: Amounts,
+) -> Vec<Take> {
+    let mut takes = Vec::new();
+    for budget in budgets {
+        let Some(limit) = budget.rate_limit else {
+            continue;
+        };
+        let member = budget.subject.member(principal);
+        let mut push = |bucket: Option<Bucket>, what: &str, amount: f64| {
+            if let Some(bucket) = bucket {
+                takes.push(Take {
+                    key: Arc::from(format!("{}|{member}|{what}", budget.name)),
+                    bucket,
+                    amount,
+                });
+            }
+        };
+        push(limit.requests, "requests", 1.0);
+        push(
+            limit.tokens,
+            "tokens",
+            (estimate.input_tokens + estimate.output_tokens) as f64,
+        );
+    }
+    takes
 }
 
 /// One check per cap of every limit of every applicable budget.

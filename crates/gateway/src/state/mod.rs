@@ -8,6 +8,7 @@
 
 pub mod memory;
 pub mod redis;
+pub mod throttle;
 pub use tollgate_config::window;
 
 use std::sync::Arc;
