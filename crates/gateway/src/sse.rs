@@ -35,6 +35,10 @@ pub struct SseRelay {
     strip_usage_chunk: bool,
     usage: Option<Usage>,
     finished: bool,
+    /// Count generated characters (a budget may end the stream); off, the
+    /// fast path stays zero-copy and parses nothing.
+    count_output: bool,
+    output_chars: u64,
 }
 
 impl SseRelay {
@@ -50,6 +54,17 @@ impl SseRelay {
         self.usage
     }
 
+    /// Counts the characters of generated text (content, reasoning, tool
+    /// arguments) of every event from now on.
+    pub fn counting_output(mut self) -> Self {
+        self.count_output = true;
+        self
+    }
+
+    pub fn output_chars(&self) -> u64 {
+        self.output_chars
+    }
+
     /// True once `data: [DONE]` went by: the stream ended cleanly.
     pub fn finished(&self) -> bool {
         self.finished
@@ -59,7 +74,11 @@ impl SseRelay {
     pub fn push(&mut self, chunk: Bytes) -> Result<Option<Bytes>, EventTooLarge> {
         // Fast path: a chunk of whole events with no usage in it passes
         // through untouched, without a copy.
-        if self.pending.is_empty() && ends_with_boundary(&chunk) && !mentions_usage(&chunk) {
+        if !self.count_output
+            && self.pending.is_empty()
+            && ends_with_boundary(&chunk)
+            && !mentions_usage(&chunk)
+        {
             self.note_done(&chunk);
             return Ok(Some(chunk));
         }
@@ -99,6 +118,12 @@ impl SseRelay {
     /// Inspects one complete event; false means drop it.
     fn keep(&mut self, event: &Bytes) -> bool {
         self.note_done(event);
+        if self.count_output
+            && let Some(data) = event_data(event)
+            && let Ok(chunk) = serde_json::from_slice::<tollgate_llm::ChatChunk>(data)
+        {
+            self.output_chars += generated_chars(&chunk);
+        }
         if !mentions_usage(event) {
             return true;
         }
@@ -131,6 +156,31 @@ impl SseRelay {
                 || memchr::memmem::find(bytes, b"\ndata: [DONE]").is_some();
         }
     }
+}
+
+/// Characters of generated text in a chunk: content, reasoning, refusal and
+/// tool-call arguments.
+pub fn generated_chars(chunk: &tollgate_llm::ChatChunk) -> u64 {
+    let len = |s: &Option<String>| s.as_deref().map_or(0, |s| s.chars().count() as u64);
+    chunk
+        .choices
+        .iter()
+        .map(|c| {
+            let d = &c.delta;
+            len(&d.content)
+                + len(&d.reasoning_content)
+                + len(&d.refusal)
+                + d.tool_calls
+                    .iter()
+                    .flatten()
+                    .map(|t| {
+                        t.function
+                            .as_ref()
+                            .map_or(0, |f| len(&f.arguments) + len(&f.name))
+                    })
+                    .sum::<u64>()
+        })
+        .sum()
 }
 
 fn ends_with_boundary(bytes: &[u8]) -> bool {

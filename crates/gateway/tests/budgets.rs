@@ -876,3 +876,76 @@ async fn rate_limits_throttle_each_member_smoothly_with_retry_after() {
     let (status, value) = call(&h, "tg-dave", "/v1/chat/completions", &chat("strong", 290)).await;
     assert_eq!(status, 429, "{value}");
 }
+
+#[tokio::test]
+async fn a_stream_past_its_reservation_is_cut_with_an_error_event_unless_finish() {
+    let h = harness(&format!(
+        "{}{}",
+        budget(
+            "cut",
+            "  subject: {user: dave}\n  limits: [{window: Month, outputTokens: 1000000}]\n  defaultMaxOutputTokens: 4",
+        ),
+        budget(
+            "finish",
+            "  subject: {user: alice}\n  limits: [{window: Month, outputTokens: 1000000}]\n  defaultMaxOutputTokens: 4\n  streams: Finish",
+        ),
+    ))
+    .await;
+    // No max_tokens: 4 tokens are reserved, the mock writes 16.
+    let uncapped = |model: &str| json!({"model": model, "stream": true, "messages": [{"role": "user", "content": "Tell me a story."}]});
+    let (body, _) = common::read_all(
+        post(&h, "tg-dave", "/v1/chat/completions", &uncapped("strong"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(!body.contains("[DONE]"), "cut before the end: {body}");
+    let last = body
+        .split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .last()
+        .unwrap();
+    assert!(
+        last.contains("budget_exceeded"),
+        "ends with the error event: {body}"
+    );
+    assert!(
+        body.matches("\"content\"").count() >= 1,
+        "the text before the cut arrived: {body}"
+    );
+    // Anthropic's client gets Anthropic's error event.
+    let (body, _) = common::read_all(
+        post(
+            &h,
+            "tg-dave",
+            "/v1/messages",
+            &json!({"model": "claude", "stream": true, "max_tokens": 64,
+            "messages": [{"role": "user", "content": "Tell me a story."}]}),
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert!(
+        body.contains("message_stop"),
+        "Anthropic requests carry max_tokens: the provider caps them, nothing is cut: {body}"
+    );
+    // `streams: Finish` lets it complete.
+    let (body, _) = common::read_all(
+        post(&h, "tg-alice", "/v1/chat/completions", &uncapped("strong"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(body.contains("[DONE]"), "{body}");
+    assert!(metric_has(
+        &h.metrics(),
+        &[
+            "tollgate_stream_failures_total",
+            "reason=\"budget_exceeded\""
+        ]
+    ));
+}

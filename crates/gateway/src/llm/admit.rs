@@ -82,6 +82,10 @@ pub struct Admission {
     watched: Vec<(Arc<str>, String, Arc<AlertPolicy>)>,
     /// Token buckets (tokens per minute) to settle with the actual count.
     token_takes: Vec<Take>,
+    /// Output tokens a stream may generate before a budget ends it: set
+    /// when the request has no output cap of its own (the provider enforces
+    /// one it has) and a budget with `streams: Cut` applies.
+    pub stream_allowance: Option<u64>,
 }
 
 impl Admission {
@@ -150,7 +154,7 @@ pub async fn admit(
     if applicable.is_empty() {
         return Ok(Decision::default());
     }
-    let estimate = estimate(inbound, &applicable, max_pricing(runtime, route, inbound));
+    let (estimate, capped) = estimate(inbound, &applicable, max_pricing(runtime, route, inbound));
     let now = window::now_ms();
     let takes = throttle_takes(&applicable, principal, estimate);
     if !takes.is_empty()
@@ -255,6 +259,11 @@ pub async fn admit(
                     .into_iter()
                     .filter(|t| t.key.ends_with("|tokens"))
                     .collect(),
+                stream_allowance: (!capped
+                    && applicable
+                        .iter()
+                        .any(|b| b.cut_streams && !b.limits.is_empty()))
+                .then_some(estimate.output_tokens),
             });
             Ok(decision)
         }
@@ -456,8 +465,9 @@ fn max_pricing(runtime: &Runtime, route: &Route, inbound: &Inbound<'_>) -> Prici
     max
 }
 
-/// The request's upper-bound cost.
-fn estimate(inbound: &Inbound<'_>, budgets: &[&Budget], pricing: Pricing) -> Amounts {
+/// The request's upper-bound cost, and whether the request caps its own
+/// output (then the provider enforces the output estimate).
+fn estimate(inbound: &Inbound<'_>, budgets: &[&Budget], pricing: Pricing) -> (Amounts, bool) {
     let (input_tokens, cap) = match inbound.endpoint {
         Endpoint::Embeddings => (inbound.payload.embedding_input_tokens(), Some(0)),
         _ => match inbound.canonical() {
@@ -477,12 +487,13 @@ fn estimate(inbound: &Inbound<'_>, budgets: &[&Budget], pricing: Pricing) -> Amo
             .unwrap_or(0)
     });
     let cost = pricing.cost(input_tokens, 0, output_tokens);
-    Amounts {
+    let amounts = Amounts {
         input_tokens,
         output_tokens,
         cost_micro_usd: micro_usd(cost),
         requests: 1,
-    }
+    };
+    (amounts, cap.is_some())
 }
 
 #[cfg(test)]

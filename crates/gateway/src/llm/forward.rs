@@ -167,8 +167,14 @@ pub async fn forward(
                 continue;
             }
             if stream {
-                let transcoder =
+                let output_allowance = context.admission.as_ref().and_then(|a| a.stream_allowance);
+                let mut transcoder =
                     transcoder(upstream, plan, endpoint, inbound, model, response.headers())?;
+                if output_allowance.is_some()
+                    && let Transcoder::OpenAiChat(relay) = transcoder
+                {
+                    transcoder = Transcoder::OpenAiChat(relay.counting_output());
+                }
                 let mut setup = StreamSetup {
                     transcoder,
                     first_chunk_deadline: deadline,
@@ -178,6 +184,7 @@ pub async fn forward(
                     write_timeout: Duration::from_millis(
                         runtime.snapshot.config.limits.stream_write_timeout_ms,
                     ),
+                    output_allowance,
                 };
                 let mut relay = Relay::new(response.into_body(), &mut setup, endpoint);
                 // Nothing is sent until the stream produced something, so a

@@ -55,6 +55,8 @@ pub enum StreamError {
     Upstream(String),
     #[error("provider stream ended before its final event")]
     Truncated,
+    #[error("the stream was ended: it outgrew the output its budget had reserved ({0} tokens)")]
+    BudgetExceeded(u64),
     #[error("provider stream timed out")]
     Timeout,
     #[error("provider sent an unusable stream: {0}")]
@@ -69,6 +71,7 @@ impl StreamError {
         match self {
             StreamError::Upstream(_) => "broken_stream",
             StreamError::Truncated => "truncated_stream",
+            StreamError::BudgetExceeded(_) => "budget_exceeded",
             StreamError::Timeout => "stream_timeout",
             StreamError::Invalid(_) => "invalid_stream",
             StreamError::Provider(_) => "provider_error",
@@ -78,6 +81,7 @@ impl StreamError {
     pub fn status(&self) -> u16 {
         match self {
             StreamError::Timeout => 504,
+            StreamError::BudgetExceeded(_) => 429,
             StreamError::Provider(error) => error.status,
             _ => 502,
         }
@@ -95,6 +99,7 @@ pub struct Observer {
     decoder: Box<dyn StreamDecoder>,
     items: Vec<StreamItem>,
     usage: Option<Usage>,
+    output_chars: u64,
     finished: bool,
     failed: Option<LlmError>,
 }
@@ -105,6 +110,7 @@ impl Observer {
             decoder,
             items: Vec::new(),
             usage: None,
+            output_chars: 0,
             finished: false,
             failed: None,
         }
@@ -114,6 +120,7 @@ impl Observer {
         for item in self.items.drain(..) {
             match item {
                 StreamItem::Chunk(chunk) => {
+                    self.output_chars += crate::sse::generated_chars(&chunk);
                     if let Some(usage) = chunk.usage {
                         self.usage = Some(usage);
                     }
@@ -129,6 +136,7 @@ pub struct Translator {
     pub decoder: Box<dyn StreamDecoder>,
     pub encoder: Box<dyn StreamEncoder>,
     items: Vec<StreamItem>,
+    output_chars: u64,
     finished: bool,
     failed: Option<LlmError>,
 }
@@ -139,6 +147,7 @@ impl Translator {
             decoder,
             encoder,
             items: Vec::new(),
+            output_chars: 0,
             finished: false,
             failed: None,
         }
@@ -151,7 +160,10 @@ impl Translator {
                 continue;
             }
             match item {
-                StreamItem::Chunk(chunk) => self.encoder.chunk(&chunk, &mut out),
+                StreamItem::Chunk(chunk) => {
+                    self.output_chars += crate::sse::generated_chars(&chunk);
+                    self.encoder.chunk(&chunk, &mut out)
+                }
                 StreamItem::Done => {
                     self.encoder.done(&mut out);
                     self.finished = true;
@@ -244,6 +256,15 @@ impl Transcoder {
         failed.map_or(200, |e| e.status)
     }
 
+    /// Characters of generated text so far (counted only where decoded).
+    fn output_chars(&self) -> u64 {
+        match self {
+            Transcoder::OpenAiChat(relay) => relay.output_chars(),
+            Transcoder::Observe(observer) => observer.output_chars,
+            Transcoder::Translate(translator) => translator.output_chars,
+        }
+    }
+
     fn usage(&self) -> Option<Usage> {
         match self {
             Transcoder::OpenAiChat(relay) => relay.usage(),
@@ -285,6 +306,8 @@ pub struct StreamSetup {
     pub permit: Option<Permit>,
     /// How long a client may leave output unread before the stream is ended.
     pub write_timeout: Duration,
+    /// Output tokens after which a budget ends the stream.
+    pub output_allowance: Option<u64>,
 }
 
 /// The provider's stream, transcoded, with its deadlines: first chunk, idle
@@ -298,6 +321,9 @@ pub struct Relay {
     stream_deadline: Instant,
     /// The verdict on a stream whose tail was just handed out.
     after_tail: Option<Result<(), StreamError>>,
+    /// Generated characters after which the stream is ended (budget).
+    allowance_chars: Option<u64>,
+    allowance_tokens: u64,
 }
 
 /// One step of a relay.
@@ -322,6 +348,9 @@ impl Relay {
             idle: setup.idle,
             stream_deadline: setup.stream_deadline,
             after_tail: None,
+            // The same four characters a token the estimate uses.
+            allowance_chars: setup.output_allowance.map(|t| t.saturating_mul(4)),
+            allowance_tokens: setup.output_allowance.unwrap_or(0),
         }
     }
 
@@ -354,7 +383,19 @@ impl Relay {
                     let pushed = self.transcoder.push(data);
                     self.rearm_timer();
                     match pushed {
-                        Ok(Some(out)) => return Poll::Ready(Step::Data(out)),
+                        Ok(Some(out)) => {
+                            // Past the budget: this read's whole events go
+                            // out, then the stream ends with an error event.
+                            if self
+                                .allowance_chars
+                                .is_some_and(|max| self.transcoder.output_chars() > max)
+                                && !self.transcoder.finished()
+                            {
+                                self.after_tail =
+                                    Some(Err(StreamError::BudgetExceeded(self.allowance_tokens)));
+                            }
+                            return Poll::Ready(Step::Data(out));
+                        }
                         Ok(None) => {}
                         Err(error) => return Poll::Ready(Step::Fail(error)),
                     }
