@@ -313,7 +313,7 @@ def _start_gateway(name: str, mock: Proc, workdir: Path, *, fallback: bool) -> G
 # What the secrets sweep reads: gateway logs and these admin responses,
 # saved just before each gateway stops. The mocks' logs and the config
 # files (which hold the keys by design) are not product output.
-ADMIN_PATHS = ("/metrics", "/config", "/readyz", "/healthz")
+ADMIN_PATHS = ("/metrics", "/config", "/readyz", "/healthz", "/v1/usage")
 SWEPT_GLOBS = ("gateway*/*.stderr.log", "gateway*/admin-*.txt")
 
 
@@ -324,7 +324,7 @@ def _save_admin_responses(gw: Gateway) -> None:
                 body = answer.read()
         except urllib.error.HTTPError as error:
             body = error.read()
-        (gw.config_path.parent / f"admin-{path.strip('/')}.txt").write_bytes(body)
+        (gw.config_path.parent / f"admin-{path.strip('/').replace('/', '-')}.txt").write_bytes(body)
 
 
 def _stop_gateway(gw: Gateway) -> None:
