@@ -47,6 +47,12 @@ pub struct AIGatewaySpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 10000))]
     pub api_keys: Vec<ApiKeySource>,
+    /// OIDC/JWT bearer tokens accepted besides API keys: a token signed by
+    /// one of these issuers (keys from its JWKS) maps to a principal by its
+    /// claims. With any issuer or key configured, every request needs one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub jwt: Vec<JwtIssuerSpec>,
     /// Request limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<GatewayLimits>,
@@ -162,6 +168,56 @@ pub struct AIGatewayStatus {
 pub struct PortSpec {
     #[x_kube(validation = Rule::new("self >= 1 && self <= 65535").message("port must be between 1 and 65535"))]
     pub port: u32,
+}
+
+/// One token issuer.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("has(self.jwksUrl) != has(self.jwks)").message(JWKS_SOURCE_MESSAGE))]
+pub struct JwtIssuerSpec {
+    /// The `iss` the tokens must carry, exactly.
+    #[schemars(length(max = 2048))]
+    pub issuer: String,
+    /// `aud` must hold one of these (when any are given).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(length(max = 2048)))]
+    pub audiences: Vec<String>,
+    /// Where the signing keys are (`https://…/.well-known/jwks.json`):
+    /// fetched with a 5 s timeout and 1 MiB cap, cached for 5 minutes and
+    /// fetched again for an unknown key id (at most every 5 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^ ]+$')").message("jwksUrl must be an http:// or https:// URL"))]
+    pub jwks_url: Option<String>,
+    /// The key set itself, as JSON (`{"keys": [...]}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 65536))]
+    pub jwks: Option<String>,
+    /// Which claims say who the caller is (default: `sub` is the user).
+    /// Dotted names reach into objects; from an array the first value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claims: Option<ClaimMapping>,
+}
+
+/// What both the CEL rule and compile say of a JWT issuer without keys.
+pub const JWKS_SOURCE_MESSAGE: &str = "give exactly one of jwksUrl and jwks";
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClaimMapping {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub team: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub app: Option<String>,
+    /// Principal label → claim.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(length(max = 16))]
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

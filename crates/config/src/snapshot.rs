@@ -128,8 +128,11 @@ pub struct GatewayConfig {
     pub limits: Limits,
     #[serde(default)]
     pub upstream_errors: UpstreamErrors,
-    /// Sorted by digest; empty means the gateway is open.
+    /// Sorted by digest; empty (and no `jwt`) means the gateway is open.
     pub api_keys: Vec<ApiKey>,
+    /// Token issuers accepted besides keys.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jwt: Vec<JwtIssuer>,
     /// Only the providers this gateway's routes use, sorted by name.
     pub providers: Vec<Provider>,
     /// In precedence order (oldest first, then by namespace/name).
@@ -198,6 +201,30 @@ pub struct ApiKey {
     /// Unix seconds after which the key is refused; checked per request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JwtIssuer {
+    pub issuer: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audiences: Vec<String>,
+    pub jwks: JwksSource,
+    pub user_claim: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team_claim: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_claim: Option<String>,
+    /// Principal label → claim.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub label_claims: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum JwksSource {
+    Url(String),
+    Inline(String),
 }
 
 /// Who a request is, for limits, budgets, metrics and audit.
@@ -501,6 +528,7 @@ mod tests {
     #[test]
     fn validate_refuses_dangling_provider_indexes() {
         let mut config = GatewayConfig {
+            jwt: Vec::new(),
             budgets: Vec::new(),
             redis: None,
             gateway: ObjectRef::new("AIGateway", "ns", "gw"),

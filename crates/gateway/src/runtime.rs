@@ -100,6 +100,8 @@ pub struct Gateway {
     pub alerts: crate::alerts::AlertHub,
     /// Token buckets of TokenBudget rate limits; outlive reloads.
     pub throttles: crate::state::throttle::Throttles,
+    /// Token issuers' key sets, by URL; outlive reloads.
+    pub jwks: crate::llm::jwt::JwksCache,
     /// Cost by principal, for `/v1/usage`.
     pub usage: crate::usage::UsageLedger,
     /// Warnings that could repeat per request pass through here.
@@ -118,6 +120,7 @@ impl Gateway {
             log_throttle: LogThrottle::default(),
             alerts: crate::alerts::AlertHub::default(),
             usage: crate::usage::UsageLedger::default(),
+            jwks: crate::llm::jwt::JwksCache::default(),
             throttles: crate::state::throttle::Throttles::default(),
             draining: AtomicBool::new(false),
         }

@@ -949,3 +949,136 @@ async fn a_stream_past_its_reservation_is_cut_with_an_error_event_unless_finish(
         ]
     ));
 }
+
+/// Serves `{"keys": [...]}` from a shared cell (swap it to rotate keys),
+/// counting fetches.
+async fn jwks_server(
+    keys: std::sync::Arc<std::sync::Mutex<Value>>,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+    let fetches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = fetches.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = socket.read(&mut buf).await;
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let body = keys.lock().unwrap().to_string();
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = socket.write_all(head.as_bytes()).await;
+            let _ = socket.write_all(body.as_bytes()).await;
+        }
+    });
+    (url, fetches)
+}
+
+#[tokio::test]
+async fn jwt_bearer_tokens_name_the_principal_and_follow_key_rotation() {
+    use tollgate_gateway::llm::jwt::testing::Signer;
+    let (old, new) = (Signer::es256(), Signer::ed25519());
+    let keys = std::sync::Arc::new(std::sync::Mutex::new(json!({"keys": [old.jwk("k1")]})));
+    let (jwks_url, fetches) = jwks_server(keys.clone()).await;
+    let config = BASE.replacen(
+        "spec:\n  apiKeys:",
+        &format!(
+            "spec:\n  jwt:\n  - issuer: https://idp.test\n    audiences: [tollgate]\n    jwksUrl: \"{jwks_url}\"\n    \
+             claims: {{user: email, team: groups, app: azp}}\n  apiKeys:"
+        ),
+        1,
+    );
+    let h = Harness::start(
+        &format!(
+            "{config}{}",
+            budget(
+                "idp-team",
+                "  subject: {team: search}\n  limits: [{window: Month, requests: 2}]"
+            )
+        ),
+        MOCK_FLAGS,
+    )
+    .await;
+    let now = tollgate_gateway::state::window::now_ms() / 1000;
+    let claims = json!({"iss": "https://idp.test", "aud": "tollgate", "email": "eve@example.com",
+        "groups": ["search"], "azp": "notebook", "exp": now + 300});
+    let token = old.token("k1", &claims);
+    let (status, value) = call(&h, &token, "/v1/chat/completions", &chat("strong", 8)).await;
+    assert_eq!(status, 200, "{value}");
+    // The token's team is counted by the team's budget.
+    assert_eq!(usage(&h)["default/idp-team||Month-fixed|requests"], 1);
+    // API keys keep working beside tokens.
+    assert_eq!(
+        call(&h, "tg-dave", "/v1/chat/completions", &chat("strong", 8))
+            .await
+            .0,
+        200
+    );
+
+    // Refused: expired, another issuer's audience, a forged signature.
+    let mut expired = claims.clone();
+    expired["exp"] = json!(now - 3600);
+    let (status, value) = call(
+        &h,
+        &old.token("k1", &expired),
+        "/v1/chat/completions",
+        &chat("strong", 8),
+    )
+    .await;
+    assert_eq!(status, 401, "{value}");
+    assert!(
+        value["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("expired"),
+        "{value}"
+    );
+    let mut wrong_aud = claims.clone();
+    wrong_aud["aud"] = json!("someone-else");
+    assert_eq!(
+        call(
+            &h,
+            &old.token("k1", &wrong_aud),
+            "/v1/chat/completions",
+            &chat("strong", 8)
+        )
+        .await
+        .0,
+        401
+    );
+    let stranger = Signer::es256();
+    assert_eq!(
+        call(
+            &h,
+            &stranger.token("k1", &claims),
+            "/v1/chat/completions",
+            &chat("strong", 8)
+        )
+        .await
+        .0,
+        401
+    );
+    let fetched = fetches.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(fetched, 1, "the key set is cached");
+
+    // The issuer rotates to a new key: an unknown kid fetches the set again.
+    *keys.lock().unwrap() = json!({"keys": [old.jwk("k1"), new.jwk("k2")]});
+    // (Unknown key ids fetch at most every 5 s, so a flood of made-up ids
+    // cannot hammer the issuer.)
+    tokio::time::sleep(Duration::from_millis(5_100)).await;
+    let (status, value) = call(
+        &h,
+        &new.token("k2", &claims),
+        "/v1/chat/completions",
+        &chat("strong", 8),
+    )
+    .await;
+    assert_eq!(status, 200, "{value}");
+    assert_eq!(fetches.load(std::sync::atomic::Ordering::SeqCst), 2);
+    // The team's budget (2 requests) is spent: the third token request is refused.
+    let (status, value) = call(&h, &token, "/v1/chat/completions", &chat("strong", 8)).await;
+    assert_eq!(status, 429, "{value}");
+}

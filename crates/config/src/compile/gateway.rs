@@ -208,6 +208,33 @@ pub(super) fn compile_gateway(
         diagnostics,
     );
 
+    let mut jwt = Vec::new();
+    for (index, issuer) in spec.jwt.iter().enumerate() {
+        let jwks = match (&issuer.jwks_url, &issuer.jwks) {
+            (Some(url), None) => snapshot::JwksSource::Url(url.clone()),
+            (None, Some(inline)) => snapshot::JwksSource::Inline(inline.clone()),
+            _ => {
+                diagnostics.push(Diagnostic::error(
+                    &object,
+                    format!("spec.jwt[{index}]"),
+                    reason::INVALID,
+                    tollgate_api::gateway::JWKS_SOURCE_MESSAGE,
+                ));
+                continue;
+            }
+        };
+        let claims = issuer.claims.clone().unwrap_or_default();
+        jwt.push(snapshot::JwtIssuer {
+            issuer: issuer.issuer.clone(),
+            audiences: issuer.audiences.clone(),
+            jwks,
+            user_claim: claims.user.unwrap_or_else(|| "sub".into()),
+            team_claim: claims.team,
+            app_claim: claims.app,
+            label_claims: claims.labels,
+        });
+    }
+
     let redis = spec
         .redis
         .as_ref()
@@ -275,6 +302,7 @@ pub(super) fn compile_gateway(
         return None;
     }
     Some(GatewayConfig {
+        jwt,
         budgets: Vec::new(),
         redis,
         gateway: object.clone(),

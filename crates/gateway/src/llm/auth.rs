@@ -6,9 +6,11 @@ use std::sync::Arc;
 
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
-use tollgate_config::snapshot::{ApiKey, Principal};
+use tollgate_config::snapshot::{ApiKey, JwtIssuer, Principal};
 
+use super::jwt;
 use crate::error::ApiError;
+use crate::runtime::{Gateway, Runtime};
 
 #[derive(Debug, Default)]
 pub struct KeyIndex {
@@ -70,6 +72,69 @@ impl KeyIndex {
             return Err(ApiError::unauthorized("This API key has expired."));
         }
         Ok(Some(entry.principal.clone()))
+    }
+}
+
+impl KeyIndex {
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+/// An API key or, where the gateway accepts token issuers, a JWT →
+/// principal; `Ok(None)` only on an open gateway (no keys, no issuers).
+pub async fn authenticate(
+    runtime: &Runtime,
+    gateway: &Gateway,
+    headers: &HeaderMap,
+) -> Result<Option<Arc<Principal>>, ApiError> {
+    let issuers = &runtime.snapshot.config.jwt;
+    if issuers.is_empty() {
+        return runtime.keys.authenticate(headers);
+    }
+    if let Some(token) = presented_key(headers)
+        && jwt::looks_like_jwt(token)
+    {
+        return verify_token(issuers, gateway, token).await.map(Some);
+    }
+    if runtime.keys.is_empty() {
+        return Err(ApiError::unauthorized(
+            "This gateway needs a bearer token from an accepted issuer: send 'Authorization: Bearer <JWT>'.",
+        ));
+    }
+    runtime.keys.authenticate(headers)
+}
+
+async fn verify_token(
+    issuers: &[JwtIssuer],
+    gateway: &Gateway,
+    token: &str,
+) -> Result<Arc<Principal>, ApiError> {
+    let refuse = |error: jwt::JwtError| ApiError::unauthorized(format!("Invalid token: {error}."));
+    let iss = jwt::unverified_issuer(token).ok_or_else(|| refuse(jwt::JwtError::Malformed))?;
+    let issuer = issuers
+        .iter()
+        .find(|i| i.issuer == iss)
+        .ok_or_else(|| refuse(jwt::JwtError::Issuer))?;
+    let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
+    let keys = gateway
+        .jwks
+        .keys(&issuer.jwks, &gateway.clients, false)
+        .await
+        .map_err(refuse)?;
+    match jwt::verify(token, issuer, &keys, now) {
+        // A key the cached set lacks: the issuer may have rotated.
+        Err(jwt::JwtError::UnknownKey) => {
+            let keys = gateway
+                .jwks
+                .keys(&issuer.jwks, &gateway.clients, true)
+                .await
+                .map_err(refuse)?;
+            jwt::verify(token, issuer, &keys, now)
+                .map(Arc::new)
+                .map_err(refuse)
+        }
+        verified => verified.map(Arc::new).map_err(refuse),
     }
 }
 

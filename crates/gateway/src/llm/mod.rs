@@ -19,6 +19,7 @@ pub mod admit;
 pub mod auth;
 pub mod forward;
 pub mod ingress;
+pub mod jwt;
 pub mod relay;
 pub mod route;
 pub mod sanitize;
@@ -53,10 +54,10 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Respon
         );
     }
     match (request.method(), path) {
-        (&Method::GET, "/v1/models") => models(&gateway, request.headers(), None),
+        (&Method::GET, "/v1/models") => models(&gateway, request.headers(), None).await,
         (&Method::GET, p) if p.starts_with("/v1/models/") => {
             let id = p["/v1/models/".len()..].to_string();
-            models(&gateway, request.headers(), Some(&id))
+            models(&gateway, request.headers(), Some(&id)).await
         }
         // HEAD too, for probes; hyper sends the head without the body.
         (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "ok"),
@@ -145,7 +146,7 @@ async fn pipeline(
     // One snapshot for the whole request, streams included.
     let runtime = context.gateway.runtime().ok_or_else(ApiError::not_ready)?;
     let (parts, body) = request.into_parts();
-    context.principal = runtime.keys.authenticate(&parts.headers)?;
+    context.principal = auth::authenticate(&runtime, &context.gateway, &parts.headers).await?;
     let limit = runtime.snapshot.config.limits.max_request_body_bytes;
     let bytes = ingress::read_body(body, &parts.headers, limit).await?;
     let mut inbound = Inbound::parse(&bytes, context.endpoint)?;
@@ -188,7 +189,11 @@ async fn pipeline(
 /// `GET /v1/models` and `GET /v1/models/{id}`: the aliases this caller may
 /// use, in Anthropic's shape when the caller is an Anthropic client (it
 /// sends `anthropic-version`), else OpenAI's.
-fn models(gateway: &Gateway, headers: &HeaderMap, id: Option<&str>) -> Response<ResponseBody> {
+async fn models(
+    gateway: &Gateway,
+    headers: &HeaderMap,
+    id: Option<&str>,
+) -> Response<ResponseBody> {
     let anthropic = headers.contains_key("anthropic-version");
     let endpoint = if anthropic {
         Endpoint::Messages
@@ -199,7 +204,7 @@ fn models(gateway: &Gateway, headers: &HeaderMap, id: Option<&str>) -> Response<
     let Some(runtime) = gateway.runtime() else {
         return error(ApiError::not_ready());
     };
-    if let Err(e) = runtime.keys.authenticate(headers) {
+    if let Err(e) = auth::authenticate(&runtime, gateway, headers).await {
         return error(e);
     }
     let entry = |alias: &str| {
