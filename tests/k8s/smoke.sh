@@ -36,7 +36,7 @@ else nok "CRDs applied and Established"; fi
 # 2. The quickstart applies cleanly (default namespace).
 if k apply -f "$repo/deploy/examples/quickstart.yaml" &&
   [[ "$(k get airoutes -o name | wc -l)" -eq 5 ]]; then
-  ok "quickstart.yaml applied ($(k get aigateways,modelproviders,airoutes -o name | paste -sd' '))"
+  ok "quickstart.yaml applied ($(k get aigateways,modelproviders,airoutes,tokenbudgets -o name | paste -sd' '))"
 else nok "quickstart.yaml applied"; fi
 
 # 2b. The cluster quickstart applies too, in its own namespace, with no
