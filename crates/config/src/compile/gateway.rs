@@ -488,4 +488,39 @@ mod tests {
             assert!(!compiled.snapshots.contains_key(&gw()), "{redis}");
         }
     }
+
+    #[test]
+    fn jwt_issuers_compile_with_default_claims_and_need_one_key_source() {
+        let with_jwt = |jwt: &str| {
+            BASE.replace(
+                "spec:\n  apiKeys:",
+                &format!("spec:\n  jwt: {jwt}\n  apiKeys:"),
+            )
+        };
+        let compiled = compile(
+            &load(&with_jwt(
+                "[{issuer: \"https://idp\", audiences: [tg], jwksUrl: \"https://idp/jwks\"}]",
+            ))
+            .resources,
+        );
+        assert!(!compiled.has_errors(), "{:?}", compiled.diagnostics);
+        let issuer = &compiled.snapshots[&gw()].config.jwt[0];
+        assert_eq!(issuer.user_claim, "sub", "the default user claim");
+        assert_eq!(
+            issuer.jwks,
+            crate::snapshot::JwksSource::Url("https://idp/jwks".into())
+        );
+        // Neither or both key sources: refused (CEL for files and clusters, compile too).
+        let mut resources = load(&with_jwt("[{issuer: i, jwks: \"{}\"}]")).resources;
+        resources.gateways[0].spec.jwt[0].jwks_url = Some("https://idp/jwks".into());
+        let compiled = compile(&resources);
+        assert!(
+            compiled
+                .diagnostics
+                .iter()
+                .any(|d| d.is_error() && d.field == "spec.jwt[0]"),
+            "{:?}",
+            compiled.diagnostics
+        );
+    }
 }
