@@ -303,11 +303,7 @@ pub fn budget_summary(
     counters: &BTreeMap<String, u64>,
     now_ms: i64,
 ) -> serde_json::Map<String, serde_json::Value> {
-    use tollgate_config::snapshot::budget::{CounterKey, Metric};
-    let show = |metric: Metric, n: u64| match metric {
-        Metric::CostMicroUsd => format!("${}", tollgate_config::compile::format_micro_usd(n)),
-        _ => n.to_string(),
-    };
+    use tollgate_config::snapshot::budget::CounterKey;
     let prefix = format!("{}|", budget.name);
     let mut usage = Vec::new();
     let mut columns = None;
@@ -327,8 +323,8 @@ pub fn budget_summary(
             let mut entry = serde_json::json!({
                 "window": span.label(),
                 "metric": metric.spec_name(),
-                "used": show(metric, used),
-                "limit": show(metric, cap),
+                "used": metric.amount(used),
+                "limit": metric.amount(cap),
             });
             if !limit.rolling {
                 let resets = span.expires_ms(span.slot(now_ms));
@@ -341,19 +337,15 @@ pub fn budget_summary(
             }
             usage.push(entry);
             columns.get_or_insert_with(|| {
-                let unit = match metric {
-                    Metric::CostMicroUsd => String::new(),
-                    _ => format!(" {}", metric.spec_name()),
-                };
                 let who = if member.is_empty() {
                     String::new()
                 } else {
                     format!(" ({member})")
                 };
                 (
-                    format!("{}{unit}{who}", show(metric, used)),
-                    format!("{}{unit}/{}", show(metric, cap), span.label()),
-                    format!("{}{unit}", show(metric, cap.saturating_sub(used))),
+                    format!("{}{who}", metric.with_unit(used)),
+                    format!("{}/{}", metric.with_unit(cap), span.label()),
+                    metric.with_unit(cap.saturating_sub(used)),
                 )
             });
         }

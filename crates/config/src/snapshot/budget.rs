@@ -167,6 +167,22 @@ impl Metric {
         Metric::Requests,
     ];
 
+    /// An amount as status and messages show it: `$1.25`, or `1200`.
+    pub fn amount(self, n: u64) -> String {
+        match self {
+            Metric::CostMicroUsd => format!("${}", crate::compile::format_micro_usd(n)),
+            _ => n.to_string(),
+        }
+    }
+
+    /// An amount with its unit: `$1.25`, or `1200 totalTokens`.
+    pub fn with_unit(self, n: u64) -> String {
+        match self {
+            Metric::CostMicroUsd => self.amount(n),
+            _ => format!("{n} {}", self.spec_name()),
+        }
+    }
+
     /// As in the TokenBudget spec (and status).
     pub fn spec_name(self) -> &'static str {
         match self {

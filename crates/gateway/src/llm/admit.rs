@@ -416,10 +416,7 @@ fn checks<'b>(
 
 fn refusal(origin: &Origin<'_>, check: &Check, used: u64, retry_after_ms: Option<i64>) -> ApiError {
     let metric = origin.metric;
-    let show = |n: u64| match metric {
-        Metric::CostMicroUsd => format!("${}", tollgate_config::compile::format_micro_usd(n)),
-        _ => format!("{n} {}", metric.spec_name()),
-    };
+    let show = |n: u64| metric.with_unit(n);
     let window = origin.span.label();
     let budget = &origin.budget.name;
     match retry_after_ms {
