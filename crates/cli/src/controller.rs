@@ -190,7 +190,7 @@ async fn lead(
         controller_ca: bundle.ca_cert.clone(),
     };
     tokio::select! {
-        () = tollgate_controller::status_loop::run(client.clone(), hub, metrics.clone()) => Ok(()),
+        () = tollgate_controller::status_loop::run(client.clone(), hub, metrics.clone(), bundle.digest_key.clone()) => Ok(()),
         () = tollgate_controller::workload_loop::run(client, settings, metrics) => Ok(()),
         _ = leading_rx.wait_for(|leading| !*leading) => Err(ControllerError::LostLeadership),
         _ = ca_changed => Err(ControllerError::CaChanged),

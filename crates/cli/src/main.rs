@@ -132,6 +132,16 @@ struct GatewayArgs {
     /// Milliseconds of quiet after a file change before reloading.
     #[arg(long, default_value_t = 100)]
     reload_debounce_ms: u64,
+    /// With --config: the file holding the key of the configuration hash and
+    /// API-key digests, created with a new random key if missing. Without
+    /// it each start generates a key, so /config hashes differ per process.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "TOLLGATE_DIGEST_KEY_FILE",
+        conflicts_with = "controller"
+    )]
+    digest_key_file: Option<PathBuf>,
     /// Open client connections on the data port (all workers together);
     /// over it new connections are closed at once.
     #[arg(long, default_value_t = 10_000, env = "TOLLGATE_MAX_CONNECTIONS")]
@@ -259,6 +269,12 @@ fn gateway_options(args: GatewayArgs) -> Result<tollgate_gateway::standalone::Op
             paths: args.config,
             gateway: args.gateway.map(|g| g.to_string()),
             reload_debounce: Duration::from_millis(args.reload_debounce_ms),
+            digest_key: match &args.digest_key_file {
+                Some(path) => {
+                    tollgate_config::digest::load_or_create(path).map_err(|e| e.to_string())?
+                }
+                None => tollgate_config::DigestKey::generate(),
+            },
         }),
     };
     Ok(tollgate_gateway::standalone::Options {

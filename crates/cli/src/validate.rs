@@ -28,7 +28,7 @@ pub fn run(paths: &[PathBuf], references: References) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let compiled = compile(&loaded.resources);
+    let compiled = compile(&loaded.resources, &tollgate_config::DigestKey::generate());
     let mut diagnostics: Vec<Diagnostic> = loaded
         .diagnostics
         .iter()
@@ -43,7 +43,7 @@ pub fn run(paths: &[PathBuf], references: References) -> ExitCode {
         resources
             .secrets
             .extend(tollgate_config::resources::stand_in_secrets(&resources));
-        let with_stand_ins = compile(&resources);
+        let with_stand_ins = compile(&resources, &tollgate_config::DigestKey::generate());
         diagnostics.retain(|d| is_reference(d) || !compiled.diagnostics.contains(d));
         diagnostics.extend(
             with_stand_ins

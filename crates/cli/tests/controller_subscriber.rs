@@ -225,7 +225,10 @@ fn snapshot(mock: &str, model: &str, gateway: &str) -> Snapshot {
     let mut loaded = Loaded::default();
     add_documents(&mut loaded, "test.yaml", &yaml, &|_| None);
     assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
-    let compiled = tollgate_config::compile(&loaded.resources);
+    let compiled = tollgate_config::compile(
+        &loaded.resources,
+        &tollgate_config::DigestKey::from_bytes([9; 32]),
+    );
     assert!(
         !compiled.diagnostics.iter().any(|d| d.is_error()),
         "{:?}",

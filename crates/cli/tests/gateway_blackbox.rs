@@ -117,14 +117,7 @@ async fn a_broken_edit_is_rejected_and_the_last_good_config_keeps_serving() {
     // Wait for the rejection to be counted, then check nothing changed.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let metrics = client()
-            .get(format!("{admin}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = get_text(&format!("{admin}/metrics")).await;
         if metrics.contains("tollgate_config_reloads_total{result=\"rejected\"} 1") {
             break;
         }
@@ -366,14 +359,7 @@ spec: {{type: Mock, endpoint: "{mock_url}/v1", timeouts: {{request: 200ms}}}}
     .await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-tollgate-provider"], "mock");
-    let metrics = client()
-        .get(format!("{}/metrics", gateway.url("admin")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&format!("{}/metrics", gateway.url("admin"))).await;
     assert!(
         metrics.contains(r#"tollgate_upstream_errors_total{provider="hasty",reason="timeout"} 1"#),
         "{metrics}"
@@ -441,14 +427,7 @@ fn metric(text: &str, series: &str) -> f64 {
 }
 
 async fn admin_metrics(admin: &str) -> String {
-    client()
-        .get(format!("{admin}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    get_text(&format!("{admin}/metrics")).await
 }
 
 /// Reads until the server closes (EOF or reset); `false` if still open at `deadline`.
@@ -719,4 +698,36 @@ async fn tollgate_usage_reports_cost_by_principal_from_the_admin_port() {
     .unwrap();
     assert_eq!(refused.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("group_by \"planet\""));
+}
+
+/// The configuration hash is keyed: gateways sharing a key file agree on it,
+/// one with its own key does not, and neither is the plain SHA-256 anyone
+/// could recompute from a guessed configuration.
+#[tokio::test]
+async fn gateways_sharing_a_digest_key_file_agree_on_the_hash() {
+    let mock = start_mock();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "gw.yaml", &config(mock.url("data"), "m"));
+    let key_file = dir.path().join("digest.key");
+    let with_key = |path: &std::path::Path| {
+        let mut command = gateway_command(path);
+        command.arg("--digest-key-file").arg(&key_file);
+        Process::from_command(&mut command)
+    };
+    let first = with_key(&path);
+    let second = with_key(&path);
+    let unshared = start_gateway(&path);
+    let hash = config_hash(first.url("admin")).await;
+    assert_eq!(hash.len(), 64);
+    assert_eq!(config_hash(second.url("admin")).await, hash);
+    assert_ne!(config_hash(unshared.url("admin")).await, hash);
+    let key = std::fs::read_to_string(&key_file).unwrap();
+    assert_eq!(key.trim().len(), 64, "a new key was written");
+    // /config shows neither the key nor key digests.
+    let body = get_text(&format!("{}/config", first.url("admin"))).await;
+    assert!(!body.contains(key.trim()), "{body}");
+    assert!(!body.contains("digest"), "{body}");
+    // Keys still authenticate: the gateway digests them under the same key.
+    let response = post_chat(first.url("data"), &chat_body("chat", "hi", false)).await;
+    assert_eq!(response.status(), 200);
 }

@@ -11,6 +11,7 @@
 
 pub mod compile;
 pub mod diagnostics;
+pub mod digest;
 pub mod document;
 pub mod egress;
 pub mod load;
@@ -22,6 +23,7 @@ pub mod window;
 
 pub use compile::{Compiled, compile};
 pub use diagnostics::{Diagnostic, ObjectRef, Severity};
+pub use digest::DigestKey;
 pub use load::{LoadError, Loaded, load_paths};
 pub use resources::Resources;
 pub use snapshot::{Snapshot, SnapshotError};

@@ -226,7 +226,7 @@ impl LineBuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compile::compile;
+    use crate::compile::fixtures::compile;
     use crate::load::{Loaded, add_documents};
 
     fn snapshot() -> Snapshot {

@@ -8,16 +8,18 @@ use std::sync::Arc;
 use crate::egress::EgressPolicy;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tollgate_api::{ModelKind, ProviderType, RouteEndpoint};
 
 use crate::diagnostics::ObjectRef;
+use crate::digest::DigestKey;
 
 pub mod budget;
 pub use budget::Budget;
 
-/// A versioned gateway configuration. `hash` is the SHA-256 of the canonical
-/// JSON of `config`, so equal configurations have equal hashes everywhere.
+/// A versioned gateway configuration. `hash` is the HMAC-SHA256 of the
+/// canonical JSON of `config` under its digest key: equal configurations have
+/// equal hashes wherever they share the key, and the hash reveals nothing
+/// checkable offline about the credentials inside.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub hash: String,
@@ -90,10 +92,10 @@ impl Snapshot {
             }
         }
         for key in &config.api_keys {
-            let hex = key.sha256.len() == 64 && key.sha256.bytes().all(|b| b.is_ascii_hexdigit());
+            let hex = key.digest.len() == 64 && key.digest.bytes().all(|b| b.is_ascii_hexdigit());
             if !hex {
                 return Err(SnapshotError::Invalid(format!(
-                    "API key digest for user {:?} is not a SHA-256 hex digest",
+                    "API key digest for user {:?} is not an HMAC-SHA256 hex digest",
                     key.principal.user
                 )));
             }
@@ -116,13 +118,15 @@ fn hash_config(config: &GatewayConfig) -> String {
     // Serializing plain structs, Vecs and BTreeMaps cannot fail and is
     // deterministic: field order is declaration order, maps are sorted.
     let bytes = serde_json::to_vec(config).unwrap_or_default();
-    hex::encode(Sha256::digest(&bytes))
+    config.digest_key.mac_hex(&bytes)
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GatewayConfig {
     pub gateway: ObjectRef,
+    /// Keys the snapshot hash and [`ApiKey::digest`]; never shown on `/config`.
+    pub digest_key: DigestKey,
     pub listener_port: u16,
     pub admin_port: u16,
     pub limits: Limits,
@@ -192,11 +196,12 @@ impl Default for UpstreamErrors {
     }
 }
 
-/// A client key, held only as its SHA-256 so a leaked snapshot leaks no keys.
+/// A client key, held only as its digest so a leaked snapshot leaks no keys.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ApiKey {
-    pub sha256: String,
+    /// [`api_key_digest`] of the key, hex.
+    pub digest: String,
     pub principal: Principal,
     /// Unix seconds after which the key is refused; checked per request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -242,9 +247,9 @@ pub struct Principal {
     pub labels: BTreeMap<String, String>,
 }
 
-/// SHA-256 hex of a client key, as stored in [`ApiKey::sha256`].
-pub fn api_key_digest(key: &str) -> String {
-    hex::encode(Sha256::digest(key.as_bytes()))
+/// HMAC-SHA256 hex of a client key, as stored in [`ApiKey::digest`].
+pub fn api_key_digest(digest_key: &DigestKey, key: &str) -> String {
+    digest_key.mac_hex(key.as_bytes())
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -528,6 +533,7 @@ mod tests {
     #[test]
     fn validate_refuses_dangling_provider_indexes() {
         let mut config = GatewayConfig {
+            digest_key: DigestKey::from_bytes([7; 32]),
             jwt: Vec::new(),
             budgets: Vec::new(),
             redis: None,

@@ -534,7 +534,11 @@ mod tests {
         let mut loaded = tollgate_config::load::Loaded::default();
         tollgate_config::load::add_documents(&mut loaded, "test.yaml", &yaml, &|_| None);
         assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
-        tollgate_config::compile(&loaded.resources).snapshots
+        tollgate_config::compile(
+            &loaded.resources,
+            &tollgate_config::DigestKey::from_bytes([9; 32]),
+        )
+        .snapshots
     }
 
     #[tokio::test(start_paused = true)]

@@ -414,7 +414,11 @@ spec:
         let mut loaded = Loaded::default();
         add_documents(&mut loaded, "test.yaml", &yaml, &|_| None);
         assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
-        tollgate_config::compile(&loaded.resources).snapshots
+        tollgate_config::compile(
+            &loaded.resources,
+            &tollgate_config::DigestKey::from_bytes([9; 32]),
+        )
+        .snapshots
     }
 
     fn hub() -> Arc<Hub> {

@@ -686,7 +686,10 @@ spec:
     fn statuses_with(connected: i32, updated: i32) -> BTreeMap<String, DesiredStatus> {
         let mut loaded = Loaded::default();
         add_documents(&mut loaded, "t.yaml", MANIFESTS, &|_| None);
-        let compiled = compile(&loaded.resources);
+        let compiled = compile(
+            &loaded.resources,
+            &tollgate_config::DigestKey::from_bytes([9; 32]),
+        );
         let gateway = ObjectRef::new("AIGateway", "default", "gw");
         let hash = compiled.snapshots.get(&gateway).map(|s| s.hash.clone());
         let fleet = Fleet {

@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 use tollgate_api::{AIGateway, AIRoute, ModelProvider, TokenBudget};
 use tollgate_config::compile::DEFAULT_LISTENER_PORT;
-use tollgate_config::{Compiled, ObjectRef, Resources, compile};
+use tollgate_config::{Compiled, DigestKey, ObjectRef, Resources, compile};
 
 use crate::FIELD_MANAGER;
 use crate::distribution::{Hub, Tally};
@@ -98,7 +98,8 @@ impl Stores {
 /// Runs until the watch streams end (they retry with backoff forever).
 /// Snapshots go to `hub`; its subscription changes wake the status writer
 /// (not the compiler: acknowledgements change status, not configuration).
-pub async fn run(client: Client, hub: Arc<Hub>, metrics: Arc<Metrics>) {
+/// `digest_key` keys every snapshot's hash and client-key digests.
+pub async fn run(client: Client, hub: Arc<Hub>, metrics: Arc<Metrics>, digest_key: DigestKey) {
     let changed = Arc::new(Notify::new());
     let stores = Stores {
         gateways: watch::<AIGateway>(
@@ -190,7 +191,7 @@ pub async fn run(client: Client, hub: Arc<Hub>, metrics: Arc<Metrics>) {
             let pass_started = tokio::time::Instant::now();
             let resources = stores.resources();
             let compile_started = tokio::time::Instant::now();
-            let compiled = compile(&resources);
+            let compiled = compile(&resources, &digest_key);
             metrics.compiled(compile_started.elapsed());
             let gateway_refs: Vec<ObjectRef> = resources
                 .gateways

@@ -4,7 +4,9 @@
 //! over TLS. The controller provisions its own CA and serving certificate and
 //! keeps them in one Secret in its namespace, so every replica (and every
 //! restart) serves the same certificate; the CA certificate (public) is
-//! copied next to each gateway for it to trust. Issuing is pure
+//! copied next to each gateway for it to trust. The same Secret holds the
+//! key of every configuration hash and API-key digest
+//! ([`tollgate_config::DigestKey`]), so all replicas digest alike. Issuing is pure
 //! ([`issue`], [`renew`], [`needs_renewal`]); [`ensure`] is the thin IO edge.
 
 use std::collections::BTreeMap;
@@ -19,6 +21,7 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose,
 };
 use time::{Duration, OffsetDateTime};
+use tollgate_config::DigestKey;
 
 /// How long the CA is valid; its certificate is what gateways trust.
 const CA_VALIDITY: Duration = Duration::days(3650);
@@ -33,6 +36,7 @@ pub const CA_CERT_KEY: &str = "ca.crt";
 const CA_KEY_KEY: &str = "ca.key";
 const CERT_KEY: &str = "tls.crt";
 const KEY_KEY: &str = "tls.key";
+const DIGEST_KEY_KEY: &str = "digest.key";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -59,6 +63,8 @@ pub struct Bundle {
     pub not_after: i64,
     /// Subject alternative names of the serving certificate, sorted.
     pub sans: Vec<String>,
+    /// Keys snapshot hashes and client-key digests; kept across renewals.
+    pub digest_key: DigestKey,
 }
 
 fn ca_params(now: OffsetDateTime) -> CertificateParams {
@@ -77,14 +83,20 @@ fn ca_params(now: OffsetDateTime) -> CertificateParams {
 pub fn issue(sans: &[String], now: OffsetDateTime) -> Result<Bundle, TlsError> {
     let ca_key = KeyPair::generate()?;
     let ca_cert = ca_params(now).self_signed(&ca_key)?;
-    renew_with(ca_cert.pem(), &ca_key, sans, now)
+    renew_with(ca_cert.pem(), &ca_key, sans, now, DigestKey::generate())
 }
 
 /// A new serving certificate for `sans`, signed by the CA in `bundle`, so
 /// gateways that trust that CA keep trusting the controller.
 pub fn renew(bundle: &Bundle, sans: &[String], now: OffsetDateTime) -> Result<Bundle, TlsError> {
     let ca_key = KeyPair::from_pem(&bundle.ca_key)?;
-    renew_with(bundle.ca_cert.clone(), &ca_key, sans, now)
+    renew_with(
+        bundle.ca_cert.clone(),
+        &ca_key,
+        sans,
+        now,
+        bundle.digest_key.clone(),
+    )
 }
 
 fn renew_with(
@@ -92,6 +104,7 @@ fn renew_with(
     ca_key: &KeyPair,
     sans: &[String],
     now: OffsetDateTime,
+    digest_key: DigestKey,
 ) -> Result<Bundle, TlsError> {
     // The issuer needs the CA's name, key usages and key, not its certificate.
     let ca = ca_params(now);
@@ -115,6 +128,7 @@ fn renew_with(
         key: key.serialize_pem(),
         not_after: params.not_after.unix_timestamp(),
         sans,
+        digest_key,
     })
 }
 
@@ -157,6 +171,7 @@ impl Bundle {
             (CA_KEY_KEY, &self.ca_key),
             (CERT_KEY, &self.cert),
             (KEY_KEY, &self.key),
+            (DIGEST_KEY_KEY, &self.digest_key.to_hex()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), ByteString(v.clone().into_bytes())))
@@ -181,7 +196,9 @@ impl Bundle {
         }
     }
 
-    fn from_secret(secret: &Secret) -> Result<Bundle, TlsError> {
+    /// The bundle in `secret`, and whether its digest key had to be made up
+    /// (a Secret written before digests were keyed): then it must be saved.
+    fn from_secret(secret: &Secret) -> Result<(Bundle, bool), TlsError> {
         let name = secret.metadata.name.clone().unwrap_or_default();
         let field = |key: &'static str| {
             secret
@@ -200,7 +217,11 @@ impl Bundle {
                 .cloned()
                 .unwrap_or_default()
         };
-        Ok(Bundle {
+        let stored_key = field(DIGEST_KEY_KEY)
+            .ok()
+            .and_then(|hex| DigestKey::from_hex(&hex).ok());
+        let generated = stored_key.is_none();
+        let bundle = Bundle {
             ca_cert: field(CA_CERT_KEY)?,
             ca_key: field(CA_KEY_KEY)?,
             cert: field(CERT_KEY)?,
@@ -213,7 +234,9 @@ impl Bundle {
                     .map(str::to_string)
                     .collect::<Vec<_>>(),
             ),
-        })
+            digest_key: stored_key.unwrap_or_else(DigestKey::generate),
+        };
+        Ok((bundle, generated))
     }
 
     /// A rustls server configuration serving this certificate, HTTP/2 only.
@@ -267,13 +290,16 @@ pub async fn ensure(
                 }
             }
             Some(secret) => {
-                let current = Bundle::from_secret(&secret)?;
-                if !needs_renewal(&current, sans, now) {
+                let (current, key_generated) = Bundle::from_secret(&secret)?;
+                let renewed = if needs_renewal(&current, sans, now) {
+                    let wanted: Vec<String> =
+                        current.sans.iter().chain(sans).cloned().collect::<Vec<_>>();
+                    renew(&current, &wanted, now)?
+                } else if key_generated {
+                    current
+                } else {
                     return Ok(current);
-                }
-                let wanted: Vec<String> =
-                    current.sans.iter().chain(sans).cloned().collect::<Vec<_>>();
-                let renewed = renew(&current, &wanted, now)?;
+                };
                 let mut replacement = renewed.to_secret(namespace, name);
                 // Optimistic concurrency: only replace what we read.
                 replacement.metadata.resource_version = secret.metadata.resource_version.clone();
@@ -348,13 +374,29 @@ mod tests {
     fn the_secret_round_trips() {
         let bundle = issue(&sans(), now()).unwrap();
         let secret = bundle.to_secret("tollgate-system", "tls");
-        assert_eq!(Bundle::from_secret(&secret).unwrap(), bundle);
+        assert_eq!(
+            Bundle::from_secret(&secret).unwrap(),
+            (bundle.clone(), false)
+        );
         let mut broken = secret.clone();
         broken.data.as_mut().unwrap().remove(CA_KEY_KEY);
         assert!(matches!(
             Bundle::from_secret(&broken),
             Err(TlsError::Incomplete(_, CA_KEY_KEY))
         ));
+    }
+
+    #[test]
+    fn a_secret_without_a_digest_key_gets_one_and_renewal_keeps_it() {
+        let bundle = issue(&sans(), now()).unwrap();
+        let mut old = bundle.to_secret("tollgate-system", "tls");
+        old.data.as_mut().unwrap().remove(DIGEST_KEY_KEY);
+        let (read, generated) = Bundle::from_secret(&old).unwrap();
+        assert!(generated, "must be written back");
+        assert_eq!(read.cert, bundle.cert, "the certificate is kept");
+        assert_ne!(read.digest_key, bundle.digest_key);
+        let renewed = renew(&read, &sans(), now() + Duration::days(340)).unwrap();
+        assert_eq!(renewed.digest_key, read.digest_key);
     }
 
     #[test]

@@ -60,7 +60,7 @@ impl Runtime {
         };
         Ok(Self {
             budget_store,
-            keys: KeyIndex::new(&snapshot.config.api_keys)?,
+            keys: KeyIndex::new(&snapshot.config.api_keys, &snapshot.config.digest_key)?,
             routes: RouteTable::new(snapshot.config.routes.clone()),
             upstreams,
             snapshot,

@@ -17,7 +17,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tollgate_config::compile::{DEFAULT_ADMIN_PORT, DEFAULT_LISTENER_PORT};
-use tollgate_config::{Diagnostic, ObjectRef, Snapshot, compile, load_paths};
+use tollgate_config::{Diagnostic, DigestKey, ObjectRef, Snapshot, compile, load_paths};
 
 use crate::metrics::ReloadLabels;
 use crate::providers::http::{ClientError, Clients};
@@ -60,6 +60,8 @@ pub struct FileSource {
     pub gateway: Option<String>,
     /// Quiet period after a file event before reloading (editors write in bursts).
     pub reload_debounce: Duration,
+    /// Keys the snapshot hash and API-key digests.
+    pub digest_key: DigestKey,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,10 +110,11 @@ fn list(diagnostics: &[Diagnostic]) -> String {
 pub fn compile_files(
     paths: &[PathBuf],
     gateway: Option<&str>,
+    digest_key: &DigestKey,
 ) -> Result<(Snapshot, Vec<Diagnostic>), StandaloneError> {
     let loaded = load_paths(paths)?;
     let mut diagnostics = loaded.diagnostics.clone();
-    let compiled = compile(&loaded.resources);
+    let compiled = compile(&loaded.resources, digest_key);
     diagnostics.extend(compiled.diagnostics);
     if diagnostics.iter().any(Diagnostic::is_error) {
         return Err(StandaloneError::Invalid(
@@ -165,7 +168,8 @@ pub fn run(options: Options) -> Result<(), StandaloneError> {
     let control = single_thread_runtime()?;
     let initial = match &options.source {
         Source::Files(files) => {
-            let (snapshot, warnings) = compile_files(&files.paths, files.gateway.as_deref())?;
+            let (snapshot, warnings) =
+                compile_files(&files.paths, files.gateway.as_deref(), &files.digest_key)?;
             for warning in &warnings {
                 tracing::warn!("{warning}");
             }
@@ -545,7 +549,11 @@ impl RelevantPaths {
 
 fn reload(options: &FileSource, gateway: &Gateway) {
     let current = gateway.runtime();
-    let result = compile_files(&options.paths, options.gateway.as_deref());
+    let result = compile_files(
+        &options.paths,
+        options.gateway.as_deref(),
+        &options.digest_key,
+    );
     let outcome = match result {
         Err(error) => {
             tracing::error!("configuration rejected, still serving the previous version: {error}");

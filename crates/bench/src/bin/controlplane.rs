@@ -334,7 +334,8 @@ fn compile_phase(args: &Args) -> Value {
     let mut times = Vec::with_capacity(args.compiles);
     for _ in 0..args.compiles {
         let started = Instant::now();
-        let compiled = tollgate_config::compile(&loaded.resources);
+        let compiled =
+            tollgate_config::compile(&loaded.resources, &tollgate_config::DigestKey::generate());
         times.push(started.elapsed());
         assert_eq!(
             compiled

@@ -196,6 +196,18 @@ pub fn chat_body(model: &str, prompt: &str, stream: bool) -> serde_json::Value {
     serde_json::json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": prompt}]})
 }
 
+/// The body of a GET, as text.
+pub async fn get_text(url: &str) -> String {
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 pub async fn config_hash(admin: &str) -> String {
     let config: serde_json::Value = client()
         .get(format!("{admin}/config"))

@@ -250,7 +250,7 @@ pub fn format_micro_usd(micro: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::compile;
+    use super::super::fixtures::compile;
     use super::super::fixtures::{BASE, gw, load};
     use super::*;
 

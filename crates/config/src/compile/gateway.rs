@@ -13,11 +13,17 @@ use super::{
     DEFAULT_REQUEST_TIMEOUT_MS, SecretIndex, parse_duration_ms,
 };
 use crate::diagnostics::Diagnostic;
+use crate::digest::DigestKey;
 use crate::resources::object_ref;
 use crate::snapshot::{self, ApiKey, GatewayConfig, Limits, Principal};
 
 /// One key from a Secret labelled [`keys::API_KEY_LABEL`].
-fn labelled_key(secret: &Secret, secrets: &SecretIndex, namespace: &str) -> Result<ApiKey, String> {
+fn labelled_key(
+    secret: &Secret,
+    secrets: &SecretIndex,
+    namespace: &str,
+    digest_key: &DigestKey,
+) -> Result<ApiKey, String> {
     let name = secret.name_any();
     let reference = SecretKeyRef {
         name: name.clone(),
@@ -50,7 +56,7 @@ fn labelled_key(secret: &Secret, secrets: &SecretIndex, namespace: &str) -> Resu
         })?,
     };
     Ok(ApiKey {
-        sha256: snapshot::api_key_digest(&key),
+        digest: snapshot::api_key_digest(digest_key, &key),
         principal: Principal {
             user: annotation(keys::USER_ANNOTATION).unwrap_or(name),
             team: annotation(keys::TEAM_ANNOTATION),
@@ -144,6 +150,7 @@ pub fn parse_labels(text: &str) -> Option<BTreeMap<String, String>> {
 pub(super) fn compile_gateway(
     gateway: &AIGateway,
     secrets: &SecretIndex,
+    digest_key: &DigestKey,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<GatewayConfig> {
     let object = object_ref(gateway);
@@ -246,8 +253,8 @@ pub(super) fn compile_gateway(
         let field = format!("spec.apiKeys[{index}].secretRef");
         match secrets.value(&object.namespace, &source.secret_ref) {
             Ok(key) => {
-                let sha256 = snapshot::api_key_digest(&key);
-                if !digests.insert(sha256.clone()) {
+                let digest = snapshot::api_key_digest(digest_key, &key);
+                if !digests.insert(digest.clone()) {
                     diagnostics.push(Diagnostic::error(
                         &object,
                         field,
@@ -257,7 +264,7 @@ pub(super) fn compile_gateway(
                     continue;
                 }
                 api_keys.push(ApiKey {
-                    sha256,
+                    digest,
                     principal: Principal {
                         user: source.principal.user.clone(),
                         team: source.principal.team.clone(),
@@ -277,8 +284,8 @@ pub(super) fn compile_gateway(
     // add one, but a broken one must not take the gateway down: it is
     // skipped with a warning.
     for secret in secrets.labelled_keys(&object.namespace, &object.name) {
-        match labelled_key(secret, secrets, &object.namespace) {
-            Ok(key) if digests.insert(key.sha256.clone()) => api_keys.push(key),
+        match labelled_key(secret, secrets, &object.namespace, digest_key) {
+            Ok(key) if digests.insert(key.digest.clone()) => api_keys.push(key),
             Ok(_) => diagnostics.push(Diagnostic::warning(
                 &object,
                 format!("Secret {}", secret.name_any()),
@@ -293,7 +300,7 @@ pub(super) fn compile_gateway(
             )),
         }
     }
-    api_keys.sort_by(|a, b| a.sha256.cmp(&b.sha256));
+    api_keys.sort_by(|a, b| a.digest.cmp(&b.digest));
 
     if diagnostics[errors_before..]
         .iter()
@@ -302,6 +309,7 @@ pub(super) fn compile_gateway(
         return None;
     }
     Some(GatewayConfig {
+        digest_key: digest_key.clone(),
         jwt,
         budgets: Vec::new(),
         redis,
@@ -337,8 +345,7 @@ pub(super) fn compile_gateway(
 
 #[cfg(test)]
 mod tests {
-    use super::super::compile;
-    use super::super::fixtures::{BASE, gw, load};
+    use super::super::fixtures::{BASE, compile, gw, load, test_key};
     use crate::snapshot::api_key_digest;
 
     fn labelled(name: &str, gateway: &str, key: &str, annotations: &str) -> String {
@@ -369,7 +376,10 @@ mod tests {
             compiled.diagnostics
         );
         let keys = &compiled.snapshots[&gw()].config.api_keys;
-        let find = |key: &str| keys.iter().find(|k| k.sha256 == api_key_digest(key));
+        let find = |key: &str| {
+            keys.iter()
+                .find(|k| k.digest == api_key_digest(&test_key(), key))
+        };
         let ranker = find("tg-ranker").expect("labelled key for gw");
         assert_eq!(
             ranker.principal.user, "ranker",

@@ -13,6 +13,7 @@ use tollgate_api::keys;
 use tollgate_api::{AIGateway, AIGatewaySpec, AIRoute, SecretKeyRef};
 
 use crate::diagnostics::{Diagnostic, ObjectRef};
+use crate::digest::DigestKey;
 use crate::resources::{Resources, namespace_of, object_ref};
 use crate::snapshot::{GatewayConfig, Provider, Snapshot};
 
@@ -61,7 +62,7 @@ impl Compiled {
     }
 }
 
-pub fn compile(resources: &Resources) -> Compiled {
+pub fn compile(resources: &Resources, digest_key: &DigestKey) -> Compiled {
     let mut out = Compiled::default();
     let secrets = SecretIndex::new(&resources.secrets);
 
@@ -76,7 +77,7 @@ pub fn compile(resources: &Resources) -> Compiled {
 
     let mut gateways: BTreeMap<ObjectRef, GatewayConfig> = BTreeMap::new();
     for gateway in sorted(&resources.gateways) {
-        if let Some(config) = compile_gateway(gateway, &secrets, &mut out.diagnostics) {
+        if let Some(config) = compile_gateway(gateway, &secrets, digest_key, &mut out.diagnostics) {
             gateways.insert(object_ref(gateway), config);
         }
     }
@@ -105,7 +106,7 @@ pub fn compile(resources: &Resources) -> Compiled {
             // (`validate --references=off`) still hears of the route's errors.
             match stand_ins.entry(gateway_ref.clone()) {
                 Entry::Occupied(entry) => entry.into_mut(),
-                Entry::Vacant(entry) => match stand_in(&gateway_ref, &secrets) {
+                Entry::Vacant(entry) => match stand_in(&gateway_ref, &secrets, digest_key) {
                     Some(config) => entry.insert(config),
                     None => continue,
                 },
@@ -210,10 +211,14 @@ fn gateway_not_found(object: &ObjectRef, gateway: &ObjectRef, all: &[AIGateway])
 }
 
 /// A gateway with every default, standing in for a missing or invalid one.
-fn stand_in(gateway: &ObjectRef, secrets: &SecretIndex) -> Option<GatewayConfig> {
+fn stand_in(
+    gateway: &ObjectRef,
+    secrets: &SecretIndex,
+    digest_key: &DigestKey,
+) -> Option<GatewayConfig> {
     let mut object = AIGateway::new(&gateway.name, AIGatewaySpec::default());
     object.metadata.namespace = Some(gateway.namespace.clone());
-    compile_gateway(&object, secrets, &mut Vec::new())
+    compile_gateway(&object, secrets, digest_key, &mut Vec::new())
 }
 
 /// Objects sorted by namespace/name, so output never depends on input order.
@@ -384,9 +389,21 @@ fn parse_duration_ms(
 
 /// Manifests and helpers shared by the tests of every kind.
 #[cfg(test)]
-mod fixtures {
+pub(crate) mod fixtures {
     use crate::diagnostics::ObjectRef;
+    use crate::digest::DigestKey;
     use crate::load::{Loaded, add_documents};
+    use crate::resources::Resources;
+
+    /// The digest key every compile in these tests uses.
+    pub(crate) fn test_key() -> DigestKey {
+        DigestKey::from_bytes([0x5a; 32])
+    }
+
+    /// [`super::compile`] under [`test_key`].
+    pub(crate) fn compile(resources: &Resources) -> super::Compiled {
+        super::compile(resources, &test_key())
+    }
 
     pub(super) const BASE: &str = r#"
 apiVersion: tollgate.dev/v1alpha1
@@ -442,7 +459,7 @@ spec:
 
 #[cfg(test)]
 mod tests {
-    use super::fixtures::{BASE, gw, load};
+    use super::fixtures::{BASE, compile, gw, load, test_key};
     use super::*;
     use crate::snapshot::{self, Credential, SnapshotError};
     use tollgate_api::conditions::reason;
@@ -459,8 +476,8 @@ mod tests {
         assert_eq!((config.listener_port, config.admin_port), (8080, 9090));
         assert_eq!(config.api_keys.len(), 1);
         assert_eq!(
-            config.api_keys[0].sha256,
-            snapshot::api_key_digest("tg-demo"),
+            config.api_keys[0].digest,
+            snapshot::api_key_digest(&test_key(), "tg-demo"),
             "trailing newline is trimmed"
         );
         let names: Vec<&str> = config.providers.iter().map(|p| p.name.as_ref()).collect();
@@ -510,6 +527,23 @@ mod tests {
             Snapshot::from_json(&bytes),
             Err(SnapshotError::HashMismatch { .. })
         ));
+    }
+
+    #[test]
+    fn hashes_and_key_digests_are_keyed() {
+        use sha2::Digest;
+        let resources = load(BASE).resources;
+        let a = &super::compile(&resources, &DigestKey::from_bytes([1; 32])).snapshots[&gw()];
+        let b = &super::compile(&resources, &DigestKey::from_bytes([2; 32])).snapshots[&gw()];
+        assert_ne!(a.hash, b.hash, "the hash depends on the key");
+        assert_ne!(a.config.api_keys[0].digest, b.config.api_keys[0].digest);
+        let unkeyed = hex::encode(sha2::Sha256::digest(b"tg-demo"));
+        assert_ne!(a.config.api_keys[0].digest, unkeyed);
+        // Without the key, the content alone does not give the hash.
+        let guess = hex::encode(sha2::Sha256::digest(serde_json::to_vec(&a.config).unwrap()));
+        assert_ne!(a.hash, guess);
+        // A gateway checks a pushed snapshot with the key it carries.
+        assert_eq!(&Snapshot::from_json(&a.to_json().unwrap()).unwrap(), a);
     }
 
     #[test]

@@ -499,7 +499,7 @@ fn is_endpoint(endpoint: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::compile;
+    use super::super::fixtures::compile;
     use super::super::fixtures::{BASE, load};
     use super::*;
     use crate::resources::Resources;

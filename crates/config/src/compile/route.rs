@@ -315,7 +315,7 @@ fn insert_sorted(providers: &mut Vec<Provider>, provider: Provider, routes: &mut
 
 #[cfg(test)]
 mod tests {
-    use super::super::compile;
+    use super::super::fixtures::compile;
     use super::super::fixtures::{BASE, gw, load};
     use tollgate_api::conditions::reason;
 

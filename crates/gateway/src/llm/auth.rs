@@ -1,19 +1,21 @@
 //! Authentication: a client API key (`Authorization: Bearer` or `x-api-key`)
-//! maps to a [`Principal`]. Keys are compared by SHA-256, as stored.
+//! maps to a [`Principal`]. Keys are compared by their keyed digest (HMAC-SHA256
+//! under the snapshot's digest key), as stored.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use http::HeaderMap;
-use sha2::{Digest, Sha256};
+use tollgate_config::DigestKey;
 use tollgate_config::snapshot::{ApiKey, JwtIssuer, Principal};
 
 use super::jwt;
 use crate::error::ApiError;
 use crate::runtime::{Gateway, Runtime};
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct KeyIndex {
+    digest_key: DigestKey,
     keys: HashMap<[u8; 32], Entry>,
 }
 
@@ -27,18 +29,18 @@ struct Entry {
 /// A snapshot carried a key digest that is not 64 hex digits. Refused, so a
 /// corrupt snapshot can never turn into an open gateway.
 #[derive(Debug, thiserror::Error)]
-#[error("API key digest for user {user:?} is not a SHA-256 hex digest")]
+#[error("API key digest for user {user:?} is not an HMAC-SHA256 hex digest")]
 pub struct InvalidKeyDigest {
     pub user: String,
 }
 
 impl KeyIndex {
-    pub fn new(keys: &[ApiKey]) -> Result<Self, InvalidKeyDigest> {
+    pub fn new(keys: &[ApiKey], digest_key: &DigestKey) -> Result<Self, InvalidKeyDigest> {
         let keys = keys
             .iter()
             .map(|k| {
                 let mut digest = [0u8; 32];
-                decode_hex(&k.sha256, &mut digest).ok_or_else(|| InvalidKeyDigest {
+                decode_hex(&k.digest, &mut digest).ok_or_else(|| InvalidKeyDigest {
                     user: k.principal.user.clone(),
                 })?;
                 let entry = Entry {
@@ -48,7 +50,10 @@ impl KeyIndex {
                 Ok((digest, entry))
             })
             .collect::<Result<_, _>>()?;
-        Ok(Self { keys })
+        Ok(Self {
+            digest_key: digest_key.clone(),
+            keys,
+        })
     }
 
     /// `Ok(None)` when the gateway has no keys (open); otherwise the
@@ -60,7 +65,7 @@ impl KeyIndex {
         let presented = presented_key(headers).ok_or_else(|| {
             ApiError::unauthorized("You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY' or 'x-api-key: YOUR_KEY'.")
         })?;
-        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        let digest = self.digest_key.mac(presented.as_bytes());
         let entry = self
             .keys
             .get(&digest)
@@ -177,31 +182,56 @@ mod tests {
     use super::*;
     use tollgate_config::snapshot::api_key_digest;
 
+    fn key() -> DigestKey {
+        DigestKey::from_bytes([3; 32])
+    }
+
     fn index() -> KeyIndex {
-        KeyIndex::new(&[
-            ApiKey {
-                sha256: api_key_digest("tg-good"),
-                principal: Principal {
-                    user: "ann".into(),
-                    ..Default::default()
+        let api_key_digest = |k| api_key_digest(&key(), k);
+        KeyIndex::new(
+            &[
+                ApiKey {
+                    digest: api_key_digest("tg-good"),
+                    principal: Principal {
+                        user: "ann".into(),
+                        ..Default::default()
+                    },
+                    expires_at: None,
                 },
-                expires_at: None,
-            },
-            ApiKey {
-                sha256: api_key_digest("tg-expired"),
-                principal: Principal::default(),
-                expires_at: Some(unix_now() - 1),
-            },
-            ApiKey {
-                sha256: api_key_digest("tg-later"),
-                principal: Principal {
-                    user: "bo".into(),
-                    ..Default::default()
+                ApiKey {
+                    digest: api_key_digest("tg-expired"),
+                    principal: Principal::default(),
+                    expires_at: Some(unix_now() - 1),
                 },
-                expires_at: Some(unix_now() + 3600),
-            },
-        ])
+                ApiKey {
+                    digest: api_key_digest("tg-later"),
+                    principal: Principal {
+                        user: "bo".into(),
+                        ..Default::default()
+                    },
+                    expires_at: Some(unix_now() + 3600),
+                },
+            ],
+            &key(),
+        )
         .unwrap()
+    }
+
+    #[test]
+    fn a_digest_under_another_key_does_not_match() {
+        let other = KeyIndex::new(
+            &[ApiKey {
+                digest: api_key_digest(&DigestKey::from_bytes([4; 32]), "tg-good"),
+                principal: Principal::default(),
+                expires_at: None,
+            }],
+            &key(),
+        )
+        .unwrap();
+        let err = other
+            .authenticate(&headers("x-api-key", "tg-good"))
+            .unwrap_err();
+        assert_eq!(err.status, 401);
     }
 
     #[test]
@@ -266,17 +296,17 @@ mod tests {
     #[test]
     fn a_corrupt_digest_is_refused_rather_than_opening_the_gateway() {
         let bad = ApiKey {
-            sha256: "not-hex".into(),
+            digest: "not-hex".into(),
             principal: Principal::default(),
             expires_at: None,
         };
-        assert!(KeyIndex::new(&[bad]).is_err());
+        assert!(KeyIndex::new(&[bad], &key()).is_err());
     }
 
     #[test]
     fn open_gateway_needs_no_key() {
         assert!(
-            KeyIndex::new(&[])
+            KeyIndex::new(&[], &key())
                 .unwrap()
                 .authenticate(&HeaderMap::new())
                 .unwrap()

@@ -62,7 +62,8 @@ impl Harness {
         )
         .unwrap();
         let (snapshot, _warnings) =
-            standalone::compile_files(&[path], None).expect("harness config compiles");
+            standalone::compile_files(&[path], None, &tollgate_config::DigestKey::generate())
+                .expect("harness config compiles");
         let gateway = Arc::new(Gateway::new(Clients::new().unwrap()));
         gateway.install(Runtime::build(snapshot, &gateway).expect("runtime builds"));
 
