@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::dialect::Endpoint;
 use crate::error::ApiError;
+use crate::llm::tokens::Tokenizer;
 
 pub struct Payload<'a> {
     fields: BTreeMap<String, &'a RawValue>,
@@ -117,14 +118,14 @@ impl<'a> Payload<'a> {
             .map_err(ApiError::invalid_json)
     }
 
-    /// Estimated tokens of an embeddings request's `input`: text at about
-    /// four characters a token, token arrays at their length.
-    pub fn embedding_input_tokens(&self) -> u64 {
+    /// Tokens of an embeddings request's `input`: text as `tokenizer`
+    /// counts it, token arrays at their length.
+    pub fn embedding_input_tokens(&self, tokenizer: Tokenizer) -> u64 {
         let Some(raw) = self.fields.get("input") else {
             return 0;
         };
         match serde_json::from_str::<Value>(raw.get()) {
-            Ok(value) => embedding_tokens(&value),
+            Ok(value) => embedding_tokens(&value, tokenizer),
             Err(_) => raw.get().len().div_ceil(4) as u64,
         }
     }
@@ -150,15 +151,15 @@ impl<'a> Payload<'a> {
     }
 }
 
-fn embedding_tokens(value: &Value) -> u64 {
+fn embedding_tokens(value: &Value, tokenizer: Tokenizer) -> u64 {
     match value {
-        Value::String(text) => text.chars().count().div_ceil(4) as u64,
+        Value::String(text) => tokenizer.count(text),
         // A list of strings, or one token array, or a list of token arrays.
         Value::Array(items) => items
             .iter()
             .map(|item| match item {
                 Value::Number(_) => 1,
-                other => embedding_tokens(other),
+                other => embedding_tokens(other, tokenizer),
             })
             .sum(),
         _ => 0,

@@ -166,6 +166,18 @@ pub enum Role {
 }
 
 impl Role {
+    /// The role as OpenAI spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::Developer => "developer",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::Tool => "tool",
+            Role::Function => "function",
+        }
+    }
+
     pub fn is_system(self) -> bool {
         matches!(self, Role::System | Role::Developer)
     }

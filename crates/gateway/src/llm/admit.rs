@@ -2,7 +2,8 @@
 //! TokenBudget that applies to its principal, before anything goes upstream.
 //!
 //! The estimate is an upper bound where the request allows one: prompt
-//! tokens from the text ([`super::tokens::estimate`]), output tokens from
+//! tokens from the text ([`super::tokens::estimate`], with the tokenizer of
+//! the route's first backend), output tokens from
 //! the request's own cap (`max_tokens` and kin) or the budget's
 //! `defaultMaxOutputTokens`, cost at the dearest price among the route's
 //! backends. All budgets admit the request or none is charged (one atomic
@@ -18,6 +19,7 @@ use tollgate_config::snapshot::{Pricing, Principal, Route};
 use tollgate_llm::Usage;
 
 use super::ingress::Inbound;
+use super::tokens::Tokenizer;
 use crate::alerts;
 use crate::context::RequestContext;
 use crate::dialect::Endpoint;
@@ -154,7 +156,7 @@ pub async fn admit(
     if applicable.is_empty() {
         return Ok(Decision::default());
     }
-    let (estimate, capped) = estimate(inbound, &applicable, max_pricing(runtime, route, inbound));
+    let (estimate, capped) = estimate(inbound, &applicable, route_profile(runtime, route, inbound));
     let now = window::now_ms();
     let takes = throttle_takes(&applicable, principal, estimate);
     if !takes.is_empty()
@@ -443,9 +445,12 @@ fn refusal(origin: &Origin<'_>, check: &Check, used: u64, retry_after_ms: Option
     }
 }
 
-/// The most any backend of `route` charges per input and output token.
-fn max_pricing(runtime: &Runtime, route: &Route, inbound: &Inbound<'_>) -> Pricing {
+/// The most any backend of `route` charges per input and output token, and
+/// the tokenizer of its first backend (the one tried first unless weights
+/// say otherwise; fallbacks are counted as it counts).
+fn route_profile(runtime: &Runtime, route: &Route, inbound: &Inbound<'_>) -> (Pricing, Tokenizer) {
     let mut max = Pricing::default();
+    let mut tokenizer = None;
     for backend in &route.backends {
         let upstream = &runtime.upstreams[backend.provider];
         let model = if backend.pass_model {
@@ -453,23 +458,28 @@ fn max_pricing(runtime: &Runtime, route: &Route, inbound: &Inbound<'_>) -> Prici
         } else {
             &backend.model
         };
+        tokenizer.get_or_insert_with(|| Tokenizer::for_model(upstream.config.provider_type, model));
         if let Some(entry) = upstream.config.models.get(model) {
             let p = entry.pricing;
             max.input_per_million = max.input_per_million.max(p.input_per_million);
             max.output_per_million = max.output_per_million.max(p.output_per_million);
         }
     }
-    max
+    (max, tokenizer.unwrap_or(Tokenizer::Approximate))
 }
 
 /// The request's upper-bound cost, and whether the request caps its own
 /// output (then the provider enforces the output estimate).
-fn estimate(inbound: &Inbound<'_>, budgets: &[&Budget], pricing: Pricing) -> (Amounts, bool) {
+fn estimate(
+    inbound: &Inbound<'_>,
+    budgets: &[&Budget],
+    (pricing, tokenizer): (Pricing, Tokenizer),
+) -> (Amounts, bool) {
     let (input_tokens, cap) = match inbound.endpoint {
-        Endpoint::Embeddings => (inbound.payload.embedding_input_tokens(), Some(0)),
+        Endpoint::Embeddings => (inbound.payload.embedding_input_tokens(tokenizer), Some(0)),
         _ => match inbound.canonical() {
             Ok(canonical) => (
-                super::tokens::estimate(&canonical.request),
+                super::tokens::estimate(&canonical.request, tokenizer),
                 canonical.request.max_output_tokens(),
             ),
             // The provider will refuse it; count the bytes meanwhile.

@@ -76,7 +76,8 @@ pub async fn forward(
             }
         };
         if plan == Plan::Local {
-            return tokens::count_locally(inbound);
+            let tokenizer = tokens::Tokenizer::for_model(upstream.config.provider_type, model);
+            return tokens::count_locally(inbound, tokenizer);
         }
         // Only the last backend queues: with another one left, falling back
         // at once beats waiting for a slot here.
