@@ -57,7 +57,7 @@ impl Runtime {
                     snapshot.config.gateway.namespace, snapshot.config.gateway.name
                 ),
             )?)),
-            None => Store::Memory(gateway.counters.clone()),
+            None => Store::Memory(gateway.counters.clone(), gateway.throttles.clone()),
         };
         if !snapshot.config.budgets.is_empty() {
             preload_tokenizers(&snapshot);
@@ -129,7 +129,7 @@ pub struct Gateway {
     pub counters: Arc<MemoryCounters>,
     pub alerts: crate::alerts::AlertHub,
     /// Token buckets of TokenBudget rate limits; outlive reloads.
-    pub throttles: crate::state::throttle::Throttles,
+    pub throttles: Arc<crate::state::throttle::Throttles>,
     /// Token issuers' key sets, by URL; outlive reloads.
     pub jwks: crate::llm::jwt::JwksCache,
     /// Cost by principal, for `/v1/usage`.
@@ -151,7 +151,7 @@ impl Gateway {
             alerts: crate::alerts::AlertHub::default(),
             usage: crate::usage::UsageLedger::default(),
             jwks: crate::llm::jwt::JwksCache::default(),
-            throttles: crate::state::throttle::Throttles::default(),
+            throttles: Arc::default(),
             draining: AtomicBool::new(false),
         }
     }

@@ -877,6 +877,96 @@ async fn rate_limits_throttle_each_member_smoothly_with_retry_after() {
     assert_eq!(status, 429, "{value}");
 }
 
+/// With Redis, every replica draws from one bucket: a burst spread over two
+/// gateways is admitted once, not once per gateway, and token buckets get
+/// their unused estimate back through the settle script.
+#[tokio::test]
+async fn rate_limits_are_shared_by_gateways_through_redis() {
+    let redis = RedisServer::start();
+    let config = with_redis(
+        &redis.url(),
+        &format!(
+            "{}{}",
+            budget(
+                "burst",
+                "  subject: {team: a}\n  rateLimit: {requestsPerSecond: 1, burst: 6}"
+            ),
+            budget(
+                "tpm",
+                "  subject: {user: dave}\n  rateLimit: {tokensPerMinute: 300}"
+            ),
+        ),
+    );
+    let gateways = [
+        Harness::start(&config, MOCK_FLAGS).await,
+        Harness::start(&config, MOCK_FLAGS).await,
+    ];
+    let started = std::time::Instant::now();
+    let statuses: Vec<(u16, Option<String>)> = futures_util::stream::iter(0..20)
+        .map(|i| {
+            let sent = post(
+                &gateways[i % 2],
+                "tg-alice",
+                "/v1/chat/completions",
+                &chat("strong", 8),
+            )
+            .send();
+            async move {
+                let response = sent.await.unwrap();
+                let retry = response
+                    .headers()
+                    .get("retry-after")
+                    .map(|v| v.to_str().unwrap().to_string());
+                (response.status().as_u16(), retry)
+            }
+        })
+        .buffer_unordered(20)
+        .collect()
+        .await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let admitted = statuses.iter().filter(|(s, _)| *s == 200).count();
+    // The burst, plus what refilled (1 a second) while the requests ran.
+    let most = 6 + elapsed.ceil() as usize;
+    assert!(
+        (6..=most).contains(&admitted),
+        "admitted {admitted} of 20 across two gateways in {elapsed:.2} s; at most {most}"
+    );
+    for (status, retry) in &statuses {
+        assert!(*status == 200 || *status == 429, "{statuses:?}");
+        if *status == 429 {
+            assert_eq!(retry.as_deref(), Some("1"), "{statuses:?}");
+        }
+    }
+    assert!(
+        !redis
+            .hash("tollgate:{default/gw}:rate:default/burst||requests")
+            .is_empty(),
+        "the bucket lives in Redis"
+    );
+
+    // Tokens per minute: each request reserves ~110 tokens and uses ~24;
+    // settling through Redis gives the rest back, whichever gateway settles.
+    let mut admitted = 0;
+    for i in 0..8 {
+        let (status, _) = call(
+            &gateways[i % 2],
+            "tg-dave",
+            "/v1/chat/completions",
+            &chat("strong", 100),
+        )
+        .await;
+        if status == 200 {
+            admitted += 1;
+        }
+        // Settles run in the background.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    assert!(
+        admitted >= 6,
+        "settlement returns unused tokens: {admitted} of 8"
+    );
+}
+
 #[tokio::test]
 async fn a_stream_past_its_reservation_is_cut_with_an_error_event_unless_finish() {
     let h = harness(&format!(

@@ -95,14 +95,9 @@ impl Admission {
     /// spike detectors.
     pub fn settle(self, used: Amounts, gateway: &Gateway) {
         let actual = self.metrics.iter().map(|m| used.get(*m)).collect();
-        self.store.settle(self.charges, actual);
-        if !self.token_takes.is_empty() {
-            let tokens = (used.input_tokens + used.output_tokens) as f64;
-            let now = window::now_ms();
-            for take in &self.token_takes {
-                gateway.throttles.settle(take, tokens, now);
-            }
-        }
+        let tokens = used.input_tokens + used.output_tokens;
+        self.store
+            .settle(self.charges, actual, &self.token_takes, tokens);
         if self.watched.is_empty() {
             return;
         }
@@ -159,43 +154,37 @@ pub async fn admit(
     let (estimate, capped) = estimate(inbound, &applicable, route_profile(runtime, route, inbound));
     let now = window::now_ms();
     let takes = throttle_takes(&applicable, principal, estimate);
-    if !takes.is_empty()
-        && let Err(wait_ms) = context.gateway.throttles.take(&takes, now)
-    {
-        let seconds = u64::try_from(wait_ms).unwrap_or(1).div_ceil(1000).max(1);
-        let budget = takes[0].key.split('|').next().unwrap_or_default();
-        context
-            .gateway
-            .metrics
-            .count_budget(&Arc::from(budget), "throttled");
-        return Err(ApiError::budget_exceeded(
-            format!("Rate limit of budget {budget} reached for this caller. Retry in {seconds} s."),
-            seconds,
-        )
-        .with_code("rate_limited"));
-    }
     let (checks, origins) = checks(&applicable, principal, estimate);
     let store = &runtime.budget_store;
-    let verdict = if checks.is_empty() {
-        // Only rate limits apply: nothing to reserve.
-        Verdict::Admitted {
-            charges: Vec::new(),
-            over: Vec::new(),
-            used: Vec::new(),
-        }
-    } else {
-        match store.reserve(&checks, now).await {
-            Ok(verdict) => verdict,
-            Err(error) => return state_unavailable(context, &applicable, &error),
-        }
+    let verdict = match store.reserve(&checks, &takes, now).await {
+        Ok(verdict) => verdict,
+        Err(error) => return state_unavailable(context, &applicable, &error),
     };
-    if matches!(verdict, Verdict::Refused { .. }) {
-        // Not served: the buckets get their share back.
-        for take in &takes {
-            context.gateway.throttles.settle(take, 0.0, now);
-        }
-    }
     match verdict {
+        Verdict::Throttled {
+            bucket,
+            retry_after_ms,
+        } => {
+            let seconds = u64::try_from(retry_after_ms)
+                .unwrap_or(1)
+                .div_ceil(1000)
+                .max(1);
+            let budget = takes
+                .get(bucket)
+                .and_then(|t| t.key.split('|').next())
+                .unwrap_or_default();
+            context
+                .gateway
+                .metrics
+                .count_budget(&Arc::from(budget), "throttled");
+            Err(ApiError::budget_exceeded(
+                format!(
+                    "Rate limit of budget {budget} reached for this caller. Retry in {seconds} s."
+                ),
+                seconds,
+            )
+            .with_code("rate_limited"))
+        }
         Verdict::Refused {
             failing,
             used,

@@ -1,6 +1,8 @@
-//! Budget counters: reserve an estimate against several counters at once
-//! (all fit or nothing is charged), settle each charge with the actual
-//! figure later. In memory for one process ([`memory`]); Redis for many.
+//! Budget counters and rate-limit buckets: reserve an estimate against
+//! several counters and take from several buckets at once (all fit or
+//! nothing is charged), settle each with the actual figure later. In memory
+//! for one process ([`memory`], [`throttle`]); Redis for many, in one round
+//! trip per admission and one per settle.
 //!
 //! A reservation is charged into the counter's current slot and settled in
 //! that same slot, so a request that spans a window boundary never moves
@@ -15,6 +17,7 @@ use std::sync::Arc;
 
 use memory::MemoryCounters;
 use redis::RedisCounters;
+use throttle::{Take, Throttles};
 
 pub use window::Span;
 
@@ -58,34 +61,55 @@ pub enum Verdict {
         used: u64,
         retry_after_ms: Option<i64>,
     },
+    /// Nothing was charged: bucket `bucket` of the takes holds too little;
+    /// it will in `retry_after_ms`.
+    Throttled { bucket: usize, retry_after_ms: i64 },
 }
 
 /// Where a gateway's counters live.
 #[derive(Clone)]
 pub enum Store {
-    /// This process's ([`crate::runtime::Gateway::counters`]).
-    Memory(Arc<MemoryCounters>),
+    /// This process's ([`crate::runtime::Gateway::counters`] and
+    /// [`crate::runtime::Gateway::throttles`]).
+    Memory(Arc<MemoryCounters>, Arc<Throttles>),
     Redis(Arc<RedisCounters>),
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Store::Memory(_) => "Store::Memory",
+            Store::Memory(..) => "Store::Memory",
             Store::Redis(_) => "Store::Redis",
         })
     }
 }
 
 impl Store {
+    /// Takes from every bucket and charges every counter, or does nothing.
     pub async fn reserve(
         &self,
         checks: &[Check],
+        takes: &[Take],
         now_ms: i64,
     ) -> Result<Verdict, redis::RedisStateError> {
         match self {
-            Store::Memory(counters) => Ok(counters.reserve(checks, now_ms)),
-            Store::Redis(counters) => counters.reserve(checks, now_ms).await,
+            Store::Memory(counters, throttles) => {
+                if let Err((bucket, retry_after_ms)) = throttles.take(takes, now_ms) {
+                    return Ok(Verdict::Throttled {
+                        bucket,
+                        retry_after_ms,
+                    });
+                }
+                let verdict = counters.reserve(checks, now_ms);
+                if matches!(verdict, Verdict::Refused { .. }) {
+                    // Not served: the buckets get their share back.
+                    for take in takes {
+                        throttles.settle(take, 0.0, now_ms);
+                    }
+                }
+                Ok(verdict)
+            }
+            Store::Redis(counters) => counters.reserve(checks, takes, now_ms).await,
         }
     }
 
@@ -95,7 +119,7 @@ impl Store {
     pub async fn usage(&self, budgets: &[&str], max: usize) -> (bool, Vec<(String, u64)>) {
         let now = window::now_ms();
         let (shared, all) = match self {
-            Store::Memory(counters) => (false, counters.usage(now)),
+            Store::Memory(counters, _) => (false, counters.usage(now)),
             Store::Redis(counters) => (true, counters.usage(now).await),
         };
         let mut counters: Vec<(String, u64)> = all
@@ -113,12 +137,25 @@ impl Store {
         (shared, counters)
     }
 
-    /// Replaces each charge's estimate with the actual figure (for Redis,
-    /// in the background).
-    pub fn settle(&self, charges: Vec<Charge>, actual: Vec<u64>) {
+    /// Replaces each charge's estimate with the actual figure, and gives
+    /// token buckets back what their estimate took beyond `tokens` (for
+    /// Redis, in the background).
+    pub fn settle(
+        &self,
+        charges: Vec<Charge>,
+        actual: Vec<u64>,
+        token_takes: &[Take],
+        tokens: u64,
+    ) {
         match self {
-            Store::Memory(counters) => counters.settle(&charges, &actual),
-            Store::Redis(counters) => counters.settle(charges, actual),
+            Store::Memory(counters, throttles) => {
+                counters.settle(&charges, &actual);
+                let now = window::now_ms();
+                for take in token_takes {
+                    throttles.settle(take, tokens as f64, now);
+                }
+            }
+            Store::Redis(counters) => counters.settle(charges, actual, token_takes, tokens),
         }
     }
 }

@@ -17,16 +17,46 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, IntoConnectionInfo, Script};
 use tollgate_config::snapshot::RedisConfig;
 
+use super::throttle::Take;
 use super::{Charge, Check, Span, Verdict, retry_after_ms};
 
-/// KEYS: the counters. ARGV: `now`, then per counter `slot`, `oldest live
-/// slot`, `amount`, `limit`, `enforce` (1/0), `ttl ms`. Returns
-/// `{1, used...}` when charged, or `{0, index, used, slot, value, ...}`
-/// (the failing counter's live slots) when refused.
+/// KEYS: the counters, then the rate-limit buckets. ARGV: `now`, the number
+/// of counters, then per counter `slot`, `oldest live slot`, `amount`,
+/// `limit`, `enforce` (1/0), `ttl ms`, then per bucket `per second`,
+/// `capacity`, `amount`, `ttl ms`. Returns `{1, used...}` when charged,
+/// `{0, index, used, slot, value, ...}` (the failing counter's live slots)
+/// when a counter refuses, `{2, index, wait ms}` when a bucket does. Nothing
+/// is written unless everything fits.
+///
+/// Buckets refill by Redis's own clock (`TIME`), so replicas with skewed
+/// clocks still drain one bucket at one rate. A bucket is a hash of level
+/// `l` and time `t` (ms).
 const RESERVE: &str = r#"
+local n = tonumber(ARGV[2])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local levels = {}
+local wait, waiting = 0, 0
+for b = 1, #KEYS - n do
+  local a = 2 + n * 6 + (b - 1) * 4
+  local rate = tonumber(ARGV[a + 1])
+  local capacity = tonumber(ARGV[a + 2])
+  local state = redis.call('HMGET', KEYS[n + b], 'l', 't')
+  local level = capacity
+  if state[1] then
+    level = math.min(capacity, tonumber(state[1]) + math.max(0, now - tonumber(state[2])) / 1000 * rate)
+  end
+  levels[b] = level
+  local need = math.min(tonumber(ARGV[a + 3]), capacity)
+  if level < need then
+    local ms = math.max(1, math.ceil((need - level) / rate * 1000))
+    if ms > wait then wait, waiting = ms, b - 1 end
+  end
+end
+if wait > 0 then return {2, waiting, wait} end
 local used = {}
-for i = 1, #KEYS do
-  local a = 1 + (i - 1) * 6
+for i = 1, n do
+  local a = 2 + (i - 1) * 6
   local oldest = tonumber(ARGV[a + 2])
   local amount = tonumber(ARGV[a + 3])
   local limit = tonumber(ARGV[a + 4])
@@ -54,23 +84,47 @@ for i = 1, #KEYS do
   used[i] = sum
 end
 local out = {1}
-for i = 1, #KEYS do
-  local a = 1 + (i - 1) * 6
+for i = 1, n do
+  local a = 2 + (i - 1) * 6
   redis.call('HINCRBY', KEYS[i], ARGV[a + 1], ARGV[a + 3])
   redis.call('PEXPIRE', KEYS[i], ARGV[a + 6])
   out[#out + 1] = used[i] + tonumber(ARGV[a + 3])
 end
+for b = 1, #KEYS - n do
+  local a = 2 + n * 6 + (b - 1) * 4
+  redis.call('HSET', KEYS[n + b], 'l', tostring(levels[b] - tonumber(ARGV[a + 3])), 't', now)
+  redis.call('PEXPIRE', KEYS[n + b], ARGV[a + 4])
+end
 return out
 "#;
 
-/// KEYS: the counters charged. ARGV per counter: `slot`, `delta` (actual
-/// minus charged). A slot already expired is left alone; none goes below 0.
+/// KEYS: the counters charged, then token buckets. ARGV: the number of
+/// counters, then per counter `slot`, `delta` (actual minus charged), then
+/// per bucket `per second`, `capacity`, `give back` (estimate minus
+/// actual, may be negative). A slot or bucket already expired is left
+/// alone; no counter goes below 0, no bucket above its capacity.
 const SETTLE: &str = r#"
-for i = 1, #KEYS do
-  local slot = ARGV[i * 2 - 1]
+local n = tonumber(ARGV[1])
+for i = 1, n do
+  local slot = ARGV[i * 2]
   if redis.call('HEXISTS', KEYS[i], slot) == 1 then
-    local after = redis.call('HINCRBY', KEYS[i], slot, ARGV[i * 2])
+    local after = redis.call('HINCRBY', KEYS[i], slot, ARGV[i * 2 + 1])
     if after < 0 then redis.call('HSET', KEYS[i], slot, 0) end
+  end
+end
+if #KEYS > n then
+  local clock = redis.call('TIME')
+  local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+  for b = 1, #KEYS - n do
+    local a = 1 + n * 2 + (b - 1) * 3
+    local state = redis.call('HMGET', KEYS[n + b], 'l', 't')
+    if state[1] then
+      local rate = tonumber(ARGV[a + 1])
+      local capacity = tonumber(ARGV[a + 2])
+      local level = tonumber(state[1]) + math.max(0, now - tonumber(state[2])) / 1000 * rate
+      level = math.min(capacity, level + tonumber(ARGV[a + 3]))
+      redis.call('HSET', KEYS[n + b], 'l', tostring(level), 't', now)
+    end
   end
 end
 return 1
@@ -168,9 +222,18 @@ impl RedisCounters {
         format!("{}{counter}", self.prefix)
     }
 
-    pub async fn reserve(&self, checks: &[Check], now_ms: i64) -> Result<Verdict, RedisStateError> {
+    fn bucket_key(&self, bucket: &str) -> String {
+        format!("{}rate:{bucket}", self.prefix)
+    }
+
+    pub async fn reserve(
+        &self,
+        checks: &[Check],
+        takes: &[Take],
+        now_ms: i64,
+    ) -> Result<Verdict, RedisStateError> {
         let mut invocation = RESERVE_SCRIPT.prepare_invoke();
-        invocation.arg(now_ms);
+        invocation.arg(now_ms).arg(checks.len());
         let mut slots = Vec::with_capacity(checks.len());
         for check in checks {
             let slot = check.span.slot(now_ms);
@@ -185,12 +248,22 @@ impl RedisCounters {
                 .arg(u8::from(check.enforce))
                 .arg(ttl.max(1));
         }
+        for take in takes {
+            // Forgotten once it would be full again anyway.
+            let refill_ms = take.bucket.capacity / take.bucket.per_second * 1000.0;
+            invocation
+                .key(self.bucket_key(&take.key))
+                .arg(take.bucket.per_second)
+                .arg(take.bucket.capacity)
+                .arg(take.amount)
+                .arg(refill_ms.ceil() as i64 + TTL_GRACE_MS);
+        }
         let mut connection = self.connection()?;
         let answer: Vec<i64> =
             tokio::time::timeout(self.timeout, invocation.invoke_async(&mut connection))
                 .await
                 .map_err(|_| RedisStateError::Timeout(self.timeout.as_millis() as u64))??;
-        let verdict = decode_reserve(checks, &slots, answer, now_ms)?;
+        let verdict = decode_reserve(checks, takes.len(), &slots, answer, now_ms)?;
         if matches!(verdict, Verdict::Admitted { .. }) {
             let mut touched = self.touched.lock().unwrap_or_else(PoisonError::into_inner);
             for check in checks {
@@ -249,19 +322,41 @@ impl RedisCounters {
 
     /// Settles in the background: the answer is already on its way to the
     /// client, and a failure only leaves the (upper-bound) estimate charged.
-    pub fn settle(&self, charges: Vec<Charge>, actual: Vec<u64>) {
+    pub fn settle(
+        &self,
+        charges: Vec<Charge>,
+        actual: Vec<u64>,
+        token_takes: &[Take],
+        tokens: u64,
+    ) {
         let mut invocation = SETTLE_SCRIPT.prepare_invoke();
-        let mut any = false;
-        for (charge, actual) in charges.iter().zip(&actual) {
-            let delta = i128::from(*actual) - i128::from(charge.amount);
-            if delta == 0 {
+        let changed: Vec<(&Charge, i64)> = charges
+            .iter()
+            .zip(&actual)
+            .filter_map(|(charge, actual)| {
+                let delta = i128::from(*actual) - i128::from(charge.amount);
+                (delta != 0).then(|| (charge, i64::try_from(delta).unwrap_or(i64::MAX)))
+            })
+            .collect();
+        invocation.arg(changed.len());
+        for (charge, delta) in &changed {
+            invocation
+                .key(self.key(&charge.key))
+                .arg(charge.slot)
+                .arg(*delta);
+        }
+        let mut any = !changed.is_empty();
+        for take in token_takes {
+            let give_back = take.amount - tokens as f64;
+            if give_back == 0.0 {
                 continue;
             }
             any = true;
             invocation
-                .key(self.key(&charge.key))
-                .arg(charge.slot)
-                .arg(i64::try_from(delta).unwrap_or(i64::MAX));
+                .key(self.bucket_key(&take.key))
+                .arg(take.bucket.per_second)
+                .arg(take.bucket.capacity)
+                .arg(give_back);
         }
         if !any {
             return;
@@ -286,6 +381,7 @@ impl RedisCounters {
 
 fn decode_reserve(
     checks: &[Check],
+    buckets: usize,
     slots: &[i64],
     answer: Vec<i64>,
     now_ms: i64,
@@ -328,6 +424,10 @@ fn decode_reserve(
                 retry_after_ms: retry_after_ms(check.span, now_ms, live, check.amount, check.limit),
             })
         }
+        [2, index, wait_ms] if (*index as usize) < buckets => Ok(Verdict::Throttled {
+            bucket: *index as usize,
+            retry_after_ms: *wait_ms,
+        }),
         _ => Err(RedisStateError::Answer(answer)),
     }
 }

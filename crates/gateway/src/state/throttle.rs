@@ -1,7 +1,9 @@
 //! Smooth throttling: token buckets per (budget, member) for requests per
 //! second and tokens per minute. A request takes from every bucket that
 //! applies or from none; its token estimate is settled with the actual
-//! count afterwards (the difference goes back, or is owed). Per process.
+//! count afterwards (the difference goes back, or is owed). This is the
+//! in-process form; with Redis the same arithmetic runs in its scripts
+//! ([`super::redis`]), so every replica draws from one bucket.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -35,22 +37,28 @@ impl Throttles {
         }
     }
 
-    /// Takes `amount` from every bucket, or nothing: `Err(retry_after_ms)`
-    /// for the bucket that is shortest, when it will hold enough. A request
-    /// larger than a bucket waits for it to be full and empties it.
-    pub fn take(&self, takes: &[Take], now_ms: i64) -> Result<(), i64> {
+    /// Takes `amount` from every bucket, or nothing: `Err((index,
+    /// retry_after_ms))` for the bucket that is shortest, when it will hold
+    /// enough. A request larger than a bucket waits for it to be full and
+    /// empties it.
+    pub fn take(&self, takes: &[Take], now_ms: i64) -> Result<(), (usize, i64)> {
+        if takes.is_empty() {
+            return Ok(());
+        }
         let mut levels = self.levels.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut wait_ms = 0i64;
-        for take in takes {
+        let mut wait = (0, 0i64);
+        for (index, take) in takes.iter().enumerate() {
             let need = take.amount.min(take.bucket.capacity);
             let level = Self::level(&levels, take, now_ms);
             if level < need {
                 let ms = ((need - level) / take.bucket.per_second * 1000.0).ceil() as i64;
-                wait_ms = wait_ms.max(ms.max(1));
+                if ms.max(1) > wait.1 {
+                    wait = (index, ms.max(1));
+                }
             }
         }
-        if wait_ms > 0 {
-            return Err(wait_ms);
+        if wait.1 > 0 {
+            return Err(wait);
         }
         for take in takes {
             let level = Self::level(&levels, take, now_ms);
@@ -95,11 +103,11 @@ mod tests {
         }
         assert_eq!(
             t.take(std::slice::from_ref(&rps), 0),
-            Err(100),
+            Err((0, 100)),
             "one more in 100 ms"
         );
         assert_eq!(t.take(std::slice::from_ref(&rps), 100), Ok(()));
-        assert_eq!(t.take(std::slice::from_ref(&rps), 150), Err(50));
+        assert_eq!(t.take(std::slice::from_ref(&rps), 150), Err((0, 50)));
     }
 
     #[test]
@@ -108,7 +116,11 @@ mod tests {
         let requests = take("r", 100.0, 100.0, 1.0);
         let tokens = take("t", 1000.0 / 60.0, 1000.0, 600.0);
         assert_eq!(t.take(&[requests.clone(), tokens.clone()], 0), Ok(()));
-        assert!(t.take(&[requests.clone(), tokens.clone()], 0).is_err());
+        assert_eq!(
+            t.take(&[requests.clone(), tokens.clone()], 0),
+            Err((1, 12_000)),
+            "the token bucket is the short one: 200 more at 1000/min"
+        );
         // The first used 100 of its 600: 500 come back, the second fits.
         t.settle(&tokens, 100.0, 0);
         assert_eq!(t.take(&[requests, tokens], 0), Ok(()));
@@ -118,7 +130,7 @@ mod tests {
         assert_eq!(t.take(std::slice::from_ref(&huge), 0), Ok(()));
         assert_eq!(
             t.take(std::slice::from_ref(&huge), 0),
-            Err(50_000),
+            Err((0, 50_000)),
             "-400 → 100 at 10/s"
         );
     }
