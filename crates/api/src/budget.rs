@@ -135,7 +135,17 @@ pub struct BudgetAlerts {
     /// Where alerts are POSTed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<AlertWebhook>,
+    /// After a spike, hold the offending member (the budget's subject, or
+    /// the member with `perMember`) to this rate until an operator clears it
+    /// by setting the annotation `tollgate.dev/throttle-cleared-at` on this
+    /// TokenBudget to a time after the alert. Unset: alert only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttle_offender: Option<RateLimit>,
 }
+
+/// Annotation on a TokenBudget: offenders throttled (see
+/// `alerts.throttleOffender`) at or before this RFC 3339 instant are released.
+pub const THROTTLE_CLEARED_AT_ANNOTATION: &str = "tollgate.dev/throttle-cleared-at";
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -1033,6 +1033,7 @@ spec:
             fail_closed: false,
             alerts: None,
             rate_limit: None,
+            throttle_cleared_at_ms: None,
         };
         let counters: BTreeMap<String, u64> = [
             ("ns/team|alice|Day-fixed|totalTokens", 300),

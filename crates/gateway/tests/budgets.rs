@@ -715,13 +715,14 @@ async fn webhook_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Valu
 #[tokio::test]
 async fn a_spike_from_one_app_raises_exactly_one_alert_on_its_budget() {
     let (hook, received) = webhook_receiver().await;
-    let h = harness(&format!(
+    let config = format!(
         "{}{}",
         budget(
             "per-app",
             &format!(
                 "  subject: {{perMember: App}}\n  limits: [{{window: Month, totalTokens: 100000000}}]\n  \
-                 alerts: {{spikeFactor: 5, interval: 500ms, warmupIntervals: 4, cooldown: 1m, webhook: {{url: \"{hook}\"}}}}"
+                 alerts: {{spikeFactor: 5, interval: 500ms, warmupIntervals: 4, cooldown: 1m, webhook: {{url: \"{hook}\"}}, \
+                 throttleOffender: {{requestsPerSecond: 1, burst: 1}}}}"
             ),
         ),
         budget(
@@ -731,8 +732,8 @@ async fn a_spike_from_one_app_raises_exactly_one_alert_on_its_budget() {
                  alerts: {{webhook: {{url: \"{hook}\", format: Slack}}}}"
             ),
         ),
-    ))
-    .await;
+    );
+    let h = harness(&config).await;
     // Steady: carol (app bot) and alice (no app) at ~8 requests/s each for 3 s.
     let steady_until = tokio::time::Instant::now() + Duration::from_secs(3);
     let mut steady = 0;
@@ -786,6 +787,67 @@ async fn a_spike_from_one_app_raises_exactly_one_alert_on_its_budget() {
             "kind=\"spike\""
         ]
     ));
+
+    // The offender is held to 1 request a second; others are not.
+    assert!(
+        spikes[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("tollgate.dev/throttle-cleared-at"),
+        "{}",
+        spikes[0]["message"]
+    );
+    let mut refused = None;
+    for _ in 0..3 {
+        let (status, value) =
+            call(&h, "tg-carol", "/v1/chat/completions", &chat("strong", 16)).await;
+        if status == 429 {
+            refused = Some(value);
+        }
+    }
+    let refused = refused.expect("the offender is throttled");
+    assert_eq!(refused["error"]["code"], "rate_limited");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("usage spike"),
+        "{refused}"
+    );
+    for _ in 0..3 {
+        let (status, _) = call(&h, "tg-alice", "/v1/chat/completions", &chat("strong", 16)).await;
+        assert_eq!(status, 200, "only the offender is throttled");
+    }
+    assert!(metric_has(
+        &h.metrics(),
+        &[
+            "budget=\"default/per-app\"",
+            "outcome=\"offender_throttled\""
+        ]
+    ));
+    // An operator clears it: the annotation names a time after the alert.
+    let now_s = tollgate_gateway::state::window::now_ms() / 1000 + 1;
+    let (year, month, day) =
+        tollgate_gateway::state::window::civil_from_days(now_s.div_euclid(86_400));
+    let secs = now_s.rem_euclid(86_400);
+    let cleared_at = format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    );
+    h.reload(&format!("{BASE}{}", config.replacen(
+        "metadata: {name: per-app}",
+        &format!(
+            "metadata: {{name: per-app, annotations: {{tollgate.dev/throttle-cleared-at: \"{cleared_at}\"}}}}"
+        ),
+        1,
+    )));
+    for _ in 0..4 {
+        let (status, value) =
+            call(&h, "tg-carol", "/v1/chat/completions", &chat("strong", 16)).await;
+        assert_eq!(status, 200, "released: {value}");
+    }
 
     // Soft thresholds: 50% and 80% of dave's 10 requests, each once, in
     // Slack's shape.

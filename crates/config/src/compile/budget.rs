@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use kube::ResourceExt;
 use tollgate_api::TokenBudget;
 use tollgate_api::budget::{
     self as api, DOWNGRADE_MODEL_MESSAGE, ExceedAction, LIMIT_EMPTY_MESSAGE, LIMITS_UNIQUE_MESSAGE,
@@ -88,21 +89,35 @@ pub(super) fn compile_budget(
             }
         },
     };
-    let rate_limit = spec.rate_limit.as_ref().map(|r| {
-        let requests = r.requests_per_second.map(|rps| Bucket {
-            per_second: f64::from(rps),
-            capacity: f64::from(r.burst.unwrap_or(rps)),
-        });
-        let tokens = r.tokens_per_minute.map(|tpm| Bucket {
-            per_second: tpm as f64 / 60.0,
-            capacity: tpm as f64,
-        });
-        if requests.is_none() && tokens.is_none() {
+    let rate_limit = match spec.rate_limit.as_ref().map(rate_limit) {
+        Some(None) => {
             error("spec.rateLimit".into(), api::RATE_LIMIT_EMPTY_MESSAGE);
             valid = false;
+            None
         }
-        RateLimit { requests, tokens }
-    });
+        other => other.flatten(),
+    };
+    let throttle_cleared_at_ms = match budget
+        .annotations()
+        .get(api::THROTTLE_CLEARED_AT_ANNOTATION)
+        .filter(|v| !v.is_empty())
+    {
+        None => None,
+        Some(text) => match text.parse::<k8s_openapi::jiff::Timestamp>() {
+            Ok(instant) => Some(instant.as_millisecond()),
+            Err(_) => {
+                error(
+                    format!(
+                        "metadata.annotations[{}]",
+                        api::THROTTLE_CLEARED_AT_ANNOTATION
+                    ),
+                    "must be an RFC 3339 instant such as 2026-12-07T10:00:00Z",
+                );
+                valid = false;
+                None
+            }
+        },
+    };
     if !valid {
         return None;
     }
@@ -130,7 +145,21 @@ pub(super) fn compile_budget(
         fail_closed: spec.failure_mode == api::FailureMode::Closed,
         alerts,
         rate_limit,
+        throttle_cleared_at_ms,
     })
+}
+
+/// Token buckets of a rate limit; `None` when it names no rate.
+fn rate_limit(spec: &api::RateLimit) -> Option<RateLimit> {
+    let requests = spec.requests_per_second.map(|rps| Bucket {
+        per_second: f64::from(rps),
+        capacity: f64::from(spec.burst.unwrap_or(rps)),
+    });
+    let tokens = spec.tokens_per_minute.map(|tpm| Bucket {
+        per_second: tpm as f64 / 60.0,
+        capacity: tpm as f64,
+    });
+    (requests.is_some() || tokens.is_some()).then_some(RateLimit { requests, tokens })
 }
 
 pub const DEFAULT_SPIKE_FACTOR: u32 = 10;
@@ -172,7 +201,15 @@ fn alert_policy(spec: &api::BudgetAlerts) -> Result<AlertPolicy, (&'static str, 
             ));
         }
     };
+    let throttle_offender = match &spec.throttle_offender {
+        None => None,
+        Some(limit) => Some(rate_limit(limit).ok_or((
+            "throttleOffender",
+            "throttleOffender needs requestsPerSecond or tokensPerMinute",
+        ))?),
+    };
     Ok(AlertPolicy {
+        throttle_offender,
         spike_factor,
         interval_ms: duration(&spec.interval, DEFAULT_ALERT_INTERVAL_MS, "interval", false)?,
         warmup_intervals,
@@ -253,6 +290,62 @@ mod tests {
     use super::super::fixtures::compile;
     use super::super::fixtures::{BASE, gw, load};
     use super::*;
+
+    #[test]
+    fn offender_throttles_compile_and_the_clearing_annotation_is_an_instant() {
+        let budget = |annotation: &str| {
+            format!(
+                "{BASE}---
+apiVersion: tollgate.dev/v1alpha1
+kind: TokenBudget
+metadata: {{name: spiky{annotation}}}
+spec:
+  gatewayRef: {{name: gw}}
+  subject: {{perMember: App}}
+  limits: [{{window: Day, requests: 1000}}]
+  alerts: {{throttleOffender: {{requestsPerSecond: 2, burst: 4, tokensPerMinute: 600}}}}
+"
+            )
+        };
+        let compiled = compile(
+            &load(&budget(
+                ", annotations: {tollgate.dev/throttle-cleared-at: \"2026-12-07T10:00:00Z\"}",
+            ))
+            .resources,
+        );
+        assert!(!compiled.has_errors(), "{:?}", compiled.diagnostics);
+        let spiky = &compiled.snapshots[&gw()].config.budgets[0];
+        let throttle = spiky.alerts.as_ref().unwrap().throttle_offender.unwrap();
+        assert_eq!(
+            throttle.requests,
+            Some(Bucket {
+                per_second: 2.0,
+                capacity: 4.0
+            })
+        );
+        assert_eq!(
+            throttle.tokens,
+            Some(Bucket {
+                per_second: 10.0,
+                capacity: 600.0
+            })
+        );
+        assert_eq!(spiky.throttle_cleared_at_ms, Some(1_796_637_600_000));
+
+        let compiled = compile(
+            &load(&budget(
+                ", annotations: {tollgate.dev/throttle-cleared-at: yesterday}",
+            ))
+            .resources,
+        );
+        let d = &compiled.diagnostics[0];
+        assert!(d.is_error());
+        assert_eq!(
+            d.field,
+            "metadata.annotations[tollgate.dev/throttle-cleared-at]"
+        );
+        assert!(compiled.snapshots[&gw()].config.budgets.is_empty());
+    }
 
     #[test]
     fn dollars_parse_to_millionths_and_back() {

@@ -33,6 +33,10 @@ pub struct Budget {
     pub alerts: Option<Arc<AlertPolicy>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
+    /// Offenders throttled at or before this instant (Unix ms) are released
+    /// (annotation `tollgate.dev/throttle-cleared-at`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttle_cleared_at_ms: Option<i64>,
 }
 
 /// Token buckets per member: (rate per second, capacity).
@@ -54,7 +58,7 @@ pub struct Bucket {
 }
 
 /// Usage-anomaly alerts of a budget, defaults applied.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AlertPolicy {
     pub spike_factor: u32,
@@ -63,6 +67,9 @@ pub struct AlertPolicy {
     pub cooldown_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<Webhook>,
+    /// The rate a member is held to after its spike, until cleared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttle_offender: Option<RateLimit>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -126,6 +126,7 @@ mod tests {
             warmup_intervals: 3,
             cooldown_ms: 10_000,
             webhook: None,
+            throttle_offender: None,
         }
     }
 

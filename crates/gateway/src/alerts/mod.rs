@@ -5,6 +5,11 @@
 //! the controller (which records a Warning Event on the TokenBudget and calls
 //! the webhook, once for all replicas) and, when no controller is in charge
 //! (file mode), POSTed to the budget's webhook from here.
+//!
+//! A budget with `alerts.throttleOffender` also marks the member whose spike
+//! it was as an offender: admission then holds it to that rate
+//! ([`AlertHub::offender_since`]) until the budget's
+//! `tollgate.dev/throttle-cleared-at` annotation names a later time.
 
 pub mod detector;
 
@@ -38,6 +43,11 @@ pub struct AlertHub {
     pending: Mutex<Vec<Alert>>,
     /// Off when a controller delivers webhooks (once for every replica).
     controller_delivers: AtomicBool,
+    /// `budget|member` → when its spike alert throttled it (Unix ms).
+    offenders: Mutex<HashMap<String, i64>>,
+    /// Whether `offenders` may hold anything: admission skips the lock
+    /// while nobody is throttled.
+    any_offender: AtomicBool,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -82,22 +92,61 @@ impl AlertHub {
                 format!(" by {member}")
             };
             let interval_s = policy.interval_ms as f64 / 1000.0;
+            let mut message = format!(
+                "Budget {budget}: token use{who} spiked to {} tokens in the current {interval_s}s interval, over {}x its baseline of {:.0}",
+                spike.tokens, spike.factor, spike.baseline
+            );
+            if policy.throttle_offender.is_some() {
+                lock(&self.offenders).insert(offender_key(budget, member), now_ms);
+                self.any_offender.store(true, Ordering::Release);
+                message.push_str(&format!(
+                    ". Throttled to its offender rate until cleared: set annotation {} on the TokenBudget to a time after this alert",
+                    tollgate_api::budget::THROTTLE_CLEARED_AT_ANNOTATION
+                ));
+            }
             self.raise(
                 cx,
                 Alert {
                     kind: "spike".into(),
                     budget: budget.to_string(),
                     member: member.to_string(),
-                    detail: String::new(),
-                    message: format!(
-                        "Budget {budget}: token use{who} spiked to {} tokens in the current {interval_s}s interval, over {}x its baseline of {:.0}",
-                        spike.tokens, spike.factor, spike.baseline
-                    ),
+                    detail: if policy.throttle_offender.is_some() {
+                        "throttled".into()
+                    } else {
+                        String::new()
+                    },
+                    message,
                     at_ms: now_ms,
                 },
                 policy.webhook.as_ref(),
             );
         }
+    }
+
+    /// When `member` of `budget` was throttled for a spike, unless it has
+    /// been released since: `cleared_at_ms` (the budget's annotation) at or
+    /// after that time releases it for good.
+    pub fn offender_since(
+        &self,
+        budget: &str,
+        member: &str,
+        cleared_at_ms: Option<i64>,
+    ) -> Option<i64> {
+        if !self.any_offender.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut offenders = lock(&self.offenders);
+        let key = offender_key(budget, member);
+        let since = *offenders.get(&key)?;
+        if cleared_at_ms.is_some_and(|cleared| since <= cleared) {
+            offenders.remove(&key);
+            if offenders.is_empty() {
+                self.any_offender.store(false, Ordering::Release);
+            }
+            tracing::info!(%budget, %member, "offender released by the throttle-cleared-at annotation");
+            return None;
+        }
+        Some(since)
     }
 
     /// A counter went from `before` to `after` of `limit`: reports each of
@@ -176,6 +225,10 @@ impl AlertHub {
     pub fn drain(&self) -> Vec<Alert> {
         std::mem::take(&mut *lock(&self.pending))
     }
+}
+
+fn offender_key(budget: &str, member: &str) -> String {
+    format!("{budget}|{member}")
 }
 
 /// POSTs `body` to the webhook in the background; a failure is logged.

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use tollgate_config::snapshot::budget::{
-    AlertPolicy, Bucket, Budget, CounterKey, Metric, OnExceed,
+    AlertPolicy, Budget, CounterKey, Metric, OnExceed, RateLimit,
 };
 use tollgate_config::snapshot::{Pricing, Principal, Route};
 use tollgate_llm::Usage;
@@ -153,7 +153,7 @@ pub async fn admit(
     }
     let (estimate, capped) = estimate(inbound, &applicable, route_profile(runtime, route, inbound));
     let now = window::now_ms();
-    let takes = throttle_takes(&applicable, principal, estimate);
+    let takes = throttle_takes(&applicable, principal, estimate, &context.gateway.alerts);
     let (checks, origins) = checks(&applicable, principal, estimate);
     let store = &runtime.budget_store;
     let verdict = match store.reserve(&checks, &takes, now).await {
@@ -169,21 +169,32 @@ pub async fn admit(
                 .unwrap_or(1)
                 .div_ceil(1000)
                 .max(1);
-            let budget = takes
-                .get(bucket)
-                .and_then(|t| t.key.split('|').next())
-                .unwrap_or_default();
+            let key = takes.get(bucket).map_or("", |t| &*t.key);
+            let budget = key.split('|').next().unwrap_or_default();
+            let offender = key
+                .rsplit('|')
+                .next()
+                .is_some_and(|k| k.starts_with(OFFENDER));
+            let (decision, message) = if offender {
+                (
+                    "offender_throttled",
+                    format!(
+                        "Budget {budget} holds this caller to a reduced rate after a usage spike, until an operator clears it. Retry in {seconds} s."
+                    ),
+                )
+            } else {
+                (
+                    "throttled",
+                    format!(
+                        "Rate limit of budget {budget} reached for this caller. Retry in {seconds} s."
+                    ),
+                )
+            };
             context
                 .gateway
                 .metrics
-                .count_budget(&Arc::from(budget), "throttled");
-            Err(ApiError::budget_exceeded(
-                format!(
-                    "Rate limit of budget {budget} reached for this caller. Retry in {seconds} s."
-                ),
-                seconds,
-            )
-            .with_code("rate_limited"))
+                .count_budget(&Arc::from(budget), decision);
+            Err(ApiError::budget_exceeded(message, seconds).with_code("rate_limited"))
         }
         Verdict::Refused {
             failing,
@@ -248,7 +259,7 @@ pub async fn admit(
                 watched,
                 token_takes: takes
                     .into_iter()
-                    .filter(|t| t.key.ends_with("|tokens"))
+                    .filter(|t| t.key.ends_with("tokens"))
                     .collect(),
                 stream_allowance: (!capped
                     && applicable
@@ -341,34 +352,46 @@ fn state_unavailable(
     }
 }
 
-/// The buckets of applicable budgets' rate limits: one request, and the
+/// Prefix of the buckets that hold an offender after its spike.
+const OFFENDER: &str = "offender-";
+
+/// The buckets of applicable budgets' rate limits (and of offender
+/// throttles, for members a spike alert marked): one request, and the
 /// estimated tokens.
 fn throttle_takes(
     budgets: &[&Budget],
     principal: Option<&Principal>,
     estimate: Amounts,
+    alerts: &alerts::AlertHub,
 ) -> Vec<Take> {
     let mut takes = Vec::new();
     for budget in budgets {
-        let Some(limit) = budget.rate_limit else {
-            continue;
-        };
         let member = budget.subject.member(principal);
-        let mut push = |bucket: Option<Bucket>, what: &str, amount: f64| {
-            if let Some(bucket) = bucket {
-                takes.push(Take {
-                    key: Arc::from(format!("{}|{member}|{what}", budget.name)),
-                    bucket,
-                    amount,
-                });
+        let mut push = |limit: RateLimit, prefix: &str| {
+            let tokens = (estimate.input_tokens + estimate.output_tokens) as f64;
+            for (bucket, what, amount) in [
+                (limit.requests, "requests", 1.0),
+                (limit.tokens, "tokens", tokens),
+            ] {
+                if let Some(bucket) = bucket {
+                    takes.push(Take {
+                        key: Arc::from(format!("{}|{member}|{prefix}{what}", budget.name)),
+                        bucket,
+                        amount,
+                    });
+                }
             }
         };
-        push(limit.requests, "requests", 1.0);
-        push(
-            limit.tokens,
-            "tokens",
-            (estimate.input_tokens + estimate.output_tokens) as f64,
-        );
+        if let Some(limit) = budget.rate_limit {
+            push(limit, "");
+        }
+        if let Some(limit) = budget.alerts.as_ref().and_then(|a| a.throttle_offender)
+            && alerts
+                .offender_since(&budget.name, member, budget.throttle_cleared_at_ms)
+                .is_some()
+        {
+            push(limit, OFFENDER);
+        }
     }
     takes
 }

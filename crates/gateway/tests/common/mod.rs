@@ -32,7 +32,23 @@ pub struct Harness {
     pub mock: String,
     pub client: reqwest::Client,
     stop: watch::Sender<bool>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+}
+
+fn install(gateway: &Arc<Gateway>, dir: &std::path::Path, mock: &str, manifests: &str) {
+    let path = dir.join("config.yaml");
+    std::fs::write(
+        &path,
+        manifests
+            .replace("{mock}", mock)
+            .replace("{mock_port}", &mock[mock.rfind(':').map_or(0, |i| i + 1)..])
+            .replace("{key}", KEY),
+    )
+    .unwrap();
+    let (snapshot, _warnings) =
+        standalone::compile_files(&[path], None, &tollgate_config::DigestKey::generate())
+            .expect("harness config compiles");
+    gateway.install(Runtime::build(snapshot, gateway).expect("runtime builds"));
 }
 
 impl Harness {
@@ -52,20 +68,8 @@ impl Harness {
         }));
 
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("config.yaml");
-        std::fs::write(
-            &path,
-            manifests
-                .replace("{mock}", &mock)
-                .replace("{mock_port}", &mock[mock.rfind(':').map_or(0, |i| i + 1)..])
-                .replace("{key}", KEY),
-        )
-        .unwrap();
-        let (snapshot, _warnings) =
-            standalone::compile_files(&[path], None, &tollgate_config::DigestKey::generate())
-                .expect("harness config compiles");
         let gateway = Arc::new(Gateway::new(Clients::new().unwrap()));
-        gateway.install(Runtime::build(snapshot, &gateway).expect("runtime builds"));
+        install(&gateway, dir.path(), &mock, manifests);
 
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -82,8 +86,14 @@ impl Harness {
             mock,
             client: reqwest::Client::new(),
             stop,
-            _dir: dir,
+            dir,
         }
+    }
+
+    /// Compiles `manifests` (placeholders as for [`Harness::start`]) and
+    /// installs them, as a hot reload does.
+    pub fn reload(&self, manifests: &str) {
+        install(&self.gateway, self.dir.path(), &self.mock, manifests);
     }
 
     pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
