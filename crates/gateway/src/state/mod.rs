@@ -21,6 +21,8 @@ use throttle::{Take, Throttles};
 
 pub use window::Span;
 
+use tollgate_config::snapshot::budget::CounterKey;
+
 /// One counter a request is charged against.
 #[derive(Clone, Debug)]
 pub struct Check {
@@ -125,10 +127,7 @@ impl Store {
         let mut counters: Vec<(String, u64)> = all
             .into_iter()
             .filter(|(key, used)| {
-                *used > 0
-                    && key
-                        .split_once('|')
-                        .is_some_and(|(budget, _)| budgets.contains(&budget))
+                *used > 0 && CounterKey::parse(key).is_some_and(|k| budgets.contains(&k.budget))
             })
             .map(|(key, used)| (key.to_string(), used))
             .collect();
