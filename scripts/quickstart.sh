@@ -9,6 +9,7 @@ config=deploy/examples/quickstart.yaml
 "$bin" mock --listen 127.0.0.1:8081 \
   --anthropic-key mock-anthropic-key --gemini-key mock-gemini-key \
   --bedrock-access-key-id AKIDQUICKSTART --bedrock-secret-access-key quickstart-secret-access-key \
+  --mcp-key mock-mcp-key \
   >/dev/null &
 mock=$!
 trap 'kill $mock $gateway 2>/dev/null; wait 2>/dev/null' EXIT INT TERM
@@ -30,6 +31,10 @@ The same request in Anthropic's API, answered by a Bedrock-format provider:
 curl -s http://127.0.0.1:8080/v1/messages -H 'x-api-key: tg-demo-key' -H 'anthropic-version: 2023-06-01' -H 'Content-Type: application/json' -d '{"model":"bedrock","max_tokens":100,"messages":[{"role":"user","content":"Hello!"}]}'
 
 Other aliases: claude (Anthropic format), gemini (Gemini format), embed (embeddings).
+
+The tools of the MCP server at /mcp/tools (MCP 2026-07-28, one stateless request):
+
+curl -s http://127.0.0.1:8080/mcp/tools -H 'Authorization: Bearer tg-demo-key' -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream' -H 'MCP-Protocol-Version: 2026-07-28' -H 'Mcp-Method: tools/list' -d '{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}'
 
 Metrics: http://127.0.0.1:9090/metrics   Stop: Ctrl-C
 

@@ -50,6 +50,8 @@ MAX_BODY_BYTES = 64 * 1024
 CHAT_ROUTE = "default/chat"
 EMBED_ROUTE = "default/embeddings"
 MOCK_PROVIDER = "mock"
+# The mock's MCP server, passed through at /mcp/{MCP_SERVER}.
+MCP_SERVER = "mock-tools"
 DEAD_PROVIDER = "dead"
 
 
@@ -226,6 +228,13 @@ def gateway_config(mock_url: str, *, fallback: bool = False) -> str:
               gatewayRef: {{name: pytest}}
               models: [embed]
               backends: [{{providerRef: {{name: {MOCK_PROVIDER}}}, model: mock-embed}}]
+            ---
+            apiVersion: tollgate.dev/v1alpha1
+            kind: MCPServer
+            metadata: {{name: {MCP_SERVER}}}
+            spec:
+              gatewayRef: {{name: pytest}}
+              url: {mock_url}/mcp
             """
         )
     else:

@@ -11,6 +11,7 @@ pub mod conditions;
 pub mod duration;
 pub mod gateway;
 pub mod keys;
+pub mod mcp;
 pub mod provider;
 pub mod route;
 
@@ -19,6 +20,7 @@ pub use common::{LocalObjectReference, ResourceStatus, SecretKeyRef};
 pub use gateway::{
     AIGateway, AIGatewaySpec, AIGatewayStatus, ErrorDetail, UpstreamErrorPolicy, WorkloadSpec,
 };
+pub use mcp::{MCPServer, MCPServerSpec, MCPServerStatus};
 pub use provider::{
     AnthropicSettings, AwsCredentialsRef, AzureAuthMode, AzureSettings, BedrockSettings, ModelKind,
     ModelProvider, ModelProviderSpec, ProviderCredentials, ProviderFairness, ProviderNetwork,
@@ -43,6 +45,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         ModelProvider::crd(),
         AIRoute::crd(),
         TokenBudget::crd(),
+        MCPServer::crd(),
     ]
 }
 

@@ -11,7 +11,7 @@ use kube::Resource;
 use kube::core::cel::{CompiledSchema, Validator, compile_schema};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use tollgate_api::{AIGateway, AIRoute, ModelProvider, TokenBudget};
+use tollgate_api::{AIGateway, AIRoute, MCPServer, ModelProvider, TokenBudget};
 
 use crate::diagnostics::{Diagnostic, ObjectRef, Severity};
 use crate::resources::DEFAULT_NAMESPACE;
@@ -24,6 +24,7 @@ pub enum Document {
     Provider(Box<ModelProvider>),
     Route(Box<AIRoute>),
     Budget(Box<TokenBudget>),
+    McpServer(Box<MCPServer>),
     Secret(Box<Secret>),
 }
 
@@ -34,6 +35,7 @@ impl Document {
             Document::Provider(o) => crate::resources::object_ref(o.as_ref()),
             Document::Route(o) => crate::resources::object_ref(o.as_ref()),
             Document::Budget(o) => crate::resources::object_ref(o.as_ref()),
+            Document::McpServer(o) => crate::resources::object_ref(o.as_ref()),
             Document::Secret(o) => crate::resources::object_ref(o.as_ref()),
         }
     }
@@ -90,7 +92,7 @@ pub fn check(value: Value, env: &dyn Fn(&str) -> Option<String>) -> Checked {
     }
     let tollgate_kind = matches!(
         kind.as_str(),
-        "AIGateway" | "ModelProvider" | "AIRoute" | "TokenBudget"
+        "AIGateway" | "ModelProvider" | "AIRoute" | "TokenBudget" | "MCPServer"
     );
     if tollgate_kind && api_version != tollgate_api::API_VERSION {
         return fail(
@@ -108,6 +110,7 @@ pub fn check(value: Value, env: &dyn Fn(&str) -> Option<String>) -> Checked {
         }
         (_, "AIRoute") => typed::<AIRoute>(value).map(|o| Document::Route(Box::new(o))),
         (_, "TokenBudget") => typed::<TokenBudget>(value).map(|o| Document::Budget(Box::new(o))),
+        (_, "MCPServer") => typed::<MCPServer>(value).map(|o| Document::McpServer(Box::new(o))),
         ("v1", "Secret") => typed::<Secret>(value)
             .and_then(|s| expand_secret(s, env))
             .map(|o| Document::Secret(Box::new(o))),

@@ -181,6 +181,7 @@ fn add(loaded: &mut Loaded, origin: &str, document: Document) {
         Document::Provider(o) => resources.providers.push(*o),
         Document::Route(o) => resources.routes.push(*o),
         Document::Budget(o) => resources.budgets.push(*o),
+        Document::McpServer(o) => resources.mcp_servers.push(*o),
         Document::Secret(o) => resources.secrets.push(*o),
     }
 }

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
-use tollgate_api::{AIGateway, AIRoute, ModelProvider, TokenBudget};
+use tollgate_api::{AIGateway, AIRoute, MCPServer, ModelProvider, TokenBudget};
 
 use crate::diagnostics::ObjectRef;
 
@@ -18,6 +18,7 @@ pub struct Resources {
     pub providers: Vec<ModelProvider>,
     pub routes: Vec<AIRoute>,
     pub budgets: Vec<TokenBudget>,
+    pub mcp_servers: Vec<MCPServer>,
     pub secrets: Vec<Secret>,
     /// Where each object was read from (file path), for diagnostics.
     pub origins: BTreeMap<ObjectRef, String>,

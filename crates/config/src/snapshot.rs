@@ -14,7 +14,9 @@ use crate::diagnostics::ObjectRef;
 use crate::digest::DigestKey;
 
 pub mod budget;
+pub mod mcp;
 pub use budget::Budget;
+pub use mcp::McpServer;
 
 /// A versioned gateway configuration. `hash` is the HMAC-SHA256 of the
 /// canonical JSON of `config` under its digest key: equal configurations have
@@ -147,6 +149,9 @@ pub struct GatewayConfig {
     /// Shared budget state; `None`: each process counts alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis: Option<RedisConfig>,
+    /// MCPServers served at `/mcp/{path}`, sorted by path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mcp_servers: Vec<McpServer>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -534,6 +539,7 @@ mod tests {
     fn validate_refuses_dangling_provider_indexes() {
         let mut config = GatewayConfig {
             digest_key: DigestKey::from_bytes([7; 32]),
+            mcp_servers: Vec::new(),
             jwt: Vec::new(),
             budgets: Vec::new(),
             redis: None,

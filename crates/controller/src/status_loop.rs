@@ -89,6 +89,8 @@ impl Stores {
             providers,
             routes: clone(self.routes.state()),
             budgets: clone(self.budgets.state()),
+            // Not watched yet: MCPServers are served in file mode only so far.
+            mcp_servers: Vec::new(),
             secrets,
             origins: Default::default(),
         }

@@ -12,6 +12,7 @@ pub mod dialect;
 pub mod error;
 pub mod http;
 pub mod llm;
+pub mod mcp;
 pub mod metrics;
 pub mod payload;
 pub mod providers;

@@ -37,6 +37,8 @@ pub struct Runtime {
     pub upstreams: Vec<Upstream>,
     /// Where budget counters live: Redis when configured, else this process.
     pub budget_store: Store,
+    /// Seals MCP session ids, under a key every replica derives alike.
+    pub mcp_sessions: crate::mcp::session::Sealer,
 }
 
 impl Runtime {
@@ -63,6 +65,7 @@ impl Runtime {
             preload_tokenizers(&snapshot);
         }
         Ok(Self {
+            mcp_sessions: crate::mcp::session::Sealer::new(&snapshot.config.digest_key),
             budget_store,
             keys: KeyIndex::new(&snapshot.config.api_keys, &snapshot.config.digest_key)?,
             routes: RouteTable::new(snapshot.config.routes.clone()),

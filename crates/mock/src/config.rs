@@ -66,6 +66,10 @@ pub struct MockArgs {
     #[arg(long, env = "MOCK_ANTHROPIC_KEY")]
     pub anthropic_key: Option<String>,
 
+    /// MCP key: when set, `Authorization: Bearer <key>` is required on /mcp.
+    #[arg(long, env = "MOCK_MCP_KEY")]
+    pub mcp_key: Option<String>,
+
     /// Gemini key: when set, `x-goog-api-key` or `?key=` must carry it.
     #[arg(long, env = "MOCK_GEMINI_KEY")]
     pub gemini_key: Option<String>,
@@ -138,6 +142,7 @@ impl MockArgs {
                 openai_key: self.openai_key.clone(),
                 azure_key: self.azure_key.clone(),
                 anthropic_key: self.anthropic_key.clone(),
+                mcp_key: self.mcp_key.clone(),
                 gemini_key: self.gemini_key.clone(),
                 bedrock: match (&self.bedrock_access_key_id, &self.bedrock_secret_access_key) {
                     (Some(id), Some(secret)) => Some(AwsCredentials {
@@ -177,6 +182,7 @@ pub struct AuthConfig {
     pub openai_key: Option<String>,
     pub azure_key: Option<String>,
     pub anthropic_key: Option<String>,
+    pub mcp_key: Option<String>,
     pub gemini_key: Option<String>,
     pub bedrock: Option<AwsCredentials>,
     pub bedrock_region: String,
@@ -188,6 +194,7 @@ impl Default for AuthConfig {
             openai_key: None,
             azure_key: None,
             anthropic_key: None,
+            mcp_key: None,
             gemini_key: None,
             bedrock: None,
             bedrock_region: "us-east-1".to_owned(),

@@ -29,6 +29,7 @@ mod bedrock;
 mod body;
 mod config;
 mod gemini;
+mod mcp;
 mod openai;
 mod plan;
 mod request;

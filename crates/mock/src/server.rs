@@ -39,6 +39,8 @@ pub(crate) struct State {
     requests: AtomicU64,
     /// Per-process randomness for ids and unseeded error draws.
     process_key: u64,
+    /// Sessions of 2025-11-25 MCP clients.
+    pub mcp_sessions: crate::mcp::Sessions,
 }
 
 /// `created` timestamp of listed models; fixed so listings are reproducible.
@@ -84,6 +86,7 @@ impl State {
             models_body,
             requests: AtomicU64::new(0),
             process_key: RandomState::new().hash_one(nanos),
+            mcp_sessions: crate::mcp::Sessions::default(),
         }
     }
 
@@ -301,6 +304,12 @@ fn require_api_version(query: Option<&str>) -> Result<(), ApiError> {
 async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<MockBody> {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path();
+    if path == "/mcp" {
+        return match read_body(body).await {
+            Ok(bytes) => crate::mcp::handle(&state, &parts.method, &parts.headers, bytes).await,
+            Err(err) => err.into_response(Flavor::OpenAi),
+        };
+    }
     let Some(route) = route(path) else {
         return ApiError::not_found(&parts.method, path).into_response(Flavor::OpenAi);
     };

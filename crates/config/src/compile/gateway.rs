@@ -310,6 +310,7 @@ pub(super) fn compile_gateway(
     }
     Some(GatewayConfig {
         digest_key: digest_key.clone(),
+        mcp_servers: Vec::new(),
         jwt,
         budgets: Vec::new(),
         redis,

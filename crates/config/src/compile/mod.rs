@@ -19,6 +19,7 @@ use crate::snapshot::{GatewayConfig, Provider, Snapshot};
 
 mod budget;
 mod gateway;
+mod mcp;
 mod provider;
 mod route;
 
@@ -26,6 +27,8 @@ pub use budget::{DEFAULT_ALERT_COOLDOWN_MS, format_micro_usd, parse_micro_usd};
 use budget::{check_downgrade_target, compile_budget};
 use gateway::compile_gateway;
 pub use gateway::parse_labels;
+pub use mcp::DEFAULT_MCP_TIMEOUT_MS;
+use mcp::compile_mcp_server;
 pub use provider::bedrock_endpoint;
 use provider::compile_provider;
 use route::compile_route;
@@ -178,7 +181,40 @@ pub fn compile(resources: &Resources, digest_key: &DigestKey) -> Compiled {
         gateway.budgets.push(compiled);
     }
 
-    for (key, config) in gateways {
+    for server in sorted(&resources.mcp_servers) {
+        let server_ref = object_ref(server);
+        let gateway_ref = ObjectRef::new(
+            "AIGateway",
+            &server_ref.namespace,
+            &server.spec.gateway_ref.name,
+        );
+        let compiled = compile_mcp_server(server, &secrets, &mut out.diagnostics);
+        let Some(gateway) = gateways.get_mut(&gateway_ref) else {
+            out.diagnostics.push(gateway_not_found(
+                &server_ref,
+                &gateway_ref,
+                &resources.gateways,
+            ));
+            continue;
+        };
+        let Some(compiled) = compiled else { continue };
+        if let Some(owner) = gateway.mcp_servers.iter().find(|s| s.path == compiled.path) {
+            out.diagnostics.push(Diagnostic::error(
+                &server_ref,
+                "spec.path",
+                reason::INVALID,
+                format!(
+                    "path /mcp/{} is already served by MCPServer {} (which sorts first by namespace/name)",
+                    compiled.path, owner.name
+                ),
+            ));
+            continue;
+        }
+        gateway.mcp_servers.push(compiled);
+    }
+
+    for (key, mut config) in gateways {
+        config.mcp_servers.sort_by(|a, b| a.path.cmp(&b.path));
         out.snapshots.insert(key, Snapshot::new(config));
     }
     for diagnostic in &mut out.diagnostics {

@@ -53,6 +53,9 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Respon
             "POST",
         );
     }
+    if path.starts_with("/mcp/") || path == "/mcp" {
+        return crate::mcp::handle(gateway, request).await;
+    }
     match (request.method(), path) {
         (&Method::GET, "/v1/models") => models(&gateway, request.headers(), None).await,
         (&Method::GET, p) if p.starts_with("/v1/models/") => {

@@ -1,0 +1,118 @@
+//! `MCPServer`: a backend MCP server that gateways put behind `/mcp`.
+
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use crate::common::{LocalObjectReference, ResourceStatus, SecretKeyRef};
+
+/// A backend MCP server and how one AIGateway serves it: passed through at
+/// `/mcp/{path}`, and (in a later version) aggregated into `/mcp`.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "tollgate.dev",
+    version = "v1alpha1",
+    kind = "MCPServer",
+    plural = "mcpservers",
+    shortname = "mcps",
+    category = "tollgate",
+    namespaced,
+    status = "MCPServerStatus",
+    doc = "An MCPServer is a backend MCP server (Streamable HTTP) that an AIGateway serves to agents at /mcp/{path}, with the gateway's authentication in front, its own credentials to the backend, tool filters and read/write classification.",
+    printcolumn = r#"{"name":"Gateway","type":"string","jsonPath":".spec.gatewayRef.name"}"#,
+    printcolumn = r#"{"name":"URL","type":"string","jsonPath":".spec.url"}"#,
+    printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
+    printcolumn = r#"{"name":"Programmed","type":"string","jsonPath":".status.conditions[?(@.type==\"Programmed\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MCPServerSpec {
+    /// The AIGateway (same namespace) that serves this server.
+    pub gateway_ref: LocalObjectReference,
+    /// The path segment under `/mcp/` (default: the MCPServer's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$')").message(PATH_MESSAGE))]
+    pub path: Option<String>,
+    /// The backend's MCP endpoint, `http://` or `https://` (Streamable HTTP).
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^ ]+$')").message(URL_MESSAGE))]
+    pub url: String,
+    /// What the gateway presents to the backend. The client's own token is
+    /// never passed on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<McpCredentials>,
+    /// Longest a backend may take to answer one message (default 60s); a
+    /// stream may last as long as it keeps sending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(crate::duration::POSITIVE_DURATION_RULE).message(crate::duration::POSITIVE_DURATION_MESSAGE))]
+    pub timeout: Option<String>,
+    /// Which of the backend's tools are served, and which count as writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<ToolPolicy>,
+}
+
+/// What both the CEL rule and compile say of a bad path.
+pub const PATH_MESSAGE: &str =
+    "path must be a DNS label: lowercase letters, digits and '-', at most 63 characters";
+/// What both the CEL rule and compile say of a bad URL.
+pub const URL_MESSAGE: &str = "url must be an http:// or https:// URL";
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct McpCredentials {
+    /// The Secret key holding the credential.
+    pub secret_ref: SecretKeyRef,
+    /// The request header it goes in (default `Authorization`, as
+    /// `Bearer <value>`); any other header carries the value as is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9!#$%&*+.^_`|~-]{1,256}$')").message("must be a valid HTTP header name"))]
+    pub header: Option<String>,
+}
+
+/// Tool filters and classification. Annotations a backend puts on its tools
+/// are untrusted, so `access` here overrides them.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ToolPolicy {
+    /// Globs (`*` matches any run of characters) of the tools served; empty:
+    /// all of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(max = 128)))]
+    pub allow: Vec<String>,
+    /// Globs of tools never served, even when allowed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(max = 128)))]
+    pub deny: Vec<String>,
+    /// Read or write per tool glob, first match wins. A tool matching none
+    /// is a read when the backend marks it `readOnlyHint`, else a write.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub access: Vec<ToolAccessRule>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ToolAccessRule {
+    /// Tool name glob.
+    #[schemars(length(max = 128))]
+    pub tools: String,
+    pub access: ToolAccess,
+}
+
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord,
+)]
+pub enum ToolAccess {
+    Read,
+    Write,
+}
+
+/// Observed state of an MCPServer.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MCPServerStatus {
+    #[serde(flatten)]
+    pub base: ResourceStatus,
+}

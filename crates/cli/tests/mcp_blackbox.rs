@@ -1,0 +1,154 @@
+//! The MCP pass-through with the real binaries: two gateway processes
+//! sharing a digest key file in front of one `tollgate mock` MCP server.
+//! A 2025-11-25 session opened on one continues on the other; its id is
+//! refused for another principal and on another server's path; the
+//! backend gets the MCPServer's credential, never the client's key.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+const OTHER_KEY: &str = "tg-other-key";
+const BACKEND_KEY: &str = "backend-secret";
+
+fn mcp_config(mock: &str) -> String {
+    format!(
+        "{}---
+apiVersion: v1
+kind: Secret
+metadata: {{name: more-keys}}
+stringData: {{other: {OTHER_KEY}, backend: {BACKEND_KEY}}}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata: {{name: tools}}
+spec:
+  gatewayRef: {{name: test}}
+  url: {mock}/mcp
+  credentials: {{secretRef: {{name: more-keys, key: backend}}}}
+  tools: {{deny: [write_note]}}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata: {{name: twin}}
+spec:
+  gatewayRef: {{name: test}}
+  url: {mock}/mcp
+  credentials: {{secretRef: {{name: more-keys, key: backend}}}}
+",
+        config(mock, "m").replacen(
+            "    principal: {user: tester, team: qa}\n",
+            "    principal: {user: tester, team: qa}\n  - secretRef: {name: more-keys, key: other}\n    principal: {user: other}\n",
+            1
+        )
+    )
+}
+
+async fn rpc(
+    url: &str,
+    key: &str,
+    session: Option<&str>,
+    message: Value,
+) -> (u16, Option<String>, Value) {
+    let mut request = client()
+        .post(url)
+        .bearer_auth(key)
+        .header("accept", "application/json, text/event-stream")
+        .json(&message);
+    if let Some(session) = session {
+        request = request.header("mcp-session-id", session);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let session = response
+        .headers()
+        .get("mcp-session-id")
+        .map(|v| v.to_str().unwrap().to_string());
+    let text = response.text().await.unwrap();
+    (
+        status,
+        session,
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn a_sealed_session_follows_its_caller_across_replicas_and_no_one_else() {
+    let mock = Process::start(&["mock", "--listen", "127.0.0.1:0", "--mcp-key", BACKEND_KEY]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "gw.yaml", &mcp_config(mock.url("data")));
+    let key_file = dir.path().join("digest.key");
+    let start = || {
+        let mut command = gateway_command(&path);
+        command.arg("--digest-key-file").arg(&key_file);
+        Process::from_command(&mut command)
+    };
+    let (first, second) = (start(), start());
+    let url = |gateway: &Process, server: &str| format!("{}/mcp/{server}", gateway.url("data"));
+
+    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "blackbox", "version": "1"}}});
+    let (status, session, body) = rpc(&url(&first, "tools"), KEY, None, initialize).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"]["serverInfo"]["name"], "tollgate-mock");
+    let session = session.expect("a session id");
+    assert!(session.starts_with("tg1."), "sealed: {session}");
+    assert!(
+        !session.contains("mock-"),
+        "the backend's id is not exposed"
+    );
+
+    // The other replica continues it.
+    let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
+    let (status, _, body) = rpc(&url(&second, "tools"), KEY, Some(&session), list.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["result"]["tools"].as_array().unwrap().len() >= 3,
+        "{body}"
+    );
+
+    // Another principal, or another server's path: as if unknown.
+    let (status, _, _) = rpc(
+        &url(&second, "tools"),
+        OTHER_KEY,
+        Some(&session),
+        list.clone(),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, _, _) = rpc(&url(&first, "twin"), KEY, Some(&session), list.clone()).await;
+    assert_eq!(status, 404);
+
+    // A denied tool cannot be called.
+    let call = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+        "params": {"name": "write_note", "arguments": {"note": "x"}}});
+    let (status, _, body) = rpc(&url(&first, "tools"), KEY, Some(&session), call).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["error"]["code"], -32602, "{body}");
+    assert_eq!(body["id"], 3);
+
+    // DELETE ends it at the backend; then it is gone everywhere.
+    let deleted = client()
+        .delete(url(&second, "tools"))
+        .bearer_auth(KEY)
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 200);
+    let (status, _, _) = rpc(&url(&first, "tools"), KEY, Some(&session), list).await;
+    assert_eq!(status, 404, "the backend forgot the session");
+
+    // Without the MCPServer's credential the mock answers 401: the
+    // gateway sent its own, not the client's key.
+    let direct = client()
+        .post(format!("{}/mcp", mock.url("data")))
+        .bearer_auth(KEY)
+        .json(&json!({"jsonrpc": "2.0", "id": 9, "method": "ping"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(direct.status(), 401);
+}

@@ -1,0 +1,209 @@
+//! MCPServer: checked and resolved (credential from its Secret) for the data plane.
+
+use std::sync::Arc;
+
+use kube::ResourceExt;
+use tollgate_api::MCPServer;
+use tollgate_api::conditions::reason;
+use tollgate_api::mcp::{self as api};
+
+use super::{SecretIndex, parse_duration_ms};
+use crate::diagnostics::Diagnostic;
+use crate::resources::object_ref;
+use crate::snapshot::Credential;
+use crate::snapshot::mcp::{McpCredential, McpServer, ToolFilter};
+
+/// How long a backend may take to answer one message, unless the spec says.
+pub const DEFAULT_MCP_TIMEOUT_MS: u64 = 60_000;
+
+/// The server for the data plane, or `None` (with diagnostics) when invalid.
+pub(super) fn compile_mcp_server(
+    server: &MCPServer,
+    secrets: &SecretIndex,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<McpServer> {
+    let object = object_ref(server);
+    let spec = &server.spec;
+    let errors_before = diagnostics.len();
+    let mut error = |field: &str, why: &str, message: String| {
+        diagnostics.push(Diagnostic::error(&object, field, why, message));
+    };
+    let path = spec.path.clone().unwrap_or_else(|| server.name_any());
+    if !is_dns_label(&path) {
+        let field = if spec.path.is_some() {
+            "spec.path"
+        } else {
+            "metadata.name"
+        };
+        error(field, reason::INVALID, api::PATH_MESSAGE.into());
+    }
+    let url_ok = (spec.url.starts_with("http://") || spec.url.starts_with("https://"))
+        && spec
+            .url
+            .parse::<http::Uri>()
+            .is_ok_and(|u| u.host().is_some());
+    if !url_ok {
+        error("spec.url", reason::INVALID, api::URL_MESSAGE.into());
+    }
+    let timeout_ms = parse_duration_ms(
+        spec.timeout.as_ref(),
+        Some(DEFAULT_MCP_TIMEOUT_MS),
+        &object,
+        "spec.timeout",
+        diagnostics,
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(DEFAULT_MCP_TIMEOUT_MS);
+    let mut error = |field: &str, why: &str, message: String| {
+        diagnostics.push(Diagnostic::error(&object, field, why, message));
+    };
+    let credential = match &spec.credentials {
+        None => None,
+        Some(credentials) => match secrets.value(&object.namespace, &credentials.secret_ref) {
+            Ok(value) => {
+                let header = credentials
+                    .header
+                    .as_deref()
+                    .unwrap_or("authorization")
+                    .to_ascii_lowercase();
+                let value = if header == "authorization" {
+                    format!("Bearer {value}")
+                } else {
+                    value
+                };
+                if http::HeaderValue::from_str(&value).is_err() {
+                    error(
+                        "spec.credentials.secretRef",
+                        reason::INVALID,
+                        "the credential is not a valid HTTP header value".into(),
+                    );
+                }
+                Some(McpCredential {
+                    header,
+                    value: Credential(value),
+                })
+            }
+            Err((why, message)) => {
+                error("spec.credentials.secretRef", why, message);
+                None
+            }
+        },
+    };
+    if diagnostics[errors_before..]
+        .iter()
+        .any(Diagnostic::is_error)
+    {
+        return None;
+    }
+    let tools = spec.tools.clone().unwrap_or_default();
+    Some(McpServer {
+        name: Arc::from(format!("{}/{}", object.namespace, object.name)),
+        path,
+        url: spec.url.trim_end_matches('/').to_string(),
+        credential,
+        timeout_ms,
+        tools: ToolFilter {
+            allow: tools.allow,
+            deny: tools.deny,
+            access: tools
+                .access
+                .into_iter()
+                .map(|rule| (rule.tools, rule.access))
+                .collect(),
+        },
+    })
+}
+
+fn is_dns_label(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    (1..=63).contains(&bytes.len())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes.first() != Some(&b'-')
+        && bytes.last() != Some(&b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::{BASE, compile, gw, load};
+    use tollgate_api::conditions::reason;
+    use tollgate_api::mcp::ToolAccess;
+
+    fn server(name: &str, spec: &str) -> String {
+        format!(
+            "---\napiVersion: tollgate.dev/v1alpha1\nkind: MCPServer\nmetadata: {{name: {name}}}\nspec:\n  gatewayRef: {{name: gw}}\n{spec}\n"
+        )
+    }
+
+    #[test]
+    fn servers_compile_with_their_credential_sorted_by_path() {
+        let yaml = format!(
+            "{BASE}{}{}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: mcp}}\nstringData: {{token: s3cret}}\n",
+            server(
+                "tickets",
+                "  url: https://tickets.example.com/mcp/\n  credentials: {secretRef: {name: mcp, key: token}}\n  \
+                 tools: {deny: [\"delete_*\"], access: [{tools: search, access: Read}]}"
+            ),
+            server(
+                "docs",
+                "  path: wiki\n  url: http://127.0.0.1:9/mcp\n  timeout: 5s\n  \
+                 credentials: {secretRef: {name: mcp, key: token}, header: X-Api-Key}"
+            ),
+        );
+        let compiled = compile(&load(&yaml).resources);
+        assert!(!compiled.has_errors(), "{:?}", compiled.diagnostics);
+        let servers = &compiled.snapshots[&gw()].config.mcp_servers;
+        let paths: Vec<&str> = servers.iter().map(|s| s.path.as_str()).collect();
+        assert_eq!(paths, ["tickets", "wiki"]);
+        let tickets = &servers[0];
+        assert_eq!(&*tickets.name, "default/tickets");
+        assert_eq!(tickets.url, "https://tickets.example.com/mcp");
+        let credential = tickets.credential.as_ref().unwrap();
+        assert_eq!(credential.header, "authorization");
+        assert_eq!(credential.value.0, "Bearer s3cret");
+        assert_eq!(tickets.timeout_ms, super::DEFAULT_MCP_TIMEOUT_MS);
+        assert!(!tickets.tools.serves("delete_ticket"));
+        assert_eq!(tickets.tools.access("search", false), ToolAccess::Read);
+        let wiki = &servers[1];
+        assert_eq!(wiki.timeout_ms, 5_000);
+        let credential = wiki.credential.as_ref().unwrap();
+        assert_eq!(
+            (credential.header.as_str(), credential.value.0.as_str()),
+            ("x-api-key", "s3cret")
+        );
+    }
+
+    #[test]
+    fn a_path_taken_twice_and_a_missing_secret_are_reported_on_their_server() {
+        let yaml = format!(
+            "{BASE}{}{}",
+            server("alpha", "  path: tools\n  url: http://127.0.0.1:9/mcp"),
+            server(
+                "beta",
+                "  path: tools\n  url: http://127.0.0.1:9/mcp\n  credentials: {secretRef: {name: nope, key: k}}"
+            ),
+        );
+        let compiled = compile(&load(&yaml).resources);
+        let on_beta: Vec<_> = compiled
+            .diagnostics
+            .iter()
+            .filter(|d| d.object.as_ref().is_some_and(|o| o.name == "beta"))
+            .collect();
+        assert_eq!(on_beta.len(), 1, "{:?}", compiled.diagnostics);
+        assert_eq!(on_beta[0].reason, reason::SECRET_NOT_FOUND);
+        let yaml = format!(
+            "{BASE}{}{}",
+            server("alpha", "  path: tools\n  url: http://127.0.0.1:9/mcp"),
+            server("beta", "  path: tools\n  url: http://127.0.0.1:9/mcp"),
+        );
+        let compiled = compile(&load(&yaml).resources);
+        let d = &compiled.diagnostics[0];
+        assert_eq!(d.field, "spec.path");
+        assert_eq!(d.object.as_ref().unwrap().name, "beta");
+        assert!(d.message.contains("default/alpha"), "{}", d.message);
+        let servers = &compiled.snapshots[&gw()].config.mcp_servers;
+        assert_eq!(servers.len(), 1);
+    }
+}

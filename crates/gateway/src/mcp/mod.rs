@@ -1,0 +1,368 @@
+//! The MCP gateway: `/mcp/{path}` passes one MCPServer through (Streamable
+//! HTTP, both the 2025-11-25 and 2026-07-28 revisions).
+//!
+//! Per message: the gateway's own authentication (API keys, JWT; the
+//! client's credential never reaches the backend, which gets the
+//! MCPServer's), `Origin` validation, one JSON-RPC message per POST,
+//! 2026-07-28 mirrored headers checked against the body, the tool filter on
+//! `tools/call`, and the backend's session id sealed into the one the client
+//! sees ([`session`]), so any replica can continue a session and no other
+//! caller can use it. Answers, JSON or SSE, stream back as they come; a
+//! client that goes away closes the backend stream, which 2026-07-28 treats
+//! as cancellation.
+
+pub mod jsonrpc;
+pub mod session;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use tollgate_config::egress::EgressPolicy;
+use tollgate_config::snapshot::{McpServer, Principal};
+
+use crate::error::ApiError;
+use crate::http::{ResponseBody, box_body, full};
+use crate::llm::{auth, ingress};
+use crate::providers::http::{UpstreamError, send};
+use crate::runtime::{Gateway, Runtime};
+use jsonrpc::Message;
+
+/// Request headers passed on to the backend as they are.
+const FORWARDED: [&str; 6] = [
+    "accept",
+    "content-type",
+    "mcp-protocol-version",
+    "mcp-method",
+    "mcp-name",
+    "last-event-id",
+];
+/// Response headers passed back as they are (besides the session id).
+const RETURNED: [&str; 3] = ["content-type", "cache-control", "mcp-protocol-version"];
+
+/// 2025-11-25's session header.
+const SESSION_HEADER: &str = "mcp-session-id";
+
+pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Response<ResponseBody> {
+    let Some(runtime) = gateway.runtime() else {
+        return rpc_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            None,
+            jsonrpc::INTERNAL_ERROR,
+            "The gateway has no configuration yet.",
+        );
+    };
+    let path = request.uri().path();
+    let Some(name) = path
+        .strip_prefix("/mcp/")
+        .filter(|n| !n.is_empty() && !n.contains('/'))
+    else {
+        return rpc_error(
+            StatusCode::NOT_FOUND,
+            None,
+            jsonrpc::INVALID_REQUEST,
+            "No MCP endpoint here: use /mcp/{server}.",
+        );
+    };
+    let Some(server) = runtime
+        .snapshot
+        .config
+        .mcp_servers
+        .iter()
+        .find(|s| s.path == name)
+    else {
+        return rpc_error(
+            StatusCode::NOT_FOUND,
+            None,
+            jsonrpc::INVALID_REQUEST,
+            &format!("No MCP server is served at /mcp/{name}."),
+        );
+    };
+    match serve(&gateway, &runtime, server, request).await {
+        Ok(response) => response,
+        Err(response) => *response,
+    }
+}
+
+type Refusal = Box<Response<ResponseBody>>;
+
+async fn serve(
+    gateway: &Gateway,
+    runtime: &Runtime,
+    server: &McpServer,
+    request: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Refusal> {
+    let (parts, body) = request.into_parts();
+    check_origin(&parts.headers)?;
+    let principal = auth::authenticate(runtime, gateway, &parts.headers)
+        .await
+        .map_err(|error| unauthorized(&error))?;
+    let principal = principal.as_deref();
+    let now = crate::state::window::now_ms();
+    let backend_session = match parts.headers.get(SESSION_HEADER) {
+        None => None,
+        Some(value) => {
+            let id = value.to_str().unwrap_or("");
+            match runtime.mcp_sessions.open(id, principal, &server.name, now) {
+                Ok(backend) => Some(backend),
+                // Unknown, expired or someone else's: as the spec says for a
+                // session the server does not know, so the client starts over.
+                Err(error) => {
+                    tracing::debug!(server = %server.name, %error, "MCP session id refused");
+                    return Err(Box::new(rpc_error(
+                        StatusCode::NOT_FOUND,
+                        None,
+                        jsonrpc::INVALID_REQUEST,
+                        "Session not found: initialize a new session.",
+                    )));
+                }
+            }
+        }
+    };
+    let (body, message) = match parts.method {
+        Method::POST => {
+            let limit = runtime.snapshot.config.limits.max_request_body_bytes;
+            let bytes = ingress::read_body(body, &parts.headers, limit)
+                .await
+                .map_err(|error| {
+                    Box::new(rpc_error(
+                        error.status,
+                        None,
+                        jsonrpc::INVALID_REQUEST,
+                        &error.message,
+                    ))
+                })?;
+            let message = Message::parse(&bytes).map_err(|(code, text)| {
+                Box::new(rpc_error(StatusCode::BAD_REQUEST, None, code, text))
+            })?;
+            check_message(&message, &parts.headers, server)?;
+            (bytes, Some(message))
+        }
+        Method::GET | Method::DELETE => (Bytes::new(), None),
+        _ => {
+            let mut response = rpc_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                None,
+                jsonrpc::INVALID_REQUEST,
+                "MCP endpoints take POST, GET and DELETE.",
+            );
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST, GET, DELETE"));
+            return Err(Box::new(response));
+        }
+    };
+    let id = message.as_ref().and_then(|m| m.id.clone());
+    let upstream = backend_request(
+        server,
+        &parts.method,
+        &parts.headers,
+        backend_session.as_deref(),
+        body,
+    )
+    .map_err(|error| {
+        Box::new(rpc_error(
+            StatusCode::BAD_GATEWAY,
+            id.as_ref(),
+            jsonrpc::INTERNAL_ERROR,
+            &error,
+        ))
+    })?;
+    let client = gateway.clients.pooled(
+        server.timeout_ms.min(10_000),
+        EgressPolicy {
+            allow_loopback: true,
+            allow_link_local: false,
+        },
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(server.timeout_ms);
+    let response = send(client, upstream, deadline).await.map_err(|error| {
+        let (status, text) = match error {
+            UpstreamError::Timeout => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "The MCP server did not answer in time.",
+            ),
+            _ => (
+                StatusCode::BAD_GATEWAY,
+                "The MCP server could not be reached.",
+            ),
+        };
+        tracing::warn!(server = %server.name, %error, "MCP backend failed");
+        Box::new(rpc_error(
+            status,
+            id.as_ref(),
+            jsonrpc::INTERNAL_ERROR,
+            text,
+        ))
+    })?;
+    Ok(relay(response, runtime, principal, server, now))
+}
+
+/// `Origin`, when a browser sends one, must name this host: a page on
+/// another site must not reach MCP servers through a user's gateway (DNS
+/// rebinding).
+fn check_origin(headers: &HeaderMap) -> Result<(), Refusal> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin_host = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.split_once("://"))
+        .map(|(_, rest)| rest.trim_end_matches('/'));
+    if host.is_some() && origin_host == host {
+        return Ok(());
+    }
+    Err(Box::new(rpc_error(
+        StatusCode::FORBIDDEN,
+        None,
+        jsonrpc::INVALID_REQUEST,
+        "Origin not allowed.",
+    )))
+}
+
+/// What the gateway checks of a message before it leaves.
+fn check_message(
+    message: &Message,
+    headers: &HeaderMap,
+    server: &McpServer,
+) -> Result<(), Refusal> {
+    if let Err(mismatch) = message.check_mirrored_headers(headers) {
+        return Err(Box::new(rpc_error(
+            StatusCode::BAD_REQUEST,
+            message.id.as_ref(),
+            jsonrpc::HEADER_MISMATCH,
+            &format!("Header mismatch: {mismatch}"),
+        )));
+    }
+    if message.method.as_deref() == Some("tools/call")
+        && let Some(tool) = message.name()
+        && !server.tools.serves(tool)
+    {
+        // As if it did not exist: a filtered tool is not there for callers.
+        return Err(Box::new(rpc_error(
+            StatusCode::OK,
+            message.id.as_ref(),
+            jsonrpc::INVALID_PARAMS,
+            &format!("Unknown tool: {tool}"),
+        )));
+    }
+    Ok(())
+}
+
+fn backend_request(
+    server: &McpServer,
+    method: &Method,
+    headers: &HeaderMap,
+    session: Option<&str>,
+    body: Bytes,
+) -> Result<Request<Full<Bytes>>, String> {
+    let mut request = Request::builder().method(method.clone()).uri(&server.url);
+    let out = request
+        .headers_mut()
+        .ok_or_else(|| format!("invalid MCP server URL {}", server.url))?;
+    for name in FORWARDED {
+        if let Some(value) = headers.get(name) {
+            out.insert(name, value.clone());
+        }
+    }
+    for (name, value) in headers {
+        if name.as_str().starts_with("mcp-param-") {
+            out.append(name.clone(), value.clone());
+        }
+    }
+    if let Some(session) = session {
+        let value = HeaderValue::from_str(session)
+            .map_err(|_| "unusable backend session id".to_string())?;
+        out.insert(SESSION_HEADER, value);
+    }
+    if let Some(credential) = &server.credential {
+        let name = HeaderName::from_bytes(credential.header.as_bytes())
+            .map_err(|_| "invalid credential header".to_string())?;
+        let mut value = HeaderValue::from_str(&credential.value.0)
+            .map_err(|_| "invalid credential".to_string())?;
+        value.set_sensitive(true);
+        out.insert(name, value);
+    }
+    request
+        .body(Full::new(body))
+        .map_err(|error| format!("cannot build the backend request: {error}"))
+}
+
+/// The backend's answer to the client: status, the headers that matter, a
+/// sealed session id in place of the backend's, and the body as it streams.
+fn relay(
+    response: Response<Incoming>,
+    runtime: &Runtime,
+    principal: Option<&Principal>,
+    server: &McpServer,
+    now: i64,
+) -> Response<ResponseBody> {
+    let (parts, body) = response.into_parts();
+    let mut out = Response::new(box_body(body));
+    *out.status_mut() = parts.status;
+    for name in RETURNED {
+        if let Some(value) = parts.headers.get(name) {
+            out.headers_mut().insert(name, value.clone());
+        }
+    }
+    if parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes().starts_with(b"text/event-stream"))
+    {
+        // Proxies between here and the client must not hold events back.
+        out.headers_mut()
+            .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    }
+    if let Some(backend) = parts
+        .headers
+        .get(SESSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+    {
+        match runtime
+            .mcp_sessions
+            .seal(backend, principal, &server.name, now)
+        {
+            Ok(sealed) => {
+                if let Ok(value) = HeaderValue::from_str(&sealed) {
+                    out.headers_mut().insert(SESSION_HEADER, value);
+                }
+            }
+            Err(error) => {
+                tracing::warn!(server = %server.name, %error, "cannot seal the MCP session id")
+            }
+        }
+    }
+    out
+}
+
+fn unauthorized(error: &ApiError) -> Refusal {
+    let mut response = rpc_error(error.status, None, jsonrpc::INVALID_REQUEST, &error.message);
+    if error.status == StatusCode::UNAUTHORIZED {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    Box::new(response)
+}
+
+fn rpc_error(
+    status: StatusCode,
+    id: Option<&serde_json::Value>,
+    code: i64,
+    message: &str,
+) -> Response<ResponseBody> {
+    let mut response = Response::new(full(jsonrpc::error_body(id, code, message)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
