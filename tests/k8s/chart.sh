@@ -277,12 +277,12 @@ else nok "deploy/ includes deploy/examples"; fi
 
 # ---------------------------------------------------------------- cluster
 
-crd_names=(crd/aigateways.tollgate.dev crd/modelproviders.tollgate.dev crd/airoutes.tollgate.dev crd/tokenbudgets.tollgate.dev)
+crd_names=(crd/aigateways.tollgate.dev crd/modelproviders.tollgate.dev crd/airoutes.tollgate.dev crd/tokenbudgets.tollgate.dev crd/mcpservers.tollgate.dev)
 
 # 1. CRD chart.
 if k apply --server-side --field-manager=chart-sh-template -f "$render_crds" >/dev/null &&
   k wait --for=condition=Established --timeout=60s "${crd_names[@]}" >/dev/null; then
-  ok "helm template tollgate-crds | kubectl apply --server-side: 4 CRDs Established"
+  ok "helm template tollgate-crds | kubectl apply --server-side: ${#crd_names[@]} CRDs Established"
 else nok "CRD chart applied and Established"; fi
 if [[ "$(k get crd airoutes.tollgate.dev -o jsonpath='{.metadata.annotations.helm\.sh/resource-policy}')" == keep ]]; then
   ok "CRDs carry helm.sh/resource-policy=keep"

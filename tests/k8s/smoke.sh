@@ -29,7 +29,7 @@ else nok "kubectl version"; fi
 if k apply --server-side -f "$crds/" &&
   k wait --for=condition=Established --timeout=60s \
     crd/aigateways.tollgate.dev crd/modelproviders.tollgate.dev crd/airoutes.tollgate.dev \
-    crd/tokenbudgets.tollgate.dev; then
+    crd/tokenbudgets.tollgate.dev crd/mcpservers.tollgate.dev; then
   ok "CRDs applied and Established"
 else nok "CRDs applied and Established"; fi
 

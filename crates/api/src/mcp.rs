@@ -19,9 +19,11 @@ use crate::common::{LocalObjectReference, ResourceStatus, SecretKeyRef};
     status = "MCPServerStatus",
     doc = "An MCPServer is a backend MCP server (Streamable HTTP) that an AIGateway serves to agents at /mcp/{path}, with the gateway's authentication in front, its own credentials to the backend, tool filters and read/write classification.",
     printcolumn = r#"{"name":"Gateway","type":"string","jsonPath":".spec.gatewayRef.name"}"#,
-    printcolumn = r#"{"name":"URL","type":"string","jsonPath":".spec.url"}"#,
+    printcolumn = r#"{"name":"Path","type":"string","jsonPath":".status.path"}"#,
+    printcolumn = r#"{"name":"URL","type":"string","jsonPath":".spec.url","priority":1}"#,
     printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
     printcolumn = r#"{"name":"Programmed","type":"string","jsonPath":".status.conditions[?(@.type==\"Programmed\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.status==\"False\")].reason","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -115,4 +117,7 @@ pub enum ToolAccess {
 pub struct MCPServerStatus {
     #[serde(flatten)]
     pub base: ResourceStatus,
+    /// Where the gateway serves it, `/mcp/{path}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
 }

@@ -63,7 +63,8 @@ fn controller_writes_truthful_conditions_and_kubectl_shows_them() {
     let dangling = dir.path().join("dangling.yaml");
     std::fs::write(
         &dangling,
-        "apiVersion: tollgate.dev/v1alpha1\nkind: AIRoute\nmetadata: {name: dangling, namespace: default}\nspec:\n  gatewayRef: {name: quickstart}\n  models: [elsewhere, yonder]\n  backends: [{providerRef: {name: nowhere}, model: m}]\n---\napiVersion: tollgate.dev/v1alpha1\nkind: ModelProvider\nmetadata: {name: keyless, namespace: default}\nspec:\n  type: OpenAI\n  credentials: {secretRef: {name: no-such-secret, key: apiKey}}\n",
+        "apiVersion: tollgate.dev/v1alpha1\nkind: AIRoute\nmetadata: {name: dangling, namespace: default}\nspec:\n  gatewayRef: {name: quickstart}\n  models: [elsewhere, yonder]\n  backends: [{providerRef: {name: nowhere}, model: m}]\n---\napiVersion: tollgate.dev/v1alpha1\nkind: ModelProvider\nmetadata: {name: keyless, namespace: default}\nspec:\n  type: OpenAI\n  credentials: {secretRef: {name: no-such-secret, key: apiKey}}\n\
+         ---\napiVersion: tollgate.dev/v1alpha1\nkind: MCPServer\nmetadata: {name: lockedout, namespace: default}\nspec:\n  gatewayRef: {name: quickstart}\n  url: http://127.0.0.1:1/mcp\n  credentials: {secretRef: {name: no-such-secret, key: token}}\n",
     )
     .unwrap();
     cluster.apply(dangling.to_str().unwrap());
@@ -246,12 +247,62 @@ fn controller_writes_truthful_conditions_and_kubectl_shows_them() {
     );
     assert_eq!(gateway["status"]["providers"], "4/5", "{gateway}");
 
+    // MCPServers: the quickstart's is accepted and waits for a gateway;
+    // one whose Secret is missing says so; the columns show both.
+    let servers = wait_for(
+        &cluster,
+        &["get", "mcpservers"],
+        "MCPServer conditions",
+        |v| {
+            v["items"].as_array().is_some_and(|items| {
+                items.len() == 2 && items.iter().all(|s| condition(s, "Programmed").is_some())
+            })
+        },
+    );
+    let server = |name: &str| {
+        servers["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["metadata"]["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let tools = server("tools");
+    assert_eq!(
+        condition(&tools, "Accepted").unwrap()["status"],
+        "True",
+        "{tools}"
+    );
+    assert_eq!(
+        condition(&tools, "Programmed").unwrap()["reason"],
+        "NoGatewaysConnected"
+    );
+    assert_eq!(tools["status"]["path"], "/mcp/tools");
+    let locked = server("lockedout");
+    let refs = condition(&locked, "ResolvedRefs").unwrap();
+    assert_eq!(
+        (&refs["status"], &refs["reason"]),
+        (&"False".into(), &"SecretNotFound".into()),
+        "{locked}"
+    );
+    let table = kubectl_text(&cluster, &["get", "mcpservers"]);
+    assert_eq!(
+        (
+            cell(&table, "tools", "PATH"),
+            cell(&table, "tools", "ACCEPTED")
+        ),
+        ("/mcp/tools".into(), "True".into()),
+        "{table}"
+    );
+
     // One category lists every kind; `kubectl explain` says what each is.
     let everything = kubectl_text(&cluster, &["get", "tollgate"]);
     for kind in [
         "aigateway.tollgate.dev/",
         "modelprovider.tollgate.dev/",
         "airoute.tollgate.dev/",
+        "mcpserver.tollgate.dev/",
     ] {
         assert!(everything.contains(kind), "{kind} missing: {everything}");
     }

@@ -104,9 +104,16 @@ async fn a_sealed_session_follows_its_caller_across_replicas_and_no_one_else() {
     let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
     let (status, _, body) = rpc(&url(&second, "tools"), KEY, Some(&session), list.clone()).await;
     assert_eq!(status, 200, "{body}");
-    assert!(
-        body["result"]["tools"].as_array().unwrap().len() >= 3,
-        "{body}"
+    let names: Vec<&str> = body["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["echo", "add", "slow"],
+        "write_note is denied: {body}"
     );
 
     // Another principal, or another server's path: as if unknown.

@@ -42,6 +42,7 @@ pub fn object_ref<K: ResourceExt + kube::Resource<DynamicType = ()>>(object: &K)
 pub fn referenced_secrets(
     gateways: &[AIGateway],
     providers: &[ModelProvider],
+    mcp_servers: &[MCPServer],
 ) -> BTreeSet<(String, String)> {
     let from_providers = providers.iter().flat_map(|p| {
         let namespace = namespace_of(p);
@@ -67,7 +68,14 @@ pub fn referenced_secrets(
             .chain(redis)
             .map(move |r| (namespace.clone(), r.name.clone()))
     });
-    from_providers.chain(from_gateways).collect()
+    let from_mcp = mcp_servers.iter().filter_map(|m| {
+        let credentials = m.spec.credentials.as_ref()?;
+        Some((namespace_of(m), credentials.secret_ref.name.clone()))
+    });
+    from_providers
+        .chain(from_gateways)
+        .chain(from_mcp)
+        .collect()
 }
 
 /// Whether compile reads this Secret: referenced by name (see
@@ -123,6 +131,12 @@ pub fn stand_in_secrets(resources: &Resources) -> Vec<Secret> {
             .chain(redis)
         {
             want(namespace_of(gateway), &reference.name, &reference.key);
+        }
+    }
+    for server in &resources.mcp_servers {
+        if let Some(credentials) = &server.spec.credentials {
+            let r = &credentials.secret_ref;
+            want(namespace_of(server), &r.name, &r.key);
         }
     }
     wanted
@@ -223,7 +237,11 @@ spec:
         let mut loaded = Loaded::default();
         add_documents(&mut loaded, "t.yaml", yaml, &|_| None);
         let resources = &loaded.resources;
-        let referenced = referenced_secrets(&resources.gateways, &resources.providers);
+        let referenced = referenced_secrets(
+            &resources.gateways,
+            &resources.providers,
+            &resources.mcp_servers,
+        );
         let expected: BTreeSet<(String, String)> = [
             ("default".to_string(), "openai-key".to_string()),
             ("team-a".to_string(), "client-keys".to_string()),

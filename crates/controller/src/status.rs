@@ -79,6 +79,8 @@ struct Served<'a> {
     routes: HashMap<&'a str, &'a ObjectRef>,
     /// TokenBudgets by `namespace/name`.
     budgets: HashMap<&'a str, &'a ObjectRef>,
+    /// MCPServers by `namespace/name`.
+    mcp_servers: HashMap<&'a str, &'a ObjectRef>,
     /// (namespace, provider name) -> gateways.
     providers: HashMap<(&'a str, &'a str), Vec<&'a ObjectRef>>,
 }
@@ -88,6 +90,7 @@ impl<'a> Served<'a> {
         let mut served = Served {
             routes: HashMap::new(),
             budgets: HashMap::new(),
+            mcp_servers: HashMap::new(),
             providers: HashMap::new(),
         };
         for (gateway, snapshot) in &compiled.snapshots {
@@ -96,6 +99,9 @@ impl<'a> Served<'a> {
             }
             for budget in &snapshot.config.budgets {
                 served.budgets.insert(&budget.name, gateway);
+            }
+            for server in &snapshot.config.mcp_servers {
+                served.mcp_servers.insert(&server.name, gateway);
             }
             for provider in &snapshot.config.providers {
                 served
@@ -171,6 +177,19 @@ pub fn desired_statuses(
         })
     };
 
+    // A route, budget or MCP server: served when its gateway's snapshot
+    // holds it (by `namespace/name`), else its own problem or the gateway's.
+    let attached = |object: &ObjectRef, served: &HashMap<&str, &ObjectRef>, gateway: &str| {
+        let name = format!("{}/{}", object.namespace, object.name);
+        own_problem(object).unwrap_or_else(|| match served.get(name.as_str()) {
+            Some(serving_gateway) => serving(serving_gateway),
+            None => Programmed::No(
+                reason::GATEWAY_NOT_ACCEPTED,
+                format!("AIGateway {gateway} has no served configuration; see its conditions"),
+            ),
+        })
+    };
+
     let mut out = Vec::new();
     let mut push = |object: ObjectRef,
                     generation: Option<i64>,
@@ -234,18 +253,7 @@ pub fn desired_statuses(
     }
     for route in &resources.routes {
         let object = object_ref(route);
-        let name = format!("{}/{}", object.namespace, object.name);
-        let programmed =
-            own_problem(&object).unwrap_or_else(|| match served.routes.get(name.as_str()) {
-                Some(gateway) => serving(gateway),
-                None => Programmed::No(
-                    reason::GATEWAY_NOT_ACCEPTED,
-                    format!(
-                        "AIGateway {} has no served configuration; see its conditions",
-                        route.spec.gateway_ref.name
-                    ),
-                ),
-            });
+        let programmed = attached(&object, &served.routes, &route.spec.gateway_ref.name);
         let mut summary = serde_json::Map::new();
         summary.insert("models".into(), route.spec.models.join(", ").into());
         let backends = route
@@ -263,18 +271,8 @@ pub fn desired_statuses(
     }
     for budget in &resources.budgets {
         let object = object_ref(budget);
+        let programmed = attached(&object, &served.budgets, &budget.spec.gateway_ref.name);
         let name = format!("{}/{}", object.namespace, object.name);
-        let programmed =
-            own_problem(&object).unwrap_or_else(|| match served.budgets.get(name.as_str()) {
-                Some(gateway) => serving(gateway),
-                None => Programmed::No(
-                    reason::GATEWAY_NOT_ACCEPTED,
-                    format!(
-                        "AIGateway {} has no served configuration; see its conditions",
-                        budget.spec.gateway_ref.name
-                    ),
-                ),
-            });
         let compiled_budget = served.budgets.get(name.as_str()).and_then(|gateway| {
             let config = &compiled.snapshots.get(*gateway)?.config;
             let usage = fleets.get(*gateway).map(|f| &f.usage);
@@ -286,6 +284,18 @@ pub fn desired_statuses(
             None => serde_json::Map::new(),
         };
         push(object, budget.metadata.generation, programmed, summary);
+    }
+    for server in &resources.mcp_servers {
+        let object = object_ref(server);
+        let programmed = attached(&object, &served.mcp_servers, &server.spec.gateway_ref.name);
+        let mut summary = serde_json::Map::new();
+        let path = server
+            .spec
+            .path
+            .clone()
+            .unwrap_or_else(|| object.name.clone());
+        summary.insert("path".into(), format!("/mcp/{path}").into());
+        push(object, server.metadata.generation, programmed, summary);
     }
     out.sort_by(|a, b| a.object.cmp(&b.object));
     out

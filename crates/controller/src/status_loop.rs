@@ -21,7 +21,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
-use tollgate_api::{AIGateway, AIRoute, ModelProvider, TokenBudget};
+use tollgate_api::{AIGateway, AIRoute, MCPServer, ModelProvider, TokenBudget};
 use tollgate_config::compile::DEFAULT_LISTENER_PORT;
 use tollgate_config::{Compiled, DigestKey, ObjectRef, Resources, compile};
 
@@ -61,6 +61,7 @@ struct Stores {
     providers: Store<ModelProvider>,
     routes: Store<AIRoute>,
     budgets: Store<TokenBudget>,
+    mcp_servers: Store<MCPServer>,
     secrets: Store<Secret>,
     /// The gateways' Deployments, for replica counts in AIGateway status.
     deployments: Store<Deployment>,
@@ -76,7 +77,9 @@ impl Stores {
         let providers = clone(self.providers.state());
         // Only Secrets compile reads (referenced, or labelled API keys): a
         // cluster holds many (Helm releases, tokens) that it never reads.
-        let referenced = tollgate_config::resources::referenced_secrets(&gateways, &providers);
+        let mcp_servers = clone(self.mcp_servers.state());
+        let referenced =
+            tollgate_config::resources::referenced_secrets(&gateways, &providers, &mcp_servers);
         let secrets = self
             .secrets
             .state()
@@ -89,8 +92,7 @@ impl Stores {
             providers,
             routes: clone(self.routes.state()),
             budgets: clone(self.budgets.state()),
-            // Not watched yet: MCPServers are served in file mode only so far.
-            mcp_servers: Vec::new(),
+            mcp_servers,
             secrets,
             origins: Default::default(),
         }
@@ -128,6 +130,12 @@ pub async fn run(client: Client, hub: Arc<Hub>, metrics: Arc<Metrics>, digest_ke
             watcher::Config::default(),
             true,
         ),
+        mcp_servers: watch::<MCPServer>(
+            client.clone(),
+            changed.clone(),
+            watcher::Config::default(),
+            true,
+        ),
         secrets: watch::<Secret>(
             client.clone(),
             changed.clone(),
@@ -147,6 +155,7 @@ pub async fn run(client: Client, hub: Arc<Hub>, metrics: Arc<Metrics>, digest_ke
         stores.providers.wait_until_ready().await,
         stores.routes.wait_until_ready().await,
         stores.budgets.wait_until_ready().await,
+        stores.mcp_servers.wait_until_ready().await,
         stores.secrets.wait_until_ready().await,
         stores.deployments.wait_until_ready().await,
     ] {
@@ -171,6 +180,7 @@ pub async fn run(client: Client, hub: Arc<Hub>, metrics: Arc<Metrics>, digest_ke
         providers: stores.providers.clone(),
         routes: stores.routes.clone(),
         budgets: stores.budgets.clone(),
+        mcp_servers: stores.mcp_servers.clone(),
     };
     let writer = write_statuses(
         client,
@@ -408,6 +418,7 @@ fn object_reference(resources: &Resources, object: &ObjectRef) -> Option<ObjectR
         "ModelProvider" => find(&resources.providers, object),
         "AIRoute" => find(&resources.routes, object),
         "TokenBudget" => find(&resources.budgets, object),
+        "MCPServer" => find(&resources.mcp_servers, object),
         _ => None,
     }
 }
@@ -531,6 +542,7 @@ struct LiveStatuses {
     providers: Store<ModelProvider>,
     routes: Store<AIRoute>,
     budgets: Store<TokenBudget>,
+    mcp_servers: Store<MCPServer>,
 }
 
 struct Statuses {
@@ -563,6 +575,7 @@ impl LiveStatuses {
         add(&mut out, self.providers.state(), |o| o.status.as_ref());
         add(&mut out, self.routes.state(), |o| o.status.as_ref());
         add(&mut out, self.budgets.state(), |o| o.status.as_ref());
+        add(&mut out, self.mcp_servers.state(), |o| o.status.as_ref());
         out
     }
 }
@@ -584,6 +597,12 @@ impl HasConditions for tollgate_api::AIRouteStatus {
 }
 
 impl HasConditions for tollgate_api::TokenBudgetStatus {
+    fn conditions(&self) -> &[Condition] {
+        &self.base.conditions
+    }
+}
+
+impl HasConditions for tollgate_api::MCPServerStatus {
     fn conditions(&self) -> &[Condition] {
         &self.base.conditions
     }
@@ -618,6 +637,10 @@ async fn apply_status(client: &Client, desired: &DesiredStatus) -> Result<(), Er
             .await
             .map(drop),
         "TokenBudget" => Api::<TokenBudget>::namespaced(client.clone(), &object.namespace)
+            .patch_status(name, &params, &Patch::Apply(&patch))
+            .await
+            .map(drop),
+        "MCPServer" => Api::<MCPServer>::namespaced(client.clone(), &object.namespace)
             .patch_status(name, &params, &Patch::Apply(&patch))
             .await
             .map(drop),

@@ -46,6 +46,11 @@ pub struct ToolFilter {
 }
 
 impl ToolFilter {
+    /// Whether any tool may be hidden (lists then need filtering).
+    pub fn filters(&self) -> bool {
+        !self.allow.is_empty() || !self.deny.is_empty()
+    }
+
     /// Whether the gateway serves tool `name` at all.
     pub fn serves(&self, name: &str) -> bool {
         let allowed = self.allow.is_empty() || self.allow.iter().any(|g| glob_matches(g, name));

@@ -56,6 +56,9 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Respon
     if path.starts_with("/mcp/") || path == "/mcp" {
         return crate::mcp::handle(gateway, request).await;
     }
+    if path.starts_with(crate::mcp::METADATA_PREFIX) {
+        return crate::mcp::resource_metadata(&gateway, &request);
+    }
     match (request.method(), path) {
         (&Method::GET, "/v1/models") => models(&gateway, request.headers(), None).await,
         (&Method::GET, p) if p.starts_with("/v1/models/") => {

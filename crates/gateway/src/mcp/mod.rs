@@ -11,6 +11,7 @@
 //! client that goes away closes the backend stream, which 2026-07-28 treats
 //! as cancellation.
 
+pub mod filter;
 pub mod jsonrpc;
 pub mod session;
 
@@ -100,7 +101,7 @@ async fn serve(
     check_origin(&parts.headers)?;
     let principal = auth::authenticate(runtime, gateway, &parts.headers)
         .await
-        .map_err(|error| unauthorized(&error))?;
+        .map_err(|error| unauthorized(&error, runtime, server, &parts.headers))?;
     let principal = principal.as_deref();
     let now = crate::state::window::now_ms();
     let backend_session = match parts.headers.get(SESSION_HEADER) {
@@ -199,7 +200,71 @@ async fn serve(
             text,
         ))
     })?;
-    Ok(relay(response, runtime, principal, server, now))
+    let lists_tools = message
+        .as_ref()
+        .is_some_and(|m| m.method.as_deref() == Some("tools/list"));
+    let mut out = relay(response, runtime, principal, server, now);
+    if lists_tools && server.tools.filters() && out.status() == StatusCode::OK {
+        out = filtered(out, id.as_ref(), server, deadline).await?;
+    }
+    Ok(out)
+}
+
+/// Most of a `tools/list` answer the gateway buffers to filter it.
+const MAX_LIST_BYTES: usize = 8 * 1024 * 1024;
+
+/// A `tools/list` answer with the tools the MCPServer hides taken out. The
+/// list is read whole (it is one response, bounded); anything the gateway
+/// cannot read as a list is refused rather than passed on unfiltered.
+async fn filtered(
+    response: Response<ResponseBody>,
+    id: Option<&serde_json::Value>,
+    server: &McpServer,
+    deadline: tokio::time::Instant,
+) -> Result<Response<ResponseBody>, Refusal> {
+    use http_body_util::BodyExt;
+    let (mut parts, mut body) = response.into_parts();
+    // Read frame by frame: `Limited` over a boxed body trips a
+    // higher-ranked `From` bound that makes the future not `Send`.
+    let mut buffer = bytes::BytesMut::new();
+    let read: Result<Bytes, &'static str> = loop {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => break Err("timed out"),
+            Ok(None) => break Ok(buffer.freeze()),
+            Ok(Some(Err(_))) => break Err("unreadable"),
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    if buffer.len() + data.len() > MAX_LIST_BYTES {
+                        break Err("larger than the gateway reads");
+                    }
+                    buffer.extend_from_slice(&data);
+                }
+            }
+        }
+    };
+    let sse = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes().starts_with(b"text/event-stream"));
+    let outcome = read.and_then(|bytes| {
+        let id = id.cloned().unwrap_or(serde_json::Value::Null);
+        filter::filter_tools(&bytes, sse, &id, &server.tools).ok_or("not a JSON-RPC answer")
+    });
+    match outcome {
+        Ok(body) => {
+            parts.headers.remove(header::CONTENT_LENGTH);
+            Ok(Response::from_parts(parts, full(body)))
+        }
+        Err(why) => {
+            tracing::warn!(server = %server.name, why, "cannot filter the MCP tool list");
+            Err(Box::new(rpc_error(
+                StatusCode::BAD_GATEWAY,
+                id,
+                jsonrpc::INTERNAL_ERROR,
+                "The MCP server's tool list could not be read.",
+            )))
+        }
+    }
 }
 
 /// `Origin`, when a browser sends one, must name this host: a page on
@@ -342,12 +407,74 @@ fn relay(
     out
 }
 
-fn unauthorized(error: &ApiError) -> Refusal {
+/// Where OAuth clients learn which authorization servers issue tokens for
+/// this resource (RFC 9728), as MCP's authorization spec asks: only when
+/// the gateway accepts tokens from an issuer.
+pub const METADATA_PREFIX: &str = "/.well-known/oauth-protected-resource";
+
+/// `GET /.well-known/oauth-protected-resource[/mcp/{path}]`.
+pub fn resource_metadata(gateway: &Gateway, request: &Request<Incoming>) -> Response<ResponseBody> {
+    let path = request.uri().path();
+    let resource_path = path.strip_prefix(METADATA_PREFIX).unwrap_or("");
+    let Some(runtime) = gateway.runtime() else {
+        return crate::http::text(StatusCode::SERVICE_UNAVAILABLE, "not ready");
+    };
+    let config = &runtime.snapshot.config;
+    let known = resource_path.is_empty()
+        || resource_path
+            .strip_prefix("/mcp/")
+            .is_some_and(|name| config.mcp_servers.iter().any(|s| s.path == name));
+    if config.jwt.is_empty() || !known || request.method() != Method::GET {
+        return crate::http::text(StatusCode::NOT_FOUND, "not found");
+    }
+    let origin = origin_of(request.headers());
+    let body = serde_json::json!({
+        "resource": format!("{origin}{}", if resource_path.is_empty() { "/mcp" } else { resource_path }),
+        "authorization_servers": config.jwt.iter().map(|i| &i.issuer).collect::<Vec<_>>(),
+        "bearer_methods_supported": ["header"],
+    });
+    crate::http::json(StatusCode::OK, body.to_string())
+}
+
+/// `scheme://host` the client used, as far as the request tells
+/// (`X-Forwarded-Proto` from a TLS-terminating proxy, else http).
+fn origin_of(headers: &HeaderMap) -> String {
+    let scheme = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .filter(|p| *p == "https" || *p == "http")
+        .unwrap_or("http");
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("localhost");
+    format!("{scheme}://{host}")
+}
+
+/// 401 with the challenge MCP clients follow: where the resource metadata
+/// is, when the gateway takes tokens from an issuer.
+fn unauthorized(
+    error: &ApiError,
+    runtime: &Runtime,
+    server: &McpServer,
+    headers: &HeaderMap,
+) -> Refusal {
     let mut response = rpc_error(error.status, None, jsonrpc::INVALID_REQUEST, &error.message);
     if error.status == StatusCode::UNAUTHORIZED {
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        let challenge = if runtime.snapshot.config.jwt.is_empty() {
+            "Bearer".to_string()
+        } else {
+            format!(
+                "Bearer resource_metadata=\"{}{METADATA_PREFIX}/mcp/{}\"",
+                origin_of(headers),
+                server.path
+            )
+        };
+        if let Ok(value) = HeaderValue::from_str(&challenge) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, value);
+        }
     }
     Box::new(response)
 }

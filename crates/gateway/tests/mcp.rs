@@ -1,0 +1,180 @@
+//! The MCP pass-through in process: OAuth protected-resource metadata and
+//! the 401 challenge that points to it, the tool filter on lists (JSON and
+//! SSE answers alike) and calls, and a token-authenticated session.
+
+mod common;
+
+use common::{Harness, json_body};
+use serde_json::{Value, json};
+use tollgate_gateway::llm::jwt::testing::Signer;
+
+fn config(jwks: &str) -> String {
+    format!(
+        r#"apiVersion: tollgate.dev/v1alpha1
+kind: AIGateway
+metadata: {{name: gw}}
+spec:
+  jwt:
+  - issuer: https://idp.test
+    audiences: ["http://gateway.test/mcp/tools"]
+    jwks: '{jwks}'
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata: {{name: tools}}
+spec:
+  gatewayRef: {{name: gw}}
+  url: "{{mock}}/mcp"
+  tools: {{allow: ["*"], deny: [write_note, slow]}}
+"#
+    )
+}
+
+async fn post(
+    h: &Harness,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Value,
+) -> reqwest::Response {
+    let mut request = h
+        .client
+        .post(format!("{}/mcp/tools", h.url))
+        .header("host", "gateway.test")
+        .header("accept", "application/json, text/event-stream")
+        .json(&body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.unwrap()
+}
+
+fn tool_names(message: &Value) -> Vec<String> {
+    message["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn tokens_metadata_and_tool_filtering() {
+    let signer = Signer::es256();
+    let jwks = json!({"keys": [signer.jwk("k1")]}).to_string();
+    let h = Harness::start(&config(&jwks), &[]).await;
+
+    // Without a token: 401 pointing at the resource metadata.
+    let response = post(
+        &h,
+        None,
+        &[],
+        json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}),
+    )
+    .await;
+    assert_eq!(response.status(), 401);
+    assert_eq!(
+        response.headers()["www-authenticate"],
+        "Bearer resource_metadata=\"http://gateway.test/.well-known/oauth-protected-resource/mcp/tools\""
+    );
+    let metadata: Value = h
+        .client
+        .get(format!(
+            "{}/.well-known/oauth-protected-resource/mcp/tools",
+            h.url
+        ))
+        .header("host", "gateway.test")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(metadata["resource"], "http://gateway.test/mcp/tools");
+    assert_eq!(
+        metadata["authorization_servers"],
+        json!(["https://idp.test"])
+    );
+    let unknown = h
+        .client
+        .get(format!(
+            "{}/.well-known/oauth-protected-resource/mcp/nope",
+            h.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+
+    // A token for another audience is refused; one for this resource works.
+    let now = tollgate_gateway::state::window::now_ms() / 1000;
+    let claims = |aud: &str| json!({"iss": "https://idp.test", "aud": aud, "sub": "agent-7", "exp": now + 300});
+    let other = signer.token("k1", &claims("http://elsewhere.test/mcp"));
+    let response = post(
+        &h,
+        Some(&other),
+        &[],
+        json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}),
+    )
+    .await;
+    assert_eq!(response.status(), 401);
+    let token = signer.token("k1", &claims("http://gateway.test/mcp/tools"));
+
+    // 2026-07-28 list: JSON answer, hidden tools gone.
+    let meta = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {}});
+    let modern = [
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "tools/list"),
+    ];
+    let response = post(
+        &h,
+        Some(&token),
+        &modern,
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {"_meta": meta}}),
+    )
+    .await;
+    let (status, body) = json_body(response).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(tool_names(&body), ["echo", "add"]);
+
+    // 2025-11-25 session; a hidden tool is uncallable.
+    let response = post(
+        &h,
+        Some(&token),
+        &[],
+        json!({"jsonrpc": "2.0", "id": 3, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}),
+    )
+    .await;
+    let session = response.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let with_session = [("mcp-session-id", session.as_str())];
+    let response = post(
+        &h,
+        Some(&token),
+        &with_session,
+        json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": "slow", "arguments": {}}}),
+    )
+    .await;
+    let (status, body) = json_body(response).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_i64()),
+        (200, Some(-32602)),
+        "{body}"
+    );
+    let response = post(
+        &h,
+        Some(&token),
+        &with_session,
+        json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {"name": "add", "arguments": {"a": 1, "b": 2}}}),
+    )
+    .await;
+    let (status, body) = json_body(response).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"]["structuredContent"]["sum"], 3.0);
+}
