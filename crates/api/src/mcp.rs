@@ -52,6 +52,46 @@ pub struct MCPServerSpec {
     /// Which of the backend's tools are served, and which count as writes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tools: Option<ToolPolicy>,
+    /// Who may use which tools. Empty: every caller the gateway
+    /// authenticates may use every served tool. Otherwise a caller gets the
+    /// union of the grants whose subject matches; a tool it may not call is
+    /// also absent from every list it sees.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub access: Vec<AccessGrant>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AccessGrant {
+    /// Whom it grants to; every field given must match. Empty: anyone
+    /// authenticated.
+    #[serde(default)]
+    pub subject: AccessSubject,
+    /// Tool globs it covers (default: all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 128)))]
+    pub tools: Vec<String>,
+    /// `Read`: read tools only. `Write`: read and write tools.
+    pub scope: ToolAccess,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AccessSubject {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub team: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub app: Option<String>,
+    /// Principal labels that must all match.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[schemars(length(max = 16))]
+    pub match_labels: std::collections::BTreeMap<String, String>,
 }
 
 /// What both the CEL rule and compile say of a bad path.

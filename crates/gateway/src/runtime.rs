@@ -137,6 +137,8 @@ pub struct Gateway {
     pub jwks: crate::llm::jwt::JwksCache,
     /// Cost by principal, for `/v1/usage`.
     pub usage: crate::usage::UsageLedger,
+    /// MCP tools' read-only hints, as last listed.
+    pub mcp_catalog: crate::mcp::Catalog,
     /// Warnings that could repeat per request pass through here.
     pub log_throttle: LogThrottle,
     draining: AtomicBool,
@@ -153,6 +155,7 @@ impl Gateway {
             log_throttle: LogThrottle::default(),
             alerts: crate::alerts::AlertHub::default(),
             usage: crate::usage::UsageLedger::default(),
+            mcp_catalog: crate::mcp::Catalog::default(),
             jwks: crate::llm::jwt::JwksCache::default(),
             throttles: Arc::default(),
             draining: AtomicBool::new(false),

@@ -16,8 +16,9 @@ metadata: {{name: gw}}
 spec:
   jwt:
   - issuer: https://idp.test
-    audiences: ["http://gateway.test/mcp/tools"]
+    audiences: ["http://gateway.test/mcp/tools", "http://gateway.test/mcp/guarded"]
     jwks: '{jwks}'
+    claims: {{team: team}}
 ---
 apiVersion: tollgate.dev/v1alpha1
 kind: MCPServer
@@ -26,6 +27,18 @@ spec:
   gatewayRef: {{name: gw}}
   url: "{{mock}}/mcp"
   tools: {{allow: ["*"], deny: [write_note, slow]}}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata: {{name: guarded}}
+spec:
+  gatewayRef: {{name: gw}}
+  url: "{{mock}}/mcp"
+  access:
+  - subject: {{team: support}}
+    scope: Read
+  - subject: {{team: ops}}
+    scope: Write
 "#
     )
 }
@@ -36,9 +49,19 @@ async fn post(
     headers: &[(&str, &str)],
     body: Value,
 ) -> reqwest::Response {
+    post_to(h, "tools", token, headers, body).await
+}
+
+async fn post_to(
+    h: &Harness,
+    server: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Value,
+) -> reqwest::Response {
     let mut request = h
         .client
-        .post(format!("{}/mcp/tools", h.url))
+        .post(format!("{}/mcp/{server}", h.url))
         .header("host", "gateway.test")
         .header("accept", "application/json, text/event-stream")
         .json(&body);
@@ -177,4 +200,85 @@ async fn tokens_metadata_and_tool_filtering() {
     let (status, body) = json_body(response).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["result"]["structuredContent"]["sum"], 3.0);
+}
+
+/// 2026-07-28 request (stateless) with its mirrored headers.
+async fn modern(
+    h: &Harness,
+    server: &str,
+    token: &str,
+    id: u64,
+    method: &str,
+    params: Value,
+) -> Value {
+    let mut params = params;
+    params["_meta"] = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {}});
+    let name = params["name"].as_str().map(str::to_string);
+    let mut headers = vec![
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", method),
+    ];
+    if let Some(name) = &name {
+        headers.push(("mcp-name", name.as_str()));
+    }
+    let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+    let (status, value) = json_body(post_to(h, server, Some(token), &headers, body).await).await;
+    assert_eq!(status, 200, "{value}");
+    value
+}
+
+#[tokio::test]
+async fn grants_decide_who_sees_and_calls_which_tools() {
+    let signer = Signer::es256();
+    let jwks = json!({"keys": [signer.jwk("k1")]}).to_string();
+    let h = Harness::start(&config(&jwks), &[]).await;
+    let now = tollgate_gateway::state::window::now_ms() / 1000;
+    let token = |team: &str| {
+        signer.token(
+            "k1",
+            &json!({"iss": "https://idp.test", "aud": "http://gateway.test/mcp/guarded",
+                "sub": format!("{team}-agent"), "team": team, "exp": now + 300}),
+        )
+    };
+    let (support, ops, sales) = (token("support"), token("ops"), token("sales"));
+    let call = |name: &str| json!({"name": name, "arguments": {"text": "x", "note": "n"}});
+
+    // A read tool called before this gateway has seen any list (the client
+    // listed through another replica): the gateway learns the catalog.
+    let first = modern(&h, "guarded", &support, 10, "tools/call", call("add")).await;
+    assert!(
+        first["result"].is_object(),
+        "permitted, not refused: {first}"
+    );
+    let refused = modern(
+        &h,
+        "guarded",
+        &support,
+        11,
+        "tools/call",
+        call("write_note"),
+    )
+    .await;
+    assert_eq!(refused["error"]["code"], -32602, "{refused}");
+
+    // Read scope: the write tool is neither listed nor callable.
+    let listed = modern(&h, "guarded", &support, 1, "tools/list", json!({})).await;
+    assert_eq!(tool_names(&listed), ["echo", "add", "slow"]);
+    let refused = modern(&h, "guarded", &support, 2, "tools/call", call("write_note")).await;
+    assert_eq!(refused["error"]["code"], -32602, "{refused}");
+    let echoed = modern(&h, "guarded", &support, 3, "tools/call", call("echo")).await;
+    assert_eq!(echoed["result"]["content"][0]["text"], "x", "{echoed}");
+
+    // Write scope: everything.
+    let listed = modern(&h, "guarded", &ops, 4, "tools/list", json!({})).await;
+    assert_eq!(tool_names(&listed), ["echo", "add", "write_note", "slow"]);
+    let noted = modern(&h, "guarded", &ops, 5, "tools/call", call("write_note")).await;
+    assert_eq!(noted["result"]["content"][0]["text"], "noted: n", "{noted}");
+
+    // No grant: an empty list, and no call.
+    let listed = modern(&h, "guarded", &sales, 6, "tools/list", json!({})).await;
+    assert!(tool_names(&listed).is_empty(), "{listed}");
+    let refused = modern(&h, "guarded", &sales, 7, "tools/call", call("echo")).await;
+    assert_eq!(refused["error"]["code"], -32602, "{refused}");
 }

@@ -11,7 +11,8 @@ use super::{SecretIndex, parse_duration_ms};
 use crate::diagnostics::Diagnostic;
 use crate::resources::object_ref;
 use crate::snapshot::Credential;
-use crate::snapshot::mcp::{McpCredential, McpServer, ToolFilter};
+use crate::snapshot::budget::Subject;
+use crate::snapshot::mcp::{Grant, McpCredential, McpServer, ToolFilter};
 
 /// How long a backend may take to answer one message, unless the spec says.
 pub const DEFAULT_MCP_TIMEOUT_MS: u64 = 60_000;
@@ -112,6 +113,22 @@ pub(super) fn compile_mcp_server(
                 .map(|rule| (rule.tools, rule.access))
                 .collect(),
         },
+        access: spec
+            .access
+            .iter()
+            .map(|grant| Grant {
+                subject: Subject {
+                    user: grant.subject.user.clone(),
+                    team: grant.subject.team.clone(),
+                    app: grant.subject.app.clone(),
+                    key: None,
+                    match_labels: grant.subject.match_labels.clone(),
+                    per_member: None,
+                },
+                tools: grant.tools.clone(),
+                write: grant.scope == api::ToolAccess::Write,
+            })
+            .collect(),
     })
 }
 

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tollgate_api::mcp::ToolAccess;
 
-use super::{Credential, glob_matches};
+use super::budget::Subject;
+use super::{Credential, Principal, glob_matches};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -22,6 +23,41 @@ pub struct McpServer {
     pub timeout_ms: u64,
     #[serde(default)]
     pub tools: ToolFilter,
+    /// Empty: everyone may use every served tool.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub access: Vec<Grant>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Grant {
+    pub subject: Subject,
+    /// Tool globs; empty: all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<String>,
+    /// Write tools too, not only reads.
+    pub write: bool,
+}
+
+impl McpServer {
+    /// Whether lists from this server need rewriting for some caller.
+    pub fn filters_lists(&self) -> bool {
+        self.tools.filters() || !self.access.is_empty()
+    }
+
+    /// Whether `principal` may see and call `tool`, which is a read or a
+    /// write as `access` says.
+    pub fn may_use(&self, principal: Option<&Principal>, tool: &str, access: ToolAccess) -> bool {
+        if !self.tools.serves(tool) {
+            return false;
+        }
+        self.access.is_empty()
+            || self.access.iter().any(|grant| {
+                grant.subject.matches(principal)
+                    && (grant.tools.is_empty() || grant.tools.iter().any(|g| glob_matches(g, tool)))
+                    && (grant.write || access == ToolAccess::Read)
+            })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +93,11 @@ impl ToolFilter {
         allowed && !self.deny.iter().any(|g| glob_matches(g, name))
     }
 
+    /// Whether an operator's rule classifies `name` (no backend hint needed).
+    pub fn classifies(&self, name: &str) -> bool {
+        self.access.iter().any(|(glob, _)| glob_matches(glob, name))
+    }
+
     /// Read or write: the operator's rule, else the backend's (untrusted)
     /// `readOnlyHint`, else write.
     pub fn access(&self, name: &str, read_only_hint: bool) -> ToolAccess {
@@ -75,6 +116,71 @@ impl ToolFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grants_give_read_or_write_to_their_subjects_only() {
+        let server = McpServer {
+            name: "default/tools".into(),
+            path: "tools".into(),
+            url: "http://127.0.0.1:1/mcp".into(),
+            credential: None,
+            timeout_ms: 1,
+            tools: ToolFilter {
+                deny: vec!["drop_*".into()],
+                ..ToolFilter::default()
+            },
+            access: vec![
+                Grant {
+                    subject: Subject {
+                        team: Some("support".into()),
+                        ..Subject::default()
+                    },
+                    tools: vec![],
+                    write: false,
+                },
+                Grant {
+                    subject: Subject {
+                        user: Some("ops".into()),
+                        ..Subject::default()
+                    },
+                    tools: vec!["write_*".into()],
+                    write: true,
+                },
+            ],
+        };
+        let support = Principal {
+            user: "sam".into(),
+            team: Some("support".into()),
+            ..Principal::default()
+        };
+        let ops = Principal {
+            user: "ops".into(),
+            ..Principal::default()
+        };
+        let stranger = Principal {
+            user: "x".into(),
+            ..Principal::default()
+        };
+        assert!(server.may_use(Some(&support), "search", ToolAccess::Read));
+        assert!(!server.may_use(Some(&support), "write_note", ToolAccess::Write));
+        assert!(server.may_use(Some(&ops), "write_note", ToolAccess::Write));
+        assert!(
+            !server.may_use(Some(&ops), "search", ToolAccess::Read),
+            "ops is granted write_* only"
+        );
+        assert!(!server.may_use(Some(&stranger), "search", ToolAccess::Read));
+        assert!(!server.may_use(None, "search", ToolAccess::Read));
+        assert!(
+            !server.may_use(Some(&support), "drop_table", ToolAccess::Read),
+            "the filter wins"
+        );
+        let open = McpServer {
+            access: vec![],
+            ..server
+        };
+        assert!(open.may_use(Some(&stranger), "write_note", ToolAccess::Write));
+        assert!(open.filters_lists(), "the deny filter still rewrites lists");
+    }
 
     #[test]
     fn deny_beats_allow_and_operator_rules_beat_hints() {

@@ -1,19 +1,25 @@
-//! Tool filtering of `tools/list` answers, JSON or SSE: a tool the
-//! MCPServer's filter hides is absent from every list a client sees, not
-//! only uncallable. Pure: bytes in, bytes out.
+//! Tool filtering of `tools/list` answers, JSON or SSE: a tool a caller
+//! may not use (hidden by the MCPServer's filter, or not granted to the
+//! caller) is absent from every list it sees, not only uncallable. Pure:
+//! bytes in, bytes out.
 
 use serde_json::Value;
-use tollgate_config::snapshot::mcp::ToolFilter;
 
-/// The answer with hidden tools removed: a JSON body, or an SSE stream
+/// The answer keeping only the tools `keep` accepts (it sees each tool
+/// object): a JSON body, or an SSE stream
 /// whose events carry JSON-RPC messages (only the response to `id` is
 /// touched; notifications pass unchanged). `None` when the body is not
 /// what the content type says, so the caller can refuse rather than pass
 /// an unfiltered list.
-pub fn filter_tools(body: &[u8], sse: bool, id: &Value, filter: &ToolFilter) -> Option<Vec<u8>> {
+pub fn filter_tools(
+    body: &[u8],
+    sse: bool,
+    id: &Value,
+    keep: &dyn Fn(&Value) -> bool,
+) -> Option<Vec<u8>> {
     if !sse {
         let mut message: Value = serde_json::from_slice(body).ok()?;
-        filter_message(&mut message, id, filter);
+        filter_message(&mut message, id, keep);
         return serde_json::to_vec(&message).ok();
     }
     let text = std::str::from_utf8(body).ok()?;
@@ -30,7 +36,7 @@ pub fn filter_tools(body: &[u8], sse: bool, id: &Value, filter: &ToolFilter) -> 
             .flatten();
         match parsed {
             Some(mut message) if is_response_to(&message, id) => {
-                filter_message(&mut message, id, filter);
+                filter_message(&mut message, id, keep);
                 for line in event.lines().filter(|l| !l.starts_with("data:")) {
                     out.push_str(line);
                     out.push('\n');
@@ -60,7 +66,7 @@ fn is_response_to(message: &Value, id: &Value) -> bool {
     message.get("id") == Some(id) && message.get("result").is_some()
 }
 
-fn filter_message(message: &mut Value, id: &Value, filter: &ToolFilter) {
+fn filter_message(message: &mut Value, id: &Value, keep: &dyn Fn(&Value) -> bool) {
     if !is_response_to(message, id) {
         return;
     }
@@ -69,12 +75,19 @@ fn filter_message(message: &mut Value, id: &Value, filter: &ToolFilter) {
         .and_then(|r| r.get_mut("tools"))
         .and_then(Value::as_array_mut)
     {
-        tools.retain(|tool| {
-            tool.get("name")
-                .and_then(Value::as_str)
-                .is_some_and(|name| filter.serves(name))
-        });
+        tools.retain(|tool| keep(tool));
     }
+}
+
+/// A tool object's name and its (untrusted) `readOnlyHint`.
+pub fn tool_of(tool: &Value) -> Option<(&str, bool)> {
+    let name = tool.get("name").and_then(Value::as_str)?;
+    let read_only = tool
+        .get("annotations")
+        .and_then(|a| a.get("readOnlyHint"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    Some((name, read_only))
 }
 
 #[cfg(test)]
@@ -82,10 +95,13 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn deny(globs: &[&str]) -> ToolFilter {
-        ToolFilter {
-            deny: globs.iter().map(|g| g.to_string()).collect(),
-            ..ToolFilter::default()
+    fn deny(globs: &'static [&'static str]) -> impl Fn(&Value) -> bool {
+        move |tool: &Value| {
+            tool_of(tool).is_some_and(|(name, _)| {
+                !globs
+                    .iter()
+                    .any(|g| tollgate_config::snapshot::glob_matches(g, name))
+            })
         }
     }
 

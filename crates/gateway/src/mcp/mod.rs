@@ -140,7 +140,24 @@ async fn serve(
             let message = Message::parse(&bytes).map_err(|(code, text)| {
                 Box::new(rpc_error(StatusCode::BAD_REQUEST, None, code, text))
             })?;
-            check_message(&message, &parts.headers, server)?;
+            if let Some(tool) = unclassified_call(&message, server, &gateway.mcp_catalog) {
+                learn_catalog(
+                    gateway,
+                    server,
+                    &parts.headers,
+                    backend_session.as_deref(),
+                    &message,
+                )
+                .await;
+                tracing::debug!(server = %server.name, tool, "learned the tool catalog for a call");
+            }
+            check_message(
+                &message,
+                &parts.headers,
+                server,
+                principal,
+                &gateway.mcp_catalog,
+            )?;
             (bytes, Some(message))
         }
         Method::GET | Method::DELETE => (Bytes::new(), None),
@@ -173,39 +190,39 @@ async fn serve(
             &error,
         ))
     })?;
-    let client = gateway.clients.pooled(
-        server.timeout_ms.min(10_000),
-        EgressPolicy {
-            allow_loopback: true,
-            allow_link_local: false,
-        },
-    );
     let deadline = tokio::time::Instant::now() + Duration::from_millis(server.timeout_ms);
-    let response = send(client, upstream, deadline).await.map_err(|error| {
-        let (status, text) = match error {
-            UpstreamError::Timeout => (
-                StatusCode::GATEWAY_TIMEOUT,
-                "The MCP server did not answer in time.",
-            ),
-            _ => (
-                StatusCode::BAD_GATEWAY,
-                "The MCP server could not be reached.",
-            ),
-        };
-        tracing::warn!(server = %server.name, %error, "MCP backend failed");
-        Box::new(rpc_error(
-            status,
-            id.as_ref(),
-            jsonrpc::INTERNAL_ERROR,
-            text,
-        ))
-    })?;
+    let response = call_backend(gateway, server, upstream, deadline)
+        .await
+        .map_err(|error| {
+            let (status, text) = match error {
+                UpstreamError::Timeout => (
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "The MCP server did not answer in time.",
+                ),
+                _ => (
+                    StatusCode::BAD_GATEWAY,
+                    "The MCP server could not be reached.",
+                ),
+            };
+            tracing::warn!(server = %server.name, %error, "MCP backend failed");
+            Box::new(rpc_error(
+                status,
+                id.as_ref(),
+                jsonrpc::INTERNAL_ERROR,
+                text,
+            ))
+        })?;
     let lists_tools = message
         .as_ref()
         .is_some_and(|m| m.method.as_deref() == Some("tools/list"));
     let mut out = relay(response, runtime, principal, server, now);
-    if lists_tools && server.tools.filters() && out.status() == StatusCode::OK {
-        out = filtered(out, id.as_ref(), server, deadline).await?;
+    if lists_tools && server.filters_lists() && out.status() == StatusCode::OK {
+        let caller = Caller {
+            principal,
+            server,
+            catalog: &gateway.mcp_catalog,
+        };
+        out = filtered(out, id.as_ref(), &caller, deadline).await?;
     }
     Ok(out)
 }
@@ -219,36 +236,25 @@ const MAX_LIST_BYTES: usize = 8 * 1024 * 1024;
 async fn filtered(
     response: Response<ResponseBody>,
     id: Option<&serde_json::Value>,
-    server: &McpServer,
+    caller: &Caller<'_>,
     deadline: tokio::time::Instant,
 ) -> Result<Response<ResponseBody>, Refusal> {
-    use http_body_util::BodyExt;
-    let (mut parts, mut body) = response.into_parts();
-    // Read frame by frame: `Limited` over a boxed body trips a
-    // higher-ranked `From` bound that makes the future not `Send`.
-    let mut buffer = bytes::BytesMut::new();
-    let read: Result<Bytes, &'static str> = loop {
-        match tokio::time::timeout_at(deadline, body.frame()).await {
-            Err(_) => break Err("timed out"),
-            Ok(None) => break Ok(buffer.freeze()),
-            Ok(Some(Err(_))) => break Err("unreadable"),
-            Ok(Some(Ok(frame))) => {
-                if let Ok(data) = frame.into_data() {
-                    if buffer.len() + data.len() > MAX_LIST_BYTES {
-                        break Err("larger than the gateway reads");
-                    }
-                    buffer.extend_from_slice(&data);
-                }
-            }
-        }
-    };
+    let server = caller.server;
+    let (mut parts, body) = response.into_parts();
+    let read = read_bounded(body, deadline).await;
     let sse = parts
         .headers
         .get(header::CONTENT_TYPE)
         .is_some_and(|t| t.as_bytes().starts_with(b"text/event-stream"));
     let outcome = read.and_then(|bytes| {
         let id = id.cloned().unwrap_or(serde_json::Value::Null);
-        filter::filter_tools(&bytes, sse, &id, &server.tools).ok_or("not a JSON-RPC answer")
+        let keep = |tool: &serde_json::Value| {
+            filter::tool_of(tool).is_some_and(|(name, read_only)| {
+                caller.catalog.learn(server, name, read_only);
+                caller.may_use(name, read_only)
+            })
+        };
+        filter::filter_tools(&bytes, sse, &id, &keep).ok_or("not a JSON-RPC answer")
     });
     match outcome {
         Ok(body) => {
@@ -291,11 +297,184 @@ fn check_origin(headers: &HeaderMap) -> Result<(), Refusal> {
     )))
 }
 
+/// Sends to the MCPServer; its answer must begin by `deadline`. Backends
+/// in the cluster or on this host are reachable; cloud metadata is not.
+async fn call_backend(
+    gateway: &Gateway,
+    server: &McpServer,
+    request: Request<Full<Bytes>>,
+    deadline: tokio::time::Instant,
+) -> Result<Response<Incoming>, UpstreamError> {
+    let policy = EgressPolicy {
+        allow_loopback: true,
+        allow_link_local: false,
+    };
+    let client = gateway
+        .clients
+        .pooled(server.timeout_ms.min(10_000), policy);
+    send(client, request, deadline).await
+}
+
+/// Reads a whole (list) answer, up to [`MAX_LIST_BYTES`], by `deadline`.
+/// Frame by frame: `Limited` over a boxed body trips a higher-ranked `From`
+/// bound that makes the caller's future not `Send`.
+async fn read_bounded(
+    mut body: ResponseBody,
+    deadline: tokio::time::Instant,
+) -> Result<Bytes, &'static str> {
+    use http_body_util::BodyExt;
+    let mut buffer = bytes::BytesMut::new();
+    loop {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => return Err("timed out"),
+            Ok(None) => return Ok(buffer.freeze()),
+            Ok(Some(Err(_))) => return Err("unreadable"),
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    if buffer.len() + data.len() > MAX_LIST_BYTES {
+                        return Err("larger than the gateway reads");
+                    }
+                    buffer.extend_from_slice(&data);
+                }
+            }
+        }
+    }
+}
+
+/// A `tools/call` whose read/write class the gateway cannot tell yet: the
+/// server grants by scope, no operator rule classifies the tool, and this
+/// replica has not seen it listed (the client may have listed through
+/// another replica).
+fn unclassified_call<'m>(
+    message: &'m Message,
+    server: &McpServer,
+    catalog: &Catalog,
+) -> Option<&'m str> {
+    if server.access.is_empty() || message.method.as_deref() != Some("tools/call") {
+        return None;
+    }
+    let tool = message.name()?;
+    (!server.tools.classifies(tool) && !catalog.knows(server, tool)).then_some(tool)
+}
+
+/// Asks the backend for its tool list (in the client's session or
+/// revision, with the MCPServer's credential) and learns each tool's
+/// `readOnlyHint`. Best effort: a failure leaves the tool unclassified,
+/// which counts as a write.
+async fn learn_catalog(
+    gateway: &Gateway,
+    server: &McpServer,
+    headers: &HeaderMap,
+    session: Option<&str>,
+    message: &Message,
+) {
+    const LIST_ID: &str = "tollgate-catalog";
+    let mut params = serde_json::Map::new();
+    if let Some(meta) = message.params.get("_meta") {
+        params.insert("_meta".into(), meta.clone());
+    }
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": LIST_ID, "method": "tools/list", "params": params});
+    let mut list_headers = headers.clone();
+    list_headers.remove("mcp-name");
+    if list_headers.contains_key("mcp-method") {
+        list_headers.insert("mcp-method", HeaderValue::from_static("tools/list"));
+    }
+    let Ok(request) = backend_request(
+        server,
+        &Method::POST,
+        &list_headers,
+        session,
+        Bytes::from(body.to_string()),
+    ) else {
+        return;
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(server.timeout_ms);
+    let Ok(response) = call_backend(gateway, server, request, deadline).await else {
+        return;
+    };
+    let sse = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes().starts_with(b"text/event-stream"));
+    let Ok(bytes) = read_bounded(box_body(response.into_body()), deadline).await else {
+        return;
+    };
+    let learn = |tool: &serde_json::Value| {
+        if let Some((name, read_only)) = filter::tool_of(tool) {
+            gateway.mcp_catalog.learn(server, name, read_only);
+        }
+        true
+    };
+    let _ = filter::filter_tools(&bytes, sse, &serde_json::json!(LIST_ID), &learn);
+}
+
+/// Who is asking which server, for tool decisions.
+struct Caller<'a> {
+    principal: Option<&'a Principal>,
+    server: &'a McpServer,
+    catalog: &'a Catalog,
+}
+
+impl Caller<'_> {
+    /// Whether this caller may see and call `tool` (a read when the
+    /// operator's rules say so, else when the backend's hint does).
+    fn may_use(&self, tool: &str, read_only_hint: bool) -> bool {
+        let access = self.server.tools.access(tool, read_only_hint);
+        self.server.may_use(self.principal, tool, access)
+    }
+}
+
+/// The `readOnlyHint` each backend gave its tools in the last list the
+/// gateway filtered, so a call is classified as its list entry was. A tool
+/// never listed counts as a write. Outlives reloads.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    hints: std::sync::Mutex<std::collections::HashMap<(Arc<str>, String), bool>>,
+}
+
+/// Most tools remembered (past it, unlisted tools are classified as
+/// writes unless the operator's rules say otherwise).
+const MAX_CATALOG: usize = 100_000;
+
+impl Catalog {
+    fn learn(&self, server: &McpServer, tool: &str, read_only: bool) {
+        let mut hints = self
+            .hints
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = (server.name.clone(), tool.to_string());
+        if hints.len() < MAX_CATALOG || hints.contains_key(&key) {
+            hints.insert(key, read_only);
+        }
+    }
+
+    fn knows(&self, server: &McpServer, tool: &str) -> bool {
+        let hints = self
+            .hints
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        hints.contains_key(&(server.name.clone(), tool.to_string()))
+    }
+
+    fn read_only(&self, server: &McpServer, tool: &str) -> bool {
+        let hints = self
+            .hints
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        hints
+            .get(&(server.name.clone(), tool.to_string()))
+            .copied()
+            .unwrap_or(false)
+    }
+}
+
 /// What the gateway checks of a message before it leaves.
 fn check_message(
     message: &Message,
     headers: &HeaderMap,
     server: &McpServer,
+    principal: Option<&Principal>,
+    catalog: &Catalog,
 ) -> Result<(), Refusal> {
     if let Err(mismatch) = message.check_mirrored_headers(headers) {
         return Err(Box::new(rpc_error(
@@ -305,9 +484,14 @@ fn check_message(
             &format!("Header mismatch: {mismatch}"),
         )));
     }
+    let caller = Caller {
+        principal,
+        server,
+        catalog,
+    };
     if message.method.as_deref() == Some("tools/call")
         && let Some(tool) = message.name()
-        && !server.tools.serves(tool)
+        && !caller.may_use(tool, catalog.read_only(server, tool))
     {
         // As if it did not exist: a filtered tool is not there for callers.
         return Err(Box::new(rpc_error(
