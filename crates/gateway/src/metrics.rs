@@ -70,6 +70,16 @@ pub struct BudgetLabels {
     pub outcome: &'static str,
 }
 
+/// One MCP message: the MCPServer, the method (a fixed set), the tool of a
+/// call that reached the backend, and how it ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct McpLabels {
+    pub server: Arc<str>,
+    pub method: &'static str,
+    pub tool: String,
+    pub outcome: &'static str,
+}
+
 /// Who spends: team and app (users are in `/v1/usage`, not in labels).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PrincipalLabels {
@@ -116,6 +126,8 @@ pub struct Metrics {
     pub budget_decisions: Family<BudgetLabels, Counter>,
     pub budget_state_errors: Counter,
     pub budget_alerts: Family<AlertLabels, Counter>,
+    pub mcp_requests: Family<McpLabels, Counter>,
+    pub mcp_duration: Family<McpLabels, Histogram>,
     pub principal_cost_usd: Family<PrincipalLabels, Counter<f64, AtomicU64>>,
     pub in_flight: Gauge,
     pub reloads: Family<ReloadLabels, Counter>,
@@ -151,6 +163,10 @@ impl Metrics {
         let budget_decisions = Family::<BudgetLabels, Counter>::default();
         let budget_state_errors = Counter::default();
         let budget_alerts = Family::<AlertLabels, Counter>::default();
+        let mcp_requests = Family::<McpLabels, Counter>::default();
+        let mcp_duration = Family::<McpLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
         let principal_cost_usd = Family::<PrincipalLabels, Counter<f64, AtomicU64>>::default();
         let in_flight = Gauge::default();
         let reloads = Family::<ReloadLabels, Counter>::default();
@@ -228,6 +244,16 @@ impl Metrics {
             budget_alerts.clone(),
         );
         registry.register(
+            "mcp_requests",
+            "MCP messages by server, method, tool (calls that reached the backend) and outcome: ok, refused (by the gateway), error (the backend's), unreachable",
+            mcp_requests.clone(),
+        );
+        registry.register(
+            "mcp_request_duration_seconds",
+            "Time from an MCP message to the start of its answer, same labels",
+            mcp_duration.clone(),
+        );
+        registry.register(
             "principal_cost_usd",
             "Estimated cost in USD by the caller's team and app (keyed gateways)",
             principal_cost_usd.clone(),
@@ -261,6 +287,8 @@ impl Metrics {
             budget_decisions,
             budget_state_errors,
             budget_alerts,
+            mcp_requests,
+            mcp_duration,
             principal_cost_usd,
             in_flight,
             reloads,
@@ -277,6 +305,13 @@ impl Metrics {
                 outcome,
             })
             .inc();
+    }
+
+    pub fn count_mcp(&self, labels: &McpLabels, elapsed: std::time::Duration) {
+        self.mcp_requests.get_or_create(labels).inc();
+        self.mcp_duration
+            .get_or_create(labels)
+            .observe(elapsed.as_secs_f64());
     }
 
     pub fn count_alert(&self, budget: &str, kind: &str) {

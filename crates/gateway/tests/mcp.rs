@@ -281,4 +281,34 @@ async fn grants_decide_who_sees_and_calls_which_tools() {
     assert!(tool_names(&listed).is_empty(), "{listed}");
     let refused = modern(&h, "guarded", &sales, 7, "tools/call", call("echo")).await;
     assert_eq!(refused["error"]["code"], -32602, "{refused}");
+
+    // Every message is counted: calls that reached the backend by tool,
+    // refusals without (their tool names come from the caller).
+    let metrics = h.metrics();
+    assert!(
+        common::metric_has(
+            &metrics,
+            &[
+                "tollgate_mcp_requests_total{",
+                "server=\"default/guarded\"",
+                "method=\"tools/call\"",
+                "tool=\"write_note\"",
+                "outcome=\"ok\"} 1",
+            ]
+        ),
+        "{metrics}"
+    );
+    assert!(
+        common::metric_has(
+            &metrics,
+            &[
+                "tollgate_mcp_requests_total{",
+                "method=\"tools/call\"",
+                "tool=\"\"",
+                "outcome=\"refused\"} 3",
+            ]
+        ),
+        "{metrics}"
+    );
+    assert!(metrics.contains("tollgate_mcp_request_duration_seconds_bucket"));
 }

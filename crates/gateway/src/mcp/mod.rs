@@ -83,9 +83,73 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Respon
             &format!("No MCP server is served at /mcp/{name}."),
         );
     };
-    match serve(&gateway, &runtime, server, request).await {
-        Ok(response) => response,
-        Err(response) => *response,
+    let started = std::time::Instant::now();
+    let mut seen = Seen::default();
+    let (response, reached) = match serve(&gateway, &runtime, server, request, &mut seen).await {
+        Ok(response) => (response, true),
+        Err(response) => (*response, false),
+    };
+    let outcome = match (reached, seen.unreachable) {
+        (false, true) => "unreachable",
+        (false, false) => "refused",
+        (true, _) if response.status().is_success() => "ok",
+        (true, _) => "error",
+    };
+    let labels = crate::metrics::McpLabels {
+        server: server.name.clone(),
+        method: seen.method,
+        tool: if reached { seen.tool } else { String::new() },
+        outcome,
+    };
+    gateway.metrics.count_mcp(&labels, started.elapsed());
+    response
+}
+
+/// What `serve` learnt of a message, for metrics.
+struct Seen {
+    method: &'static str,
+    /// The tool of a `tools/call`.
+    tool: String,
+    /// The backend could not be reached or did not answer in time.
+    unreachable: bool,
+}
+
+impl Default for Seen {
+    fn default() -> Self {
+        Self {
+            method: "unknown",
+            tool: String::new(),
+            unreachable: false,
+        }
+    }
+}
+
+/// A method as a metric label: the MCP methods by name, others grouped.
+fn method_label(http: &Method, message: Option<&Message>) -> &'static str {
+    const KNOWN: [&str; 16] = [
+        "initialize",
+        "ping",
+        "server/discover",
+        "tools/list",
+        "tools/call",
+        "resources/list",
+        "resources/templates/list",
+        "resources/read",
+        "resources/subscribe",
+        "resources/unsubscribe",
+        "prompts/list",
+        "prompts/get",
+        "completion/complete",
+        "logging/setLevel",
+        "subscriptions/listen",
+        "tasks/get",
+    ];
+    match (http, message.and_then(|m| m.method.as_deref())) {
+        (&Method::GET, _) => "GET",
+        (&Method::DELETE, _) => "DELETE",
+        (_, Some(method)) if method.starts_with("notifications/") => "notification",
+        (_, Some(method)) => KNOWN.into_iter().find(|k| *k == method).unwrap_or("other"),
+        (_, None) => "response",
     }
 }
 
@@ -96,6 +160,7 @@ async fn serve(
     runtime: &Runtime,
     server: &McpServer,
     request: Request<Incoming>,
+    seen: &mut Seen,
 ) -> Result<Response<ResponseBody>, Refusal> {
     let (parts, body) = request.into_parts();
     check_origin(&parts.headers)?;
@@ -140,24 +205,6 @@ async fn serve(
             let message = Message::parse(&bytes).map_err(|(code, text)| {
                 Box::new(rpc_error(StatusCode::BAD_REQUEST, None, code, text))
             })?;
-            if let Some(tool) = unclassified_call(&message, server, &gateway.mcp_catalog) {
-                learn_catalog(
-                    gateway,
-                    server,
-                    &parts.headers,
-                    backend_session.as_deref(),
-                    &message,
-                )
-                .await;
-                tracing::debug!(server = %server.name, tool, "learned the tool catalog for a call");
-            }
-            check_message(
-                &message,
-                &parts.headers,
-                server,
-                principal,
-                &gateway.mcp_catalog,
-            )?;
             (bytes, Some(message))
         }
         Method::GET | Method::DELETE => (Bytes::new(), None),
@@ -174,6 +221,30 @@ async fn serve(
             return Err(Box::new(response));
         }
     };
+    seen.method = method_label(&parts.method, message.as_ref());
+    if let Some(message) = &message {
+        if seen.method == "tools/call" {
+            seen.tool = message.name().unwrap_or("").to_string();
+        }
+        if let Some(tool) = unclassified_call(message, server, &gateway.mcp_catalog) {
+            learn_catalog(
+                gateway,
+                server,
+                &parts.headers,
+                backend_session.as_deref(),
+                message,
+            )
+            .await;
+            tracing::debug!(server = %server.name, tool, "learned the tool catalog for a call");
+        }
+        check_message(
+            message,
+            &parts.headers,
+            server,
+            principal,
+            &gateway.mcp_catalog,
+        )?;
+    }
     let id = message.as_ref().and_then(|m| m.id.clone());
     let upstream = backend_request(
         server,
@@ -194,6 +265,7 @@ async fn serve(
     let response = call_backend(gateway, server, upstream, deadline)
         .await
         .map_err(|error| {
+            seen.unreachable = true;
             let (status, text) = match error {
                 UpstreamError::Timeout => (
                     StatusCode::GATEWAY_TIMEOUT,
