@@ -59,6 +59,41 @@ pub struct MCPServerSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     pub access: Vec<AccessGrant>,
+    /// Token-bucket limits on messages, each per caller (every principal
+    /// its own bucket) or for the whole server, held across replicas when
+    /// the AIGateway has Redis. A message over a limit gets HTTP 429 with
+    /// `Retry-After`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub rate_limits: Vec<McpRateLimit>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct McpRateLimit {
+    /// Tool globs whose `tools/call`s it counts; empty: every message.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 128)))]
+    pub tools: Vec<String>,
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 1000000").message("requestsPerSecond must be between 1 and 1000000"))]
+    pub requests_per_second: u32,
+    /// Messages that may arrive at once above the steady rate (default:
+    /// one second's worth).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 1000000").message("burst must be between 1 and 1000000"))]
+    pub burst: Option<u32>,
+    /// `Caller` (default): a bucket per principal. `Server`: one for all.
+    #[serde(default)]
+    pub per: RateLimitScope,
+}
+
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+pub enum RateLimitScope {
+    #[default]
+    Caller,
+    Server,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

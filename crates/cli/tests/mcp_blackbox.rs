@@ -8,11 +8,22 @@ mod common;
 
 use common::*;
 use serde_json::{Value, json};
+use tollgate_testenv::redis::RedisServer;
 
 const OTHER_KEY: &str = "tg-other-key";
 const BACKEND_KEY: &str = "backend-secret";
 
 fn mcp_config(mock: &str) -> String {
+    mcp_config_with(mock, "")
+}
+
+/// With `redis`, the AIGateway keeps its buckets there.
+fn mcp_config_with(mock: &str, redis: &str) -> String {
+    let redis = if redis.is_empty() {
+        String::new()
+    } else {
+        format!("  redis: {{url: \"{redis}\"}}\n")
+    };
     format!(
         "{}---
 apiVersion: v1
@@ -36,10 +47,19 @@ spec:
   gatewayRef: {{name: test}}
   url: {mock}/mcp
   credentials: {{secretRef: {{name: more-keys, key: backend}}}}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata: {{name: limited}}
+spec:
+  gatewayRef: {{name: test}}
+  url: {mock}/mcp
+  credentials: {{secretRef: {{name: more-keys, key: backend}}}}
+  rateLimits: [{{requestsPerSecond: 1, burst: 3}}]
 ",
         config(mock, "m").replacen(
             "    principal: {user: tester, team: qa}\n",
-            "    principal: {user: tester, team: qa}\n  - secretRef: {name: more-keys, key: other}\n    principal: {user: other}\n",
+            &format!("    principal: {{user: tester, team: qa}}\n  - secretRef: {{name: more-keys, key: other}}\n    principal: {{user: other}}\n{redis}"),
             1
         )
     )
@@ -158,4 +178,66 @@ async fn a_sealed_session_follows_its_caller_across_replicas_and_no_one_else() {
         .await
         .unwrap();
     assert_eq!(direct.status(), 401);
+}
+
+/// A per-caller limit of 3 at once, then 1 a second, holds across two
+/// gateways sharing Redis: the caller gets its burst once, not per replica;
+/// another caller has its own bucket.
+#[tokio::test]
+async fn mcp_rate_limits_hold_across_replicas_sharing_redis() {
+    let redis = RedisServer::start();
+    let mock = Process::start(&["mock", "--listen", "127.0.0.1:0", "--mcp-key", BACKEND_KEY]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "gw.yaml",
+        &mcp_config_with(mock.url("data"), &redis.url()),
+    );
+    let (first, second) = (start_gateway(&path), start_gateway(&path));
+    let modern = |id: u64| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/list", "params": {"_meta": {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {}}}})
+    };
+    let send = |gateway: &Process, key: &'static str, id: u64| {
+        let request = client()
+            .post(format!("{}/mcp/limited", gateway.url("data")))
+            .bearer_auth(key)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/list")
+            .json(&modern(id))
+            .send();
+        async move {
+            let response = request.await.unwrap();
+            let retry = response
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_string());
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            (status, retry, body)
+        }
+    };
+    let started = std::time::Instant::now();
+    let mut outcomes = Vec::new();
+    for id in 0..8 {
+        let gateway = if id % 2 == 0 { &first } else { &second };
+        outcomes.push(send(gateway, KEY, id).await);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let admitted = outcomes.iter().filter(|(s, _, _)| *s == 200).count();
+    let most = 3 + elapsed.ceil() as usize;
+    assert!(
+        (3..=most).contains(&admitted),
+        "admitted {admitted} of 8 across two gateways in {elapsed:.2} s (at most {most}): {outcomes:?}"
+    );
+    let (status, retry, body) = outcomes.iter().find(|(s, _, _)| *s == 429).unwrap();
+    assert_eq!(*status, 429);
+    assert_eq!(retry.as_deref(), Some("1"));
+    assert_eq!(body["error"]["code"], -32000, "{body}");
+    assert!(body["id"].is_number(), "the request's id: {body}");
+    // Another caller's bucket is its own.
+    let (status, _, body) = send(&second, OTHER_KEY, 99).await;
+    assert_eq!(status, 200, "{body}");
 }

@@ -11,8 +11,8 @@ use super::{SecretIndex, parse_duration_ms};
 use crate::diagnostics::Diagnostic;
 use crate::resources::object_ref;
 use crate::snapshot::Credential;
-use crate::snapshot::budget::Subject;
-use crate::snapshot::mcp::{Grant, McpCredential, McpServer, ToolFilter};
+use crate::snapshot::budget::{Bucket, Subject};
+use crate::snapshot::mcp::{Grant, McpCredential, McpRateLimit, McpServer, ToolFilter};
 
 /// How long a backend may take to answer one message, unless the spec says.
 pub const DEFAULT_MCP_TIMEOUT_MS: u64 = 60_000;
@@ -127,6 +127,18 @@ pub(super) fn compile_mcp_server(
                 },
                 tools: grant.tools.clone(),
                 write: grant.scope == api::ToolAccess::Write,
+            })
+            .collect(),
+        rate_limits: spec
+            .rate_limits
+            .iter()
+            .map(|limit| McpRateLimit {
+                tools: limit.tools.clone(),
+                bucket: Bucket {
+                    per_second: f64::from(limit.requests_per_second),
+                    capacity: f64::from(limit.burst.unwrap_or(limit.requests_per_second)),
+                },
+                per_caller: limit.per == api::RateLimitScope::Caller,
             })
             .collect(),
     })

@@ -9,7 +9,7 @@ use tollgate_api::mcp::ToolAccess;
 use super::budget::Subject;
 use super::{Credential, Principal, glob_matches};
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct McpServer {
     /// `namespace/name` of the MCPServer.
@@ -26,6 +26,26 @@ pub struct McpServer {
     /// Empty: everyone may use every served tool.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub access: Vec<Grant>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rate_limits: Vec<McpRateLimit>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct McpRateLimit {
+    /// Tool globs of the calls it counts; empty: every message.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<String>,
+    pub bucket: super::budget::Bucket,
+    /// One bucket per principal, else one for the server.
+    pub per_caller: bool,
+}
+
+impl McpRateLimit {
+    /// Whether this limit counts a message (`tool`: the tool of a call).
+    pub fn counts(&self, tool: Option<&str>) -> bool {
+        self.tools.is_empty() || tool.is_some_and(|t| self.tools.iter().any(|g| glob_matches(g, t)))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,6 +167,7 @@ mod tests {
                     write: true,
                 },
             ],
+            rate_limits: vec![],
         };
         let support = Principal {
             user: "sam".into(),

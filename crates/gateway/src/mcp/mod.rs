@@ -244,6 +244,9 @@ async fn serve(
             principal,
             &gateway.mcp_catalog,
         )?;
+        if message.is_request() && !server.rate_limits.is_empty() {
+            throttle(gateway, runtime, server, principal, message, now).await?;
+        }
     }
     let id = message.as_ref().and_then(|m| m.id.clone());
     let upstream = backend_request(
@@ -367,6 +370,85 @@ fn check_origin(headers: &HeaderMap) -> Result<(), Refusal> {
         jsonrpc::INVALID_REQUEST,
         "Origin not allowed.",
     )))
+}
+
+/// Takes one from every rate-limit bucket this request counts against, or
+/// refuses it with 429 and `Retry-After`. Buckets live where the gateway's
+/// budget state does (Redis when configured, so replicas share them); when
+/// that store cannot be reached the request goes ahead (logged).
+async fn throttle(
+    gateway: &Gateway,
+    runtime: &Runtime,
+    server: &McpServer,
+    principal: Option<&Principal>,
+    message: &Message,
+    now: i64,
+) -> Result<(), Refusal> {
+    use crate::state::Verdict;
+    use crate::state::throttle::Take;
+    let tool = (message.method.as_deref() == Some("tools/call"))
+        .then(|| message.name())
+        .flatten();
+    let caller =
+        principal.map_or_else(|| "-".to_string(), |p| format!("{}\u{1f}{}", p.key, p.user));
+    let takes: Vec<Take> = server
+        .rate_limits
+        .iter()
+        .enumerate()
+        .filter(|(_, limit)| limit.counts(tool))
+        .map(|(index, limit)| Take {
+            key: Arc::from(format!(
+                "mcp|{}|{index}|{}",
+                server.name,
+                if limit.per_caller {
+                    caller.as_str()
+                } else {
+                    "*"
+                }
+            )),
+            bucket: limit.bucket,
+            amount: 1.0,
+        })
+        .collect();
+    if takes.is_empty() {
+        return Ok(());
+    }
+    match runtime.budget_store.reserve(&[], &takes, now).await {
+        Ok(Verdict::Throttled { retry_after_ms, .. }) => {
+            let seconds = u64::try_from(retry_after_ms)
+                .unwrap_or(1)
+                .div_ceil(1000)
+                .max(1);
+            let mut response = Response::new(full(
+                serde_json::to_vec(&serde_json::json!({
+                    "jsonrpc": "2.0",
+                    "id": message.id.clone().unwrap_or(serde_json::Value::Null),
+                    "error": {
+                        "code": -32000,
+                        "message": format!("Rate limit of MCP server {} reached. Retry in {seconds} s.", server.name),
+                        "data": {"retryAfterSeconds": seconds},
+                    },
+                }))
+                .unwrap_or_default(),
+            ));
+            *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            Err(Box::new(response))
+        }
+        Ok(_) => Ok(()),
+        Err(error) => {
+            if gateway.log_throttle.allow() {
+                tracing::warn!(server = %server.name, %error, "MCP rate limits not applied: their state store is unreachable");
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Sends to the MCPServer; its answer must begin by `deadline`. Backends
