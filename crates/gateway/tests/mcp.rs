@@ -16,7 +16,7 @@ metadata: {{name: gw}}
 spec:
   jwt:
   - issuer: https://idp.test
-    audiences: ["http://gateway.test/mcp/tools", "http://gateway.test/mcp/guarded"]
+    audiences: ["http://gateway.test/mcp/tools", "http://gateway.test/mcp/guarded", "http://gateway.test/mcp/down"]
     jwks: '{jwks}'
     claims: {{team: team}}
 ---
@@ -39,6 +39,14 @@ spec:
     scope: Read
   - subject: {{team: ops}}
     scope: Write
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata: {{name: down}}
+spec:
+  gatewayRef: {{name: gw}}
+  url: "http://127.0.0.1:1/mcp"
+  timeout: 2s
 "#
     )
 }
@@ -311,4 +319,38 @@ async fn grants_decide_who_sees_and_calls_which_tools() {
         "{metrics}"
     );
     assert!(metrics.contains("tollgate_mcp_request_duration_seconds_bucket"));
+}
+
+/// A backend that cannot be reached gives a clean JSON-RPC error with the
+/// request's id (502), counted as unreachable; nothing hangs or panics.
+#[tokio::test]
+async fn an_unreachable_backend_is_a_clean_json_rpc_error() {
+    let signer = Signer::es256();
+    let jwks = json!({"keys": [signer.jwk("k1")]}).to_string();
+    let h = Harness::start(&config(&jwks), &[]).await;
+    let now = tollgate_gateway::state::window::now_ms() / 1000;
+    let token = signer.token(
+        "k1",
+        &json!({"iss": "https://idp.test", "aud": "http://gateway.test/mcp/down", "sub": "a", "exp": now + 300}),
+    );
+    let response = post_to(
+        &h,
+        "down",
+        Some(&token),
+        &[],
+        json!({"jsonrpc": "2.0", "id": "x-1", "method": "ping"}),
+    )
+    .await;
+    let (status, body) = json_body(response).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["id"], "x-1");
+    assert_eq!(body["error"]["code"], -32603, "{body}");
+    assert!(common::metric_has(
+        &h.metrics(),
+        &[
+            "tollgate_mcp_requests_total{",
+            "server=\"default/down\"",
+            "outcome=\"unreachable\"} 1"
+        ]
+    ));
 }
