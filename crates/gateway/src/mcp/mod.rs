@@ -226,7 +226,7 @@ async fn serve(
         if seen.method == "tools/call" {
             seen.tool = message.name().unwrap_or("").to_string();
         }
-        if let Some(tool) = unclassified_call(message, server, &gateway.mcp_catalog) {
+        if let Some(tool) = unclassified_call(message, server, principal, &gateway.mcp_catalog) {
             learn_catalog(
                 gateway,
                 server,
@@ -499,16 +499,29 @@ async fn read_bounded(
 /// server grants by scope, no operator rule classifies the tool, and this
 /// replica has not seen it listed (the client may have listed through
 /// another replica).
+///
+/// Only when the class decides: the caller may use the tool as a read but
+/// not as a write. And at most once per [`RELIST_EVERY`] per server, so
+/// calls naming tools that do not exist cannot make the gateway hammer the
+/// backend with lists.
 fn unclassified_call<'m>(
     message: &'m Message,
     server: &McpServer,
+    principal: Option<&Principal>,
     catalog: &Catalog,
 ) -> Option<&'m str> {
+    use tollgate_api::mcp::ToolAccess;
     if server.access.is_empty() || message.method.as_deref() != Some("tools/call") {
         return None;
     }
     let tool = message.name()?;
-    (!server.tools.classifies(tool) && !catalog.knows(server, tool)).then_some(tool)
+    let decides = server.may_use(principal, tool, ToolAccess::Read)
+        && !server.may_use(principal, tool, ToolAccess::Write);
+    (decides
+        && !server.tools.classifies(tool)
+        && !catalog.knows(server, tool)
+        && catalog.may_relist(server))
+    .then_some(tool)
 }
 
 /// Asks the backend for its tool list (in the client's session or
@@ -584,7 +597,12 @@ impl Caller<'_> {
 #[derive(Debug, Default)]
 pub struct Catalog {
     hints: std::sync::Mutex<std::collections::HashMap<(Arc<str>, String), bool>>,
+    /// When the gateway last listed each server's tools itself.
+    relisted: std::sync::Mutex<std::collections::HashMap<Arc<str>, std::time::Instant>>,
 }
+
+/// Least time between two lists the gateway asks a server for itself.
+const RELIST_EVERY: Duration = Duration::from_secs(5);
 
 /// Most tools remembered (past it, unlisted tools are classified as
 /// writes unless the operator's rules say otherwise).
@@ -599,6 +617,23 @@ impl Catalog {
         let key = (server.name.clone(), tool.to_string());
         if hints.len() < MAX_CATALOG || hints.contains_key(&key) {
             hints.insert(key, read_only);
+        }
+    }
+
+    /// Whether the gateway may list `server`'s tools now; if so, the time
+    /// is taken.
+    fn may_relist(&self, server: &McpServer) -> bool {
+        let mut relisted = self
+            .relisted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        match relisted.get(&server.name) {
+            Some(last) if now.duration_since(*last) < RELIST_EVERY => false,
+            _ => {
+                relisted.insert(server.name.clone(), now);
+                true
+            }
         }
     }
 
