@@ -154,18 +154,14 @@ pub fn compile(resources: &Resources, digest_key: &DigestKey) -> Compiled {
 
     for budget in sorted(&resources.budgets) {
         let budget_ref = object_ref(budget);
-        let gateway_ref = ObjectRef::new(
-            "AIGateway",
-            &budget_ref.namespace,
-            &budget.spec.gateway_ref.name,
-        );
         let compiled = compile_budget(budget, &mut out.diagnostics);
-        let Some(gateway) = gateways.get_mut(&gateway_ref) else {
-            out.diagnostics.push(gateway_not_found(
-                &budget_ref,
-                &gateway_ref,
-                &resources.gateways,
-            ));
+        let Some(gateway) = named_gateway(
+            &mut gateways,
+            &budget_ref,
+            &budget.spec.gateway_ref.name,
+            &resources.gateways,
+            &mut out.diagnostics,
+        ) else {
             continue;
         };
         let Some(compiled) = compiled else { continue };
@@ -183,18 +179,14 @@ pub fn compile(resources: &Resources, digest_key: &DigestKey) -> Compiled {
 
     for server in sorted(&resources.mcp_servers) {
         let server_ref = object_ref(server);
-        let gateway_ref = ObjectRef::new(
-            "AIGateway",
-            &server_ref.namespace,
-            &server.spec.gateway_ref.name,
-        );
         let compiled = compile_mcp_server(server, &secrets, &mut out.diagnostics);
-        let Some(gateway) = gateways.get_mut(&gateway_ref) else {
-            out.diagnostics.push(gateway_not_found(
-                &server_ref,
-                &gateway_ref,
-                &resources.gateways,
-            ));
+        let Some(gateway) = named_gateway(
+            &mut gateways,
+            &server_ref,
+            &server.spec.gateway_ref.name,
+            &resources.gateways,
+            &mut out.diagnostics,
+        ) else {
             continue;
         };
         let Some(compiled) = compiled else { continue };
@@ -223,6 +215,23 @@ pub fn compile(resources: &Resources, digest_key: &DigestKey) -> Compiled {
         }
     }
     out
+}
+
+/// The compiled AIGateway `name` (in `object`'s namespace) that a budget or
+/// MCP server attaches to; when there is none, `object` is told why.
+fn named_gateway<'g>(
+    gateways: &'g mut BTreeMap<ObjectRef, GatewayConfig>,
+    object: &ObjectRef,
+    name: &str,
+    all: &[AIGateway],
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<&'g mut GatewayConfig> {
+    let gateway_ref = ObjectRef::new("AIGateway", &object.namespace, name);
+    let found = gateways.get_mut(&gateway_ref);
+    if found.is_none() {
+        diagnostics.push(gateway_not_found(object, &gateway_ref, all));
+    }
+    found
 }
 
 /// What a route or budget naming a missing or invalid gateway is told.

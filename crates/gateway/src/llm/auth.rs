@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use http::HeaderMap;
 use tollgate_config::DigestKey;
+use tollgate_config::digest::PreparedMac;
 use tollgate_config::snapshot::{ApiKey, JwtIssuer, Principal};
 
 use super::jwt;
@@ -15,7 +16,8 @@ use crate::runtime::{Gateway, Runtime};
 
 #[derive(Debug)]
 pub struct KeyIndex {
-    digest_key: DigestKey,
+    /// The snapshot's digest key, set up once: a request only hashes its key.
+    mac: PreparedMac,
     keys: HashMap<[u8; 32], Entry>,
 }
 
@@ -51,7 +53,7 @@ impl KeyIndex {
             })
             .collect::<Result<_, _>>()?;
         Ok(Self {
-            digest_key: digest_key.clone(),
+            mac: digest_key.prepared(),
             keys,
         })
     }
@@ -65,7 +67,7 @@ impl KeyIndex {
         let presented = presented_key(headers).ok_or_else(|| {
             ApiError::unauthorized("You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY' or 'x-api-key: YOUR_KEY'.")
         })?;
-        let digest = self.digest_key.mac(presented.as_bytes());
+        let digest = self.mac.mac(presented.as_bytes());
         let entry = self
             .keys
             .get(&digest)

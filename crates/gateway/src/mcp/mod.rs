@@ -389,8 +389,7 @@ async fn throttle(
     let tool = (message.method.as_deref() == Some("tools/call"))
         .then(|| message.name())
         .flatten();
-    let caller =
-        principal.map_or_else(|| "-".to_string(), |p| format!("{}\u{1f}{}", p.key, p.user));
+    let caller = session::caller_id(principal);
     let takes: Vec<Take> = server
         .rate_limits
         .iter()
@@ -519,7 +518,7 @@ fn unclassified_call<'m>(
         && !server.may_use(principal, tool, ToolAccess::Write);
     (decides
         && !server.tools.classifies(tool)
-        && !catalog.knows(server, tool)
+        && catalog.hint(server, tool).is_none()
         && catalog.may_relist(server))
     .then_some(tool)
 }
@@ -637,23 +636,13 @@ impl Catalog {
         }
     }
 
-    fn knows(&self, server: &McpServer, tool: &str) -> bool {
+    /// The hint last listed for `tool`, if this replica has seen one.
+    fn hint(&self, server: &McpServer, tool: &str) -> Option<bool> {
         let hints = self
             .hints
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        hints.contains_key(&(server.name.clone(), tool.to_string()))
-    }
-
-    fn read_only(&self, server: &McpServer, tool: &str) -> bool {
-        let hints = self
-            .hints
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        hints
-            .get(&(server.name.clone(), tool.to_string()))
-            .copied()
-            .unwrap_or(false)
+        hints.get(&(server.name.clone(), tool.to_string())).copied()
     }
 }
 
@@ -680,7 +669,7 @@ fn check_message(
     };
     if message.method.as_deref() == Some("tools/call")
         && let Some(tool) = message.name()
-        && !caller.may_use(tool, catalog.read_only(server, tool))
+        && !caller.may_use(tool, catalog.hint(server, tool).unwrap_or(false))
     {
         // As if it did not exist: a filtered tool is not there for callers.
         return Err(Box::new(rpc_error(

@@ -40,7 +40,7 @@ impl std::fmt::Debug for Sealer {
 struct Sealed {
     /// The backend's session id.
     s: String,
-    /// Who opened it ([`binding`]).
+    /// Who opened it ([`caller_id`]).
     p: String,
     /// `namespace/name` of the MCPServer.
     r: String,
@@ -85,7 +85,7 @@ impl Sealer {
         }
         let sealed = Sealed {
             s: backend_id.to_string(),
-            p: binding(principal),
+            p: caller_id(principal),
             r: server.to_string(),
             t: now_ms,
         };
@@ -129,7 +129,7 @@ impl Sealer {
             .open_in_place(nonce, Aad::from(PREFIX), &mut ciphertext)
             .map_err(|_| SessionError::Invalid)?;
         let sealed: Sealed = serde_json::from_slice(plain).map_err(|_| SessionError::Invalid)?;
-        if sealed.p != binding(principal) || sealed.r != server {
+        if sealed.p != caller_id(principal) || sealed.r != server {
             return Err(SessionError::Foreign);
         }
         if now_ms - sealed.t > MAX_AGE_MS {
@@ -139,8 +139,9 @@ impl Sealer {
     }
 }
 
-/// Who a session is bound to: the key (or token issuer) and the user.
-fn binding(principal: Option<&Principal>) -> String {
+/// Who a caller is, for session binding and per-caller rate limits: the
+/// key (or token issuer) and the user; empty on an open gateway.
+pub fn caller_id(principal: Option<&Principal>) -> String {
     principal.map_or_else(String::new, |p| format!("{}\u{1f}{}", p.key, p.user))
 }
 
