@@ -66,7 +66,63 @@ pub struct MCPServerSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     pub rate_limits: Vec<McpRateLimit>,
+    /// How this server joins the gateway's aggregated endpoint `/mcp`
+    /// (default: it does, its names prefixed with `{path}__`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregation: Option<McpAggregation>,
 }
+
+/// A server's part in `/mcp`, where the gateway merges every aggregated
+/// server's tools, prompts and resources into one MCP server.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct McpAggregation {
+    /// Whether `/mcp` includes this server (default true). It stays at
+    /// `/mcp/{path}` either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// What tool and prompt names are prefixed with, followed by `__`
+    /// (default: the path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 48))]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9]([A-Za-z0-9.-]{0,46}[A-Za-z0-9])?$')").message(PREFIX_MESSAGE))]
+    pub prefix: Option<String>,
+    /// `Always` (default): every name is prefixed. `OnConflict`: only names
+    /// another aggregated server also has. `Never`: names as the backend
+    /// gives them; one that collides with an earlier server's (by path) is
+    /// left out and logged.
+    #[serde(default)]
+    pub prefix_mode: PrefixMode,
+    /// What `/mcp`'s lists do when this server cannot list: `Omit`
+    /// (default) leaves its entries out, names it in the result's
+    /// `_meta["dev.tollgate/unavailable"]`, logs and counts it; `Fail`
+    /// answers the whole list with an error.
+    #[serde(default)]
+    pub on_list_failure: ListFailure,
+}
+
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+pub enum PrefixMode {
+    #[default]
+    Always,
+    OnConflict,
+    Never,
+}
+
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+pub enum ListFailure {
+    #[default]
+    Omit,
+    Fail,
+}
+
+/// What both the CEL rule and compile say of a bad prefix.
+pub const PREFIX_MESSAGE: &str =
+    "prefix must be 1-48 letters, digits, '.' or '-', starting and ending with a letter or digit";
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

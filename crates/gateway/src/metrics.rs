@@ -80,6 +80,12 @@ pub struct McpLabels {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct McpListLabels {
+    pub server: Arc<str>,
+    pub method: &'static str,
+}
+
 /// Who spends: team and app (users are in `/v1/usage`, not in labels).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PrincipalLabels {
@@ -128,6 +134,7 @@ pub struct Metrics {
     pub budget_alerts: Family<AlertLabels, Counter>,
     pub mcp_requests: Family<McpLabels, Counter>,
     pub mcp_duration: Family<McpLabels, Histogram>,
+    pub mcp_list_failures: Family<McpListLabels, Counter>,
     pub principal_cost_usd: Family<PrincipalLabels, Counter<f64, AtomicU64>>,
     pub in_flight: Gauge,
     pub reloads: Family<ReloadLabels, Counter>,
@@ -167,6 +174,7 @@ impl Metrics {
         let mcp_duration = Family::<McpLabels, Histogram>::new_with_constructor(
             latency_histogram as fn() -> Histogram,
         );
+        let mcp_list_failures = Family::<McpListLabels, Counter>::default();
         let principal_cost_usd = Family::<PrincipalLabels, Counter<f64, AtomicU64>>::default();
         let in_flight = Gauge::default();
         let reloads = Family::<ReloadLabels, Counter>::default();
@@ -254,6 +262,11 @@ impl Metrics {
             mcp_duration.clone(),
         );
         registry.register(
+            "mcp_aggregate_failures",
+            "Aggregated servers (/mcp) left out of a session or a merged list, by server and method (initialize or the list)",
+            mcp_list_failures.clone(),
+        );
+        registry.register(
             "principal_cost_usd",
             "Estimated cost in USD by the caller's team and app (keyed gateways)",
             principal_cost_usd.clone(),
@@ -289,6 +302,7 @@ impl Metrics {
             budget_alerts,
             mcp_requests,
             mcp_duration,
+            mcp_list_failures,
             principal_cost_usd,
             in_flight,
             reloads,
@@ -303,6 +317,15 @@ impl Metrics {
             .get_or_create(&BudgetLabels {
                 budget: budget.clone(),
                 outcome,
+            })
+            .inc();
+    }
+
+    pub fn count_mcp_list_failure(&self, server: &Arc<str>, method: &'static str) {
+        self.mcp_list_failures
+            .get_or_create(&McpListLabels {
+                server: server.clone(),
+                method,
             })
             .inc();
     }

@@ -139,6 +139,8 @@ pub struct Gateway {
     pub usage: crate::usage::UsageLedger,
     /// MCP tools' read-only hints, as last listed.
     pub mcp_catalog: crate::mcp::Catalog,
+    /// Which backend owns each name and URI of `/mcp`, as last listed here.
+    pub mcp_routes: crate::mcp::aggregate::Routes,
     /// Warnings that could repeat per request pass through here.
     pub log_throttle: LogThrottle,
     draining: AtomicBool,
@@ -156,6 +158,7 @@ impl Gateway {
             alerts: crate::alerts::AlertHub::default(),
             usage: crate::usage::UsageLedger::default(),
             mcp_catalog: crate::mcp::Catalog::default(),
+            mcp_routes: crate::mcp::aggregate::Routes::default(),
             jwks: crate::llm::jwt::JwksCache::default(),
             throttles: Arc::default(),
             draining: AtomicBool::new(false),

@@ -12,7 +12,9 @@ use crate::diagnostics::Diagnostic;
 use crate::resources::object_ref;
 use crate::snapshot::Credential;
 use crate::snapshot::budget::{Bucket, Subject};
-use crate::snapshot::mcp::{Grant, McpCredential, McpRateLimit, McpServer, ToolFilter};
+use crate::snapshot::mcp::{
+    Aggregation, Grant, McpCredential, McpRateLimit, McpServer, ToolFilter,
+};
 
 /// How long a backend may take to answer one message, unless the spec says.
 pub const DEFAULT_MCP_TIMEOUT_MS: u64 = 60_000;
@@ -59,6 +61,16 @@ pub(super) fn compile_mcp_server(
     let mut error = |field: &str, why: &str, message: String| {
         diagnostics.push(Diagnostic::error(&object, field, why, message));
     };
+    let aggregation = spec.aggregation.clone().unwrap_or_default();
+    if let Some(prefix) = &aggregation.prefix
+        && !is_prefix(prefix)
+    {
+        error(
+            "spec.aggregation.prefix",
+            reason::INVALID,
+            api::PREFIX_MESSAGE.into(),
+        );
+    }
     let credential = match &spec.credentials {
         None => None,
         Some(credentials) => match secrets.value(&object.namespace, &credentials.secret_ref) {
@@ -100,7 +112,6 @@ pub(super) fn compile_mcp_server(
     let tools = spec.tools.clone().unwrap_or_default();
     Some(McpServer {
         name: Arc::from(format!("{}/{}", object.namespace, object.name)),
-        path,
         url: spec.url.trim_end_matches('/').to_string(),
         credential,
         timeout_ms,
@@ -141,7 +152,25 @@ pub(super) fn compile_mcp_server(
                 per_caller: limit.per == api::RateLimitScope::Caller,
             })
             .collect(),
+        aggregation: (aggregation.enabled != Some(false)).then(|| Aggregation {
+            prefix: aggregation.prefix.clone().unwrap_or_else(|| path.clone()),
+            prefix_mode: aggregation.prefix_mode,
+            fail_lists: aggregation.on_list_failure == api::ListFailure::Fail,
+        }),
+        path,
     })
+}
+
+/// What `/mcp` may put before `__` in a name: tool names allow letters,
+/// digits, `_`, `-` and `.`; no `_` so the separator stays unambiguous.
+fn is_prefix(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    (1..=48).contains(&bytes.len())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'.')
+        && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
 }
 
 fn is_dns_label(text: &str) -> bool {
@@ -234,5 +263,58 @@ mod tests {
         assert!(d.message.contains("default/alpha"), "{}", d.message);
         let servers = &compiled.snapshots[&gw()].config.mcp_servers;
         assert_eq!(servers.len(), 1);
+    }
+
+    #[test]
+    fn aggregation_defaults_to_the_path_and_prefixes_are_unique() {
+        use tollgate_api::mcp::PrefixMode;
+        let yaml = format!(
+            "{BASE}{}{}{}{}",
+            server("alpha", "  url: http://127.0.0.1:9/mcp"),
+            server(
+                "beta",
+                "  url: http://127.0.0.1:9/mcp\n  aggregation: {prefix: alpha}"
+            ),
+            server(
+                "gamma",
+                "  url: http://127.0.0.1:9/mcp\n  aggregation: {enabled: false, prefix: alpha}"
+            ),
+            server(
+                "delta",
+                "  url: http://127.0.0.1:9/mcp\n  aggregation: {prefix: d, prefixMode: Never, onListFailure: Fail}"
+            ),
+        );
+        let compiled = compile(&load(&yaml).resources);
+        let errors: Vec<_> = compiled
+            .diagnostics
+            .iter()
+            .filter(|d| d.is_error())
+            .collect();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].object.as_ref().unwrap().name, "beta");
+        assert_eq!(errors[0].field, "spec.aggregation.prefix");
+        let servers = &compiled.snapshots[&gw()].config.mcp_servers;
+        let alpha = servers.iter().find(|s| s.path == "alpha").unwrap();
+        let aggregation = alpha.aggregation.as_ref().unwrap();
+        assert_eq!(
+            (
+                aggregation.prefix.as_str(),
+                aggregation.prefix_mode,
+                aggregation.fail_lists
+            ),
+            ("alpha", PrefixMode::Always, false)
+        );
+        let gamma = servers.iter().find(|s| s.path == "gamma").unwrap();
+        assert!(gamma.aggregation.is_none(), "disabled: not in /mcp");
+        let delta = servers.iter().find(|s| s.path == "delta").unwrap();
+        let aggregation = delta.aggregation.as_ref().unwrap();
+        assert_eq!(
+            (
+                aggregation.prefix.as_str(),
+                aggregation.prefix_mode,
+                aggregation.fail_lists
+            ),
+            ("d", PrefixMode::Never, true)
+        );
     }
 }

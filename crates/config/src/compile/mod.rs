@@ -202,6 +202,25 @@ pub fn compile(resources: &Resources, digest_key: &DigestKey) -> Compiled {
             ));
             continue;
         }
+        let prefix_owner = compiled.aggregation.as_ref().and_then(|mine| {
+            gateway.mcp_servers.iter().find(|s| {
+                s.aggregation
+                    .as_ref()
+                    .is_some_and(|theirs| theirs.prefix == mine.prefix)
+            })
+        });
+        if let (Some(owner), Some(mine)) = (prefix_owner, &compiled.aggregation) {
+            out.diagnostics.push(Diagnostic::error(
+                &server_ref,
+                "spec.aggregation.prefix",
+                reason::INVALID,
+                format!(
+                    "prefix {:?} is already used in /mcp by MCPServer {} (which sorts first by namespace/name)",
+                    mine.prefix, owner.name
+                ),
+            ));
+            continue;
+        }
         gateway.mcp_servers.push(compiled);
     }
 

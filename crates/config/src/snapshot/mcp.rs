@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use tollgate_api::mcp::ToolAccess;
+use tollgate_api::mcp::{PrefixMode, ToolAccess};
 
 use super::budget::Subject;
 use super::{Credential, Principal, glob_matches};
@@ -28,6 +28,20 @@ pub struct McpServer {
     pub access: Vec<Grant>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rate_limits: Vec<McpRateLimit>,
+    /// Its part in `/mcp`; `None`: not aggregated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregation: Option<Aggregation>,
+}
+
+/// How a server joins the aggregated endpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Aggregation {
+    /// Names are `{prefix}__{name}` when prefixed.
+    pub prefix: String,
+    pub prefix_mode: PrefixMode,
+    /// Fail the whole list when this server cannot list (else omit it).
+    pub fail_lists: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -168,6 +182,7 @@ mod tests {
                 },
             ],
             rate_limits: vec![],
+            aggregation: None,
         };
         let support = Principal {
             user: "sam".into(),

@@ -54,6 +54,28 @@ pub fn filter_tools(
     Some(out.into_bytes())
 }
 
+/// The JSON-RPC response (result or error) to `id` in an answer, JSON or
+/// SSE; other events (progress, logs) are skipped.
+pub fn response_in(body: &[u8], sse: bool, id: &Value) -> Option<Value> {
+    let is_answer = |m: &Value| {
+        m.get("id") == Some(id) && (m.get("result").is_some() || m.get("error").is_some())
+    };
+    if !sse {
+        return serde_json::from_slice::<Value>(body).ok().filter(is_answer);
+    }
+    let text = std::str::from_utf8(body).ok()?;
+    split_events(text).find_map(|event| {
+        let data: Vec<&str> = event
+            .lines()
+            .filter_map(|line| line.strip_prefix("data:"))
+            .map(|d| d.strip_prefix(' ').unwrap_or(d))
+            .collect();
+        serde_json::from_str::<Value>(&data.join("\n"))
+            .ok()
+            .filter(is_answer)
+    })
+}
+
 fn split_events(text: &str) -> impl Iterator<Item = &str> {
     let normalized_end = text.trim_end_matches(['\r', '\n']);
     normalized_end
@@ -94,6 +116,20 @@ pub fn tool_of(tool: &Value) -> Option<(&str, bool)> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_response_is_found_among_progress_events() {
+        let sse = b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{}}\n\n\
+                    event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{\"tools\":[]}}\n\n";
+        assert_eq!(
+            response_in(sse, true, &json!(2)),
+            Some(json!({"jsonrpc": "2.0", "id": 2, "result": {"tools": []}}))
+        );
+        assert_eq!(response_in(sse, true, &json!(3)), None);
+        let error = br#"{"jsonrpc":"2.0","id":"a","error":{"code":-32601,"message":"no"}}"#;
+        assert!(response_in(error, false, &json!("a")).is_some());
+        assert_eq!(response_in(b"not json", false, &json!("a")), None);
+    }
 
     fn deny(globs: &'static [&'static str]) -> impl Fn(&Value) -> bool {
         move |tool: &Value| {

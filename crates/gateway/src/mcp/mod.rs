@@ -11,8 +11,10 @@
 //! client that goes away closes the backend stream, which 2026-07-28 treats
 //! as cancellation.
 
+pub mod aggregate;
 pub mod filter;
 pub mod jsonrpc;
+pub mod merge;
 pub mod session;
 
 use std::sync::Arc;
@@ -58,6 +60,23 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Respon
         );
     };
     let path = request.uri().path();
+    if path == aggregate::PATH {
+        let started = std::time::Instant::now();
+        let (response, server, method) = aggregate::handle(&gateway, &runtime, request).await;
+        let outcome = match response.status() {
+            status if status.is_success() => "ok",
+            StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT => "unreachable",
+            _ => "error",
+        };
+        let labels = crate::metrics::McpLabels {
+            server,
+            method,
+            tool: String::new(),
+            outcome,
+        };
+        gateway.metrics.count_mcp(&labels, started.elapsed());
+        return response;
+    }
     let Some(name) = path
         .strip_prefix("/mcp/")
         .filter(|n| !n.is_empty() && !n.contains('/'))
@@ -66,7 +85,7 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Respon
             StatusCode::NOT_FOUND,
             None,
             jsonrpc::INVALID_REQUEST,
-            "No MCP endpoint here: use /mcp/{server}.",
+            "No MCP endpoint here: use /mcp or /mcp/{server}.",
         );
     };
     let Some(server) = runtime
@@ -166,7 +185,14 @@ async fn serve(
     check_origin(&parts.headers)?;
     let principal = auth::authenticate(runtime, gateway, &parts.headers)
         .await
-        .map_err(|error| unauthorized(&error, runtime, server, &parts.headers))?;
+        .map_err(|error| {
+            unauthorized(
+                &error,
+                runtime,
+                &format!("/mcp/{}", server.path),
+                &parts.headers,
+            )
+        })?;
     let principal = principal.as_deref();
     let now = crate::state::window::now_ms();
     let backend_session = match parts.headers.get(SESSION_HEADER) {
@@ -191,35 +217,11 @@ async fn serve(
     };
     let (body, message) = match parts.method {
         Method::POST => {
-            let limit = runtime.snapshot.config.limits.max_request_body_bytes;
-            let bytes = ingress::read_body(body, &parts.headers, limit)
-                .await
-                .map_err(|error| {
-                    Box::new(rpc_error(
-                        error.status,
-                        None,
-                        jsonrpc::INVALID_REQUEST,
-                        &error.message,
-                    ))
-                })?;
-            let message = Message::parse(&bytes).map_err(|(code, text)| {
-                Box::new(rpc_error(StatusCode::BAD_REQUEST, None, code, text))
-            })?;
+            let (bytes, message) = read_message(runtime, &parts.headers, body).await?;
             (bytes, Some(message))
         }
         Method::GET | Method::DELETE => (Bytes::new(), None),
-        _ => {
-            let mut response = rpc_error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                None,
-                jsonrpc::INVALID_REQUEST,
-                "MCP endpoints take POST, GET and DELETE.",
-            );
-            response
-                .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("POST, GET, DELETE"));
-            return Err(Box::new(response));
-        }
+        _ => return Err(method_not_allowed()),
     };
     seen.method = method_label(&parts.method, message.as_ref());
     if let Some(message) = &message {
@@ -346,6 +348,41 @@ async fn filtered(
             )))
         }
     }
+}
+
+/// One POSTed JSON-RPC message, read within the gateway's body limit.
+async fn read_message(
+    runtime: &Runtime,
+    headers: &HeaderMap,
+    body: Incoming,
+) -> Result<(Bytes, Message), Refusal> {
+    let limit = runtime.snapshot.config.limits.max_request_body_bytes;
+    let bytes = ingress::read_body(body, headers, limit)
+        .await
+        .map_err(|error| {
+            Box::new(rpc_error(
+                error.status,
+                None,
+                jsonrpc::INVALID_REQUEST,
+                &error.message,
+            ))
+        })?;
+    let message = Message::parse(&bytes)
+        .map_err(|(code, text)| Box::new(rpc_error(StatusCode::BAD_REQUEST, None, code, text)))?;
+    Ok((bytes, message))
+}
+
+fn method_not_allowed() -> Refusal {
+    let mut response = rpc_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        None,
+        jsonrpc::INVALID_REQUEST,
+        "MCP endpoints take POST, GET and DELETE.",
+    );
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("POST, GET, DELETE"));
+    Box::new(response)
 }
 
 /// `Origin`, when a browser sends one, must name this host: a page on
@@ -783,6 +820,7 @@ pub fn resource_metadata(gateway: &Gateway, request: &Request<Incoming>) -> Resp
     };
     let config = &runtime.snapshot.config;
     let known = resource_path.is_empty()
+        || resource_path == aggregate::PATH
         || resource_path
             .strip_prefix("/mcp/")
             .is_some_and(|name| config.mcp_servers.iter().any(|s| s.path == name));
@@ -818,7 +856,7 @@ fn origin_of(headers: &HeaderMap) -> String {
 fn unauthorized(
     error: &ApiError,
     runtime: &Runtime,
-    server: &McpServer,
+    resource_path: &str,
     headers: &HeaderMap,
 ) -> Refusal {
     let mut response = rpc_error(error.status, None, jsonrpc::INVALID_REQUEST, &error.message);
@@ -827,9 +865,8 @@ fn unauthorized(
             "Bearer".to_string()
         } else {
             format!(
-                "Bearer resource_metadata=\"{}{METADATA_PREFIX}/mcp/{}\"",
+                "Bearer resource_metadata=\"{}{METADATA_PREFIX}{resource_path}\"",
                 origin_of(headers),
-                server.path
             )
         };
         if let Ok(value) = HeaderValue::from_str(&challenge) {

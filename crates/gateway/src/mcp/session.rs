@@ -21,8 +21,9 @@ use tollgate_config::snapshot::Principal;
 const PREFIX: &str = "tg1.";
 /// Sessions older than this are refused (the client re-initializes).
 pub const MAX_AGE_MS: i64 = 24 * 3600 * 1000;
-/// Longest backend session id accepted for sealing.
-const MAX_BACKEND_ID: usize = 512;
+/// Longest state sealed: a backend's session id, or (for `/mcp`) every
+/// aggregated backend's.
+const MAX_BACKEND_ID: usize = 16 * 1024;
 
 pub struct Sealer {
     key: LessSafeKey,
