@@ -21,6 +21,8 @@ use crate::common::{LocalObjectReference, ResourceStatus, SecretKeyRef};
     printcolumn = r#"{"name":"Gateway","type":"string","jsonPath":".spec.gatewayRef.name"}"#,
     printcolumn = r#"{"name":"Path","type":"string","jsonPath":".status.path"}"#,
     printcolumn = r#"{"name":"URL","type":"string","jsonPath":".spec.url","priority":1}"#,
+    printcolumn = r#"{"name":"Tools","type":"integer","jsonPath":".status.tools"}"#,
+    printcolumn = r#"{"name":"Catalog","type":"string","jsonPath":".status.conditions[?(@.type==\"CatalogChanged\")].reason","priority":1}"#,
     printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
     printcolumn = r#"{"name":"Programmed","type":"string","jsonPath":".status.conditions[?(@.type==\"Programmed\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.status==\"False\")].reason","priority":1}"#,
@@ -70,6 +72,27 @@ pub struct MCPServerSpec {
     /// (default: it does, its names prefixed with `{path}__`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aggregation: Option<McpAggregation>,
+    /// Review of the tool catalog. The controller lists the server's tools
+    /// and reports their hash in `status.catalogHash`; a changed catalog
+    /// sets the `CatalogChanged` condition and a Warning Event until
+    /// `approvedHash` names the new hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog: Option<CatalogPolicy>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CatalogPolicy {
+    /// Serve the server's tools only while their catalog hash equals
+    /// `approvedHash`: gateways refuse lists and calls of a changed (or
+    /// never approved) catalog until an operator approves it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_approval: Option<bool>,
+    /// The reviewed catalog, as `status.catalogHash` showed it
+    /// (`sha256:<64 hex digits>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^sha256:[0-9a-f]{64}$')").message("approvedHash must be sha256: followed by 64 lowercase hex digits, as status.catalogHash shows it"))]
+    pub approved_hash: Option<String>,
 }
 
 /// A server's part in `/mcp`, where the gateway merges every aggregated
@@ -251,4 +274,21 @@ pub struct MCPServerStatus {
     /// Where the gateway serves it, `/mcp/{path}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// What the controller's last probe of the server found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reachable: Option<bool>,
+    /// The protocol revision the server agreed to with the controller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompts: Option<i64>,
+    /// Hash of the tool catalog (names, descriptions, schemas,
+    /// annotations); approve a reviewed catalog by copying it to
+    /// `spec.catalog.approvedHash`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog_hash: Option<String>,
 }

@@ -41,6 +41,10 @@ pub struct ControllerArgs {
     /// gateway's 8080, so a laptop can run both (the chart passes 0.0.0.0).
     #[arg(long, default_value = "127.0.0.1:9091")]
     metrics_listen: SocketAddr,
+    /// Seconds between two probes of each MCPServer (reachability, tool
+    /// counts, the catalog hash behind `CatalogChanged`).
+    #[arg(long, env = "TOLLGATE_MCP_PROBE_INTERVAL_SECS", default_value_t = 30)]
+    mcp_probe_interval_secs: u64,
     /// Namespace of the leader-election Lease; without it this replica
     /// assumes it is the only one.
     #[arg(long, env = "POD_NAMESPACE")]
@@ -190,7 +194,7 @@ async fn lead(
         controller_ca: bundle.ca_cert.clone(),
     };
     tokio::select! {
-        () = tollgate_controller::status_loop::run(client.clone(), hub, metrics.clone(), bundle.digest_key.clone()) => Ok(()),
+        () = tollgate_controller::status_loop::run(client.clone(), hub, metrics.clone(), bundle.digest_key.clone(), std::time::Duration::from_secs(args.mcp_probe_interval_secs.max(1))) => Ok(()),
         () = tollgate_controller::workload_loop::run(client, settings, metrics) => Ok(()),
         _ = leading_rx.wait_for(|leading| !*leading) => Err(ControllerError::LostLeadership),
         _ = ca_changed => Err(ControllerError::CaChanged),

@@ -15,6 +15,8 @@ pub mod digest;
 pub mod document;
 pub mod egress;
 pub mod load;
+pub mod mcp_catalog;
+pub mod mcp_wire;
 pub mod push;
 pub mod resources;
 pub mod schema;

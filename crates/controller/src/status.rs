@@ -125,6 +125,7 @@ pub fn desired_statuses(
     compiled: &Compiled,
     fleets: &BTreeMap<ObjectRef, Fleet>,
     current: &CurrentConditions,
+    probes: &BTreeMap<String, crate::mcp_probe::Probe>,
     now: &Time,
 ) -> Vec<DesiredStatus> {
     let mut errors: BTreeMap<&ObjectRef, Vec<&Diagnostic>> = BTreeMap::new();
@@ -191,27 +192,34 @@ pub fn desired_statuses(
     };
 
     let mut out = Vec::new();
-    let mut push = |object: ObjectRef,
-                    generation: Option<i64>,
-                    programmed: Programmed,
-                    summary: serde_json::Map<String, serde_json::Value>| {
-        let problems = errors.get(&object).map(Vec::as_slice).unwrap_or_default();
-        let existing = current.get(&object).map(Vec::as_slice);
-        let conditions = conditions_for(problems, programmed, generation, existing, now);
-        let fleet =
-            (object.kind == "AIGateway").then(|| fleets.get(&object).cloned().unwrap_or_default());
-        let status = ResourceStatus {
-            observed_generation: generation,
-            conditions,
-            last_confirmed_time: Some(now.clone()),
+    let mut push =
+        |object: ObjectRef,
+         generation: Option<i64>,
+         programmed: Programmed,
+         summary: serde_json::Map<String, serde_json::Value>,
+         extra: Vec<(&'static str, crate::mcp_probe::ConditionState)>| {
+            let problems = errors.get(&object).map(Vec::as_slice).unwrap_or_default();
+            let existing = current.get(&object).map(Vec::as_slice);
+            let mut conditions = conditions_for(problems, programmed, generation, existing, now);
+            conditions.extend(
+                extra
+                    .into_iter()
+                    .map(|(type_, state)| condition(type_, state, generation, existing, now)),
+            );
+            let fleet = (object.kind == "AIGateway")
+                .then(|| fleets.get(&object).cloned().unwrap_or_default());
+            let status = ResourceStatus {
+                observed_generation: generation,
+                conditions,
+                last_confirmed_time: Some(now.clone()),
+            };
+            out.push(DesiredStatus {
+                object,
+                status,
+                fleet,
+                summary,
+            });
         };
-        out.push(DesiredStatus {
-            object,
-            status,
-            fleet,
-            summary,
-        });
-    };
     for gateway in &resources.gateways {
         let object = object_ref(gateway);
         let programmed = if compiled.snapshots.contains_key(&object) {
@@ -222,7 +230,13 @@ pub fn desired_statuses(
             })
         };
         let summary = gateway_summary(resources, &object, &served);
-        push(object, gateway.metadata.generation, programmed, summary);
+        push(
+            object,
+            gateway.metadata.generation,
+            programmed,
+            summary,
+            Vec::new(),
+        );
     }
     for provider in &resources.providers {
         let object = object_ref(provider);
@@ -249,6 +263,7 @@ pub fn desired_statuses(
             provider.metadata.generation,
             programmed,
             serde_json::Map::new(),
+            Vec::new(),
         );
     }
     for route in &resources.routes {
@@ -267,7 +282,13 @@ pub fn desired_statuses(
             .collect::<Vec<_>>()
             .join(", ");
         summary.insert("backends".into(), backends.into());
-        push(object, route.metadata.generation, programmed, summary);
+        push(
+            object,
+            route.metadata.generation,
+            programmed,
+            summary,
+            Vec::new(),
+        );
     }
     for budget in &resources.budgets {
         let object = object_ref(budget);
@@ -283,7 +304,13 @@ pub fn desired_statuses(
             Some((budget, None)) => budget_summary(budget, &BTreeMap::new(), now_ms(now)),
             None => serde_json::Map::new(),
         };
-        push(object, budget.metadata.generation, programmed, summary);
+        push(
+            object,
+            budget.metadata.generation,
+            programmed,
+            summary,
+            Vec::new(),
+        );
     }
     for server in &resources.mcp_servers {
         let object = object_ref(server);
@@ -295,10 +322,132 @@ pub fn desired_statuses(
             .clone()
             .unwrap_or_else(|| object.name.clone());
         summary.insert("path".into(), format!("/mcp/{path}").into());
-        push(object, server.metadata.generation, programmed, summary);
+        let name = format!("{}/{}", object.namespace, object.name);
+        let existing = current.get(&object).map(Vec::as_slice).unwrap_or_default();
+        let extra = mcp_probe_status(server, probes.get(&name), existing, &mut summary);
+        let generation = server.metadata.generation;
+        push(object, generation, programmed, summary, extra);
     }
     out.sort_by(|a, b| a.object.cmp(&b.object));
     out
+}
+
+/// MCPServer status from the controller's own probe: the summary fields,
+/// and the `Reachable` and `CatalogChanged` conditions. Before a first
+/// probe (a restarted controller), what status already shows stands.
+fn mcp_probe_status(
+    server: &tollgate_api::MCPServer,
+    probe: Option<&crate::mcp_probe::Probe>,
+    existing: &[Condition],
+    summary: &mut serde_json::Map<String, serde_json::Value>,
+) -> Vec<(&'static str, crate::mcp_probe::ConditionState)> {
+    use crate::mcp_probe::{CATALOG_CHANGED, REACHABLE, catalog_condition, reachable_condition};
+    let status = server.status.as_ref();
+    let kept = |type_: &str| {
+        existing.iter().find(|c| c.type_ == type_).map(|c| {
+            (
+                c.status == "True",
+                // Reasons are from a fixed set; an unknown one reads as a change.
+                match c.reason.as_str() {
+                    "Reachable" => "Reachable",
+                    "Unreachable" => "Unreachable",
+                    "Approved" => "Approved",
+                    "Unchanged" => "Unchanged",
+                    "AwaitingApproval" => "AwaitingApproval",
+                    "NotApproved" => "NotApproved",
+                    _ => "ToolsChanged",
+                },
+                c.message.clone(),
+            )
+        })
+    };
+    let Some(probe) = probe else {
+        if let Some(status) = status {
+            for (field, value) in [
+                ("reachable", status.reachable.map(serde_json::Value::from)),
+                (
+                    "protocolVersion",
+                    status.protocol_version.clone().map(Into::into),
+                ),
+                ("tools", status.tools.map(Into::into)),
+                ("resources", status.resources.map(Into::into)),
+                ("prompts", status.prompts.map(Into::into)),
+                ("catalogHash", status.catalog_hash.clone().map(Into::into)),
+            ] {
+                if let Some(value) = value {
+                    summary.insert(field.into(), value);
+                }
+            }
+        }
+        return [REACHABLE, CATALOG_CHANGED]
+            .into_iter()
+            .filter_map(|type_| Some((type_, kept(type_)?)))
+            .collect();
+    };
+    let last_seen = probe.previous_hash.as_deref();
+    let mut out = vec![(REACHABLE, reachable_condition(probe))];
+    summary.insert("reachable".into(), probe.outcome.is_ok().into());
+    let hash = match &probe.outcome {
+        Ok(catalog) => {
+            summary.insert(
+                "protocolVersion".into(),
+                catalog.protocol_version.clone().into(),
+            );
+            summary.insert("tools".into(), catalog.tools.len().into());
+            summary.insert("resources".into(), catalog.resources.into());
+            summary.insert("prompts".into(), catalog.prompts.into());
+            summary.insert("catalogHash".into(), catalog.hash.clone().into());
+            Some(catalog.hash.as_str())
+        }
+        // Unreachable: the catalog last seen stands.
+        Err(_) => {
+            if let Some(seen) = last_seen {
+                summary.insert("catalogHash".into(), seen.into());
+            }
+            None
+        }
+    };
+    let policy = server.spec.catalog.as_ref();
+    let previous = kept(CATALOG_CHANGED);
+    match hash {
+        Some(hash) => out.push((
+            CATALOG_CHANGED,
+            catalog_condition(
+                hash,
+                last_seen,
+                policy.and_then(|p| p.approved_hash.as_deref()),
+                policy.and_then(|p| p.require_approval) == Some(true),
+                previous
+                    .as_ref()
+                    .map(|(ok, _, message)| (*ok, message.as_str())),
+            ),
+        )),
+        None => out.extend(previous.map(|state| (CATALOG_CHANGED, state))),
+    }
+    out
+}
+
+/// One condition, keeping its transition time while its status holds.
+fn condition(
+    type_: &str,
+    (ok, reason_, message): crate::mcp_probe::ConditionState,
+    generation: Option<i64>,
+    current: Option<&[Condition]>,
+    now: &Time,
+) -> Condition {
+    let status = if ok { "True" } else { "False" }.to_string();
+    let last_transition_time = current
+        .and_then(|conditions| conditions.iter().find(|c| c.type_ == type_))
+        .filter(|c| c.status == status)
+        .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
+    Condition {
+        type_: type_.to_string(),
+        status,
+        reason: reason_.to_string(),
+        message,
+        observed_generation: generation,
+        last_transition_time,
+    }
 }
 
 fn now_ms(now: &Time) -> i64 {
@@ -480,20 +629,9 @@ fn conditions_for(
     ]
     .into_iter()
     .map(|(type_, (ok, reason_, message))| {
-        let status = if ok { "True" } else { "False" }.to_string();
-        // Keep the transition time while the status itself is unchanged.
-        let last_transition_time = current
-            .and_then(|conditions| conditions.iter().find(|c| c.type_ == type_))
-            .filter(|c| c.status == status)
-            .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
-        Condition {
-            type_: type_.to_string(),
-            status,
-            reason: reason_,
-            message,
-            observed_generation: generation,
-            last_transition_time,
-        }
+        let mut condition = condition(type_, (ok, "", message), generation, current, now);
+        condition.reason = reason_;
+        condition
     })
     .collect()
 }
@@ -715,6 +853,7 @@ spec:
             &compiled,
             &BTreeMap::from([(gateway, fleet)]),
             &conditions_in(&loaded.resources),
+            &BTreeMap::new(),
             &now(),
         )
         .into_iter()

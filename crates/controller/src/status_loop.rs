@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::mcp_probe::Probe;
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -103,7 +104,14 @@ impl Stores {
 /// Snapshots go to `hub`; its subscription changes wake the status writer
 /// (not the compiler: acknowledgements change status, not configuration).
 /// `digest_key` keys every snapshot's hash and client-key digests.
-pub async fn run(client: Client, hub: Arc<Hub>, metrics: Arc<Metrics>, digest_key: DigestKey) {
+/// `mcp_probe_interval`: how often each MCPServer is listed for status.
+pub async fn run(
+    client: Client,
+    hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
+    digest_key: DigestKey,
+    mcp_probe_interval: Duration,
+) {
     let changed = Arc::new(Notify::new());
     let stores = Stores {
         gateways: watch::<AIGateway>(
@@ -181,7 +189,14 @@ pub async fn run(client: Client, hub: Arc<Hub>, metrics: Arc<Metrics>, digest_ke
         routes: stores.routes.clone(),
         budgets: stores.budgets.clone(),
         mcp_servers: stores.mcp_servers.clone(),
+        probes: Probes::default(),
     };
+    let prober = probe_mcp_servers(
+        recorder.clone(),
+        passes_rx.clone(),
+        live.probes.clone(),
+        mcp_probe_interval,
+    );
     let writer = write_statuses(
         client,
         recorder,
@@ -225,7 +240,143 @@ pub async fn run(client: Client, hub: Arc<Hub>, metrics: Arc<Metrics>, digest_ke
             changed.notified().await;
         }
     };
-    tokio::join!(compiler, writer);
+    tokio::join!(compiler, writer, prober);
+}
+
+/// The last probe of each MCPServer (by `namespace/name`), and a wake-up
+/// for the status writer when a round ends.
+#[derive(Clone, Default)]
+struct Probes {
+    latest: Arc<std::sync::Mutex<BTreeMap<String, Probe>>>,
+    probed: Arc<Notify>,
+}
+
+impl Probes {
+    fn snapshot(&self) -> BTreeMap<String, Probe> {
+        self.latest
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// Probes every served MCPServer each `interval` (a few at a time) and
+/// publishes a Warning Event when one's tool catalog changed since the
+/// last probe (or since the hash its status shows).
+async fn probe_mcp_servers(
+    recorder: Recorder,
+    mut passes: tokio::sync::watch::Receiver<Option<Arc<Pass>>>,
+    probes: Probes,
+    interval: Duration,
+) {
+    const CONCURRENT_PROBES: usize = 8;
+    loop {
+        let pass = passes.borrow_and_update().clone();
+        let Some(pass) = pass else {
+            if passes.changed().await.is_err() {
+                return;
+            }
+            continue;
+        };
+        let servers = served_mcp_servers(&pass);
+        let results: Vec<(String, Probe)> = futures_util::stream::iter(servers.values().copied())
+            .map(|server| async move {
+                (
+                    server.name.to_string(),
+                    crate::mcp_probe::probe(server).await,
+                )
+            })
+            .buffer_unordered(CONCURRENT_PROBES)
+            .collect()
+            .await;
+        let previous = probes.snapshot();
+        let mut results = results;
+        for (name, probe) in &mut results {
+            let (namespace, short) = name.split_once('/').unwrap_or(("default", name));
+            let object = ObjectRef::new("MCPServer", namespace, short);
+            let before = previous.get(name.as_str());
+            // The hash seen before: the last probe's (the last one that
+            // listed), else what status showed when this controller began.
+            probe.previous_hash = match before {
+                Some(before) => match &before.outcome {
+                    Ok(catalog) => Some(catalog.hash.clone()),
+                    Err(_) => before.previous_hash.clone(),
+                },
+                None => pass
+                    .resources
+                    .mcp_servers
+                    .iter()
+                    .find(|s| {
+                        s.namespace().as_deref().unwrap_or("default") == namespace
+                            && s.name_any() == short
+                    })
+                    .and_then(|s| s.status.as_ref()?.catalog_hash.clone()),
+            };
+            let Ok(after) = &probe.outcome else { continue };
+            let note = match (before.map(|b| &b.outcome), &probe.previous_hash) {
+                (Some(Ok(before)), _) if before.hash != after.hash => {
+                    Some(crate::mcp_probe::change_note(name, before, after))
+                }
+                (_, Some(seen)) if *seen != after.hash => Some(format!(
+                    "the tool catalog of MCP server {name} changed ({seen} -> {})",
+                    after.hash
+                )),
+                _ => None,
+            };
+            let (Some(note), Some(reference)) = (note, object_reference(&pass.resources, &object))
+            else {
+                continue;
+            };
+            tracing::warn!(server = %name, "{note}");
+            let event = Event {
+                type_: EventType::Warning,
+                reason: "ToolCatalogChanged".into(),
+                note: Some(note),
+                action: "Probe".into(),
+                secondary: None,
+            };
+            if let Err(error) = recorder.publish(&event, &reference).await {
+                tracing::warn!(%object, %error, "could not publish a catalog event");
+            }
+        }
+        *probes
+            .latest
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = results.into_iter().collect();
+        probes.probed.notify_one();
+        // The next round: after the interval, or at once when a pass
+        // serves a new or changed MCPServer.
+        let probed: Vec<tollgate_config::snapshot::McpServer> =
+            servers.values().map(|s| (*s).clone()).collect();
+        let deadline = tokio::time::Instant::now() + interval;
+        loop {
+            match tokio::time::timeout_at(deadline, passes.changed()).await {
+                Err(_) => break,
+                Ok(Err(_)) => return,
+                Ok(Ok(())) => {
+                    let pass = passes.borrow().clone();
+                    let now_served: Vec<_> = pass
+                        .as_deref()
+                        .map(|p| served_mcp_servers(p).into_values().cloned().collect())
+                        .unwrap_or_default();
+                    if now_served != probed {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Every MCPServer some gateway serves, once each, by `namespace/name`.
+fn served_mcp_servers(pass: &Pass) -> BTreeMap<&str, &tollgate_config::snapshot::McpServer> {
+    let mut servers = BTreeMap::new();
+    for snapshot in pass.compiled.snapshots.values() {
+        for server in &snapshot.config.mcp_servers {
+            servers.insert(&*server.name, server);
+        }
+    }
+    servers
 }
 
 /// One compile's inputs and outputs, handed from the compiler to the writer.
@@ -251,6 +402,7 @@ async fn write_statuses(
         tokio::select! {
             changed = passes.changed() => if changed.is_err() { return },
             () = acknowledged.notified() => {}
+            () = live.probes.probed.notified() => {}
             // Renew `lastConfirmedTime` even when nothing changes.
             () = tokio::time::sleep(CONFIRM_INTERVAL / 2) => {}
         }
@@ -266,11 +418,17 @@ async fn write_statuses(
         let now = Time(jiff::Timestamp::now());
         let fleets = fleets(resources, &deployments, &hub.tallies(), &hub.usage());
         let current = live.read();
-        let stale: Vec<DesiredStatus> =
-            desired_statuses(resources, compiled, &fleets, &current.conditions, &now)
-                .into_iter()
-                .filter(|desired| needs_update(current.json.get(&desired.object), desired))
-                .collect();
+        let stale: Vec<DesiredStatus> = desired_statuses(
+            resources,
+            compiled,
+            &fleets,
+            &current.conditions,
+            &live.probes.snapshot(),
+            &now,
+        )
+        .into_iter()
+        .filter(|desired| needs_update(current.json.get(&desired.object), desired))
+        .collect();
         // Independent objects: write several at once. A failure is retried
         // on the next change or resync and never blocks the rest.
         let failed = AtomicBool::new(false);
@@ -543,6 +701,8 @@ struct LiveStatuses {
     routes: Store<AIRoute>,
     budgets: Store<TokenBudget>,
     mcp_servers: Store<MCPServer>,
+    /// What the controller's own probes of MCPServers found.
+    probes: Probes,
 }
 
 struct Statuses {

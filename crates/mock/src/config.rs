@@ -106,6 +106,12 @@ pub struct MockArgs {
     /// How long to let in-flight requests finish after SIGTERM/SIGINT, in seconds.
     #[arg(long, default_value_t = 10)]
     pub drain_timeout_secs: u64,
+
+    /// A JSON array of extra MCP tools listed after the built-in ones, read
+    /// again on every `tools/list` (so a test can change the catalog while
+    /// the mock runs); a missing file lists none.
+    #[arg(long)]
+    pub mcp_tools_file: Option<std::path::PathBuf>,
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
@@ -138,6 +144,7 @@ impl MockArgs {
                 .collect(),
             seed: self.seed,
             drain_timeout: Duration::from_secs(self.drain_timeout_secs),
+            mcp_tools_file: self.mcp_tools_file.clone(),
             auth: AuthConfig {
                 openai_key: self.openai_key.clone(),
                 azure_key: self.azure_key.clone(),
@@ -173,6 +180,7 @@ pub struct MockConfig {
     pub models: Vec<String>,
     pub seed: Option<u64>,
     pub drain_timeout: Duration,
+    pub mcp_tools_file: Option<std::path::PathBuf>,
     pub auth: AuthConfig,
 }
 
@@ -242,6 +250,7 @@ impl Default for MockConfig {
             .collect(),
             seed: None,
             drain_timeout: Duration::from_secs(10),
+            mcp_tools_file: None,
             auth: AuthConfig::default(),
         }
     }

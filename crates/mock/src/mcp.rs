@@ -167,7 +167,8 @@ async fn post(
         .get("_meta")
         .and_then(|m| m.get("progressToken"))
         .cloned();
-    match answer(method, &params, era) {
+    let extra = extra_tools(state.config.mcp_tools_file.as_deref());
+    match answer(method, &params, era, &extra) {
         Ok(Answer::Result(mut result)) => {
             if era == Era::Modern
                 && let Some(object) = result.as_object_mut()
@@ -201,7 +202,12 @@ enum Answer {
     Slow(u64),
 }
 
-fn answer(method: &str, params: &Value, era: Era) -> Result<Answer, (i64, String)> {
+fn answer(
+    method: &str,
+    params: &Value,
+    era: Era,
+    extra_tools: &[Value],
+) -> Result<Answer, (i64, String)> {
     let cacheable = |mut value: Value| {
         if era == Era::Modern
             && let Some(object) = value.as_object_mut()
@@ -217,7 +223,13 @@ fn answer(method: &str, params: &Value, era: Era) -> Result<Answer, (i64, String
             "supportedVersions": [MODERN, LEGACY],
             "capabilities": capabilities(),
         })),
-        "tools/list" => cacheable(json!({"tools": tools()})),
+        "tools/list" => {
+            let mut all = tools();
+            if let Some(list) = all.as_array_mut() {
+                list.extend(extra_tools.iter().cloned());
+            }
+            cacheable(json!({"tools": all}))
+        }
         "tools/call" => return call_tool(params),
         "resources/list" => cacheable(json!({"resources": [{
             "uri": "mock://notes/readme", "name": "readme", "mimeType": "text/plain",
@@ -292,6 +304,13 @@ fn call_tool(params: &Value) -> Result<Answer, (i64, String)> {
         }
         other => return Err((-32602, format!("Unknown tool: {other}"))),
     }))
+}
+
+/// `--mcp-tools-file`'s tools, as the file is now.
+fn extra_tools(file: Option<&std::path::Path>) -> Vec<Value> {
+    file.and_then(|path| std::fs::read(path).ok())
+        .and_then(|bytes| serde_json::from_slice::<Vec<Value>>(&bytes).ok())
+        .unwrap_or_default()
 }
 
 fn tools() -> Value {

@@ -13,7 +13,7 @@ use crate::resources::object_ref;
 use crate::snapshot::Credential;
 use crate::snapshot::budget::{Bucket, Subject};
 use crate::snapshot::mcp::{
-    Aggregation, Grant, McpCredential, McpRateLimit, McpServer, ToolFilter,
+    Aggregation, CatalogGate, Grant, McpCredential, McpRateLimit, McpServer, ToolFilter,
 };
 
 /// How long a backend may take to answer one message, unless the spec says.
@@ -157,6 +157,13 @@ pub(super) fn compile_mcp_server(
             prefix_mode: aggregation.prefix_mode,
             fail_lists: aggregation.on_list_failure == api::ListFailure::Fail,
         }),
+        catalog_gate: spec
+            .catalog
+            .as_ref()
+            .filter(|c| c.require_approval == Some(true))
+            .map(|c| CatalogGate {
+                approved: c.approved_hash.clone(),
+            }),
         path,
     })
 }

@@ -31,6 +31,18 @@ pub struct McpServer {
     /// Its part in `/mcp`; `None`: not aggregated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aggregation: Option<Aggregation>,
+    /// Set when the tool catalog must be approved before it is served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog_gate: Option<CatalogGate>,
+}
+
+/// Tools are served only while the backend's catalog hash is `approved`
+/// (none approved yet: nothing is served).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CatalogGate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved: Option<String>,
 }
 
 /// How a server joins the aggregated endpoint.
@@ -76,7 +88,7 @@ pub struct Grant {
 impl McpServer {
     /// Whether lists from this server need rewriting for some caller.
     pub fn filters_lists(&self) -> bool {
-        self.tools.filters() || !self.access.is_empty()
+        self.tools.filters() || !self.access.is_empty() || self.catalog_gate.is_some()
     }
 
     /// Whether `principal` may see and call `tool`, which is a read or a
@@ -183,6 +195,7 @@ mod tests {
             ],
             rate_limits: vec![],
             aggregation: None,
+            catalog_gate: None,
         };
         let support = Principal {
             user: "sam".into(),

@@ -33,8 +33,8 @@ use tollgate_config::snapshot::{McpServer, Principal};
 use super::jsonrpc::{self, Message};
 use super::merge::{self, ClientCapabilities, Naming, Relayed};
 use super::{
-    Caller, Refusal, SESSION_HEADER, backend_request, call_backend, check_origin, filter,
-    learn_catalog, read_bounded, rpc_error, throttle, unauthorized, unclassified_call,
+    Caller, Refusal, SESSION_HEADER, backend_request, call_backend, check_catalog, check_origin,
+    filter, learn_catalog, read_bounded, rpc_error, throttle, unauthorized, unclassified_call,
 };
 use crate::http::{BoxError, ResponseBody, box_body, full};
 use crate::llm::auth;
@@ -712,6 +712,7 @@ impl<'a> Ctx<'a> {
         let mut unavailable = Vec::new();
         let mut listed: Vec<(&McpServer, Vec<Value>)> = Vec::new();
         for (server, list) in servers.iter().zip(lists) {
+            let list = list.and_then(|items| self.approved(server, kind, items));
             match list {
                 Ok(items) => listed.push((server, items)),
                 Err(error) => {
@@ -740,6 +741,24 @@ impl<'a> Ctx<'a> {
             Kind::Resources | Kind::Templates => self.merge_uris(kind, listed),
         };
         Ok((items, unavailable))
+    }
+
+    /// A gated server's tools only while its catalog is the approved one.
+    fn approved(
+        &self,
+        server: &McpServer,
+        kind: Kind,
+        items: Vec<Value>,
+    ) -> Result<Vec<Value>, String> {
+        let (Some(gate), Kind::Tools) = (&server.catalog_gate, kind) else {
+            return Ok(items);
+        };
+        let hash = self.gateway.mcp_catalog.learn_all(server, &items);
+        if gate.approved.as_deref() == Some(hash.as_str()) {
+            Ok(items)
+        } else {
+            Err(format!("its tool catalog {hash} is not approved"))
+        }
     }
 
     fn merge_named(&self, kind: Kind, listed: Vec<(&McpServer, Vec<Value>)>) -> Vec<Value> {
@@ -932,6 +951,8 @@ impl<'a> Ctx<'a> {
         };
         if kind == Kind::Tools {
             let leg = self.leg(server).ok().flatten();
+            let headers = self.backend_headers(leg, "tools/call", Some(&original));
+            let session = leg.map(|l| l.s.as_str()).filter(|s| !s.is_empty());
             if unclassified_call(
                 &backend_message,
                 server,
@@ -940,10 +961,10 @@ impl<'a> Ctx<'a> {
             )
             .is_some()
             {
-                let headers = self.backend_headers(leg, "tools/call", Some(&original));
-                let session = leg.map(|l| l.s.as_str()).filter(|s| !s.is_empty());
-                learn_catalog(self.gateway, server, &headers, session, &backend_message).await;
+                let _ =
+                    learn_catalog(self.gateway, server, &headers, session, &backend_message).await;
             }
+            check_catalog(self.gateway, server, &headers, session, &backend_message).await?;
             let catalog = &self.gateway.mcp_catalog;
             let caller = Caller {
                 principal: self.principal,

@@ -54,35 +54,8 @@ pub fn filter_tools(
     Some(out.into_bytes())
 }
 
-/// The JSON-RPC response (result or error) to `id` in an answer, JSON or
-/// SSE; other events (progress, logs) are skipped.
-pub fn response_in(body: &[u8], sse: bool, id: &Value) -> Option<Value> {
-    let is_answer = |m: &Value| {
-        m.get("id") == Some(id) && (m.get("result").is_some() || m.get("error").is_some())
-    };
-    if !sse {
-        return serde_json::from_slice::<Value>(body).ok().filter(is_answer);
-    }
-    let text = std::str::from_utf8(body).ok()?;
-    split_events(text).find_map(|event| {
-        let data: Vec<&str> = event
-            .lines()
-            .filter_map(|line| line.strip_prefix("data:"))
-            .map(|d| d.strip_prefix(' ').unwrap_or(d))
-            .collect();
-        serde_json::from_str::<Value>(&data.join("\n"))
-            .ok()
-            .filter(is_answer)
-    })
-}
-
-fn split_events(text: &str) -> impl Iterator<Item = &str> {
-    let normalized_end = text.trim_end_matches(['\r', '\n']);
-    normalized_end
-        .split("\n\n")
-        .flat_map(|chunk| chunk.split("\r\n\r\n"))
-        .filter(|event| !event.trim().is_empty())
-}
+pub use tollgate_config::mcp_wire::response_in;
+use tollgate_config::mcp_wire::split_events;
 
 fn is_response_to(message: &Value, id: &Value) -> bool {
     message.get("id") == Some(id) && message.get("result").is_some()

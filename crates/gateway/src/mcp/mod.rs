@@ -229,7 +229,7 @@ async fn serve(
             seen.tool = message.name().unwrap_or("").to_string();
         }
         if let Some(tool) = unclassified_call(message, server, principal, &gateway.mcp_catalog) {
-            learn_catalog(
+            let _ = learn_catalog(
                 gateway,
                 server,
                 &parts.headers,
@@ -246,6 +246,16 @@ async fn serve(
             principal,
             &gateway.mcp_catalog,
         )?;
+        if matches!(message.method.as_deref(), Some("tools/list" | "tools/call")) {
+            check_catalog(
+                gateway,
+                server,
+                &parts.headers,
+                backend_session.as_deref(),
+                message,
+            )
+            .await?;
+        }
         if message.is_request() && !server.rate_limits.is_empty() {
             throttle(gateway, runtime, server, principal, message, now).await?;
         }
@@ -299,7 +309,10 @@ async fn serve(
             server,
             catalog: &gateway.mcp_catalog,
         };
-        out = filtered(out, id.as_ref(), &caller, deadline).await?;
+        let whole = message
+            .as_ref()
+            .is_some_and(|m| m.params.get("cursor").is_none());
+        out = filtered(out, id.as_ref(), &caller, whole, deadline).await?;
     }
     Ok(out)
 }
@@ -314,6 +327,7 @@ async fn filtered(
     response: Response<ResponseBody>,
     id: Option<&serde_json::Value>,
     caller: &Caller<'_>,
+    first_page: bool,
     deadline: tokio::time::Instant,
 ) -> Result<Response<ResponseBody>, Refusal> {
     let server = caller.server;
@@ -323,6 +337,9 @@ async fn filtered(
         .headers
         .get(header::CONTENT_TYPE)
         .is_some_and(|t| t.as_bytes().starts_with(b"text/event-stream"));
+    if let (Some(gate), Ok(bytes)) = (&server.catalog_gate, &read) {
+        check_listed_catalog(caller, gate, bytes, sse, id, first_page)?;
+    }
     let outcome = read.and_then(|bytes| {
         let id = id.cloned().unwrap_or(serde_json::Value::Null);
         let keep = |tool: &serde_json::Value| {
@@ -383,6 +400,60 @@ fn method_not_allowed() -> Refusal {
         .headers_mut()
         .insert(header::ALLOW, HeaderValue::from_static("POST, GET, DELETE"));
     Box::new(response)
+}
+
+/// A gated server's whole tool list (one page, asked without a cursor)
+/// is the catalog: it must hash to the approved one. A longer catalog was
+/// checked by [`check_catalog`] before the list went out.
+fn check_listed_catalog(
+    caller: &Caller<'_>,
+    gate: &tollgate_config::snapshot::mcp::CatalogGate,
+    bytes: &[u8],
+    sse: bool,
+    id: Option<&serde_json::Value>,
+    first_page: bool,
+) -> Result<(), Refusal> {
+    let key = id.cloned().unwrap_or(serde_json::Value::Null);
+    let Some(result) = filter::response_in(bytes, sse, &key).and_then(|m| m.get("result").cloned())
+    else {
+        return Ok(());
+    };
+    let complete = first_page
+        && result
+            .get("nextCursor")
+            .is_none_or(serde_json::Value::is_null);
+    let Some(tools) = result.get("tools").and_then(serde_json::Value::as_array) else {
+        return Ok(());
+    };
+    if !complete {
+        return Ok(());
+    }
+    let hash = caller.catalog.learn_all(caller.server, tools);
+    if gate.approved.as_deref() == Some(hash.as_str()) {
+        return Ok(());
+    }
+    Err(unapproved(caller.server, Some(&hash), id))
+}
+
+/// The refusal of a gated server's tools whose catalog is not approved.
+fn unapproved(server: &McpServer, hash: Option<&str>, id: Option<&serde_json::Value>) -> Refusal {
+    tracing::warn!(server = %server.name, hash = hash.unwrap_or(""), "MCP tools held back: catalog not approved");
+    let text = match hash {
+        Some(hash) => format!(
+            "The tool catalog of MCP server {} ({hash}) is not approved: an operator must review it and set spec.catalog.approvedHash.",
+            server.path
+        ),
+        None => format!(
+            "The tool catalog of MCP server {} could not be listed to check its approval.",
+            server.path
+        ),
+    };
+    Box::new(rpc_error(
+        StatusCode::OK,
+        id,
+        jsonrpc::INTERNAL_ERROR,
+        &text,
+    ))
 }
 
 /// `Origin`, when a browser sends one, must name this host: a page on
@@ -560,55 +631,87 @@ fn unclassified_call<'m>(
     .then_some(tool)
 }
 
-/// Asks the backend for its tool list (in the client's session or
-/// revision, with the MCPServer's credential) and learns each tool's
-/// `readOnlyHint`. Best effort: a failure leaves the tool unclassified,
-/// which counts as a write.
+/// Asks the backend for its whole tool list (in the client's session or
+/// revision, with the MCPServer's credential), learns each tool's
+/// `readOnlyHint` and remembers the catalog's hash. Best effort: `None`
+/// when the list cannot be had, which leaves tools unclassified (writes)
+/// and a gated catalog unapproved.
 async fn learn_catalog(
     gateway: &Gateway,
     server: &McpServer,
     headers: &HeaderMap,
     session: Option<&str>,
     message: &Message,
-) {
+) -> Option<String> {
     const LIST_ID: &str = "tollgate-catalog";
-    let mut params = serde_json::Map::new();
-    if let Some(meta) = message.params.get("_meta") {
-        params.insert("_meta".into(), meta.clone());
-    }
-    let body = serde_json::json!({"jsonrpc": "2.0", "id": LIST_ID, "method": "tools/list", "params": params});
+    const MAX_PAGES: usize = 50;
     let mut list_headers = headers.clone();
     list_headers.remove("mcp-name");
     if list_headers.contains_key("mcp-method") {
         list_headers.insert("mcp-method", HeaderValue::from_static("tools/list"));
     }
-    let Ok(request) = backend_request(
-        server,
-        &Method::POST,
-        &list_headers,
-        session,
-        Bytes::from(body.to_string()),
-    ) else {
-        return;
-    };
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(server.timeout_ms);
-    let Ok(response) = call_backend(gateway, server, request, deadline).await else {
-        return;
-    };
-    let sse = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|t| t.as_bytes().starts_with(b"text/event-stream"));
-    let Ok(bytes) = read_bounded(box_body(response.into_body()), deadline).await else {
-        return;
-    };
-    let learn = |tool: &serde_json::Value| {
-        if let Some((name, read_only)) = filter::tool_of(tool) {
-            gateway.mcp_catalog.learn(server, name, read_only);
+    let mut tools = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..MAX_PAGES {
+        let mut params = serde_json::Map::new();
+        if let Some(meta) = message.params.get("_meta") {
+            params.insert("_meta".into(), meta.clone());
         }
-        true
+        if let Some(cursor) = &cursor {
+            params.insert("cursor".into(), serde_json::Value::String(cursor.clone()));
+        }
+        let body = serde_json::json!({"jsonrpc": "2.0", "id": LIST_ID, "method": "tools/list", "params": params});
+        let request = backend_request(
+            server,
+            &Method::POST,
+            &list_headers,
+            session,
+            Bytes::from(body.to_string()),
+        )
+        .ok()?;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(server.timeout_ms);
+        let response = call_backend(gateway, server, request, deadline)
+            .await
+            .ok()?;
+        let sse = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|t| t.as_bytes().starts_with(b"text/event-stream"));
+        let bytes = read_bounded(box_body(response.into_body()), deadline)
+            .await
+            .ok()?;
+        let answer = filter::response_in(&bytes, sse, &serde_json::json!(LIST_ID))?;
+        let result = answer.get("result")?;
+        tools.extend(result.get("tools")?.as_array()?.iter().cloned());
+        match result.get("nextCursor").and_then(serde_json::Value::as_str) {
+            Some(next) if !next.is_empty() => cursor = Some(next.to_string()),
+            _ => return Some(gateway.mcp_catalog.learn_all(server, &tools)),
+        }
+    }
+    None
+}
+
+/// With `spec.catalog.requireApproval`: `Ok` only while the backend's
+/// catalog hash (listed again when this replica's view is older than
+/// [`CATALOG_FRESH`]) is the approved one.
+async fn check_catalog(
+    gateway: &Gateway,
+    server: &McpServer,
+    headers: &HeaderMap,
+    session: Option<&str>,
+    message: &Message,
+) -> Result<(), Refusal> {
+    let Some(gate) = &server.catalog_gate else {
+        return Ok(());
     };
-    let _ = filter::filter_tools(&bytes, sse, &serde_json::json!(LIST_ID), &learn);
+    let hash = match gateway.mcp_catalog.fresh_hash(server) {
+        Some(hash) => Some(hash),
+        None => learn_catalog(gateway, server, headers, session, message).await,
+    };
+    if hash.is_some() && hash == gate.approved {
+        return Ok(());
+    }
+    Err(unapproved(server, hash.as_deref(), message.id.as_ref()))
 }
 
 /// Who is asking which server, for tool decisions.
@@ -635,7 +738,13 @@ pub struct Catalog {
     hints: std::sync::Mutex<std::collections::HashMap<(Arc<str>, String), bool>>,
     /// When the gateway last listed each server's tools itself.
     relisted: std::sync::Mutex<std::collections::HashMap<Arc<str>, std::time::Instant>>,
+    /// Each server's last whole catalog seen here: its hash, and when.
+    hashes: std::sync::Mutex<std::collections::HashMap<Arc<str>, (String, std::time::Instant)>>,
 }
+
+/// How long a replica trusts the catalog hash it last saw before a gated
+/// server's tools are listed again.
+const CATALOG_FRESH: Duration = Duration::from_secs(30);
 
 /// Least time between two lists the gateway asks a server for itself.
 const RELIST_EVERY: Duration = Duration::from_secs(5);
@@ -654,6 +763,38 @@ impl Catalog {
         if hints.len() < MAX_CATALOG || hints.contains_key(&key) {
             hints.insert(key, read_only);
         }
+    }
+
+    /// Learns a whole tool list: each tool's hint, and the catalog hash,
+    /// which it returns.
+    fn learn_all(&self, server: &McpServer, tools: &[serde_json::Value]) -> String {
+        for tool in tools {
+            if let Some((name, read_only)) = filter::tool_of(tool) {
+                self.learn(server, name, read_only);
+            }
+        }
+        let fingerprints = tollgate_config::mcp_catalog::tool_fingerprints(tools);
+        let hash = tollgate_config::mcp_catalog::catalog_hash(&fingerprints);
+        self.hashes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(
+                server.name.clone(),
+                (hash.clone(), std::time::Instant::now()),
+            );
+        hash
+    }
+
+    /// The catalog hash this replica saw within [`CATALOG_FRESH`].
+    fn fresh_hash(&self, server: &McpServer) -> Option<String> {
+        let hashes = self
+            .hashes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        hashes
+            .get(&server.name)
+            .filter(|(_, at)| at.elapsed() < CATALOG_FRESH)
+            .map(|(hash, _)| hash.clone())
     }
 
     /// Whether the gateway may list `server`'s tools now; if so, the time
