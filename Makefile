@@ -5,10 +5,10 @@ TARGET_DIR := $(abspath $(or $(CARGO_TARGET_DIR),target))
 BIN_DEBUG := $(TARGET_DIR)/debug/tollgate
 BIN_RELEASE := $(TARGET_DIR)/release/tollgate
 
-.PHONY: help build run test test-rust test-k8s test-python crds lint deny image test-image fmt bench bench-controlplane soak chaos fuzz clean
+.PHONY: help build run test test-rust test-k8s test-python test-mcp crds lint deny image test-image fmt bench bench-controlplane soak chaos fuzz clean
 
 help: ## List targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 build: ## Build the tollgate binary (debug)
 	$(CARGO) build -p tollgate-cli
@@ -16,7 +16,7 @@ build: ## Build the tollgate binary (debug)
 run: build ## Start the mock provider and the gateway on deploy/examples/quickstart.yaml
 	@scripts/quickstart.sh $(BIN_DEBUG)
 
-test: test-rust test-k8s test-python ## Run every test: Rust, real kube-apiserver, official OpenAI SDK
+test: test-rust test-k8s test-python test-mcp ## Run every test: Rust, real kube-apiserver, official OpenAI/Anthropic SDKs, official MCP conformance suite
 
 test-rust: ## Rust unit, golden and black-box tests
 	$(CARGO) test --workspace
@@ -29,6 +29,9 @@ test-k8s: build ## CRDs, CEL rules, tokens, Helm chart, kustomize, RBAC, the out
 
 test-python: build ## The official OpenAI Python SDK against the gateway
 	TOLLGATE_BIN=$(BIN_DEBUG) bash tests/python/run.sh
+
+test-mcp: build ## The official MCP conformance suite (server scenarios, every revision) against server-everything, directly and through /mcp/{path}: results must match (Node 22 from tests/node)
+	TOLLGATE_BIN=$(BIN_DEBUG) bash tests/mcp-conformance/run.sh
 
 crds: ## Regenerate crds/ from crates/api
 	$(CARGO) run -q -p tollgate-cli -- crds --out-dir crds

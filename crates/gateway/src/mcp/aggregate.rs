@@ -617,14 +617,10 @@ impl<'a> Ctx<'a> {
 
     /// A notification from the client goes to every backend in session.
     async fn broadcast(&self, message: &Message) -> Response<ResponseBody> {
-        let mut body =
-            json!({"jsonrpc": "2.0", "method": message.method, "params": message.params});
-        if let Some(id) = &message.id {
-            body["id"] = id.clone();
-        }
+        let body = to_backend(message);
         let servers: Vec<&McpServer> = self
             .servers()
-            .filter(|server| matches!(self.leg(server), Ok(Some(_)) | Ok(None)))
+            .filter(|server| self.leg(server).is_ok())
             .collect();
         let sent = join_all(servers.iter().map(|server| {
             let leg = self.leg(server).ok().flatten();
@@ -1038,7 +1034,7 @@ impl<'a> Ctx<'a> {
             )
             .await?;
         }
-        let body = json!({"jsonrpc": "2.0", "id": message.id, "method": message.method, "params": message.params});
+        let body = to_backend(message);
         let response = self
             .send(server, leg, &body, name)
             .await
@@ -1164,6 +1160,19 @@ impl<'a> Ctx<'a> {
         }
         Response::new(full(Bytes::new()))
     }
+}
+
+/// A message as a backend gets it: `params` left out when the client sent
+/// none (schemas reject a `null` params).
+fn to_backend(message: &Message) -> Value {
+    let mut body = json!({"jsonrpc": "2.0", "method": message.method});
+    if let Some(id) = &message.id {
+        body["id"] = id.clone();
+    }
+    if !message.params.is_null() {
+        body["params"] = message.params.clone();
+    }
+    body
 }
 
 fn is_sse(headers: &HeaderMap) -> bool {
