@@ -78,7 +78,73 @@ pub struct MCPServerSpec {
     /// `approvedHash` names the new hash.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catalog: Option<CatalogPolicy>,
+    /// Agent-behaviour anomaly detection: each principal's tool calls on
+    /// this server are learnt (rate, tools used, share of writes); a burst,
+    /// a first call to a tool it never used, or a shift toward write tools
+    /// raises one alert per incident (a Warning Event here, the
+    /// `tollgate_mcp_agent_alerts_total` metric, the webhook) and can
+    /// throttle or suspend the agent until an operator clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anomalies: Option<AgentAnomalies>,
 }
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AgentAnomalies {
+    /// Calls are counted per interval (default 1m); baselines are
+    /// exponentially weighted averages of past intervals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(crate::duration::POSITIVE_DURATION_RULE).message(crate::duration::POSITIVE_DURATION_MESSAGE))]
+    pub interval: Option<String>,
+    /// Intervals of history before anything is judged (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 1000").message("warmupIntervals must be between 1 and 1000"))]
+    pub warmup_intervals: Option<u32>,
+    /// Calls in one interval over this many times the agent's baseline are
+    /// a burst (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 2 && self <= 1000").message("burstFactor must be between 2 and 1000"))]
+    pub burst_factor: Option<u32>,
+    /// A write share this many percentage points over the agent's baseline
+    /// share, in an interval with at least 5 calls, is a shift toward
+    /// writes (default 50).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 100").message("writeShiftPercent must be between 1 and 100"))]
+    pub write_shift_percent: Option<u32>,
+    /// Whether a first call to a tool the agent never used is an anomaly
+    /// (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_tools: Option<bool>,
+    /// Quiet time after an alert for the same agent (default 15m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(crate::duration::DURATION_RULE).message("cooldown must be a duration such as 15m"))]
+    pub cooldown: Option<String>,
+    /// `Alert` (default) only reports. `Throttle` also holds the agent to
+    /// its baseline rate, and `Suspend` refuses its tool calls, until the
+    /// annotation `tollgate.dev/agents-cleared-at` on this MCPServer names
+    /// a time after the alert.
+    #[serde(default)]
+    pub action: AnomalyAction,
+    /// Where alerts are POSTed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<crate::budget::AlertWebhook>,
+}
+
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+pub enum AnomalyAction {
+    #[default]
+    Alert,
+    Throttle,
+    Suspend,
+}
+
+/// Annotation on an MCPServer: agents throttled or suspended for an
+/// anomaly at or before this RFC 3339 instant are released.
+pub const AGENTS_CLEARED_AT_ANNOTATION: &str = "tollgate.dev/agents-cleared-at";
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

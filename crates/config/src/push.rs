@@ -109,6 +109,10 @@ pub struct BudgetAlert {
     pub message: String,
     /// Unix milliseconds.
     pub at_ms: i64,
+    /// `namespace/name` of the MCPServer, for an agent-behaviour alert
+    /// (then `budget` is empty and `member` is the agent).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub mcp_server: String,
 }
 
 impl BudgetAlert {

@@ -30,7 +30,8 @@ impl AlertLedger {
     /// budget, member, kind and detail within `cooldown_ms`.
     pub fn admit(&mut self, alert: &BudgetAlert, cooldown_ms: u64, now_ms: i64) -> bool {
         let key = (
-            alert.budget.clone(),
+            // A budget's alert, or an MCP server's (agent behaviour).
+            format!("{}{}", alert.budget, alert.mcp_server),
             alert.member.clone(),
             alert.kind.clone(),
             alert.detail.clone(),
@@ -92,6 +93,7 @@ mod tests {
             detail: detail.into(),
             message: "m".into(),
             at_ms: 0,
+            mcp_server: String::new(),
         }
     }
 

@@ -472,6 +472,13 @@ async fn deliver_alerts(
 ) {
     let now_ms = jiff::Timestamp::now().as_millisecond();
     for (gateway, alert) in hub.take_alerts() {
+        if !alert.mcp_server.is_empty() {
+            deliver_agent_alert(
+                recorder, ledger, resources, compiled, &gateway, &alert, now_ms,
+            )
+            .await;
+            continue;
+        }
         let Some((namespace, name)) = alert.budget.split_once('/') else {
             continue;
         };
@@ -513,6 +520,59 @@ async fn deliver_alerts(
         if let Err(error) = recorder.publish(&event, &reference).await {
             tracing::warn!(%object, %error, "could not publish an alert event");
         }
+    }
+}
+
+/// An agent-behaviour alert on an MCPServer of the reporting gateway: a
+/// Warning Event on it and its webhook, once per incident.
+async fn deliver_agent_alert(
+    recorder: &Recorder,
+    ledger: &mut crate::alerts::AlertLedger,
+    resources: &Resources,
+    compiled: &tollgate_config::Compiled,
+    gateway: &ObjectRef,
+    alert: &tollgate_config::push::BudgetAlert,
+    now_ms: i64,
+) {
+    let Some(policy) = compiled.snapshots.get(gateway).and_then(|s| {
+        s.config
+            .mcp_servers
+            .iter()
+            .find(|m| *m.name == alert.mcp_server)?
+            .anomalies
+            .as_ref()
+    }) else {
+        return;
+    };
+    if !ledger.admit(alert, policy.cooldown_ms, now_ms) {
+        return;
+    }
+    if let Some(webhook) = &policy.webhook {
+        let gateway_name = format!("{}/{}", gateway.namespace, gateway.name);
+        crate::alerts::deliver(webhook, alert.webhook_body(&gateway_name, webhook.slack));
+    }
+    let Some((namespace, name)) = alert.mcp_server.split_once('/') else {
+        return;
+    };
+    let object = ObjectRef::new("MCPServer", namespace, name);
+    let Some(reference) = object_reference(resources, &object) else {
+        return;
+    };
+    let reason = match alert.kind.as_str() {
+        "agentBurst" => "AgentBurst",
+        "agentNewTool" => "AgentNewTool",
+        "agentWriteShift" => "AgentWriteShift",
+        _ => "AgentAnomaly",
+    };
+    let event = Event {
+        type_: EventType::Warning,
+        reason: reason.into(),
+        note: Some(alert.message.clone()),
+        action: "Alert".into(),
+        secondary: None,
+    };
+    if let Err(error) = recorder.publish(&event, &reference).await {
+        tracing::warn!(%object, %error, "could not publish an agent alert event");
     }
 }
 

@@ -81,6 +81,12 @@ pub struct McpLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct McpAgentLabels {
+    pub server: String,
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct McpListLabels {
     pub server: Arc<str>,
     pub method: &'static str,
@@ -135,6 +141,7 @@ pub struct Metrics {
     pub mcp_requests: Family<McpLabels, Counter>,
     pub mcp_duration: Family<McpLabels, Histogram>,
     pub mcp_list_failures: Family<McpListLabels, Counter>,
+    pub mcp_agent_alerts: Family<McpAgentLabels, Counter>,
     pub principal_cost_usd: Family<PrincipalLabels, Counter<f64, AtomicU64>>,
     pub in_flight: Gauge,
     pub reloads: Family<ReloadLabels, Counter>,
@@ -175,6 +182,7 @@ impl Metrics {
             latency_histogram as fn() -> Histogram,
         );
         let mcp_list_failures = Family::<McpListLabels, Counter>::default();
+        let mcp_agent_alerts = Family::<McpAgentLabels, Counter>::default();
         let principal_cost_usd = Family::<PrincipalLabels, Counter<f64, AtomicU64>>::default();
         let in_flight = Gauge::default();
         let reloads = Family::<ReloadLabels, Counter>::default();
@@ -267,6 +275,11 @@ impl Metrics {
             mcp_list_failures.clone(),
         );
         registry.register(
+            "mcp_agent_alerts",
+            "Agent-behaviour anomaly alerts raised by this process (one per incident), by MCP server and kind: agentBurst, agentNewTool, agentWriteShift",
+            mcp_agent_alerts.clone(),
+        );
+        registry.register(
             "principal_cost_usd",
             "Estimated cost in USD by the caller's team and app (keyed gateways)",
             principal_cost_usd.clone(),
@@ -303,6 +316,7 @@ impl Metrics {
             mcp_requests,
             mcp_duration,
             mcp_list_failures,
+            mcp_agent_alerts,
             principal_cost_usd,
             in_flight,
             reloads,
@@ -335,6 +349,15 @@ impl Metrics {
         self.mcp_duration
             .get_or_create(labels)
             .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn count_mcp_agent_alert(&self, server: &str, kind: &str) {
+        self.mcp_agent_alerts
+            .get_or_create(&McpAgentLabels {
+                server: server.to_string(),
+                kind: kind.to_string(),
+            })
+            .inc();
     }
 
     pub fn count_alert(&self, budget: &str, kind: &str) {

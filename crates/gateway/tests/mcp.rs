@@ -453,3 +453,114 @@ spec:
         "{merged}"
     );
 }
+
+/// Agent-behaviour anomalies: after a warm-up of ordinary use, a burst
+/// raises exactly one alert and suspends the agent until an operator clears
+/// it; another agent turning to write tools raises exactly one alert too.
+#[tokio::test]
+async fn an_agent_that_bursts_or_turns_to_writes_raises_one_alert() {
+    let manifests = |cleared: &str| {
+        format!(
+            r#"apiVersion: tollgate.dev/v1alpha1
+kind: AIGateway
+metadata: {{name: gw}}
+spec:
+  apiKeys:
+  - secretRef: {{name: keys, key: a}}
+    principal: {{user: agent-a}}
+  - secretRef: {{name: keys, key: b}}
+    principal: {{user: agent-b}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: keys}}
+stringData: {{a: key-a, b: key-b}}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata: {{name: watched{cleared}}}
+spec:
+  gatewayRef: {{name: gw}}
+  url: "{{mock}}/mcp"
+  anomalies: {{interval: 1s, warmupIntervals: 2, action: Suspend, newTools: false}}
+"#
+        )
+    };
+    let h = Harness::start(&manifests(""), &[]).await;
+    let call = |key: &'static str, tool: &'static str, id: u64| {
+        let request = h
+            .client
+            .post(format!("{}/mcp/watched", h.url))
+            .bearer_auth(key)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", tool)
+            .json(
+                &json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
+                "name": tool, "arguments": {"text": "t", "note": "n", "a": 1, "b": 2},
+                "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                          "io.modelcontextprotocol/clientCapabilities": {}}}}),
+            );
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    // Warm-up: about four calls a second for three seconds; agent b
+    // writes now and then, so writes are known to it but rare.
+    let started = std::time::Instant::now();
+    let mut id = 0;
+    while started.elapsed() < std::time::Duration::from_millis(3_300) {
+        id += 1;
+        assert_eq!(call("key-a", "echo", id).await, 200);
+        let tool = if id % 4 == 0 { "write_note" } else { "add" };
+        assert_eq!(call("key-b", tool, id).await, 200);
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let alerts = |kind: &str| {
+        let metrics = h.metrics();
+        let series = format!(
+            "tollgate_mcp_agent_alerts_total{{server=\"default/watched\",kind=\"{kind}\"}} "
+        );
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .map_or(0, |v| v.trim().parse::<u64>().unwrap())
+    };
+    assert_eq!(
+        alerts("agentBurst") + alerts("agentWriteShift"),
+        0,
+        "ordinary use"
+    );
+
+    // Agent a bursts: one alert, then it is suspended.
+    let mut statuses = Vec::new();
+    for i in 0..40 {
+        statuses.push(call("key-a", "echo", 1_000 + i).await);
+    }
+    assert_eq!(alerts("agentBurst"), 1, "{statuses:?}");
+    assert_eq!(statuses.last(), Some(&403), "{statuses:?}");
+    // Agent b is not held back by a's incident; it turns to writes, and
+    // is suspended in turn.
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        statuses.push(call("key-b", "write_note", 2_000 + i).await);
+    }
+    assert_eq!(statuses[0], 200, "{statuses:?}");
+    assert_eq!(statuses.last(), Some(&403), "{statuses:?}");
+    assert_eq!(alerts("agentWriteShift"), 1);
+    assert_eq!(alerts("agentBurst"), 1, "still one burst alert");
+    let pending = h.gateway.alerts.drain();
+    assert_eq!(pending.len(), 2, "{pending:?}");
+    assert!(pending.iter().all(|a| a.mcp_server == "default/watched"));
+    assert!(
+        pending[0].message.contains("Suspended"),
+        "{}",
+        pending[0].message
+    );
+
+    // The operator clears it: agent a may call again.
+    // (Any instant after the alert releases it.)
+    h.reload(&manifests(
+        ", annotations: {tollgate.dev/agents-cleared-at: \"2099-01-01T00:00:00Z\"}",
+    ));
+    assert_eq!(call("key-a", "echo", 3_000).await, 200);
+}

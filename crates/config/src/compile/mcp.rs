@@ -7,13 +7,17 @@ use tollgate_api::MCPServer;
 use tollgate_api::conditions::reason;
 use tollgate_api::mcp::{self as api};
 
+use super::budget::{
+    DEFAULT_ALERT_COOLDOWN_MS, DEFAULT_ALERT_INTERVAL_MS, DEFAULT_WARMUP_INTERVALS,
+};
 use super::{SecretIndex, parse_duration_ms};
 use crate::diagnostics::Diagnostic;
 use crate::resources::object_ref;
 use crate::snapshot::Credential;
 use crate::snapshot::budget::{Bucket, Subject};
 use crate::snapshot::mcp::{
-    Aggregation, CatalogGate, Grant, McpCredential, McpRateLimit, McpServer, ToolFilter,
+    AgentPolicy, Aggregation, CatalogGate, Grant, McpCredential, McpRateLimit, McpServer,
+    ToolFilter,
 };
 
 /// How long a backend may take to answer one message, unless the spec says.
@@ -71,6 +75,16 @@ pub(super) fn compile_mcp_server(
             api::PREFIX_MESSAGE.into(),
         );
     }
+    let anomalies = match &spec.anomalies {
+        None => None,
+        Some(anomalies) => match agent_policy(server, anomalies) {
+            Ok(policy) => Some(policy),
+            Err((field, message)) => {
+                error(field, reason::INVALID, message);
+                None
+            }
+        },
+    };
     let credential = match &spec.credentials {
         None => None,
         Some(credentials) => match secrets.value(&object.namespace, &credentials.secret_ref) {
@@ -157,6 +171,7 @@ pub(super) fn compile_mcp_server(
             prefix_mode: aggregation.prefix_mode,
             fail_lists: aggregation.on_list_failure == api::ListFailure::Fail,
         }),
+        anomalies,
         catalog_gate: spec
             .catalog
             .as_ref()
@@ -165,6 +180,101 @@ pub(super) fn compile_mcp_server(
                 approved: c.approved_hash.clone(),
             }),
         path,
+    })
+}
+
+/// The anomaly policy with its defaults, or the field at fault.
+fn agent_policy(
+    server: &MCPServer,
+    spec: &api::AgentAnomalies,
+) -> Result<AgentPolicy, (&'static str, String)> {
+    let duration = |text: &Option<String>, default: u64, field: &'static str| {
+        let Some(text) = text else { return Ok(default) };
+        match tollgate_api::duration::parse(text) {
+            Ok(d) if !d.is_zero() => Ok(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            _ => Err((
+                field,
+                tollgate_api::duration::POSITIVE_DURATION_MESSAGE.to_string(),
+            )),
+        }
+    };
+    let in_range = |value: Option<u32>,
+                    default: u32,
+                    range: std::ops::RangeInclusive<u32>,
+                    field: &'static str| {
+        let value = value.unwrap_or(default);
+        if range.contains(&value) {
+            Ok(value)
+        } else {
+            Err((
+                field,
+                format!("must be between {} and {}", range.start(), range.end()),
+            ))
+        }
+    };
+    let webhook = match &spec.webhook {
+        None => None,
+        Some(w) if w.url.starts_with("http://") || w.url.starts_with("https://") => {
+            Some(crate::snapshot::budget::Webhook {
+                url: w.url.clone(),
+                slack: w.format == tollgate_api::budget::WebhookFormat::Slack,
+            })
+        }
+        Some(_) => {
+            return Err((
+                "spec.anomalies.webhook.url",
+                "webhook url must be an http:// or https:// URL".into(),
+            ));
+        }
+    };
+    let cleared_at_ms = match server
+        .annotations()
+        .get(api::AGENTS_CLEARED_AT_ANNOTATION)
+        .filter(|v| !v.is_empty())
+    {
+        None => None,
+        Some(text) => Some(
+            text.parse::<k8s_openapi::jiff::Timestamp>()
+                .map_err(|_| {
+                    (
+                        "metadata.annotations",
+                        format!(
+                            "{} must be an RFC 3339 instant such as 2026-12-07T10:00:00Z",
+                            api::AGENTS_CLEARED_AT_ANNOTATION
+                        ),
+                    )
+                })?
+                .as_millisecond(),
+        ),
+    };
+    Ok(AgentPolicy {
+        interval_ms: duration(
+            &spec.interval,
+            DEFAULT_ALERT_INTERVAL_MS,
+            "spec.anomalies.interval",
+        )?,
+        warmup_intervals: in_range(
+            spec.warmup_intervals,
+            DEFAULT_WARMUP_INTERVALS,
+            1..=1000,
+            "spec.anomalies.warmupIntervals",
+        )?,
+        burst_factor: in_range(spec.burst_factor, 5, 2..=1000, "spec.anomalies.burstFactor")?,
+        write_shift: f64::from(in_range(
+            spec.write_shift_percent,
+            50,
+            1..=100,
+            "spec.anomalies.writeShiftPercent",
+        )?) / 100.0,
+        new_tools: spec.new_tools != Some(false),
+        cooldown_ms: duration(
+            &spec.cooldown,
+            DEFAULT_ALERT_COOLDOWN_MS,
+            "spec.anomalies.cooldown",
+        )?,
+        action: spec.action,
+        webhook,
+        cleared_at_ms,
     })
 }
 

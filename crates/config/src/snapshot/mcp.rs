@@ -34,6 +34,27 @@ pub struct McpServer {
     /// Set when the tool catalog must be approved before it is served.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catalog_gate: Option<CatalogGate>,
+    /// Agent-behaviour anomaly detection on tool calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anomalies: Option<AgentPolicy>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentPolicy {
+    pub interval_ms: u64,
+    pub warmup_intervals: u32,
+    pub burst_factor: u32,
+    /// Write share (0..1) over the baseline share that is a shift.
+    pub write_shift: f64,
+    pub new_tools: bool,
+    pub cooldown_ms: u64,
+    pub action: tollgate_api::mcp::AnomalyAction,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<super::budget::Webhook>,
+    /// Agents held back at or before this time (Unix ms) are released.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleared_at_ms: Option<i64>,
 }
 
 /// Tools are served only while the backend's catalog hash is `approved`
@@ -196,6 +217,7 @@ mod tests {
             rate_limits: vec![],
             aggregation: None,
             catalog_gate: None,
+            anomalies: None,
         };
         let support = Principal {
             user: "sam".into(),

@@ -11,6 +11,7 @@
 //! ([`AlertHub::offender_since`]) until the budget's
 //! `tollgate.dev/throttle-cleared-at` annotation names a later time.
 
+pub mod agent;
 pub mod detector;
 
 use std::collections::HashMap;
@@ -26,7 +27,10 @@ use tollgate_config::snapshot::budget::{AlertPolicy, Webhook};
 
 use crate::metrics::Metrics;
 use crate::providers::http::{Clients, send};
+use agent::AgentTracker;
 use detector::Tracker;
+use tollgate_api::mcp::AnomalyAction;
+use tollgate_config::snapshot::McpServer;
 
 /// Alerts kept for the controller between two usage reports.
 const MAX_PENDING: usize = 100;
@@ -48,6 +52,26 @@ pub struct AlertHub {
     /// Whether `offenders` may hold anything: admission skips the lock
     /// while nobody is throttled.
     any_offender: AtomicBool,
+    /// Per (MCPServer, agent): its tool-call behaviour.
+    agents: Mutex<HashMap<(Arc<str>, String), AgentTracker>>,
+    /// `server|agent` → when an anomaly held it back (Unix ms).
+    held_agents: Mutex<HashMap<String, i64>>,
+}
+
+/// Agents watched at most per replica.
+const MAX_AGENTS: usize = 100_000;
+
+/// Who calls: the identity behaviour is tracked by, and how alerts name it.
+pub struct AgentRef<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+}
+
+/// Why an agent's call is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    Suspended { since: i64 },
+    Throttled { retry_after_ms: i64 },
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -117,6 +141,7 @@ impl AlertHub {
                     },
                     message,
                     at_ms: now_ms,
+                    mcp_server: String::new(),
                 },
                 policy.webhook.as_ref(),
             );
@@ -147,6 +172,95 @@ impl AlertHub {
             return None;
         }
         Some(since)
+    }
+
+    /// Counts an agent's tool call on an MCPServer with anomaly detection:
+    /// `Err` when the agent is held back (suspended, or throttled to its
+    /// usual rate) after an earlier anomaly; an anomaly raises one alert per
+    /// incident and, per the policy, holds the agent from now on.
+    pub fn record_agent_call(
+        &self,
+        cx: &Context<'_>,
+        server: &McpServer,
+        agent: &AgentRef<'_>,
+        call: (&str, bool),
+        now_ms: i64,
+    ) -> Result<(), Held> {
+        let Some(policy) = &server.anomalies else {
+            return Ok(());
+        };
+        let (tool, write) = call;
+        let key = (server.name.clone(), agent.id.to_string());
+        let held_key = format!("{}|{}", server.name, agent.id);
+        let held_since = lock(&self.held_agents).get(&held_key).copied();
+        if let Some(since) = held_since {
+            if policy.cleared_at_ms.is_some_and(|cleared| since <= cleared) {
+                lock(&self.held_agents).remove(&held_key);
+                tracing::info!(server = %server.name, agent = agent.name, "agent released by the agents-cleared-at annotation");
+            } else {
+                match policy.action {
+                    AnomalyAction::Suspend => return Err(Held::Suspended { since }),
+                    AnomalyAction::Throttle => {
+                        let mut agents = lock(&self.agents);
+                        let tracker = agents
+                            .entry(key.clone())
+                            .or_insert_with(|| AgentTracker::new(policy, now_ms));
+                        if tracker.calls_now(now_ms) >= tracker.usual_calls() {
+                            let interval =
+                                i64::try_from(policy.interval_ms).unwrap_or(i64::MAX).max(1);
+                            let retry_after_ms = interval - now_ms.rem_euclid(interval);
+                            return Err(Held::Throttled { retry_after_ms });
+                        }
+                    }
+                    AnomalyAction::Alert => {}
+                }
+            }
+        }
+        let anomaly = {
+            let mut agents = lock(&self.agents);
+            if agents.len() >= MAX_AGENTS && !agents.contains_key(&key) {
+                // Past the bound, new agents go unwatched rather than grow memory.
+                return Ok(());
+            }
+            agents
+                .entry(key)
+                .or_insert_with(|| AgentTracker::new(policy, now_ms))
+                .record(tool, write, now_ms)
+        };
+        let Some(anomaly) = anomaly else {
+            return Ok(());
+        };
+        let mut message = format!(
+            "MCP server {}: agent {} made {}",
+            server.name,
+            agent.name,
+            anomaly.describe()
+        );
+        match policy.action {
+            AnomalyAction::Alert => {}
+            action => {
+                lock(&self.held_agents).insert(held_key, now_ms);
+                message.push_str(&format!(
+                    ". {} until cleared: set annotation {} on the MCPServer to a time after this alert",
+                    if action == AnomalyAction::Suspend { "Suspended" } else { "Throttled to its usual rate" },
+                    tollgate_api::mcp::AGENTS_CLEARED_AT_ANNOTATION
+                ));
+            }
+        }
+        self.raise(
+            cx,
+            Alert {
+                kind: anomaly.kind().into(),
+                budget: String::new(),
+                member: agent.name.to_string(),
+                detail: String::new(),
+                message,
+                at_ms: now_ms,
+                mcp_server: server.name.to_string(),
+            },
+            policy.webhook.as_ref(),
+        );
+        Ok(())
     }
 
     /// A counter went from `before` to `after` of `limit`: reports each of
@@ -197,6 +311,7 @@ impl AlertHub {
                         if member.is_empty() { String::new() } else { format!(" by {member}") }
                     ),
                     at_ms: now_ms,
+                    mcp_server: String::new(),
                 },
                 webhook,
             );
@@ -204,8 +319,14 @@ impl AlertHub {
     }
 
     fn raise(&self, cx: &Context<'_>, alert: Alert, webhook: Option<&Webhook>) {
-        cx.metrics.count_alert(&alert.budget, &alert.kind);
-        tracing::warn!(budget = %alert.budget, member = %alert.member, kind = %alert.kind, "{}", alert.message);
+        if alert.mcp_server.is_empty() {
+            cx.metrics.count_alert(&alert.budget, &alert.kind);
+            tracing::warn!(budget = %alert.budget, member = %alert.member, kind = %alert.kind, "{}", alert.message);
+        } else {
+            cx.metrics
+                .count_mcp_agent_alert(&alert.mcp_server, &alert.kind);
+            tracing::warn!(server = %alert.mcp_server, agent = %alert.member, kind = %alert.kind, "{}", alert.message);
+        }
         if let Some(webhook) = webhook
             && !self.controller_delivers.load(Ordering::Relaxed)
         {
@@ -275,6 +396,7 @@ mod tests {
             detail: String::new(),
             message: "Budget ns/b: token use by bot spiked".into(),
             at_ms: 7,
+            mcp_server: String::new(),
         };
         let json: serde_json::Value =
             serde_json::from_slice(&alert.webhook_body("ns/gw", false)).unwrap();

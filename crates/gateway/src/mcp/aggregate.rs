@@ -35,6 +35,7 @@ use super::merge::{self, ClientCapabilities, Naming, Relayed};
 use super::{
     Caller, Refusal, SESSION_HEADER, backend_request, call_backend, check_catalog, check_origin,
     filter, learn_catalog, read_bounded, rpc_error, throttle, unauthorized, unclassified_call,
+    watch_agent,
 };
 use crate::http::{BoxError, ResponseBody, box_body, full};
 use crate::llm::auth;
@@ -1034,6 +1035,14 @@ impl<'a> Ctx<'a> {
             )
             .await?;
         }
+        watch_agent(
+            self.gateway,
+            self.runtime,
+            server,
+            self.principal,
+            message,
+            self.now,
+        )?;
         let body = to_backend(message);
         let response = self
             .send(server, leg, &body, name)

@@ -259,6 +259,7 @@ async fn serve(
         if message.is_request() && !server.rate_limits.is_empty() {
             throttle(gateway, runtime, server, principal, message, now).await?;
         }
+        watch_agent(gateway, runtime, server, principal, message, now)?;
     }
     let id = message.as_ref().and_then(|m| m.id.clone());
     let upstream = backend_request(
@@ -558,6 +559,74 @@ async fn throttle(
     }
 }
 
+/// A `tools/call` of a server with anomaly detection: counted for the
+/// caller's behaviour ([`crate::alerts::AlertHub::record_agent_call`]), or
+/// refused while an earlier anomaly holds the caller back.
+fn watch_agent(
+    gateway: &Gateway,
+    runtime: &Runtime,
+    server: &McpServer,
+    principal: Option<&Principal>,
+    message: &Message,
+    now: i64,
+) -> Result<(), Refusal> {
+    use crate::alerts::{AgentRef, Held};
+    if server.anomalies.is_none() || message.method.as_deref() != Some("tools/call") {
+        return Ok(());
+    }
+    let Some(tool) = message.name() else {
+        return Ok(());
+    };
+    let write = server.tools.access(
+        tool,
+        gateway.mcp_catalog.hint(server, tool).unwrap_or(false),
+    ) == tollgate_api::mcp::ToolAccess::Write;
+    let id = session::caller_id(principal);
+    let name = principal.map_or("anonymous", |p| p.user.as_str());
+    let gateway_name = crate::llm::admit::gateway_name(runtime);
+    let cx = crate::alerts::Context {
+        metrics: &gateway.metrics,
+        clients: &gateway.clients,
+        gateway: &gateway_name,
+    };
+    let agent = AgentRef { id: &id, name };
+    match gateway
+        .alerts
+        .record_agent_call(&cx, server, &agent, (tool, write), now)
+    {
+        Ok(()) => Ok(()),
+        Err(Held::Suspended { .. }) => Err(Box::new(rpc_error(
+            StatusCode::FORBIDDEN,
+            message.id.as_ref(),
+            -32000,
+            &format!(
+                "Agent {name} is suspended on MCP server {} after an anomaly; an operator clears it with the annotation {} on the MCPServer.",
+                server.path,
+                tollgate_api::mcp::AGENTS_CLEARED_AT_ANNOTATION
+            ),
+        ))),
+        Err(Held::Throttled { retry_after_ms }) => {
+            let seconds = u64::try_from(retry_after_ms)
+                .unwrap_or(1)
+                .div_ceil(1000)
+                .max(1);
+            let mut response = rpc_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                message.id.as_ref(),
+                -32000,
+                &format!(
+                    "Agent {name} is held to its usual rate on MCP server {} after an anomaly. Retry in {seconds} s.",
+                    server.path
+                ),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            Err(Box::new(response))
+        }
+    }
+}
+
 /// Sends to the MCPServer; its answer must begin by `deadline`. Backends
 /// in the cluster or on this host are reachable; cloud metadata is not.
 async fn call_backend(
@@ -608,7 +677,7 @@ async fn read_bounded(
 /// another replica).
 ///
 /// Only when the class decides: the caller may use the tool as a read but
-/// not as a write. And at most once per [`RELIST_EVERY`] per server, so
+/// not as a write, or the server watches agents' share of writes. And at most once per [`RELIST_EVERY`] per server, so
 /// calls naming tools that do not exist cannot make the gateway hammer the
 /// backend with lists.
 fn unclassified_call<'m>(
@@ -618,12 +687,15 @@ fn unclassified_call<'m>(
     catalog: &Catalog,
 ) -> Option<&'m str> {
     use tollgate_api::mcp::ToolAccess;
-    if server.access.is_empty() || message.method.as_deref() != Some("tools/call") {
+    if message.method.as_deref() != Some("tools/call") {
         return None;
     }
     let tool = message.name()?;
-    let decides = server.may_use(principal, tool, ToolAccess::Read)
-        && !server.may_use(principal, tool, ToolAccess::Write);
+    // Anomaly detection tells reads from writes for every call.
+    let decides = server.anomalies.is_some()
+        || (!server.access.is_empty()
+            && server.may_use(principal, tool, ToolAccess::Read)
+            && !server.may_use(principal, tool, ToolAccess::Write));
     (decides
         && !server.tools.classifies(tool)
         && catalog.hint(server, tool).is_none()
