@@ -522,33 +522,16 @@ async fn throttle(
         return Ok(());
     }
     match runtime.budget_store.reserve(&[], &takes, now).await {
-        Ok(Verdict::Throttled { retry_after_ms, .. }) => {
-            let seconds = u64::try_from(retry_after_ms)
-                .unwrap_or(1)
-                .div_ceil(1000)
-                .max(1);
-            let mut response = Response::new(full(
-                serde_json::to_vec(&serde_json::json!({
-                    "jsonrpc": "2.0",
-                    "id": message.id.clone().unwrap_or(serde_json::Value::Null),
-                    "error": {
-                        "code": -32000,
-                        "message": format!("Rate limit of MCP server {} reached. Retry in {seconds} s.", server.name),
-                        "data": {"retryAfterSeconds": seconds},
-                    },
-                }))
-                .unwrap_or_default(),
-            ));
-            *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-            Err(Box::new(response))
-        }
+        Ok(Verdict::Throttled { retry_after_ms, .. }) => Err(retry_later(
+            message.id.as_ref(),
+            retry_after_ms,
+            |seconds| {
+                format!(
+                    "Rate limit of MCP server {} reached. Retry in {seconds} s.",
+                    server.name
+                )
+            },
+        )),
         Ok(_) => Ok(()),
         Err(error) => {
             if gateway.log_throttle.allow() {
@@ -605,26 +588,39 @@ fn watch_agent(
                 tollgate_api::mcp::AGENTS_CLEARED_AT_ANNOTATION
             ),
         ))),
-        Err(Held::Throttled { retry_after_ms }) => {
-            let seconds = u64::try_from(retry_after_ms)
-                .unwrap_or(1)
-                .div_ceil(1000)
-                .max(1);
-            let mut response = rpc_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                message.id.as_ref(),
-                -32000,
-                &format!(
+        Err(Held::Throttled { retry_after_ms }) => Err(retry_later(
+            message.id.as_ref(),
+            retry_after_ms,
+            |seconds| {
+                format!(
                     "Agent {name} is held to its usual rate on MCP server {} after an anomaly. Retry in {seconds} s.",
                     server.path
-                ),
-            );
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-            Err(Box::new(response))
-        }
+                )
+            },
+        )),
     }
+}
+
+/// 429 with `Retry-After` and a JSON-RPC error saying when to retry.
+fn retry_later(
+    id: Option<&serde_json::Value>,
+    retry_after_ms: i64,
+    text: impl FnOnce(u64) -> String,
+) -> Refusal {
+    let seconds = u64::try_from(retry_after_ms)
+        .unwrap_or(1)
+        .div_ceil(1000)
+        .max(1);
+    let body = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": id.cloned().unwrap_or(serde_json::Value::Null),
+        "error": {"code": -32000, "message": text(seconds), "data": {"retryAfterSeconds": seconds}},
+    });
+    let mut response = crate::http::json(StatusCode::TOO_MANY_REQUESTS, body.to_string());
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    Box::new(response)
 }
 
 /// Sends to the MCPServer; its answer must begin by `deadline`. Backends
