@@ -141,6 +141,8 @@ pub struct Gateway {
     pub mcp_catalog: crate::mcp::Catalog,
     /// Which backend owns each name and URI of `/mcp`, as last listed here.
     pub mcp_routes: crate::mcp::aggregate::Routes,
+    /// A circuit breaker per MCP backend.
+    pub mcp_breakers: crate::mcp::Breakers,
     /// Warnings that could repeat per request pass through here.
     pub log_throttle: LogThrottle,
     draining: AtomicBool,
@@ -159,6 +161,7 @@ impl Gateway {
             usage: crate::usage::UsageLedger::default(),
             mcp_catalog: crate::mcp::Catalog::default(),
             mcp_routes: crate::mcp::aggregate::Routes::default(),
+            mcp_breakers: crate::mcp::Breakers::default(),
             jwks: crate::llm::jwt::JwksCache::default(),
             throttles: Arc::default(),
             draining: AtomicBool::new(false),

@@ -353,6 +353,34 @@ async fn an_unreachable_backend_is_a_clean_json_rpc_error() {
             "outcome=\"unreachable\"} 1"
         ]
     ));
+    // The ping was tried three times (a read is retried); the next one's
+    // failures open the circuit (five in a row), and then a message is
+    // refused at once with 503.
+    let ping = |id: u64| {
+        post_to(
+            &h,
+            "down",
+            Some(&token),
+            &[],
+            json!({"jsonrpc": "2.0", "id": id, "method": "ping"}),
+        )
+    };
+    let (status, _) = json_body(ping(2).await).await;
+    assert!(status == 502 || status == 503, "{status}");
+    let (status, body) = json_body(ping(3).await).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("circuit open"),
+        "{body}"
+    );
+    assert!(
+        h.gateway
+            .mcp_breakers
+            .is_open(&h.gateway.runtime().unwrap().snapshot.config.mcp_servers[0])
+    );
 }
 
 /// `catalog.requireApproval`: tools are served only while the backend's

@@ -37,6 +37,7 @@ use super::{
     filter, learn_catalog, read_bounded, rpc_error, throttle, unauthorized, unclassified_call,
     watch_agent,
 };
+use super::{backend_failed, breaker, send_retrying};
 use crate::http::{BoxError, ResponseBody, box_body, full};
 use crate::llm::auth;
 use crate::providers::http::UpstreamError;
@@ -354,16 +355,16 @@ impl<'a> Ctx<'a> {
         let method = body.get("method").and_then(Value::as_str).unwrap_or("");
         let headers = self.backend_headers(leg, method, name);
         let session = leg.map(|l| l.s.as_str()).filter(|s| !s.is_empty());
-        let request = backend_request(
-            server,
-            &Method::POST,
-            &headers,
-            session,
-            Bytes::from(body.to_string()),
-        )
-        .map_err(UpstreamError::BadUrl)?;
+        let bytes = Bytes::from(body.to_string());
+        let build = || backend_request(server, &Method::POST, &headers, session, bytes.clone());
+        let read_only = method == "tools/call"
+            && name.is_some_and(|tool| {
+                let hint = self.gateway.mcp_catalog.hint(server, tool).unwrap_or(false);
+                server.tools.access(tool, hint) == tollgate_api::mcp::ToolAccess::Read
+            });
+        let retryable = body.get("id").is_some() && breaker::retryable(method, read_only);
         let deadline = tokio::time::Instant::now() + Duration::from_millis(server.timeout_ms);
-        call_backend(self.gateway, server, request, deadline).await
+        send_retrying(self.gateway, server, build, deadline, retryable).await
     }
 
     /// Sends a request the gateway makes itself and returns the backend's
@@ -666,7 +667,7 @@ impl<'a> Ctx<'a> {
         let response = self
             .send(server, leg, &body, None)
             .await
-            .map_err(|error| Box::new(unreachable_error(server, None, &error)))?;
+            .map_err(|error| Box::new(backend_failed(server, None, &error)))?;
         let mut out = Response::new(full(Bytes::new()));
         *out.status_mut() = response.status();
         Ok((out, Some(server.name.clone())))
@@ -1047,7 +1048,7 @@ impl<'a> Ctx<'a> {
         let response = self
             .send(server, leg, &body, name)
             .await
-            .map_err(|error| Box::new(unreachable_error(server, id, &error)))?;
+            .map_err(|error| Box::new(backend_failed(server, id, &error)))?;
         let (parts, body) = response.into_parts();
         let mut out = if is_sse(&parts.headers) {
             let mut out = Response::new(relay_stream(body, server.path.clone(), self.client()));
@@ -1201,25 +1202,6 @@ fn header_value(text: &str) -> HeaderValue {
             HeaderValue::from_str(&format!("=?base64?{encoded}?="))
                 .unwrap_or_else(|_| HeaderValue::from_static(""))
         })
-}
-
-fn unreachable_error(
-    server: &McpServer,
-    id: Option<&Value>,
-    error: &UpstreamError,
-) -> Response<ResponseBody> {
-    tracing::warn!(server = %server.name, %error, "aggregated MCP server failed");
-    let (status, text) = match error {
-        UpstreamError::Timeout => (
-            StatusCode::GATEWAY_TIMEOUT,
-            format!("MCP server {} did not answer in time.", server.path),
-        ),
-        _ => (
-            StatusCode::BAD_GATEWAY,
-            format!("MCP server {} could not be reached.", server.path),
-        ),
-    };
-    rpc_error(status, id, jsonrpc::INTERNAL_ERROR, &text)
 }
 
 type Frames = std::pin::Pin<

@@ -12,6 +12,7 @@
 //! as cancellation.
 
 pub mod aggregate;
+pub mod breaker;
 pub mod filter;
 pub mod jsonrpc;
 pub mod merge;
@@ -262,43 +263,32 @@ async fn serve(
         watch_agent(gateway, runtime, server, principal, message, now)?;
     }
     let id = message.as_ref().and_then(|m| m.id.clone());
-    let upstream = backend_request(
-        server,
-        &parts.method,
-        &parts.headers,
-        backend_session.as_deref(),
-        body,
-    )
-    .map_err(|error| {
-        Box::new(rpc_error(
-            StatusCode::BAD_GATEWAY,
-            id.as_ref(),
-            jsonrpc::INTERNAL_ERROR,
-            &error,
-        ))
-    })?;
+    let retryable = message.as_ref().is_some_and(|m| {
+        m.is_request() && {
+            let read_only = m.name().is_some_and(|tool| {
+                server.tools.access(
+                    tool,
+                    gateway.mcp_catalog.hint(server, tool).unwrap_or(false),
+                ) == tollgate_api::mcp::ToolAccess::Read
+            });
+            breaker::retryable(m.method.as_deref().unwrap_or(""), read_only)
+        }
+    });
+    let build = || {
+        backend_request(
+            server,
+            &parts.method,
+            &parts.headers,
+            backend_session.as_deref(),
+            body.clone(),
+        )
+    };
     let deadline = tokio::time::Instant::now() + Duration::from_millis(server.timeout_ms);
-    let response = call_backend(gateway, server, upstream, deadline)
+    let response = send_retrying(gateway, server, build, deadline, retryable)
         .await
         .map_err(|error| {
             seen.unreachable = true;
-            let (status, text) = match error {
-                UpstreamError::Timeout => (
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "The MCP server did not answer in time.",
-                ),
-                _ => (
-                    StatusCode::BAD_GATEWAY,
-                    "The MCP server could not be reached.",
-                ),
-            };
-            tracing::warn!(server = %server.name, %error, "MCP backend failed");
-            Box::new(rpc_error(
-                status,
-                id.as_ref(),
-                jsonrpc::INTERNAL_ERROR,
-                text,
-            ))
+            Box::new(backend_failed(server, id.as_ref(), &error))
         })?;
     let lists_tools = message
         .as_ref()
@@ -625,6 +615,8 @@ fn retry_later(
 
 /// Sends to the MCPServer; its answer must begin by `deadline`. Backends
 /// in the cluster or on this host are reachable; cloud metadata is not.
+/// Each backend's circuit breaker is consulted first: an open one fails
+/// the message at once.
 async fn call_backend(
     gateway: &Gateway,
     server: &McpServer,
@@ -635,10 +627,135 @@ async fn call_backend(
         allow_loopback: true,
         allow_link_local: false,
     };
+    if let breaker::Gate::Refuse(wait) = gateway.mcp_breakers.gate(server) {
+        return Err(UpstreamError::Connect(format!(
+            "{CIRCUIT_OPEN} after repeated failures; next try in {}s",
+            wait.as_secs().max(1)
+        )));
+    }
     let client = gateway
         .clients
         .pooled(server.timeout_ms.min(10_000), policy);
-    send(client, request, deadline).await
+    let result = send(client, request, deadline).await;
+    let success = result
+        .as_ref()
+        .is_ok_and(|response| !response.status().is_server_error());
+    gateway.mcp_breakers.record(server, success);
+    result
+}
+
+/// What a client gets when its message could not be delivered: a JSON-RPC
+/// error with its id, 504 for a timeout, 503 while the backend's circuit
+/// is open, else 502.
+fn backend_failed(
+    server: &McpServer,
+    id: Option<&serde_json::Value>,
+    error: &UpstreamError,
+) -> Response<ResponseBody> {
+    tracing::warn!(server = %server.name, %error, "MCP backend failed");
+    let (status, text) = match error {
+        UpstreamError::Timeout => (
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("MCP server {} did not answer in time.", server.path),
+        ),
+        UpstreamError::Connect(reason) if reason.starts_with(CIRCUIT_OPEN) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("MCP server {} is failing: {reason}.", server.path),
+        ),
+        _ => (
+            StatusCode::BAD_GATEWAY,
+            format!("MCP server {} could not be reached.", server.path),
+        ),
+    };
+    rpc_error(status, id, jsonrpc::INTERNAL_ERROR, &text)
+}
+
+/// How an open circuit's refusal begins.
+const CIRCUIT_OPEN: &str = "circuit open";
+
+/// Most attempts of a retryable message (the first included).
+const MAX_ATTEMPTS: u32 = 3;
+
+/// Sends a message built by `build`, again (after a short backoff, within
+/// `deadline`) when it is `retryable` and the backend could not be reached
+/// or answered 502, 503 or 504: a failure that did not act on it. Writes
+/// are sent once.
+async fn send_retrying(
+    gateway: &Gateway,
+    server: &McpServer,
+    build: impl Fn() -> Result<Request<Full<Bytes>>, String>,
+    deadline: tokio::time::Instant,
+    retryable: bool,
+) -> Result<Response<Incoming>, UpstreamError> {
+    let attempts = if retryable { MAX_ATTEMPTS } else { 1 };
+    let mut attempt = 1;
+    loop {
+        let request = build().map_err(UpstreamError::BadUrl)?;
+        let result = call_backend(gateway, server, request, deadline).await;
+        let transient = match &result {
+            // An open circuit is not tried again until it half-opens.
+            Err(UpstreamError::Connect(reason)) => !reason.starts_with(CIRCUIT_OPEN),
+            Ok(response) => matches!(response.status().as_u16(), 502..=504),
+            Err(_) => false,
+        };
+        let backoff = Duration::from_millis(100 * u64::from(attempt));
+        if !transient || attempt >= attempts || tokio::time::Instant::now() + backoff >= deadline {
+            return result;
+        }
+        tracing::debug!(server = %server.name, attempt, "retrying an MCP message the backend did not act on");
+        tokio::time::sleep(backoff).await;
+        attempt += 1;
+    }
+}
+
+/// The circuit breaker of every MCP backend on this replica, by MCPServer.
+#[derive(Debug, Default)]
+pub struct Breakers {
+    breakers: std::sync::Mutex<std::collections::HashMap<Arc<str>, breaker::Breaker>>,
+}
+
+impl Breakers {
+    fn gate(&self, server: &McpServer) -> breaker::Gate {
+        let mut breakers = self
+            .breakers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        breakers
+            .get_mut(&server.name)
+            .map_or(breaker::Gate::Pass, |b| b.gate(std::time::Instant::now()))
+    }
+
+    fn record(&self, server: &McpServer, success: bool) {
+        let mut breakers = self
+            .breakers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if success && !breakers.contains_key(&server.name) {
+            return;
+        }
+        let breaker = breakers.entry(server.name.clone()).or_default();
+        let was_open = breaker.is_open();
+        breaker.record(success, std::time::Instant::now());
+        match (was_open, breaker.is_open()) {
+            (false, true) => {
+                tracing::warn!(server = %server.name, "MCP backend circuit opened after repeated failures")
+            }
+            (true, false) => tracing::info!(server = %server.name, "MCP backend circuit closed"),
+            _ => {}
+        }
+        if success {
+            breakers.remove(&server.name);
+        }
+    }
+
+    /// Whether `server`'s circuit is open now.
+    pub fn is_open(&self, server: &McpServer) -> bool {
+        self.breakers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&server.name)
+            .is_some_and(breaker::Breaker::is_open)
+    }
 }
 
 /// Reads a whole (list) answer, up to [`MAX_LIST_BYTES`], by `deadline`.

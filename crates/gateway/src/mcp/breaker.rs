@@ -1,0 +1,121 @@
+//! A circuit breaker per MCP backend, and which messages may be retried.
+//! Pure: time comes in as an `Instant`.
+//!
+//! After [`FAILURES_TO_OPEN`] failures in a row (no connection, no answer
+//! in time, or a 5xx) the backend is skipped for [`OPEN_FOR`]: messages get
+//! a clean JSON-RPC error at once instead of each waiting out a timeout.
+//! Then one message is let through as a probe; its success closes the
+//! breaker, its failure opens it again.
+
+use std::time::{Duration, Instant};
+
+pub const FAILURES_TO_OPEN: u32 = 5;
+pub const OPEN_FOR: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Default, Clone)]
+pub struct Breaker {
+    failures: u32,
+    open_until: Option<Instant>,
+    probing: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    Pass,
+    /// Open: refuse, retrying after this long.
+    Refuse(Duration),
+}
+
+impl Breaker {
+    pub fn gate(&mut self, now: Instant) -> Gate {
+        match self.open_until {
+            None => Gate::Pass,
+            Some(until) if now < until => Gate::Refuse(until - now),
+            // Half-open: one probe at a time.
+            Some(_) if self.probing => Gate::Refuse(Duration::from_secs(1)),
+            Some(_) => {
+                self.probing = true;
+                Gate::Pass
+            }
+        }
+    }
+
+    pub fn record(&mut self, success: bool, now: Instant) {
+        if success {
+            *self = Self::default();
+            return;
+        }
+        self.failures = self.failures.saturating_add(1);
+        if self.probing || self.failures >= FAILURES_TO_OPEN {
+            self.open_until = Some(now + OPEN_FOR);
+            self.probing = false;
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.open_until.is_some()
+    }
+}
+
+/// Whether a message may be sent again after a failure that may not have
+/// reached the backend: reads, lists and `ping`, and calls of read-only
+/// tools. Writes are never repeated.
+pub fn retryable(method: &str, read_only_tool: bool) -> bool {
+    match method {
+        "tools/call" => read_only_tool,
+        "ping"
+        | "server/discover"
+        | "tools/list"
+        | "resources/list"
+        | "resources/templates/list"
+        | "resources/read"
+        | "prompts/list"
+        | "prompts/get"
+        | "completion/complete" => true,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opens_after_failures_in_a_row_probes_and_closes() {
+        let mut breaker = Breaker::default();
+        let t0 = Instant::now();
+        for _ in 0..FAILURES_TO_OPEN - 1 {
+            assert_eq!(breaker.gate(t0), Gate::Pass);
+            breaker.record(false, t0);
+        }
+        breaker.record(true, t0);
+        assert!(!breaker.is_open(), "a success resets the count");
+        for _ in 0..FAILURES_TO_OPEN {
+            breaker.record(false, t0);
+        }
+        assert!(matches!(breaker.gate(t0), Gate::Refuse(d) if d == OPEN_FOR));
+        let later = t0 + OPEN_FOR;
+        assert_eq!(breaker.gate(later), Gate::Pass, "the probe");
+        assert!(
+            matches!(breaker.gate(later), Gate::Refuse(_)),
+            "one probe at a time"
+        );
+        breaker.record(false, later);
+        assert!(matches!(breaker.gate(later), Gate::Refuse(d) if d == OPEN_FOR));
+        let again = later + OPEN_FOR;
+        assert_eq!(breaker.gate(again), Gate::Pass);
+        breaker.record(true, again);
+        assert_eq!(breaker.gate(again), Gate::Pass);
+        assert!(!breaker.is_open());
+    }
+
+    #[test]
+    fn only_reads_and_read_only_calls_are_retried() {
+        assert!(retryable("tools/list", false));
+        assert!(retryable("resources/read", false));
+        assert!(retryable("tools/call", true));
+        assert!(!retryable("tools/call", false));
+        assert!(!retryable("initialize", false));
+        assert!(!retryable("notifications/cancelled", false));
+    }
+}
