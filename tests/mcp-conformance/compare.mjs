@@ -66,6 +66,12 @@ const EXPECTED = [
     why: 'the gateway checks 2026-07-28 mirrored headers against the body itself (400, -32020); server-everything answers every sessionless request "Server not initialized"',
   },
   {
+    version: '2025-11-25',
+    scenario: 'dns-rebinding-protection',
+    check: /^localhost-host-rebinding-rejected\b/,
+    why: 'the gateway refuses browser origins that are neither local nor allowed (spec.mcp.allowedOrigins); server-everything checks none',
+  },
+  {
     version: 'extension',
     scenario: 'tasks-request-headers',
     check: /^tasks-headers-reject-mismatched-method\b/,

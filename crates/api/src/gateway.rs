@@ -66,6 +66,23 @@ pub struct AIGatewaySpec {
     /// same totals. Without it each gateway process counts on its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis: Option<RedisSpec>,
+    /// The MCP endpoints (`/mcp`, `/mcp/{server}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp: Option<GatewayMcpSpec>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GatewayMcpSpec {
+    /// Browser origins (`https://app.example.com`) allowed to call the MCP
+    /// endpoints. A request with an `Origin` header is refused (403) unless
+    /// the origin is listed or is on this machine (localhost, 127.0.0.0/8,
+    /// [::1]): a web page must not reach MCP servers through a user's
+    /// gateway by DNS rebinding. Requests without `Origin` (non-browser
+    /// clients) are not affected.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 256)))]
+    pub allowed_origins: Vec<String>,
 }
 
 /// A Redis server (or a proxy in front of a cluster: every key of one gateway

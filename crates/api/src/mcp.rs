@@ -86,6 +86,26 @@ pub struct MCPServerSpec {
     /// throttle or suspend the agent until an operator clears it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub anomalies: Option<AgentAnomalies>,
+    /// What the gateway removes from `tools/call` arguments before the call
+    /// leaves for the backend (audit records show the redacted arguments'
+    /// shape only, never values).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redact: Option<ArgumentRedaction>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ArgumentRedaction {
+    /// Dotted paths into the arguments (`auth.token`, `rows.*.ssn`; `*`
+    /// matches any key or index); each matching value is replaced.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 256)))]
+    pub paths: Vec<String>,
+    /// Also replace values in any string argument that look like personal
+    /// data or secrets: email addresses, payment cards (Luhn-checked), US
+    /// social security numbers, provider API keys, JWTs, private keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pii: Option<bool>,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]

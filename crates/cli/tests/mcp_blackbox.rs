@@ -241,3 +241,88 @@ async fn mcp_rate_limits_hold_across_replicas_sharing_redis() {
     let (status, _, body) = send(&second, OTHER_KEY, 99).await;
     assert_eq!(status, 200, "{body}");
 }
+
+/// Arguments leave redacted, and every call and list leaves one audit
+/// record (tracing target `tollgate::audit`) with the caller, the tool, the
+/// decision and the arguments' shape, never their values.
+#[tokio::test]
+async fn calls_leave_redacted_and_audited() {
+    let mock = Process::start(&["mock", "--listen", "127.0.0.1:0", "--mcp-key", BACKEND_KEY]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = mcp_config(mock.url("data")).replace(
+        "  tools: {deny: [write_note]}\n",
+        "  tools: {deny: [write_note]}\n  redact: {paths: [auth.token], pii: true}\n",
+    );
+    let path = write(dir.path(), "gw.yaml", &config);
+    let log = std::fs::File::create(dir.path().join("gateway.log")).unwrap();
+    let mut command = common::gateway_command(&path);
+    command.stderr(log).env("RUST_LOG", "info");
+    let gateway = Process::from_command(&mut command);
+    let url = format!("{}/mcp/tools", gateway.url("data"));
+    let call = |id: u64, name: &str, arguments: Value| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
+            "name": name, "arguments": arguments,
+            "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                      "io.modelcontextprotocol/clientCapabilities": {}}}})
+    };
+    let modern = |name: &str| {
+        let mut request = client()
+            .post(&url)
+            .bearer_auth(KEY)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/call");
+        request = request.header("mcp-name", name);
+        request
+    };
+    let echoed: Value = modern("echo")
+        .json(&call(
+            1,
+            "echo",
+            json!({"text": "mail ada@example.com card 4111-1111-1111-1111", "auth": {"token": "hunter2"}}),
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // The mock echoes what reached it.
+    assert_eq!(
+        echoed["result"]["content"][0]["text"], "mail [REDACTED:EMAIL] card [REDACTED:CARD]",
+        "{echoed}"
+    );
+    let refused: Value = modern("write_note")
+        .json(&call(2, "write_note", json!({"note": "x"})))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(refused["error"]["code"], -32602);
+    drop(gateway);
+    let text = std::fs::read_to_string(dir.path().join("gateway.log")).unwrap();
+    let records: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("tollgate::audit"))
+        .collect();
+    assert_eq!(records.len(), 2, "{text}");
+    assert!(
+        records[0].contains("tool=\"echo\"")
+            && records[0].contains("decision=\"allowed\"")
+            && records[0].contains("caller=\"user=tester team=qa app=-\"")
+            && records[0].contains("[REDACTED:FIELD]")
+            && records[0].contains("redacted=\"auth.token,text:EMAIL,text:CARD\""),
+        "{}",
+        records[0]
+    );
+    assert!(
+        records[1].contains("tool=\"write_note\"") && records[1].contains("decision=\"refused\""),
+        "{}",
+        records[1]
+    );
+    for secret in ["ada@example.com", "4111", "hunter2"] {
+        assert!(!text.contains(secret), "{secret} in the gateway's log");
+    }
+}

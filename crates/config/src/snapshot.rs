@@ -152,6 +152,10 @@ pub struct GatewayConfig {
     /// MCPServers served at `/mcp/{path}`, sorted by path.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mcp_servers: Vec<McpServer>,
+    /// Browser origins allowed on the MCP endpoints besides local ones,
+    /// lowercase `scheme://host[:port]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mcp_allowed_origins: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -540,6 +544,7 @@ mod tests {
         let mut config = GatewayConfig {
             digest_key: DigestKey::from_bytes([7; 32]),
             mcp_servers: Vec::new(),
+            mcp_allowed_origins: Vec::new(),
             jwt: Vec::new(),
             budgets: Vec::new(),
             redis: None,

@@ -22,6 +22,7 @@ spec:
     principal: {{user: sam, team: support}}
   - secretRef: {{name: keys, key: ops}}
     principal: {{user: olga, team: ops}}
+  mcp: {{allowedOrigins: ["https://agents.example.com"]}}
 ---
 apiVersion: v1
 kind: Secret
@@ -280,6 +281,26 @@ async fn servers_merge_into_one_with_their_own_policy() {
     )
     .await;
     assert_eq!(other_route.status(), 404);
+    // Browsers: a listed origin passes; a rebinding page whose Host
+    // matches its own origin does not.
+    for (origin, host, status) in [
+        ("https://agents.example.com", "gateway.test", 200),
+        ("http://evil.example.com", "evil.example.com", 403),
+    ] {
+        let response = h
+            .client
+            .post(format!("{}/mcp", h.url))
+            .header("accept", "application/json, text/event-stream")
+            .header("origin", origin)
+            .header("host", host)
+            .header("mcp-session-id", &session)
+            .bearer_auth("key-support")
+            .json(&json!({"jsonrpc": "2.0", "id": 20, "method": "ping"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{origin}");
+    }
     // No session, no handshake: 400.
     let (status, _) = json_body(
         post(

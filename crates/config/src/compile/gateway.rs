@@ -311,6 +311,16 @@ pub(super) fn compile_gateway(
     Some(GatewayConfig {
         digest_key: digest_key.clone(),
         mcp_servers: Vec::new(),
+        mcp_allowed_origins: spec
+            .mcp
+            .as_ref()
+            .map(|m| {
+                m.allowed_origins
+                    .iter()
+                    .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
+                    .collect()
+            })
+            .unwrap_or_default(),
         jwt,
         budgets: Vec::new(),
         redis,

@@ -17,7 +17,7 @@ use crate::snapshot::Credential;
 use crate::snapshot::budget::{Bucket, Subject};
 use crate::snapshot::mcp::{
     AgentPolicy, Aggregation, CatalogGate, Grant, McpCredential, McpRateLimit, McpServer,
-    ToolFilter,
+    Redaction, ToolFilter,
 };
 
 /// How long a backend may take to answer one message, unless the spec says.
@@ -172,6 +172,18 @@ pub(super) fn compile_mcp_server(
             fail_lists: aggregation.on_list_failure == api::ListFailure::Fail,
         }),
         anomalies,
+        redact: spec
+            .redact
+            .as_ref()
+            .filter(|r| !r.paths.is_empty() || r.pii == Some(true))
+            .map(|r| Redaction {
+                paths: r
+                    .paths
+                    .iter()
+                    .map(|p| p.split('.').map(str::to_string).collect())
+                    .collect(),
+                pii: r.pii == Some(true),
+            }),
         catalog_gate: spec
             .catalog
             .as_ref()

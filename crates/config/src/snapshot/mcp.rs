@@ -37,6 +37,17 @@ pub struct McpServer {
     /// Agent-behaviour anomaly detection on tool calls.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub anomalies: Option<AgentPolicy>,
+    /// Argument redaction before calls leave.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redact: Option<Redaction>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Redaction {
+    /// Paths split at dots; `*` matches any key or index.
+    pub paths: Vec<Vec<String>>,
+    pub pii: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -218,6 +229,7 @@ mod tests {
             aggregation: None,
             catalog_gate: None,
             anomalies: None,
+            redact: None,
         };
         let support = Principal {
             user: "sam".into(),

@@ -37,7 +37,7 @@ use super::{
     filter, learn_catalog, read_bounded, rpc_error, throttle, unauthorized, unclassified_call,
     watch_agent,
 };
-use super::{backend_failed, breaker, send_retrying};
+use super::{Seen, backend_failed, breaker, send_retrying};
 use crate::http::{BoxError, ResponseBody, box_body, full};
 use crate::llm::auth;
 use crate::providers::http::UpstreamError;
@@ -54,7 +54,7 @@ const RELIST_EVERY: Duration = Duration::from_secs(5);
 /// Largest event held while waiting for its end on a relayed stream.
 const MAX_PENDING_EVENT: usize = 8 * 1024 * 1024;
 /// The metric label of messages no single backend answers.
-const AGGREGATE_LABEL: &str = "aggregate";
+pub const AGGREGATE_LABEL: &str = "aggregate";
 
 /// What the client's session id holds once opened.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -172,20 +172,27 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Serves one message to `/mcp`; the label says which server answered.
-pub async fn handle(
+/// Serves one message to `/mcp`, noting in `seen` what it was and which
+/// server answered.
+pub(super) async fn handle(
     gateway: &Gateway,
     runtime: &Runtime,
     request: Request<Incoming>,
-) -> (Response<ResponseBody>, Arc<str>, &'static str) {
-    let method_label = match *request.method() {
+    seen: &mut Seen,
+) -> Response<ResponseBody> {
+    seen.method = match *request.method() {
         Method::GET => "GET",
         Method::DELETE => "DELETE",
         _ => "unknown",
     };
-    match serve(gateway, runtime, request).await {
-        Ok(served) => served,
-        Err(refusal) => (*refusal, Arc::from(AGGREGATE_LABEL), method_label),
+    match serve(gateway, runtime, request, seen).await {
+        Ok(response) => response,
+        Err(refusal) => {
+            // A backend that failed, or the gateway's own refusal.
+            seen.unreachable = matches!(refusal.status().as_u16(), 502..=504);
+            seen.reached = false;
+            *refusal
+        }
     }
 }
 
@@ -193,13 +200,15 @@ async fn serve(
     gateway: &Gateway,
     runtime: &Runtime,
     request: Request<Incoming>,
-) -> Result<(Response<ResponseBody>, Arc<str>, &'static str), Refusal> {
+    seen: &mut Seen,
+) -> Result<Response<ResponseBody>, Refusal> {
     let (parts, body) = request.into_parts();
-    check_origin(&parts.headers)?;
+    check_origin(&parts.headers, &runtime.snapshot.config.mcp_allowed_origins)?;
     let principal = auth::authenticate(runtime, gateway, &parts.headers)
         .await
         .map_err(|error| unauthorized(&error, runtime, PATH, &parts.headers))?;
     let principal = principal.as_deref();
+    seen.set_caller(principal);
     let now = crate::state::window::now_ms();
     let state = match parts.headers.get(SESSION_HEADER) {
         None => None,
@@ -223,7 +232,6 @@ async fn serve(
             }
         }
     };
-    let aggregate = Arc::<str>::from(AGGREGATE_LABEL);
     let mut ctx = Ctx {
         gateway,
         runtime,
@@ -234,8 +242,8 @@ async fn serve(
         now,
     };
     match parts.method {
-        Method::GET => Ok((ctx.listen().await?, aggregate, "GET")),
-        Method::DELETE => Ok((ctx.close().await, aggregate, "DELETE")),
+        Method::GET => ctx.listen().await,
+        Method::DELETE => Ok(ctx.close().await),
         Method::POST => {
             let (bytes, message) = super::read_message(runtime, &parts.headers, body).await?;
             message
@@ -249,9 +257,20 @@ async fn serve(
                     ))
                 })?;
             ctx.meta = message.params.get("_meta").cloned();
-            let label = super::method_label(&Method::POST, Some(&message));
-            let (response, server) = ctx.post(&message, &bytes).await?;
-            Ok((response, server.unwrap_or(aggregate), label))
+            seen.method = super::method_label(&Method::POST, Some(&message));
+            if let Some(name) = message
+                .name()
+                .or_else(|| message.params.get("uri").and_then(Value::as_str))
+            {
+                seen.tool = name.to_string();
+            }
+            let (response, routed) = ctx.post(&message, &bytes).await?;
+            if let Some(routed) = routed {
+                seen.server = routed.server;
+                seen.arguments = routed.arguments;
+                seen.redacted = routed.redacted;
+            }
+            Ok(response)
         }
         _ => Err(super::method_not_allowed()),
     }
@@ -271,7 +290,15 @@ struct Ctx<'a> {
 }
 
 /// A response and, when one server answered it, that server's name.
-type Served = (Response<ResponseBody>, Option<Arc<str>>);
+type Served = (Response<ResponseBody>, Option<Routed>);
+
+/// The one server a message went to, and the call's arguments as they left
+/// (shape only) with what redaction removed.
+struct Routed {
+    server: Arc<str>,
+    arguments: Option<Value>,
+    redacted: Vec<String>,
+}
 
 impl<'a> Ctx<'a> {
     fn servers(&self) -> impl Iterator<Item = &'a McpServer> + use<'a> {
@@ -670,7 +697,12 @@ impl<'a> Ctx<'a> {
             .map_err(|error| Box::new(backend_failed(server, None, &error)))?;
         let mut out = Response::new(full(Bytes::new()));
         *out.status_mut() = response.status();
-        Ok((out, Some(server.name.clone())))
+        let routed = Routed {
+            server: server.name.clone(),
+            arguments: None,
+            redacted: Vec::new(),
+        };
+        Ok((out, Some(routed)))
     }
 
     /// One backend's list of `kind`, every page of it.
@@ -942,6 +974,16 @@ impl<'a> Ctx<'a> {
         } else {
             params["name"] = json!(original);
         }
+        let mut arguments = None;
+        let mut redacted = Vec::new();
+        if kind == Kind::Tools
+            && let Some(args) = params.get_mut("arguments")
+        {
+            if let Some(policy) = &server.redact {
+                redacted = super::redact::redact_arguments(args, policy);
+            }
+            arguments = Some(super::redact::shape(args));
+        }
         let backend_message = Message {
             id: message.id.clone(),
             method: message.method.clone(),
@@ -975,8 +1017,15 @@ impl<'a> Ctx<'a> {
                 return Err(unknown(what));
             }
         }
-        self.forward(server, &backend_message, Some(&original))
-            .await
+        let (response, routed) = self
+            .forward(server, &backend_message, Some(&original))
+            .await?;
+        let routed = routed.map(|r| Routed {
+            arguments,
+            redacted,
+            ..r
+        });
+        Ok((response, routed))
     }
 
     async fn call_by_uri(&self, message: &Message, uri: Option<&str>) -> Result<Served, Refusal> {
@@ -1064,7 +1113,12 @@ impl<'a> Ctx<'a> {
                 out.headers_mut().insert(name, value.clone());
             }
         }
-        Ok((out, Some(server.name.clone())))
+        let routed = Routed {
+            server: server.name.clone(),
+            arguments: None,
+            redacted: Vec::new(),
+        };
+        Ok((out, Some(routed)))
     }
 
     /// GET: the backends' streams of server-initiated messages, merged.

@@ -16,6 +16,7 @@ pub mod breaker;
 pub mod filter;
 pub mod jsonrpc;
 pub mod merge;
+pub mod redact;
 pub mod session;
 
 use std::sync::Arc;
@@ -60,76 +61,80 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Respon
             "The gateway has no configuration yet.",
         );
     };
-    let path = request.uri().path();
-    if path == aggregate::PATH {
-        let started = std::time::Instant::now();
-        let (response, server, method) = aggregate::handle(&gateway, &runtime, request).await;
-        let outcome = match response.status() {
-            status if status.is_success() => "ok",
-            StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT => "unreachable",
-            _ => "error",
-        };
-        let labels = crate::metrics::McpLabels {
-            server,
-            method,
-            tool: String::new(),
-            outcome,
-        };
-        gateway.metrics.count_mcp(&labels, started.elapsed());
-        return response;
-    }
-    let Some(name) = path
-        .strip_prefix("/mcp/")
-        .filter(|n| !n.is_empty() && !n.contains('/'))
-    else {
-        return rpc_error(
-            StatusCode::NOT_FOUND,
-            None,
-            jsonrpc::INVALID_REQUEST,
-            "No MCP endpoint here: use /mcp or /mcp/{server}.",
-        );
-    };
-    let Some(server) = runtime
-        .snapshot
-        .config
-        .mcp_servers
-        .iter()
-        .find(|s| s.path == name)
-    else {
-        return rpc_error(
-            StatusCode::NOT_FOUND,
-            None,
-            jsonrpc::INVALID_REQUEST,
-            &format!("No MCP server is served at /mcp/{name}."),
-        );
-    };
     let started = std::time::Instant::now();
     let mut seen = Seen::default();
-    let (response, reached) = match serve(&gateway, &runtime, server, request, &mut seen).await {
-        Ok(response) => (response, true),
-        Err(response) => (*response, false),
+    let path = request.uri().path();
+    let response = if path == aggregate::PATH {
+        seen.server = Arc::from(aggregate::AGGREGATE_LABEL);
+        seen.reached = true;
+        aggregate::handle(&gateway, &runtime, request, &mut seen).await
+    } else {
+        let Some(name) = path
+            .strip_prefix("/mcp/")
+            .filter(|n| !n.is_empty() && !n.contains('/'))
+        else {
+            return rpc_error(
+                StatusCode::NOT_FOUND,
+                None,
+                jsonrpc::INVALID_REQUEST,
+                "No MCP endpoint here: use /mcp or /mcp/{server}.",
+            );
+        };
+        let Some(server) = runtime
+            .snapshot
+            .config
+            .mcp_servers
+            .iter()
+            .find(|s| s.path == name)
+        else {
+            return rpc_error(
+                StatusCode::NOT_FOUND,
+                None,
+                jsonrpc::INVALID_REQUEST,
+                &format!("No MCP server is served at /mcp/{name}."),
+            );
+        };
+        seen.server = server.name.clone();
+        match serve(&gateway, &runtime, server, request, &mut seen).await {
+            Ok(response) => {
+                seen.reached = true;
+                response
+            }
+            Err(response) => *response,
+        }
     };
-    let outcome = match (reached, seen.unreachable) {
-        (false, true) => "unreachable",
-        (false, false) => "refused",
-        (true, _) if response.status().is_success() => "ok",
-        (true, _) => "error",
-    };
+    let outcome = seen.outcome(response.status());
+    let elapsed = started.elapsed();
+    audit(&runtime, &seen, outcome, response.status(), elapsed);
     let labels = crate::metrics::McpLabels {
-        server: server.name.clone(),
+        server: seen.server,
         method: seen.method,
-        tool: if reached { seen.tool } else { String::new() },
+        tool: if seen.reached {
+            seen.tool
+        } else {
+            String::new()
+        },
         outcome,
     };
-    gateway.metrics.count_mcp(&labels, started.elapsed());
+    gateway.metrics.count_mcp(&labels, elapsed);
     response
 }
 
-/// What `serve` learnt of a message, for metrics.
+/// What handling learnt of a message, for metrics and the audit record.
 struct Seen {
+    /// The MCPServer that answered (`aggregate` when none alone did).
+    server: Arc<str>,
     method: &'static str,
-    /// The tool of a `tools/call`.
+    /// The tool (or prompt) of a call.
     tool: String,
+    /// Who asked: user, team and app, or `anonymous`.
+    caller: String,
+    /// The call's arguments as they left: shape only.
+    arguments: Option<serde_json::Value>,
+    /// What redaction removed from them.
+    redacted: Vec<String>,
+    /// The message went to the backend (not refused by the gateway).
+    reached: bool,
     /// The backend could not be reached or did not answer in time.
     unreachable: bool,
 }
@@ -137,11 +142,103 @@ struct Seen {
 impl Default for Seen {
     fn default() -> Self {
         Self {
+            server: Arc::from(""),
             method: "unknown",
             tool: String::new(),
+            caller: String::new(),
+            arguments: None,
+            redacted: Vec::new(),
+            reached: false,
             unreachable: false,
         }
     }
+}
+
+impl Seen {
+    fn outcome(&self, status: StatusCode) -> &'static str {
+        match (self.reached, self.unreachable) {
+            (_, true) => "unreachable",
+            (false, false) => "refused",
+            (true, _) if status.is_success() => "ok",
+            (true, _) => "error",
+        }
+    }
+
+    fn set_caller(&mut self, principal: Option<&Principal>) {
+        self.caller = match principal {
+            None => "anonymous".into(),
+            Some(p) => format!(
+                "user={} team={} app={}",
+                p.user,
+                p.team.as_deref().unwrap_or("-"),
+                p.app.as_deref().unwrap_or("-")
+            ),
+        };
+    }
+
+    /// Redacts a `tools/call` body as `server` asks and records the
+    /// arguments' shape; the body that leaves is returned.
+    fn redact_call(&mut self, server: &McpServer, message: &Message, body: Bytes) -> Bytes {
+        if message.method.as_deref() != Some("tools/call") {
+            return body;
+        }
+        let Some(policy) = &server.redact else {
+            self.arguments = message.params.get("arguments").map(redact::shape);
+            return body;
+        };
+        let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&body) else {
+            return body;
+        };
+        let Some(arguments) = value.pointer_mut("/params/arguments") else {
+            return body;
+        };
+        self.redacted = redact::redact_arguments(arguments, policy);
+        self.arguments = Some(redact::shape(arguments));
+        if self.redacted.is_empty() {
+            return body;
+        }
+        serde_json::to_vec(&value).map_or(body, Bytes::from)
+    }
+}
+
+/// Methods whose every message gets an audit record: lists, calls, gets
+/// and reads (the rest are counted in metrics only).
+fn audited(method: &str) -> bool {
+    method.ends_with("/list")
+        || matches!(
+            method,
+            "tools/call" | "prompts/get" | "resources/read" | "completion/complete"
+        )
+}
+
+/// One audit record (tracing target `tollgate::audit`): who, which server
+/// and tool, the gateway's decision, the outcome, the latency and the
+/// arguments' shape with what was redacted; never argument values.
+fn audit(runtime: &Runtime, seen: &Seen, outcome: &str, status: StatusCode, elapsed: Duration) {
+    if !audited(seen.method) {
+        return;
+    }
+    let gateway = &runtime.snapshot.config.gateway;
+    let arguments = seen
+        .arguments
+        .as_ref()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    tracing::info!(
+        target: "tollgate::audit",
+        gateway = %format_args!("{}/{}", gateway.namespace, gateway.name),
+        server = &*seen.server,
+        method = seen.method,
+        tool = seen.tool.as_str(),
+        caller = seen.caller.as_str(),
+        decision = if seen.reached { "allowed" } else { "refused" },
+        outcome,
+        status = status.as_u16(),
+        latency_ms = elapsed.as_secs_f64() * 1000.0,
+        arguments = arguments.as_str(),
+        redacted = seen.redacted.join(",").as_str(),
+        "mcp"
+    );
 }
 
 /// A method as a metric label: the MCP methods by name, others grouped.
@@ -183,7 +280,7 @@ async fn serve(
     seen: &mut Seen,
 ) -> Result<Response<ResponseBody>, Refusal> {
     let (parts, body) = request.into_parts();
-    check_origin(&parts.headers)?;
+    check_origin(&parts.headers, &runtime.snapshot.config.mcp_allowed_origins)?;
     let principal = auth::authenticate(runtime, gateway, &parts.headers)
         .await
         .map_err(|error| {
@@ -195,6 +292,7 @@ async fn serve(
             )
         })?;
     let principal = principal.as_deref();
+    seen.set_caller(principal);
     let now = crate::state::window::now_ms();
     let backend_session = match parts.headers.get(SESSION_HEADER) {
         None => None,
@@ -263,6 +361,10 @@ async fn serve(
         watch_agent(gateway, runtime, server, principal, message, now)?;
     }
     let id = message.as_ref().and_then(|m| m.id.clone());
+    let body = match &message {
+        Some(message) => seen.redact_call(server, message, body),
+        None => body,
+    };
     let retryable = message.as_ref().is_some_and(|m| {
         m.is_request() && {
             let read_only = m.name().is_some_and(|tool| {
@@ -447,20 +549,19 @@ fn unapproved(server: &McpServer, hash: Option<&str>, id: Option<&serde_json::Va
     ))
 }
 
-/// `Origin`, when a browser sends one, must name this host: a page on
-/// another site must not reach MCP servers through a user's gateway (DNS
-/// rebinding).
-fn check_origin(headers: &HeaderMap) -> Result<(), Refusal> {
+/// `Origin`, when a browser sends one, must be this machine or one the
+/// AIGateway allows (`spec.mcp.allowedOrigins`): a page on another site
+/// must not reach MCP servers through a user's gateway, even when its
+/// host name resolves here (DNS rebinding: `Host` then matches the page's
+/// origin, so comparing the two proves nothing).
+fn check_origin(headers: &HeaderMap, allowed: &[String]) -> Result<(), Refusal> {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return Ok(());
     };
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    let origin_host = origin
+    if origin
         .to_str()
-        .ok()
-        .and_then(|o| o.split_once("://"))
-        .map(|(_, rest)| rest.trim_end_matches('/'));
-    if host.is_some() && origin_host == host {
+        .is_ok_and(|origin| origin_allowed(origin, allowed))
+    {
         return Ok(());
     }
     Err(Box::new(rpc_error(
@@ -469,6 +570,29 @@ fn check_origin(headers: &HeaderMap) -> Result<(), Refusal> {
         jsonrpc::INVALID_REQUEST,
         "Origin not allowed.",
     )))
+}
+
+/// Whether a browser origin may use the MCP endpoints: a local one, or one
+/// listed (compared as lowercase `scheme://host[:port]`).
+fn origin_allowed(origin: &str, allowed: &[String]) -> bool {
+    let origin = origin.trim_end_matches('/').to_ascii_lowercase();
+    if allowed.contains(&origin) {
+        return true;
+    }
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return false;
+    };
+    if scheme != "http" && scheme != "https" {
+        return false;
+    }
+    let host = match rest.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => rest.rsplit_once(':').map_or(rest, |(host, _port)| host),
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Takes one from every rate-limit bucket this request counts against, or
@@ -1217,4 +1341,34 @@ fn rpc_error(
         HeaderValue::from_static("application/json"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::origin_allowed;
+
+    #[test]
+    fn only_local_or_listed_origins_pass() {
+        let listed = vec!["https://app.example.com".to_string()];
+        for local in [
+            "http://localhost:6274",
+            "http://127.0.0.1:8080",
+            "http://127.1.2.3",
+            "http://[::1]:3000",
+            "https://LOCALHOST",
+        ] {
+            assert!(origin_allowed(local, &[]), "{local}");
+        }
+        assert!(origin_allowed("https://app.example.com/", &listed));
+        for foreign in [
+            "http://evil.example.com",
+            "http://localhost.evil.example.com",
+            "http://127.0.0.1.evil.example.com:80",
+            "null",
+            "file://localhost",
+            "https://app.example.com:8443",
+        ] {
+            assert!(!origin_allowed(foreign, &listed), "{foreign}");
+        }
+    }
 }
