@@ -83,6 +83,14 @@ pub struct GatewayMcpSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(length(max = 256)))]
     pub allowed_origins: Vec<String>,
+    /// Keys that seal MCP session ids (each Secret value at least 32
+    /// bytes). The first seals new sessions; every one listed still opens
+    /// the sessions it sealed, so a key is rotated by putting the new one
+    /// first and removing the old one a day later (sessions last 24h).
+    /// Unset: a key derived from the gateway's digest key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 4))]
+    pub session_keys: Vec<SecretKeyRef>,
 }
 
 /// A Redis server (or a proxy in front of a cluster: every key of one gateway

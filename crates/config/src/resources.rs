@@ -61,11 +61,13 @@ pub fn referenced_secrets(
             .redis
             .as_ref()
             .and_then(|r| r.password_secret_ref.as_ref());
+        let session_keys = g.spec.mcp.iter().flat_map(|m| &m.session_keys);
         g.spec
             .api_keys
             .iter()
             .map(|k| &k.secret_ref)
             .chain(redis)
+            .chain(session_keys)
             .map(move |r| (namespace.clone(), r.name.clone()))
     });
     let from_mcp = mcp_servers.iter().filter_map(|m| {
@@ -123,12 +125,14 @@ pub fn stand_in_secrets(resources: &Resources) -> Vec<Secret> {
             .redis
             .as_ref()
             .and_then(|r| r.password_secret_ref.as_ref());
+        let session_keys = gateway.spec.mcp.iter().flat_map(|m| &m.session_keys);
         for reference in gateway
             .spec
             .api_keys
             .iter()
             .map(|k| &k.secret_ref)
             .chain(redis)
+            .chain(session_keys)
         {
             want(namespace_of(gateway), &reference.name, &reference.key);
         }

@@ -156,6 +156,10 @@ pub struct GatewayConfig {
     /// lowercase `scheme://host[:port]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mcp_allowed_origins: Vec<String>,
+    /// Keys sealing MCP session ids, newest first; empty: derived from
+    /// `digest_key`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mcp_session_keys: Vec<Credential>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -545,6 +549,7 @@ mod tests {
             digest_key: DigestKey::from_bytes([7; 32]),
             mcp_servers: Vec::new(),
             mcp_allowed_origins: Vec::new(),
+            mcp_session_keys: Vec::new(),
             jwt: Vec::new(),
             budgets: Vec::new(),
             redis: None,

@@ -65,7 +65,10 @@ impl Runtime {
             preload_tokenizers(&snapshot);
         }
         Ok(Self {
-            mcp_sessions: crate::mcp::session::Sealer::new(&snapshot.config.digest_key),
+            mcp_sessions: crate::mcp::session::Sealer::new(
+                &snapshot.config.digest_key,
+                &snapshot.config.mcp_session_keys,
+            ),
             budget_store,
             keys: KeyIndex::new(&snapshot.config.api_keys, &snapshot.config.digest_key)?,
             routes: RouteTable::new(snapshot.config.routes.clone()),

@@ -302,6 +302,22 @@ pub(super) fn compile_gateway(
     }
     api_keys.sort_by(|a, b| a.digest.cmp(&b.digest));
 
+    let mut mcp_session_keys = Vec::new();
+    for (index, reference) in spec.mcp.iter().flat_map(|m| &m.session_keys).enumerate() {
+        let field = format!("spec.mcp.sessionKeys[{index}]");
+        match secrets.value(&object.namespace, reference) {
+            Ok(key) if key.len() >= 32 => mcp_session_keys.push(snapshot::Credential(key)),
+            Ok(_) => diagnostics.push(Diagnostic::error(
+                &object,
+                field,
+                reason::INVALID,
+                "an MCP session key must be at least 32 bytes",
+            )),
+            Err((why, message)) => {
+                diagnostics.push(Diagnostic::error(&object, field, why, message));
+            }
+        }
+    }
     if diagnostics[errors_before..]
         .iter()
         .any(Diagnostic::is_error)
@@ -311,6 +327,7 @@ pub(super) fn compile_gateway(
     Some(GatewayConfig {
         digest_key: digest_key.clone(),
         mcp_servers: Vec::new(),
+        mcp_session_keys,
         mcp_allowed_origins: spec
             .mcp
             .as_ref()

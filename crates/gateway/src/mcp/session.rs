@@ -7,7 +7,10 @@
 //! backend session, with no shared store; and an id presented by another
 //! principal or on another server's path is refused, not re-used.
 //!
-//! The key is derived once per snapshot (one HMAC), never per request.
+//! The keys come from the AIGateway's `spec.mcp.sessionKeys` Secrets (the
+//! first seals, all open, so keys rotate without ending sessions), else one
+//! derived from the digest key; derived once per snapshot, never per
+//! request. A sealed id names its key (`tg1.<key id>.<sealed>`).
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -15,7 +18,7 @@ use ring::aead::{self, Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 use tollgate_config::DigestKey;
-use tollgate_config::snapshot::Principal;
+use tollgate_config::snapshot::{Credential, Principal};
 
 /// Prefix of every sealed id, so a version change can be told apart.
 const PREFIX: &str = "tg1.";
@@ -26,7 +29,9 @@ pub const MAX_AGE_MS: i64 = 24 * 3600 * 1000;
 const MAX_BACKEND_ID: usize = 16 * 1024;
 
 pub struct Sealer {
-    key: LessSafeKey,
+    /// Newest first: the first seals; each opens what it sealed, found by
+    /// the id sealed ids carry.
+    keys: Vec<(String, LessSafeKey)>,
     random: SystemRandom,
 }
 
@@ -62,13 +67,35 @@ pub enum SessionError {
 }
 
 impl Sealer {
-    pub fn new(digest_key: &DigestKey) -> Self {
-        let bytes = digest_key.mac(b"tollgate/mcp-session/v1");
-        let key = UnboundKey::new(&CHACHA20_POLY1305, &bytes)
-            .map(LessSafeKey::new)
-            .unwrap_or_else(|_| unreachable!("a 32-byte key suits ChaCha20-Poly1305"));
+    /// Keys from `spec.mcp.sessionKeys` (newest first), else one derived
+    /// from the digest key. Derived once per snapshot, never per request.
+    pub fn new(digest_key: &DigestKey, session_keys: &[Credential]) -> Self {
+        let derive = |material: &[u8]| -> [u8; 32] {
+            let mut key = [0u8; 32];
+            key.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, material).as_ref());
+            key
+        };
+        let raw: Vec<[u8; 32]> = if session_keys.is_empty() {
+            vec![digest_key.mac(b"tollgate/mcp-session/v1")]
+        } else {
+            session_keys
+                .iter()
+                .map(|k| derive(format!("tollgate/mcp-session/v1|{}", k.0).as_bytes()))
+                .collect()
+        };
+        let keys = raw
+            .iter()
+            .map(|bytes| {
+                // A short public id, so opening needs no trial decryption.
+                let id = URL_SAFE_NO_PAD.encode(&derive(bytes)[..6]);
+                let key = UnboundKey::new(&CHACHA20_POLY1305, bytes)
+                    .map(LessSafeKey::new)
+                    .unwrap_or_else(|_| unreachable!("a 32-byte key suits ChaCha20-Poly1305"));
+                (id, key)
+            })
+            .collect();
         Self {
-            key,
+            keys,
             random: SystemRandom::new(),
         }
     }
@@ -95,16 +122,16 @@ impl Sealer {
         self.random
             .fill(&mut nonce)
             .map_err(|_| SessionError::Unsealable)?;
-        self.key
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(PREFIX),
-                &mut buffer,
-            )
-            .map_err(|_| SessionError::Unsealable)?;
+        let (id, key) = self.keys.first().ok_or(SessionError::Unsealable)?;
+        key.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(PREFIX),
+            &mut buffer,
+        )
+        .map_err(|_| SessionError::Unsealable)?;
         let mut out = nonce.to_vec();
         out.extend_from_slice(&buffer);
-        Ok(format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(out)))
+        Ok(format!("{PREFIX}{id}.{}", URL_SAFE_NO_PAD.encode(out)))
     }
 
     /// The backend's session id, if `id` was sealed here for this
@@ -116,7 +143,17 @@ impl Sealer {
         server: &str,
         now_ms: i64,
     ) -> Result<String, SessionError> {
-        let encoded = id.strip_prefix(PREFIX).ok_or(SessionError::Invalid)?;
+        let (key_id, encoded) = id
+            .strip_prefix(PREFIX)
+            .and_then(|rest| rest.split_once('.'))
+            .ok_or(SessionError::Invalid)?;
+        let key = self
+            .keys
+            .iter()
+            .find(|(id, _)| id == key_id)
+            .map(|(_, key)| key)
+            // Sealed under a key since removed: like an unknown session.
+            .ok_or(SessionError::Invalid)?;
         let mut bytes = URL_SAFE_NO_PAD
             .decode(encoded)
             .map_err(|_| SessionError::Invalid)?;
@@ -125,8 +162,7 @@ impl Sealer {
         }
         let mut ciphertext = bytes.split_off(aead::NONCE_LEN);
         let nonce = Nonce::try_assume_unique_for_key(&bytes).map_err(|_| SessionError::Invalid)?;
-        let plain = self
-            .key
+        let plain = key
             .open_in_place(nonce, Aad::from(PREFIX), &mut ciphertext)
             .map_err(|_| SessionError::Invalid)?;
         let sealed: Sealed = serde_json::from_slice(plain).map_err(|_| SessionError::Invalid)?;
@@ -161,7 +197,7 @@ mod tests {
     #[test]
     fn a_sealed_id_opens_only_for_its_principal_server_and_key() {
         let key = DigestKey::from_bytes([1; 32]);
-        let sealer = Sealer::new(&key);
+        let sealer = Sealer::new(&key, &[]);
         let ann = principal("ann");
         let id = sealer
             .seal("backend-42", Some(&ann), "default/tools", 1_000)
@@ -173,7 +209,7 @@ mod tests {
         );
         assert!(!id.contains("backend-42"), "the backend id is not readable");
         // Another replica with the same key opens it.
-        let replica = Sealer::new(&key);
+        let replica = Sealer::new(&key, &[]);
         assert_eq!(
             replica.open(&id, Some(&ann), "default/tools", 2_000),
             Ok("backend-42".to_string())
@@ -190,7 +226,7 @@ mod tests {
             replica.open(&id, Some(&ann), "default/tools", 1_000 + MAX_AGE_MS + 1),
             Err(SessionError::Expired)
         );
-        let stranger = Sealer::new(&DigestKey::from_bytes([2; 32]));
+        let stranger = Sealer::new(&DigestKey::from_bytes([2; 32]), &[]);
         assert_eq!(
             stranger.open(&id, Some(&ann), "default/tools", 2_000),
             Err(SessionError::Invalid)
@@ -204,7 +240,14 @@ mod tests {
             replica.open(&tampered, Some(&ann), "default/tools", 2_000),
             Err(SessionError::Invalid)
         );
-        for junk in ["", "tg1.", "tg1.!!!", "backend-42", "tg1.AAAA"] {
+        for junk in [
+            "",
+            "tg1.",
+            "tg1.!!!",
+            "backend-42",
+            "tg1.AAAA",
+            "tg1.AAAA.AAAA",
+        ] {
             assert_eq!(
                 replica.open(junk, Some(&ann), "default/tools", 2_000),
                 Err(SessionError::Invalid),
@@ -217,6 +260,47 @@ mod tests {
                 .seal("backend-42", Some(&ann), "default/tools", 1_000)
                 .unwrap(),
             id
+        );
+    }
+
+    #[test]
+    fn keys_rotate_without_ending_sessions() {
+        let digest = DigestKey::from_bytes([1; 32]);
+        let old = Credential("o".repeat(32));
+        let new = Credential("n".repeat(32));
+        let ann = principal("ann");
+        let before = Sealer::new(&digest, std::slice::from_ref(&old));
+        let sealed_old = before
+            .seal("b-1", Some(&ann), "default/tools", 1_000)
+            .unwrap();
+        // Rotated: the new key first, the old one still listed.
+        let during = Sealer::new(&digest, &[new.clone(), old]);
+        assert_eq!(
+            during.open(&sealed_old, Some(&ann), "default/tools", 2_000),
+            Ok("b-1".to_string())
+        );
+        let sealed_new = during
+            .seal("b-2", Some(&ann), "default/tools", 2_000)
+            .unwrap();
+        assert_ne!(
+            sealed_new.split('.').nth(1),
+            sealed_old.split('.').nth(1),
+            "new sessions name the new key"
+        );
+        // The old key removed: its sessions end, the new ones go on.
+        let after = Sealer::new(&digest, &[new]);
+        assert_eq!(
+            after.open(&sealed_old, Some(&ann), "default/tools", 3_000),
+            Err(SessionError::Invalid)
+        );
+        assert_eq!(
+            after.open(&sealed_new, Some(&ann), "default/tools", 3_000),
+            Ok("b-2".to_string())
+        );
+        // Configured keys differ from the derived one.
+        assert_eq!(
+            Sealer::new(&digest, &[]).open(&sealed_new, Some(&ann), "default/tools", 3_000),
+            Err(SessionError::Invalid)
         );
     }
 }
