@@ -6,6 +6,7 @@ pub mod alerts;
 pub mod config_server;
 pub mod distribution;
 pub mod leader;
+pub mod mcp_workload;
 pub mod metrics;
 pub mod status;
 pub mod status_loop;
