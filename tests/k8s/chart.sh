@@ -85,7 +85,8 @@ for want in \
   "- --config-listen=0.0.0.0:8443" "- --controller-url=https://tollgate-controller.tollgate-system.svc:8443" \
   "- --tls-secret=tollgate-controller-tls" "- --tls-secret-namespace=\$(POD_NAMESPACE)" \
   "name: tollgate-controller-metrics" 'resourceNames: ["tollgate-controller-tls"]' \
-  "name: tollgate-controller-tls" '"services", "serviceaccounts", "configmaps"'; do
+  "name: tollgate-controller-tls" '"serviceaccounts", "configmaps"' 'resources: ["services"]' \
+  'verbs: ["list", "watch", "create", "patch", "delete"]'; do
   has "$render_default" "$want" || missing+=("$want")
 done
 if ((${#missing[@]} == 0)); then ok "default render: deployment (2 replicas, args incl. config server, env, probes, hardening), SA, RBAC (+ TLS Role, configmaps), Services, PDB"
@@ -332,7 +333,11 @@ rbac_suite() { # label
   can no create secrets -n team-a || bad+=("NOT create secrets")
   can no create pods --subresource=exec -n team-a || bad+=("NOT create pods/exec")
   can no create pods -n team-a || bad+=("NOT create pods")
-  can no delete deployments.apps -n team-a || bad+=("NOT delete deployments")
+  # Delete on Deployments and Services only: an MCPServer whose run is removed.
+  can yes delete deployments.apps -n team-a || bad+=("delete deployments")
+  can yes delete services -n team-a || bad+=("delete services")
+  can no delete serviceaccounts -n team-a || bad+=("NOT delete serviceaccounts")
+  can no deletecollection deployments.apps -n team-a || bad+=("NOT deletecollection deployments")
   can no update deployments.apps -n team-a || bad+=("NOT update deployments")
   can no patch airoutes.tollgate.dev -n team-a || bad+=("NOT patch airoutes (spec)")
   can no delete aigateways.tollgate.dev -n team-a || bad+=("NOT delete aigateways")
@@ -362,7 +367,7 @@ rbac_suite() { # label
   can no update secrets/tollgate-controller-tls -n team-a || bad+=("NOT update tollgate-controller-tls outside $ns")
   can no get secrets --all-namespaces || bad+=("NOT get secrets cluster-wide")
   if ((${#bad[@]} == 0)); then
-    ok "RBAC ($label) as $as: can list airoutes, patch */status, list+watch secrets, create tokenreviews, create/patch deployments, configmaps etc., leader Lease, get/update/create its TLS Secret in $ns; cannot delete/get secrets, get/update/delete other secrets or its own elsewhere, pods/exec, delete/update deployments, escalate, other leases"
+    ok "RBAC ($label) as $as: can list airoutes, patch */status, list+watch secrets, create tokenreviews, create/patch deployments, configmaps etc., delete deployments and services (MCPServer run removed), leader Lease, get/update/create its TLS Secret in $ns; cannot delete/get secrets, get/update/delete other secrets or its own elsewhere, pods/exec, update deployments, delete other kinds, escalate, other leases"
   else nok "RBAC ($label) as $as, wrong answers for: ${bad[*]}"; fi
 }
 rbac_suite "chart"

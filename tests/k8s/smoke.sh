@@ -126,6 +126,26 @@ done
 if [[ -z "$missing" ]]; then ok "uniqueness, default-port and zero-timeout rules enforced by the apiserver"
 else nok "apiserver did not report:$missing in: $out"; fi
 
+# 3d. An MCPServer is either external (url) or run by the controller (run),
+# never both; a Stdio server needs its command (crates/api mcp.rs messages).
+both='apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: both
+spec:
+  gatewayRef: {name: quickstart}
+  url: http://tools.example.com/mcp
+  run: {image: "example/tools:1"}'
+refused "MCPServer with url and run" "$both" 'spec' "exactly one of url and run must be set"
+nocommand='apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: no-command
+spec:
+  gatewayRef: {name: quickstart}
+  run: {image: "example/tools:1", transport: Stdio}'
+refused "Stdio MCPServer without command" "$nocommand" 'spec.run' "a Stdio server needs command"
+
 # 4. ServiceAccount token via TokenRequest, verified by TokenReview.
 ns=tollgate-smoke sa=gateway
 if k create namespace "$ns" >/dev/null && k -n "$ns" create serviceaccount "$sa" >/dev/null &&

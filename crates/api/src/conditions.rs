@@ -6,6 +6,9 @@ pub const ACCEPTED: &str = "Accepted";
 pub const RESOLVED_REFS: &str = "ResolvedRefs";
 /// The resource is part of the configuration the gateways serve.
 pub const PROGRAMMED: &str = "Programmed";
+/// An MCPServer the controller runs (`spec.run`): its Deployment has
+/// replicas available to serve.
+pub const AVAILABLE: &str = "Available";
 
 /// Why a condition holds. A `False` condition's reason names the problem.
 pub mod reason {
@@ -26,4 +29,13 @@ pub mod reason {
     pub const NOT_REFERENCED: &str = "NotReferenced";
     /// A route whose AIGateway is itself not accepted.
     pub const GATEWAY_NOT_ACCEPTED: &str = "GatewayNotAccepted";
+    /// `Available`: at least one replica of the Deployment is available.
+    pub const AVAILABLE: &str = "Available";
+    /// `Available` False: the Deployment has no available replica (pods
+    /// starting, crashing, or unschedulable).
+    pub const NO_REPLICAS_AVAILABLE: &str = "NoReplicasAvailable";
+    /// `Available` False: `run.replicas` is 0.
+    pub const SCALED_TO_ZERO: &str = "ScaledToZero";
+    /// `Available` False: the controller has not created the Deployment yet.
+    pub const DEPLOYMENT_PENDING: &str = "DeploymentPending";
 }

@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 use crate::common::{LocalObjectReference, ResourceStatus, SecretKeyRef};
 
 /// A backend MCP server and how one AIGateway serves it: passed through at
-/// `/mcp/{path}`, and (in a later version) aggregated into `/mcp`.
+/// `/mcp/{path}` and aggregated into `/mcp`. The server is either reached at
+/// `url` or run by the controller from `run`.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "tollgate.dev",
@@ -17,18 +18,20 @@ use crate::common::{LocalObjectReference, ResourceStatus, SecretKeyRef};
     category = "tollgate",
     namespaced,
     status = "MCPServerStatus",
-    doc = "An MCPServer is a backend MCP server (Streamable HTTP) that an AIGateway serves to agents at /mcp/{path}, with the gateway's authentication in front, its own credentials to the backend, tool filters and read/write classification.",
+    doc = "An MCPServer is a backend MCP server that an AIGateway serves to agents at /mcp/{path}, with the gateway's authentication in front, its own credentials to the backend, tool filters and read/write classification. The server is either external (url, Streamable HTTP) or run by the controller (run: a Deployment and a Service; a stdio server is wrapped in an HTTP bridge).",
     printcolumn = r#"{"name":"Gateway","type":"string","jsonPath":".spec.gatewayRef.name"}"#,
     printcolumn = r#"{"name":"Path","type":"string","jsonPath":".status.path"}"#,
-    printcolumn = r#"{"name":"URL","type":"string","jsonPath":".spec.url","priority":1}"#,
+    printcolumn = r#"{"name":"URL","type":"string","jsonPath":".status.url","priority":1}"#,
     printcolumn = r#"{"name":"Tools","type":"integer","jsonPath":".status.tools"}"#,
     printcolumn = r#"{"name":"Catalog","type":"string","jsonPath":".status.conditions[?(@.type==\"CatalogChanged\")].reason","priority":1}"#,
+    printcolumn = r#"{"name":"Available","type":"string","jsonPath":".status.conditions[?(@.type==\"Available\")].status","priority":1}"#,
     printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
     printcolumn = r#"{"name":"Programmed","type":"string","jsonPath":".status.conditions[?(@.type==\"Programmed\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.status==\"False\")].reason","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("has(self.url) != has(self.run)").message(URL_OR_RUN_MESSAGE))]
 pub struct MCPServerSpec {
     /// The AIGateway (same namespace) that serves this server.
     pub gateway_ref: LocalObjectReference,
@@ -37,10 +40,18 @@ pub struct MCPServerSpec {
     #[schemars(length(max = 63))]
     #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$')").message(PATH_MESSAGE))]
     pub path: Option<String>,
-    /// The backend's MCP endpoint, `http://` or `https://` (Streamable HTTP).
+    /// The endpoint of an external MCP server, `http://` or `https://`
+    /// (Streamable HTTP). Exactly one of `url` and `run` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]
     #[x_kube(validation = Rule::new("self.matches('^https?://[^ ]+$')").message(URL_MESSAGE))]
-    pub url: String,
+    pub url: Option<String>,
+    /// A server the controller runs in this namespace: a Deployment and a
+    /// Service named `mcp-<name>`, owned by this MCPServer, which the gateway
+    /// reaches at `http://mcp-<name>.<namespace>.svc:<port><path>`. Exactly
+    /// one of `url` and `run` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<McpRun>,
     /// What the gateway presents to the backend. The client's own token is
     /// never passed on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -233,6 +244,99 @@ pub enum ListFailure {
 pub const PREFIX_MESSAGE: &str =
     "prefix must be 1-48 letters, digits, '.' or '-', starting and ending with a letter or digit";
 
+/// How the controller runs an MCP server.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("!has(self.transport) || self.transport != 'Stdio' || (has(self.command) && size(self.command) > 0)").message(STDIO_COMMAND_MESSAGE))]
+#[x_kube(validation = Rule::new("!has(self.transport) || self.transport != 'Stdio' || !has(self.replicas) || self.replicas <= 1").message(STDIO_REPLICAS_MESSAGE))]
+pub struct McpRun {
+    /// The container image.
+    #[schemars(length(max = 512))]
+    #[x_kube(validation = Rule::new("self.size() > 0").message("image must not be empty"))]
+    pub image: String,
+    /// `Http` (default): the container serves MCP Streamable HTTP itself on
+    /// `port` and `path`. `Stdio`: it is a stdio MCP server (JSON-RPC lines
+    /// on stdin and stdout); the controller wraps `command` and `args` in
+    /// `tollgate mcp-bridge`, copied into the pod by an init container, which
+    /// serves Streamable HTTP and starts one server process per MCP session.
+    #[serde(default)]
+    pub transport: McpTransport,
+    /// The command to run. With `Http`, the container's entrypoint (default:
+    /// the image's); with `Stdio`, required: the server's executable.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 4096)))]
+    pub command: Vec<String>,
+    /// Arguments to `command` (with `Http` and no `command`: to the image's
+    /// entrypoint).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(max = 4096)))]
+    pub args: Vec<String>,
+    /// Environment variables of the server, each a value or a Secret key
+    /// (read by the kubelet, never by the controller or the gateway).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 128))]
+    pub env: Vec<McpEnvVar>,
+    /// Container resources (default: requests cpu 50m, memory 64Mi; no limits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
+    /// The port the server (or the bridge) listens on (default 8080).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 65535").message("port must be between 1 and 65535"))]
+    pub port: Option<u32>,
+    /// The HTTP path of the MCP endpoint (default `/mcp`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    #[x_kube(validation = Rule::new("self.matches('^/[A-Za-z0-9._~!$&()*+,;=:@%/-]*$')").message(RUN_PATH_MESSAGE))]
+    pub path: Option<String>,
+    /// Pods to run (default 1). A `Stdio` server runs at most one: its
+    /// sessions live in that pod's processes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 100").message("replicas must be between 0 and 100"))]
+    pub replicas: Option<u32>,
+}
+
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+pub enum McpTransport {
+    /// The container serves MCP Streamable HTTP.
+    #[default]
+    Http,
+    /// The container is a stdio MCP server, wrapped by `tollgate mcp-bridge`.
+    Stdio,
+}
+
+/// One environment variable: `value`, or the key of a Secret in the
+/// MCPServer's namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("has(self.value) != has(self.secretKeyRef)").message(ENV_VALUE_MESSAGE))]
+pub struct McpEnvVar {
+    #[schemars(length(max = 256))]
+    #[x_kube(validation = Rule::new("self.matches('^[-._a-zA-Z][-._a-zA-Z0-9]*$')").message(ENV_NAME_MESSAGE))]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32768))]
+    pub value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_ref: Option<SecretKeyRef>,
+}
+
+/// Defaults of `run`.
+pub const DEFAULT_RUN_PORT: u16 = 8080;
+pub const DEFAULT_RUN_PATH: &str = "/mcp";
+pub const DEFAULT_RUN_REPLICAS: u32 = 1;
+
+/// What both the CEL rules and compile say of bad input.
+pub const URL_OR_RUN_MESSAGE: &str = "exactly one of url and run must be set";
+pub const STDIO_COMMAND_MESSAGE: &str = "a Stdio server needs command";
+pub const STDIO_REPLICAS_MESSAGE: &str =
+    "a Stdio server runs at most one replica: its sessions live in that pod's processes";
+pub const RUN_PATH_MESSAGE: &str = "path must start with '/' and hold only URL path characters";
+pub const ENV_VALUE_MESSAGE: &str = "exactly one of value and secretKeyRef must be set";
+pub const ENV_NAME_MESSAGE: &str =
+    "name must consist of letters, digits, '_', '-' or '.', and not start with a digit";
+
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct McpRateLimit {
@@ -360,6 +464,10 @@ pub struct MCPServerStatus {
     /// Where the gateway serves it, `/mcp/{path}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// The backend endpoint the gateway calls: `spec.url`, or the Service of
+    /// a server the controller runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
     /// What the controller's last probe of the server found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reachable: Option<bool>,

@@ -1,5 +1,5 @@
-//! `tollgate`: one binary for the gateway, the offline validator, the CRD
-//! generator and the mock provider.
+//! `tollgate`: one binary for the gateway, the controller, the offline
+//! validator, the CRD generator, the mock provider and the MCP stdio bridge.
 
 use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr};
@@ -60,6 +60,9 @@ enum Command {
     /// Run the mock LLM provider (OpenAI, Azure OpenAI, Anthropic, Gemini and
     /// Bedrock wire formats).
     Mock(tollgate_mock::MockArgs),
+    /// Serve a stdio MCP server (the command after `--`) over MCP
+    /// Streamable HTTP, one server process per MCP session.
+    McpBridge(tollgate_mcp_bridge::BridgeArgs),
     /// Client API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -236,16 +239,13 @@ fn main() -> ExitCode {
                 Err(error) => fail(error),
             }
         }
-        Command::Controller(args) => match runtime().map(|rt| rt.block_on(controller::run(args))) {
-            Ok(Ok(())) => ExitCode::SUCCESS,
-            Ok(Err(error)) => fail(error),
-            Err(error) => fail(error),
-        },
-        Command::Mock(args) => match runtime().map(|rt| rt.block_on(tollgate_mock::run(args))) {
-            Ok(Ok(())) => ExitCode::SUCCESS,
-            Ok(Err(error)) => fail(error),
-            Err(error) => fail(error),
-        },
+        Command::Controller(args) => run_async(controller::run(args)),
+        Command::Mock(args) => run_async(tollgate_mock::run(args)),
+        Command::McpBridge(args) => run_async(async move {
+            // Handlers first, so a signal during startup is not missed.
+            let signal = tollgate_gateway::standalone::ShutdownSignal::install();
+            tollgate_mcp_bridge::run(args, signal.recv()).await
+        }),
     }
 }
 
@@ -313,6 +313,15 @@ fn write_crds(dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
         eprintln!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// Runs `future` to its end on a multi-threaded runtime.
+fn run_async<E: std::fmt::Display>(future: impl Future<Output = Result<(), E>>) -> ExitCode {
+    match runtime().map(|rt| rt.block_on(future)) {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(error)) => fail(error),
+        Err(error) => fail(error),
+    }
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {

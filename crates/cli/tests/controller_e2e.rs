@@ -374,6 +374,7 @@ fn controller_writes_truthful_conditions_and_kubectl_shows_them() {
     );
 
     check_workload(&cluster);
+    check_mcp_run(&cluster, dir.path());
     check_metrics(&metrics_addr);
 }
 
@@ -644,4 +645,190 @@ fn check_workload(cluster: &Cluster) {
         "service restored",
         |v| v["metadata"]["name"].is_string(),
     );
+}
+
+/// An MCPServer the controller runs (Stdio): its Deployment runs the bridge
+/// (copied in by an init container from the controller's image) in front of
+/// the command, behind a Service on the port, both owned by the MCPServer;
+/// its status names the Service URL and, with no kubelet here, says no
+/// replica is available. Switching it to a `url` removes both objects; the
+/// apiserver refuses `url` and `run` together.
+fn check_mcp_run(cluster: &Cluster, dir: &Path) {
+    let manifest = dir.join("notes.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: tollgate.dev/v1alpha1\nkind: MCPServer\nmetadata: {name: notes, namespace: default}\nspec:\n  gatewayRef: {name: quickstart}\n  run:\n    image: example/notes-mcp:1\n    transport: Stdio\n    command: [notes-mcp]\n    args: [--db, /tmp/notes]\n    port: 9000\n    env: [{name: LOG, value: debug}]\n",
+    )
+    .unwrap();
+    cluster.apply(manifest.to_str().unwrap());
+    let server = get_json(cluster, &["get", "mcpserver", "notes", "-o", "json"]);
+    let uid = server["metadata"]["uid"].as_str().unwrap().to_string();
+
+    let deployment = wait_for(
+        cluster,
+        &["get", "deployment", "mcp-notes"],
+        "MCP server Deployment",
+        |v| v["metadata"]["name"].is_string(),
+    );
+    let service = wait_for(
+        cluster,
+        &["get", "service", "mcp-notes"],
+        "MCP server Service",
+        |v| v["metadata"]["name"].is_string(),
+    );
+    for object in [&deployment, &service] {
+        let owner = &object["metadata"]["ownerReferences"][0];
+        assert_eq!(
+            (
+                &owner["kind"],
+                &owner["name"],
+                &owner["uid"],
+                &owner["controller"]
+            ),
+            (
+                &"MCPServer".into(),
+                &"notes".into(),
+                &uid.as_str().into(),
+                &true.into()
+            ),
+            "{object}"
+        );
+    }
+    assert_eq!(deployment["spec"]["replicas"], 1);
+    let pod = &deployment["spec"]["template"]["spec"];
+    let init = &pod["initContainers"][0];
+    let container = &pod["containers"][0];
+    assert_eq!(
+        init["args"],
+        serde_json::json!(["mcp-bridge", "--copy-to", "/tollgate-bridge/tollgate"]),
+        "{init}"
+    );
+    assert!(
+        init["image"].as_str().unwrap().contains("tollgate"),
+        "the controller's image: {init}"
+    );
+    assert_eq!(container["image"], "example/notes-mcp:1");
+    assert_eq!(
+        container["command"],
+        serde_json::json!([
+            "/tollgate-bridge/tollgate",
+            "mcp-bridge",
+            "--listen",
+            "0.0.0.0:9000",
+            "--path",
+            "/mcp",
+            "--",
+            "notes-mcp",
+            "--db",
+            "/tmp/notes"
+        ]),
+        "{container}"
+    );
+    assert_eq!(container["ports"][0]["containerPort"], 9000);
+    assert_eq!(container["readinessProbe"]["tcpSocket"]["port"], "mcp");
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    let mounts = |c: &Value| {
+        c["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["mountPath"] == "/tollgate-bridge")
+            .map(|m| m["name"].clone())
+    };
+    assert!(
+        mounts(init).is_some() && mounts(init) == mounts(container),
+        "{pod}"
+    );
+    let port = &service["spec"]["ports"][0];
+    assert_eq!(
+        (&port["port"], &port["targetPort"]),
+        (&9000.into(), &"mcp".into()),
+        "{service}"
+    );
+    let selector = service["spec"]["selector"].as_object().unwrap();
+    let labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    assert!(
+        selector.iter().all(|(k, v)| &labels[k] == v),
+        "{selector:?} vs {labels}"
+    );
+
+    // No kubelet: the Deployment never has an available replica, and the
+    // status says so; the URL is the Service's.
+    let server = wait_for(
+        cluster,
+        &["get", "mcpserver", "notes"],
+        "Available condition",
+        |v| condition(v, "Available").is_some_and(|c| c["reason"] == "NoReplicasAvailable"),
+    );
+    let available = condition(&server, "Available").unwrap();
+    assert_eq!(available["status"], "False");
+    assert!(
+        available["message"]
+            .as_str()
+            .unwrap()
+            .contains("Deployment mcp-notes"),
+        "{available}"
+    );
+    assert_eq!(
+        condition(&server, "Accepted").unwrap()["status"],
+        "True",
+        "{server}"
+    );
+    assert_eq!(
+        server["status"]["url"],
+        "http://mcp-notes.default.svc:9000/mcp"
+    );
+    let wide = kubectl_text(cluster, &["get", "mcpservers", "-o", "wide"]);
+    assert_eq!(
+        (
+            cell(&wide, "notes", "URL"),
+            cell(&wide, "notes", "AVAILABLE")
+        ),
+        (
+            "http://mcp-notes.default.svc:9000/mcp".into(),
+            "False".into()
+        ),
+        "{wide}"
+    );
+
+    // url and run together: refused by the apiserver's CEL rule.
+    let patch = |spec: &str| {
+        let body = format!(r#"{{"spec":{spec}}}"#);
+        cluster.kubectl(&["patch", "mcpserver", "notes", "--type=merge", "-p", &body])
+    };
+    let out = patch(r#"{"url":"http://127.0.0.1:1/mcp"}"#);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("exactly one of url and run must be set"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // An external server instead: nothing runs any more.
+    let out = patch(r#"{"run":null,"url":"http://127.0.0.1:1/mcp"}"#);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for kind in ["deployment", "service"] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out =
+                cluster.kubectl(&["get", kind, "mcp-notes", "--ignore-not-found", "-o", "name"]);
+            if out.status.success() && out.stdout.is_empty() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{kind} mcp-notes still exists");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let server = wait_for(
+        cluster,
+        &["get", "mcpserver", "notes"],
+        "status follows",
+        |v| v["status"]["url"] == "http://127.0.0.1:1/mcp",
+    );
+    assert!(condition(&server, "Available").is_none(), "{server}");
 }

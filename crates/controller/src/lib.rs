@@ -7,6 +7,7 @@ pub mod config_server;
 pub mod distribution;
 pub mod leader;
 pub mod mcp_probe;
+pub mod mcp_workload;
 pub mod metrics;
 pub mod status;
 pub mod status_loop;

@@ -17,6 +17,8 @@ pub enum Loop {
     Status,
     /// One `reconcile` call of the workload controller.
     Workload,
+    /// One `reconcile` call of the controller of operator-run MCPServers.
+    McpWorkload,
 }
 
 impl Loop {
@@ -24,6 +26,7 @@ impl Loop {
         match self {
             Loop::Status => "status",
             Loop::Workload => "workload",
+            Loop::McpWorkload => "mcp_workload",
         }
     }
 }
@@ -152,7 +155,7 @@ impl Metrics {
         // Every known series from the start, at zero, so `rate()` and alerts
         // on error series work before the first error. (`let _`: creating the
         // series is the point; the returned guard is not needed.)
-        for which in [Loop::Status, Loop::Workload] {
+        for which in [Loop::Status, Loop::Workload, Loop::McpWorkload] {
             let _ = reconcile_duration.get_or_create(&LoopLabels {
                 r#loop: which.label(),
             });

@@ -117,6 +117,7 @@ impl<'a> Served<'a> {
 
 /// Conditions for every AIGateway, ModelProvider and AIRoute in `resources`;
 /// `fleets` holds what each gateway's workload and subscribers report,
+/// `servers` what the Deployments of operator-run MCPServers do,
 /// `current` the conditions each object has now (transition times are kept
 /// from them). `Programmed` is True only where a connected gateway has
 /// acknowledged a configuration that contains the object.
@@ -124,6 +125,7 @@ pub fn desired_statuses(
     resources: &Resources,
     compiled: &Compiled,
     fleets: &BTreeMap<ObjectRef, Fleet>,
+    servers: &ServerWorkloads,
     current: &CurrentConditions,
     probes: &BTreeMap<String, crate::mcp_probe::Probe>,
     now: &Time,
@@ -201,11 +203,17 @@ pub fn desired_statuses(
             let problems = errors.get(&object).map(Vec::as_slice).unwrap_or_default();
             let existing = current.get(&object).map(Vec::as_slice);
             let mut conditions = conditions_for(problems, programmed, generation, existing, now);
-            conditions.extend(
-                extra
-                    .into_iter()
-                    .map(|(type_, state)| condition(type_, state, generation, existing, now)),
-            );
+            conditions.extend(extra.into_iter().map(|(type_, (ok, reason_, message))| {
+                condition(
+                    type_,
+                    ok,
+                    reason_.to_string(),
+                    message,
+                    generation,
+                    existing,
+                    now,
+                )
+            }));
             let fleet = (object.kind == "AIGateway")
                 .then(|| fleets.get(&object).cloned().unwrap_or_default());
             let status = ResourceStatus {
@@ -312,6 +320,7 @@ pub fn desired_statuses(
             Vec::new(),
         );
     }
+    let mut available = HashMap::new();
     for server in &resources.mcp_servers {
         let object = object_ref(server);
         let programmed = attached(&object, &served.mcp_servers, &server.spec.gateway_ref.name);
@@ -322,11 +331,32 @@ pub fn desired_statuses(
             .clone()
             .unwrap_or_else(|| object.name.clone());
         summary.insert("path".into(), format!("/mcp/{path}").into());
+        if let Some(url) = tollgate_config::compile::backend_url(server) {
+            summary.insert("url".into(), url.into());
+        }
+        let existing = current.get(&object).map(Vec::as_slice);
+        if let Some(condition) = available_condition(server, servers.get(&object), existing, now) {
+            available.insert(object.clone(), condition);
+        }
         let name = format!("{}/{}", object.namespace, object.name);
-        let existing = current.get(&object).map(Vec::as_slice).unwrap_or_default();
-        let extra = mcp_probe_status(server, probes.get(&name), existing, &mut summary);
-        let generation = server.metadata.generation;
-        push(object, generation, programmed, summary, extra);
+        let extra = mcp_probe_status(
+            server,
+            probes.get(&name),
+            existing.unwrap_or_default(),
+            &mut summary,
+        );
+        push(
+            object,
+            server.metadata.generation,
+            programmed,
+            summary,
+            extra,
+        );
+    }
+    for desired in &mut out {
+        if let Some(condition) = available.remove(&desired.object) {
+            desired.status.conditions.push(condition);
+        }
     }
     out.sort_by(|a, b| a.object.cmp(&b.object));
     out
@@ -425,29 +455,6 @@ fn mcp_probe_status(
         None => out.extend(previous.map(|state| (CATALOG_CHANGED, state))),
     }
     out
-}
-
-/// One condition, keeping its transition time while its status holds.
-fn condition(
-    type_: &str,
-    (ok, reason_, message): crate::mcp_probe::ConditionState,
-    generation: Option<i64>,
-    current: Option<&[Condition]>,
-    now: &Time,
-) -> Condition {
-    let status = if ok { "True" } else { "False" }.to_string();
-    let last_transition_time = current
-        .and_then(|conditions| conditions.iter().find(|c| c.type_ == type_))
-        .filter(|c| c.status == status)
-        .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
-    Condition {
-        type_: type_.to_string(),
-        status,
-        reason: reason_.to_string(),
-        message,
-        observed_generation: generation,
-        last_transition_time,
-    }
 }
 
 fn now_ms(now: &Time) -> i64 {
@@ -629,11 +636,96 @@ fn conditions_for(
     ]
     .into_iter()
     .map(|(type_, (ok, reason_, message))| {
-        let mut condition = condition(type_, (ok, "", message), generation, current, now);
-        condition.reason = reason_;
-        condition
+        condition(type_, ok, reason_, message, generation, current, now)
     })
     .collect()
+}
+
+/// One condition; its transition time is kept while its status holds.
+fn condition(
+    type_: &str,
+    ok: bool,
+    reason_: String,
+    message: String,
+    generation: Option<i64>,
+    current: Option<&[Condition]>,
+    now: &Time,
+) -> Condition {
+    let status = if ok { "True" } else { "False" }.to_string();
+    let last_transition_time = current
+        .and_then(|conditions| conditions.iter().find(|c| c.type_ == type_))
+        .filter(|c| c.status == status)
+        .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
+    Condition {
+        type_: type_.to_string(),
+        status,
+        reason: reason_,
+        message,
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+/// What the Deployment of an MCPServer the controller runs reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Replicas {
+    /// `spec.replicas`.
+    pub desired: i32,
+    /// `status.availableReplicas`.
+    pub available: i32,
+}
+
+/// Per MCPServer with `spec.run`, its Deployment's replicas; absent while
+/// the Deployment does not exist.
+pub type ServerWorkloads = BTreeMap<ObjectRef, Replicas>;
+
+/// `Available` of an MCPServer the controller runs (`None` for an external
+/// one): True while at least one replica of its Deployment is available.
+fn available_condition(
+    server: &tollgate_api::MCPServer,
+    replicas: Option<&Replicas>,
+    current: Option<&[Condition]>,
+    now: &Time,
+) -> Option<Condition> {
+    server.spec.run.as_ref()?;
+    let name = tollgate_config::compile::run_object_name(&object_ref(server).name);
+    let (ok, reason_, message) = match replicas {
+        None => (
+            false,
+            reason::DEPLOYMENT_PENDING,
+            format!("Deployment {name} does not exist yet"),
+        ),
+        Some(r) if r.desired == 0 => (
+            false,
+            reason::SCALED_TO_ZERO,
+            format!("run.replicas is 0: Deployment {name} runs no pod"),
+        ),
+        Some(r) if r.available == 0 => (
+            false,
+            reason::NO_REPLICAS_AVAILABLE,
+            format!(
+                "0 of {} replica(s) of Deployment {name} available: its pods are starting, failing or not scheduled (kubectl describe deployment {name})",
+                r.desired
+            ),
+        ),
+        Some(r) => (
+            true,
+            reason::AVAILABLE,
+            format!(
+                "{} of {} replica(s) of Deployment {name} available",
+                r.available, r.desired
+            ),
+        ),
+    };
+    Some(condition(
+        conditions::AVAILABLE,
+        ok,
+        reason_.to_string(),
+        message,
+        server.metadata.generation,
+        current,
+        now,
+    ))
 }
 
 /// "field: message; field: message", bounded.
@@ -680,7 +772,10 @@ pub fn notes(current: Option<&[Condition]>, desired: &[Condition], gateway: bool
     let mut out = Vec::new();
     for condition in desired {
         let previous = before(&condition.type_);
-        let programmed = condition.type_ == conditions::PROGRAMMED;
+        // Both follow from others and from pods coming and going: no
+        // Warning for them (a new Deployment is unavailable for a while).
+        let programmed =
+            condition.type_ == conditions::PROGRAMMED || condition.type_ == conditions::AVAILABLE;
         if condition.status == "False" && !programmed {
             let changed = previous.is_none_or(|p| {
                 p.status != condition.status
@@ -832,8 +927,17 @@ spec:
 
     /// Desired statuses with `gw`'s gateway processes as given.
     fn statuses_with(connected: i32, updated: i32) -> BTreeMap<String, DesiredStatus> {
+        statuses_of(MANIFESTS, connected, updated, &ServerWorkloads::new())
+    }
+
+    fn statuses_of(
+        manifests: &str,
+        connected: i32,
+        updated: i32,
+        servers: &ServerWorkloads,
+    ) -> BTreeMap<String, DesiredStatus> {
         let mut loaded = Loaded::default();
-        add_documents(&mut loaded, "t.yaml", MANIFESTS, &|_| None);
+        add_documents(&mut loaded, "t.yaml", manifests, &|_| None);
         let compiled = compile(
             &loaded.resources,
             &tollgate_config::DigestKey::from_bytes([9; 32]),
@@ -852,6 +956,7 @@ spec:
             &loaded.resources,
             &compiled,
             &BTreeMap::from([(gateway, fleet)]),
+            servers,
             &conditions_in(&loaded.resources),
             &BTreeMap::new(),
             &now(),
@@ -859,6 +964,120 @@ spec:
         .into_iter()
         .map(|d| (format!("{}/{}", d.object.kind, d.object.name), d))
         .collect()
+    }
+
+    #[test]
+    fn a_server_the_controller_runs_is_available_while_a_replica_is() {
+        let manifests = r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: AIGateway
+metadata: {name: gw, generation: 1}
+spec: {}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata: {name: ext, generation: 1}
+spec:
+  gatewayRef: {name: gw}
+  url: http://tools.example.com/mcp/
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata: {name: notes, generation: 4}
+spec:
+  gatewayRef: {name: gw}
+  run: {image: "notes:1", transport: Stdio, command: [notes-mcp]}
+"#;
+        let server = ObjectRef::new("MCPServer", "default", "notes");
+        let of = |replicas: Option<Replicas>| {
+            let servers: ServerWorkloads =
+                replicas.map(|r| (server.clone(), r)).into_iter().collect();
+            statuses_of(manifests, 1, 1, &servers)
+        };
+        let available = |statuses: &BTreeMap<String, DesiredStatus>, name: &str| {
+            statuses[&format!("MCPServer/{name}")]
+                .status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == conditions::AVAILABLE)
+                .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+        };
+        let pending = of(None);
+        assert_eq!(
+            available(&pending, "ext"),
+            None,
+            "nothing runs an external server"
+        );
+        assert_eq!(
+            available(&pending, "notes").unwrap().1,
+            reason::DEPLOYMENT_PENDING
+        );
+        let desired = &pending["MCPServer/notes"];
+        assert_eq!(
+            desired.summary["url"],
+            "http://mcp-notes.default.svc:8080/mcp"
+        );
+        assert_eq!(
+            pending["MCPServer/ext"].summary["url"],
+            "http://tools.example.com/mcp"
+        );
+        assert!(
+            desired
+                .status
+                .conditions
+                .iter()
+                .all(|c| c.observed_generation == Some(4))
+        );
+        let (status, reason_, message) = available(
+            &of(Some(Replicas {
+                desired: 1,
+                available: 0,
+            })),
+            "notes",
+        )
+        .unwrap();
+        assert_eq!(
+            (status.as_str(), reason_.as_str()),
+            ("False", reason::NO_REPLICAS_AVAILABLE)
+        );
+        assert!(
+            message.contains("0 of 1 replica(s) of Deployment mcp-notes"),
+            "{message}"
+        );
+        let up = of(Some(Replicas {
+            desired: 1,
+            available: 1,
+        }));
+        assert_eq!(
+            available(&up, "notes").unwrap().0,
+            "True",
+            "{:?}",
+            up["MCPServer/notes"]
+        );
+        assert_eq!(
+            available(
+                &of(Some(Replicas {
+                    desired: 0,
+                    available: 0
+                })),
+                "notes"
+            )
+            .unwrap()
+            .1,
+            reason::SCALED_TO_ZERO
+        );
+        // Unavailable pods are no Warning: a new Deployment is unavailable for a while.
+        let conditions = &of(Some(Replicas {
+            desired: 1,
+            available: 0,
+        }))["MCPServer/notes"]
+            .status
+            .conditions;
+        assert!(
+            notes(None, conditions, false)
+                .iter()
+                .all(|n| n.reason != reason::NO_REPLICAS_AVAILABLE)
+        );
     }
 
     /// Statuses with one gateway connected and up to date.

@@ -30,8 +30,8 @@ use crate::FIELD_MANAGER;
 use crate::distribution::{Hub, Tally};
 use crate::metrics::{Loop, Metrics};
 use crate::status::{
-    CONFIRM_INTERVAL, CurrentConditions, DesiredStatus, Fleet, connection_note, desired_statuses,
-    needs_update, notes,
+    CONFIRM_INTERVAL, CurrentConditions, DesiredStatus, Fleet, Replicas, ServerWorkloads,
+    connection_note, desired_statuses, needs_update, notes,
 };
 use crate::workload;
 
@@ -64,7 +64,8 @@ struct Stores {
     budgets: Store<TokenBudget>,
     mcp_servers: Store<MCPServer>,
     secrets: Store<Secret>,
-    /// The gateways' Deployments, for replica counts in AIGateway status.
+    /// The Deployments the controller applies (gateways', operator-run MCP
+    /// servers'), for replica counts in AIGateway and MCPServer status.
     deployments: Store<Deployment>,
 }
 
@@ -417,11 +418,13 @@ async fn write_statuses(
         let (resources, compiled) = (&pass.resources, &pass.compiled);
         let now = Time(jiff::Timestamp::now());
         let fleets = fleets(resources, &deployments, &hub.tallies(), &hub.usage());
+        let servers = server_workloads(resources, &deployments);
         let current = live.read();
         let stale: Vec<DesiredStatus> = desired_statuses(
             resources,
             compiled,
             &fleets,
+            &servers,
             &current.conditions,
             &live.probes.snapshot(),
             &now,
@@ -676,6 +679,37 @@ fn fleets(
                 usage: usage.get(&object).cloned().unwrap_or_default(),
             };
             (object, fleet)
+        })
+        .collect()
+}
+
+/// The Deployments of the MCPServers the controller runs, by MCPServer.
+fn server_workloads(resources: &Resources, deployments: &Store<Deployment>) -> ServerWorkloads {
+    let deployments = deployments.state();
+    resources
+        .mcp_servers
+        .iter()
+        .filter(|server| server.spec.run.is_some())
+        .filter_map(|server| {
+            let object = tollgate_config::resources::object_ref(server);
+            let name = tollgate_config::compile::run_object_name(&object.name);
+            let deployment = deployments.iter().find(|d| {
+                d.metadata.name.as_deref() == Some(&name)
+                    && d.metadata.namespace.as_deref() == Some(&object.namespace)
+            })?;
+            let replicas = Replicas {
+                desired: deployment
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.replicas)
+                    .unwrap_or(1),
+                available: deployment
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.available_replicas)
+                    .unwrap_or(0),
+            };
+            Some((object, replicas))
         })
         .collect()
 }

@@ -40,6 +40,9 @@ const TOKEN_DIR: &str = "/var/run/secrets/tollgate.dev/token";
 /// Where the controller's CA certificate is mounted in gateway pods.
 const CONTROLLER_CA_DIR: &str = "/etc/tollgate/controller-ca";
 
+/// `app.kubernetes.io/name` of gateway pods.
+const GATEWAY_APP: &str = "tollgate-gateway";
+
 /// Controller-wide settings the gateway spec does not carry.
 #[derive(Debug, Clone)]
 pub struct RenderSettings {
@@ -86,25 +89,15 @@ pub fn endpoint(gateway: &str, namespace: &str, port: u16) -> String {
 }
 
 pub fn render(gateway: &AIGateway, settings: &RenderSettings) -> Result<Workload, RenderError> {
-    let name = gateway
-        .metadata
-        .name
-        .clone()
-        .ok_or(RenderError::Missing("name"))?;
-    let namespace = gateway
-        .metadata
-        .namespace
-        .clone()
-        .ok_or(RenderError::Missing("namespace"))?;
-    let owner = owner_reference(gateway)?;
+    let (name, namespace, owner) = identity(gateway)?;
     let spec = &gateway.spec;
     let workload = spec.workload.clone().unwrap_or_default();
     let object_name = workload_name(&name);
-    let labels = selector_labels(&name);
+    let labels = selector_labels(GATEWAY_APP, &name);
     let meta = ObjectMeta {
         name: Some(object_name.clone()),
         namespace: Some(namespace.clone()),
-        labels: Some(common_labels(&name)),
+        labels: Some(common_labels(GATEWAY_APP, &name, "tollgate.dev/gateway")),
         owner_references: Some(vec![owner]),
         ..ObjectMeta::default()
     };
@@ -200,16 +193,7 @@ pub fn render(gateway: &AIGateway, settings: &RenderSettings) -> Result<Workload
         readiness_probe: Some(http_probe("/readyz", 2)),
         liveness_probe: Some(http_probe("/healthz", 10)),
         resources: Some(workload.resources.clone().unwrap_or_else(default_resources)),
-        security_context: Some(SecurityContext {
-            run_as_non_root: Some(true),
-            read_only_root_filesystem: Some(true),
-            allow_privilege_escalation: Some(false),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Capabilities::default()
-            }),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(locked_down()),
         volume_mounts: Some(vec![
             VolumeMount {
                 name: "controller-token".into(),
@@ -232,16 +216,7 @@ pub fn render(gateway: &AIGateway, settings: &RenderSettings) -> Result<Workload
         automount_service_account_token: Some(false),
         // Long generations must be able to finish during a rollout.
         termination_grace_period_seconds: Some(60),
-        security_context: Some(PodSecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(65532),
-            run_as_group: Some(65532),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                ..SeccompProfile::default()
-            }),
-            ..PodSecurityContext::default()
-        }),
+        security_context: Some(non_root_pod()),
         containers: vec![container],
         volumes: Some(vec![
             Volume {
@@ -298,7 +273,7 @@ pub fn render(gateway: &AIGateway, settings: &RenderSettings) -> Result<Workload
             }),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(common_labels(&name)),
+                    labels: Some(common_labels(GATEWAY_APP, &name, "tollgate.dev/gateway")),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(pod),
@@ -385,13 +360,32 @@ pub fn render(gateway: &AIGateway, settings: &RenderSettings) -> Result<Workload
     })
 }
 
-fn owner_reference(gateway: &AIGateway) -> Result<OwnerReference, RenderError> {
+/// The name and namespace of `owner`, and the reference its objects carry.
+pub(crate) fn identity<K>(owner: &K) -> Result<(String, String, OwnerReference), RenderError>
+where
+    K: Resource<DynamicType = ()>,
+{
+    let meta = owner.meta();
+    let name = meta.name.clone().ok_or(RenderError::Missing("name"))?;
+    let namespace = meta
+        .namespace
+        .clone()
+        .ok_or(RenderError::Missing("namespace"))?;
+    Ok((name, namespace, owner_reference(owner)?))
+}
+
+/// A reference that makes `owner` the controller of an object, so deleting
+/// it deletes the object.
+pub(crate) fn owner_reference<K>(owner: &K) -> Result<OwnerReference, RenderError>
+where
+    K: Resource<DynamicType = ()>,
+{
     Ok(OwnerReference {
-        api_version: AIGateway::api_version(&()).into_owned(),
-        kind: AIGateway::kind(&()).into_owned(),
-        name: gateway.name_any(),
-        uid: gateway
-            .metadata
+        api_version: K::api_version(&()).into_owned(),
+        kind: K::kind(&()).into_owned(),
+        name: owner.name_any(),
+        uid: owner
+            .meta()
             .uid
             .clone()
             .ok_or(RenderError::Missing("uid"))?,
@@ -400,28 +394,57 @@ fn owner_reference(gateway: &AIGateway) -> Result<OwnerReference, RenderError> {
     })
 }
 
-/// Labels that select this gateway's pods (stable: a selector is immutable).
-fn selector_labels(gateway: &str) -> BTreeMap<String, String> {
+/// Labels that select the pods of `instance` of `app` (stable: a selector
+/// is immutable).
+pub(crate) fn selector_labels(app: &str, instance: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
-        (
-            "app.kubernetes.io/name".to_string(),
-            "tollgate-gateway".to_string(),
-        ),
+        ("app.kubernetes.io/name".to_string(), app.to_string()),
         (
             "app.kubernetes.io/instance".to_string(),
-            gateway.to_string(),
+            instance.to_string(),
         ),
     ])
 }
 
-fn common_labels(gateway: &str) -> BTreeMap<String, String> {
-    let mut labels = selector_labels(gateway);
+/// The selector labels, the controller's `managed-by` (which its watches
+/// select on) and `key: instance`.
+pub(crate) fn common_labels(app: &str, instance: &str, key: &str) -> BTreeMap<String, String> {
+    let mut labels = selector_labels(app, instance);
     labels.insert(
         "app.kubernetes.io/managed-by".into(),
         crate::FIELD_MANAGER.into(),
     );
-    labels.insert("tollgate.dev/gateway".into(), gateway.into());
+    labels.insert(key.into(), instance.into());
     labels
+}
+
+/// A container with no way up: non-root, read-only root filesystem, no
+/// privilege escalation, no capabilities.
+pub(crate) fn locked_down() -> SecurityContext {
+    SecurityContext {
+        run_as_non_root: Some(true),
+        read_only_root_filesystem: Some(true),
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Capabilities::default()
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+/// Pods as uid/gid 65532 with the runtime's default seccomp profile.
+pub(crate) fn non_root_pod() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(65532),
+        run_as_group: Some(65532),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..SeccompProfile::default()
+        }),
+        ..PodSecurityContext::default()
+    }
 }
 
 fn http_probe(path: &str, period: i32) -> Probe {

@@ -70,6 +70,12 @@ pub struct MockArgs {
     #[arg(long, env = "MOCK_MCP_KEY")]
     pub mcp_key: Option<String>,
 
+    /// Serve only the mock MCP server, over stdin and stdout (the MCP stdio
+    /// transport: one JSON-RPC message per line) instead of HTTP; exit when
+    /// stdin ends. Logs go to stderr.
+    #[arg(long)]
+    pub mcp_stdio: bool,
+
     /// Gemini key: when set, `x-goog-api-key` or `?key=` must carry it.
     #[arg(long, env = "MOCK_GEMINI_KEY")]
     pub gemini_key: Option<String>,

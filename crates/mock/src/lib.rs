@@ -60,11 +60,22 @@ pub enum MockError {
     Announce(#[source] std::io::Error),
     #[error("server failed: {0}")]
     Serve(#[source] std::io::Error),
+    #[error("MCP stdio server failed: {0}")]
+    Stdio(#[source] std::io::Error),
 }
 
 /// Binds `args.listen`, prints `listening data=http://ADDR` on stdout, and
-/// serves until SIGTERM or SIGINT, then drains in-flight requests.
+/// serves until SIGTERM or SIGINT, then drains in-flight requests. With
+/// `--mcp-stdio`, serves the MCP server on stdin and stdout instead, until
+/// stdin ends or a signal comes.
 pub async fn run(args: MockArgs) -> Result<(), MockError> {
+    if args.mcp_stdio {
+        let shutdown = shutdown_signal().map_err(MockError::Signal)?;
+        return tokio::select! {
+            result = mcp::serve_stdio() => result.map_err(MockError::Stdio),
+            () = shutdown => Ok(()),
+        };
+    }
     let config = Arc::new(args.config());
     let shutdown = shutdown_signal().map_err(MockError::Signal)?;
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -139,36 +139,58 @@ async fn post(
         },
     };
     if method == "initialize" {
-        let asked = params
-            .get("protocolVersion")
-            .and_then(Value::as_str)
-            .unwrap_or(LEGACY);
-        let version = if LEGACY_VERSIONS.contains(&asked) {
-            asked
-        } else {
-            LEGACY
-        };
         let session = format!("mock-{:016x}", state.rng().next_u64());
         state.mcp_sessions.open(session.clone());
-        let mut response = json_result(
-            &id,
-            json!({
-                "protocolVersion": version,
-                "capabilities": capabilities(),
-                "serverInfo": server_info(),
-            }),
-        );
+        let mut response = json_result(&id, initialize_result(&params));
         if let Ok(value) = HeaderValue::from_str(&session) {
             response.headers_mut().insert("mcp-session-id", value);
         }
         return response;
     }
+    let extra = extra_tools(state.config.mcp_tools_file.as_deref());
+    match reply(method, &params, &id, era, &extra) {
+        Reply::One(status, message) => json(status, &message),
+        Reply::Paced(messages) => sse(&messages),
+    }
+}
+
+/// A request's answer, whatever carries it.
+enum Reply {
+    /// One response, with the HTTP status it goes with.
+    One(StatusCode, Value),
+    /// Notifications then the response, [`PACE`] apart (`slow`).
+    Paced(Vec<Value>),
+}
+
+/// Time between the messages of a [`Reply::Paced`].
+const PACE: Duration = Duration::from_millis(20);
+
+/// The `initialize` result for the version the client asks for.
+fn initialize_result(params: &Value) -> Value {
+    let asked = params
+        .get("protocolVersion")
+        .and_then(Value::as_str)
+        .unwrap_or(LEGACY);
+    let version = if LEGACY_VERSIONS.contains(&asked) {
+        asked
+    } else {
+        LEGACY
+    };
+    json!({
+        "protocolVersion": version,
+        "capabilities": capabilities(),
+        "serverInfo": server_info(),
+    })
+}
+
+/// The answer to request `id` (any method but `initialize`).
+/// `extra_tools`: `--mcp-tools-file`'s, listed after the built-in ones.
+fn reply(method: &str, params: &Value, id: &Value, era: Era, extra_tools: &[Value]) -> Reply {
     let progress = params
         .get("_meta")
         .and_then(|m| m.get("progressToken"))
         .cloned();
-    let extra = extra_tools(state.config.mcp_tools_file.as_deref());
-    match answer(method, &params, era, &extra) {
+    match answer(method, params, era, extra_tools) {
         Ok(Answer::Result(mut result)) => {
             if era == Era::Modern
                 && let Some(object) = result.as_object_mut()
@@ -176,18 +198,88 @@ async fn post(
                 object.insert("resultType".into(), json!("complete"));
                 object.insert("_meta".into(), json!({META_SERVER_INFO: server_info()}));
             }
-            json_result(&id, result)
+            Reply::One(
+                StatusCode::OK,
+                json!({"jsonrpc": "2.0", "id": id, "result": result}),
+            )
         }
-        Ok(Answer::Slow(steps)) => slow(&id, steps, progress),
+        Ok(Answer::Slow(steps)) => Reply::Paced(slow(id, steps, progress)),
         Err((code, message)) => {
             let status = if era == Era::Modern && code == -32601 {
                 StatusCode::NOT_FOUND
             } else {
                 StatusCode::OK
             };
-            rpc_error(status, id, code, &message)
+            Reply::One(status, error_message(id.clone(), code, &message))
         }
     }
+}
+
+/// `tollgate mock --mcp-stdio`: the same server over stdin and stdout (the
+/// MCP stdio transport: one JSON-RPC message per line), 2025-11-25 only
+/// (initialize, no session header). Requests are answered concurrently, so
+/// a `slow` call does not hold up a `ping`; each message is written as one
+/// whole line. Returns when stdin ends.
+pub async fn serve_stdio() -> std::io::Result<()> {
+    use std::sync::Arc;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let out = Arc::new(tokio::sync::Mutex::new(tokio::io::stdout()));
+    let write = |out: Arc<tokio::sync::Mutex<tokio::io::Stdout>>, message: Value| async move {
+        let mut line = serde_json::to_vec(&message).unwrap_or_default();
+        line.push(b'\n');
+        let mut out = out.lock().await;
+        out.write_all(&line).await?;
+        out.flush().await
+    };
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).split(b'\n');
+    let mut tasks = tokio::task::JoinSet::new();
+    while let Some(line) = lines.next_segment().await? {
+        if line.trim_ascii().is_empty() {
+            continue;
+        }
+        let Ok(message) = serde_json::from_slice::<Value>(&line) else {
+            write(
+                out.clone(),
+                error_message(Value::Null, -32700, "Parse error"),
+            )
+            .await?;
+            continue;
+        };
+        // Notifications and the client's responses need no answer.
+        let (Some(method), Some(id)) = (
+            message.get("method").and_then(Value::as_str),
+            message.get("id").cloned(),
+        ) else {
+            continue;
+        };
+        let params = message.get("params").cloned().unwrap_or(Value::Null);
+        let replies = if method == "initialize" {
+            vec![json!({"jsonrpc": "2.0", "id": id, "result": initialize_result(&params)})]
+        } else {
+            match reply(method, &params, &id, Era::Legacy, &[]) {
+                Reply::One(_, message) => vec![message],
+                Reply::Paced(messages) => messages,
+            }
+        };
+        let out = out.clone();
+        tasks.spawn(async move {
+            for (i, message) in replies.into_iter().enumerate() {
+                if i > 0 {
+                    tokio::time::sleep(PACE).await;
+                }
+                write(out.clone(), message).await?;
+            }
+            Ok::<(), std::io::Error>(())
+        });
+        while let Some(done) = tasks.try_join_next() {
+            if let Ok(Err(error)) = done {
+                return Err(error);
+            }
+        }
+    }
+    // Answer what is in flight before going.
+    while tasks.join_next().await.is_some() {}
+    Ok(())
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -397,23 +489,29 @@ fn check_modern(
     Ok(())
 }
 
-/// `slow`: progress notifications then the result, as one SSE stream.
-fn slow(id: &Value, steps: u64, progress: Option<Value>) -> Response<MockBody> {
-    let mut frames = Vec::new();
+/// `slow`: progress notifications (when the request asked for progress),
+/// then the result.
+fn slow(id: &Value, steps: u64, progress: Option<Value>) -> Vec<Value> {
+    let mut messages = Vec::new();
     if let Some(token) = progress {
         for step in 1..=steps {
-            frames.push(json!({"jsonrpc": "2.0", "method": "notifications/progress",
+            messages.push(json!({"jsonrpc": "2.0", "method": "notifications/progress",
                 "params": {"progressToken": token, "progress": step, "total": steps}}));
         }
     }
-    frames.push(json!({"jsonrpc": "2.0", "id": id, "result": {
+    messages.push(json!({"jsonrpc": "2.0", "id": id, "result": {
         "content": [{"type": "text", "text": format!("done after {steps} steps")}], "isError": false}}));
-    let mut stream = StreamBuilder::with_capacity(256 * frames.len(), frames.len());
-    for frame in &frames {
+    messages
+}
+
+/// Messages as one SSE stream, [`PACE`] apart.
+fn sse(messages: &[Value]) -> Response<MockBody> {
+    let mut stream = StreamBuilder::with_capacity(256 * messages.len(), messages.len());
+    for message in messages {
         stream.buf().extend_from_slice(b"event: message\ndata: ");
-        crate::server::push_json(stream.buf(), frame);
+        crate::server::push_json(stream.buf(), message);
         stream.buf().extend_from_slice(b"\n\n");
-        stream.end_frame(Duration::from_millis(20));
+        stream.end_frame(PACE);
     }
     crate::server::sse_response(stream.finish(None))
 }
@@ -426,10 +524,11 @@ fn json_result(id: &Value, result: Value) -> Response<MockBody> {
 }
 
 fn rpc_error(status: StatusCode, id: Value, code: i64, message: &str) -> Response<MockBody> {
-    json(
-        status,
-        &json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}}),
-    )
+    json(status, &error_message(id, code, message))
+}
+
+fn error_message(id: Value, code: i64, message: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
 }
 
 fn json(status: StatusCode, value: &Value) -> Response<MockBody> {

@@ -1,4 +1,8 @@
 //! MCPServer: checked and resolved (credential from its Secret) for the data plane.
+//!
+//! A server the controller runs (`spec.run`) is reached at its Service:
+//! [`run_object_name`] names the Deployment and Service, [`run_url`] is
+//! the in-cluster address compile hands the gateway.
 
 use std::sync::Arc;
 
@@ -23,6 +27,67 @@ use crate::snapshot::mcp::{
 /// How long a backend may take to answer one message, unless the spec says.
 pub const DEFAULT_MCP_TIMEOUT_MS: u64 = 60_000;
 
+/// Longest name a Service may have (a DNS-1035 label).
+const MAX_SERVICE_NAME: usize = 63;
+
+/// Name of the Deployment and Service that run MCPServer `name`:
+/// `mcp-<name>` when that is a valid Service name (a DNS label of at most
+/// 63 characters), else a cut, cleaned prefix plus 8 hex digits of the
+/// name's SHA-256, so every MCPServer name maps to its own Service name and
+/// always to the same one.
+pub fn run_object_name(name: &str) -> String {
+    let plain = format!("mcp-{name}");
+    if plain.len() <= MAX_SERVICE_NAME && is_dns_label(&plain) {
+        return plain;
+    }
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(name.as_bytes());
+    let suffix = hex::encode(&digest[..4]);
+    let cleaned: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    // "mcp-" + prefix + "-" + 8 hex digits.
+    let room = MAX_SERVICE_NAME - 4 - 1 - suffix.len();
+    let prefix = cleaned[..cleaned.len().min(room)].trim_end_matches('-');
+    if prefix.is_empty() {
+        format!("mcp-{suffix}")
+    } else {
+        format!("mcp-{prefix}-{suffix}")
+    }
+}
+
+/// The in-cluster URL of a server the controller runs:
+/// `http://<service>.<namespace>.svc:<port><path>`.
+pub fn run_url(name: &str, namespace: &str, run: &api::McpRun) -> String {
+    let port = run.port.map_or(api::DEFAULT_RUN_PORT, |p| p as u16);
+    let path = run.path.as_deref().unwrap_or(api::DEFAULT_RUN_PATH);
+    format!(
+        "http://{}.{namespace}.svc:{port}{path}",
+        run_object_name(name)
+    )
+}
+
+/// The backend URL of `server` as the gateway calls it (also shown in its
+/// status), when the spec names one.
+pub fn backend_url(server: &MCPServer) -> Option<String> {
+    match (&server.spec.url, &server.spec.run) {
+        (Some(url), None) => Some(url.trim_end_matches('/').to_string()),
+        (None, Some(run)) => Some(run_url(
+            &server.name_any(),
+            &crate::resources::namespace_of(server),
+            run,
+        )),
+        _ => None,
+    }
+}
+
 /// The server for the data plane, or `None` (with diagnostics) when invalid.
 pub(super) fn compile_mcp_server(
     server: &MCPServer,
@@ -44,13 +109,16 @@ pub(super) fn compile_mcp_server(
         };
         error(field, reason::INVALID, api::PATH_MESSAGE.into());
     }
-    let url_ok = (spec.url.starts_with("http://") || spec.url.starts_with("https://"))
-        && spec
-            .url
-            .parse::<http::Uri>()
-            .is_ok_and(|u| u.host().is_some());
-    if !url_ok {
-        error("spec.url", reason::INVALID, api::URL_MESSAGE.into());
+    match (&spec.url, &spec.run) {
+        (Some(url), None) => {
+            let url_ok = (url.starts_with("http://") || url.starts_with("https://"))
+                && url.parse::<http::Uri>().is_ok_and(|u| u.host().is_some());
+            if !url_ok {
+                error("spec.url", reason::INVALID, api::URL_MESSAGE.into());
+            }
+        }
+        (None, Some(run)) => check_run(run, &mut error),
+        _ => error("spec", reason::INVALID, api::URL_OR_RUN_MESSAGE.into()),
     }
     let timeout_ms = parse_duration_ms(
         spec.timeout.as_ref(),
@@ -126,7 +194,7 @@ pub(super) fn compile_mcp_server(
     let tools = spec.tools.clone().unwrap_or_default();
     Some(McpServer {
         name: Arc::from(format!("{}/{}", object.namespace, object.name)),
-        url: spec.url.trim_end_matches('/').to_string(),
+        url: backend_url(server)?,
         credential,
         timeout_ms,
         tools: ToolFilter {
@@ -290,6 +358,79 @@ fn agent_policy(
     })
 }
 
+/// The checks of `spec.run` that its CEL rules also make.
+fn check_run(run: &api::McpRun, error: &mut impl FnMut(&str, &str, String)) {
+    if run.image.is_empty() {
+        error(
+            "spec.run.image",
+            reason::INVALID,
+            "image must not be empty".into(),
+        );
+    }
+    if run.transport == api::McpTransport::Stdio {
+        if run.command.is_empty() {
+            error(
+                "spec.run.command",
+                reason::INVALID,
+                api::STDIO_COMMAND_MESSAGE.into(),
+            );
+        }
+        if run.replicas.is_some_and(|n| n > 1) {
+            error(
+                "spec.run.replicas",
+                reason::INVALID,
+                api::STDIO_REPLICAS_MESSAGE.into(),
+            );
+        }
+    }
+    if run.port.is_some_and(|p| !(1..=65535).contains(&p)) {
+        error(
+            "spec.run.port",
+            reason::INVALID,
+            "port must be between 1 and 65535".into(),
+        );
+    }
+    if run.replicas.is_some_and(|n| n > 100) {
+        error(
+            "spec.run.replicas",
+            reason::INVALID,
+            "replicas must be between 0 and 100".into(),
+        );
+    }
+    let path_ok = run.path.as_deref().is_none_or(|path| {
+        path.starts_with('/')
+            && path
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._~!$&()*+,;=:@%/-".contains(&b))
+    });
+    if !path_ok {
+        error(
+            "spec.run.path",
+            reason::INVALID,
+            api::RUN_PATH_MESSAGE.into(),
+        );
+    }
+    for (i, var) in run.env.iter().enumerate() {
+        let name_ok = var.name.bytes().enumerate().all(|(at, b)| {
+            b.is_ascii_alphabetic() || b"-._".contains(&b) || (at > 0 && b.is_ascii_digit())
+        }) && !var.name.is_empty();
+        if !name_ok {
+            error(
+                &format!("spec.run.env[{i}].name"),
+                reason::INVALID,
+                api::ENV_NAME_MESSAGE.into(),
+            );
+        }
+        if var.value.is_some() == var.secret_key_ref.is_some() {
+            error(
+                &format!("spec.run.env[{i}]"),
+                reason::INVALID,
+                api::ENV_VALUE_MESSAGE.into(),
+            );
+        }
+    }
+}
+
 /// What `/mcp` may put before `__` in a name: tool names allow letters,
 /// digits, `_`, `-` and `.`; no `_` so the separator stays unambiguous.
 fn is_prefix(text: &str) -> bool {
@@ -445,5 +586,116 @@ mod tests {
             ),
             ("d", PrefixMode::Never, true)
         );
+    }
+
+    #[test]
+    fn a_server_the_controller_runs_is_reached_at_its_service() {
+        let yaml = format!(
+            "{BASE}{}{}",
+            server(
+                "notes",
+                "  run: {image: \"notes:1\", transport: Stdio, command: [notes-mcp]}"
+            ),
+            server(
+                "wiki",
+                "  run: {image: \"wiki:2\", port: 3000, path: /rpc/v1}"
+            ),
+        );
+        let compiled = compile(&load(&yaml).resources);
+        assert!(!compiled.has_errors(), "{:?}", compiled.diagnostics);
+        let servers = &compiled.snapshots[&gw()].config.mcp_servers;
+        let urls: Vec<&str> = servers.iter().map(|s| s.url.as_str()).collect();
+        assert_eq!(
+            urls,
+            [
+                "http://mcp-notes.default.svc:8080/mcp",
+                "http://mcp-wiki.default.svc:3000/rpc/v1"
+            ]
+        );
+    }
+
+    #[test]
+    fn url_and_run_are_exclusive_and_run_is_checked() {
+        let cases = [
+            (
+                "  url: http://127.0.0.1:9/mcp\n  run: {image: x}",
+                "spec",
+                "exactly one of url and run",
+            ),
+            ("  tools: {}", "spec", "exactly one of url and run"),
+            (
+                "  run: {image: x, transport: Stdio}",
+                "spec.run.command",
+                "needs command",
+            ),
+            (
+                "  run: {image: x, transport: Stdio, command: [a], replicas: 2}",
+                "spec.run.replicas",
+                "at most one replica",
+            ),
+            (
+                "  run: {image: x, path: mcp}",
+                "spec.run.path",
+                "must start with '/'",
+            ),
+            (
+                "  run: {image: x, env: [{name: A}]}",
+                "spec.run.env[0]",
+                "exactly one of value and secretKeyRef",
+            ),
+            (
+                "  run: {image: x, env: [{name: 1A, value: v}]}",
+                "spec.run.env[0].name",
+                "not start with a digit",
+            ),
+        ];
+        for (spec, field, words) in cases {
+            let manifest = server("bad", spec);
+            // The CEL rules refuse these first, with the same words.
+            let mut loaded = crate::load::Loaded::default();
+            crate::load::add_documents(&mut loaded, "bad.yaml", &manifest, &|_| None);
+            assert!(
+                loaded.diagnostics.iter().any(|d| d.message.contains(words)),
+                "{spec}: {:?}",
+                loaded.diagnostics
+            );
+            // Compile says the same of an object that got past them.
+            let mut resources = load(BASE).resources;
+            let mut bad: tollgate_api::MCPServer =
+                serde_yaml::from_str(manifest.trim_start_matches("---\n")).unwrap();
+            bad.metadata.namespace = Some("default".into());
+            resources.mcp_servers.push(bad);
+            let compiled = compile(&resources);
+            let found = compiled
+                .diagnostics
+                .iter()
+                .find(|d| d.field == field)
+                .unwrap_or_else(|| panic!("{spec}: {:?}", compiled.diagnostics));
+            assert!(found.message.contains(words), "{spec}: {}", found.message);
+            assert_eq!(found.reason, reason::INVALID);
+        }
+    }
+
+    #[test]
+    fn run_names_are_service_names_one_per_server() {
+        use super::run_object_name;
+        assert_eq!(run_object_name("notes"), "mcp-notes");
+        let long = "n".repeat(63);
+        let cut = run_object_name(&long);
+        assert!(cut.len() <= 63 && cut.starts_with("mcp-nnn"), "{cut}");
+        assert_eq!(cut, run_object_name(&long), "deterministic");
+        assert_ne!(cut, run_object_name(&"n".repeat(62)), "{cut}");
+        // Dots are fine in object names, not in Service names.
+        let dotted = run_object_name("team.notes");
+        assert!(dotted.starts_with("mcp-team-notes-"), "{dotted}");
+        assert_ne!(dotted, run_object_name("team-notes"));
+        assert_eq!(run_object_name("team-notes"), "mcp-team-notes");
+        for name in [long.as_str(), "team.notes", "a.b.c", "x"] {
+            let service = run_object_name(name);
+            assert!(
+                super::is_dns_label(&service) && service.len() <= 63,
+                "{service}"
+            );
+        }
     }
 }

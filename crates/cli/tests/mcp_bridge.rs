@@ -1,0 +1,348 @@
+//! `tollgate mcp-bridge` with real processes: a stdio MCP server (`tollgate
+//! mock --mcp-stdio`) behind the bridge, behind a standalone gateway whose
+//! MCPServer points at the bridge. One server process per session, started
+//! by `initialize` and stopped by DELETE, by the idle timeout and by the
+//! bridge's shutdown; answers routed to the POST that asked, progress
+//! streamed; bad input answered with JSON-RPC errors.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+
+fn gateway_config(bridge: &str) -> String {
+    format!(
+        "{}---
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata: {{name: notes}}
+spec:
+  gatewayRef: {{name: test}}
+  url: {bridge}/mcp
+",
+        config("http://127.0.0.1:1", "m")
+    )
+}
+
+fn initialize(id: u64) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "bridge-test", "version": "1"}}})
+}
+
+struct Answer {
+    status: u16,
+    session: Option<String>,
+    content_type: String,
+    text: String,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or(Value::Null)
+    }
+
+    /// The JSON-RPC messages of an SSE body, in order.
+    fn events(&self) -> Vec<Value> {
+        self.text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .filter_map(|d| serde_json::from_str(d).ok())
+            .collect()
+    }
+}
+
+async fn post(url: &str, key: Option<&str>, session: Option<&str>, body: Vec<u8>) -> Answer {
+    let mut request = client()
+        .post(url)
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .body(body);
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    if let Some(session) = session {
+        request = request.header("mcp-session-id", session);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    let session = header("mcp-session-id");
+    let content_type = header("content-type").unwrap_or_default();
+    let text = response.text().await.unwrap();
+    Answer {
+        status,
+        session,
+        content_type,
+        text,
+    }
+}
+
+async fn rpc(url: &str, key: Option<&str>, session: Option<&str>, message: Value) -> Answer {
+    post(url, key, session, serde_json::to_vec(&message).unwrap()).await
+}
+
+/// Pids of the stdio servers the bridge runs (its children running
+/// `mock --mcp-stdio`), from /proc.
+fn servers_of(bridge: &Process) -> Vec<u32> {
+    let parent = bridge.child.id();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ...": comm may hold anything but the last ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let stdio = String::from_utf8_lossy(&cmdline).contains("--mcp-stdio");
+        // A zombie not yet reaped has an empty command line.
+        if ppid == Some(parent) && stdio {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Waits (bounded) until the bridge runs `count` servers.
+fn wait_for_servers(bridge: &Process, count: usize, what: &str) -> Vec<u32> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let servers = servers_of(bridge);
+        if servers.len() == count {
+            return servers;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {} servers, not {count}",
+            servers.len()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn start_bridge(extra: &[&str]) -> Process {
+    let mut args = vec!["mcp-bridge", "--listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    args.extend(["--", BIN, "mock", "--mcp-stdio"]);
+    Process::start(&args)
+}
+
+#[tokio::test]
+async fn a_stdio_server_is_served_through_the_bridge_and_the_gateway() {
+    let bridge = start_bridge(&["--max-sessions", "2", "--max-body-bytes", "65536"]);
+    let direct = format!("{}/mcp", bridge.url("data"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "gw.yaml", &gateway_config(bridge.url("data")));
+    let gateway = start_gateway(&path);
+    let url = format!("{}/mcp/notes", gateway.url("data"));
+    assert!(servers_of(&bridge).is_empty(), "no session, no process");
+
+    // initialize starts a server process; the gateway seals its session id.
+    let answer = rpc(&url, Some(KEY), None, initialize(1)).await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    let body = answer.json();
+    assert_eq!(body["id"], 1);
+    assert_eq!(body["result"]["serverInfo"]["name"], "tollgate-mock");
+    assert_eq!(body["result"]["protocolVersion"], "2025-11-25");
+    let session = answer.session.expect("a session");
+    assert!(session.starts_with("tg1."), "{session}");
+    let first = wait_for_servers(&bridge, 1, "initialize starts one server");
+    let s = Some(session.as_str());
+
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    assert_eq!(rpc(&url, Some(KEY), s, initialized).await.status, 202);
+
+    // Lists and calls come back to the POST that asked, with its id.
+    let list = rpc(
+        &url,
+        Some(KEY),
+        s,
+        json!({"jsonrpc": "2.0", "id": "list-1", "method": "tools/list"}),
+    )
+    .await;
+    assert_eq!(list.status, 200, "{}", list.text);
+    assert!(list.content_type.starts_with("application/json"));
+    let body = list.json();
+    assert_eq!(body["id"], "list-1", "the client's id, not the bridge's");
+    let names: Vec<&str> = body["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["echo", "add", "write_note", "slow"]);
+    let call = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+        "params": {"name": "add", "arguments": {"a": 2, "b": 40}}});
+    let body = rpc(&url, Some(KEY), s, call).await.json();
+    assert_eq!(body["id"], 3);
+    assert_eq!(body["result"]["structuredContent"]["sum"], 42.0, "{body}");
+
+    // Two calls at once: each answer reaches its own POST, and progress
+    // reaches the POST that asked for it, as an SSE stream ending with the
+    // answer.
+    let slow = json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
+        "params": {"name": "slow", "arguments": {"steps": 3}, "_meta": {"progressToken": "p-4"}}});
+    let echo = json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+        "params": {"name": "echo", "arguments": {"text": "hi\nthere"}}});
+    let (slow, echo) = tokio::join!(rpc(&url, Some(KEY), s, slow), rpc(&url, Some(KEY), s, echo));
+    assert_eq!(slow.status, 200, "{}", slow.text);
+    assert!(
+        slow.content_type.starts_with("text/event-stream"),
+        "{}",
+        slow.content_type
+    );
+    let events = slow.events();
+    let progress: Vec<u64> = events
+        .iter()
+        .filter(|e| e["method"] == "notifications/progress")
+        .map(|e| {
+            assert_eq!(e["params"]["progressToken"], "p-4");
+            e["params"]["progress"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(progress, [1, 2, 3], "{}", slow.text);
+    let last = events.last().unwrap();
+    assert_eq!(last["id"], 4);
+    assert_eq!(last["result"]["content"][0]["text"], "done after 3 steps");
+    let echo = echo.json();
+    assert_eq!(echo["id"], 5);
+    assert_eq!(echo["result"]["content"][0]["text"], "hi\nthere");
+
+    // Bad input, straight at the bridge: JSON-RPC errors, no harm done.
+    let cases: [(&[u8], Option<&str>, u16, i64); 5] = [
+        (b"{not json", None, 400, -32700),
+        (
+            br#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#,
+            None,
+            400,
+            -32600,
+        ),
+        (
+            br#"{"jsonrpc":"1.0","id":1,"method":"ping"}"#,
+            None,
+            400,
+            -32600,
+        ),
+        (
+            br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
+            None,
+            400,
+            -32600,
+        ),
+        (
+            br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
+            Some("no-such-session"),
+            404,
+            -32600,
+        ),
+    ];
+    for (body, session, status, code) in cases {
+        let answer = post(&direct, None, session, body.to_vec()).await;
+        assert_eq!(
+            answer.status,
+            status,
+            "{}: {}",
+            String::from_utf8_lossy(body),
+            answer.text
+        );
+        assert_eq!(answer.json()["error"]["code"], code, "{}", answer.text);
+    }
+    let huge =
+        json!({"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {"pad": "x".repeat(70_000)}});
+    let answer = rpc(&direct, None, None, huge).await;
+    assert_eq!(answer.status, 413, "{}", answer.text);
+    let wrong = client().put(&direct).send().await.unwrap();
+    assert_eq!(wrong.status(), 405);
+    let elsewhere = client()
+        .post(format!("{}/other", bridge.url("data")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.status(), 404);
+
+    // A second session straight at the bridge is a second process; the
+    // third is over --max-sessions: 503 and a JSON-RPC error.
+    let other = rpc(&direct, None, None, initialize(7)).await;
+    assert_eq!(other.status, 200, "{}", other.text);
+    let other_session = other.session.unwrap();
+    wait_for_servers(&bridge, 2, "a second session, a second server");
+    let full = rpc(&direct, None, None, initialize(8)).await;
+    assert_eq!(full.status, 503, "{}", full.text);
+    assert_eq!(full.json()["error"]["code"], -32000);
+    assert_eq!(full.json()["id"], 8);
+    // Its GET stream opens once; a second is refused.
+    let open_stream = || {
+        client()
+            .get(&direct)
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", &other_session)
+            .send()
+    };
+    let stream = open_stream().await.unwrap();
+    assert_eq!(stream.status(), 200);
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    assert_eq!(open_stream().await.unwrap().status(), 409);
+    drop(stream);
+
+    // DELETE through the gateway stops that session's process, and only it.
+    let deleted = client()
+        .delete(&url)
+        .bearer_auth(KEY)
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 200);
+    let left = wait_for_servers(&bridge, 1, "DELETE stops the session's server");
+    assert!(
+        !left.contains(&first[0]),
+        "the deleted session's process is gone"
+    );
+    let after = rpc(
+        &url,
+        Some(KEY),
+        s,
+        json!({"jsonrpc": "2.0", "id": 9, "method": "ping"}),
+    )
+    .await;
+    assert_eq!(after.status, 404, "{}", after.text);
+
+    // Shutdown stops every server and exits cleanly.
+    let mut bridge = bridge;
+    let status = bridge.terminate();
+    assert!(status.success(), "{status:?}");
+    for pid in left {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "server {pid} outlived the bridge"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_idle_session_is_stopped() {
+    let bridge = start_bridge(&["--idle-timeout-secs", "1"]);
+    let direct = format!("{}/mcp", bridge.url("data"));
+    let answer = rpc(&direct, None, None, initialize(1)).await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    let session = answer.session.unwrap();
+    wait_for_servers(&bridge, 1, "initialize starts one server");
+    // Nothing in flight for a second: stopped, and the session is gone.
+    wait_for_servers(&bridge, 0, "the idle timeout stops the server");
+    let ping = json!({"jsonrpc": "2.0", "id": 2, "method": "ping"});
+    let after = rpc(&direct, None, Some(&session), ping).await;
+    assert_eq!(after.status, 404, "{}", after.text);
+}
