@@ -102,6 +102,31 @@ pub struct MCPServerSpec {
     /// shape only, never values).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redact: Option<ArgumentRedaction>,
+    /// Keep results of read-only tool calls and resource reads for a while,
+    /// so a repeated call does not reach the backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<ResultCachePolicy>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResultCachePolicy {
+    /// How long a result is kept (default 60s); never longer than the
+    /// backend's own `ttlMs` on a result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(crate::duration::POSITIVE_DURATION_RULE).message(crate::duration::POSITIVE_DURATION_MESSAGE))]
+    pub ttl: Option<String>,
+    /// Globs of the read tools whose results are kept (default: every tool
+    /// that counts as a read; writes never are).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 128)))]
+    pub tools: Vec<String>,
+    /// Serve one caller's result to another (default false: each caller has
+    /// its own entries). A result the backend marks `cacheScope: private`
+    /// is never shared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared: Option<bool>,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]

@@ -308,6 +308,7 @@ mod tests {
                 catalog: None,
                 anomalies: None,
                 redact: None,
+                cache: None,
             },
         );
         server.metadata.namespace = Some("team-a".into());

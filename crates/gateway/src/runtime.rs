@@ -146,6 +146,8 @@ pub struct Gateway {
     pub mcp_routes: crate::mcp::aggregate::Routes,
     /// A circuit breaker per MCP backend.
     pub mcp_breakers: crate::mcp::Breakers,
+    /// Kept results of read-only MCP calls and reads (`spec.cache`).
+    pub mcp_cache: crate::mcp::cache::ResultCache,
     /// Warnings that could repeat per request pass through here.
     pub log_throttle: LogThrottle,
     draining: AtomicBool,
@@ -165,6 +167,7 @@ impl Gateway {
             mcp_catalog: crate::mcp::Catalog::default(),
             mcp_routes: crate::mcp::aggregate::Routes::default(),
             mcp_breakers: crate::mcp::Breakers::default(),
+            mcp_cache: crate::mcp::cache::ResultCache::default(),
             jwks: crate::llm::jwt::JwksCache::default(),
             throttles: Arc::default(),
             draining: AtomicBool::new(false),

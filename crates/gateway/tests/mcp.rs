@@ -592,3 +592,89 @@ spec:
     ));
     assert_eq!(call("key-a", "echo", 3_000).await, 200);
 }
+
+/// `spec.cache`: a read tool's result and a resource read are answered from
+/// the cache the second time, per caller; a write never is.
+#[tokio::test]
+async fn read_results_are_kept_per_caller_and_writes_never() {
+    let manifests = r#"apiVersion: tollgate.dev/v1alpha1
+kind: AIGateway
+metadata: {name: gw}
+spec:
+  apiKeys:
+  - secretRef: {name: keys, key: a}
+    principal: {user: a}
+  - secretRef: {name: keys, key: b}
+    principal: {user: b}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: keys}
+stringData: {a: key-a, b: key-b}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata: {name: cached}
+spec:
+  gatewayRef: {name: gw}
+  url: "{mock}/mcp"
+  tools: {access: [{tools: add, access: Read}, {tools: write_note, access: Write}]}
+  cache: {ttl: 30s}
+"#;
+    let h = Harness::start(manifests, &[]).await;
+    let send =
+        |path: &'static str, key: &'static str, id: u64, method: &'static str, params: Value| {
+            let name = params["name"]
+                .as_str()
+                .or(params["uri"].as_str())
+                .unwrap_or_default()
+                .to_string();
+            let mut params = params;
+            params["_meta"] = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {}});
+            let request = h
+                .client
+                .post(format!("{}{path}", h.url))
+                .bearer_auth(key)
+                .header("accept", "application/json, text/event-stream")
+                .header("mcp-protocol-version", "2026-07-28")
+                .header("mcp-method", method)
+                .header("mcp-name", name)
+                .json(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
+            async move {
+                let response = request.send().await.unwrap();
+                let hit = response.headers().contains_key("x-tollgate-cache");
+                let body: Value = response.json().await.unwrap();
+                (hit, body)
+            }
+        };
+    let add = json!({"name": "add", "arguments": {"a": 1, "b": 2}});
+    let (hit, first) = send("/mcp/cached", "key-a", 1, "tools/call", add.clone()).await;
+    assert!(!hit, "{first}");
+    let (hit, second) = send("/mcp/cached", "key-a", 2, "tools/call", add.clone()).await;
+    assert!(hit, "{second}");
+    assert_eq!(second["id"], 2, "the answer carries the new request's id");
+    assert_eq!(second["result"], first["result"]);
+    let (hit, _) = send("/mcp/cached", "key-b", 3, "tools/call", add.clone()).await;
+    assert!(!hit, "another caller has its own entries");
+    let note = json!({"name": "write_note", "arguments": {"note": "n"}});
+    for id in 4..6 {
+        let (hit, body) = send("/mcp/cached", "key-a", id, "tools/call", note.clone()).await;
+        assert!(
+            !hit && body["result"].is_object(),
+            "writes always reach the backend: {body}"
+        );
+    }
+    let read = json!({"uri": "mock://notes/readme"});
+    let (hit, _) = send("/mcp/cached", "key-a", 6, "resources/read", read.clone()).await;
+    assert!(!hit);
+    let (hit, body) = send("/mcp/cached", "key-a", 7, "resources/read", read.clone()).await;
+    assert!(hit, "{body}");
+    // Through /mcp as well (prefixed name, the same entries' rules).
+    let prefixed = json!({"name": "cached__add", "arguments": {"a": 5, "b": 5}});
+    let (hit, _) = send("/mcp", "key-a", 8, "tools/call", prefixed.clone()).await;
+    assert!(!hit);
+    let (hit, body) = send("/mcp", "key-a", 9, "tools/call", prefixed).await;
+    assert!(hit, "{body}");
+    assert_eq!(body["result"]["structuredContent"]["sum"], 10.0, "{body}");
+}

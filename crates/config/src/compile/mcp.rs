@@ -20,12 +20,14 @@ use crate::resources::object_ref;
 use crate::snapshot::Credential;
 use crate::snapshot::budget::{Bucket, Subject};
 use crate::snapshot::mcp::{
-    AgentPolicy, Aggregation, CatalogGate, Grant, McpCredential, McpRateLimit, McpServer,
-    Redaction, ToolFilter,
+    AgentPolicy, Aggregation, CachePolicy, CatalogGate, Grant, McpCredential, McpRateLimit,
+    McpServer, Redaction, ToolFilter,
 };
 
 /// How long a backend may take to answer one message, unless the spec says.
 pub const DEFAULT_MCP_TIMEOUT_MS: u64 = 60_000;
+/// How long a cached result is kept, unless the spec says.
+pub const DEFAULT_CACHE_TTL_MS: u64 = 60_000;
 
 /// Longest name a Service may have (a DNS-1035 label).
 const MAX_SERVICE_NAME: usize = 63;
@@ -130,6 +132,22 @@ pub(super) fn compile_mcp_server(
     .ok()
     .flatten()
     .unwrap_or(DEFAULT_MCP_TIMEOUT_MS);
+    let cache = match &spec.cache {
+        None => None,
+        Some(policy) => parse_duration_ms(
+            policy.ttl.as_ref(),
+            Some(DEFAULT_CACHE_TTL_MS),
+            &object,
+            "spec.cache.ttl",
+            diagnostics,
+        )
+        .ok()
+        .map(|ttl| CachePolicy {
+            ttl_ms: ttl.unwrap_or(DEFAULT_CACHE_TTL_MS),
+            tools: policy.tools.clone(),
+            shared: policy.shared == Some(true),
+        }),
+    };
     let mut error = |field: &str, why: &str, message: String| {
         diagnostics.push(Diagnostic::error(&object, field, why, message));
     };
@@ -240,6 +258,7 @@ pub(super) fn compile_mcp_server(
             fail_lists: aggregation.on_list_failure == api::ListFailure::Fail,
         }),
         anomalies,
+        cache,
         redact: spec
             .redact
             .as_ref()

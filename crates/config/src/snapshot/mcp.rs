@@ -40,6 +40,25 @@ pub struct McpServer {
     /// Argument redaction before calls leave.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redact: Option<Redaction>,
+    /// Results of read-only calls and reads kept for a while.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CachePolicy>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CachePolicy {
+    pub ttl_ms: u64,
+    /// Tool globs; empty: every read tool.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<String>,
+    pub shared: bool,
+}
+
+impl CachePolicy {
+    pub fn covers(&self, tool: &str) -> bool {
+        self.tools.is_empty() || self.tools.iter().any(|g| glob_matches(g, tool))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -230,6 +249,7 @@ mod tests {
             catalog_gate: None,
             anomalies: None,
             redact: None,
+            cache: None,
         };
         let support = Principal {
             user: "sam".into(),

@@ -1093,7 +1093,17 @@ impl<'a> Ctx<'a> {
             message,
             self.now,
         )?;
+        let kept = super::cache_key(self.gateway, server, self.principal, message);
+        if let Some(answer) = kept.and_then(|key| super::cached_answer(self.gateway, &key, id)) {
+            let routed = Routed {
+                server: server.name.clone(),
+                arguments: None,
+                redacted: Vec::new(),
+            };
+            return Ok((answer, Some(routed)));
+        }
         let body = to_backend(message);
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(server.timeout_ms);
         let response = self
             .send(server, leg, &body, name)
             .await
@@ -1112,6 +1122,9 @@ impl<'a> Ctx<'a> {
             if let Some(value) = parts.headers.get(&name) {
                 out.headers_mut().insert(name, value.clone());
             }
+        }
+        if let Some(key) = kept {
+            out = super::keep_answer(self.gateway, server, key, out, id, deadline).await;
         }
         let routed = Routed {
             server: server.name.clone(),

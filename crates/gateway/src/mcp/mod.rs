@@ -13,6 +13,7 @@
 
 pub mod aggregate;
 pub mod breaker;
+pub mod cache;
 pub mod filter;
 pub mod jsonrpc;
 pub mod merge;
@@ -361,6 +362,12 @@ async fn serve(
         watch_agent(gateway, runtime, server, principal, message, now)?;
     }
     let id = message.as_ref().and_then(|m| m.id.clone());
+    let kept = message
+        .as_ref()
+        .and_then(|m| cache_key(gateway, server, principal, m));
+    if let Some(answer) = kept.and_then(|key| cached_answer(gateway, &key, id.as_ref())) {
+        return Ok(answer);
+    }
     let body = match &message {
         Some(message) => seen.redact_call(server, message, body),
         None => body,
@@ -396,6 +403,9 @@ async fn serve(
         .as_ref()
         .is_some_and(|m| m.method.as_deref() == Some("tools/list"));
     let mut out = relay(response, runtime, principal, server, now);
+    if let Some(key) = kept {
+        out = keep_answer(gateway, server, key, out, id.as_ref(), deadline).await;
+    }
     if lists_tools && server.filters_lists() && out.status() == StatusCode::OK {
         let caller = Caller {
             principal,
@@ -713,6 +723,101 @@ fn watch_agent(
             },
         )),
     }
+}
+
+/// The cache key of a message whose answer may be kept (`spec.cache`): a
+/// `resources/read`, or a `tools/call` of a read tool the policy covers.
+fn cache_key(
+    gateway: &Gateway,
+    server: &McpServer,
+    principal: Option<&Principal>,
+    message: &Message,
+) -> Option<[u8; 32]> {
+    let policy = server.cache.as_ref()?;
+    let method = message.method.as_deref()?;
+    let eligible = match method {
+        "resources/read" => true,
+        "tools/call" => message.name().is_some_and(|tool| {
+            let hint = gateway.mcp_catalog.hint(server, tool).unwrap_or(false);
+            policy.covers(tool)
+                && server.tools.access(tool, hint) == tollgate_api::mcp::ToolAccess::Read
+        }),
+        _ => false,
+    };
+    if !eligible || message.id.is_none() {
+        return None;
+    }
+    let caller = (!policy.shared).then(|| session::caller_id(principal));
+    Some(cache::key(
+        &server.name,
+        caller.as_deref(),
+        method,
+        &message.params,
+    ))
+}
+
+/// A kept answer, as the answer to request `id`.
+fn cached_answer(
+    gateway: &Gateway,
+    key: &[u8; 32],
+    id: Option<&serde_json::Value>,
+) -> Option<Response<ResponseBody>> {
+    let result = gateway.mcp_cache.get(key, std::time::Instant::now())?;
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": id.cloned().unwrap_or(serde_json::Value::Null), "result": result});
+    let mut response = crate::http::json(StatusCode::OK, body.to_string());
+    response
+        .headers_mut()
+        .insert("x-tollgate-cache", HeaderValue::from_static("hit"));
+    Some(response)
+}
+
+/// Reads the backend's answer whole (it is a read: progress, if any, comes
+/// along at the end), keeps its result when it may be kept, and passes the
+/// answer on unchanged.
+async fn keep_answer(
+    gateway: &Gateway,
+    server: &McpServer,
+    key: [u8; 32],
+    response: Response<ResponseBody>,
+    id: Option<&serde_json::Value>,
+    deadline: tokio::time::Instant,
+) -> Response<ResponseBody> {
+    let Some(policy) = &server.cache else {
+        return response;
+    };
+    if response.status() != StatusCode::OK {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let bytes = match read_bounded(body, deadline).await {
+        Ok(bytes) => bytes,
+        Err(why) => {
+            tracing::debug!(server = %server.name, why, "MCP answer not kept");
+            return rpc_error(
+                StatusCode::BAD_GATEWAY,
+                id,
+                jsonrpc::INTERNAL_ERROR,
+                &format!("The answer of MCP server {} was {why}.", server.path),
+            );
+        }
+    };
+    let sse = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes().starts_with(b"text/event-stream"));
+    let key_id = id.cloned().unwrap_or(serde_json::Value::Null);
+    if let Some(result) =
+        filter::response_in(&bytes, sse, &key_id).and_then(|answer| answer.get("result").cloned())
+        && !(policy.shared && cache::private(&result))
+        && let Some(ttl) = cache::keep_for(&result, Duration::from_millis(policy.ttl_ms))
+    {
+        gateway
+            .mcp_cache
+            .put(key, result, ttl, std::time::Instant::now());
+    }
+    let mut parts = parts;
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, full(bytes))
 }
 
 /// 429 with `Retry-After` and a JSON-RPC error saying when to retry.
