@@ -32,9 +32,9 @@ curl -s http://127.0.0.1:8080/v1/messages -H 'x-api-key: tg-demo-key' -H 'anthro
 
 Other aliases: claude (Anthropic format), gemini (Gemini format), embed (embeddings).
 
-The tools of the MCP server at /mcp/tools (MCP 2026-07-28, one stateless request):
+The tools of every MCP server, merged at /mcp (MCP 2026-07-28, one stateless request; /mcp/tools is the mock's alone):
 
-curl -s http://127.0.0.1:8080/mcp/tools -H 'Authorization: Bearer tg-demo-key' -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream' -H 'MCP-Protocol-Version: 2026-07-28' -H 'Mcp-Method: tools/list' -d '{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}'
+curl -s http://127.0.0.1:8080/mcp -H 'Authorization: Bearer tg-demo-key' -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream' -H 'MCP-Protocol-Version: 2026-07-28' -H 'Mcp-Method: tools/list' -d '{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}'
 
 Metrics: http://127.0.0.1:9090/metrics   Stop: Ctrl-C
 
