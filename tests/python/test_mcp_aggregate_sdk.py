@@ -257,3 +257,33 @@ def test_a_read_scope_neither_sees_nor_calls_write_tools(aggregating_gateway):
         return True
 
     assert run(session_with(url, READ_KEY, body))
+
+
+def test_a_modern_client_falls_back_to_the_handshake(aggregating_gateway):
+    """server-everything speaks only 2025-11-25, so `/mcp` declines
+    `server/discover` (-32601) and the SDK's usual fallback, `initialize`,
+    reaches both servers."""
+    url = f"{aggregating_gateway.addrs['data']}/mcp"
+
+    async def body(session: ClientSession):
+        try:
+            await session.discover()
+        except MCPError as error:
+            assert error.error.code == -32601, error
+        else:
+            raise AssertionError("discover must be declined while a backend needs a session")
+        init = await session.initialize()
+        assert init.protocol_version == "2025-11-25"
+        names = {t.name for t in (await session.list_tools()).tools}
+        assert "everything__echo" in names and "notes__search_notes" in names, names
+        return True
+
+    client = create_mcp_http_client(headers={"Authorization": f"Bearer {WRITE_KEY}"})
+
+    async def scenario():
+        async with client:
+            async with streamable_http_client(url, http_client=client) as streams:
+                async with ClientSession(streams[0], streams[1]) as session:
+                    return await body(session)
+
+    assert run(scenario())

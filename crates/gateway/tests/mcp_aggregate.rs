@@ -373,7 +373,24 @@ async fn modern_requests_need_no_session() {
         }
         async move { json_body(request.send().await.unwrap()).await }
     };
-    let (status, discovered) = send(1, "server/discover", None, json!({})).await;
+    // `down` cannot say it speaks 2026-07-28: clients are sent to the
+    // handshake, where the gateway holds a session with each backend.
+    let (status, refused) = send(1, "server/discover", None, json!({})).await;
+    assert_eq!(status, 200, "{refused}");
+    assert_eq!(refused["error"]["code"], -32601, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("down"),
+        "{refused}"
+    );
+    // Without it, every backend speaks 2026-07-28 and discovery answers.
+    h.reload(&config(false).replace(
+        "  url: \"http://127.0.0.1:1/mcp\"\n  timeout: 2s\n",
+        "  url: \"{mock}/mcp\"\n",
+    ));
+    let (status, discovered) = send(11, "server/discover", None, json!({})).await;
     assert_eq!(status, 200, "{discovered}");
     assert_eq!(
         discovered["result"]["supportedVersions"],

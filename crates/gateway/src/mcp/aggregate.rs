@@ -461,7 +461,7 @@ impl<'a> Ctx<'a> {
         }
         match method {
             "ping" => Ok((self.result(id, json!({})), None)),
-            "server/discover" => Ok((self.discover(message).await, None)),
+            "server/discover" => Ok((self.discover(message).await?, None)),
             "logging/setLevel" => {
                 self.broadcast(message).await;
                 Ok((self.result(id, json!({})), None))
@@ -620,19 +620,39 @@ impl<'a> Ctx<'a> {
 
     /// `server/discover` (2026-07-28): the revisions and the capabilities
     /// of the backends that answer it.
-    async fn discover(&self, message: &Message) -> Response<ResponseBody> {
+    /// Only when every aggregated server speaks 2026-07-28: otherwise
+    /// `-32601`, so the client falls back to `initialize`, where the
+    /// gateway holds a session with each backend (a stateless request could
+    /// not reach a backend that needs one).
+    async fn discover(&self, message: &Message) -> Result<Response<ResponseBody>, Refusal> {
         let body = json!({"jsonrpc": "2.0", "id": "tollgate-discover", "method": "server/discover", "params": self.params_with_meta()});
-        let (_, answers) = self.ask_all(&body).await;
-        let capabilities: Vec<Value> = answers
-            .into_iter()
-            .filter_map(Result::ok)
-            .map(|(result, _)| result.get("capabilities").cloned().unwrap_or(json!({})))
-            .collect();
+        let (servers, answers) = self.ask_all(&body).await;
+        let mut capabilities = Vec::new();
+        for (server, answer) in servers.iter().zip(answers) {
+            match answer {
+                Ok((result, _)) => {
+                    capabilities.push(result.get("capabilities").cloned().unwrap_or(json!({})));
+                }
+                Err(error) => {
+                    tracing::debug!(server = %server.name, %error, "aggregated server without server/discover");
+                    return Err(Box::new(rpc_error(
+                        StatusCode::OK,
+                        message.id.as_ref(),
+                        -32601,
+                        &format!(
+                            "Method not found: MCP server {} behind {PATH} does not speak {}; use initialize.",
+                            server.path,
+                            jsonrpc::MODERN
+                        ),
+                    )));
+                }
+            }
+        }
         let mut merged = merge::merge_capabilities(&capabilities.iter().collect::<Vec<_>>());
         if let Some(object) = merged.as_object_mut() {
             object.entry("tools").or_insert_with(|| json!({}));
         }
-        self.result(
+        Ok(self.result(
             message.id.as_ref(),
             json!({
                 "supportedVersions": [jsonrpc::MODERN],
@@ -641,7 +661,7 @@ impl<'a> Ctx<'a> {
                 "ttlMs": 0,
                 "cacheScope": "private",
             }),
-        )
+        ))
     }
 
     /// A notification from the client goes to every backend in session.
