@@ -5,8 +5,8 @@
 //! and the open-loop schedule decides precisely when each request is sent.
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, header};
-use http_body_util::{BodyExt, Full};
+use http::{HeaderName, HeaderValue, Method, Request, header};
+use http_body_util::{BodyExt, Collected, Full};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
@@ -23,6 +23,55 @@ pub struct RequestTemplate {
     host: HeaderValue,
     body: Bytes,
     authorization: Option<HeaderValue>,
+    /// Further headers sent with every request (MCP's `Accept`,
+    /// `MCP-Protocol-Version`, `Mcp-Method`, `Mcp-Name`).
+    headers: Vec<(HeaderName, HeaderValue)>,
+    /// What a successful answer's body must look like, beyond a 2xx status.
+    pub check: BodyCheck,
+}
+
+/// A check on each answer's body, for APIs whose errors can come with a 2xx
+/// status (JSON-RPC). Kept cheap: it runs inside the measured loop.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BodyCheck {
+    /// Status only (the chat completion targets).
+    #[default]
+    None,
+    /// A JSON-RPC success: the body has a `"result"` member and no
+    /// `"error"` member. A substring test, not a parse, so a tool output
+    /// that merely mentions either word could fool it; the MCP section
+    /// parses every warm-up probe answer in full (see `mcp::probe`).
+    JsonRpcResult,
+}
+
+impl BodyCheck {
+    pub(crate) fn verify(self, body: &[u8]) -> Result<(), RequestError> {
+        match self {
+            BodyCheck::None => Ok(()),
+            BodyCheck::JsonRpcResult => {
+                if contains(body, br#""error":"#) || contains(body, br#""error" :"#) {
+                    Err(RequestError::Rpc(snippet(body)))
+                } else if contains(body, br#""result""#) {
+                    Ok(())
+                } else {
+                    Err(RequestError::Rpc(format!(
+                        "no JSON-RPC result: {}",
+                        snippet(body)
+                    )))
+                }
+            }
+        }
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The start of a body, for an error message.
+pub fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(300)]);
+    text.replace(['\n', '\r'], " ")
 }
 
 impl RequestTemplate {
@@ -35,7 +84,28 @@ impl RequestTemplate {
             host,
             body: body.into(),
             authorization: None,
+            headers: Vec::new(),
+            check: BodyCheck::None,
         }
+    }
+
+    /// Sends `name: value` with every request (replacing a default header of
+    /// the same name, e.g. `Accept`).
+    pub fn with_header(mut self, name: &'static str, value: &str) -> Self {
+        let value = HeaderValue::from_str(value).expect("harness header values are valid");
+        self.headers.push((HeaderName::from_static(name), value));
+        self
+    }
+
+    /// Checks every answer's body (see [`BodyCheck`]).
+    pub fn with_check(mut self, check: BodyCheck) -> Self {
+        self.check = check;
+        self
+    }
+
+    /// The request path.
+    pub fn path(&self) -> &str {
+        self.path.path()
     }
 
     /// Sends `Authorization: Bearer <key>` with every request.
@@ -56,6 +126,9 @@ impl RequestTemplate {
         );
         if let Some(value) = &self.authorization {
             h.insert(header::AUTHORIZATION, value.clone());
+        }
+        for (name, value) in &self.headers {
+            h.insert(name.clone(), value.clone());
         }
         req
     }
@@ -86,6 +159,9 @@ pub enum RequestError {
     Timeout,
     #[error("HTTP: {0}")]
     Http(String),
+    /// A 2xx answer whose body failed the template's [`BodyCheck`].
+    #[error("JSON-RPC: {0}")]
+    Rpc(String),
 }
 
 impl RequestError {
@@ -96,6 +172,7 @@ impl RequestError {
             RequestError::Status(s) => format!("status_{s}"),
             RequestError::Timeout => "timeout".into(),
             RequestError::Http(_) => "http".into(),
+            RequestError::Rpc(_) => "rpc_error".into(),
         }
     }
 }
@@ -176,26 +253,59 @@ impl Client {
         Ok(conn)
     }
 
+    /// Sends one request and reads the whole answer (no timeout).
+    async fn exchange(
+        &mut self,
+        tmpl: &RequestTemplate,
+    ) -> Result<(http::response::Parts, Collected<Bytes>), RequestError> {
+        let conn = self.ready_conn().await?;
+        let resp = conn
+            .sender
+            .send_request(tmpl.build())
+            .await
+            .map_err(|e| RequestError::Http(e.to_string()))?;
+        let (parts, body) = resp.into_parts();
+        // Always drain the body so the connection can be reused.
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| RequestError::Http(e.to_string()))?;
+        Ok((parts, body))
+    }
+
     /// Sends one request and reads the whole response body.
     pub async fn request(&mut self, tmpl: &RequestTemplate) -> Result<(), RequestError> {
         let result = tokio::time::timeout(self.timeout, async {
-            let conn = self.ready_conn().await?;
-            let resp = conn
-                .sender
-                .send_request(tmpl.build())
-                .await
-                .map_err(|e| RequestError::Http(e.to_string()))?;
-            let status = resp.status();
-            // Always drain the body so the connection can be reused.
-            resp.into_body()
-                .collect()
-                .await
-                .map_err(|e| RequestError::Http(e.to_string()))?;
-            if status.is_success() {
-                Ok(())
-            } else {
-                Err(RequestError::Status(status.as_u16()))
+            let (parts, body) = self.exchange(tmpl).await?;
+            if !parts.status.is_success() {
+                return Err(RequestError::Status(parts.status.as_u16()));
             }
+            if tmpl.check != BodyCheck::None {
+                tmpl.check.verify(&body.to_bytes())?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap_or(Err(RequestError::Timeout));
+        self.after(&result);
+        result
+    }
+
+    /// Sends one request and returns the status, `Content-Type` and whole
+    /// body, whatever the status (for probes that inspect the answer).
+    pub async fn fetch(
+        &mut self,
+        tmpl: &RequestTemplate,
+    ) -> Result<(u16, String, Bytes), RequestError> {
+        let result = tokio::time::timeout(self.timeout, async {
+            let (parts, body) = self.exchange(tmpl).await?;
+            let ctype = parts
+                .headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            Ok((parts.status.as_u16(), ctype, body.to_bytes()))
         })
         .await
         .unwrap_or(Err(RequestError::Timeout));

@@ -5,6 +5,7 @@
 pub mod client;
 pub mod error;
 pub mod load;
+pub mod mcp;
 pub mod procfs;
 pub mod report;
 pub mod runner;

@@ -1,4 +1,4 @@
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -59,12 +59,24 @@ struct Cli {
     /// Short smoke run (~20 s total).
     #[arg(long)]
     quick: bool,
+    /// Which parts to run: the chat-completion targets (`http`), the MCP
+    /// section (`mcp`: tools/call direct vs /mcp/{path} vs /mcp, aggregated
+    /// tools/list over 10 backends), or both.
+    #[arg(long, value_enum, default_value_t = Sections::All)]
+    sections: Sections,
     /// Where the JSON results go.
     #[arg(long, default_value = "bench-results/bench.json")]
     out: PathBuf,
     /// Keep the temp dir (generated configs, target logs) for inspection.
     #[arg(long)]
     keep_temp: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Sections {
+    All,
+    Http,
+    Mcp,
 }
 
 #[derive(Subcommand, Debug)]
@@ -133,6 +145,8 @@ fn plan(cli: &Cli) -> Result<Plan> {
         } else {
             Duration::from_secs(30)
         },
+        http: cli.sections != Sections::Mcp,
+        mcp: cli.sections != Sections::Http,
     })
 }
 

@@ -198,6 +198,145 @@ pub struct PairAtRate {
     pub cpu_us_variant: Option<f64>,
 }
 
+/// One MCP target: a request, where it goes, and its phases.
+#[derive(Debug, Clone, Serialize)]
+pub struct McpTarget {
+    pub name: String,
+    /// What is sent where, e.g. `tools/call add -> mock /mcp`.
+    pub request: String,
+    /// `None` if it ran; otherwise why not (probe, warm-up, gateway).
+    pub skipped: Option<String>,
+    pub warmup: Option<PhaseResult>,
+    pub closed_loop: Option<PhaseResult>,
+}
+
+impl McpTarget {
+    pub fn new(name: &str, request: String) -> Self {
+        McpTarget {
+            name: name.into(),
+            request,
+            skipped: None,
+            warmup: None,
+            closed_loop: None,
+        }
+    }
+
+    fn figures(&self) -> Option<McpFigures> {
+        let p = usable(self.closed_loop.as_ref())?;
+        let c = p.cpu_per_request;
+        Some(McpFigures {
+            target: self.name.clone(),
+            rps: p.outcome.achieved_rps,
+            p50_us: p.outcome.latency.p50_us,
+            p99_us: p.outcome.latency.p99_us,
+            cpu_us: c.target_us,
+            mock_cpu_us: c.backend_us,
+            loadgen_cpu_us: c.loadgen_us,
+        })
+    }
+}
+
+/// One MCP target's closed-loop figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct McpFigures {
+    pub target: String,
+    pub rps: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    /// CPU µs per request of the process the client talks to: the gateway,
+    /// or for a direct target the mock.
+    pub cpu_us: Option<f64>,
+    /// The mock's CPU µs per request (for an aggregated list, all the
+    /// backend lists one request fans out to).
+    pub mock_cpu_us: Option<f64>,
+    pub loadgen_cpu_us: Option<f64>,
+}
+
+/// The same MCP request directly and through the gateway.
+#[derive(Debug, Clone, Serialize)]
+pub struct McpComparison {
+    pub label: String,
+    pub direct: Option<McpFigures>,
+    pub via: Vec<McpVia>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct McpVia {
+    pub figures: McpFigures,
+    /// This target minus direct (p50/p99), µs.
+    pub added: Option<AddedLatency>,
+}
+
+/// The MCP section: tools/call overhead and the aggregated tools/list.
+#[derive(Debug, Clone, Serialize)]
+pub struct McpReport {
+    pub label: String,
+    /// The gateway and backends behind the gateway targets.
+    pub setup: String,
+    pub closed_loop_concurrency: usize,
+    pub phase_duration_s: f64,
+    pub targets: Vec<McpTarget>,
+    /// `tools/call add`: direct, via `/mcp/tools`, via `/mcp`.
+    pub tools_call: McpComparison,
+    /// `tools/list`: one backend directly, `/mcp` merged over all.
+    pub tools_list: McpComparison,
+    /// How the gateway process ended.
+    pub gateway_shutdown: Option<String>,
+}
+
+pub const MCP_LABEL: &str = "MCP: tools/call overhead and aggregated tools/list";
+
+impl McpReport {
+    pub fn new(
+        setup: String,
+        closed_loop_concurrency: usize,
+        phase_duration_s: f64,
+        targets: Vec<McpTarget>,
+        gateway_shutdown: Option<String>,
+    ) -> Self {
+        use crate::mcp::{
+            CALL_AGGREGATED, CALL_DIRECT, CALL_PASSTHROUGH, LIST_AGGREGATED, LIST_DIRECT,
+        };
+        let figures = |n: &str| targets.iter().find(|t| t.name == n)?.figures();
+        let comparison = |label: &str, direct: &str, via: &[&str]| {
+            let d = figures(direct);
+            McpComparison {
+                label: label.into(),
+                via: via
+                    .iter()
+                    .filter_map(|n| figures(n))
+                    .map(|f| McpVia {
+                        added: d.as_ref().map(|d| AddedLatency {
+                            p50_us: f.p50_us - d.p50_us,
+                            p99_us: f.p99_us - d.p99_us,
+                        }),
+                        figures: f,
+                    })
+                    .collect(),
+                direct: d,
+            }
+        };
+        McpReport {
+            label: MCP_LABEL.into(),
+            tools_call: comparison(
+                "tools/call add: direct vs pass-through /mcp/{path} vs aggregated /mcp",
+                CALL_DIRECT,
+                &[CALL_PASSTHROUGH, CALL_AGGREGATED],
+            ),
+            tools_list: comparison(
+                "tools/list: one backend directly vs /mcp merged over every backend",
+                LIST_DIRECT,
+                &[LIST_AGGREGATED],
+            ),
+            setup,
+            closed_loop_concurrency,
+            phase_duration_s,
+            targets,
+            gateway_shutdown,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
     pub name: String,
@@ -244,6 +383,8 @@ pub struct BenchReport {
     /// TokenBudget admission + settle, in memory and in Redis.
     pub budget_overhead: Vec<PairOverhead>,
     pub summary: Vec<Check>,
+    /// The MCP section; `None` when not run (`--sections http`).
+    pub mcp: Option<McpReport>,
 }
 
 impl BenchReport {
@@ -299,6 +440,7 @@ impl BenchReport {
             translation_overhead,
             budget_overhead,
             summary,
+            mcp: None,
         }
     }
 }
@@ -635,6 +777,38 @@ impl BenchReport {
                 let _ = writeln!(o, "NOTE: {}: {}", t.name, n);
             }
         }
+        // Only the MCP section ran (`--sections mcp`): no empty tables.
+        if !self.targets.is_empty() {
+            self.render_http(&mut o);
+        }
+
+        if let Some(m) = &self.mcp {
+            render_mcp(&mut o, m);
+        }
+
+        if self.targets.is_empty() {
+            // Only the MCP section ran; the checks below judge the chat targets.
+            return o;
+        }
+        let _ = writeln!(o, "\n== Summary: tollgate targets ==");
+        for c in &self.summary {
+            let _ = writeln!(
+                o,
+                "[{}] {}: {}",
+                c.verdict.label(),
+                c.name,
+                c.verdict.detail()
+            );
+        }
+        o
+    }
+}
+
+impl BenchReport {
+    /// The chat-completion sections, from the open-loop tables to the
+    /// budget pairs.
+    fn render_http(&self, o: &mut String) {
+        let m = &self.meta;
         let ran: Vec<&TargetReport> = self
             .targets
             .iter()
@@ -649,7 +823,7 @@ impl BenchReport {
             );
             let w = [12, 9, 8, 8, 8, 8, 8, 9, 9, 10, 9, 12];
             row(
-                &mut o,
+                o,
                 &[
                     "target", "achieved", "ok", "p50", "p90", "p99", "p99.9", "max", "cpu/req",
                     "mock cpu", "lag p99", "errors",
@@ -661,7 +835,7 @@ impl BenchReport {
                 if let Some(p) = t.open_at(rate) {
                     let l = &p.outcome.latency;
                     row(
-                        &mut o,
+                        o,
                         &[
                             t.name.clone(),
                             format!("{:.0}/s", p.outcome.achieved_rps),
@@ -702,14 +876,14 @@ impl BenchReport {
         );
         let w = [12, 10, 11, 11];
         row(
-            &mut o,
+            o,
             &["target", "rate", "added p50", "added p99"].map(String::from),
             &w,
         );
         for c in &self.comparisons {
             for a in &c.added_latency {
                 row(
-                    &mut o,
+                    o,
                     &[
                         c.target.clone(),
                         format!("{}/s", a.rate),
@@ -728,7 +902,7 @@ impl BenchReport {
         );
         let w = [12, 10, 8, 8, 9, 9, 10, 12];
         row(
-            &mut o,
+            o,
             &[
                 "target", "req/s", "p50", "p99", "max", "cpu/req", "gen cpu", "errors",
             ]
@@ -739,7 +913,7 @@ impl BenchReport {
             if let Some(p) = &t.closed_loop {
                 let l = &p.outcome.latency;
                 row(
-                    &mut o,
+                    o,
                     &[
                         t.name.clone(),
                         format!("{:.0}", p.outcome.achieved_rps),
@@ -762,7 +936,7 @@ impl BenchReport {
         );
         let w = [12, 7, 8, 8, 8, 14, 14, 12];
         row(
-            &mut o,
+            o,
             &[
                 "target",
                 "ok",
@@ -781,7 +955,7 @@ impl BenchReport {
                 let l = &p.outcome.latency;
                 let c = self.comparisons.iter().find(|c| c.target == t.name);
                 row(
-                    &mut o,
+                    o,
                     &[
                         t.name.clone(),
                         p.outcome.ok.to_string(),
@@ -800,7 +974,7 @@ impl BenchReport {
         let _ = writeln!(o, "\n== Memory (nginx: master + worker summed) ==");
         let w = [12, 13, 14, 13, 13];
         row(
-            &mut o,
+            o,
             &[
                 "target",
                 "RSS @start",
@@ -814,7 +988,7 @@ impl BenchReport {
         for t in &ran {
             if let Some(mem) = &t.memory {
                 row(
-                    &mut o,
+                    o,
                     &[
                         t.name.clone(),
                         mb(mem.after_start.vm_rss_kib),
@@ -834,14 +1008,14 @@ impl BenchReport {
             );
             let w = [10, 11, 11, 9];
             row(
-                &mut o,
+                o,
                 &["rate", "added p50", "added p99", "cpu/req"].map(String::from),
                 &w,
             );
             for r in &self.tollgate_vs_nginx {
                 let x = |v: Option<f64>| opt(v, |v| format!("{v:.2}x"));
                 row(
-                    &mut o,
+                    o,
                     &[
                         format!("{}/s", r.rate),
                         x(r.added_p50),
@@ -854,23 +1028,98 @@ impl BenchReport {
         }
 
         if let Some(t) = &self.translation_overhead {
-            render_translation(&mut o, t);
+            render_translation(o, t);
         }
         for p in &self.budget_overhead {
-            render_pair(&mut o, p);
+            render_pair(o, p);
         }
+    }
+}
 
-        let _ = writeln!(o, "\n== Summary: tollgate targets ==");
-        for c in &self.summary {
-            let _ = writeln!(
+fn render_mcp(o: &mut String, m: &McpReport) {
+    let _ = writeln!(
+        o,
+        "\n== {}, closed loop x{}, {}s per target ==",
+        m.label, m.closed_loop_concurrency, m.phase_duration_s
+    );
+    let _ = writeln!(
+        o,
+        "(the same JSON-RPC request sent straight to the mock's /mcp and through the gateway, phases interleaved; {}. \
+         added = gateway minus direct, difference of percentiles; gw cpu = the gateway's CPU per request; \
+         an aggregated tools/list costs the mock {} backend lists)",
+        m.setup,
+        crate::mcp::BACKENDS
+    );
+    for t in &m.targets {
+        if let Some(why) = &t.skipped {
+            let _ = writeln!(o, "NOTE: MCP target {} SKIPPED: {}", t.name, why);
+        }
+    }
+    let w = [21, 46, 7, 8, 8, 18, 9, 10, 9, 10];
+    row(
+        o,
+        &[
+            "target",
+            "request",
+            "req/s",
+            "p50",
+            "p99",
+            "added p50 / p99",
+            "gw cpu",
+            "mock cpu",
+            "gen cpu",
+            "errors",
+        ]
+        .map(String::from),
+        &w,
+    );
+    let cpu = |v: Option<f64>| opt(v, |v| format!("{v:.1}us"));
+    for c in [&m.tools_call, &m.tools_list] {
+        let direct = c.direct.as_ref().map(|d| (d, None));
+        let via = c.via.iter().map(|v| (&v.figures, Some(v)));
+        for (f, v) in direct.into_iter().chain(via) {
+            let t = m.targets.iter().find(|t| t.name == f.target);
+            let added = v.and_then(|v| v.added).map_or_else(
+                || "-".into(),
+                |a| format!("{} / {}", signed_us(a.p50_us), signed_us(a.p99_us)),
+            );
+            let errs = t
+                .and_then(|t| t.closed_loop.as_ref())
+                .map_or_else(|| "-".into(), |p| errors(&p.outcome));
+            row(
                 o,
-                "[{}] {}: {}",
-                c.verdict.label(),
-                c.name,
-                c.verdict.detail()
+                &[
+                    f.target.clone(),
+                    t.map_or_else(String::new, |t| t.request.clone()),
+                    format!("{:.0}", f.rps),
+                    us(f.p50_us),
+                    us(f.p99_us),
+                    added,
+                    if v.is_some() {
+                        cpu(f.cpu_us)
+                    } else {
+                        "-".into()
+                    },
+                    cpu(f.mock_cpu_us),
+                    cpu(f.loadgen_cpu_us),
+                    errs,
+                ],
+                &w,
             );
         }
-        o
+    }
+    // A target that ran but whose closed loop is not usable has no row above.
+    for t in &m.targets {
+        if t.skipped.is_none()
+            && let Some(p) = t.closed_loop.as_ref().filter(|p| !p.usable())
+        {
+            let _ = writeln!(
+                o,
+                "NOTE: MCP target {}: closed loop unusable: {}",
+                t.name,
+                errors(&p.outcome)
+            );
+        }
     }
 }
 
@@ -1260,6 +1509,60 @@ mod tests {
             && a.passthrough_added_vs_direct.is_some()));
         assert!(t.stream_ttfb_translated.is_none());
         assert!(r.render().contains("Translation overhead"));
+    }
+
+    #[test]
+    fn mcp_section_compares_with_direct() {
+        use crate::mcp::{
+            CALL_AGGREGATED, CALL_DIRECT, CALL_PASSTHROUGH, LIST_AGGREGATED, LIST_DIRECT,
+        };
+        let ran = |name: &str, p50: f64, cpu: f64| {
+            let mut t = McpTarget::new(name, format!("{name} request"));
+            t.closed_loop = Some(phase(None, p50, 3.0 * p50, cpu, 1000, 0));
+            t
+        };
+        let mut skipped = McpTarget::new(LIST_AGGREGATED, "list".into());
+        skipped.skipped = Some("probe 1 to /mcp: expected 40 tools, got 36".into());
+        let m = McpReport::new(
+            "setup".into(),
+            32,
+            5.0,
+            vec![
+                ran(CALL_DIRECT, 100.0, 20.0),
+                ran(CALL_PASSTHROUGH, 160.0, 45.0),
+                ran(CALL_AGGREGATED, 250.0, 60.0),
+                ran(LIST_DIRECT, 120.0, 30.0),
+                skipped,
+            ],
+            Some("stopped".into()),
+        );
+        let c = &m.tools_call;
+        assert_eq!(c.direct.as_ref().unwrap().p50_us, 100.0);
+        assert_eq!(c.via.len(), 2);
+        assert_eq!(c.via[0].figures.target, CALL_PASSTHROUGH);
+        assert_eq!(c.via[0].added.unwrap().p50_us, 60.0);
+        assert_eq!(c.via[1].added.unwrap().p99_us, 450.0);
+        assert_eq!(c.via[1].figures.cpu_us, Some(60.0));
+        assert!(m.tools_list.via.is_empty());
+        let mut r = BenchReport::new(meta(), Vec::new());
+        r.mcp = Some(m);
+        let text = r.render();
+        for needle in [
+            MCP_LABEL,
+            "closed loop x32",
+            "+60us / +180us",
+            "+150us / +450us",
+            "60.0us",
+            "NOTE: MCP target mcp-list-aggregated SKIPPED: probe 1",
+        ] {
+            assert!(text.contains(needle), "missing {needle}:\n{text}");
+        }
+        // Only MCP ran: no empty chat tables or chat verdicts.
+        assert!(!text.contains("== Open loop"), "{text}");
+        assert!(!text.contains("Summary"), "{text}");
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["mcp"]["tools_call"]["via"][1]["added"]["p50_us"], 150.0);
+        assert!(v["mcp"]["targets"][4]["skipped"].is_string());
     }
 
     #[test]

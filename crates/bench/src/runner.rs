@@ -4,12 +4,14 @@
 use crate::client::{RequestTemplate, chat_body};
 use crate::error::{BenchError, Result};
 use crate::load::{self, ClosedLoopConfig, Measure, OpenLoopConfig, PhaseOutcome};
+use crate::mcp::{self, Expect};
 use crate::procfs;
 use crate::report::{
     BenchReport, CpuPerRequest, DIRECT, MemoryReport, Meta, NGINX, PhaseResult, TOLLGATE,
     TOLLGATE_BUDGET_MEMORY, TOLLGATE_BUDGET_REDIS, TOLLGATE_TRANSLATED, TOLLGATE_UNBUDGETED,
     TOLLGATE_UNBUDGETED_REDIS, TargetReport,
 };
+use crate::report::{McpReport, McpTarget};
 use crate::targets::{self, MockSource, Process};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -42,6 +44,10 @@ pub struct Plan {
     pub grace: Duration,
     /// Wall-clock cap on the streaming phase.
     pub stream_cap: Duration,
+    /// Run the chat-completion targets (mock-direct, nginx, tollgate, budgets).
+    pub http: bool,
+    /// Run the MCP section (tools/call overhead, aggregated tools/list).
+    pub mcp: bool,
 }
 
 /// What the runner needs to know about a started target.
@@ -79,11 +85,49 @@ pub fn run(plan: &Plan, workdir: &Path) -> Result<BenchReport> {
     let mock_pid = mock.pid();
     eprintln!("mock listening on {mock_addr} (pid {mock_pid})");
 
+    let reports = if plan.http {
+        run_http(&rt, plan, workdir, mock_addr, mock_pid)
+    } else {
+        Vec::new()
+    };
+    let mcp = plan
+        .mcp
+        .then(|| run_mcp(&rt, plan, workdir, mock_addr, mock_pid));
+
+    if let Some(why) = mock.exited() {
+        return Err(BenchError::NotReady {
+            what: "mock".into(),
+            reason: format!(
+                "died during the run: {why}; stderr:\n{}",
+                mock.stderr_tail()
+            ),
+        });
+    }
+    let _ = stop(&mut mock);
+    rt.shutdown_timeout(Duration::from_secs(1));
+
+    let mut meta = meta(plan);
+    meta.loadavg_start = loadavg_start;
+    meta.loadavg_end = loadavg();
+    let mut report = BenchReport::new(meta, reports);
+    report.mcp = mcp;
+    Ok(report)
+}
+
+/// The chat-completion targets: mock-direct, nginx, tollgate (passthrough
+/// and translated), and the budget pairs, all on the one shared mock.
+fn run_http(
+    rt: &Runtime,
+    plan: &Plan,
+    workdir: &Path,
+    mock_addr: SocketAddr,
+    mock_pid: u32,
+) -> Vec<TargetReport> {
     let mut reports = Vec::new();
 
     let direct_pids = move || vec![mock_pid];
     reports.push(run_target(
-        &rt,
+        rt,
         plan,
         &Target {
             name: DIRECT,
@@ -100,7 +144,7 @@ pub fn run(plan: &Plan, workdir: &Path) -> Result<BenchReport> {
             let master = p.pid();
             let pids = move || procfs::with_children(master);
             let mut r = run_target(
-                &rt,
+                rt,
                 plan,
                 &Target {
                     name: NGINX,
@@ -154,7 +198,7 @@ pub fn run(plan: &Plan, workdir: &Path) -> Result<BenchReport> {
                 mock_pid,
                 key: None,
             };
-            let mut rs = run_targets(&rt, plan, &[passthrough, translated]);
+            let mut rs = run_targets(rt, plan, &[passthrough, translated]);
             let shutdown = stop(&mut p);
             for r in &mut rs {
                 r.shutdown = Some(shutdown.clone());
@@ -178,11 +222,11 @@ pub fn run(plan: &Plan, workdir: &Path) -> Result<BenchReport> {
 
     // Budgets: admission + settle, per store, against the same requests
     // with no budget on the same process.
-    reports.extend(budget_pair(&rt, plan, workdir, mock_addr, mock_pid, None));
+    reports.extend(budget_pair(rt, plan, workdir, mock_addr, mock_pid, None));
     match targets::start_redis(&plan.redis_bin, workdir) {
         Ok((mut redis, redis_addr)) => {
             reports.extend(budget_pair(
-                &rt,
+                rt,
                 plan,
                 workdir,
                 mock_addr,
@@ -197,23 +241,7 @@ pub fn run(plan: &Plan, workdir: &Path) -> Result<BenchReport> {
             }
         }
     }
-
-    if let Some(why) = mock.exited() {
-        return Err(BenchError::NotReady {
-            what: "mock".into(),
-            reason: format!(
-                "died during the run: {why}; stderr:\n{}",
-                mock.stderr_tail()
-            ),
-        });
-    }
-    let _ = stop(&mut mock);
-    rt.shutdown_timeout(Duration::from_secs(1));
-
-    let mut meta = meta(plan);
-    meta.loadavg_start = loadavg_start;
-    meta.loadavg_end = loadavg();
-    Ok(BenchReport::new(meta, reports))
+    reports
 }
 
 /// One tollgate process with budgets (in memory, or in `redis`), two
@@ -283,6 +311,222 @@ fn budget_pair(
         ));
     }
     rs
+}
+
+/// The MCP section: the same `tools/call` sent to the shared mock's `/mcp`
+/// directly, through one open gateway's `/mcp/tools` and through its `/mcp`
+/// (as `tools__add`); and `tools/list` merged by that gateway's `/mcp` over
+/// its [`mcp::BACKENDS`] MCPServers (all on the one mock), next to one
+/// `tools/list` sent to the mock directly. Every target is probed (answers
+/// parsed in full) and warmed up; one that fails either is skipped, loudly.
+/// Then the closed-loop phases run one target after the other, direct and
+/// gateway interleaved, with CPU sampled around each.
+fn run_mcp(
+    rt: &Runtime,
+    plan: &Plan,
+    workdir: &Path,
+    mock_addr: SocketAddr,
+    mock_pid: u32,
+) -> McpReport {
+    eprintln!("== MCP section");
+    let config = mcp::gateway_config(mock_addr);
+    let gateway =
+        targets::start_tollgate_with(&plan.tollgate_bin, "tollgate-mcp", &config, workdir);
+    let (gateway_addr, gateway_pid, mut gateway_proc, gateway_error) = match gateway {
+        Ok((p, addr)) => (Some(addr), Some(p.pid()), Some(p), None),
+        Err(e) => {
+            eprintln!("MCP: gateway did not start, its targets are SKIPPED: {e}");
+            (
+                None,
+                None,
+                None,
+                Some(format!("gateway did not start: {e}")),
+            )
+        }
+    };
+    let direct_pids = move || vec![mock_pid];
+    let gateway_pids = move || gateway_pid.into_iter().collect::<Vec<_>>();
+    let aggregated = mcp::aggregated_tool();
+    let sum = Expect::Sum(3.0);
+    // (name, on the gateway?, path, template maker, expected answer, description)
+    let specs: [(&'static str, bool, String, Expect, String); 5] = [
+        (
+            mcp::CALL_DIRECT,
+            false,
+            mcp::PATH.to_string(),
+            sum,
+            format!("tools/call {} -> mock {}", mcp::TOOL, mcp::PATH),
+        ),
+        (
+            mcp::CALL_PASSTHROUGH,
+            true,
+            format!("{}/{}", mcp::PATH, mcp::SERVER),
+            sum,
+            format!(
+                "tools/call {} -> gw {}/{} (pass-through)",
+                mcp::TOOL,
+                mcp::PATH,
+                mcp::SERVER
+            ),
+        ),
+        (
+            mcp::CALL_AGGREGATED,
+            true,
+            mcp::PATH.to_string(),
+            sum,
+            format!("tools/call {aggregated} -> gw {} (aggregated)", mcp::PATH),
+        ),
+        (
+            mcp::LIST_DIRECT,
+            false,
+            mcp::PATH.to_string(),
+            Expect::Tools(mcp::MOCK_TOOLS),
+            format!(
+                "tools/list -> mock {} ({} tools)",
+                mcp::PATH,
+                mcp::MOCK_TOOLS
+            ),
+        ),
+        (
+            mcp::LIST_AGGREGATED,
+            true,
+            mcp::PATH.to_string(),
+            Expect::Tools(mcp::MOCK_TOOLS * mcp::BACKENDS),
+            format!(
+                "tools/list -> gw {} ({} backends, {} tools)",
+                mcp::PATH,
+                mcp::BACKENDS,
+                mcp::MOCK_TOOLS * mcp::BACKENDS
+            ),
+        ),
+    ];
+
+    /// A target still in the run has its load target and template.
+    struct State<'a> {
+        run: Option<(Target<'a>, Arc<RequestTemplate>)>,
+        report: McpTarget,
+    }
+    let mut states: Vec<State> = specs
+        .into_iter()
+        .map(|(name, on_gateway, path, expect, request)| {
+            let mut report = McpTarget::new(name, request);
+            let addr = if on_gateway {
+                gateway_addr
+            } else {
+                Some(mock_addr)
+            };
+            let Some(addr) = addr else {
+                report.skipped = gateway_error.clone();
+                return State { run: None, report };
+            };
+            let tmpl = match expect {
+                Expect::Sum(_) if name == mcp::CALL_AGGREGATED => {
+                    mcp::call_template(addr, &path, &aggregated)
+                }
+                Expect::Sum(_) => mcp::call_template(addr, &path, mcp::TOOL),
+                Expect::Tools(_) => mcp::list_template(addr, &path),
+            };
+            let pids: &dyn Fn() -> Vec<u32> = if on_gateway {
+                &gateway_pids
+            } else {
+                &direct_pids
+            };
+            let target = Target {
+                name,
+                addr,
+                model: "",
+                pids,
+                mock_pid,
+                key: None,
+            };
+            eprintln!("   {name}: probe ({})", report.request);
+            if let Err(e) = rt.block_on(mcp::probe(&tmpl, expect, plan.timeout)) {
+                eprintln!("MCP: {name} SKIPPED: {e}");
+                report.skipped = Some(e);
+                return State { run: None, report };
+            }
+            State {
+                run: Some((target, Arc::new(tmpl))),
+                report,
+            }
+        })
+        .collect();
+
+    let warm_cfg = warmup_config(plan, plan.concurrency);
+    for s in &mut states {
+        let Some((t, tmpl)) = &s.run else { continue };
+        eprintln!("   {}: warm-up", t.name);
+        let warm = measured(rt, t, None, load::closed_loop(tmpl.clone(), &warm_cfg));
+        if !warm.usable() {
+            let why = format!(
+                "warm-up: {} errors of {} requests (first: {}); measured phase skipped",
+                warm.outcome.errors,
+                warm.outcome.planned,
+                warm.outcome.first_error.as_deref().unwrap_or("-")
+            );
+            eprintln!("MCP: {} SKIPPED: {why}", t.name);
+            s.report.skipped = Some(why);
+            s.run = None;
+        }
+        s.report.warmup = Some(warm);
+    }
+
+    let cfg = closed_loop_config(plan);
+    for s in &mut states {
+        let Some((t, tmpl)) = &s.run else { continue };
+        eprintln!("   {}: closed loop x{}", t.name, plan.concurrency);
+        s.report.closed_loop = Some(measured(rt, t, None, load::closed_loop(tmpl.clone(), &cfg)));
+    }
+
+    let mut shutdown = None;
+    if let Some(p) = &mut gateway_proc {
+        if let Some(why) = p.exited() {
+            eprintln!(
+                "MCP: the gateway died during the run: {why}\n{}",
+                p.stderr_tail()
+            );
+        }
+        shutdown = Some(stop(p));
+    }
+    let setup = format!(
+        "one open tollgate gateway (no API keys; requests carry no credential) with {} MCPServers ({}, {} … {}), each at its own path, all pointing at the one shared mock's {}; {} revision, stateless (no initialize)",
+        mcp::BACKENDS,
+        mcp::server_name(0),
+        mcp::server_name(1),
+        mcp::server_name(mcp::BACKENDS - 1),
+        mcp::PATH,
+        mcp::VERSION
+    );
+    McpReport::new(
+        setup,
+        plan.concurrency,
+        plan.phase.as_secs_f64(),
+        states.into_iter().map(|s| s.report).collect(),
+        shutdown,
+    )
+}
+
+/// The warm-up: a closed loop of `concurrency` workers for the plan's
+/// warm-up time.
+fn warmup_config(plan: &Plan, concurrency: usize) -> ClosedLoopConfig {
+    ClosedLoopConfig {
+        concurrency,
+        duration: plan.warmup,
+        max_requests: (plan.warmup.as_secs_f64() * 50_000.0) as u64 + 100,
+        timeout: plan.timeout,
+        measure: Measure::FullResponse,
+    }
+}
+
+/// The measured closed loop: the plan's concurrency for one phase.
+fn closed_loop_config(plan: &Plan) -> ClosedLoopConfig {
+    ClosedLoopConfig {
+        concurrency: plan.concurrency,
+        duration: plan.phase,
+        max_requests: (plan.phase.as_secs_f64() * 200_000.0) as u64,
+        timeout: plan.timeout,
+        measure: Measure::FullResponse,
+    }
 }
 
 fn stop(p: &mut Process) -> String {
@@ -384,13 +628,7 @@ fn run_targets(rt: &Runtime, plan: &Plan, ts: &[Target]) -> Vec<TargetReport> {
 
     // Warm-up with the open-loop connection count, so the target's own
     // upstream pool is filled before anything is measured.
-    let warm_cfg = ClosedLoopConfig {
-        concurrency: plan.connections,
-        duration: plan.warmup,
-        max_requests: (plan.warmup.as_secs_f64() * 50_000.0) as u64 + 100,
-        timeout: plan.timeout,
-        measure: Measure::FullResponse,
-    };
+    let warm_cfg = warmup_config(plan, plan.connections);
     for (t, s) in ts.iter().zip(&mut states) {
         eprintln!("   {}: warm-up", t.name);
         let warm = measured(rt, t, None, load::closed_loop(s.plain.clone(), &warm_cfg));
@@ -426,13 +664,7 @@ fn run_targets(rt: &Runtime, plan: &Plan, ts: &[Target]) -> Vec<TargetReport> {
         }
     }
 
-    let cfg = ClosedLoopConfig {
-        concurrency: plan.concurrency,
-        duration: plan.phase,
-        max_requests: (plan.phase.as_secs_f64() * 200_000.0) as u64,
-        timeout: plan.timeout,
-        measure: Measure::FullResponse,
-    };
+    let cfg = closed_loop_config(plan);
     for (t, s) in ts.iter().zip(&mut states).filter(|(_, s)| s.ok) {
         eprintln!("   {}: closed loop x{}", t.name, plan.concurrency);
         s.report.closed_loop = Some(measured(

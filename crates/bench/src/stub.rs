@@ -66,12 +66,47 @@ async fn handle(
                 )
             }
         }
+        "/mcp" => {
+            let message = serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default();
+            resp(
+                StatusCode::OK,
+                "application/json",
+                Bytes::from(mcp_answer(&message).to_string()),
+            )
+        }
         _ => resp(
             StatusCode::NOT_FOUND,
             "text/plain",
             Bytes::from_static(b"not found"),
         ),
     })
+}
+
+/// A stateless MCP server's answer, just enough for the harness's MCP
+/// section: `tools/list` (the real mock's four tool names) and `tools/call`
+/// of `add`; anything else is a JSON-RPC error.
+fn mcp_answer(message: &serde_json::Value) -> serde_json::Value {
+    use serde_json::json;
+    let id = message.get("id").cloned().unwrap_or_default();
+    let params = &message["params"];
+    let result = match message["method"].as_str().unwrap_or("") {
+        "tools/list" => {
+            let tools = ["echo", "add", "write_note", "slow"]
+                .map(|name| json!({"name": name, "inputSchema": {"type": "object"}}));
+            json!({ "tools": tools })
+        }
+        "tools/call" if params["name"] == "add" => {
+            let sum = params["arguments"]["a"].as_f64().unwrap_or(0.0)
+                + params["arguments"]["b"].as_f64().unwrap_or(0.0);
+            json!({"content": [{"type": "text", "text": sum.to_string()}],
+                   "structuredContent": {"sum": sum}, "isError": false})
+        }
+        _ => {
+            return json!({"jsonrpc": "2.0", "id": id,
+                          "error": {"code": -32601, "message": "not in the stub"}});
+        }
+    };
+    json!({"jsonrpc": "2.0", "id": id, "result": result})
 }
 
 /// Serves until the task is dropped/aborted.
