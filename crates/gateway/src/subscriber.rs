@@ -402,7 +402,8 @@ impl Subscriber {
         }
     }
 
-    /// The usage of the running snapshot's budgets, if it has any.
+    /// The usage of the running snapshot's budgets, and the alerts raised
+    /// since the last report (budgets' and MCP agents'), if there is either.
     async fn usage_report(&self) -> Option<GatewayMessage> {
         let runtime = self.gateway.runtime()?;
         let budgets: Vec<&str> = runtime
@@ -412,14 +413,18 @@ impl Subscriber {
             .iter()
             .map(|b| &*b.name)
             .collect();
+        let alerts = self.gateway.alerts.drain();
         if budgets.is_empty() {
-            return None;
+            return (!alerts.is_empty()).then_some(GatewayMessage::Usage {
+                shared: false,
+                counters: Vec::new(),
+                alerts,
+            });
         }
         let (shared, counters) = runtime
             .budget_store
             .usage(&budgets, push::MAX_REPORTED_COUNTERS)
             .await;
-        let alerts = self.gateway.alerts.drain();
         Some(GatewayMessage::Usage {
             shared,
             counters,
