@@ -33,13 +33,11 @@ use tollgate_config::snapshot::{McpServer, Principal};
 use super::jsonrpc::{self, Message};
 use super::merge::{self, ClientCapabilities, Naming, Relayed};
 use super::{
-    Caller, Refusal, SESSION_HEADER, backend_request, call_backend, check_catalog, check_origin,
-    filter, learn_catalog, read_bounded, rpc_error, throttle, unauthorized, unclassified_call,
-    watch_agent,
+    Caller, Refusal, SESSION_HEADER, backend_request, call_backend, check_catalog, filter,
+    learn_catalog, read_bounded, rpc_error, throttle, unclassified_call, watch_agent,
 };
 use super::{Seen, backend_failed, breaker, send_retrying};
 use crate::http::{BoxError, ResponseBody, box_body, full};
-use crate::llm::auth;
 use crate::providers::http::UpstreamError;
 use crate::runtime::{Gateway, Runtime};
 
@@ -203,35 +201,15 @@ async fn serve(
     seen: &mut Seen,
 ) -> Result<Response<ResponseBody>, Refusal> {
     let (parts, body) = request.into_parts();
-    check_origin(&parts.headers, &runtime.snapshot.config.mcp_allowed_origins)?;
-    let principal = auth::authenticate(runtime, gateway, &parts.headers)
-        .await
-        .map_err(|error| unauthorized(&error, runtime, PATH, &parts.headers))?;
+    let principal = super::admit(gateway, runtime, &parts.headers, PATH).await?;
     let principal = principal.as_deref();
     seen.set_caller(principal);
     let now = crate::state::window::now_ms();
-    let state = match parts.headers.get(SESSION_HEADER) {
-        None => None,
-        Some(value) => {
-            let id = value.to_str().unwrap_or("");
-            let opened = runtime
-                .mcp_sessions
-                .open(id, principal, PATH, now)
-                .ok()
-                .and_then(|state| serde_json::from_str::<SessionState>(&state).ok());
-            match opened {
-                Some(state) => Some(state),
-                None => {
-                    return Err(Box::new(rpc_error(
-                        StatusCode::NOT_FOUND,
-                        None,
-                        jsonrpc::INVALID_REQUEST,
-                        "Session not found: initialize a new session.",
-                    )));
-                }
-            }
-        }
-    };
+    let state = super::open_session(runtime, &parts.headers, principal, PATH, now)?
+        .map(|sealed| {
+            serde_json::from_str::<SessionState>(&sealed).map_err(|_| super::session_not_found())
+        })
+        .transpose()?;
     let mut ctx = Ctx {
         gateway,
         runtime,

@@ -273,6 +273,53 @@ fn method_label(http: &Method, message: Option<&Message>) -> &'static str {
 
 type Refusal = Box<Response<ResponseBody>>;
 
+/// What both endpoints check before anything else: a browser's `Origin`,
+/// then the caller (401 naming `resource_path`'s metadata).
+async fn admit(
+    gateway: &Gateway,
+    runtime: &Runtime,
+    headers: &HeaderMap,
+    resource_path: &str,
+) -> Result<Option<Arc<Principal>>, Refusal> {
+    check_origin(headers, &runtime.snapshot.config.mcp_allowed_origins)?;
+    auth::authenticate(runtime, gateway, headers)
+        .await
+        .map_err(|error| unauthorized(&error, runtime, resource_path, headers))
+}
+
+/// The state sealed in the request's session id for `route`, if it has one.
+fn open_session(
+    runtime: &Runtime,
+    headers: &HeaderMap,
+    principal: Option<&Principal>,
+    route: &str,
+    now: i64,
+) -> Result<Option<String>, Refusal> {
+    let Some(value) = headers.get(SESSION_HEADER) else {
+        return Ok(None);
+    };
+    let id = value.to_str().unwrap_or("");
+    runtime
+        .mcp_sessions
+        .open(id, principal, route, now)
+        .map(Some)
+        .map_err(|error| {
+            tracing::debug!(route, %error, "MCP session id refused");
+            session_not_found()
+        })
+}
+
+/// Unknown, expired or someone else's session: as the spec says for a
+/// session the server does not know, so the client starts over.
+fn session_not_found() -> Refusal {
+    Box::new(rpc_error(
+        StatusCode::NOT_FOUND,
+        None,
+        jsonrpc::INVALID_REQUEST,
+        "Session not found: initialize a new session.",
+    ))
+}
+
 async fn serve(
     gateway: &Gateway,
     runtime: &Runtime,
@@ -281,40 +328,17 @@ async fn serve(
     seen: &mut Seen,
 ) -> Result<Response<ResponseBody>, Refusal> {
     let (parts, body) = request.into_parts();
-    check_origin(&parts.headers, &runtime.snapshot.config.mcp_allowed_origins)?;
-    let principal = auth::authenticate(runtime, gateway, &parts.headers)
-        .await
-        .map_err(|error| {
-            unauthorized(
-                &error,
-                runtime,
-                &format!("/mcp/{}", server.path),
-                &parts.headers,
-            )
-        })?;
+    let principal = admit(
+        gateway,
+        runtime,
+        &parts.headers,
+        &format!("/mcp/{}", server.path),
+    )
+    .await?;
     let principal = principal.as_deref();
     seen.set_caller(principal);
     let now = crate::state::window::now_ms();
-    let backend_session = match parts.headers.get(SESSION_HEADER) {
-        None => None,
-        Some(value) => {
-            let id = value.to_str().unwrap_or("");
-            match runtime.mcp_sessions.open(id, principal, &server.name, now) {
-                Ok(backend) => Some(backend),
-                // Unknown, expired or someone else's: as the spec says for a
-                // session the server does not know, so the client starts over.
-                Err(error) => {
-                    tracing::debug!(server = %server.name, %error, "MCP session id refused");
-                    return Err(Box::new(rpc_error(
-                        StatusCode::NOT_FOUND,
-                        None,
-                        jsonrpc::INVALID_REQUEST,
-                        "Session not found: initialize a new session.",
-                    )));
-                }
-            }
-        }
-    };
+    let backend_session = open_session(runtime, &parts.headers, principal, &server.name, now)?;
     let (body, message) = match parts.method {
         Method::POST => {
             let (bytes, message) = read_message(runtime, &parts.headers, body).await?;
