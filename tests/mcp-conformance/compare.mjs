@@ -147,6 +147,14 @@ console.log(
     `${differentRows} different (${diffs.filter((d) => !d.expected).length} checks; ${diffs.filter((d) => d.expected).length} expected improvements)` +
     (missing ? `, ${missing} without a result on one side or both` : ''),
 );
+if (process.env.MCP_TRANSLATE) {
+  // Translating on purpose: report the direction of each change.
+  const rank = { SUCCESS: 3, INFO: 3, WARNING: 2, FAILURE: 1, SKIPPED: 0 };
+  const better = diffs.filter((d) => (rank[d.cb?.status] ?? 0) > (rank[d.ca?.status] ?? 0)).length;
+  const worse = diffs.filter((d) => (rank[d.cb?.status] ?? 0) < (rank[d.ca?.status] ?? 0)).length;
+  console.log(`mcp-conformance (translating): ${better} checks better through the gateway, ${worse} worse`);
+  process.exit(missing ? 1 : 0);
+}
 // The closing line CI reads: a (revision, scenario) run passes when the
 // gateway gave exactly the backend's results.
 console.log(`mcp-conformance: ${rows.length - differentRows} passed, ${differentRows} failed`);

@@ -12,6 +12,11 @@
 # built with `cargo build -p tollgate-cli` when missing),
 # MCP_CONFORMANCE_KEEP=1 keeps the work directory (logs, checks.json,
 # normalised results) even on success; it is always kept on failure.
+# MCP_TRANSLATE=1 serves the backend with `translateRevisions: true`
+# instead: the gateway then changes results on purpose (server-everything
+# speaks 2025-11-25 only, so 2026-07-28 scenarios reach it translated), and
+# the run reports how many checks got better or worse instead of failing on
+# a difference.
 #
 # Backend: @modelcontextprotocol/server-everything in Streamable HTTP mode (the
 # conformance package ships no server of its own). Everything listens on
@@ -111,6 +116,8 @@ await_http "$BACKEND" 30 || { log "backend did not come up"; cat "$WORK/backend.
 
 # --- The gateway: open (no API keys: the conformance client sends no
 # credential), one MCPServer passed through at /mcp/everything --------------
+translate=false
+[[ -n "${MCP_TRANSLATE:-}" ]] && translate=true
 cat > "$WORK/gateway.yaml" <<YAML
 apiVersion: tollgate.dev/v1alpha1
 kind: AIGateway
@@ -123,6 +130,7 @@ metadata: {name: everything}
 spec:
   gatewayRef: {name: conformance}
   url: $BACKEND
+  translateRevisions: $translate
 YAML
 "$TOLLGATE_BIN" gateway --config "$WORK/gateway.yaml" \
     --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \

@@ -58,6 +58,16 @@ pub struct MCPServerSpec {
     #[schemars(length(max = 8), inner(length(max = 2048)))]
     #[x_kube(validation = Rule::new("self.all(u, u.matches('^https?://[^ ]+$'))").message(URL_MESSAGE))]
     pub failover_urls: Vec<String>,
+    /// Let clients of either MCP revision family use a server that speaks
+    /// only one (default false: `/mcp/{path}` passes messages through as
+    /// they are). 2026-07-28 clients then reach a server that speaks only
+    /// 2025-11-25 or earlier through a session the gateway holds for each
+    /// caller, and 2025-11-25 clients reach a server that speaks only
+    /// 2026-07-28 through an `initialize` the gateway answers from the
+    /// server's `server/discover`. The aggregated endpoint `/mcp` always
+    /// does this.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub translate_revisions: bool,
     /// A server the controller runs in this namespace: a Deployment and a
     /// Service named `mcp-<name>`, owned by this MCPServer, which the gateway
     /// reaches at `http://mcp-<name>.<namespace>.svc:<port><path>`. Exactly

@@ -484,6 +484,7 @@ mod tests {
             url: url.into(),
             failover_urls: failover,
             credential: None,
+            translate_revisions: false,
             timeout_ms: 5_000,
             tools: Default::default(),
             access: Vec::new(),

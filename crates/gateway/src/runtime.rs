@@ -148,6 +148,11 @@ pub struct Gateway {
     pub mcp_breakers: crate::mcp::Breakers,
     /// Kept results of read-only MCP calls and reads (`spec.cache`).
     pub mcp_cache: crate::mcp::cache::ResultCache,
+    /// Which era (MCP revision family) each backend speaks, as learnt.
+    pub mcp_eras: crate::mcp::Eras,
+    /// The gateway's own sessions with legacy-only MCP backends, for
+    /// callers that speak 2026-07-28.
+    pub mcp_legacy_sessions: crate::mcp::LegacySessions,
     /// Warnings that could repeat per request pass through here.
     pub log_throttle: LogThrottle,
     draining: AtomicBool,
@@ -168,6 +173,8 @@ impl Gateway {
             mcp_routes: crate::mcp::aggregate::Routes::default(),
             mcp_breakers: crate::mcp::Breakers::default(),
             mcp_cache: crate::mcp::cache::ResultCache::default(),
+            mcp_eras: crate::mcp::Eras::default(),
+            mcp_legacy_sessions: crate::mcp::LegacySessions::default(),
             jwks: crate::llm::jwt::JwksCache::default(),
             throttles: Arc::default(),
             draining: AtomicBool::new(false),

@@ -118,6 +118,22 @@ pub struct MockArgs {
     /// the mock runs); a missing file lists none.
     #[arg(long)]
     pub mcp_tools_file: Option<std::path::PathBuf>,
+
+    /// Which MCP revisions the mock MCP server speaks: `both` (default),
+    /// `legacy` (2025-11-25 and earlier only: `initialize` and sessions;
+    /// modern requests are refused as a legacy server refuses them) or
+    /// `modern` (2026-07-28 only: `initialize` is refused with 400).
+    #[arg(long, value_enum, default_value_t = McpEra::Both)]
+    pub mcp_era: McpEra,
+}
+
+/// Which MCP revisions the mock speaks (`--mcp-era`).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum McpEra {
+    #[default]
+    Both,
+    Legacy,
+    Modern,
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
@@ -151,6 +167,7 @@ impl MockArgs {
             seed: self.seed,
             drain_timeout: Duration::from_secs(self.drain_timeout_secs),
             mcp_tools_file: self.mcp_tools_file.clone(),
+            mcp_era: self.mcp_era,
             auth: AuthConfig {
                 openai_key: self.openai_key.clone(),
                 azure_key: self.azure_key.clone(),
@@ -187,6 +204,7 @@ pub struct MockConfig {
     pub seed: Option<u64>,
     pub drain_timeout: Duration,
     pub mcp_tools_file: Option<std::path::PathBuf>,
+    pub mcp_era: McpEra,
     pub auth: AuthConfig,
 }
 
@@ -257,6 +275,7 @@ impl Default for MockConfig {
             seed: None,
             drain_timeout: Duration::from_secs(10),
             mcp_tools_file: None,
+            mcp_era: McpEra::Both,
             auth: AuthConfig::default(),
         }
     }

@@ -42,7 +42,7 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-pub use config::{AuthConfig, AwsCredentials, MockArgs, MockConfig};
+pub use config::{AuthConfig, AwsCredentials, McpEra, MockArgs, MockConfig};
 pub use server::serve;
 
 /// Failures of [`run`].

@@ -8,6 +8,9 @@
 //! (streams `notifications/progress` over SSE when asked for progress).
 //! One resource (`mock://notes/readme`) and one prompt (`greeting`). With
 //! `--mcp-key`, every request must carry `Authorization: Bearer <key>`.
+//! `--mcp-era legacy` or `modern` makes it a server of one era only, as
+//! older and newer servers are, so the gateway's translation between eras
+//! can be tested.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -19,6 +22,7 @@ use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 use serde_json::{Value, json};
 
 use crate::body::{MockBody, StreamBuilder};
+use crate::config::McpEra;
 use crate::server::State;
 
 pub(crate) const LEGACY: &str = "2025-11-25";
@@ -110,6 +114,19 @@ async fn post(
     let Some(id) = id else {
         return plain(StatusCode::ACCEPTED, "");
     };
+    // A one-era server does not know the other era's requests for what they are.
+    let modern = match state.config.mcp_era {
+        McpEra::Legacy => None,
+        _ => modern,
+    };
+    if state.config.mcp_era == McpEra::Modern && modern.is_none() {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            id,
+            -32600,
+            "Bad Request: this server speaks MCP 2026-07-28 only (no initialize, no sessions); send io.modelcontextprotocol/protocolVersion in _meta",
+        );
+    }
     let era = match (modern, method) {
         (Some(version), _) => {
             if let Err((code, message, data)) = check_modern(headers, version, method, &params) {
@@ -148,7 +165,14 @@ async fn post(
         return response;
     }
     let extra = extra_tools(state.config.mcp_tools_file.as_deref());
-    match reply(method, &params, &id, era, &extra) {
+    let mut reply = reply(method, &params, &id, era, &extra);
+    if state.config.mcp_era == McpEra::Modern
+        && let Reply::One(_, message) = &mut reply
+        && let Some(versions) = message.pointer_mut("/result/supportedVersions")
+    {
+        *versions = json!([MODERN]);
+    }
+    match reply {
         Reply::One(status, message) => json(status, &message),
         Reply::Paced(messages) => sse(&messages),
     }
@@ -311,7 +335,8 @@ fn answer(
     };
     let result = match method {
         "ping" => json!({}),
-        "server/discover" => cacheable(json!({
+        // A method of the modern era only.
+        "server/discover" if era == Era::Modern => cacheable(json!({
             "supportedVersions": [MODERN, LEGACY],
             "capabilities": capabilities(),
         })),

@@ -250,6 +250,7 @@ pub(super) fn compile_mcp_server(
             .map(|url| url.trim_end_matches('/').to_string())
             .collect(),
         credential,
+        translate_revisions: spec.translate_revisions,
         timeout_ms,
         tools: ToolFilter {
             allow: tools.allow,

@@ -23,6 +23,9 @@ pub struct McpServer {
     pub failover_urls: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<McpCredential>,
+    /// Translate between MCP revision families on `/mcp/{path}`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub translate_revisions: bool,
     pub timeout_ms: u64,
     #[serde(default)]
     pub tools: ToolFilter,
@@ -238,6 +241,7 @@ mod tests {
             url: "http://127.0.0.1:1/mcp".into(),
             failover_urls: vec!["http://127.0.0.1:2/mcp".into()],
             credential: None,
+            translate_revisions: false,
             timeout_ms: 1,
             tools: ToolFilter {
                 deny: vec!["drop_*".into()],

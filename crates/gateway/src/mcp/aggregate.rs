@@ -18,27 +18,30 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::future::join_all;
 use futures_util::stream;
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, StreamBody};
-use hyper::body::{Frame, Incoming};
+use http_body_util::StreamBody;
+use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tollgate_api::mcp::PrefixMode;
 use tollgate_config::snapshot::{McpServer, Principal};
 
 use super::backend::{self, BackendError, BackendSession, Outgoing, Sent, Target, backend_failed};
+use super::events::{self, Frames};
 use super::jsonrpc::{self, Message};
 use super::merge::{self, ClientCapabilities, Naming, Relayed};
+use super::revisions::{self, ClientMeta, LegacyClientSession};
+use super::translate::{self, Speech};
 use super::{
     Caller, Refusal, SESSION_HEADER, check_catalog, filter, learn_catalog, read_bounded, rpc_error,
     throttle, unclassified_call, watch_agent,
 };
 use super::{Seen, breaker};
-use crate::http::{BoxError, ResponseBody, box_body, full};
+use crate::http::{ResponseBody, box_body, full};
 use crate::runtime::{Gateway, Runtime};
 
 /// The aggregated endpoint's path, and what its sessions are bound to.
@@ -50,7 +53,6 @@ const MAX_BACKEND_PAGES: usize = 50;
 /// Least time between two lists the gateway runs to route an unknown name.
 const RELIST_EVERY: Duration = Duration::from_secs(5);
 /// Largest event held while waiting for its end on a relayed stream.
-const MAX_PENDING_EVENT: usize = 8 * 1024 * 1024;
 /// The metric label of messages no single backend answers.
 pub const AGGREGATE_LABEL: &str = "aggregate";
 
@@ -63,6 +65,22 @@ struct SessionState {
     b: BTreeMap<String, Leg>,
     #[serde(default)]
     c: ClientCapabilities,
+    /// The client's `clientInfo`, for backends that speak only 2026-07-28
+    /// (they take it on every request).
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    i: Value,
+}
+
+impl SessionState {
+    /// The client as a backend that speaks only 2026-07-28 learns it on
+    /// each message: its info, and no capability whose requests cannot
+    /// cross eras.
+    fn client_meta(&self) -> ClientMeta {
+        ClientMeta {
+            c: json!({}),
+            i: self.i.clone(),
+        }
+    }
 }
 
 /// One backend's session: its id (empty when it keeps none), version, and
@@ -81,6 +99,12 @@ fn is_zero(n: &usize) -> bool {
 }
 
 impl Leg {
+    /// A backend that speaks only 2026-07-28, in a legacy client's session:
+    /// messages get the client's `_meta`, answers lose the modern fields.
+    fn modern_only(&self) -> bool {
+        self.v == jsonrpc::MODERN
+    }
+
     fn session(&self) -> BackendSession<'_> {
         match self.s.as_str() {
             "" => BackendSession {
@@ -357,15 +381,7 @@ impl<'a> Ctx<'a> {
 
     /// The headers a message to a backend carries.
     fn backend_headers(&self, leg: Option<&Leg>, method: &str, name: Option<&str>) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::ACCEPT,
-            HeaderValue::from_static("application/json, text/event-stream"),
-        );
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        let mut headers = backend::base_headers();
         let version = match leg {
             Some(leg) => HeaderValue::from_str(&leg.v).ok(),
             None => self.headers.get("mcp-protocol-version").cloned(),
@@ -373,7 +389,7 @@ impl<'a> Ctx<'a> {
         if let Some(version) = version {
             headers.insert("mcp-protocol-version", version);
         }
-        if self.state.is_none() && self.meta.is_some() {
+        if (self.state.is_none() && self.meta.is_some()) || leg.is_some_and(Leg::modern_only) {
             // 2026-07-28 mirrors the method and name into headers.
             if let Ok(value) = HeaderValue::from_str(method) {
                 headers.insert("mcp-method", value);
@@ -399,8 +415,18 @@ impl<'a> Ctx<'a> {
         name: Option<&str>,
     ) -> Result<Sent, BackendError> {
         let method = body.get("method").and_then(Value::as_str).unwrap_or("");
-        let headers = self.backend_headers(leg, method, name);
+        let modern_leg = leg.is_some_and(Leg::modern_only);
+        let uri = body.pointer("/params/uri").and_then(Value::as_str);
+        let mirrored = match method {
+            "resources/read" if modern_leg => uri,
+            _ => name,
+        };
+        let headers = self.backend_headers(leg, method, mirrored);
         let session = session_of(leg);
+        let body = match (modern_leg, &self.state) {
+            (true, Some(state)) => revisions::to_modern(body, &state.client_meta()),
+            _ => body.clone(),
+        };
         let outgoing = Outgoing {
             method: Method::POST,
             headers: &headers,
@@ -577,10 +603,47 @@ impl<'a> Ctx<'a> {
         let mut state = SessionState {
             b: BTreeMap::new(),
             c: ClientCapabilities::of(params.get("capabilities")),
+            i: params.get("clientInfo").cloned().unwrap_or(Value::Null),
         };
         let mut capabilities = Vec::new();
         let mut instructions = Vec::new();
+        // Backends that refused the handshake may speak 2026-07-28 only:
+        // they join the session without one, taking the client's info on
+        // every message.
+        let client = ClientMeta::of_initialize(params);
+        let refused: Vec<&McpServer> = servers
+            .iter()
+            .zip(&answers)
+            .filter(|(_, answer)| answer.is_err())
+            .map(|(server, _)| *server)
+            .collect();
+        let discovered = join_all(
+            refused
+                .iter()
+                .map(|server| translate::confirm_modern_only(self.gateway, server, &client)),
+        )
+        .await;
+        let mut modern_only: HashMap<&str, Value> = refused
+            .iter()
+            .zip(discovered)
+            .filter_map(|(server, found)| Some((server.path.as_str(), found?)))
+            .collect();
         for (server, answer) in servers.iter().zip(answers) {
+            let answer = match (answer, modern_only.remove(server.path.as_str())) {
+                (Err(_), Some(discovered)) => {
+                    let result = revisions::initialize_from_discovery(version, &discovered);
+                    Ok(Answer {
+                        result: json!({
+                            "protocolVersion": jsonrpc::MODERN,
+                            "capabilities": result["capabilities"],
+                            "instructions": result.get("instructions"),
+                        }),
+                        headers: HeaderMap::new(),
+                        endpoint: 0,
+                    })
+                }
+                (answer, _) => answer,
+            };
             match answer {
                 Ok(Answer {
                     result,
@@ -700,9 +763,13 @@ impl<'a> Ctx<'a> {
     /// A notification from the client goes to every backend in session.
     async fn broadcast(&self, message: &Message) -> Response<ResponseBody> {
         let body = to_backend(message);
+        // Backends that speak only 2026-07-28 have no session to notify.
         let servers: Vec<&McpServer> = self
             .servers()
-            .filter(|server| self.leg(server).is_ok())
+            .filter(|server| {
+                self.leg(server)
+                    .is_ok_and(|leg| !leg.is_some_and(Leg::modern_only))
+            })
             .collect();
         let sent = join_all(servers.iter().map(|server| {
             let leg = self.leg(server).ok().flatten();
@@ -1044,7 +1111,17 @@ impl<'a> Ctx<'a> {
         if kind == Kind::Tools {
             let leg = self.leg(server).ok().flatten();
             let headers = self.backend_headers(leg, "tools/call", Some(&original));
-            let session = session_of(leg);
+            let legacy_client = match (leg, &self.state) {
+                (Some(leg), Some(state)) if leg.modern_only() => Some(LegacyClientSession {
+                    v: revisions::LEGACY.to_string(),
+                    client: state.client_meta(),
+                }),
+                _ => None,
+            };
+            let speech = match &legacy_client {
+                Some(client) => Speech::LegacyToModern(client),
+                None => Speech::Direct(session_of(leg)),
+            };
             if unclassified_call(
                 &backend_message,
                 server,
@@ -1053,10 +1130,25 @@ impl<'a> Ctx<'a> {
             )
             .is_some()
             {
-                let _ =
-                    learn_catalog(self.gateway, server, &headers, session, &backend_message).await;
+                let _ = learn_catalog(
+                    self.gateway,
+                    server,
+                    self.principal,
+                    &headers,
+                    speech,
+                    &backend_message,
+                )
+                .await;
             }
-            check_catalog(self.gateway, server, &headers, session, &backend_message).await?;
+            check_catalog(
+                self.gateway,
+                server,
+                self.principal,
+                &headers,
+                speech,
+                &backend_message,
+            )
+            .await?;
             let catalog = &self.gateway.mcp_catalog;
             let caller = Caller {
                 principal: self.principal,
@@ -1159,21 +1251,27 @@ impl<'a> Ctx<'a> {
         let sent = self.send(server, leg, &body, name).await.map_err(|error| {
             Box::new(backend_failed(server, session_of(leg).target, id, &error))
         })?;
-        let (parts, body) = sent.response.into_parts();
-        let mut out = if is_sse(&parts.headers) {
-            let mut out = Response::new(relay_stream(body, server.path.clone(), self.client()));
-            out.headers_mut()
-                .insert("x-accel-buffering", HeaderValue::from_static("no"));
-            out
+        let mut out = if leg.is_some_and(Leg::modern_only) {
+            // A backend that speaks only 2026-07-28, to a legacy client.
+            translate::legacy_answer(sent, deadline).await
         } else {
-            Response::new(box_body(body))
-        };
-        *out.status_mut() = parts.status;
-        for name in [header::CONTENT_TYPE, header::CACHE_CONTROL] {
-            if let Some(value) = parts.headers.get(&name) {
-                out.headers_mut().insert(name, value.clone());
+            let (parts, body) = sent.response.into_parts();
+            let mut out = if is_sse(&parts.headers) {
+                let mut out = Response::new(relay_stream(body, server.path.clone(), self.client()));
+                out.headers_mut()
+                    .insert("x-accel-buffering", HeaderValue::from_static("no"));
+                out
+            } else {
+                Response::new(box_body(body))
+            };
+            *out.status_mut() = parts.status;
+            for name in [header::CONTENT_TYPE, header::CACHE_CONTROL] {
+                if let Some(value) = parts.headers.get(&name) {
+                    out.headers_mut().insert(name, value.clone());
+                }
             }
-        }
+            out
+        };
         if let Some(key) = kept {
             out = super::keep_answer(self.gateway, server, key, out, id, deadline).await;
         }
@@ -1310,7 +1408,7 @@ fn is_sse(headers: &HeaderMap) -> bool {
 }
 
 /// A header value, base64-wrapped as 2026-07-28 asks when not plain ASCII.
-fn header_value(text: &str) -> HeaderValue {
+pub(super) fn header_value(text: &str) -> HeaderValue {
     use base64::Engine;
     HeaderValue::from_str(text)
         .ok()
@@ -1322,10 +1420,6 @@ fn header_value(text: &str) -> HeaderValue {
         })
 }
 
-type Frames = std::pin::Pin<
-    Box<dyn futures_util::Stream<Item = Result<Frame<Bytes>, BoxError>> + Send + Sync>,
->;
-
 fn relay_stream(body: Incoming, path: String, client: ClientCapabilities) -> ResponseBody {
     box_body(StreamBody::new(relay_frames(body, path, client)))
 }
@@ -1333,70 +1427,13 @@ fn relay_stream(body: Incoming, path: String, client: ClientCapabilities) -> Res
 /// A backend's SSE stream as the client of `/mcp` gets it, event by event
 /// ([`merge::relay_event`]).
 fn relay_frames(body: Incoming, path: String, client: ClientCapabilities) -> Frames {
-    struct Relay {
-        body: Incoming,
-        pending: BytesMut,
-        ended: bool,
-    }
-    let start = Relay {
-        body,
-        pending: BytesMut::new(),
-        ended: false,
-    };
-    Box::pin(stream::unfold(start, move |mut relay| {
-        let path = path.clone();
-        async move {
-            loop {
-                if let Some(end) = find_event_end(&relay.pending) {
-                    let event = relay.pending.split_to(end + 2);
-                    let text = String::from_utf8_lossy(&event[..end]).into_owned();
-                    if text.trim().is_empty() {
-                        continue;
-                    }
-                    match merge::relay_event(&text, &path, client) {
-                        Relayed::Send(out) => {
-                            return Some((Ok(Frame::data(Bytes::from(out))), relay));
-                        }
-                        Relayed::Refuse { method } => {
-                            tracing::warn!(server = %path, method, "dropped a server request the client did not declare it handles");
-                            continue;
-                        }
-                    }
-                }
-                if relay.ended {
-                    return None;
-                }
-                match relay.body.frame().await {
-                    None => {
-                        relay.ended = true;
-                        if !relay.pending.iter().all(u8::is_ascii_whitespace) {
-                            relay.pending.extend_from_slice(b"\n\n");
-                        }
-                    }
-                    Some(Err(error)) => {
-                        relay.ended = true;
-                        return Some((Err(Box::new(error) as BoxError), relay));
-                    }
-                    Some(Ok(frame)) => {
-                        if let Ok(data) = frame.into_data() {
-                            // CRLF and LF both end SSE lines; one form is simpler to cut.
-                            relay
-                                .pending
-                                .extend(data.iter().copied().filter(|b| *b != b'\r'));
-                            if relay.pending.len() > MAX_PENDING_EVENT {
-                                relay.ended = true;
-                                let error: BoxError =
-                                    "MCP server sent an event too large to relay".into();
-                                return Some((Err(error), relay));
-                            }
-                        }
-                    }
-                }
+    events::rewrite(body, move |event| {
+        match merge::relay_event(event, &path, client) {
+            Relayed::Send(out) => Some(out),
+            Relayed::Refuse { method } => {
+                tracing::warn!(server = %path, method, "dropped a server request the client did not declare it handles");
+                None
             }
         }
-    }))
-}
-
-fn find_event_end(buffer: &[u8]) -> Option<usize> {
-    memchr::memmem::find(buffer, b"\n\n")
+    })
 }

@@ -343,6 +343,20 @@ impl Breakers {
     }
 }
 
+/// The headers every JSON-RPC POST the gateway makes itself carries.
+pub(super) fn base_headers() -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        http::header::ACCEPT,
+        HeaderValue::from_static("application/json, text/event-stream"),
+    );
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers
+}
+
 /// How long a backend has for one message.
 pub(super) fn deadline(server: &McpServer) -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_millis(server.timeout_ms)

@@ -88,7 +88,7 @@ impl Message {
     }
 
     /// What `Mcp-Name` must mirror, for the methods that have one.
-    fn mirrored_name(&self) -> Option<&str> {
+    pub fn mirrored_name(&self) -> Option<&str> {
         match self.method.as_deref()? {
             "tools/call" | "prompts/get" => self.name(),
             "resources/read" => self.params.get("uri").and_then(Value::as_str),

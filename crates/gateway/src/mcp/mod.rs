@@ -15,11 +15,14 @@ pub mod aggregate;
 pub mod backend;
 pub mod breaker;
 pub mod cache;
+mod events;
 pub mod filter;
 pub mod jsonrpc;
 pub mod merge;
 pub mod redact;
+pub mod revisions;
 pub mod session;
+mod translate;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,8 +38,10 @@ use crate::http::{ResponseBody, box_body, full};
 use crate::llm::{auth, ingress};
 use crate::runtime::{Gateway, Runtime};
 pub use backend::Breakers;
-use backend::{BackendSession, Outgoing, backend_failed};
+use backend::{BackendSession, backend_failed};
 use jsonrpc::Message;
+use translate::Speech;
+pub use translate::{Eras, LegacySessions};
 
 /// Request headers passed on to the backend as they are.
 const FORWARDED: [&str; 6] = [
@@ -339,7 +344,13 @@ async fn serve(
     seen.set_caller(principal);
     let now = crate::state::window::now_ms();
     let pinned = open_session(runtime, &parts.headers, principal, &server.name, now)?;
-    let backend_session = BackendSession::of(pinned.as_deref());
+    let translated = pinned
+        .as_deref()
+        .and_then(revisions::LegacyClientSession::from_sealed);
+    let backend_session = match translated {
+        Some(_) => BackendSession::of(None),
+        None => BackendSession::of(pinned.as_deref()),
+    };
     let (body, message) = match parts.method {
         Method::POST => {
             let (bytes, message) = read_message(runtime, &parts.headers, body).await?;
@@ -349,12 +360,38 @@ async fn serve(
         _ => return Err(method_not_allowed()),
     };
     seen.method = method_label(&parts.method, message.as_ref());
+    let modern_client;
+    let speech = match (&translated, &message) {
+        (Some(session), _) => Speech::LegacyToModern(session),
+        (None, Some(m))
+            if server.translate_revisions
+                && translate::is_modern(m, &parts.headers)
+                && gateway.mcp_eras.of(server) == Some(revisions::Era::Legacy) =>
+        {
+            modern_client = revisions::ClientMeta::of_modern(&m.params);
+            Speech::ModernToLegacy(&modern_client)
+        }
+        _ => Speech::Direct(backend_session),
+    };
+    if matches!(speech, Speech::LegacyToModern(_))
+        && let Some(local) = translate::answer_locally(&parts.method, message.as_ref())
+    {
+        return Ok(local);
+    }
+    let seal = |text: &str| {
+        runtime
+            .mcp_sessions
+            .seal(text, principal, &server.name, now)
+            .ok()
+            .and_then(|sealed| HeaderValue::from_str(&sealed).ok())
+    };
     if let Some(message) = &message {
         if seen.method == "tools/call" {
             seen.tool = message.name().unwrap_or("").to_string();
         }
         if let Some(tool) = unclassified_call(message, server, principal, &gateway.mcp_catalog) {
-            let _ = learn_catalog(gateway, server, &parts.headers, backend_session, message).await;
+            let _ =
+                learn_catalog(gateway, server, principal, &parts.headers, speech, message).await;
             tracing::debug!(server = %server.name, tool, "learned the tool catalog for a call");
         }
         check_message(
@@ -365,12 +402,17 @@ async fn serve(
             &gateway.mcp_catalog,
         )?;
         if matches!(message.method.as_deref(), Some("tools/list" | "tools/call")) {
-            check_catalog(gateway, server, &parts.headers, backend_session, message).await?;
+            check_catalog(gateway, server, principal, &parts.headers, speech, message).await?;
         }
         if message.is_request() && !server.rate_limits.is_empty() {
             throttle(gateway, runtime, server, principal, message, now).await?;
         }
         watch_agent(gateway, runtime, server, principal, message, now)?;
+        if let Some(answer) =
+            translate::answer_handshake(gateway, server, principal, speech, message, seal).await?
+        {
+            return Ok(answer);
+        }
     }
     let id = message.as_ref().and_then(|m| m.id.clone());
     let kept = message
@@ -394,35 +436,56 @@ async fn serve(
             breaker::retryable(m.method.as_deref().unwrap_or(""), read_only)
         }
     });
-    let outgoing = Outgoing {
-        method: parts.method.clone(),
-        headers: &parts.headers,
-        session: backend_session.id,
-        body,
-    };
     let deadline = backend::deadline(server);
-    let sent = backend::send(
+    let (sent, initialized) = translate::send(
         gateway,
         server,
-        backend_session.target,
-        &outgoing,
+        principal,
+        speech,
+        parts.method.clone(),
+        &parts.headers,
+        body.clone(),
         deadline,
         retryable,
     )
     .await
     .map_err(|error| {
         seen.unreachable = true;
-        Box::new(backend_failed(
-            server,
-            backend_session.target,
-            id.as_ref(),
-            &error,
-        ))
+        match speech {
+            Speech::Direct(session) => {
+                Box::new(backend_failed(server, session.target, id.as_ref(), &error))
+            }
+            _ => translate::failed(server, id.as_ref(), &error),
+        }
     })?;
+    let mut out = match (speech, &message) {
+        (Speech::Direct(_), Some(message))
+            if translate::may_be_era_refusal(gateway, server, message, &parts.headers, &sent) =>
+        {
+            let refused = translate::Refused {
+                message,
+                body,
+                sent,
+                deadline,
+                retryable,
+            };
+            translate::after_refusal(gateway, server, principal, refused, seal).await?
+        }
+        (Speech::Direct(_), _) => relay(sent, runtime, principal, server, now),
+        (speech, message) => {
+            let method = message
+                .as_ref()
+                .and_then(|m| m.method.as_deref())
+                .unwrap_or("");
+            let params = message
+                .as_ref()
+                .map_or(&serde_json::Value::Null, |m| &m.params);
+            translate::answer(speech, method, params, sent, initialized, deadline).await
+        }
+    };
     let lists_tools = message
         .as_ref()
         .is_some_and(|m| m.method.as_deref() == Some("tools/list"));
-    let mut out = relay(sent, runtime, principal, server, now);
     if let Some(key) = kept {
         out = keep_answer(gateway, server, key, out, id.as_ref(), deadline).await;
     }
@@ -928,8 +991,9 @@ fn unclassified_call<'m>(
 async fn learn_catalog(
     gateway: &Gateway,
     server: &McpServer,
+    principal: Option<&Principal>,
     headers: &HeaderMap,
-    session: BackendSession<'_>,
+    speech: Speech<'_>,
     message: &Message,
 ) -> Option<String> {
     const LIST_ID: &str = "tollgate-catalog";
@@ -950,17 +1014,21 @@ async fn learn_catalog(
             params.insert("cursor".into(), serde_json::Value::String(cursor.clone()));
         }
         let body = serde_json::json!({"jsonrpc": "2.0", "id": LIST_ID, "method": "tools/list", "params": params});
-        let outgoing = Outgoing {
-            method: Method::POST,
-            headers: &list_headers,
-            session: session.id,
-            body: Bytes::from(body.to_string()),
-        };
         let deadline = backend::deadline(server);
-        let response = backend::send(gateway, server, session.target, &outgoing, deadline, true)
-            .await
-            .ok()?
-            .response;
+        let (sent, _) = translate::send(
+            gateway,
+            server,
+            principal,
+            speech,
+            Method::POST,
+            &list_headers,
+            Bytes::from(body.to_string()),
+            deadline,
+            true,
+        )
+        .await
+        .ok()?;
+        let response = sent.response;
         let sse = response
             .headers()
             .get(header::CONTENT_TYPE)
@@ -985,8 +1053,9 @@ async fn learn_catalog(
 async fn check_catalog(
     gateway: &Gateway,
     server: &McpServer,
+    principal: Option<&Principal>,
     headers: &HeaderMap,
-    session: BackendSession<'_>,
+    speech: Speech<'_>,
     message: &Message,
 ) -> Result<(), Refusal> {
     let Some(gate) = &server.catalog_gate else {
@@ -994,7 +1063,7 @@ async fn check_catalog(
     };
     let hash = match gateway.mcp_catalog.fresh_hash(server) {
         Some(hash) => Some(hash),
-        None => learn_catalog(gateway, server, headers, session, message).await,
+        None => learn_catalog(gateway, server, principal, headers, speech, message).await,
     };
     if hash.is_some() && hash == gate.approved {
         return Ok(());
