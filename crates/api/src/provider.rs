@@ -45,6 +45,14 @@ pub struct ModelProviderSpec {
     /// `Gemini` (generativelanguage.googleapis.com), `Mock` (`tollgate mock`).
     #[serde(rename = "type")]
     pub provider_type: ProviderType,
+    /// Where this provider processes requests, for data residency (for
+    /// example `eu-west-1`). Routes, gateways and principals that restrict
+    /// regions never send requests to a provider outside them, nor to one
+    /// without a region. Default: Bedrock's AWS region; none for the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    #[x_kube(validation = Rule::new(crate::common::REGION_RULE).message(crate::common::REGION_MESSAGE))]
+    pub data_region: Option<String>,
     /// Base URL. Defaults: OpenAI `https://api.openai.com/v1`, Anthropic
     /// `https://api.anthropic.com/v1`, Gemini
     /// `https://generativelanguage.googleapis.com/v1beta`, Bedrock

@@ -160,6 +160,10 @@ pub struct GatewayConfig {
     /// `digest_key`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mcp_session_keys: Vec<Credential>,
+    /// Region globs every provider this gateway uses must match; empty: no
+    /// restriction.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_regions: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -280,6 +284,9 @@ pub struct Provider {
     /// Bedrock: the AWS region requests are signed for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// Where the provider processes data (`spec.dataRegion`), for residency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_region: Option<String>,
     /// Azure OpenAI: the `api-version` query parameter. Anthropic: the
     /// `anthropic-version` header.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -417,6 +424,10 @@ pub struct Route {
     /// snapshots from before it hash the same.
     #[serde(default, skip_serializing_if = "Endpoints::is_all")]
     pub endpoints: Endpoints,
+    /// Region globs this route's providers must match; empty: no
+    /// restriction beyond the gateway's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_regions: Vec<String>,
 }
 
 /// A set of [`RouteEndpoint`]s, one bit each: a request checks membership
@@ -579,7 +590,9 @@ mod tests {
                 request_timeout_ms: None,
                 stream_idle_timeout_ms: None,
                 endpoints: Endpoints::default(),
+                allowed_regions: Vec::new(),
             }],
+            allowed_regions: Vec::new(),
         };
         let snapshot = Snapshot::new(config.clone());
         assert!(matches!(

@@ -307,6 +307,7 @@ pub(super) fn compile_provider(
         network,
         api_key,
         aws,
+        data_region: spec.data_region.clone().or_else(|| region.clone()),
         region,
         api_version,
         azure_auth,

@@ -220,6 +220,7 @@ pub(super) fn compile_route(
         request_timeout_ms: request.ok().flatten(),
         stream_idle_timeout_ms: idle.ok().flatten(),
         endpoints,
+        allowed_regions: spec.allowed_regions.clone(),
     })
 }
 

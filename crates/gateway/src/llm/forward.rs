@@ -544,6 +544,7 @@ mod tests {
             api_key: None,
             aws: None,
             region: None,
+            data_region: None,
             api_version: None,
             azure_auth: None,
             connect_timeout_ms: 1000,

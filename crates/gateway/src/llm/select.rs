@@ -66,6 +66,7 @@ mod tests {
             request_timeout_ms: None,
             stream_idle_timeout_ms: None,
             endpoints: Default::default(),
+            allowed_regions: Vec::new(),
         }
     }
 
