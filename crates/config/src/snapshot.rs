@@ -305,9 +305,39 @@ pub struct Provider {
     /// so snapshots from before it hash the same.
     #[serde(default, skip_serializing_if = "EgressPolicy::is_default")]
     pub network: EgressPolicy,
+    /// The circuit breaker's thresholds; omitted when default.
+    #[serde(default, skip_serializing_if = "CircuitBreaker::is_default")]
+    pub circuit_breaker: CircuitBreaker,
     /// The catalog: upstream model name to kind and price. Empty: any
     /// model, cost unknown.
     pub models: BTreeMap<String, CatalogModel>,
+}
+
+/// When a provider's circuit breaker opens, and for how long.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct CircuitBreaker {
+    pub consecutive_failures: u32,
+    pub error_rate_percent: u32,
+    pub min_requests: u32,
+    pub open_for_ms: u64,
+}
+
+impl Default for CircuitBreaker {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 5,
+            error_rate_percent: 50,
+            min_requests: 20,
+            open_for_ms: 30_000,
+        }
+    }
+}
+
+impl CircuitBreaker {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// Default `maxQueueWait`: long enough for one of a busy provider's streams

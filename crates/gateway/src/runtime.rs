@@ -148,6 +148,8 @@ pub struct Gateway {
     pub mcp_breakers: crate::mcp::Breakers,
     /// Kept results of read-only MCP calls and reads (`spec.cache`).
     pub mcp_cache: crate::mcp::cache::ResultCache,
+    /// Each LLM provider's circuit breaker and quota on this replica.
+    pub provider_health: crate::providers::health::ProviderHealth,
     /// Which era (MCP revision family) each backend speaks, as learnt.
     pub mcp_eras: crate::mcp::Eras,
     /// The gateway's own sessions with legacy-only MCP backends, for
@@ -173,6 +175,7 @@ impl Gateway {
             mcp_routes: crate::mcp::aggregate::Routes::default(),
             mcp_breakers: crate::mcp::Breakers::default(),
             mcp_cache: crate::mcp::cache::ResultCache::default(),
+            provider_health: crate::providers::health::ProviderHealth::default(),
             mcp_eras: crate::mcp::Eras::default(),
             mcp_legacy_sessions: crate::mcp::LegacySessions::default(),
             jwks: crate::llm::jwt::JwksCache::default(),

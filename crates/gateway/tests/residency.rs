@@ -85,8 +85,17 @@ async fn no_request_leaves_its_allowed_regions() {
     // the US provider nor the one without a region may answer instead.
     for _ in 0..3 {
         let (status, body) = chat(&h, common::KEY, "chat-eu").await;
-        assert_eq!(status, 502, "the EU provider's failure, not a US answer: {body}");
-        assert!(body["error"]["message"].as_str().unwrap().contains("eu-down"), "{body}");
+        assert_eq!(
+            status, 502,
+            "the EU provider's failure, not a US answer: {body}"
+        );
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("eu-down"),
+            "{body}"
+        );
     }
 
     // A caller restricted to the EU gets no US answer on the open route
