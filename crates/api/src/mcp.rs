@@ -32,6 +32,7 @@ use crate::common::{LocalObjectReference, ResourceStatus, SecretKeyRef};
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[x_kube(validation = Rule::new("has(self.url) != has(self.run)").message(URL_OR_RUN_MESSAGE))]
+#[x_kube(validation = Rule::new("!has(self.failoverUrls) || has(self.url)").message(FAILOVER_MESSAGE))]
 pub struct MCPServerSpec {
     /// The AIGateway (same namespace) that serves this server.
     pub gateway_ref: LocalObjectReference,
@@ -46,6 +47,17 @@ pub struct MCPServerSpec {
     #[schemars(length(max = 2048))]
     #[x_kube(validation = Rule::new("self.matches('^https?://[^ ]+$')").message(URL_MESSAGE))]
     pub url: Option<String>,
+    /// More endpoints of the same external server (its other replicas),
+    /// tried in order when `url` cannot be reached: a message that never
+    /// reached one goes to the next, and so does a read (or another message
+    /// safe to repeat) that one answered with 502, 503 or 504 or let time
+    /// out. Each endpoint has its own circuit breaker. A session belongs to
+    /// the endpoint that opened it; when that endpoint is gone the client
+    /// is told the session ended (404) and starts a new one elsewhere.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8), inner(length(max = 2048)))]
+    #[x_kube(validation = Rule::new("self.all(u, u.matches('^https?://[^ ]+$'))").message(URL_MESSAGE))]
+    pub failover_urls: Vec<String>,
     /// A server the controller runs in this namespace: a Deployment and a
     /// Service named `mcp-<name>`, owned by this MCPServer, which the gateway
     /// reaches at `http://mcp-<name>.<namespace>.svc:<port><path>`. Exactly
@@ -354,6 +366,8 @@ pub const DEFAULT_RUN_REPLICAS: u32 = 1;
 
 /// What both the CEL rules and compile say of bad input.
 pub const URL_OR_RUN_MESSAGE: &str = "exactly one of url and run must be set";
+pub const FAILOVER_MESSAGE: &str =
+    "failoverUrls needs url: a server the controller runs has one Service";
 pub const STDIO_COMMAND_MESSAGE: &str = "a Stdio server needs command";
 pub const STDIO_REPLICAS_MESSAGE: &str =
     "a Stdio server runs at most one replica: its sessions live in that pod's processes";

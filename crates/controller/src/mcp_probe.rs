@@ -150,7 +150,7 @@ pub async fn probe(server: &McpServer) -> Probe {
             previous_hash: None,
         };
     }
-    let outcome = match tokio::time::timeout(PROBE_TIMEOUT, list_catalog(server)).await {
+    let outcome = match tokio::time::timeout(PROBE_TIMEOUT, list_any_endpoint(server)).await {
         Ok(outcome) => outcome,
         Err(_) => Err(format!(
             "did not answer within {}s",
@@ -161,6 +161,27 @@ pub async fn probe(server: &McpServer) -> Probe {
         outcome,
         previous_hash: None,
     }
+}
+
+/// The catalog from the first of the server's endpoints (`url`, then its
+/// failover URLs) that lists it: the server is reachable while one is.
+async fn list_any_endpoint(server: &McpServer) -> Result<Catalog, String> {
+    let mut failures = Vec::new();
+    for endpoint in 0..server.endpoints() {
+        let Some(url) = server.endpoint(endpoint) else {
+            break;
+        };
+        if endpoint > 0 && is_link_local(url) {
+            failures.push(format!("{url}: link-local addresses are not probed"));
+            continue;
+        }
+        match list_catalog(server, url).await {
+            Ok(catalog) => return Ok(catalog),
+            Err(why) if server.endpoints() == 1 => failures.push(why),
+            Err(why) => failures.push(format!("endpoint {url}: {why}")),
+        }
+    }
+    Err(failures.join("; "))
 }
 
 fn is_link_local(url: &str) -> bool {
@@ -177,6 +198,8 @@ fn is_link_local(url: &str) -> bool {
 
 struct Session<'a> {
     server: &'a McpServer,
+    /// The endpoint probed: `url` or one of the failover URLs.
+    url: &'a str,
     client: Client<
         hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
         Full<Bytes>,
@@ -201,7 +224,7 @@ impl Session<'_> {
         }
         let id = json!(format!("probe-{method}"));
         let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-        let mut request = Request::post(&self.server.url)
+        let mut request = Request::post(self.url)
             .header(header::ACCEPT, "application/json, text/event-stream")
             .header(header::CONTENT_TYPE, "application/json");
         if method != "initialize" {
@@ -223,7 +246,7 @@ impl Session<'_> {
             .client
             .request(request)
             .await
-            .map_err(|e| format!("cannot reach {}: {e}", self.server.url))?;
+            .map_err(|e| format!("cannot reach {}: {e}", self.url))?;
         let status = response.status();
         if method == "initialize"
             && let Some(session) = response
@@ -282,7 +305,7 @@ impl Session<'_> {
 
     async fn close(&self) {
         let Some(session) = &self.id else { return };
-        let Ok(request) = Request::delete(&self.server.url)
+        let Ok(request) = Request::delete(self.url)
             .header("mcp-session-id", session)
             .header("mcp-protocol-version", &self.version)
             .body(Full::new(Bytes::new()))
@@ -293,7 +316,7 @@ impl Session<'_> {
     }
 }
 
-async fn list_catalog(server: &McpServer) -> Result<Catalog, String> {
+async fn list_catalog(server: &McpServer, url: &str) -> Result<Catalog, String> {
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_native_roots()
         .map_err(|e| format!("no TLS roots: {e}"))?
@@ -302,6 +325,7 @@ async fn list_catalog(server: &McpServer) -> Result<Catalog, String> {
         .build();
     let mut session = Session {
         server,
+        url,
         client: Client::builder(TokioExecutor::new()).build(connector),
         id: None,
         version: SESSION_REVISION.to_string(),
@@ -354,7 +378,7 @@ async fn list_catalog(server: &McpServer) -> Result<Catalog, String> {
 }
 
 async fn notify_initialized(session: &Session<'_>) -> Result<(), String> {
-    let mut request = Request::post(&session.server.url)
+    let mut request = Request::post(session.url)
         .header(header::ACCEPT, "application/json, text/event-stream")
         .header(header::CONTENT_TYPE, "application/json")
         .header("mcp-protocol-version", &session.version);
@@ -440,6 +464,51 @@ mod tests {
         assert!(is_link_local("http://[fe80::1]:80/mcp"));
         assert!(!is_link_local("http://127.0.0.1:9/mcp"));
         assert!(!is_link_local("https://mcp.example.com/mcp"));
+    }
+
+    #[tokio::test]
+    async fn a_server_is_reachable_while_one_of_its_endpoints_lists() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let live = format!("http://{}/mcp", listener.local_addr().unwrap());
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(tollgate_mock::serve(
+            listener,
+            std::sync::Arc::new(tollgate_mock::MockConfig::default()),
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            },
+        ));
+        let server = |url: &str, failover: Vec<String>| McpServer {
+            name: "default/notes".into(),
+            path: "notes".into(),
+            url: url.into(),
+            failover_urls: failover,
+            credential: None,
+            timeout_ms: 5_000,
+            tools: Default::default(),
+            access: Vec::new(),
+            rate_limits: Vec::new(),
+            aggregation: None,
+            catalog_gate: None,
+            anomalies: None,
+            redact: None,
+            cache: None,
+        };
+        // Port 1 on loopback refuses connections.
+        let dead = "http://127.0.0.1:1/mcp";
+        let only_dead = probe(&server(dead, Vec::new())).await;
+        assert!(only_dead.outcome.is_err());
+        let failing_over = probe(&server(dead, vec![live.clone()])).await;
+        let catalog = failing_over.outcome.expect("the failover endpoint lists");
+        assert!(
+            catalog.tools.contains_key("echo"),
+            "{:?}",
+            catalog.tools.keys()
+        );
+        let both_dead = probe(&server(dead, vec!["http://127.0.0.1:1/other".into()])).await;
+        let why = both_dead.outcome.unwrap_err();
+        assert!(why.contains("endpoint http://127.0.0.1:1/other"), "{why}");
+        let _ = stop.send(true);
     }
 
     #[test]

@@ -298,6 +298,7 @@ mod tests {
                 gateway_ref: LocalObjectReference { name: "gw".into() },
                 path: None,
                 url: run.is_none().then(|| "http://example.com/mcp".to_string()),
+                failover_urls: Vec::new(),
                 run,
                 credentials: None,
                 timeout: None,

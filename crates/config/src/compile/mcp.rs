@@ -90,6 +90,14 @@ pub fn backend_url(server: &MCPServer) -> Option<String> {
     }
 }
 
+/// Most `spec.failoverUrls` (as the CRD's schema says).
+const MAX_FAILOVER_URLS: usize = 8;
+
+fn is_http_url(url: &str) -> bool {
+    (url.starts_with("http://") || url.starts_with("https://"))
+        && url.parse::<http::Uri>().is_ok_and(|u| u.host().is_some())
+}
+
 /// The server for the data plane, or `None` (with diagnostics) when invalid.
 pub(super) fn compile_mcp_server(
     server: &MCPServer,
@@ -113,13 +121,36 @@ pub(super) fn compile_mcp_server(
     }
     match (&spec.url, &spec.run) {
         (Some(url), None) => {
-            let url_ok = (url.starts_with("http://") || url.starts_with("https://"))
-                && url.parse::<http::Uri>().is_ok_and(|u| u.host().is_some());
-            if !url_ok {
+            if !is_http_url(url) {
                 error("spec.url", reason::INVALID, api::URL_MESSAGE.into());
             }
+            for (i, url) in spec.failover_urls.iter().enumerate() {
+                if !is_http_url(url) {
+                    error(
+                        &format!("spec.failoverUrls[{i}]"),
+                        reason::INVALID,
+                        api::URL_MESSAGE.into(),
+                    );
+                }
+            }
+            if spec.failover_urls.len() > MAX_FAILOVER_URLS {
+                error(
+                    "spec.failoverUrls",
+                    reason::INVALID,
+                    format!("at most {MAX_FAILOVER_URLS} failover URLs"),
+                );
+            }
         }
-        (None, Some(run)) => check_run(run, &mut error),
+        (None, Some(run)) => {
+            check_run(run, &mut error);
+            if !spec.failover_urls.is_empty() {
+                error(
+                    "spec.failoverUrls",
+                    reason::INVALID,
+                    api::FAILOVER_MESSAGE.into(),
+                );
+            }
+        }
         _ => error("spec", reason::INVALID, api::URL_OR_RUN_MESSAGE.into()),
     }
     let timeout_ms = parse_duration_ms(
@@ -213,6 +244,11 @@ pub(super) fn compile_mcp_server(
     Some(McpServer {
         name: Arc::from(format!("{}/{}", object.namespace, object.name)),
         url: backend_url(server)?,
+        failover_urls: spec
+            .failover_urls
+            .iter()
+            .map(|url| url.trim_end_matches('/').to_string())
+            .collect(),
         credential,
         timeout_ms,
         tools: ToolFilter {
@@ -496,6 +532,7 @@ mod tests {
             server(
                 "docs",
                 "  path: wiki\n  url: http://127.0.0.1:9/mcp\n  timeout: 5s\n  \
+                 failoverUrls: [\"http://127.0.0.2:9/mcp/\"]\n  \
                  credentials: {secretRef: {name: mcp, key: token}, header: X-Api-Key}"
             ),
         );
@@ -513,12 +550,48 @@ mod tests {
         assert_eq!(tickets.timeout_ms, super::DEFAULT_MCP_TIMEOUT_MS);
         assert!(!tickets.tools.serves("delete_ticket"));
         assert_eq!(tickets.tools.access("search", false), ToolAccess::Read);
+        assert!(tickets.failover_urls.is_empty());
         let wiki = &servers[1];
         assert_eq!(wiki.timeout_ms, 5_000);
+        assert_eq!(wiki.failover_urls, ["http://127.0.0.2:9/mcp"]);
         let credential = wiki.credential.as_ref().unwrap();
         assert_eq!(
             (credential.header.as_str(), credential.value.0.as_str()),
             ("x-api-key", "s3cret")
+        );
+    }
+
+    #[test]
+    fn failover_urls_must_be_urls_of_an_external_server() {
+        let yaml = format!(
+            "{BASE}{}{}",
+            server(
+                "alpha",
+                "  url: http://127.0.0.1:9/mcp\n  failoverUrls: [\"ftp://x\"]"
+            ),
+            server(
+                "beta",
+                "  run: {image: ghcr.io/x/y:1}\n  failoverUrls: [\"http://127.0.0.1:9/mcp\"]"
+            ),
+        );
+        let mut loaded = crate::load::Loaded::default();
+        crate::load::add_documents(&mut loaded, "test.yaml", &yaml, &|_| None);
+        let fields: Vec<(&str, &str)> = loaded
+            .diagnostics
+            .iter()
+            .filter(|d| d.is_error())
+            .map(|d| {
+                (
+                    d.object.as_ref().map_or("", |o| o.name.as_str()),
+                    d.field.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            fields,
+            [("alpha", "spec.failoverUrls"), ("beta", "spec")],
+            "{:?}",
+            loaded.diagnostics
         );
     }
 

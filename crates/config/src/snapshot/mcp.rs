@@ -18,6 +18,9 @@ pub struct McpServer {
     pub path: String,
     /// The backend's MCP endpoint.
     pub url: String,
+    /// Its other replicas' endpoints, tried in order after `url`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failover_urls: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<McpCredential>,
     pub timeout_ms: u64,
@@ -137,6 +140,19 @@ pub struct Grant {
 }
 
 impl McpServer {
+    /// How many endpoints the server has: `url` and its failover URLs.
+    pub fn endpoints(&self) -> usize {
+        1 + self.failover_urls.len()
+    }
+
+    /// Endpoint `replica` (0 is `url`), if there is one.
+    pub fn endpoint(&self, replica: usize) -> Option<&str> {
+        match replica {
+            0 => Some(&self.url),
+            n => self.failover_urls.get(n - 1).map(String::as_str),
+        }
+    }
+
     /// Whether lists from this server need rewriting for some caller.
     pub fn filters_lists(&self) -> bool {
         self.tools.filters() || !self.access.is_empty() || self.catalog_gate.is_some()
@@ -220,6 +236,7 @@ mod tests {
             name: "default/tools".into(),
             path: "tools".into(),
             url: "http://127.0.0.1:1/mcp".into(),
+            failover_urls: vec!["http://127.0.0.1:2/mcp".into()],
             credential: None,
             timeout_ms: 1,
             tools: ToolFilter {
@@ -277,6 +294,9 @@ mod tests {
             !server.may_use(Some(&support), "drop_table", ToolAccess::Read),
             "the filter wins"
         );
+        assert_eq!(server.endpoints(), 2);
+        assert_eq!(server.endpoint(1), Some("http://127.0.0.1:2/mcp"));
+        assert_eq!(server.endpoint(2), None);
         let open = McpServer {
             access: vec![],
             ..server

@@ -30,15 +30,15 @@ use serde_json::{Value, json};
 use tollgate_api::mcp::PrefixMode;
 use tollgate_config::snapshot::{McpServer, Principal};
 
+use super::backend::{self, BackendError, BackendSession, Outgoing, Sent, Target, backend_failed};
 use super::jsonrpc::{self, Message};
 use super::merge::{self, ClientCapabilities, Naming, Relayed};
 use super::{
-    Caller, Refusal, SESSION_HEADER, backend_request, call_backend, check_catalog, filter,
-    learn_catalog, read_bounded, rpc_error, throttle, unclassified_call, watch_agent,
+    Caller, Refusal, SESSION_HEADER, check_catalog, filter, learn_catalog, read_bounded, rpc_error,
+    throttle, unclassified_call, watch_agent,
 };
-use super::{Seen, backend_failed, breaker, send_retrying};
+use super::{Seen, breaker};
 use crate::http::{BoxError, ResponseBody, box_body, full};
-use crate::providers::http::UpstreamError;
 use crate::runtime::{Gateway, Runtime};
 
 /// The aggregated endpoint's path, and what its sessions are bound to.
@@ -65,12 +65,53 @@ struct SessionState {
     c: ClientCapabilities,
 }
 
-/// One backend's session: its id (empty when it keeps none) and version.
+/// One backend's session: its id (empty when it keeps none), version, and
+/// the endpoint that holds it (of a server with failover URLs).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Leg {
     #[serde(default)]
     s: String,
     v: String,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    e: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+impl Leg {
+    fn session(&self) -> BackendSession<'_> {
+        match self.s.as_str() {
+            "" => BackendSession {
+                target: Target::Any,
+                id: None,
+            },
+            id => BackendSession {
+                target: Target::Endpoint(self.e),
+                id: Some(id),
+            },
+        }
+    }
+}
+
+/// The backend session of an optional leg.
+fn session_of(leg: Option<&Leg>) -> BackendSession<'_> {
+    leg.map_or(
+        BackendSession {
+            target: Target::Any,
+            id: None,
+        },
+        Leg::session,
+    )
+}
+
+/// A backend's answer to a request the gateway made itself.
+struct Answer {
+    result: Value,
+    headers: HeaderMap,
+    /// Which of the server's endpoints answered.
+    endpoint: usize,
 }
 
 /// A kind of list `/mcp` merges.
@@ -356,33 +397,44 @@ impl<'a> Ctx<'a> {
         leg: Option<&Leg>,
         body: &Value,
         name: Option<&str>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Sent, BackendError> {
         let method = body.get("method").and_then(Value::as_str).unwrap_or("");
         let headers = self.backend_headers(leg, method, name);
-        let session = leg.map(|l| l.s.as_str()).filter(|s| !s.is_empty());
-        let bytes = Bytes::from(body.to_string());
-        let build = || backend_request(server, &Method::POST, &headers, session, bytes.clone());
+        let session = session_of(leg);
+        let outgoing = Outgoing {
+            method: Method::POST,
+            headers: &headers,
+            session: session.id,
+            body: Bytes::from(body.to_string()),
+        };
         let read_only = method == "tools/call"
             && name.is_some_and(|tool| {
                 let hint = self.gateway.mcp_catalog.hint(server, tool).unwrap_or(false);
                 server.tools.access(tool, hint) == tollgate_api::mcp::ToolAccess::Read
             });
         let retryable = body.get("id").is_some() && breaker::retryable(method, read_only);
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(server.timeout_ms);
-        send_retrying(self.gateway, server, build, deadline, retryable).await
+        backend::send(
+            self.gateway,
+            server,
+            session.target,
+            &outgoing,
+            backend::deadline(server),
+            retryable,
+        )
+        .await
     }
 
     /// Sends a request the gateway makes itself and returns the backend's
-    /// result, and its response headers.
+    /// result, its response headers and the endpoint that answered.
     async fn exchange(
         &self,
         server: &McpServer,
         leg: Option<&Leg>,
         body: Value,
-    ) -> Result<(Value, HeaderMap), String> {
+    ) -> Result<Answer, String> {
         let id = body.get("id").cloned().unwrap_or(Value::Null);
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(server.timeout_ms);
-        let response = self
+        let deadline = backend::deadline(server);
+        let Sent { response, endpoint } = self
             .send(server, leg, &body, None)
             .await
             .map_err(|e| e.to_string())?;
@@ -401,10 +453,11 @@ impl<'a> Ctx<'a> {
             let text = error.get("message").and_then(Value::as_str).unwrap_or("");
             return Err(format!("it answered with an error: {text}"));
         }
-        Ok((
-            answer.get("result").cloned().unwrap_or(Value::Null),
-            parts.headers,
-        ))
+        Ok(Answer {
+            result: answer.get("result").cloned().unwrap_or(Value::Null),
+            headers: parts.headers,
+            endpoint,
+        })
     }
 
     fn params_with_meta(&self) -> serde_json::Map<String, Value> {
@@ -486,10 +539,7 @@ impl<'a> Ctx<'a> {
 
     /// Sends `body` to every aggregated server outside any session (the
     /// handshake, discovery), in parallel.
-    async fn ask_all(
-        &self,
-        body: &Value,
-    ) -> (Vec<&'a McpServer>, Vec<Result<(Value, HeaderMap), String>>) {
+    async fn ask_all(&self, body: &Value) -> (Vec<&'a McpServer>, Vec<Result<Answer, String>>) {
         let servers: Vec<&McpServer> = self.servers().collect();
         let answers = join_all(
             servers
@@ -532,7 +582,11 @@ impl<'a> Ctx<'a> {
         let mut instructions = Vec::new();
         for (server, answer) in servers.iter().zip(answers) {
             match answer {
-                Ok((result, headers)) => {
+                Ok(Answer {
+                    result,
+                    headers,
+                    endpoint,
+                }) => {
                     let session = headers
                         .get(SESSION_HEADER)
                         .and_then(|v| v.to_str().ok())
@@ -546,6 +600,7 @@ impl<'a> Ctx<'a> {
                         Leg {
                             s: session.to_string(),
                             v: leg_version.to_string(),
+                            e: endpoint,
                         },
                     );
                     if let Some(text) = result.get("instructions").and_then(Value::as_str) {
@@ -608,7 +663,7 @@ impl<'a> Ctx<'a> {
         let mut capabilities = Vec::new();
         for (server, answer) in servers.iter().zip(answers) {
             match answer {
-                Ok((result, _)) => {
+                Ok(Answer { result, .. }) => {
                     capabilities.push(result.get("capabilities").cloned().unwrap_or(json!({})));
                 }
                 Err(error) => {
@@ -689,12 +744,11 @@ impl<'a> Ctx<'a> {
         })?;
         let mut body: Value = serde_json::from_slice(raw).unwrap_or(Value::Null);
         body["id"] = original;
-        let response = self
-            .send(server, leg, &body, None)
-            .await
-            .map_err(|error| Box::new(backend_failed(server, None, &error)))?;
+        let sent = self.send(server, leg, &body, None).await.map_err(|error| {
+            Box::new(backend_failed(server, session_of(leg).target, None, &error))
+        })?;
         let mut out = Response::new(full(Bytes::new()));
-        *out.status_mut() = response.status();
+        *out.status_mut() = sent.response.status();
         let routed = Routed {
             server: server.name.clone(),
             arguments: None,
@@ -714,7 +768,7 @@ impl<'a> Ctx<'a> {
                 params.insert("cursor".into(), json!(cursor));
             }
             let body = json!({"jsonrpc": "2.0", "id": "tollgate-list", "method": kind.method(), "params": params});
-            let (result, _) = self.exchange(server, leg, body).await?;
+            let result = self.exchange(server, leg, body).await?.result;
             let page = result
                 .get(kind.field())
                 .and_then(Value::as_array)
@@ -990,7 +1044,7 @@ impl<'a> Ctx<'a> {
         if kind == Kind::Tools {
             let leg = self.leg(server).ok().flatten();
             let headers = self.backend_headers(leg, "tools/call", Some(&original));
-            let session = leg.map(|l| l.s.as_str()).filter(|s| !s.is_empty());
+            let session = session_of(leg);
             if unclassified_call(
                 &backend_message,
                 server,
@@ -1101,12 +1155,11 @@ impl<'a> Ctx<'a> {
             return Ok((answer, Some(routed)));
         }
         let body = to_backend(message);
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(server.timeout_ms);
-        let response = self
-            .send(server, leg, &body, name)
-            .await
-            .map_err(|error| Box::new(backend_failed(server, id, &error)))?;
-        let (parts, body) = response.into_parts();
+        let deadline = backend::deadline(server);
+        let sent = self.send(server, leg, &body, name).await.map_err(|error| {
+            Box::new(backend_failed(server, session_of(leg).target, id, &error))
+        })?;
+        let (parts, body) = sent.response.into_parts();
         let mut out = if is_sse(&parts.headers) {
             let mut out = Response::new(relay_stream(body, server.path.clone(), self.client()));
             out.headers_mut()
@@ -1145,7 +1198,8 @@ impl<'a> Ctx<'a> {
         let client = state.c;
         let opened = join_all(self.servers().filter_map(|server| {
             let leg = state.b.get(&server.path)?;
-            let session = Some(leg.s.as_str()).filter(|s| !s.is_empty())?;
+            let session = leg.session();
+            session.id?;
             let mut headers = HeaderMap::new();
             headers.insert(
                 header::ACCEPT,
@@ -1154,12 +1208,11 @@ impl<'a> Ctx<'a> {
             if let Ok(version) = HeaderValue::from_str(&leg.v) {
                 headers.insert("mcp-protocol-version", version);
             }
-            let request =
-                backend_request(server, &Method::GET, &headers, Some(session), Bytes::new())
-                    .ok()?;
-            let deadline = tokio::time::Instant::now() + Duration::from_millis(server.timeout_ms);
             Some(async move {
-                let response = call_backend(self.gateway, server, request, deadline).await;
+                let response =
+                    backend::session_request(self.gateway, server, Method::GET, &headers, session)
+                        .await
+                        .map(|sent| sent.response);
                 (server, response)
             })
         }))
@@ -1214,22 +1267,22 @@ impl<'a> Ctx<'a> {
         if let Some(state) = &self.state {
             join_all(self.servers().filter_map(|server| {
                 let leg = state.b.get(&server.path)?;
-                let session = Some(leg.s.as_str()).filter(|s| !s.is_empty())?;
+                let session = leg.session();
+                session.id?;
                 let mut headers = HeaderMap::new();
                 if let Ok(version) = HeaderValue::from_str(&leg.v) {
                     headers.insert("mcp-protocol-version", version);
                 }
-                let request = backend_request(
-                    server,
-                    &Method::DELETE,
-                    &headers,
-                    Some(session),
-                    Bytes::new(),
-                )
-                .ok()?;
-                let deadline =
-                    tokio::time::Instant::now() + Duration::from_millis(server.timeout_ms);
-                Some(call_backend(self.gateway, server, request, deadline))
+                Some(async move {
+                    backend::session_request(
+                        self.gateway,
+                        server,
+                        Method::DELETE,
+                        &headers,
+                        session,
+                    )
+                    .await
+                })
             }))
             .await;
         }

@@ -12,6 +12,7 @@
 //! as cancellation.
 
 pub mod aggregate;
+pub mod backend;
 pub mod breaker;
 pub mod cache;
 pub mod filter;
@@ -24,18 +25,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
-use http_body_util::Full;
 use hyper::body::Incoming;
-use tollgate_config::egress::EgressPolicy;
 use tollgate_config::snapshot::{McpServer, Principal};
 
 use crate::error::ApiError;
 use crate::http::{ResponseBody, box_body, full};
 use crate::llm::{auth, ingress};
-use crate::providers::http::{UpstreamError, send};
 use crate::runtime::{Gateway, Runtime};
+pub use backend::Breakers;
+use backend::{BackendSession, Outgoing, backend_failed};
 use jsonrpc::Message;
 
 /// Request headers passed on to the backend as they are.
@@ -338,7 +338,8 @@ async fn serve(
     let principal = principal.as_deref();
     seen.set_caller(principal);
     let now = crate::state::window::now_ms();
-    let backend_session = open_session(runtime, &parts.headers, principal, &server.name, now)?;
+    let pinned = open_session(runtime, &parts.headers, principal, &server.name, now)?;
+    let backend_session = BackendSession::of(pinned.as_deref());
     let (body, message) = match parts.method {
         Method::POST => {
             let (bytes, message) = read_message(runtime, &parts.headers, body).await?;
@@ -353,14 +354,7 @@ async fn serve(
             seen.tool = message.name().unwrap_or("").to_string();
         }
         if let Some(tool) = unclassified_call(message, server, principal, &gateway.mcp_catalog) {
-            let _ = learn_catalog(
-                gateway,
-                server,
-                &parts.headers,
-                backend_session.as_deref(),
-                message,
-            )
-            .await;
+            let _ = learn_catalog(gateway, server, &parts.headers, backend_session, message).await;
             tracing::debug!(server = %server.name, tool, "learned the tool catalog for a call");
         }
         check_message(
@@ -371,14 +365,7 @@ async fn serve(
             &gateway.mcp_catalog,
         )?;
         if matches!(message.method.as_deref(), Some("tools/list" | "tools/call")) {
-            check_catalog(
-                gateway,
-                server,
-                &parts.headers,
-                backend_session.as_deref(),
-                message,
-            )
-            .await?;
+            check_catalog(gateway, server, &parts.headers, backend_session, message).await?;
         }
         if message.is_request() && !server.rate_limits.is_empty() {
             throttle(gateway, runtime, server, principal, message, now).await?;
@@ -407,26 +394,35 @@ async fn serve(
             breaker::retryable(m.method.as_deref().unwrap_or(""), read_only)
         }
     });
-    let build = || {
-        backend_request(
-            server,
-            &parts.method,
-            &parts.headers,
-            backend_session.as_deref(),
-            body.clone(),
-        )
+    let outgoing = Outgoing {
+        method: parts.method.clone(),
+        headers: &parts.headers,
+        session: backend_session.id,
+        body,
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(server.timeout_ms);
-    let response = send_retrying(gateway, server, build, deadline, retryable)
-        .await
-        .map_err(|error| {
-            seen.unreachable = true;
-            Box::new(backend_failed(server, id.as_ref(), &error))
-        })?;
+    let deadline = backend::deadline(server);
+    let sent = backend::send(
+        gateway,
+        server,
+        backend_session.target,
+        &outgoing,
+        deadline,
+        retryable,
+    )
+    .await
+    .map_err(|error| {
+        seen.unreachable = true;
+        Box::new(backend_failed(
+            server,
+            backend_session.target,
+            id.as_ref(),
+            &error,
+        ))
+    })?;
     let lists_tools = message
         .as_ref()
         .is_some_and(|m| m.method.as_deref() == Some("tools/list"));
-    let mut out = relay(response, runtime, principal, server, now);
+    let mut out = relay(sent, runtime, principal, server, now);
     if let Some(key) = kept {
         out = keep_answer(gateway, server, key, out, id.as_ref(), deadline).await;
     }
@@ -866,151 +862,6 @@ fn retry_later(
     Box::new(response)
 }
 
-/// Sends to the MCPServer; its answer must begin by `deadline`. Backends
-/// in the cluster or on this host are reachable; cloud metadata is not.
-/// Each backend's circuit breaker is consulted first: an open one fails
-/// the message at once.
-async fn call_backend(
-    gateway: &Gateway,
-    server: &McpServer,
-    request: Request<Full<Bytes>>,
-    deadline: tokio::time::Instant,
-) -> Result<Response<Incoming>, UpstreamError> {
-    let policy = EgressPolicy {
-        allow_loopback: true,
-        allow_link_local: false,
-    };
-    if let breaker::Gate::Refuse(wait) = gateway.mcp_breakers.gate(server) {
-        return Err(UpstreamError::Connect(format!(
-            "{CIRCUIT_OPEN} after repeated failures; next try in {}s",
-            wait.as_secs().max(1)
-        )));
-    }
-    let client = gateway
-        .clients
-        .pooled(server.timeout_ms.min(10_000), policy);
-    let result = send(client, request, deadline).await;
-    let success = result
-        .as_ref()
-        .is_ok_and(|response| !response.status().is_server_error());
-    gateway.mcp_breakers.record(server, success);
-    result
-}
-
-/// What a client gets when its message could not be delivered: a JSON-RPC
-/// error with its id, 504 for a timeout, 503 while the backend's circuit
-/// is open, else 502.
-fn backend_failed(
-    server: &McpServer,
-    id: Option<&serde_json::Value>,
-    error: &UpstreamError,
-) -> Response<ResponseBody> {
-    tracing::warn!(server = %server.name, %error, "MCP backend failed");
-    let (status, text) = match error {
-        UpstreamError::Timeout => (
-            StatusCode::GATEWAY_TIMEOUT,
-            format!("MCP server {} did not answer in time.", server.path),
-        ),
-        UpstreamError::Connect(reason) if reason.starts_with(CIRCUIT_OPEN) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("MCP server {} is failing: {reason}.", server.path),
-        ),
-        _ => (
-            StatusCode::BAD_GATEWAY,
-            format!("MCP server {} could not be reached.", server.path),
-        ),
-    };
-    rpc_error(status, id, jsonrpc::INTERNAL_ERROR, &text)
-}
-
-/// How an open circuit's refusal begins.
-const CIRCUIT_OPEN: &str = "circuit open";
-
-/// Most attempts of a retryable message (the first included).
-const MAX_ATTEMPTS: u32 = 3;
-
-/// Sends a message built by `build`, again (after a short backoff, within
-/// `deadline`) when it is `retryable` and the backend could not be reached
-/// or answered 502, 503 or 504: a failure that did not act on it. Writes
-/// are sent once.
-async fn send_retrying(
-    gateway: &Gateway,
-    server: &McpServer,
-    build: impl Fn() -> Result<Request<Full<Bytes>>, String>,
-    deadline: tokio::time::Instant,
-    retryable: bool,
-) -> Result<Response<Incoming>, UpstreamError> {
-    let attempts = if retryable { MAX_ATTEMPTS } else { 1 };
-    let mut attempt = 1;
-    loop {
-        let request = build().map_err(UpstreamError::BadUrl)?;
-        let result = call_backend(gateway, server, request, deadline).await;
-        let transient = match &result {
-            // An open circuit is not tried again until it half-opens.
-            Err(UpstreamError::Connect(reason)) => !reason.starts_with(CIRCUIT_OPEN),
-            Ok(response) => matches!(response.status().as_u16(), 502..=504),
-            Err(_) => false,
-        };
-        let backoff = Duration::from_millis(100 * u64::from(attempt));
-        if !transient || attempt >= attempts || tokio::time::Instant::now() + backoff >= deadline {
-            return result;
-        }
-        tracing::debug!(server = %server.name, attempt, "retrying an MCP message the backend did not act on");
-        tokio::time::sleep(backoff).await;
-        attempt += 1;
-    }
-}
-
-/// The circuit breaker of every MCP backend on this replica, by MCPServer.
-#[derive(Debug, Default)]
-pub struct Breakers {
-    breakers: std::sync::Mutex<std::collections::HashMap<Arc<str>, breaker::Breaker>>,
-}
-
-impl Breakers {
-    fn gate(&self, server: &McpServer) -> breaker::Gate {
-        let mut breakers = self
-            .breakers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        breakers
-            .get_mut(&server.name)
-            .map_or(breaker::Gate::Pass, |b| b.gate(std::time::Instant::now()))
-    }
-
-    fn record(&self, server: &McpServer, success: bool) {
-        let mut breakers = self
-            .breakers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if success && !breakers.contains_key(&server.name) {
-            return;
-        }
-        let breaker = breakers.entry(server.name.clone()).or_default();
-        let was_open = breaker.is_open();
-        breaker.record(success, std::time::Instant::now());
-        match (was_open, breaker.is_open()) {
-            (false, true) => {
-                tracing::warn!(server = %server.name, "MCP backend circuit opened after repeated failures")
-            }
-            (true, false) => tracing::info!(server = %server.name, "MCP backend circuit closed"),
-            _ => {}
-        }
-        if success {
-            breakers.remove(&server.name);
-        }
-    }
-
-    /// Whether `server`'s circuit is open now.
-    pub fn is_open(&self, server: &McpServer) -> bool {
-        self.breakers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&server.name)
-            .is_some_and(breaker::Breaker::is_open)
-    }
-}
-
 /// Reads a whole (list) answer, up to [`MAX_LIST_BYTES`], by `deadline`.
 /// Frame by frame: `Limited` over a boxed body trips a higher-ranked `From`
 /// bound that makes the caller's future not `Send`.
@@ -1078,7 +929,7 @@ async fn learn_catalog(
     gateway: &Gateway,
     server: &McpServer,
     headers: &HeaderMap,
-    session: Option<&str>,
+    session: BackendSession<'_>,
     message: &Message,
 ) -> Option<String> {
     const LIST_ID: &str = "tollgate-catalog";
@@ -1099,18 +950,17 @@ async fn learn_catalog(
             params.insert("cursor".into(), serde_json::Value::String(cursor.clone()));
         }
         let body = serde_json::json!({"jsonrpc": "2.0", "id": LIST_ID, "method": "tools/list", "params": params});
-        let request = backend_request(
-            server,
-            &Method::POST,
-            &list_headers,
-            session,
-            Bytes::from(body.to_string()),
-        )
-        .ok()?;
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(server.timeout_ms);
-        let response = call_backend(gateway, server, request, deadline)
+        let outgoing = Outgoing {
+            method: Method::POST,
+            headers: &list_headers,
+            session: session.id,
+            body: Bytes::from(body.to_string()),
+        };
+        let deadline = backend::deadline(server);
+        let response = backend::send(gateway, server, session.target, &outgoing, deadline, true)
             .await
-            .ok()?;
+            .ok()?
+            .response;
         let sse = response
             .headers()
             .get(header::CONTENT_TYPE)
@@ -1136,7 +986,7 @@ async fn check_catalog(
     gateway: &Gateway,
     server: &McpServer,
     headers: &HeaderMap,
-    session: Option<&str>,
+    session: BackendSession<'_>,
     message: &Message,
 ) -> Result<(), Refusal> {
     let Some(gate) = &server.catalog_gate else {
@@ -1298,55 +1148,16 @@ fn check_message(
     Ok(())
 }
 
-fn backend_request(
-    server: &McpServer,
-    method: &Method,
-    headers: &HeaderMap,
-    session: Option<&str>,
-    body: Bytes,
-) -> Result<Request<Full<Bytes>>, String> {
-    let mut request = Request::builder().method(method.clone()).uri(&server.url);
-    let out = request
-        .headers_mut()
-        .ok_or_else(|| format!("invalid MCP server URL {}", server.url))?;
-    for name in FORWARDED {
-        if let Some(value) = headers.get(name) {
-            out.insert(name, value.clone());
-        }
-    }
-    for (name, value) in headers {
-        if name.as_str().starts_with("mcp-param-") {
-            out.append(name.clone(), value.clone());
-        }
-    }
-    if let Some(session) = session {
-        let value = HeaderValue::from_str(session)
-            .map_err(|_| "unusable backend session id".to_string())?;
-        out.insert(SESSION_HEADER, value);
-    }
-    if let Some(credential) = &server.credential {
-        let name = HeaderName::from_bytes(credential.header.as_bytes())
-            .map_err(|_| "invalid credential header".to_string())?;
-        let mut value = HeaderValue::from_str(&credential.value.0)
-            .map_err(|_| "invalid credential".to_string())?;
-        value.set_sensitive(true);
-        out.insert(name, value);
-    }
-    request
-        .body(Full::new(body))
-        .map_err(|error| format!("cannot build the backend request: {error}"))
-}
-
 /// The backend's answer to the client: status, the headers that matter, a
 /// sealed session id in place of the backend's, and the body as it streams.
 fn relay(
-    response: Response<Incoming>,
+    sent: backend::Sent,
     runtime: &Runtime,
     principal: Option<&Principal>,
     server: &McpServer,
     now: i64,
 ) -> Response<ResponseBody> {
-    let (parts, body) = response.into_parts();
+    let (parts, body) = sent.response.into_parts();
     let mut out = Response::new(box_body(body));
     *out.status_mut() = parts.status;
     for name in RETURNED {
@@ -1368,9 +1179,10 @@ fn relay(
         .get(SESSION_HEADER)
         .and_then(|v| v.to_str().ok())
     {
+        let pinned = session::pin(sent.endpoint, backend);
         match runtime
             .mcp_sessions
-            .seal(backend, principal, &server.name, now)
+            .seal(&pinned, principal, &server.name, now)
         {
             Ok(sealed) => {
                 if let Ok(value) = HeaderValue::from_str(&sealed) {

@@ -176,6 +176,26 @@ impl Sealer {
     }
 }
 
+/// A backend session as sealed for pass-through: its id, prefixed by the
+/// endpoint (of a server with failover URLs) that holds it when that is not
+/// the first. Backend ids are visible ASCII, so the space cannot be part of
+/// one; ids sealed before failover existed open as endpoint 0.
+pub fn pin(endpoint: usize, backend_id: &str) -> String {
+    if endpoint == 0 {
+        backend_id.to_string()
+    } else {
+        format!("{endpoint} {backend_id}")
+    }
+}
+
+/// The endpoint and backend id [`pin`] sealed.
+pub fn unpin(pinned: &str) -> (usize, &str) {
+    pinned
+        .split_once(' ')
+        .and_then(|(endpoint, id)| Some((endpoint.parse().ok()?, id)))
+        .unwrap_or((0, pinned))
+}
+
 /// Who a caller is, for session binding and per-caller rate limits: the
 /// key (or token issuer) and the user; empty on an open gateway.
 pub fn caller_id(principal: Option<&Principal>) -> String {
@@ -192,6 +212,13 @@ mod tests {
             key: format!("keys/{user}"),
             ..Principal::default()
         }
+    }
+
+    #[test]
+    fn a_backend_session_names_its_endpoint() {
+        assert_eq!(pin(0, "abc"), "abc");
+        assert_eq!(unpin("abc"), (0, "abc"));
+        assert_eq!(unpin(&pin(2, "a-b_c.9")), (2, "a-b_c.9"));
     }
 
     #[test]

@@ -51,21 +51,28 @@ fn install(gateway: &Arc<Gateway>, dir: &std::path::Path, mock: &str, manifests:
     gateway.install(Runtime::build(snapshot, gateway).expect("runtime builds"));
 }
 
+/// Serves a mock (started with `mock_flags`) on `listener` until the
+/// returned sender says stop: for tests that need a second backend.
+pub fn spawn_mock(listener: TcpListener, mock_flags: &[&str]) -> watch::Sender<bool> {
+    let mut argv = vec!["mock", "--listen", "127.0.0.1:0"];
+    argv.extend_from_slice(mock_flags);
+    let config = Arc::new(MockCli::parse_from(argv).args.config());
+    let (stop, mut stopped) = watch::channel(false);
+    tokio::spawn(tollgate_mock::serve(listener, config, async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    }));
+    stop
+}
+
 impl Harness {
     /// Starts the mock with `mock_flags`, then a gateway on `manifests`,
     /// where `{mock}` stands for the mock's base URL, `{mock_port}` for its
     /// port and `{key}` for [`KEY`].
     pub async fn start(manifests: &str, mock_flags: &[&str]) -> Harness {
-        let mut argv = vec!["mock", "--listen", "127.0.0.1:0"];
-        argv.extend_from_slice(mock_flags);
-        let config = Arc::new(MockCli::parse_from(argv).args.config());
         let mock_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mock = format!("http://{}", mock_listener.local_addr().unwrap());
-        let (stop, stop_rx) = watch::channel(false);
-        let mut mock_stop = stop_rx.clone();
-        tokio::spawn(tollgate_mock::serve(mock_listener, config, async move {
-            let _ = mock_stop.wait_for(|s| *s).await;
-        }));
+        let stop = spawn_mock(mock_listener, mock_flags);
+        let stop_rx = stop.subscribe();
 
         let dir = tempfile::tempdir().unwrap();
         let gateway = Arc::new(Gateway::new(Clients::new().unwrap()));
