@@ -112,6 +112,7 @@ async fn initialize_fails(bridge: &Process, why: &str) {
     let url = format!("{}/mcp", bridge.url("data"));
     let answer = rpc(&url, None, None, initialize(1)).await;
     assert!(answer.session.is_none(), "no session: {}", answer.text);
+    assert_eq!(answer.status, 502, "{}", answer.text);
     let body = answer.json();
     assert_eq!(body["id"], 1, "{}", answer.text);
     assert_eq!(body["error"]["code"], -32000, "{}", answer.text);
@@ -152,4 +153,73 @@ async fn an_endpoint_on_another_origin_is_refused() {
     let bridge = start_bridge(&format!("http://{addr}/sse"), &[]);
     initialize_fails(&bridge, "another origin").await;
     server.abort();
+}
+
+/// `transport: SSE`: the gateway bridges the legacy server in process, at
+/// `/mcp/{path}` and inside the aggregate `/mcp`, with the server's
+/// credential.
+#[tokio::test]
+async fn the_gateway_bridges_a_legacy_server_in_process() {
+    let mock = Process::start(&["mock", "--listen", "127.0.0.1:0", "--mcp-key", LEGACY_KEY]);
+    let config = format!(
+        "{}---
+apiVersion: v1
+kind: Secret
+metadata: {{name: legacy-key}}
+stringData: {{token: {LEGACY_KEY}}}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata: {{name: legacy}}
+spec:
+  gatewayRef: {{name: test}}
+  url: {}/sse
+  transport: SSE
+  credentials: {{secretRef: {{name: legacy-key, key: token}}}}
+",
+        config("http://127.0.0.1:1", "m"),
+        mock.url("data")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = start_gateway(&write(dir.path(), "gw.yaml", &config));
+    let url = format!("{}/mcp/legacy", gateway.url("data"));
+    let answer = rpc(&url, Some(KEY), None, initialize(1)).await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    assert_eq!(
+        answer.json()["result"]["serverInfo"]["name"],
+        "tollgate-mock"
+    );
+    let session = answer.session.expect("a session");
+    use_a_session(&url, Some(KEY), Some(&session)).await;
+
+    // The aggregate endpoint lists and calls it too.
+    let all = format!("{}/mcp", gateway.url("data"));
+    let answer = rpc(&all, Some(KEY), None, initialize(1)).await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    let session = answer.session.expect("a session");
+    let s = Some(session.as_str());
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    assert_eq!(rpc(&all, Some(KEY), s, initialized).await.status, 202);
+    let list = rpc(
+        &all,
+        Some(KEY),
+        s,
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}),
+    )
+    .await;
+    let body = list.json();
+    let names: Vec<String> = body["result"]["tools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{}", list.text))
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_string())
+        .collect();
+    let add = names
+        .iter()
+        .find(|n| n.ends_with("add"))
+        .unwrap_or_else(|| panic!("{names:?}"));
+    let call = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+        "params": {"name": add, "arguments": {"a": 1, "b": 2}}});
+    let body = rpc(&all, Some(KEY), s, call).await.json();
+    assert_eq!(body["result"]["structuredContent"]["sum"], 3.0, "{body}");
 }

@@ -299,6 +299,7 @@ mod tests {
                 path: None,
                 url: run.is_none().then(|| "http://example.com/mcp".to_string()),
                 failover_urls: Vec::new(),
+                transport: None,
                 run,
                 credentials: None,
                 timeout: None,

@@ -146,6 +146,8 @@ pub struct Gateway {
     pub mcp_routes: crate::mcp::aggregate::Routes,
     /// A circuit breaker per MCP backend.
     pub mcp_breakers: crate::mcp::Breakers,
+    /// The in-process bridge to MCPServers of `transport: SSE`.
+    pub mcp_legacy: crate::mcp::legacy::LegacyBridge,
     /// Kept results of read-only MCP calls and reads (`spec.cache`).
     pub mcp_cache: crate::mcp::cache::ResultCache,
     /// Warnings that could repeat per request pass through here.
@@ -167,6 +169,7 @@ impl Gateway {
             mcp_catalog: crate::mcp::Catalog::default(),
             mcp_routes: crate::mcp::aggregate::Routes::default(),
             mcp_breakers: crate::mcp::Breakers::default(),
+            mcp_legacy: crate::mcp::legacy::LegacyBridge::default(),
             mcp_cache: crate::mcp::cache::ResultCache::default(),
             jwks: crate::llm::jwt::JwksCache::default(),
             throttles: Arc::default(),
@@ -181,6 +184,7 @@ impl Gateway {
 
     /// Swaps in a new runtime; requests already running keep the old one.
     pub fn install(&self, runtime: Runtime) {
+        self.mcp_legacy.update(&runtime.snapshot.config.mcp_servers);
         self.current.store(Some(Arc::new(runtime)));
     }
 

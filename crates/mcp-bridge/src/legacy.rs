@@ -59,6 +59,24 @@ impl LegacyUpstream {
         let url = parse_sse_url(url).map_err(UpstreamError::Url)?;
         Ok(LegacyUpstream { url, headers })
     }
+
+    /// An upstream with at most one header, its credential (name, value):
+    /// how the gateway and the controller's probe reach an MCPServer.
+    pub fn with_credential(
+        url: &str,
+        credential: Option<(&str, &str)>,
+    ) -> Result<LegacyUpstream, UpstreamError> {
+        let mut headers = HeaderMap::new();
+        if let Some((name, value)) = credential {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| UpstreamError::Header(name.to_string()))?;
+            let mut value = HeaderValue::from_str(value)
+                .map_err(|_| UpstreamError::Header(name.to_string()))?;
+            value.set_sensitive(true);
+            headers.insert(name, value);
+        }
+        LegacyUpstream::new(url, headers)
+    }
 }
 
 /// Parses the SSE URL of a legacy server: absolute, `http` or `https`.
@@ -88,6 +106,8 @@ pub fn parse_header(text: &str) -> Result<(HeaderName, HeaderValue), String> {
 pub enum UpstreamError {
     #[error("{0}")]
     Url(String),
+    #[error("the value or name of header {0} is not usable")]
+    Header(String),
     #[error("no TLS roots for https: {0}")]
     Tls(String),
     #[error("the SSE URL is not a request URI: {0}")]
@@ -371,10 +391,13 @@ pub(crate) async fn run(
     client: &HttpClient,
     outbox: &mut mpsc::Receiver<Vec<u8>>,
 ) {
+    let mut unsent = None;
     let outcome = tokio::select! {
-        outcome = connect_and_serve(session, upstream, client, outbox) => outcome,
+        outcome = connect_and_serve(session, upstream, client, outbox, &mut unsent) => outcome,
         () = session.killed() => Ok(()),
     };
+    // Closed first, so an answer below reads as the session's failure.
+    session.stop();
     let why = match outcome {
         Ok(()) => {
             tracing::info!(session = %session.id, "legacy MCP session stopped");
@@ -385,7 +408,10 @@ pub(crate) async fn run(
             format!("The legacy SSE MCP server's session ended: {error}.")
         }
     };
-    // Queued messages never reached the server: their requests fail too.
+    // Messages that never reached the server: their requests fail too.
+    if let Some(line) = unsent {
+        answer_with_error(session, &line, &why).await;
+    }
     while let Ok(line) = outbox.try_recv() {
         answer_with_error(session, &line, &why).await;
     }
@@ -397,6 +423,7 @@ async fn connect_and_serve(
     upstream: &LegacyUpstream,
     client: &HttpClient,
     outbox: &mut mpsc::Receiver<Vec<u8>>,
+    unsent: &mut Option<Vec<u8>>,
 ) -> Result<(), UpstreamError> {
     let get = request(
         Method::GET,
@@ -459,7 +486,7 @@ async fn connect_and_serve(
     let writer = async {
         while let Some(line) = outbox.recv().await {
             if let Err(error) = post(client, upstream, &endpoint, &line).await {
-                answer_with_error(session, &line, &format!("{error}.")).await;
+                *unsent = Some(line);
                 return Err(error);
             }
         }

@@ -750,6 +750,12 @@ async fn initialized(
                 session.set_protocol_version(version);
             }
         }
+        // The session failed (its process or connection ended): a 502, so
+        // a gateway in front counts the failure and may try elsewhere.
+        _ if session.is_closed() => {
+            bridge.remove(&session.id);
+            return Ok(json(StatusCode::BAD_GATEWAY, out.json));
+        }
         // The server refused: pass its error on, and end the session.
         _ => {
             bridge.remove(&session.id);

@@ -17,6 +17,7 @@ pub mod breaker;
 pub mod cache;
 pub mod filter;
 pub mod jsonrpc;
+pub mod legacy;
 pub mod merge;
 pub mod redact;
 pub mod session;
