@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from mcp import ClientSession
 
-from conftest import Proc, start
+from conftest import Proc, start_gateway_with
 from test_mcp_aggregate_sdk import free_port, run, session_with, spawn, stop, text_of, wait_for_port
 
 HERE = Path(__file__).resolve().parent
@@ -41,41 +41,32 @@ def legacy_server(workdir):
 
 @pytest.fixture(scope="module")
 def legacy_gateway(legacy_server, workdir) -> Proc:
-    directory = workdir / "gateway-legacy-sse"
-    directory.mkdir(parents=True, exist_ok=True)
-    config = directory / "tollgate.yaml"
-    config.write_text(
-        textwrap.dedent(
-            f"""\
-            apiVersion: tollgate.dev/v1alpha1
-            kind: AIGateway
-            metadata: {{name: legacy}}
-            spec:
-              apiKeys:
-              - secretRef: {{name: legacy-keys, key: caller}}
-                principal: {{user: lee, team: platform}}
-            ---
-            apiVersion: v1
-            kind: Secret
-            metadata: {{name: legacy-keys}}
-            stringData: {{caller: {KEY}, server: {SERVER_KEY}}}
-            ---
-            apiVersion: tollgate.dev/v1alpha1
-            kind: MCPServer
-            metadata: {{name: oldtimer}}
-            spec:
-              gatewayRef: {{name: legacy}}
-              url: {legacy_server}
-              transport: SSE
-              credentials: {{secretRef: {{name: legacy-keys, key: server}}, header: X-Api-Key}}
-            """
-        )
+    manifest = textwrap.dedent(
+        f"""\
+        apiVersion: tollgate.dev/v1alpha1
+        kind: AIGateway
+        metadata: {{name: legacy}}
+        spec:
+          apiKeys:
+          - secretRef: {{name: legacy-keys, key: caller}}
+            principal: {{user: lee, team: platform}}
+        ---
+        apiVersion: v1
+        kind: Secret
+        metadata: {{name: legacy-keys}}
+        stringData: {{caller: {KEY}, server: {SERVER_KEY}}}
+        ---
+        apiVersion: tollgate.dev/v1alpha1
+        kind: MCPServer
+        metadata: {{name: oldtimer}}
+        spec:
+          gatewayRef: {{name: legacy}}
+          url: {legacy_server}
+          transport: SSE
+          credentials: {{secretRef: {{name: legacy-keys, key: server}}, header: X-Api-Key}}
+        """
     )
-    proc = start(
-        "gateway-legacy-sse",
-        ["gateway", "--config", str(config), "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"],
-        directory,
-    )
+    proc = start_gateway_with("gateway-legacy-sse", manifest, workdir)
     yield proc
     assert proc.stop() == 0, proc.stderr_tail()
 

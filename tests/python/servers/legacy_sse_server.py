@@ -13,12 +13,10 @@ connections, like the tollgate processes the tests start.
 
 from __future__ import annotations
 
-import socket
 import sys
-import threading
-import time
 
 import uvicorn
+from announce import announce_in_background
 from mcp.server.mcpserver import Context, MCPServer
 from mcp_types import ToolAnnotations
 
@@ -60,19 +58,8 @@ def require_key(app, key: str):
     return guarded
 
 
-def announce_when_ready(port: int) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            print(f"listening data=http://127.0.0.1:{port}", flush=True)
-            return
-        except OSError:
-            time.sleep(0.05)
-
-
 if __name__ == "__main__":
     port, key = int(sys.argv[1]), sys.argv[2]
-    threading.Thread(target=announce_when_ready, args=(port,), daemon=True).start()
+    announce_in_background(port)
     app = require_key(server.sse_app(host="127.0.0.1"), key)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
