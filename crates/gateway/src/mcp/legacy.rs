@@ -109,6 +109,14 @@ fn start(upstreams: HashMap<String, LegacyUpstream>) -> Result<EmbeddedBridge, S
     tollgate_mcp_bridge::embed(listener, limits, upstreams).map_err(|e| e.to_string())
 }
 
+fn is_link_local(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_link_local(),
+        Some(url::Host::Ipv6(ip)) => (ip.segments()[0] & 0xffc0) == 0xfe80,
+        _ => false,
+    }
+}
+
 fn key(server: &str, endpoint: usize) -> String {
     format!("{server}/{endpoint}")
 }
@@ -132,10 +140,29 @@ fn upstream(server: &McpServer, endpoint: usize) -> Option<LegacyUpstream> {
         .as_ref()
         .map(|c| (c.header.as_str(), c.value.0.as_str()));
     match LegacyUpstream::with_credential(url, credential) {
+        // Cloud metadata lives there: refused, as for any MCP backend.
+        Ok(upstream) if is_link_local(&upstream.url) => {
+            tracing::warn!(server = %server.name, "a legacy SSE URL on a link-local address; not bridged");
+            None
+        }
         Ok(upstream) => Some(upstream),
         Err(error) => {
             tracing::warn!(server = %server.name, %error, "unusable legacy SSE URL");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_local_hosts_are_not_bridged() {
+        let url = |text: &str| url::Url::parse(text).unwrap();
+        assert!(is_link_local(&url("http://169.254.169.254/sse")));
+        assert!(is_link_local(&url("http://[fe80::1]/sse")));
+        assert!(!is_link_local(&url("http://127.0.0.1:9/sse")));
+        assert!(!is_link_local(&url("https://mcp.example/sse")));
     }
 }
