@@ -146,6 +146,8 @@ pub struct Gateway {
     pub mcp_routes: crate::mcp::aggregate::Routes,
     /// A circuit breaker per MCP backend.
     pub mcp_breakers: crate::mcp::Breakers,
+    /// The in-process bridge to MCPServers of `transport: SSE`.
+    pub mcp_legacy: crate::mcp::legacy::LegacyBridge,
     /// Kept results of read-only MCP calls and reads (`spec.cache`).
     pub mcp_cache: crate::mcp::cache::ResultCache,
     /// Each LLM provider's circuit breaker and quota on this replica.
@@ -174,6 +176,7 @@ impl Gateway {
             mcp_catalog: crate::mcp::Catalog::default(),
             mcp_routes: crate::mcp::aggregate::Routes::default(),
             mcp_breakers: crate::mcp::Breakers::default(),
+            mcp_legacy: crate::mcp::legacy::LegacyBridge::default(),
             mcp_cache: crate::mcp::cache::ResultCache::default(),
             provider_health: crate::providers::health::ProviderHealth::default(),
             mcp_eras: crate::mcp::Eras::default(),
@@ -191,6 +194,7 @@ impl Gateway {
 
     /// Swaps in a new runtime; requests already running keep the old one.
     pub fn install(&self, runtime: Runtime) {
+        self.mcp_legacy.update(&runtime.snapshot.config.mcp_servers);
         self.current.store(Some(Arc::new(runtime)));
     }
 
