@@ -150,9 +150,17 @@ console.log(
 if (process.env.MCP_TRANSLATE) {
   // Translating on purpose: report the direction of each change.
   const rank = { SUCCESS: 3, INFO: 3, WARNING: 2, FAILURE: 1, SKIPPED: 0 };
-  const better = diffs.filter((d) => (rank[d.cb?.status] ?? 0) > (rank[d.ca?.status] ?? 0)).length;
-  const worse = diffs.filter((d) => (rank[d.cb?.status] ?? 0) < (rank[d.ca?.status] ?? 0)).length;
-  console.log(`mcp-conformance (translating): ${better} checks better through the gateway, ${worse} worse`);
+  // Checks reported on both sides compare by rank; a check only one side
+  // reports (the scenario got further, or stopped earlier) is counted apart.
+  const both = diffs.filter((d) => d.ca && d.cb);
+  const better = both.filter((d) => rank[d.cb.status] > rank[d.ca.status]).length;
+  const worse = both.filter((d) => rank[d.cb.status] < rank[d.ca.status]).length;
+  const reached = diffs.filter((d) => !d.ca && d.cb).length;
+  const gone = diffs.filter((d) => d.ca && !d.cb).length;
+  console.log(
+    `mcp-conformance (translating): ${better} checks better through the gateway, ${worse} worse; ` +
+      `${reached} reported only through the gateway, ${gone} only directly`,
+  );
   process.exit(missing ? 1 : 0);
 }
 // The closing line CI reads: a (revision, scenario) run passes when the
