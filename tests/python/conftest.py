@@ -174,6 +174,19 @@ def start(name: str, args: list[str], workdir: Path) -> Proc:
     return proc
 
 
+def start_gateway_with(name: str, manifest: str, workdir: Path) -> Proc:
+    """`tollgate gateway` on loopback with `manifest` as its config, in workdir/name."""
+    directory = workdir / name
+    directory.mkdir(parents=True, exist_ok=True)
+    config = directory / "tollgate.yaml"
+    config.write_text(manifest)
+    return start(
+        name,
+        ["gateway", "--config", str(config), "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"],
+        directory,
+    )
+
+
 # ---------------------------------------------------------------- configs
 
 def gateway_config(mock_url: str, *, fallback: bool = False) -> str:

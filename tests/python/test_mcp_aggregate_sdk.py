@@ -24,7 +24,7 @@ from mcp import ClientSession
 from mcp.client.streamable_http import create_mcp_http_client, streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from conftest import REPO, Proc, start
+from conftest import REPO, Proc, start_gateway_with
 
 HERE = Path(__file__).resolve().parent
 WRITE_KEY = "tg-agg-platform"
@@ -105,54 +105,45 @@ def backends(workdir):
 
 @pytest.fixture(scope="module")
 def aggregating_gateway(backends, workdir) -> Proc:
-    directory = workdir / "gateway-aggregate"
-    directory.mkdir(parents=True, exist_ok=True)
-    config = directory / "tollgate.yaml"
-    config.write_text(
-        textwrap.dedent(
-            f"""\
-            apiVersion: tollgate.dev/v1alpha1
-            kind: AIGateway
-            metadata: {{name: aggregate}}
-            spec:
-              apiKeys:
-              - secretRef: {{name: agg-keys, key: platform}}
-                principal: {{user: pat, team: platform}}
-              - secretRef: {{name: agg-keys, key: support}}
-                principal: {{user: sam, team: support}}
-            ---
-            apiVersion: v1
-            kind: Secret
-            metadata: {{name: agg-keys}}
-            stringData: {{platform: {WRITE_KEY}, support: {READ_KEY}}}
-            ---
-            apiVersion: tollgate.dev/v1alpha1
-            kind: MCPServer
-            metadata: {{name: everything}}
-            spec:
-              gatewayRef: {{name: aggregate}}
-              url: {backends["everything"]}
-              tools: {{deny: [get-env]}}
-            ---
-            apiVersion: tollgate.dev/v1alpha1
-            kind: MCPServer
-            metadata: {{name: notes}}
-            spec:
-              gatewayRef: {{name: aggregate}}
-              url: {backends["notes"]}
-              access:
-              - subject: {{team: platform}}
-                scope: Write
-              - subject: {{team: support}}
-                scope: Read
-            """
-        )
+    manifest = textwrap.dedent(
+        f"""\
+        apiVersion: tollgate.dev/v1alpha1
+        kind: AIGateway
+        metadata: {{name: aggregate}}
+        spec:
+          apiKeys:
+          - secretRef: {{name: agg-keys, key: platform}}
+            principal: {{user: pat, team: platform}}
+          - secretRef: {{name: agg-keys, key: support}}
+            principal: {{user: sam, team: support}}
+        ---
+        apiVersion: v1
+        kind: Secret
+        metadata: {{name: agg-keys}}
+        stringData: {{platform: {WRITE_KEY}, support: {READ_KEY}}}
+        ---
+        apiVersion: tollgate.dev/v1alpha1
+        kind: MCPServer
+        metadata: {{name: everything}}
+        spec:
+          gatewayRef: {{name: aggregate}}
+          url: {backends["everything"]}
+          tools: {{deny: [get-env]}}
+        ---
+        apiVersion: tollgate.dev/v1alpha1
+        kind: MCPServer
+        metadata: {{name: notes}}
+        spec:
+          gatewayRef: {{name: aggregate}}
+          url: {backends["notes"]}
+          access:
+          - subject: {{team: platform}}
+            scope: Write
+          - subject: {{team: support}}
+            scope: Read
+        """
     )
-    proc = start(
-        "gateway-aggregate",
-        ["gateway", "--config", str(config), "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"],
-        directory,
-    )
+    proc = start_gateway_with("gateway-aggregate", manifest, workdir)
     yield proc
     assert proc.stop() == 0, proc.stderr_tail()
 

@@ -45,3 +45,10 @@ pub struct ResourceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_confirmed_time: Option<Time>,
 }
+
+/// Data residency: what a region name and an allowed-region glob look like.
+pub const REGION_RULE: &str = "self.matches('^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$')";
+pub const REGION_MESSAGE: &str = "a region is lowercase letters, digits and '-', such as eu-west-1";
+pub const REGION_GLOB_RULE: &str =
+    "self.all(r, r.matches('^[a-z0-9*]([a-z0-9*-]{0,61}[a-z0-9*])?$'))";
+pub const REGION_GLOB_MESSAGE: &str = "allowed regions are region names or globs such as eu-*";

@@ -69,6 +69,14 @@ pub struct AIGatewaySpec {
     /// The MCP endpoints (`/mcp`, `/mcp/{server}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mcp: Option<GatewayMcpSpec>,
+    /// Data residency for every route of this gateway: the regions (names
+    /// or globs such as `eu-*`) whose providers may be used. A caller may
+    /// be restricted further by its principal label `allowed-regions`
+    /// (regions separated by `|`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(length(max = 63)))]
+    #[x_kube(validation = Rule::new(crate::common::REGION_GLOB_RULE).message(crate::common::REGION_GLOB_MESSAGE))]
+    pub allowed_regions: Vec<String>,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]

@@ -33,6 +33,7 @@ use crate::common::{LocalObjectReference, ResourceStatus, SecretKeyRef};
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[x_kube(validation = Rule::new("has(self.url) != has(self.run)").message(URL_OR_RUN_MESSAGE))]
 #[x_kube(validation = Rule::new("!has(self.failoverUrls) || has(self.url)").message(FAILOVER_MESSAGE))]
+#[x_kube(validation = Rule::new("!has(self.transport) || self.transport != 'SSE' || has(self.url)").message(TRANSPORT_MESSAGE))]
 pub struct MCPServerSpec {
     /// The AIGateway (same namespace) that serves this server.
     pub gateway_ref: LocalObjectReference,
@@ -68,6 +69,15 @@ pub struct MCPServerSpec {
     /// does this.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub translate_revisions: bool,
+    /// How the server at `url` (and `failoverUrls`) speaks MCP:
+    /// `StreamableHTTP` (the default) or `SSE`, the legacy HTTP+SSE
+    /// transport of MCP 2024-11-05 (a GET stream whose `endpoint` event
+    /// names where messages are POSTed). The gateway bridges an `SSE`
+    /// server to Streamable HTTP in process, so every gateway feature
+    /// applies to it unchanged; each client session is one SSE connection.
+    /// Only with `url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<ServerTransport>,
     /// A server the controller runs in this namespace: a Deployment and a
     /// Service named `mcp-<name>`, owned by this MCPServer, which the gateway
     /// reaches at `http://mcp-<name>.<namespace>.svc:<port><path>`. Exactly
@@ -369,6 +379,26 @@ pub struct McpEnvVar {
     pub secret_key_ref: Option<SecretKeyRef>,
 }
 
+/// The transport of an external MCP server (`spec.transport`).
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+pub enum ServerTransport {
+    /// MCP Streamable HTTP (2025-03-26 and later).
+    #[default]
+    #[serde(rename = "StreamableHTTP")]
+    StreamableHttp,
+    /// The legacy HTTP+SSE transport (MCP 2024-11-05).
+    #[serde(rename = "SSE")]
+    Sse,
+}
+
+impl ServerTransport {
+    pub fn is_streamable_http(&self) -> bool {
+        *self == ServerTransport::StreamableHttp
+    }
+}
+
 /// Defaults of `run`.
 pub const DEFAULT_RUN_PORT: u16 = 8080;
 pub const DEFAULT_RUN_PATH: &str = "/mcp";
@@ -378,6 +408,7 @@ pub const DEFAULT_RUN_REPLICAS: u32 = 1;
 pub const URL_OR_RUN_MESSAGE: &str = "exactly one of url and run must be set";
 pub const FAILOVER_MESSAGE: &str =
     "failoverUrls needs url: a server the controller runs has one Service";
+pub const TRANSPORT_MESSAGE: &str = "transport SSE needs url: a server the controller runs speaks Streamable HTTP (or stdio, bridged)";
 pub const STDIO_COMMAND_MESSAGE: &str = "a Stdio server needs command";
 pub const STDIO_REPLICAS_MESSAGE: &str =
     "a Stdio server runs at most one replica: its sessions live in that pod's processes";

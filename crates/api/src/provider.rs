@@ -45,6 +45,19 @@ pub struct ModelProviderSpec {
     /// `Gemini` (generativelanguage.googleapis.com), `Mock` (`tollgate mock`).
     #[serde(rename = "type")]
     pub provider_type: ProviderType,
+    /// Where this provider processes requests, for data residency (for
+    /// example `eu-west-1`). Routes, gateways and principals that restrict
+    /// regions never send requests to a provider outside them, nor to one
+    /// without a region. Default: Bedrock's AWS region; none for the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    #[x_kube(validation = Rule::new(crate::common::REGION_RULE).message(crate::common::REGION_MESSAGE))]
+    pub data_region: Option<String>,
+    /// Outlier ejection on each gateway replica: a provider that keeps
+    /// failing is skipped (its requests fall back at once) until a probe
+    /// succeeds. On by default; these override the thresholds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<CircuitBreakerSpec>,
     /// Base URL. Defaults: OpenAI `https://api.openai.com/v1`, Anthropic
     /// `https://api.anthropic.com/v1`, Gemini
     /// `https://generativelanguage.googleapis.com/v1beta`, Bedrock
@@ -325,6 +338,32 @@ pub struct ModelPricing {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self >= 0.0").message("prices cannot be negative"))]
     pub cached_input_per_million: Option<f64>,
+}
+
+/// When the gateway stops trying a failing provider, and for how long.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CircuitBreakerSpec {
+    /// Failures in a row (no connection, timeout, 5xx, a stream that ends
+    /// before any output) that open the breaker (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 1000").message("consecutiveFailures must be between 1 and 1000"))]
+    pub consecutive_failures: Option<u32>,
+    /// Share of failures among the last 32 attempts that opens it too
+    /// (default 50).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 100").message("errorRatePercent must be between 1 and 100"))]
+    pub error_rate_percent: Option<u32>,
+    /// Attempts seen before the error rate counts (default 20, at most 32).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 32").message("minRequests must be between 1 and 32"))]
+    pub min_requests: Option<u32>,
+    /// How long an open breaker skips the provider before one probe
+    /// request may try it (default 30s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(crate::duration::POSITIVE_DURATION_RULE).message(crate::duration::POSITIVE_DURATION_MESSAGE))]
+    pub open_for: Option<String>,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]

@@ -72,6 +72,15 @@ pub struct AIRouteSpec {
     /// Per-route timeouts, overriding the provider's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<RouteTimeouts>,
+    /// Data residency: the regions (names or globs such as `eu-*`) whose
+    /// providers may serve this route. A backend whose provider's
+    /// `dataRegion` is outside them (or unset) is never tried, fallback
+    /// included; with none left the client gets 503. Empty: no restriction
+    /// beyond the gateway's and the caller's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(length(max = 63)))]
+    #[x_kube(validation = Rule::new(crate::common::REGION_GLOB_RULE).message(crate::common::REGION_GLOB_MESSAGE))]
+    pub allowed_regions: Vec<String>,
     /// Smart routing: named tiers, cheapest first (for example `cheap`, then
     /// `strong`). Every backend then names its tier (`backends[].tier`), and
     /// `tierPolicy` picks the tier per request from the request itself. The

@@ -167,6 +167,10 @@ pub struct GatewayConfig {
     /// `digest_key`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mcp_session_keys: Vec<Credential>,
+    /// Region globs every provider this gateway uses must match; empty: no
+    /// restriction.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_regions: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -287,6 +291,9 @@ pub struct Provider {
     /// Bedrock: the AWS region requests are signed for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// Where the provider processes data (`spec.dataRegion`), for residency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_region: Option<String>,
     /// Azure OpenAI: the `api-version` query parameter. Anthropic: the
     /// `anthropic-version` header.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -305,9 +312,39 @@ pub struct Provider {
     /// so snapshots from before it hash the same.
     #[serde(default, skip_serializing_if = "EgressPolicy::is_default")]
     pub network: EgressPolicy,
+    /// The circuit breaker's thresholds; omitted when default.
+    #[serde(default, skip_serializing_if = "CircuitBreaker::is_default")]
+    pub circuit_breaker: CircuitBreaker,
     /// The catalog: upstream model name to kind and price. Empty: any
     /// model, cost unknown.
     pub models: BTreeMap<String, CatalogModel>,
+}
+
+/// When a provider's circuit breaker opens, and for how long.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct CircuitBreaker {
+    pub consecutive_failures: u32,
+    pub error_rate_percent: u32,
+    pub min_requests: u32,
+    pub open_for_ms: u64,
+}
+
+impl Default for CircuitBreaker {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 5,
+            error_rate_percent: 50,
+            min_requests: 20,
+            open_for_ms: 30_000,
+        }
+    }
+}
+
+impl CircuitBreaker {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// Default `maxQueueWait`: long enough for one of a busy provider's streams
@@ -424,6 +461,10 @@ pub struct Route {
     /// snapshots from before it hash the same.
     #[serde(default, skip_serializing_if = "Endpoints::is_all")]
     pub endpoints: Endpoints,
+    /// Region globs this route's providers must match; empty: no
+    /// restriction beyond the gateway's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_regions: Vec<String>,
     /// Smart routing, when the route declares tiers; `None` costs a
     /// request nothing. Omitted when absent, so snapshots from before it
     /// hash the same.
@@ -622,7 +663,9 @@ mod tests {
                 stream_idle_timeout_ms: None,
                 endpoints: Endpoints::default(),
                 tiers: None,
+                allowed_regions: Vec::new(),
             }],
+            allowed_regions: Vec::new(),
         };
         let snapshot = Snapshot::new(config.clone());
         assert!(matches!(

@@ -13,6 +13,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
+use tollgate_api::mcp::ServerTransport;
 use tollgate_config::mcp_catalog::{CatalogDiff, catalog_hash, tool_fingerprints};
 use tollgate_config::snapshot::McpServer;
 
@@ -175,13 +176,42 @@ async fn list_any_endpoint(server: &McpServer) -> Result<Catalog, String> {
             failures.push(format!("{url}: link-local addresses are not probed"));
             continue;
         }
-        match list_catalog(server, url).await {
+        let listed = if server.transport == ServerTransport::Sse {
+            list_legacy_catalog(server, url).await
+        } else {
+            list_catalog(server, url).await
+        };
+        match listed {
             Ok(catalog) => return Ok(catalog),
             Err(why) if server.endpoints() == 1 => failures.push(why),
             Err(why) => failures.push(format!("endpoint {url}: {why}")),
         }
     }
     Err(failures.join("; "))
+}
+
+/// A legacy HTTP+SSE server (`transport: SSE`) is listed through the same
+/// bridge the gateway embeds, started for this one probe on 127.0.0.1:
+/// the probe's client then speaks Streamable HTTP as for any server.
+async fn list_legacy_catalog(server: &McpServer, url: &str) -> Result<Catalog, String> {
+    let credential = server
+        .credential
+        .as_ref()
+        .map(|c| (c.header.as_str(), c.value.0.as_str()));
+    let upstream = tollgate_mcp_bridge::LegacyUpstream::with_credential(url, credential)
+        .map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| format!("cannot listen for the legacy SSE bridge: {e}"))?;
+    let bridge = tollgate_mcp_bridge::embed(
+        listener,
+        tollgate_mcp_bridge::Limits::default(),
+        std::collections::HashMap::from([("probe".to_string(), upstream)]),
+    )
+    .map_err(|e| e.to_string())?;
+    let listed = list_catalog(server, &bridge.url("probe")).await;
+    bridge.shutdown().await;
+    listed
 }
 
 fn is_link_local(url: &str) -> bool {
@@ -483,6 +513,7 @@ mod tests {
             path: "notes".into(),
             url: url.into(),
             failover_urls: failover,
+            transport: Default::default(),
             credential: None,
             translate_revisions: false,
             timeout_ms: 5_000,
@@ -509,6 +540,17 @@ mod tests {
         let both_dead = probe(&server(dead, vec!["http://127.0.0.1:1/other".into()])).await;
         let why = both_dead.outcome.unwrap_err();
         assert!(why.contains("endpoint http://127.0.0.1:1/other"), "{why}");
+        // A legacy HTTP+SSE server, listed through the bridge.
+        let mut legacy = server(&live.replace("/mcp", "/sse"), Vec::new());
+        legacy.transport = ServerTransport::Sse;
+        let catalog = probe(&legacy).await.outcome.expect("the SSE server lists");
+        assert!(
+            catalog.tools.contains_key("add"),
+            "{:?}",
+            catalog.tools.keys()
+        );
+        legacy.url = "http://127.0.0.1:1/sse".into();
+        assert!(probe(&legacy).await.outcome.is_err());
         let _ = stop.send(true);
     }
 

@@ -300,6 +300,7 @@ mod tests {
                 url: run.is_none().then(|| "http://example.com/mcp".to_string()),
                 failover_urls: Vec::new(),
                 translate_revisions: false,
+                transport: None,
                 run,
                 credentials: None,
                 timeout: None,

@@ -53,6 +53,15 @@ pub struct ProviderLabels {
     pub provider: Arc<str>,
 }
 
+/// A provider's circuit breaker entering `state` (`open`, `half_open`,
+/// `closed`), or a provider skipped for `reason` (`circuit_open`,
+/// `quota`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderEventLabels {
+    pub provider: Arc<str>,
+    pub event: &'static str,
+}
+
 /// `reason`: `max_share` (the caller holds `maxShare` of the slots) or
 /// `queue_timeout` (it waited `maxQueueWait` for a slot in vain).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -143,6 +152,10 @@ pub struct Metrics {
     pub stream_failures: Family<StreamFailureLabels, Counter>,
     pub fair_share_rejections: Family<FairShareLabels, Counter>,
     pub fair_queue_wait: Family<ProviderLabels, Histogram>,
+    /// 1 while a provider's breaker is open or half-open on this replica.
+    pub provider_circuit_open: Family<ProviderLabels, Gauge>,
+    pub provider_circuit_transitions: Family<ProviderEventLabels, Counter>,
+    pub provider_skips: Family<ProviderEventLabels, Counter>,
     pub budget_decisions: Family<BudgetLabels, Counter>,
     pub budget_state_errors: Counter,
     pub budget_alerts: Family<AlertLabels, Counter>,
@@ -180,6 +193,24 @@ impl Metrics {
         let upstream_errors = Family::<UpstreamErrorLabels, Counter>::default();
         let stream_failures = Family::<StreamFailureLabels, Counter>::default();
         let fair_share_rejections = Family::<FairShareLabels, Counter>::default();
+        let provider_circuit_open = Family::<ProviderLabels, Gauge>::default();
+        let provider_circuit_transitions = Family::<ProviderEventLabels, Counter>::default();
+        let provider_skips = Family::<ProviderEventLabels, Counter>::default();
+        registry.register(
+            "provider_circuit_open",
+            "1 while the provider's circuit breaker is open or half-open on this replica",
+            provider_circuit_open.clone(),
+        );
+        registry.register(
+            "provider_circuit_transitions",
+            "Provider circuit breaker state changes, by the state entered",
+            provider_circuit_transitions.clone(),
+        );
+        registry.register(
+            "provider_skipped",
+            "Attempts not made because the provider's circuit is open or its quota is spent",
+            provider_skips.clone(),
+        );
         let fair_queue_wait = Family::<ProviderLabels, Histogram>::new_with_constructor(
             latency_histogram as fn() -> Histogram,
         );
@@ -325,6 +356,9 @@ impl Metrics {
             stream_failures,
             fair_share_rejections,
             fair_queue_wait,
+            provider_circuit_open,
+            provider_circuit_transitions,
+            provider_skips,
             budget_decisions,
             budget_state_errors,
             budget_alerts,
@@ -340,6 +374,31 @@ impl Metrics {
             connections_rejected,
             route_tier_decisions,
         }
+    }
+
+    /// A provider's breaker entered `state`.
+    pub fn circuit_changed(&self, provider: &Arc<str>, state: crate::breaker::State) {
+        let open = i64::from(state != crate::breaker::State::Closed);
+        self.provider_circuit_open
+            .get_or_create(&ProviderLabels {
+                provider: provider.clone(),
+            })
+            .set(open);
+        self.provider_circuit_transitions
+            .get_or_create(&ProviderEventLabels {
+                provider: provider.clone(),
+                event: state.as_str(),
+            })
+            .inc();
+    }
+
+    pub fn count_provider_skip(&self, provider: &Arc<str>, reason: &'static str) {
+        self.provider_skips
+            .get_or_create(&ProviderEventLabels {
+                provider: provider.clone(),
+                event: reason,
+            })
+            .inc();
     }
 
     pub fn count_tier(&self, route: &Arc<str>, tier: &Arc<str>, reason: &'static str) {

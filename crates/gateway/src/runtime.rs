@@ -146,8 +146,12 @@ pub struct Gateway {
     pub mcp_routes: crate::mcp::aggregate::Routes,
     /// A circuit breaker per MCP backend.
     pub mcp_breakers: crate::mcp::Breakers,
+    /// The in-process bridge to MCPServers of `transport: SSE`.
+    pub mcp_legacy: crate::mcp::legacy::LegacyBridge,
     /// Kept results of read-only MCP calls and reads (`spec.cache`).
     pub mcp_cache: crate::mcp::cache::ResultCache,
+    /// Each LLM provider's circuit breaker and quota on this replica.
+    pub provider_health: crate::providers::health::ProviderHealth,
     /// Which era (MCP revision family) each backend speaks, as learnt.
     pub mcp_eras: crate::mcp::Eras,
     /// The gateway's own sessions with legacy-only MCP backends, for
@@ -172,7 +176,9 @@ impl Gateway {
             mcp_catalog: crate::mcp::Catalog::default(),
             mcp_routes: crate::mcp::aggregate::Routes::default(),
             mcp_breakers: crate::mcp::Breakers::default(),
+            mcp_legacy: crate::mcp::legacy::LegacyBridge::default(),
             mcp_cache: crate::mcp::cache::ResultCache::default(),
+            provider_health: crate::providers::health::ProviderHealth::default(),
             mcp_eras: crate::mcp::Eras::default(),
             mcp_legacy_sessions: crate::mcp::LegacySessions::default(),
             jwks: crate::llm::jwt::JwksCache::default(),
@@ -188,6 +194,7 @@ impl Gateway {
 
     /// Swaps in a new runtime; requests already running keep the old one.
     pub fn install(&self, runtime: Runtime) {
+        self.mcp_legacy.update(&runtime.snapshot.config.mcp_servers);
         self.current.store(Some(Arc::new(runtime)));
     }
 

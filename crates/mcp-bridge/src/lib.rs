@@ -1,8 +1,13 @@
 //! `tollgate mcp-bridge`: serves a stdio MCP server (JSON-RPC lines on its
-//! stdin and stdout) as an MCP Streamable HTTP endpoint (revision
-//! 2025-11-25), so a gateway that speaks HTTP can put any stdio server
+//! stdin and stdout), or a server of the legacy HTTP+SSE transport (MCP
+//! 2024-11-05, `--sse-url`), as an MCP Streamable HTTP endpoint (revision
+//! 2025-11-25), so a gateway that speaks Streamable HTTP can put either
 //! behind it. The controller runs it in the pod of an MCPServer whose
-//! `run.transport` is `Stdio`.
+//! `run.transport` is `Stdio`; the gateway embeds it ([`embed`]) for the
+//! MCPServers whose `transport` is `SSE`.
+//!
+//! A legacy session is one SSE connection to the server (see [`legacy`]):
+//! `initialize` opens it, and the stream ending ends the session.
 //!
 //! One server process per MCP session: an `initialize` POST without a
 //! session starts one and its answer carries the new `Mcp-Session-Id`;
@@ -22,15 +27,18 @@
 //! (`--max-body-bytes`, lines from the server 16 MiB), bad input gets a
 //! JSON-RPC error, and the server's stderr is the bridge's.
 
+mod legacy;
 mod message;
 mod session;
+
+pub use legacy::{EndpointError, LegacyUpstream, UpstreamError, parse_header, parse_sse_url};
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -46,8 +54,9 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::Value;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use legacy::HttpClient;
 use message::{INVALID_REQUEST, Kind, Message, SERVER_ERROR};
 use session::{Busy, Listening, Outbound, Registered, SendError, Session};
 
@@ -85,15 +94,75 @@ pub struct BridgeArgs {
     /// Copy this binary to PATH (mode 0755) and exit: what the init
     /// container of an operator-run stdio server does, so the server's own
     /// image can run the bridge.
-    #[arg(long, value_name = "PATH", conflicts_with = "command")]
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["command", "sse_url"])]
     pub copy_to: Option<PathBuf>,
+    /// Bridge a server of the legacy HTTP+SSE transport (MCP 2024-11-05)
+    /// at this SSE URL instead of running a stdio server: one SSE
+    /// connection per session.
+    #[arg(long, value_name = "URL", value_parser = parse_sse_url, conflicts_with = "command")]
+    pub sse_url: Option<url::Url>,
+    /// A header sent with the SSE GET and every POST to the legacy server
+    /// (`Name: value`; repeatable), e.g. its credential.
+    #[arg(long = "header", value_name = "NAME: VALUE", value_parser = parse_header, requires = "sse_url")]
+    pub headers: Vec<(http::HeaderName, HeaderValue)>,
     /// The stdio MCP server and its arguments, after `--`.
     #[arg(
         last = true,
-        required_unless_present = "copy_to",
+        required_unless_present_any = ["copy_to", "sse_url"],
         value_name = "COMMAND"
     )]
     pub command: Vec<String>,
+}
+
+impl BridgeArgs {
+    fn limits(&self) -> Limits {
+        Limits {
+            max_sessions: self.max_sessions,
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            max_body_bytes: self.max_body_bytes,
+        }
+    }
+
+    fn upstream(&self) -> Upstream {
+        match &self.sse_url {
+            Some(url) => Upstream::Legacy(LegacyUpstream {
+                url: url.clone(),
+                headers: self.headers.iter().cloned().collect(),
+            }),
+            None => Upstream::Command(self.command.clone()),
+        }
+    }
+}
+
+/// A bridge's bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most sessions (server processes or SSE connections) at once.
+    pub max_sessions: u32,
+    /// How long a session may sit with nothing in flight and no stream
+    /// open before it is stopped.
+    pub idle_timeout: Duration,
+    /// Largest request body accepted.
+    pub max_body_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_sessions: 32,
+            idle_timeout: Duration::from_secs(600),
+            max_body_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// What a session of one bridge path talks to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Upstream {
+    /// A stdio server: this command, one process per session.
+    Command(Vec<String>),
+    /// A legacy HTTP+SSE server: one SSE connection per session.
+    Legacy(LegacyUpstream),
 }
 
 fn parse_path(path: &str) -> Result<String, String> {
@@ -150,7 +219,14 @@ pub async fn run(
             .and_then(|()| stdout.flush())
             .map_err(BridgeError::Announce)?;
     }
-    tracing::info!(%addr, path = %args.path, command = ?args.command, "MCP bridge listening");
+    match &args.sse_url {
+        Some(url) => {
+            tracing::info!(%addr, path = %args.path, sse_url = %url, "MCP bridge listening")
+        }
+        None => {
+            tracing::info!(%addr, path = %args.path, command = ?args.command, "MCP bridge listening")
+        }
+    }
     serve(listener, args, shutdown).await;
     Ok(())
 }
@@ -172,13 +248,50 @@ fn copy_self(to: &std::path::Path) -> Result<(), BridgeError> {
 }
 
 struct Bridge {
-    args: BridgeArgs,
+    limits: Limits,
+    /// The upstream of each path.
+    routes: RwLock<HashMap<String, Arc<Upstream>>>,
+    /// For legacy upstreams; made at the first one.
+    client: OnceLock<Arc<HttpClient>>,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
-    /// One permit per live server process.
+    /// One permit per live session (server process or SSE connection).
     processes: Arc<Semaphore>,
 }
 
 impl Bridge {
+    fn new(limits: Limits, routes: HashMap<String, Arc<Upstream>>) -> Bridge {
+        Bridge {
+            limits,
+            routes: RwLock::new(routes),
+            client: OnceLock::new(),
+            sessions: Mutex::new(HashMap::new()),
+            processes: Arc::new(Semaphore::new(limits.max_sessions as usize)),
+        }
+    }
+
+    fn route(&self, path: &str) -> Option<Arc<Upstream>> {
+        let routes = self.routes.read().unwrap_or_else(PoisonError::into_inner);
+        routes.get(path).cloned()
+    }
+
+    /// Replaces the routes; sessions whose path is gone or now leads to
+    /// another upstream are stopped.
+    fn set_routes(&self, routes: HashMap<String, Arc<Upstream>>) {
+        let mut current = self.routes.write().unwrap_or_else(PoisonError::into_inner);
+        let stale = |key: &str| current.get(key) != routes.get(key);
+        let mut sessions = self.sessions();
+        sessions.retain(|id, session| {
+            let keep = !stale(&session.key);
+            if !keep {
+                tracing::info!(session = %id, "the session's upstream changed; stopping it");
+                session.stop();
+            }
+            keep
+        });
+        drop(sessions);
+        *current = routes;
+    }
+
     fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Session>>> {
         self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -189,7 +302,7 @@ impl Bridge {
 
     /// Stops the sessions idle for the timeout.
     fn reap(&self) {
-        let idle = Duration::from_secs(self.args.idle_timeout_secs);
+        let idle = self.limits.idle_timeout;
         let mut sessions = self.sessions();
         sessions.retain(|id, session| {
             let keep = !session.idle_for(idle);
@@ -209,13 +322,109 @@ pub async fn serve(
     args: BridgeArgs,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let max = args.max_sessions;
-    let idle = Duration::from_secs(args.idle_timeout_secs);
-    let bridge = Arc::new(Bridge {
-        args,
-        sessions: Mutex::new(HashMap::new()),
-        processes: Arc::new(Semaphore::new(max as usize)),
-    });
+    let routes = HashMap::from([(args.path.clone(), Arc::new(args.upstream()))]);
+    let bridge = Arc::new(Bridge::new(args.limits(), routes));
+    serve_bridge(listener, bridge, shutdown).await;
+}
+
+/// A bridge serving legacy HTTP+SSE servers inside another program (the
+/// gateway): `/{key}` (see [`EmbeddedBridge::url`]) leads to the upstream
+/// of that key. Stops when [`EmbeddedBridge::shutdown`] is called or it is
+/// dropped.
+pub struct EmbeddedBridge {
+    bridge: Arc<Bridge>,
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Serves a bridge on `listener` (bound already, e.g. to 127.0.0.1:0) for
+/// `upstreams` by key. Must be called inside a Tokio runtime.
+pub fn embed(
+    listener: TcpListener,
+    limits: Limits,
+    upstreams: HashMap<String, LegacyUpstream>,
+) -> Result<EmbeddedBridge, BridgeError> {
+    let addr = listener.local_addr().map_err(BridgeError::Announce)?;
+    let bridge = Arc::new(Bridge::new(limits, embedded_routes(upstreams)));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(serve_bridge(listener, bridge.clone(), async move {
+        // Sent or dropped: either way, stop.
+        let _ = stopped.await;
+    }));
+    tracing::info!(%addr, "embedded MCP bridge for legacy SSE servers listening");
+    Ok(EmbeddedBridge {
+        bridge,
+        addr,
+        stop: Some(stop),
+        task: Some(task),
+    })
+}
+
+fn embedded_routes(upstreams: HashMap<String, LegacyUpstream>) -> HashMap<String, Arc<Upstream>> {
+    upstreams
+        .into_iter()
+        .map(|(key, upstream)| (key_path(&key), Arc::new(Upstream::Legacy(upstream))))
+        .collect()
+}
+
+/// The path of a key: `/` and the key, percent-encoded but for RFC 3986's
+/// unreserved characters.
+fn key_path(key: &str) -> String {
+    let mut path = String::with_capacity(key.len() + 1);
+    path.push('/');
+    for byte in key.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            path.push(char::from(byte));
+        } else {
+            path.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    path
+}
+
+impl EmbeddedBridge {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The Streamable HTTP URL of the upstream of `key`.
+    pub fn url(&self, key: &str) -> String {
+        format!("http://{}{}", self.addr, key_path(key))
+    }
+
+    /// Replaces the upstreams (a configuration reload); sessions whose
+    /// upstream is gone or changed are stopped, the others go on.
+    pub fn set_upstreams(&self, upstreams: HashMap<String, LegacyUpstream>) {
+        self.bridge.set_routes(embedded_routes(upstreams));
+    }
+
+    /// Stops every session and the listener, and waits (bounded) for it.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for EmbeddedBridge {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+async fn serve_bridge(
+    listener: TcpListener,
+    bridge: Arc<Bridge>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let max = bridge.limits.max_sessions;
+    let idle = bridge.limits.idle_timeout;
     let reaper = {
         let bridge = bridge.clone();
         let tick = (idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
@@ -287,14 +496,15 @@ pub async fn serve(
 }
 
 async fn handle(bridge: &Arc<Bridge>, request: Request<Incoming>) -> Response<Body> {
-    if request.uri().path() != bridge.args.path {
+    let key = request.uri().path().to_string();
+    let Some(upstream) = bridge.route(&key) else {
         return rpc_error(
             StatusCode::NOT_FOUND,
             None,
             INVALID_REQUEST,
-            &format!("No MCP endpoint here: use {}.", bridge.args.path),
+            "No MCP endpoint here.",
         );
-    }
+    };
     if !origin_allowed(request.headers()) {
         return rpc_error(
             StatusCode::FORBIDDEN,
@@ -304,9 +514,9 @@ async fn handle(bridge: &Arc<Bridge>, request: Request<Incoming>) -> Response<Bo
         );
     }
     let outcome = match *request.method() {
-        Method::POST => post(bridge, request).await,
-        Method::GET => get(bridge, request.headers()),
-        Method::DELETE => delete(bridge, request.headers()),
+        Method::POST => post(bridge, &key, &upstream, request).await,
+        Method::GET => get(bridge, &key, request.headers()),
+        Method::DELETE => delete(bridge, &key, request.headers()),
         _ => {
             let mut response = rpc_error(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -347,6 +557,7 @@ fn origin_allowed(headers: &HeaderMap) -> bool {
 /// it names none that is running (the spec's "start over").
 fn named_session(
     bridge: &Bridge,
+    key: &str,
     headers: &HeaderMap,
     id: Option<&Value>,
 ) -> Result<Option<Arc<Session>>, Refusal> {
@@ -357,7 +568,7 @@ fn named_session(
         .to_str()
         .ok()
         .and_then(|name| bridge.sessions().get(name).cloned())
-        .filter(|session| !session.is_closed());
+        .filter(|session| session.key == key && !session.is_closed());
     match session {
         Some(session) => Ok(Some(session)),
         None => Err(refuse(
@@ -371,10 +582,11 @@ fn named_session(
 
 fn required_session(
     bridge: &Bridge,
+    key: &str,
     headers: &HeaderMap,
     id: Option<&Value>,
 ) -> Result<Arc<Session>, Refusal> {
-    named_session(bridge, headers, id)?.ok_or_else(|| {
+    named_session(bridge, key, headers, id)?.ok_or_else(|| {
         refuse(
             StatusCode::BAD_REQUEST,
             id,
@@ -429,14 +641,19 @@ async fn read_body(body: Incoming, headers: &HeaderMap, limit: u64) -> Result<By
     }
 }
 
-async fn post(bridge: &Arc<Bridge>, request: Request<Incoming>) -> Result<Response<Body>, Refusal> {
+async fn post(
+    bridge: &Arc<Bridge>,
+    key: &str,
+    upstream: &Upstream,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, Refusal> {
     let (parts, body) = request.into_parts();
-    let bytes = read_body(body, &parts.headers, bridge.args.max_body_bytes).await?;
+    let bytes = read_body(body, &parts.headers, bridge.limits.max_body_bytes).await?;
     let mut message = Message::parse(&bytes)
         .map_err(|(code, text)| refuse(StatusCode::BAD_REQUEST, None, code, text))?;
     let id = message.id().cloned();
     let initialize = message.kind == Kind::Request && message.method() == Some("initialize");
-    let session = match named_session(bridge, &parts.headers, id.as_ref())? {
+    let session = match named_session(bridge, key, &parts.headers, id.as_ref())? {
         Some(_) if initialize => {
             return Err(refuse(
                 StatusCode::BAD_REQUEST,
@@ -449,7 +666,7 @@ async fn post(bridge: &Arc<Bridge>, request: Request<Incoming>) -> Result<Respon
             check_version(&session, &parts.headers, id.as_ref())?;
             session
         }
-        None if initialize => open_session(bridge, id.as_ref())?,
+        None if initialize => open_session(bridge, key, upstream, id.as_ref())?,
         None => {
             return Err(refuse(
                 StatusCode::BAD_REQUEST,
@@ -517,7 +734,7 @@ async fn initialized(
         Ok(None) => {
             return Err(fail(
                 StatusCode::BAD_GATEWAY,
-                "The MCP server process ended before it answered initialize.",
+                "The MCP server (its process or connection) ended before it answered initialize.",
             ));
         }
         Err(_) => {
@@ -532,6 +749,12 @@ async fn initialized(
             if let Some(version) = answer.negotiated_version() {
                 session.set_protocol_version(version);
             }
+        }
+        // The session failed (its process or connection ended): a 502, so
+        // a gateway in front counts the failure and may try elsewhere.
+        _ if session.is_closed() => {
+            bridge.remove(&session.id);
+            return Ok(json(StatusCode::BAD_GATEWAY, out.json));
         }
         // The server refused: pass its error on, and end the session.
         _ => {
@@ -548,7 +771,12 @@ async fn initialized(
     Ok(response)
 }
 
-fn open_session(bridge: &Arc<Bridge>, id: Option<&Value>) -> Result<Arc<Session>, Refusal> {
+fn open_session(
+    bridge: &Arc<Bridge>,
+    key: &str,
+    upstream: &Upstream,
+    id: Option<&Value>,
+) -> Result<Arc<Session>, Refusal> {
     let Ok(permit) = bridge.processes.clone().try_acquire_owned() else {
         return Err(refuse(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -556,7 +784,7 @@ fn open_session(bridge: &Arc<Bridge>, id: Option<&Value>) -> Result<Arc<Session>
             SERVER_ERROR,
             &format!(
                 "The bridge runs its maximum of {} MCP sessions; end one or try again later.",
-                bridge.args.max_sessions
+                bridge.limits.max_sessions
             ),
         ));
     };
@@ -569,16 +797,35 @@ fn open_session(bridge: &Arc<Bridge>, id: Option<&Value>) -> Result<Arc<Session>
             }
         }
     };
-    let session =
-        Session::spawn(session_id, &bridge.args.command, permit, on_exit).map_err(|error| {
-            tracing::error!(command = ?bridge.args.command, %error, "cannot start the MCP server");
-            refuse(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                id,
-                message::INTERNAL_ERROR,
-                "The MCP server could not be started.",
+    let session = match upstream {
+        Upstream::Command(command) => {
+            Session::spawn(session_id, key.to_string(), command, permit, on_exit).map_err(
+                |error| {
+                    tracing::error!(?command, %error, "cannot start the MCP server");
+                    refuse(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        id,
+                        message::INTERNAL_ERROR,
+                        "The MCP server could not be started.",
+                    )
+                },
+            )?
+        }
+        Upstream::Legacy(legacy) => {
+            let client = bridge
+                .client
+                .get_or_init(|| Arc::new(HttpClient::new()))
+                .clone();
+            Session::connect(
+                session_id,
+                key.to_string(),
+                legacy.clone(),
+                client,
+                permit,
+                on_exit,
             )
-        })?;
+        }
+    };
     bridge
         .sessions()
         .insert(session.id.clone(), session.clone());
@@ -613,23 +860,24 @@ async fn deliver(session: &Session, line: Vec<u8>, id: Option<&Value>) -> Result
             StatusCode::SERVICE_UNAVAILABLE,
             id,
             SERVER_ERROR,
-            "The MCP server is not reading its input.",
+            "The MCP server is not taking its messages.",
         )),
     }
 }
 
-/// The session's process ended: as for a session the bridge does not know.
+/// The session's process or connection ended: as for a session the bridge
+/// does not know.
 fn gone(id: Option<&Value>) -> Refusal {
     refuse(
         StatusCode::NOT_FOUND,
         id,
         SERVER_ERROR,
-        "The MCP server process of this session has ended: initialize a new session.",
+        "The MCP server of this session has ended: initialize a new session.",
     )
 }
 
-fn get(bridge: &Arc<Bridge>, headers: &HeaderMap) -> Result<Response<Body>, Refusal> {
-    let session = required_session(bridge, headers, None)?;
+fn get(bridge: &Arc<Bridge>, key: &str, headers: &HeaderMap) -> Result<Response<Body>, Refusal> {
+    let session = required_session(bridge, key, headers, None)?;
     check_version(&session, headers, None)?;
     if !accepts_sse(headers) {
         return Err(refuse(
@@ -660,8 +908,8 @@ fn get(bridge: &Arc<Bridge>, headers: &HeaderMap) -> Result<Response<Body>, Refu
     )))
 }
 
-fn delete(bridge: &Arc<Bridge>, headers: &HeaderMap) -> Result<Response<Body>, Refusal> {
-    let session = required_session(bridge, headers, None)?;
+fn delete(bridge: &Arc<Bridge>, key: &str, headers: &HeaderMap) -> Result<Response<Body>, Refusal> {
+    let session = required_session(bridge, key, headers, None)?;
     bridge.remove(&session.id);
     session.stop();
     tracing::info!(session = %session.id, "MCP session ended by the client");
@@ -752,7 +1000,7 @@ impl SseBody {
                     message::sse_event(&message::error(
                         Some(&id),
                         SERVER_ERROR,
-                        "The MCP server process ended before it answered.",
+                        "The MCP server ended before it answered.",
                     ))
                 }))
             }
@@ -820,6 +1068,13 @@ mod tests {
         assert!(parse_path("mcp").is_err());
         assert!(parse_path("/a b").is_err());
         assert!(parse_path("/mcp?x=1").is_err());
+    }
+
+    #[test]
+    fn keys_become_paths() {
+        assert_eq!(key_path("notes"), "/notes");
+        assert_eq!(key_path("team/a b.c~_-"), "/team%2Fa%20b.c~_-");
+        assert_eq!(key_path("é"), "/%C3%A9");
     }
 
     #[test]

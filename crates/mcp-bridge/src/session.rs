@@ -1,5 +1,6 @@
-//! One MCP session: one server process, its stdin writer and stdout
-//! reader, and where each of its messages goes.
+//! One MCP session: its upstream (one server process, its stdin writer and
+//! stdout reader; or one legacy HTTP+SSE connection, see [`crate::legacy`]),
+//! and where each of the server's messages goes.
 //!
 //! Requests from the client get an id of the bridge's own before they reach
 //! the server (a session's clients may reuse ids: the gateway lists tools
@@ -20,7 +21,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc};
 
-use crate::message::{Kind, Message};
+use crate::legacy::{HttpClient, LegacyUpstream};
+use crate::message::{Kind, Message, SERVER_ERROR};
 
 /// Messages queued towards one HTTP response before the server waits.
 pub(crate) const CHANNEL: usize = 64;
@@ -71,7 +73,10 @@ struct State {
 
 pub(crate) struct Session {
     pub id: String,
-    stdin: mpsc::Sender<Vec<u8>>,
+    /// The upstream's key (the bridge path the session was opened on).
+    pub key: String,
+    /// Messages for the server, one JSON-RPC message a line.
+    outbox: mpsc::Sender<Vec<u8>>,
     state: Mutex<State>,
     kill: Notify,
 }
@@ -90,11 +95,33 @@ impl Session {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn new(id: String, key: String) -> (Arc<Session>, mpsc::Receiver<Vec<u8>>) {
+        let (outbox, lines) = mpsc::channel(STDIN_QUEUE);
+        let session = Arc::new(Session {
+            id,
+            key,
+            outbox,
+            state: Mutex::new(State {
+                next_id: 1,
+                pending: BTreeMap::new(),
+                listener: None,
+                backlog: VecDeque::new(),
+                busy: 0,
+                idle_since: Instant::now(),
+                protocol_version: None,
+                closed: false,
+            }),
+            kill: Notify::new(),
+        });
+        (session, lines)
+    }
+
     /// Starts `command` for a new session; `on_exit` runs once it has
     /// ended (after its last output was routed), with the permit that
     /// counts it among the live processes.
     pub(crate) fn spawn(
         id: String,
+        key: String,
         command: &[String],
         permit: OwnedSemaphorePermit,
         on_exit: impl FnOnce(&Session) + Send + 'static,
@@ -114,22 +141,7 @@ impl Session {
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(std::io::Error::other("the server's pipes are missing"));
         };
-        let (lines, lines_rx) = mpsc::channel(STDIN_QUEUE);
-        let session = Arc::new(Session {
-            id,
-            stdin: lines,
-            state: Mutex::new(State {
-                next_id: 1,
-                pending: BTreeMap::new(),
-                listener: None,
-                backlog: VecDeque::new(),
-                busy: 0,
-                idle_since: Instant::now(),
-                protocol_version: None,
-                closed: false,
-            }),
-            kill: Notify::new(),
-        });
+        let (session, lines_rx) = Session::new(id, key);
         tracing::info!(session = %session.id, pid = child.id(), "MCP server process started");
         tokio::spawn(supervise(
             session.clone(),
@@ -143,10 +155,39 @@ impl Session {
         Ok(session)
     }
 
-    /// Asks the process to stop: stdin closed, then SIGTERM, then SIGKILL.
+    /// Opens a session on a legacy HTTP+SSE server: connecting happens in
+    /// the background, and what the client sends meanwhile waits (bounded)
+    /// for the server's endpoint. `on_exit` as for [`Session::spawn`].
+    pub(crate) fn connect(
+        id: String,
+        key: String,
+        upstream: LegacyUpstream,
+        client: Arc<HttpClient>,
+        permit: OwnedSemaphorePermit,
+        on_exit: impl FnOnce(&Session) + Send + 'static,
+    ) -> Arc<Session> {
+        let (session, mut outbox) = Session::new(id, key);
+        tracing::info!(session = %session.id, url = %upstream.url, "connecting to a legacy SSE MCP server");
+        let running = session.clone();
+        tokio::spawn(async move {
+            crate::legacy::run(&running, &upstream, &client, &mut outbox).await;
+            running.close();
+            on_exit(&running);
+            drop(permit);
+        });
+        session
+    }
+
+    /// Asks the upstream to stop: a process gets its stdin closed, then
+    /// SIGTERM, then SIGKILL; a legacy connection is closed.
     pub(crate) fn stop(&self) {
         self.state().closed = true;
         self.kill.notify_one();
+    }
+
+    /// Resolves once [`Session::stop`] was called.
+    pub(crate) async fn killed(&self) {
+        self.kill.notified().await;
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -243,12 +284,12 @@ impl Session {
         Some((Listening(self.clone()), rx))
     }
 
-    /// Writes one line to the server's stdin.
+    /// Queues one line for the server (its stdin, or a POST).
     pub(crate) async fn send(&self, line: Vec<u8>) -> Result<(), SendError> {
         if self.is_closed() {
             return Err(SendError::Gone);
         }
-        match tokio::time::timeout(DELIVERY_TIMEOUT, self.stdin.send(line)).await {
+        match tokio::time::timeout(DELIVERY_TIMEOUT, self.outbox.send(line)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(SendError::Gone),
             Err(_) => Err(SendError::Stuck),
@@ -308,8 +349,45 @@ impl Session {
         None
     }
 
-    /// Ends the session: every waiting POST learns the process is gone.
-    fn close(&self) {
+    /// Delivers one message of the server to where [`Session::route`]
+    /// sends it; a response that stopped reading is given up.
+    pub(crate) async fn dispatch(&self, line: &[u8]) {
+        let Some((tx, out, to_listener)) = self.route(line) else {
+            return;
+        };
+        match tokio::time::timeout(DELIVERY_TIMEOUT, tx.send(out)).await {
+            Ok(Ok(())) => {}
+            // The POST went away (the client left): nothing to deliver to.
+            Ok(Err(_)) => {}
+            Err(_) => {
+                tracing::warn!(session = %self.id, "a client stopped reading its stream; it is closed");
+                if to_listener {
+                    let mut state = self.state();
+                    if state.listener.as_ref().is_some_and(|l| l.same_channel(&tx)) {
+                        state.listener = None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answers every request still waiting with a JSON-RPC error saying
+    /// `why`, and closes the session.
+    pub(crate) fn fail_pending(&self, why: &str) {
+        let mut state = self.state();
+        state.closed = true;
+        for pending in std::mem::take(&mut state.pending).into_values() {
+            let json = crate::message::error(Some(&pending.original), SERVER_ERROR, why);
+            // A full channel: the POST learns it from the channel closing.
+            let _ = pending.tx.try_send(Outbound {
+                json,
+                response: true,
+            });
+        }
+    }
+
+    /// Ends the session: every waiting POST learns the server is gone.
+    pub(crate) fn close(&self) {
         let mut state = self.state();
         state.closed = true;
         state.pending.clear();
@@ -444,23 +522,7 @@ async fn read_lines(session: Arc<Session>, stdout: ChildStdout) {
         if line.trim_ascii().is_empty() {
             continue;
         }
-        let Some((tx, out, to_listener)) = session.route(&line) else {
-            continue;
-        };
-        match tokio::time::timeout(DELIVERY_TIMEOUT, tx.send(out)).await {
-            Ok(Ok(())) => {}
-            // The POST went away (the client left): nothing to deliver to.
-            Ok(Err(_)) => {}
-            Err(_) => {
-                tracing::warn!(session = %session.id, "a client stopped reading its stream; it is closed");
-                if to_listener {
-                    let mut state = session.state();
-                    if state.listener.as_ref().is_some_and(|l| l.same_channel(&tx)) {
-                        state.listener = None;
-                    }
-                }
-            }
-        }
+        session.dispatch(&line).await;
     }
 }
 

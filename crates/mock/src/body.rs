@@ -25,6 +25,9 @@ pub(crate) struct Disconnect;
 pub(crate) enum MockBody {
     Full(Option<Bytes>),
     Stream(FrameStream),
+    /// Frames as they are sent; ends when every sender is gone (the legacy
+    /// SSE transport's stream).
+    Channel(tokio::sync::mpsc::Receiver<Bytes>),
 }
 
 impl MockBody {
@@ -120,6 +123,7 @@ impl Body for MockBody {
         match self.get_mut() {
             Self::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Self::Stream(stream) => stream.poll_next(cx),
+            Self::Channel(frames) => frames.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b)))),
         }
     }
 
@@ -127,6 +131,7 @@ impl Body for MockBody {
         match self {
             Self::Full(bytes) => bytes.as_ref().is_none_or(Bytes::is_empty),
             Self::Stream(stream) => stream.next >= stream.marks.len(),
+            Self::Channel(_) => false,
         }
     }
 
@@ -137,6 +142,7 @@ impl Body for MockBody {
                 .exact_len
                 .map(SizeHint::with_exact)
                 .unwrap_or_default(),
+            Self::Channel(_) => SizeHint::default(),
         }
     }
 }

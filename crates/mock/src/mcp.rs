@@ -11,8 +11,14 @@
 //! `--mcp-era legacy` or `modern` makes it a server of one era only, as
 //! older and newer servers are, so the gateway's translation between eras
 //! can be tested.
+//!
+//! The same server also speaks the legacy HTTP+SSE transport (2024-11-05):
+//! GET `/sse` opens a session whose first event, `endpoint`, names
+//! `/messages?session_id=ID`; each message POSTed there is answered `202`
+//! and its answer comes as a `message` event on the stream. A test hook:
+//! DELETE `/sse` ends every legacy stream (a server going away).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -63,17 +69,137 @@ impl Sessions {
     }
 }
 
+/// Legacy HTTP+SSE sessions: where each one's messages go (its stream).
+#[derive(Debug, Default)]
+pub(crate) struct SseSessions {
+    live: Mutex<HashMap<String, tokio::sync::mpsc::Sender<Bytes>>>,
+}
+
+impl SseSessions {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, tokio::sync::mpsc::Sender<Bytes>>> {
+        self.live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Ends every stream (shutdown).
+    pub(crate) fn close_all(&self) {
+        self.map().clear();
+    }
+}
+
+/// With `--mcp-key`, a request without `Authorization: Bearer <key>` is
+/// refused.
+fn refuse_credential(state: &State, headers: &HeaderMap) -> Option<Response<MockBody>> {
+    let key = state.config.auth.mcp_key.as_ref()?;
+    let expected = format!("Bearer {key}");
+    let sent = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+    (sent != Some(expected.as_str()))
+        .then(|| plain(StatusCode::UNAUTHORIZED, "missing or wrong MCP credential"))
+}
+
+fn sse_frame(event: &str, data: &[u8]) -> Bytes {
+    let mut frame = format!("event: {event}\ndata: ").into_bytes();
+    frame.extend_from_slice(data);
+    frame.extend_from_slice(b"\n\n");
+    Bytes::from(frame)
+}
+
+/// The legacy HTTP+SSE transport: `/sse` (GET; DELETE ends every stream)
+/// and `/messages` (POST).
+pub(crate) async fn handle_legacy_sse(
+    state: &State,
+    path: &str,
+    method: &Method,
+    headers: &HeaderMap,
+    session: Option<String>,
+    body: Bytes,
+) -> Response<MockBody> {
+    if let Some(refused) = refuse_credential(state, headers) {
+        return refused;
+    }
+    if path == "/sse" {
+        if *method == Method::DELETE {
+            state.mcp_sse_sessions.close_all();
+            return plain(StatusCode::OK, "");
+        }
+        if *method != Method::GET {
+            return plain(StatusCode::METHOD_NOT_ALLOWED, "");
+        }
+        let id = format!("{:016x}", state.rng().next_u64());
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let endpoint = format!("/messages?session_id={id}");
+        // A fresh channel has room for the first event.
+        let _ = tx.try_send(sse_frame("endpoint", endpoint.as_bytes()));
+        state.mcp_sse_sessions.map().insert(id, tx);
+        let mut response = Response::new(MockBody::Channel(rx));
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        return response;
+    }
+    if *method != Method::POST {
+        return plain(StatusCode::METHOD_NOT_ALLOWED, "");
+    }
+    let stream = session.and_then(|id| {
+        let mut sessions = state.mcp_sse_sessions.map();
+        sessions.retain(|_, tx| !tx.is_closed());
+        sessions.get(&id).cloned()
+    });
+    let Some(stream) = stream else {
+        return plain(StatusCode::NOT_FOUND, "unknown session");
+    };
+    let Ok(message) = serde_json::from_slice::<Value>(&body) else {
+        return plain(StatusCode::BAD_REQUEST, "Parse error");
+    };
+    let (Some(method), Some(id)) = (
+        message.get("method").and_then(Value::as_str),
+        message.get("id").cloned(),
+    ) else {
+        // Notifications and the client's responses need no answer.
+        return plain(StatusCode::ACCEPTED, "");
+    };
+    let params = message.get("params").cloned().unwrap_or(Value::Null);
+    let replies = if method == "initialize" {
+        let mut result = initialize_result(&params);
+        if params.get("protocolVersion").and_then(Value::as_str) == Some("2024-11-05") {
+            result["protocolVersion"] = json!("2024-11-05");
+        }
+        vec![json!({"jsonrpc": "2.0", "id": id, "result": result})]
+    } else {
+        let extra = extra_tools(state.config.mcp_tools_file.as_deref());
+        match reply(method, &params, &id, Era::Legacy, &extra) {
+            Reply::One(_, message) => vec![message],
+            Reply::Paced(messages) => messages,
+        }
+    };
+    // Weak, so a stream ended (DELETE /sse, shutdown) ends at once.
+    let stream = stream.downgrade();
+    tokio::spawn(async move {
+        for (i, message) in replies.into_iter().enumerate() {
+            if i > 0 {
+                tokio::time::sleep(PACE).await;
+            }
+            let data = serde_json::to_vec(&message).unwrap_or_default();
+            let Some(stream) = stream.upgrade() else {
+                return;
+            };
+            if stream.send(sse_frame("message", &data)).await.is_err() {
+                return;
+            }
+        }
+    });
+    plain(StatusCode::ACCEPTED, "Accepted")
+}
+
 pub(crate) async fn handle(
     state: &State,
     method: &Method,
     headers: &HeaderMap,
     body: Bytes,
 ) -> Response<MockBody> {
-    if let Some(key) = &state.config.auth.mcp_key {
-        let expected = format!("Bearer {key}");
-        if headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
-            return plain(StatusCode::UNAUTHORIZED, "missing or wrong MCP credential");
-        }
+    if let Some(refused) = refuse_credential(state, headers) {
+        return refused;
     }
     let session = headers
         .get("mcp-session-id")

@@ -41,6 +41,8 @@ pub(crate) struct State {
     process_key: u64,
     /// Sessions of 2025-11-25 MCP clients.
     pub mcp_sessions: crate::mcp::Sessions,
+    /// Sessions of legacy HTTP+SSE (2024-11-05) MCP clients.
+    pub mcp_sse_sessions: crate::mcp::SseSessions,
 }
 
 /// `created` timestamp of listed models; fixed so listings are reproducible.
@@ -87,6 +89,7 @@ impl State {
             requests: AtomicU64::new(0),
             process_key: RandomState::new().hash_one(nanos),
             mcp_sessions: crate::mcp::Sessions::default(),
+            mcp_sse_sessions: crate::mcp::SseSessions::default(),
         }
     }
 
@@ -310,6 +313,27 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<MockBody>
             Err(err) => err.into_response(Flavor::OpenAi),
         };
     }
+    if path == "/sse" || path == "/messages" {
+        let session = parts
+            .uri
+            .query()
+            .and_then(|q| query_param(q, "session_id"))
+            .map(std::borrow::Cow::into_owned);
+        return match read_body(body).await {
+            Ok(bytes) => {
+                crate::mcp::handle_legacy_sse(
+                    &state,
+                    path,
+                    &parts.method,
+                    &parts.headers,
+                    session,
+                    bytes,
+                )
+                .await
+            }
+            Err(err) => err.into_response(Flavor::OpenAi),
+        };
+    }
     let Some(route) = route(path) else {
         return ApiError::not_found(&parts.method, path).into_response(Flavor::OpenAi);
     };
@@ -485,6 +509,8 @@ pub async fn serve(
         }
     }
     drop(listener);
+    // Legacy SSE streams end with their session, so connections can drain.
+    state.mcp_sse_sessions.close_all();
     if tokio::time::timeout(drain_timeout, graceful.shutdown())
         .await
         .is_err()

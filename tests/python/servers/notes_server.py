@@ -11,11 +11,9 @@ once it accepts connections, like the tollgate processes the tests start.
 
 from __future__ import annotations
 
-import socket
 import sys
-import threading
-import time
 
+from announce import announce_in_background
 from mcp.server.mcpserver import Context, MCPServer
 from mcp_types import ToolAnnotations
 
@@ -64,18 +62,7 @@ def summarize(topic: str) -> str:
     return f"Summarize the team notes about {topic}."
 
 
-def announce_when_ready(port: int) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            print(f"listening data=http://127.0.0.1:{port}", flush=True)
-            return
-        except OSError:
-            time.sleep(0.05)
-
-
 if __name__ == "__main__":
     port = int(sys.argv[1])
-    threading.Thread(target=announce_when_ready, args=(port,), daemon=True).start()
+    announce_in_background(port)
     server.run(transport="streamable-http", host="127.0.0.1", port=port)

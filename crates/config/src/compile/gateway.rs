@@ -368,6 +368,7 @@ pub(super) fn compile_gateway(
         api_keys,
         providers: Vec::new(),
         routes: Vec::new(),
+        allowed_regions: spec.allowed_regions.clone(),
     })
 }
 

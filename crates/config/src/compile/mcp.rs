@@ -143,6 +143,13 @@ pub(super) fn compile_mcp_server(
         }
         (None, Some(run)) => {
             check_run(run, &mut error);
+            if spec.transport == Some(api::ServerTransport::Sse) {
+                error(
+                    "spec.transport",
+                    reason::INVALID,
+                    api::TRANSPORT_MESSAGE.into(),
+                );
+            }
             if !spec.failover_urls.is_empty() {
                 error(
                     "spec.failoverUrls",
@@ -249,6 +256,7 @@ pub(super) fn compile_mcp_server(
             .iter()
             .map(|url| url.trim_end_matches('/').to_string())
             .collect(),
+        transport: spec.transport.unwrap_or_default(),
         credential,
         translate_revisions: spec.translate_revisions,
         timeout_ms,
@@ -513,7 +521,7 @@ fn is_dns_label(text: &str) -> bool {
 mod tests {
     use super::super::fixtures::{BASE, compile, gw, load};
     use tollgate_api::conditions::reason;
-    use tollgate_api::mcp::ToolAccess;
+    use tollgate_api::mcp::{self as api, ToolAccess};
 
     fn server(name: &str, spec: &str) -> String {
         format!(
@@ -594,6 +602,52 @@ mod tests {
             "{:?}",
             loaded.diagnostics
         );
+    }
+
+    #[test]
+    fn legacy_sse_servers_need_url() {
+        let yaml = format!(
+            "{BASE}{}{}",
+            server("legacy", "  url: http://127.0.0.1:9/sse\n  transport: SSE"),
+            server(
+                "modern",
+                "  url: http://127.0.0.1:9/mcp\n  transport: StreamableHTTP"
+            ),
+        );
+        let compiled = compile(&load(&yaml).resources);
+        assert!(!compiled.has_errors(), "{:?}", compiled.diagnostics);
+        let servers = &compiled.snapshots[&gw()].config.mcp_servers;
+        assert_eq!(servers[0].transport, api::ServerTransport::Sse);
+        assert_eq!(servers[1].transport, api::ServerTransport::StreamableHttp);
+        // The snapshot says nothing of the default.
+        let json = serde_json::to_string(&servers[1]).unwrap();
+        assert!(!json.contains("transport"), "{json}");
+
+        let run = server("ran", "  run: {image: ghcr.io/x/y:1}\n  transport: SSE");
+        // The CRD's rule refuses it at load; compile refuses it too.
+        let mut loaded = crate::load::Loaded::default();
+        crate::load::add_documents(&mut loaded, "test.yaml", &format!("{BASE}{run}"), &|_| None);
+        assert!(
+            loaded
+                .diagnostics
+                .iter()
+                .any(|d| d.is_error() && d.message.contains(api::TRANSPORT_MESSAGE)),
+            "{:?}",
+            loaded.diagnostics
+        );
+        // Past the CRD's rule (as a resource with no schema check would be):
+        // compile refuses it too.
+        let mut resources = load(BASE).resources;
+        let parsed = serde_yaml::from_str(run.trim_start_matches("---\n")).unwrap();
+        resources.mcp_servers.push(parsed);
+        let compiled = compile(&resources);
+        let fields: Vec<&str> = compiled
+            .diagnostics
+            .iter()
+            .map(|d| d.field.as_str())
+            .collect();
+        assert!(fields.contains(&"spec.transport"), "{fields:?}");
+        assert!(compiled.snapshots[&gw()].config.mcp_servers.is_empty());
     }
 
     #[test]

@@ -19,7 +19,8 @@ use crate::diagnostics::{Diagnostic, ObjectRef};
 use crate::egress::EgressPolicy;
 use crate::resources::object_ref;
 use crate::snapshot::{
-    AwsCredentials, AzureAuth, CatalogModel, Credential, Fairness, Pricing, Provider,
+    AwsCredentials, AzureAuth, CatalogModel, CircuitBreaker, Credential, Fairness, Pricing,
+    Provider,
 };
 
 pub(super) fn compile_provider(
@@ -272,6 +273,7 @@ pub(super) fn compile_provider(
     );
 
     let fairness = fairness(spec, &object, diagnostics);
+    let circuit_breaker = circuit_breaker(spec, &object, diagnostics);
 
     let mut models = BTreeMap::new();
     for (index, model) in spec.models.iter().enumerate() {
@@ -307,6 +309,7 @@ pub(super) fn compile_provider(
         network,
         api_key,
         aws,
+        data_region: spec.data_region.clone().or_else(|| region.clone()),
         region,
         api_version,
         azure_auth,
@@ -314,8 +317,43 @@ pub(super) fn compile_provider(
         request_timeout_ms: request.ok().flatten().unwrap_or(DEFAULT_REQUEST_TIMEOUT_MS),
         max_concurrent_requests: spec.max_concurrent_requests,
         fairness,
+        circuit_breaker,
         models,
     })
+}
+
+/// `spec.circuitBreaker` over the defaults.
+fn circuit_breaker(
+    spec: &tollgate_api::ModelProviderSpec,
+    object: &ObjectRef,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> CircuitBreaker {
+    let defaults = CircuitBreaker::default();
+    let Some(settings) = &spec.circuit_breaker else {
+        return defaults;
+    };
+    let open_for = parse_duration_ms(
+        settings.open_for.as_ref(),
+        Some(defaults.open_for_ms),
+        object,
+        "spec.circuitBreaker.openFor",
+        diagnostics,
+    );
+    CircuitBreaker {
+        consecutive_failures: settings
+            .consecutive_failures
+            .unwrap_or(defaults.consecutive_failures)
+            .clamp(1, 1000),
+        error_rate_percent: settings
+            .error_rate_percent
+            .unwrap_or(defaults.error_rate_percent)
+            .clamp(1, 100),
+        min_requests: settings
+            .min_requests
+            .unwrap_or(defaults.min_requests)
+            .clamp(1, 32),
+        open_for_ms: open_for.ok().flatten().unwrap_or(defaults.open_for_ms),
+    }
 }
 
 /// `spec.fairness` with its defaults; only meaningful with a cap.

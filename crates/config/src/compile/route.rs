@@ -256,6 +256,7 @@ pub(super) fn compile_route(
         stream_idle_timeout_ms: idle.ok().flatten(),
         endpoints,
         tiers: tiers.map(Box::new),
+        allowed_regions: spec.allowed_regions.clone(),
     })
 }
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use tollgate_api::mcp::{PrefixMode, ToolAccess};
+use tollgate_api::mcp::{PrefixMode, ServerTransport, ToolAccess};
 
 use super::budget::Subject;
 use super::{Credential, Principal, glob_matches};
@@ -21,6 +21,10 @@ pub struct McpServer {
     /// Its other replicas' endpoints, tried in order after `url`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failover_urls: Vec<String>,
+    /// How `url` and `failover_urls` speak MCP: an `Sse` (legacy HTTP+SSE)
+    /// server is reached through the gateway's embedded bridge.
+    #[serde(default, skip_serializing_if = "ServerTransport::is_streamable_http")]
+    pub transport: ServerTransport,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<McpCredential>,
     /// Translate between MCP revision families on `/mcp/{path}`.
@@ -240,6 +244,7 @@ mod tests {
             path: "tools".into(),
             url: "http://127.0.0.1:1/mcp".into(),
             failover_urls: vec!["http://127.0.0.1:2/mcp".into()],
+            transport: Default::default(),
             credential: None,
             translate_revisions: false,
             timeout_ms: 1,

@@ -110,6 +110,32 @@ pub async fn forward(
             }
             _ => inbound.payload.to_upstream(model)?,
         };
+        // Outlier ejection and quota: a provider that keeps failing or has
+        // no quota left is passed over at once (half-open: this is the probe).
+        match context
+            .gateway
+            .provider_health
+            .check(&upstream.config, std::time::Instant::now())
+        {
+            Ok(false) => {}
+            Ok(true) => {
+                tracing::info!(%provider, "probing a provider whose circuit is open");
+                context
+                    .gateway
+                    .metrics
+                    .circuit_changed(&upstream.config.name, crate::breaker::State::HalfOpen);
+            }
+            Err(skip) => {
+                let (reason, error) = skipped(provider, skip);
+                context.attempt_failed(reason);
+                context
+                    .gateway
+                    .metrics
+                    .count_provider_skip(&upstream.config.name, reason);
+                last_error = error.into();
+                continue;
+            }
+        }
         let request = upstream.request(endpoint, plan, model, stream, body, client_headers)?;
         let started = Instant::now();
         let provider_limit = started + Duration::from_millis(upstream.config.request_timeout_ms);
@@ -131,6 +157,7 @@ pub async fn forward(
             Ok(response) => response,
             Err(UpstreamError::Timeout) => {
                 context.attempt_failed("timeout");
+                note_health(context, upstream, false);
                 last_error = timeout_error().into();
                 if Instant::now() < overall && !is_last {
                     continue;
@@ -139,6 +166,7 @@ pub async fn forward(
             }
             Err(error) => {
                 context.attempt_failed("connect");
+                note_health(context, upstream, false);
                 tracing::warn!(%provider, %error, "upstream attempt failed");
                 let policy = &runtime.snapshot.config.upstream_errors;
                 last_error = if policy.pass_through {
@@ -155,9 +183,11 @@ pub async fn forward(
         };
         let status = response.status();
         if status.is_success() {
+            note_quota(context, upstream, status, response.headers());
             let head = response_head(route, provider, stream);
             if stream && !upstream.is_stream_answer(response.headers()) {
                 context.attempt_failed("not_a_stream");
+                note_health(context, upstream, false);
                 last_error = ApiError::bad_gateway(format!(
                     "provider {provider} answered a stream request with something other than a stream"
                 ))
@@ -193,14 +223,18 @@ pub async fn forward(
                 // backend may still answer).
                 match relay.first_output().await {
                     Ok(first) => {
+                        note_health(context, upstream, true);
                         return Ok(Answer::Stream(head, Box::new((relay, first, setup))));
                     }
                     Err(StreamError::Provider(error)) => {
+                        // It answered, with an error of its own: up and running.
+                        note_health(context, upstream, true);
                         context.attempt_failed("provider_error");
                         return Err(error.into());
                     }
                     Err(error) => {
                         context.attempt_failed(error.reason());
+                        note_health(context, upstream, false);
                         let timed_out = matches!(error, StreamError::Timeout);
                         last_error = if timed_out {
                             timeout_error().into()
@@ -232,6 +266,7 @@ pub async fn forward(
                         collected.to_bytes(),
                     ) {
                         Ok(body) => {
+                            note_health(context, upstream, true);
                             let body = Output::emit(context, body, false);
                             let (mut head, ()) = head.into_parts();
                             usage_headers(context, &mut head.headers);
@@ -242,12 +277,14 @@ pub async fn forward(
                         }
                         Err(failure) => {
                             context.attempt_failed("invalid_body");
+                            note_health(context, upstream, false);
                             failure
                         }
                     }
                 }
                 Ok(Err(error)) => {
                     context.attempt_failed("broken_body");
+                    note_health(context, upstream, false);
                     ApiError::bad_gateway(format!(
                         "provider {provider} broke off the response: {error}"
                     ))
@@ -255,6 +292,7 @@ pub async fn forward(
                 }
                 Err(_) => {
                     context.attempt_failed("timeout");
+                    note_health(context, upstream, false);
                     timeout_error().into()
                 }
             };
@@ -271,6 +309,12 @@ pub async fn forward(
         let body = read_error_body(response.into_body(), deadline).await;
         let status = effective_status(upstream, status, &headers, &body);
         context.attempt_failed(status_reason(status));
+        note_quota(context, upstream, status, &headers);
+        // Server errors and a refused key count against the provider; a
+        // rate limit is its quota (skipped until the reset), and other
+        // client errors are the request's.
+        let failed = status.is_server_error() || matches!(status.as_u16(), 401 | 403);
+        note_health(context, upstream, !failed);
         if is_retryable(status) && !is_last {
             tracing::debug!(%provider, %status, "falling back to the next backend");
             continue;
@@ -383,6 +427,84 @@ fn usage_headers(context: &RequestContext, headers: &mut HeaderMap) {
         if let Ok(value) = HeaderValue::from_str(&format!("{cost:.6}")) {
             headers.insert("x-tollgate-cost-usd", value);
         }
+    }
+}
+
+/// Records an attempt's outcome in its provider's circuit breaker, shared by
+/// every request on this replica.
+fn note_health(context: &RequestContext, upstream: &Upstream, success: bool) {
+    let config = &upstream.config.circuit_breaker;
+    let policy = crate::breaker::Policy {
+        consecutive: config.consecutive_failures,
+        error_rate_percent: config.error_rate_percent,
+        min_samples: config.min_requests,
+        open_for: Duration::from_millis(config.open_for_ms),
+    };
+    let gateway = &context.gateway;
+    if let Some(transition) = gateway.provider_health.record(
+        &upstream.config,
+        &policy,
+        success,
+        std::time::Instant::now(),
+    ) {
+        let provider = &upstream.config.name;
+        match transition.to {
+            crate::breaker::State::Open => {
+                tracing::warn!(%provider, "provider circuit opened: its requests fall back until a probe succeeds")
+            }
+            state => tracing::info!(%provider, state = state.as_str(), "provider circuit changed"),
+        }
+        gateway.metrics.circuit_changed(provider, transition.to);
+    }
+}
+
+/// A 429's reset, or a success saying the allowance is spent: the provider
+/// is skipped until then.
+fn note_quota(
+    context: &RequestContext,
+    upstream: &Upstream,
+    status: StatusCode,
+    headers: &HeaderMap,
+) {
+    if let Some(wait) = crate::providers::health::quota_reset(
+        status.as_u16(),
+        headers,
+        std::time::SystemTime::now(),
+    ) {
+        tracing::debug!(provider = %upstream.config.name, wait_ms = wait.as_millis() as u64, "provider quota spent");
+        context.gateway.provider_health.quota_spent(
+            &upstream.config,
+            wait,
+            std::time::Instant::now(),
+        );
+    }
+}
+
+/// The reason and the error of an attempt not made (see
+/// [`crate::providers::health`]).
+fn skipped(provider: &str, skip: crate::providers::health::Skip) -> (&'static str, ApiError) {
+    use crate::providers::health::Skip;
+    match skip {
+        Skip::CircuitOpen(wait) => (
+            "circuit_open",
+            ApiError {
+                retry_after_s: Some(wait.as_secs().max(1)),
+                ..ApiError::unavailable(format!(
+                    "provider {provider} is failing and is skipped for {}s (circuit open)",
+                    wait.as_secs().max(1)
+                ))
+            },
+        ),
+        Skip::QuotaSpent(wait) => (
+            "quota",
+            ApiError {
+                retry_after_s: Some(wait.as_secs().max(1)),
+                ..ApiError::overloaded(format!(
+                    "provider {provider} has no quota left for {}s",
+                    wait.as_secs().max(1)
+                ))
+            },
+        ),
     }
 }
 
@@ -544,12 +666,14 @@ mod tests {
             api_key: None,
             aws: None,
             region: None,
+            data_region: None,
             api_version: None,
             azure_auth: None,
             connect_timeout_ms: 1000,
             request_timeout_ms: 1000,
             max_concurrent_requests: None,
             fairness: Default::default(),
+            circuit_breaker: Default::default(),
             network: Default::default(),
             models: Default::default(),
         };

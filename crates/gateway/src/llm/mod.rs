@@ -22,6 +22,7 @@ pub mod forward;
 pub mod ingress;
 pub mod jwt;
 pub mod relay;
+pub mod residency;
 pub mod route;
 pub mod sanitize;
 pub mod select;
@@ -191,6 +192,26 @@ async fn pipeline(
         }
     }
     let mut order = select::attempt_order(route, &mut rand::rng());
+    let config = &runtime.snapshot.config;
+    if let Some(residency) = residency::Residency::of(
+        &config.allowed_regions,
+        &route.allowed_regions,
+        context.principal.as_deref(),
+    ) {
+        let before = order.len();
+        order.retain(|&index| {
+            let provider = &config.providers[route.backends[index].provider];
+            residency.permits(provider.data_region.as_deref())
+        });
+        if order.is_empty() && before > 0 {
+            return Err(ApiError::unavailable(format!(
+                "no backend of route {} processes data in a region this request may use ({})",
+                route.name,
+                residency.describe()
+            ))
+            .into());
+        }
+    }
     let Some(tiers) = route.tiers.as_deref() else {
         return forward::forward(context, &runtime, route, &inbound, &order, &parts.headers).await;
     };

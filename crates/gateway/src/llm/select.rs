@@ -82,6 +82,7 @@ mod tests {
             stream_idle_timeout_ms: None,
             endpoints: Default::default(),
             tiers: None,
+            allowed_regions: Vec::new(),
         }
     }
 

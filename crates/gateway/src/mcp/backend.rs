@@ -19,6 +19,7 @@ use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
+use tollgate_api::mcp::ServerTransport;
 use tollgate_config::egress::EgressPolicy;
 use tollgate_config::snapshot::McpServer;
 
@@ -118,7 +119,7 @@ pub(super) async fn send(
     let mut sends = 0;
     loop {
         let endpoint = order[position % order.len()];
-        let request = backend_request(server, endpoint, outgoing)?;
+        let request = backend_request(gateway, server, endpoint, outgoing)?;
         let result = send_once(gateway, server, endpoint, request, deadline).await;
         sends += 1;
         let untried = order.len().saturating_sub(position + 1);
@@ -212,6 +213,7 @@ async fn send_once(
 }
 
 fn backend_request(
+    gateway: &Gateway,
     server: &McpServer,
     endpoint: usize,
     outgoing: &Outgoing<'_>,
@@ -219,6 +221,20 @@ fn backend_request(
     let url = server
         .endpoint(endpoint)
         .ok_or_else(|| BackendError::Unusable(format!("no endpoint {endpoint}")))?;
+    // A legacy HTTP+SSE server: through the embedded bridge, which holds
+    // the credential.
+    let legacy = server.transport == ServerTransport::Sse;
+    let bridged = if legacy {
+        Some(
+            gateway
+                .mcp_legacy
+                .url(server, endpoint)
+                .map_err(BackendError::Unusable)?,
+        )
+    } else {
+        None
+    };
+    let url = bridged.as_deref().unwrap_or(url);
     let mut request = Request::builder().method(outgoing.method.clone()).uri(url);
     let out = request
         .headers_mut()
@@ -238,7 +254,7 @@ fn backend_request(
             .map_err(|_| BackendError::Unusable("unusable backend session id".into()))?;
         out.insert(SESSION_HEADER, value);
     }
-    if let Some(credential) = &server.credential {
+    if let Some(credential) = server.credential.as_ref().filter(|_| !legacy) {
         let name = HeaderName::from_bytes(credential.header.as_bytes())
             .map_err(|_| BackendError::Unusable("invalid credential header".into()))?;
         let mut value = HeaderValue::from_str(&credential.value.0)

@@ -1,62 +1,12 @@
-//! A circuit breaker per MCP backend endpoint, which messages may be
-//! retried, and where a failed message goes next. Pure: time comes in as an
-//! `Instant`.
-//!
-//! After [`FAILURES_TO_OPEN`] failures in a row (no connection, no answer
-//! in time, or a 5xx) the backend is skipped for [`OPEN_FOR`]: messages get
-//! a clean JSON-RPC error at once instead of each waiting out a timeout.
-//! Then one message is let through as a probe; its success closes the
-//! breaker, its failure opens it again.
+//! Which MCP messages may be retried, and where a failed message goes
+//! next. Pure. Each endpoint also has a [`Breaker`] (the shared one,
+//! default policy): failures are no connection, no answer in time, or a
+//! 5xx; while it is open messages get a clean JSON-RPC error at once
+//! instead of each waiting out a timeout.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-pub const FAILURES_TO_OPEN: u32 = 5;
-pub const OPEN_FOR: Duration = Duration::from_secs(30);
-
-#[derive(Debug, Default, Clone)]
-pub struct Breaker {
-    failures: u32,
-    open_until: Option<Instant>,
-    probing: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Gate {
-    Pass,
-    /// Open: refuse, retrying after this long.
-    Refuse(Duration),
-}
-
-impl Breaker {
-    pub fn gate(&mut self, now: Instant) -> Gate {
-        match self.open_until {
-            None => Gate::Pass,
-            Some(until) if now < until => Gate::Refuse(until - now),
-            // Half-open: one probe at a time.
-            Some(_) if self.probing => Gate::Refuse(Duration::from_secs(1)),
-            Some(_) => {
-                self.probing = true;
-                Gate::Pass
-            }
-        }
-    }
-
-    pub fn record(&mut self, success: bool, now: Instant) {
-        if success {
-            *self = Self::default();
-            return;
-        }
-        self.failures = self.failures.saturating_add(1);
-        if self.probing || self.failures >= FAILURES_TO_OPEN {
-            self.open_until = Some(now + OPEN_FOR);
-            self.probing = false;
-        }
-    }
-
-    pub fn is_open(&self) -> bool {
-        self.open_until.is_some()
-    }
-}
+pub use crate::breaker::{Breaker, Gate};
 
 /// Whether a message may be sent again after a failure that may not have
 /// reached the backend: reads, lists and `ping`, and calls of read-only
@@ -119,35 +69,6 @@ pub fn after(failure: Failure, retryable: bool, sends: u32, untried: usize) -> S
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn opens_after_failures_in_a_row_probes_and_closes() {
-        let mut breaker = Breaker::default();
-        let t0 = Instant::now();
-        for _ in 0..FAILURES_TO_OPEN - 1 {
-            assert_eq!(breaker.gate(t0), Gate::Pass);
-            breaker.record(false, t0);
-        }
-        breaker.record(true, t0);
-        assert!(!breaker.is_open(), "a success resets the count");
-        for _ in 0..FAILURES_TO_OPEN {
-            breaker.record(false, t0);
-        }
-        assert!(matches!(breaker.gate(t0), Gate::Refuse(d) if d == OPEN_FOR));
-        let later = t0 + OPEN_FOR;
-        assert_eq!(breaker.gate(later), Gate::Pass, "the probe");
-        assert!(
-            matches!(breaker.gate(later), Gate::Refuse(_)),
-            "one probe at a time"
-        );
-        breaker.record(false, later);
-        assert!(matches!(breaker.gate(later), Gate::Refuse(d) if d == OPEN_FOR));
-        let again = later + OPEN_FOR;
-        assert_eq!(breaker.gate(again), Gate::Pass);
-        breaker.record(true, again);
-        assert_eq!(breaker.gate(again), Gate::Pass);
-        assert!(!breaker.is_open());
-    }
 
     #[test]
     fn unreached_endpoints_are_passed_over_and_only_retryable_messages_repeat() {

@@ -18,6 +18,7 @@ pub mod cache;
 mod events;
 pub mod filter;
 pub mod jsonrpc;
+pub mod legacy;
 pub mod merge;
 pub mod redact;
 pub mod revisions;

@@ -9,6 +9,7 @@
 //! Anything else is translated through the canonical model in `tollgate-llm`.
 
 pub mod fair;
+pub mod health;
 pub mod http;
 
 use std::sync::Arc;
