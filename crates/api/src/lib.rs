@@ -26,7 +26,9 @@ pub use provider::{
     ModelProvider, ModelProviderSpec, ProviderCredentials, ProviderFairness, ProviderNetwork,
     ProviderType,
 };
-pub use route::{AIRoute, AIRouteSpec, AIRouteStatus, RouteEndpoint};
+pub use route::{
+    AIRoute, AIRouteSpec, AIRouteStatus, RouteEndpoint, RouteTier, TierClassifier, TierPolicy,
+};
 
 /// API group of every Tollgate kind.
 pub const GROUP: &str = "tollgate.dev";

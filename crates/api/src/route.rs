@@ -29,6 +29,10 @@ use crate::common::{LocalObjectReference, ResourceStatus};
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[x_kube(validation = Rule::new("self.models.exists(m, m.contains('*')) || self.backends.all(b, has(b.model))").message(PASS_THROUGH_MESSAGE))]
+#[x_kube(validation = Rule::new("has(self.tiers) ? self.backends.all(b, has(b.tier) && self.tiers.exists(t, t.name == b.tier)) : self.backends.all(b, !has(b.tier))").message(BACKEND_TIER_MESSAGE))]
+#[x_kube(validation = Rule::new("!has(self.tiers) || self.tiers.all(t, self.backends.exists(b, has(b.tier) && b.tier == t.name && b.weight != 0))").message(TIER_EMPTY_MESSAGE))]
+#[x_kube(validation = Rule::new("has(self.tiers) || !has(self.tierPolicy)").message(TIER_POLICY_MESSAGE))]
+#[x_kube(validation = Rule::new("!has(self.tierPolicy) || !has(self.tierPolicy.defaultTier) || (has(self.tiers) && self.tiers.exists(t, t.name == self.tierPolicy.defaultTier))").message(DEFAULT_TIER_MESSAGE))]
 pub struct AIRouteSpec {
     /// The AIGateway (same namespace) that serves this route.
     pub gateway_ref: LocalObjectReference,
@@ -77,6 +81,87 @@ pub struct AIRouteSpec {
     #[schemars(length(max = 32), inner(length(max = 63)))]
     #[x_kube(validation = Rule::new(crate::common::REGION_GLOB_RULE).message(crate::common::REGION_GLOB_MESSAGE))]
     pub allowed_regions: Vec<String>,
+    /// Smart routing: named tiers, cheapest first (for example `cheap`, then
+    /// `strong`). Every backend then names its tier (`backends[].tier`), and
+    /// `tierPolicy` picks the tier per request from the request itself. The
+    /// chosen tier's backends are tried first (by priority and weight as
+    /// usual); the other tiers' backends are the fallback after them,
+    /// stronger tiers before cheaper ones. The answer says which tier and why
+    /// in `x-tollgate-route-tier` and `x-tollgate-route-reason`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 8))]
+    #[x_kube(validation = Rule::new("self.size() >= 2").message("at least two tiers are needed to choose between"))]
+    #[x_kube(validation = Rule::new("self.all(t, self.exists_one(u, u.name == t.name))").message(TIERS_UNIQUE_MESSAGE))]
+    pub tiers: Option<Vec<RouteTier>>,
+    /// How a request's tier is chosen (default: the heuristic classifier
+    /// with its default thresholds). Needs `tiers`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier_policy: Option<TierPolicy>,
+}
+
+/// What both the CEL rule and compile say of backends and tiers that disagree.
+pub const BACKEND_TIER_MESSAGE: &str =
+    "with tiers, every backend names one of them in tier; without tiers, no backend may";
+
+/// What both the CEL rule and compile say of a tier no usable backend serves.
+pub const TIER_EMPTY_MESSAGE: &str = "every tier needs a backend with a non-zero weight";
+
+/// What both the CEL rule and compile say of a policy without tiers.
+pub const TIER_POLICY_MESSAGE: &str = "tierPolicy needs tiers";
+
+/// What both the CEL rule and compile say of a default tier that is not listed.
+pub const DEFAULT_TIER_MESSAGE: &str = "tierPolicy.defaultTier must name one of tiers";
+
+/// What both the CEL rule and compile say of a tier listed twice.
+pub const TIERS_UNIQUE_MESSAGE: &str = "tier names must be unique";
+
+/// One tier of a route's smart routing.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteTier {
+    /// The tier's name, as backends name it and as the answer's
+    /// `x-tollgate-route-tier` header and the metrics say it.
+    #[schemars(length(max = 63))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$')").message(TIER_NAME_MESSAGE))]
+    pub name: String,
+}
+
+/// What both the CEL rule and compile say of a malformed tier name.
+pub const TIER_NAME_MESSAGE: &str = "a tier name is 1-63 lower-case letters, digits, '-' or '_', starting and ending with a letter or digit";
+
+/// How a route's tier is chosen per request.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TierPolicy {
+    /// The classifier (default `Heuristic`).
+    #[serde(default)]
+    pub classifier: TierClassifier,
+    /// The tier for requests the classifier cannot read (a body that is not
+    /// a chat request). Default: the strongest (last) tier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_tier: Option<String>,
+    /// Heuristic: a prompt of at least this many estimated tokens (four
+    /// characters a token) goes to the strongest tier (default 3000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 10000000").message("longPromptTokens must be between 1 and 10000000"))]
+    pub long_prompt_tokens: Option<u64>,
+    /// Heuristic: a conversation with at least this many user turns counts
+    /// as deep, one signal towards the strongest tier (default 8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 10000").message("deepConversationTurns must be between 1 and 10000"))]
+    pub deep_conversation_turns: Option<u32>,
+}
+
+/// The classifiers a tier policy can use.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+pub enum TierClassifier {
+    /// Signals read from the request itself: prompt length, conversation
+    /// depth, code, math, tool use, explicit reasoning requests, analysis
+    /// and multi-step instructions. No IO, microseconds per request.
+    #[default]
+    Heuristic,
 }
 
 /// What both the CEL rule and compile say of an alias listed twice.
@@ -170,6 +255,11 @@ pub struct RouteBackend {
     #[serde(default)]
     #[x_kube(validation = Rule::new("self >= 0 && self <= 1000").message("priority must be between 0 and 1000"))]
     pub priority: u32,
+    /// The smart-routing tier (one of the route's `tiers`) this backend
+    /// serves. Required when the route has tiers, refused when it has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub tier: Option<String>,
 }
 
 fn default_weight() -> u32 {

@@ -327,6 +327,91 @@ mod tests {
     }
 
     #[test]
+    fn cel_rules_keep_tiers_and_backends_in_agreement() {
+        let spec = |tiers: Value, backends: Value, policy: Value| {
+            let mut spec =
+                json!({"gatewayRef": {"name": "gw"}, "models": ["chat"], "backends": backends});
+            if !tiers.is_null() {
+                spec["tiers"] = tiers;
+            }
+            if !policy.is_null() {
+                spec["tierPolicy"] = policy;
+            }
+            errors(route(spec))
+        };
+        let two = json!([{"name": "cheap"}, {"name": "strong"}]);
+        let b = |tier: &str| json!({"providerRef": {"name": "p"}, "model": "m", "tier": tier});
+        let plain = json!({"providerRef": {"name": "p"}, "model": "m"});
+        assert_eq!(
+            spec(
+                two.clone(),
+                json!([b("cheap"), b("strong")]),
+                json!({"classifier": "Heuristic", "defaultTier": "cheap"})
+            ),
+            Vec::<String>::new()
+        );
+        let has = |errs: Vec<String>, message: &str| {
+            assert!(
+                errs.iter().any(|e| e.contains(message)),
+                "{message}: {errs:?}"
+            )
+        };
+        use tollgate_api::route::*;
+        has(
+            spec(two.clone(), json!([b("cheap"), plain.clone()]), Value::Null),
+            BACKEND_TIER_MESSAGE,
+        );
+        has(
+            spec(Value::Null, json!([b("cheap")]), Value::Null),
+            BACKEND_TIER_MESSAGE,
+        );
+        has(
+            spec(two.clone(), json!([b("cheap"), b("cheap")]), Value::Null),
+            TIER_EMPTY_MESSAGE,
+        );
+        has(
+            spec(Value::Null, json!([plain.clone()]), json!({})),
+            TIER_POLICY_MESSAGE,
+        );
+        has(
+            spec(
+                two.clone(),
+                json!([b("cheap"), b("strong")]),
+                json!({"defaultTier": "gold"}),
+            ),
+            DEFAULT_TIER_MESSAGE,
+        );
+        has(
+            spec(
+                json!([{"name": "a"}, {"name": "a"}]),
+                json!([b("a")]),
+                Value::Null,
+            ),
+            TIERS_UNIQUE_MESSAGE,
+        );
+        has(
+            spec(json!([{"name": "a"}]), json!([b("a")]), Value::Null),
+            "at least two tiers",
+        );
+        has(
+            spec(
+                json!([{"name": "A b"}, {"name": "c"}]),
+                json!([b("A b"), b("c")]),
+                Value::Null,
+            ),
+            TIER_NAME_MESSAGE,
+        );
+        has(
+            spec(
+                two,
+                json!([b("cheap"), b("strong")]),
+                json!({"classifier": "Embedding"}),
+            ),
+            "spec.tierPolicy.classifier",
+        );
+    }
+
+    #[test]
     fn unknown_fields_and_wrong_types_name_the_field() {
         let errs = errors(route(json!({
             "gatewayRef": {"name": "gw"}, "models": ["chat"],

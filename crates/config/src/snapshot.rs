@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::egress::EgressPolicy;
 
 use serde::{Deserialize, Serialize};
-use tollgate_api::{ModelKind, ProviderType, RouteEndpoint};
+use tollgate_api::{ModelKind, ProviderType, RouteEndpoint, TierClassifier};
 
 use crate::diagnostics::ObjectRef;
 use crate::digest::DigestKey;
@@ -83,6 +83,13 @@ impl Snapshot {
                     return Err(SnapshotError::Invalid(format!(
                         "route {} names provider #{} of {providers}",
                         route.name, backend.provider
+                    )));
+                }
+                let tiers = route.tiers.as_ref().map_or(1, |t| t.names.len());
+                if backend.tier >= tiers {
+                    return Err(SnapshotError::Invalid(format!(
+                        "route {} names tier #{} of {tiers}",
+                        route.name, backend.tier
                     )));
                 }
                 if !backend.pass_model && backend.model.is_empty() {
@@ -458,6 +465,33 @@ pub struct Route {
     /// restriction beyond the gateway's.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_regions: Vec<String>,
+    /// Smart routing, when the route declares tiers; `None` costs a
+    /// request nothing. Omitted when absent, so snapshots from before it
+    /// hash the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tiers: Option<Box<Tiers>>,
+}
+
+/// A route's smart-routing tiers: names cheapest first (each backend's
+/// [`Backend::tier`] indexes them) and the policy that picks one per request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Tiers {
+    /// Tier names, cheapest first (2 to 8).
+    pub names: Vec<Arc<str>>,
+    pub classifier: TierClassifier,
+    /// The tier for requests the classifier cannot read.
+    pub default_tier: usize,
+    /// Heuristic: prompts of at least this many estimated tokens go to the
+    /// strongest tier.
+    pub long_prompt_tokens: u64,
+    /// Heuristic: this many user turns make a conversation deep.
+    pub deep_conversation_turns: u32,
+}
+
+impl Tiers {
+    pub const DEFAULT_LONG_PROMPT_TOKENS: u64 = 3_000;
+    pub const DEFAULT_DEEP_CONVERSATION_TURNS: u32 = 8;
 }
 
 /// A set of [`RouteEndpoint`]s, one bit each: a request checks membership
@@ -531,6 +565,13 @@ pub struct Backend {
     pub pass_model: bool,
     pub weight: u32,
     pub priority: u32,
+    /// Index into the route's [`Tiers::names`]; 0 on routes without tiers.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tier: usize,
+}
+
+fn is_zero(value: &usize) -> bool {
+    *value == 0
 }
 
 /// True when `pattern` (with `*` wildcards) matches all of `text`.
@@ -616,10 +657,12 @@ mod tests {
                     pass_model: false,
                     weight: 1,
                     priority: 0,
+                    tier: 0,
                 }],
                 request_timeout_ms: None,
                 stream_idle_timeout_ms: None,
                 endpoints: Endpoints::default(),
+                tiers: None,
                 allowed_regions: Vec::new(),
             }],
             allowed_regions: Vec::new(),

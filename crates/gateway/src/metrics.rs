@@ -126,6 +126,14 @@ pub struct ListenerLabels {
     pub listener: &'static str,
 }
 
+/// One smart-routing decision: the route, the tier it chose and why.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TierLabels {
+    pub route: Arc<str>,
+    pub tier: Arc<str>,
+    pub reason: &'static str,
+}
+
 /// Why a connection was closed as soon as it was accepted (or not accepted).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RejectLabels {
@@ -162,6 +170,7 @@ pub struct Metrics {
     pub controller_connected: Gauge,
     pub connections_open: Family<ListenerLabels, Gauge>,
     pub connections_rejected: Family<RejectLabels, Counter>,
+    pub route_tier_decisions: Family<TierLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -220,6 +229,12 @@ impl Metrics {
         let controller_connected = Gauge::default();
         let connections_open = Family::<ListenerLabels, Gauge>::default();
         let connections_rejected = Family::<RejectLabels, Counter>::default();
+        let route_tier_decisions = Family::<TierLabels, Counter>::default();
+        registry.register(
+            "route_tier_decisions",
+            "Smart-routing decisions by route, chosen tier and reason",
+            route_tier_decisions.clone(),
+        );
         registry.register(
             "connections_open",
             "Open client connections by listener",
@@ -357,6 +372,7 @@ impl Metrics {
             controller_connected,
             connections_open,
             connections_rejected,
+            route_tier_decisions,
         }
     }
 
@@ -381,6 +397,16 @@ impl Metrics {
             .get_or_create(&ProviderEventLabels {
                 provider: provider.clone(),
                 event: reason,
+            })
+            .inc();
+    }
+
+    pub fn count_tier(&self, route: &Arc<str>, tier: &Arc<str>, reason: &'static str) {
+        self.route_tier_decisions
+            .get_or_create(&TierLabels {
+                route: route.clone(),
+                tier: tier.clone(),
+                reason,
             })
             .inc();
     }

@@ -4,15 +4,16 @@ use std::collections::BTreeMap;
 
 use tollgate_api::conditions::reason;
 use tollgate_api::route::{
-    ALIASES_UNIQUE_MESSAGE, BACKENDS_WEIGHT_MESSAGE, ENDPOINTS_UNIQUE_MESSAGE,
-    HEADERS_UNIQUE_MESSAGE, PASS_THROUGH_MESSAGE,
+    ALIASES_UNIQUE_MESSAGE, BACKEND_TIER_MESSAGE, BACKENDS_WEIGHT_MESSAGE, DEFAULT_TIER_MESSAGE,
+    ENDPOINTS_UNIQUE_MESSAGE, HEADERS_UNIQUE_MESSAGE, PASS_THROUGH_MESSAGE, TIER_EMPTY_MESSAGE,
+    TIER_NAME_MESSAGE, TIER_POLICY_MESSAGE, TIERS_UNIQUE_MESSAGE,
 };
 use tollgate_api::{AIRoute, ModelKind};
 
 use super::parse_duration_ms;
 use crate::diagnostics::{Diagnostic, ObjectRef};
 use crate::resources::object_ref;
-use crate::snapshot::{Backend, Endpoints, GatewayConfig, Provider, Route};
+use crate::snapshot::{Backend, Endpoints, GatewayConfig, Provider, Route, Tiers};
 
 /// Compiles one route into `gateway`, adding the providers it uses.
 pub(super) fn compile_route(
@@ -67,11 +68,27 @@ pub(super) fn compile_route(
     }
     headers.sort();
 
+    let tiers = tiers(spec, &object, diagnostics);
+
     // Resolve backends against a scratch provider list so a failed route
     // adds nothing to the gateway.
     let mut wanted: Vec<(Provider, Backend)> = Vec::new();
     for (index, backend) in spec.backends.iter().enumerate() {
         let field = format!("spec.backends[{index}]");
+        let tier = match (&tiers, &backend.tier) {
+            (None, None) => Some(0),
+            (Some(tiers), Some(name)) => tiers.names.iter().position(|n| **n == **name),
+            _ => None,
+        };
+        let Some(tier) = tier else {
+            diagnostics.push(Diagnostic::error(
+                &object,
+                format!("{field}.tier"),
+                reason::INVALID,
+                BACKEND_TIER_MESSAGE,
+            ));
+            continue;
+        };
         let provider_ref = ObjectRef::new(
             "ModelProvider",
             &object.namespace,
@@ -149,6 +166,7 @@ pub(super) fn compile_route(
                 pass_model,
                 weight: backend.weight,
                 priority: backend.priority,
+                tier,
             },
         ));
     }
@@ -166,6 +184,23 @@ pub(super) fn compile_route(
             reason::INVALID,
             BACKENDS_WEIGHT_MESSAGE,
         ));
+    }
+
+    if let Some(tiers) = &tiers {
+        for (index, name) in tiers.names.iter().enumerate() {
+            let served = spec
+                .backends
+                .iter()
+                .any(|b| b.weight != 0 && b.tier.as_deref() == Some(&**name));
+            if !served {
+                diagnostics.push(Diagnostic::error(
+                    &object,
+                    format!("spec.tiers[{index}]"),
+                    reason::INVALID,
+                    format!("{TIER_EMPTY_MESSAGE}: no backend serves {name:?}"),
+                ));
+            }
+        }
     }
 
     let endpoints = endpoints(spec, &object, &wanted, diagnostics);
@@ -220,8 +255,97 @@ pub(super) fn compile_route(
         request_timeout_ms: request.ok().flatten(),
         stream_idle_timeout_ms: idle.ok().flatten(),
         endpoints,
+        tiers: tiers.map(Box::new),
         allowed_regions: spec.allowed_regions.clone(),
     })
+}
+
+/// The route's smart-routing tiers, checked: names well formed and unique,
+/// at least two, a policy only with tiers, a default tier that is listed.
+/// Backends are matched to them by the caller.
+fn tiers(
+    spec: &tollgate_api::AIRouteSpec,
+    object: &ObjectRef,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Tiers> {
+    let policy = spec.tier_policy.clone().unwrap_or_default();
+    let Some(declared) = &spec.tiers else {
+        if spec.tier_policy.is_some() {
+            diagnostics.push(Diagnostic::error(
+                object,
+                "spec.tierPolicy",
+                reason::INVALID,
+                TIER_POLICY_MESSAGE,
+            ));
+        }
+        return None;
+    };
+    let mut names: Vec<std::sync::Arc<str>> = Vec::with_capacity(declared.len());
+    for (index, tier) in declared.iter().enumerate() {
+        let field = format!("spec.tiers[{index}].name");
+        if !valid_tier_name(&tier.name) {
+            diagnostics.push(Diagnostic::error(
+                object,
+                field,
+                reason::INVALID,
+                TIER_NAME_MESSAGE,
+            ));
+        } else if names.iter().any(|n| **n == *tier.name) {
+            diagnostics.push(Diagnostic::error(
+                object,
+                field,
+                reason::INVALID,
+                format!("{TIERS_UNIQUE_MESSAGE}: {:?} is listed twice", tier.name),
+            ));
+        }
+        names.push(tier.name.as_str().into());
+    }
+    if !(2..=8).contains(&names.len()) {
+        diagnostics.push(Diagnostic::error(
+            object,
+            "spec.tiers",
+            reason::INVALID,
+            "between two and eight tiers are needed",
+        ));
+    }
+    let default_tier = match &policy.default_tier {
+        None => names.len().saturating_sub(1),
+        Some(name) => match names.iter().position(|n| **n == **name) {
+            Some(index) => index,
+            None => {
+                diagnostics.push(Diagnostic::error(
+                    object,
+                    "spec.tierPolicy.defaultTier",
+                    reason::INVALID,
+                    format!("{DEFAULT_TIER_MESSAGE}: {name:?} is not listed"),
+                ));
+                0
+            }
+        },
+    };
+    Some(Tiers {
+        names,
+        classifier: policy.classifier,
+        default_tier,
+        long_prompt_tokens: policy
+            .long_prompt_tokens
+            .unwrap_or(Tiers::DEFAULT_LONG_PROMPT_TOKENS)
+            .max(1),
+        deep_conversation_turns: policy
+            .deep_conversation_turns
+            .unwrap_or(Tiers::DEFAULT_DEEP_CONVERSATION_TURNS)
+            .max(1),
+    })
+}
+
+/// `^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$`, as the CEL rule says.
+fn valid_tier_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    let edge = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    (1..=63).contains(&bytes.len())
+        && bytes.first().is_some_and(edge)
+        && bytes.last().is_some_and(edge)
+        && bytes.iter().all(|b| edge(b) || *b == b'-' || *b == b'_')
 }
 
 /// The endpoints a route serves: `spec.endpoints` when given (checked
@@ -337,13 +461,14 @@ mod tests {
         assert_eq!(config.routes.len(), 1, "the good route still serves");
     }
 
-    #[test]
-    fn backend_without_model_passes_the_client_model_through() {
-        // alpha has a catalog (gpt-4o-mini only): a passed-through name skips it.
-        let text = format!(
-            "{BASE}---\napiVersion: tollgate.dev/v1alpha1\nkind: AIRoute\nmetadata: {{name: any}}\nspec:\n  gatewayRef: {{name: gw}}\n  models: [\"o*\"]\n  backends: [{{providerRef: {{name: alpha}}}}]\n"
-        );
-        let compiled = compile(&load(&text).resources);
+    /// The gateway's config and route `name` of a compile without diagnostics.
+    fn clean_route<'a>(
+        compiled: &'a super::super::Compiled,
+        name: &str,
+    ) -> (
+        &'a crate::snapshot::GatewayConfig,
+        &'a crate::snapshot::Route,
+    ) {
         assert!(
             compiled.diagnostics.is_empty(),
             "{:?}",
@@ -353,8 +478,19 @@ mod tests {
         let route = config
             .routes
             .iter()
-            .find(|r| *r.name == *"default/any")
+            .find(|r| *r.name == *format!("default/{name}"))
             .unwrap();
+        (config, route)
+    }
+
+    #[test]
+    fn backend_without_model_passes_the_client_model_through() {
+        // alpha has a catalog (gpt-4o-mini only): a passed-through name skips it.
+        let text = format!(
+            "{BASE}---\napiVersion: tollgate.dev/v1alpha1\nkind: AIRoute\nmetadata: {{name: any}}\nspec:\n  gatewayRef: {{name: gw}}\n  models: [\"o*\"]\n  backends: [{{providerRef: {{name: alpha}}}}]\n"
+        );
+        let compiled = compile(&load(&text).resources);
+        let (config, route) = clean_route(&compiled, "any");
         assert_eq!(&*route.backends[0].model, "");
         assert!(route.backends[0].pass_model);
         assert_eq!(&*config.providers[route.backends[0].provider].name, "alpha");
@@ -453,5 +589,79 @@ mod tests {
             ),
             "{diagnostics:?}"
         );
+    }
+
+    #[test]
+    fn tiers_compile_to_indexes_and_disagreements_name_the_field() {
+        let tiered = "apiVersion: tollgate.dev/v1alpha1\nkind: AIRoute\nmetadata: {name: t}\nspec:\n  gatewayRef: {name: gw}\n  models: [t]\n  tiers: [{name: cheap}, {name: strong}]\n  tierPolicy: {defaultTier: cheap, longPromptTokens: 500}\n  backends:\n  - {providerRef: {name: zeta}, model: mock-chat, tier: strong}\n  - {providerRef: {name: zeta}, model: mock-chat, tier: cheap}\n";
+        let compiled = compile(&load(&format!("{BASE}---\n{tiered}")).resources);
+        let (config, route) = clean_route(&compiled, "t");
+        let tiers = route.tiers.as_deref().unwrap();
+        assert_eq!(
+            tiers.names.iter().map(|n| &**n).collect::<Vec<_>>(),
+            ["cheap", "strong"]
+        );
+        assert_eq!((tiers.default_tier, tiers.long_prompt_tokens), (0, 500));
+        assert_eq!(
+            tiers.deep_conversation_turns,
+            crate::snapshot::Tiers::DEFAULT_DEEP_CONVERSATION_TURNS
+        );
+        assert_eq!(
+            route.backends.iter().map(|b| b.tier).collect::<Vec<_>>(),
+            [1, 0]
+        );
+        let plain = config
+            .routes
+            .iter()
+            .find(|r| *r.name == *"default/chat")
+            .unwrap();
+        assert!(plain.tiers.is_none(), "no tiers, nothing to pay");
+
+        // CEL refuses all of these; compile must too (the apiserver may run older CRDs).
+        type Edit = fn(&mut tollgate_api::AIRouteSpec);
+        let cases: [(Edit, &str); 5] = [
+            (|s| s.backends[1].tier = None, "spec.backends[1].tier"),
+            (
+                |s| s.backends[0].tier = Some("gold".into()),
+                "spec.backends[0].tier",
+            ),
+            (
+                |s| s.tier_policy.as_mut().unwrap().default_tier = Some("gold".into()),
+                "spec.tierPolicy.defaultTier",
+            ),
+            (
+                |s| {
+                    s.tiers.as_mut().unwrap().push(tollgate_api::RouteTier {
+                        name: "spare".into(),
+                    })
+                },
+                "spec.tiers[2]",
+            ),
+            (
+                |s| s.tiers.as_mut().unwrap()[1].name = "Strong!".into(),
+                "spec.tiers[1].name",
+            ),
+        ];
+        for (edit, field) in cases {
+            let mut resources = load(&format!("{BASE}---\n{tiered}")).resources;
+            let route = resources
+                .routes
+                .iter_mut()
+                .find(|r| r.metadata.name.as_deref() == Some("t"))
+                .unwrap();
+            edit(&mut route.spec);
+            let compiled = compile(&resources);
+            let fields: Vec<&str> = compiled
+                .diagnostics
+                .iter()
+                .map(|d| d.field.as_str())
+                .collect();
+            assert!(fields.contains(&field), "{field}: {fields:?}");
+            let config = &compiled.snapshots[&gw()].config;
+            assert!(
+                !config.routes.iter().any(|r| *r.name == *"default/t"),
+                "{field}: refused"
+            );
+        }
     }
 }

@@ -8,6 +8,7 @@
 //! | route | [`route`] | model alias and headers → AIRoute |
 //! | admit | [`admit`] | reserve the estimated cost against TokenBudgets |
 //! | select | [`select`] | backend order: priority tiers, weights |
+//! | tiers | [`tiers`] | smart routing (routes with tiers): the request's tier first |
 //! | provider | [`forward`] | per attempt: passthrough or translate, sign, send, fall back |
 //! | relay | [`relay`] | the answer to the client through the one output hook, streams transcoded |
 //! | settle | [`crate::context`] | status, latency, tokens, cost: once, on every exit |
@@ -25,6 +26,7 @@ pub mod residency;
 pub mod route;
 pub mod sanitize;
 pub mod select;
+pub mod tiers;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -210,7 +212,18 @@ async fn pipeline(
             .into());
         }
     }
-    forward::forward(context, &runtime, route, &inbound, &order, &parts.headers).await
+    let Some(tiers) = route.tiers.as_deref() else {
+        return forward::forward(context, &runtime, route, &inbound, &order, &parts.headers).await;
+    };
+    let decision = tiers::decide(tiers, &inbound);
+    select::tier_first(&mut order, route, decision.tier);
+    let tier = &tiers.names[decision.tier];
+    context
+        .gateway
+        .metrics
+        .count_tier(&route.name, tier, decision.reason);
+    let answer = forward::forward(context, &runtime, route, &inbound, &order, &parts.headers).await;
+    tiers::stamp(answer, tier, decision, context.endpoint)
 }
 
 /// `GET /v1/models` and `GET /v1/models/{id}`: the aliases this caller may

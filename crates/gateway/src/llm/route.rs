@@ -113,6 +113,7 @@ mod tests {
             request_timeout_ms: None,
             stream_idle_timeout_ms: None,
             endpoints: Default::default(),
+            tiers: None,
             allowed_regions: Vec::new(),
         }
     }

@@ -50,6 +50,21 @@ pub fn attempt_order(route: &Route, rng: &mut impl Rng) -> Vec<usize> {
     order
 }
 
+/// Puts the backends of smart-routing tier `chosen` first, keeping the
+/// priority and weight order within each tier; then the stronger tiers,
+/// nearest first (a request the chosen tier fails is escalated), then the
+/// cheaper ones, nearest first.
+pub fn tier_first(order: &mut [usize], route: &Route, chosen: usize) {
+    let rank = |tier: usize| {
+        if tier >= chosen {
+            tier - chosen
+        } else {
+            usize::MAX / 2 + (chosen - tier)
+        }
+    };
+    order.sort_by_key(|&index| rank(route.backends[index].tier));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,6 +81,7 @@ mod tests {
             request_timeout_ms: None,
             stream_idle_timeout_ms: None,
             endpoints: Default::default(),
+            tiers: None,
             allowed_regions: Vec::new(),
         }
     }
@@ -80,6 +96,7 @@ mod tests {
                 pass_model: false,
                 weight,
                 priority,
+                tier: 0,
             })
             .collect();
         r
@@ -107,6 +124,34 @@ mod tests {
             2,
             "the other is the in-tier fallback"
         );
+    }
+
+    #[test]
+    fn the_chosen_tier_goes_first_then_stronger_then_cheaper() {
+        // (weight, priority) per backend; tiers 0,1,2,1,0,2.
+        let mut r = weighted(&[(1, 0), (1, 1), (1, 0), (1, 0), (1, 1), (1, 0)]);
+        for (backend, tier) in r.backends.iter_mut().zip([0, 1, 2, 1, 0, 2]) {
+            backend.tier = tier;
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        for _ in 0..20 {
+            let base = attempt_order(&r, &mut rng);
+            let tiers = |order: &[usize]| -> Vec<usize> {
+                order.iter().map(|&i| r.backends[i].tier).collect()
+            };
+            let mut order = base.clone();
+            tier_first(&mut order, &r, 1);
+            assert_eq!(tiers(&order), [1, 1, 2, 2, 0, 0]);
+            // Within a tier, priority still decides: backend 3 (priority 0) before 1.
+            assert_eq!(&order[..2], [3, 1]);
+            let mut order = base.clone();
+            tier_first(&mut order, &r, 2);
+            assert_eq!(tiers(&order), [2, 2, 1, 1, 0, 0]);
+            let mut order = base;
+            tier_first(&mut order, &r, 0);
+            assert_eq!(tiers(&order), [0, 0, 1, 1, 2, 2]);
+            assert_eq!(&order[..2], [0, 4]);
+        }
     }
 
     #[test]
