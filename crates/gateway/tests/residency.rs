@@ -82,26 +82,25 @@ async fn no_request_leaves_its_allowed_regions() {
     assert_eq!(status, 200, "{body}");
 
     // The route allows EU only: its one EU provider is down, and neither
-    // the US provider nor the one without a region may answer instead.
+    // the US provider nor the one without a region may answer instead. The
+    // client gets a 503 that says so, with the EU provider's failure.
     for _ in 0..3 {
         let (status, body) = chat(&h, common::KEY, "chat-eu").await;
-        assert_eq!(
-            status, 502,
-            "the EU provider's failure, not a US answer: {body}"
-        );
+        assert_eq!(status, 503, "not a US answer: {body}");
+        let message = body["error"]["message"].as_str().unwrap();
         assert!(
-            body["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("eu-down"),
-            "{body}"
+            message.contains("no other region may answer (route: eu-*)"),
+            "{message}"
         );
+        assert!(message.contains("eu-down"), "{message}");
     }
 
     // A caller restricted to the EU gets no US answer on the open route
-    // either; with no EU provider up it is told why.
+    // either.
     let (status, body) = chat(&h, "tg-eu-caller", "chat").await;
-    assert_eq!(status, 502, "{body}");
+    assert_eq!(status, 503, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("caller: eu-west-1"), "{message}");
 
     // No allowed provider at all: 503 naming the restrictions.
     h.reload(&MANIFESTS.replace(

@@ -193,6 +193,7 @@ async fn pipeline(
     }
     let mut order = select::attempt_order(route, &mut rand::rng());
     let config = &runtime.snapshot.config;
+    let mut held_back = None;
     if let Some(residency) = residency::Residency::of(
         &config.allowed_regions,
         &route.allowed_regions,
@@ -211,19 +212,29 @@ async fn pipeline(
             ))
             .into());
         }
+        if order.len() < before {
+            held_back = Some(residency.describe());
+        }
     }
-    let Some(tiers) = route.tiers.as_deref() else {
-        return forward::forward(context, &runtime, route, &inbound, &order, &parts.headers).await;
-    };
-    let decision = tiers::decide(tiers, &inbound);
-    select::tier_first(&mut order, route, decision.tier);
-    let tier = &tiers.names[decision.tier];
-    context
-        .gateway
-        .metrics
-        .count_tier(&route.name, tier, decision.reason);
-    let answer = forward::forward(context, &runtime, route, &inbound, &order, &parts.headers).await;
-    tiers::stamp(answer, tier, decision, context.endpoint)
+    let tier = route.tiers.as_deref().map(|tiers| {
+        let decision = tiers::decide(tiers, &inbound);
+        select::tier_first(&mut order, route, decision.tier);
+        let tier = &tiers.names[decision.tier];
+        context
+            .gateway
+            .metrics
+            .count_tier(&route.name, tier, decision.reason);
+        (tier, decision)
+    });
+    let mut answer =
+        forward::forward(context, &runtime, route, &inbound, &order, &parts.headers).await;
+    if let Some(restrictions) = held_back {
+        answer = residency::held_back(answer, &route.name, &restrictions);
+    }
+    match tier {
+        Some((tier, decision)) => tiers::stamp(answer, tier, decision, context.endpoint),
+        None => answer,
+    }
 }
 
 /// `GET /v1/models` and `GET /v1/models/{id}`: the aliases this caller may

@@ -10,6 +10,9 @@
 
 use tollgate_config::snapshot::{Principal, glob_matches};
 
+use super::{Answer, Failure};
+use crate::error::ApiError;
+
 /// The principal label that restricts a caller's regions.
 pub const PRINCIPAL_LABEL: &str = "allowed-regions";
 
@@ -73,6 +76,30 @@ impl<'a> Residency<'a> {
         }
         parts.join("; ")
     }
+}
+
+/// When every backend a request may use failed and others were held back
+/// by residency: a 503 that says so (the failure's own words kept), since
+/// answering from another region is exactly what must not happen. Other
+/// answers pass as they are.
+pub fn held_back(
+    answer: Result<Answer, Failure>,
+    route: &str,
+    restrictions: &str,
+) -> Result<Answer, Failure> {
+    let why = match &answer {
+        Err(Failure::Gateway(error))
+            if error.status.is_server_error() || error.status.as_u16() == 429 =>
+        {
+            error.message.clone()
+        }
+        Ok(Answer::Full(_, status)) if *status >= 500 => format!("the provider answered {status}"),
+        _ => return answer,
+    };
+    Err(ApiError::unavailable(format!(
+        "every backend of route {route} in the regions this request may use failed, and no other region may answer ({restrictions}): {why}"
+    ))
+    .into())
 }
 
 #[cfg(test)]
