@@ -532,6 +532,9 @@ def formats_backend(alias: str, mock_url: str, *, bad_credentials: bool = False)
         "  network: {allowLoopback: true}\n"
         f"{extra}\n"
         "  timeouts: {connect: 2s, request: 30s}\n"
+        # The tests inject a provider error per request ([mock status=...])
+        # on one shared provider: it must not be ejected for those.
+        "  circuitBreaker: {consecutiveFailures: 1000, errorRatePercent: 100, minRequests: 32}\n"
         f"  models: [{{name: {model}}}]\n"
         "---\n"
         "apiVersion: tollgate.dev/v1alpha1\n"

@@ -11,6 +11,7 @@ formats gateway (conftest.py), whose mock checks each format's credentials.
 from __future__ import annotations
 
 import json
+import time
 
 import anthropic
 import httpx
@@ -579,6 +580,10 @@ def _upstream_errors(admin_url: str, provider: str, reason: str) -> float:
 
 
 def test_rate_limit_after_fallback_is_exhausted(formats_gateway, claude):
+    # An injected 429 in an earlier test (the mock sends `Retry-After: 1`)
+    # has the gateway skip that provider for a second while another backend
+    # remains (quota-aware routing): let it pass.
+    time.sleep(1.2)
     raw = claude.messages.with_raw_response.create(
         model=FALLBACK_ROUTE, max_tokens=MAX_TOKENS, messages=[user(unique_prompt("first choice"))]
     )

@@ -111,12 +111,20 @@ pub async fn forward(
             _ => inbound.payload.to_upstream(model)?,
         };
         // Outlier ejection and quota: a provider that keeps failing or has
-        // no quota left is passed over at once (half-open: this is the probe).
-        match context
-            .gateway
-            .provider_health
-            .check(&upstream.config, std::time::Instant::now())
-        {
+        // no quota left is passed over at once (half-open: this is the
+        // probe), but only while another backend remains. The last one is
+        // tried whatever its state (as a proxy in panic mode does): skipping
+        // it would only replace the provider's own answer with the
+        // gateway's.
+        let health = if is_last {
+            Ok(false)
+        } else {
+            context
+                .gateway
+                .provider_health
+                .check(&upstream.config, std::time::Instant::now())
+        };
+        match health {
             Ok(false) => {}
             Ok(true) => {
                 tracing::info!(%provider, "probing a provider whose circuit is open");
