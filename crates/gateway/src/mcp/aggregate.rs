@@ -424,8 +424,10 @@ impl<'a> Ctx<'a> {
         let headers = self.backend_headers(leg, method, mirrored);
         let session = session_of(leg);
         let body = match (modern_leg, &self.state) {
-            (true, Some(state)) => revisions::to_modern(body, &state.client_meta()),
-            _ => body.clone(),
+            (true, Some(state)) => {
+                std::borrow::Cow::Owned(revisions::to_modern(body, &state.client_meta()))
+            }
+            _ => std::borrow::Cow::Borrowed(body),
         };
         let outgoing = Outgoing {
             method: Method::POST,

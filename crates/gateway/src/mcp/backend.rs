@@ -111,18 +111,19 @@ pub(super) async fn send(
     deadline: tokio::time::Instant,
     retryable: bool,
 ) -> Result<Sent, BackendError> {
-    let order: Vec<usize> = match target {
-        Target::Any => (0..server.endpoints()).collect(),
-        Target::Endpoint(endpoint) => vec![endpoint],
+    // The endpoints in order, as the first and how many: no allocation.
+    let (first, count) = match target {
+        Target::Any => (0, server.endpoints()),
+        Target::Endpoint(endpoint) => (endpoint, 1),
     };
     let mut position = 0;
     let mut sends = 0;
     loop {
-        let endpoint = order[position % order.len()];
+        let endpoint = first + position % count;
         let request = backend_request(gateway, server, endpoint, outgoing)?;
         let result = send_once(gateway, server, endpoint, request, deadline).await;
         sends += 1;
-        let untried = order.len().saturating_sub(position + 1);
+        let untried = count.saturating_sub(position + 1);
         // `None`: the result is final.
         let failure = match &result {
             Ok(response) if matches!(response.status().as_u16(), 502..=504) => {
