@@ -301,6 +301,12 @@ pub struct ModelCatalogEntry {
     /// Prices in USD per one million tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pricing: Option<ModelPricing>,
+    /// The most tokens (prompt plus output) the model takes. A route with
+    /// `contextFallback` sends a request that would not fit to a larger
+    /// model instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1").message("contextWindow must be at least 1"))]
+    pub context_window: Option<u64>,
 }
 
 /// What a catalog model does.

@@ -97,6 +97,20 @@ pub struct AIRouteSpec {
     /// with its default thresholds). Needs `tiers`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tier_policy: Option<TierPolicy>,
+    /// Retries of a backend before falling back (default: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<RouteRetries>,
+    /// How backends of one priority share the load (default
+    /// `LeastInFlight`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balancing: Option<Balancing>,
+    /// Larger models, tried in order, for a request too long for the
+    /// backends it would go to: one whose estimated prompt plus
+    /// `max_tokens` exceeds a backend model's catalog `contextWindow`, or
+    /// that a provider refused as too long. Other requests never go here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub context_fallback: Vec<ContextFallbackBackend>,
 }
 
 /// What both the CEL rule and compile say of backends and tiers that disagree.
@@ -280,6 +294,71 @@ pub struct RouteTimeouts {
     #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new(crate::duration::POSITIVE_DURATION_RULE).message(crate::duration::POSITIVE_DURATION_MESSAGE))]
     pub stream_idle: Option<String>,
+    /// Deadline for one attempt at one backend (each retry and each
+    /// fallback gets its own, within `request`). Default: the provider's
+    /// `timeouts.request`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(crate::duration::POSITIVE_DURATION_RULE).message(crate::duration::POSITIVE_DURATION_MESSAGE))]
+    pub attempt: Option<String>,
+    /// Streams: longest wait for the first output of an attempt (time to
+    /// first token). A stream that has produced nothing by then is
+    /// abandoned and retried or falls back, like a timeout; once output
+    /// reached the client it is never retried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(crate::duration::POSITIVE_DURATION_RULE).message(crate::duration::POSITIVE_DURATION_MESSAGE))]
+    pub first_token: Option<String>,
+}
+
+/// Retries of one backend before falling back to the next.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteRetries {
+    /// Further attempts at the same backend after a connection error,
+    /// timeout, 429, 500, 502, 503, 504 or 529 (default 0: fall back at
+    /// once). A 429 with a reset time falls back at once when another
+    /// backend remains, and waits for the reset on the last one.
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 10").message("attempts must be between 0 and 10"))]
+    pub attempts: u32,
+    /// First backoff (default 100ms); each retry doubles it, with jitter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(crate::duration::POSITIVE_DURATION_RULE).message(crate::duration::POSITIVE_DURATION_MESSAGE))]
+    pub backoff: Option<String>,
+    /// Longest backoff (default 2s). A provider's `Retry-After` may ask for
+    /// longer; either way no wait outlasts the route's request timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(crate::duration::POSITIVE_DURATION_RULE).message(crate::duration::POSITIVE_DURATION_MESSAGE))]
+    pub max_backoff: Option<String>,
+}
+
+/// How a request picks among backends of the same priority.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+pub enum Balancing {
+    /// Two backends drawn by weight; the one with fewer requests in flight
+    /// on this replica (relative to its weight) goes first. Idle, this is
+    /// the weighted split.
+    #[default]
+    LeastInFlight,
+    /// A weighted random draw only.
+    Weighted,
+}
+
+/// A larger model for requests too long for the route's backends.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContextFallbackBackend {
+    /// The ModelProvider (same namespace).
+    pub provider_ref: LocalObjectReference,
+    /// Model name sent upstream.
+    #[schemars(length(max = 256))]
+    #[x_kube(validation = Rule::new("self.size() > 0 && self.size() <= 256").message("model must be 1-256 characters"))]
+    pub model: String,
 }
 
 /// Observed state of a route: the conditions every kind has, and lists for

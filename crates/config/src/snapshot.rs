@@ -404,6 +404,9 @@ pub struct CatalogModel {
     pub kind: ModelKind,
     #[serde(flatten)]
     pub pricing: Pricing,
+    /// Prompt plus output tokens the model takes, when the catalog says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_window: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, Default)]
@@ -470,6 +473,51 @@ pub struct Route {
     /// hash the same.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tiers: Option<Box<Tiers>>,
+    /// Retries, per-attempt timeouts, balancing. Omitted when default, so
+    /// snapshots from before it hash the same.
+    #[serde(default, skip_serializing_if = "Resilience::is_default")]
+    pub resilience: Resilience,
+}
+
+/// How a route retries and spreads its requests.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Resilience {
+    /// Further attempts at one backend before falling back.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub retries: u32,
+    /// First backoff before a retry, doubled each time.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub backoff_ms: u64,
+    /// Longest backoff.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub max_backoff_ms: u64,
+    /// One attempt's deadline, over the provider's request timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt_timeout_ms: Option<u64>,
+    /// Streams: an attempt's deadline for its first output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_token_timeout_ms: Option<u64>,
+    /// Weighted draw only, instead of least in flight.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub weighted_only: bool,
+    /// Some backend is a `contextFallback` model.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub has_long_context: bool,
+}
+
+impl Resilience {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+fn is_zero_u32(value: &u32) -> bool {
+    *value == 0
+}
+
+fn is_zero_u64(value: &u64) -> bool {
+    *value == 0
 }
 
 /// A route's smart-routing tiers: names cheapest first (each backend's
@@ -568,6 +616,10 @@ pub struct Backend {
     /// Index into the route's [`Tiers::names`]; 0 on routes without tiers.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub tier: usize,
+    /// One of the route's `contextFallback` models: tried only for a
+    /// request too long for the others (always after them, weight 0).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub long_context: bool,
 }
 
 fn is_zero(value: &usize) -> bool {
@@ -658,11 +710,13 @@ mod tests {
                     weight: 1,
                     priority: 0,
                     tier: 0,
+                    long_context: false,
                 }],
                 request_timeout_ms: None,
                 stream_idle_timeout_ms: None,
                 endpoints: Endpoints::default(),
                 tiers: None,
+                resilience: Default::default(),
                 allowed_regions: Vec::new(),
             }],
             allowed_regions: Vec::new(),

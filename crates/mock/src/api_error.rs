@@ -97,6 +97,20 @@ impl ApiError {
         }
     }
 
+    /// A request longer than `--context-window`, refused as OpenAI words it.
+    pub(crate) fn context_length(window: u64, tokens: u64) -> Self {
+        Self {
+            code: Some("context_length_exceeded"),
+            param: Some(Cow::Borrowed("messages")),
+            ..Self::new(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "This model's maximum context length is {window} tokens. However, your messages resulted in {tokens} tokens. Please reduce the length of the messages."
+                ),
+            )
+        }
+    }
+
     /// An error injected by `--error-rate` or a `status` override.
     pub(crate) fn injected(status: StatusCode) -> Self {
         let message = match status.as_u16() {

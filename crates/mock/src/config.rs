@@ -46,6 +46,11 @@ pub struct MockArgs {
     #[arg(long)]
     pub disconnect_after: Option<u32>,
 
+    /// Refuse requests longer than this many tokens (a body's bytes / 4)
+    /// with the provider's context-length error (default: no limit).
+    #[arg(long)]
+    pub context_window: Option<u64>,
+
     /// Model ids listed by GET /v1/models (comma-separated).
     #[arg(
         long,
@@ -157,6 +162,7 @@ impl MockArgs {
             error_status: self.error_status,
             header_delay: Duration::from_millis(self.header_delay_ms),
             disconnect_after: self.disconnect_after,
+            context_window: self.context_window,
             models: self
                 .models
                 .iter()
@@ -200,6 +206,7 @@ pub struct MockConfig {
     pub error_status: u16,
     pub header_delay: Duration,
     pub disconnect_after: Option<u32>,
+    pub context_window: Option<u64>,
     pub models: Vec<String>,
     pub seed: Option<u64>,
     pub drain_timeout: Duration,
@@ -262,6 +269,7 @@ impl Default for MockConfig {
             error_status: 500,
             header_delay: Duration::ZERO,
             disconnect_after: None,
+            context_window: None,
             models: [
                 "mock-chat",
                 "mock-embed",
@@ -314,6 +322,10 @@ pub(crate) struct Behavior {
     /// events, Gemini error elements, Bedrock exception frames) fail after
     /// this many events.
     pub stream_error_after: Option<u32>,
+    /// Only the first this-many requests with the same body fail as
+    /// `status` or `error_rate` say; later ones succeed (a transient fault
+    /// a retry gets past).
+    pub fail_times: Option<u32>,
 }
 
 /// Upper bound for `parallel_tools`.
@@ -331,10 +343,11 @@ enum Key {
     ErrorStatus,
     ParallelTools,
     StreamErrorAfter,
+    FailTimes,
 }
 
 /// Accepted spellings; `-` and `_` are interchangeable (headers use dashes).
-const KEYS: [(&str, Key); 11] = [
+const KEYS: [(&str, Key); 12] = [
     ("ttft_ms", Key::TtftMs),
     ("token_delay_ms", Key::TokenDelayMs),
     ("tokens", Key::Tokens),
@@ -346,6 +359,7 @@ const KEYS: [(&str, Key); 11] = [
     ("error_rate", Key::ErrorRate),
     ("parallel_tools", Key::ParallelTools),
     ("stream_error_after", Key::StreamErrorAfter),
+    ("fail_times", Key::FailTimes),
 ];
 
 fn lookup_key(raw: &str) -> Option<(&'static str, Key)> {
@@ -377,6 +391,7 @@ impl Behavior {
             error_status: config.error_status,
             parallel_tools: 1,
             stream_error_after: None,
+            fail_times: None,
         }
     }
 
@@ -480,6 +495,13 @@ impl Behavior {
                             .map_err(|_| invalid("expected an event count or `off`"))?,
                     ),
                 }
+            }
+            Key::FailTimes => {
+                self.fail_times = Some(
+                    value
+                        .parse()
+                        .map_err(|_| invalid("expected a request count"))?,
+                )
             }
             Key::ErrorRate => {
                 self.error_rate = parse_rate(value).map_err(|_| invalid("expected 0.0..=1.0"))?

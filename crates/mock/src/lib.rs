@@ -18,7 +18,10 @@
 //! `status`, `error_rate`, `error_status`, `parallel_tools` (tool calls made
 //! at once), `stream_error_after` (in-band stream error after N events:
 //! Anthropic/Responses `error` event, Gemini error element, Bedrock
-//! exception frame; the chat stream ignores it). Errors come in each
+//! exception frame; the chat stream ignores it), `fail_times` (only the
+//! first N requests with the same body get the injected error: a transient
+//! fault a retry gets past). `--context-window N` refuses longer requests
+//! with OpenAI's `context_length_exceeded`. Errors come in each
 //! provider's own shape. Offering tools makes every format call one (unless
 //! the request answers a tool result or disables tools).
 

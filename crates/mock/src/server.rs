@@ -43,7 +43,13 @@ pub(crate) struct State {
     pub mcp_sessions: crate::mcp::Sessions,
     /// Sessions of legacy HTTP+SSE (2024-11-05) MCP clients.
     pub mcp_sse_sessions: crate::mcp::SseSessions,
+    /// `fail_times`: failures injected so far, by body hash.
+    failures: std::sync::Mutex<std::collections::HashMap<u64, u32>>,
 }
+
+/// Bodies whose `fail_times` failures are remembered; beyond it the memory
+/// starts over (a test sends far fewer).
+const MAX_REMEMBERED_FAILURES: usize = 10_000;
 
 /// `created` timestamp of listed models; fixed so listings are reproducible.
 pub(crate) const MODEL_CREATED: u64 = 1_700_000_000;
@@ -90,6 +96,7 @@ impl State {
             process_key: RandomState::new().hash_one(nanos),
             mcp_sessions: crate::mcp::Sessions::default(),
             mcp_sse_sessions: crate::mcp::SseSessions::default(),
+            failures: Default::default(),
         }
     }
 
@@ -133,12 +140,30 @@ impl State {
                 behavior.error_status
             }
         };
+        if let Some(times) = behavior.fail_times {
+            let key = StableHasher::new(0).write(body).finish();
+            let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+            if failures.len() >= MAX_REMEMBERED_FAILURES {
+                failures.clear();
+            }
+            let failed = failures.entry(key).or_default();
+            if *failed >= times {
+                return None;
+            }
+            *failed += 1;
+        }
         StatusCode::from_u16(status).ok()
     }
 
     /// Waits out the header delay, then fails the request if an error is due.
     pub(crate) async fn gate(&self, behavior: &Behavior, body: &[u8]) -> Result<(), ApiError> {
         pause(behavior.header_delay).await;
+        if let Some(window) = self.config.context_window {
+            let tokens = body.len() as u64 / 4;
+            if tokens > window {
+                return Err(ApiError::context_length(window, tokens));
+            }
+        }
         match self.injected_status(behavior, body) {
             Some(status) => Err(ApiError::injected(status)),
             None => Ok(()),

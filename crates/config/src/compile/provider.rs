@@ -288,6 +288,7 @@ pub(super) fn compile_provider(
         let entry = CatalogModel {
             kind: model.kind.unwrap_or_else(|| ModelKind::guess(&model.name)),
             pricing,
+            context_window: model.context_window,
         };
         if models.insert(model.name.clone(), entry).is_some() {
             diagnostics.push(Diagnostic::error(

@@ -13,7 +13,7 @@ use tollgate_api::{AIRoute, ModelKind};
 use super::parse_duration_ms;
 use crate::diagnostics::{Diagnostic, ObjectRef};
 use crate::resources::object_ref;
-use crate::snapshot::{Backend, Endpoints, GatewayConfig, Provider, Route, Tiers};
+use crate::snapshot::{Backend, Endpoints, GatewayConfig, Provider, Resilience, Route, Tiers};
 
 /// Compiles one route into `gateway`, adding the providers it uses.
 pub(super) fn compile_route(
@@ -89,37 +89,14 @@ pub(super) fn compile_route(
             ));
             continue;
         };
-        let provider_ref = ObjectRef::new(
-            "ModelProvider",
-            &object.namespace,
+        let Some(provider) = resolve_provider(
+            providers,
+            &object,
             &backend.provider_ref.name,
-        );
-        let provider = match providers.get(&provider_ref) {
-            None => {
-                diagnostics.push(Diagnostic::error(
-                    &object,
-                    format!("{field}.providerRef.name"),
-                    reason::PROVIDER_NOT_FOUND,
-                    format!(
-                        "ModelProvider {:?} not found in namespace {}",
-                        provider_ref.name, provider_ref.namespace
-                    ),
-                ));
-                continue;
-            }
-            Some(None) => {
-                diagnostics.push(Diagnostic::error(
-                    &object,
-                    format!("{field}.providerRef.name"),
-                    reason::PROVIDER_NOT_FOUND,
-                    format!(
-                        "ModelProvider {:?} is invalid; see its diagnostics",
-                        provider_ref.name
-                    ),
-                ));
-                continue;
-            }
-            Some(Some(provider)) => provider,
+            &field,
+            diagnostics,
+        ) else {
+            continue;
         };
         // No model: pass the client's through. Only a glob can match names
         // nobody listed, and such a name cannot be checked against the catalog.
@@ -167,6 +144,7 @@ pub(super) fn compile_route(
                 weight: backend.weight,
                 priority: backend.priority,
                 tier,
+                long_context: false,
             },
         ));
     }
@@ -204,6 +182,8 @@ pub(super) fn compile_route(
     }
 
     let endpoints = endpoints(spec, &object, &wanted, diagnostics);
+    let long_context = context_fallback(spec, &object, providers, diagnostics);
+    let resilience = resilience(spec, &object, !long_context.is_empty(), diagnostics);
 
     let timeouts = spec.timeouts.clone().unwrap_or_default();
     let request = parse_duration_ms(
@@ -227,6 +207,8 @@ pub(super) fn compile_route(
     {
         return None;
     }
+    // Weight 0: the long-context models are never drawn, only appended.
+    wanted.extend(long_context);
     // Add providers first, then index: an insert shifts later indices.
     for (provider, _) in &wanted {
         if !gateway.providers.iter().any(|p| p.name == provider.name) {
@@ -257,6 +239,154 @@ pub(super) fn compile_route(
         endpoints,
         tiers: tiers.map(Box::new),
         allowed_regions: spec.allowed_regions.clone(),
+        resilience: resilience?,
+    })
+}
+
+/// The ModelProvider `name` of the route's namespace, or a diagnostic on
+/// `field` saying why not.
+fn resolve_provider<'a>(
+    providers: &'a BTreeMap<ObjectRef, Option<Provider>>,
+    object: &ObjectRef,
+    name: &str,
+    field: &str,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<&'a Provider> {
+    let provider_ref = ObjectRef::new("ModelProvider", &object.namespace, name);
+    let message = match providers.get(&provider_ref) {
+        Some(Some(provider)) => return Some(provider),
+        None => format!(
+            "ModelProvider {:?} not found in namespace {}",
+            provider_ref.name, provider_ref.namespace
+        ),
+        Some(None) => format!(
+            "ModelProvider {:?} is invalid; see its diagnostics",
+            provider_ref.name
+        ),
+    };
+    diagnostics.push(Diagnostic::error(
+        object,
+        format!("{field}.providerRef.name"),
+        reason::PROVIDER_NOT_FOUND,
+        message,
+    ));
+    None
+}
+
+/// `spec.contextFallback`, resolved: weight-0 backends marked long-context,
+/// whose models must be in their providers' catalogs when those list any.
+fn context_fallback(
+    spec: &tollgate_api::AIRouteSpec,
+    object: &ObjectRef,
+    providers: &BTreeMap<ObjectRef, Option<Provider>>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Vec<(Provider, Backend)> {
+    let mut resolved = Vec::new();
+    for (index, fallback) in spec.context_fallback.iter().enumerate() {
+        let field = format!("spec.contextFallback[{index}]");
+        let Some(provider) = resolve_provider(
+            providers,
+            object,
+            &fallback.provider_ref.name,
+            &field,
+            diagnostics,
+        ) else {
+            continue;
+        };
+        if !provider.models.is_empty() && !provider.models.contains_key(&fallback.model) {
+            diagnostics.push(Diagnostic::error(
+                object,
+                format!("{field}.model"),
+                reason::INVALID,
+                format!(
+                    "model {:?} is not in the catalog of ModelProvider {:?}",
+                    fallback.model, provider.name
+                ),
+            ));
+            continue;
+        }
+        resolved.push((
+            provider.clone(),
+            Backend {
+                provider: 0,
+                model: fallback.model.as_str().into(),
+                pass_model: false,
+                weight: 0,
+                priority: 0,
+                tier: 0,
+                long_context: true,
+            },
+        ));
+    }
+    resolved
+}
+
+/// Default first backoff before a retry.
+const DEFAULT_BACKOFF_MS: u64 = 100;
+/// Default longest backoff.
+const DEFAULT_MAX_BACKOFF_MS: u64 = 2_000;
+
+/// Retries, per-attempt timeouts and balancing; `None` after a diagnostic.
+fn resilience(
+    spec: &tollgate_api::AIRouteSpec,
+    object: &ObjectRef,
+    has_long_context: bool,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Resilience> {
+    let timeouts = spec.timeouts.clone().unwrap_or_default();
+    let attempt = parse_duration_ms(
+        timeouts.attempt.as_ref(),
+        None,
+        object,
+        "spec.timeouts.attempt",
+        diagnostics,
+    );
+    let first_token = parse_duration_ms(
+        timeouts.first_token.as_ref(),
+        None,
+        object,
+        "spec.timeouts.firstToken",
+        diagnostics,
+    );
+    let retries = spec.retries.clone().unwrap_or_default();
+    if retries.attempts > 10 {
+        diagnostics.push(Diagnostic::error(
+            object,
+            "spec.retries.attempts",
+            reason::INVALID,
+            "attempts must be between 0 and 10",
+        ));
+        return None;
+    }
+    let (backoff, max_backoff) = if retries.attempts == 0 {
+        (Ok(None), Ok(None))
+    } else {
+        (
+            parse_duration_ms(
+                retries.backoff.as_ref(),
+                Some(DEFAULT_BACKOFF_MS),
+                object,
+                "spec.retries.backoff",
+                diagnostics,
+            ),
+            parse_duration_ms(
+                retries.max_backoff.as_ref(),
+                Some(DEFAULT_MAX_BACKOFF_MS),
+                object,
+                "spec.retries.maxBackoff",
+                diagnostics,
+            ),
+        )
+    };
+    let backoff_ms = backoff.ok()?.unwrap_or(0);
+    Some(Resilience {
+        retries: retries.attempts,
+        backoff_ms,
+        max_backoff_ms: max_backoff.ok()?.unwrap_or(0).max(backoff_ms),
+        attempt_timeout_ms: attempt.ok()?,
+        first_token_timeout_ms: first_token.ok()?,
+        weighted_only: spec.balancing == Some(tollgate_api::route::Balancing::Weighted),
+        has_long_context,
     })
 }
 
@@ -500,6 +630,35 @@ mod tests {
             .find(|r| *r.name == *"default/chat")
             .unwrap();
         assert!(chat.backends.iter().all(|b| !b.pass_model));
+    }
+
+    #[test]
+    fn retries_timeouts_balancing_and_context_fallback_compile() {
+        let text = format!(
+            "{BASE}---\napiVersion: tollgate.dev/v1alpha1\nkind: AIRoute\nmetadata: {{name: tough}}\nspec:\n  gatewayRef: {{name: gw}}\n  models: [tough]\n  timeouts: {{attempt: 2s, firstToken: 500ms}}\n  retries: {{attempts: 3}}\n  balancing: Weighted\n  backends: [{{providerRef: {{name: zeta}}, model: m}}]\n  contextFallback: [{{providerRef: {{name: alpha}}, model: gpt-4o-mini}}]\n"
+        );
+        let compiled = compile(&load(&text).resources);
+        let (config, route) = clean_route(&compiled, "tough");
+        let r = &route.resilience;
+        assert_eq!((r.retries, r.backoff_ms, r.max_backoff_ms), (3, 100, 2_000));
+        assert_eq!(r.attempt_timeout_ms, Some(2_000));
+        assert_eq!(r.first_token_timeout_ms, Some(500));
+        assert!(r.weighted_only && r.has_long_context);
+        let fallback = &route.backends[1];
+        assert!(fallback.long_context);
+        assert_eq!(fallback.weight, 0, "never drawn");
+        assert_eq!(&*config.providers[fallback.provider].name, "alpha");
+        // A route without any of it keeps the default, which the snapshot
+        // omits (older snapshots hash the same).
+        let (_, chat) = clean_route(&compiled, "chat");
+        assert!(chat.resilience.is_default());
+
+        // The fallback model must be in the provider's catalog.
+        let text = text.replace("model: gpt-4o-mini}]", "model: gpt-5}]");
+        let compiled = compile(&load(&text).resources);
+        let d = &compiled.diagnostics[0];
+        assert_eq!(d.field, "spec.contextFallback[0].model");
+        assert!(d.message.contains("not in the catalog"), "{}", d.message);
     }
 
     #[test]

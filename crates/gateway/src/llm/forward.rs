@@ -12,13 +12,14 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::Value;
 use tokio::time::Instant;
-use tollgate_config::snapshot::{Route, UpstreamErrors};
+use tollgate_config::snapshot::{Resilience, Route, UpstreamErrors};
 use tollgate_llm::LlmError;
 
 use super::ingress::Inbound;
 use super::relay::{
     Observer, Output, Relay, ResponsesObserver, StreamError, StreamSetup, Transcoder, Translator,
 };
+use super::retry::{self, Fault, Next};
 use super::{Answer, Failure, sanitize, tokens};
 use crate::context::RequestContext;
 use crate::dialect::Endpoint;
@@ -45,16 +46,18 @@ pub async fn forward(
 ) -> Result<Answer, Failure> {
     let endpoint = context.endpoint;
     let stream = inbound.payload.stream;
-    // One budget for the whole request, across fallbacks; each attempt is
-    // further bounded by its provider's own timeout.
+    let resilience = &route.resilience;
+    // One budget for the whole request, across retries and fallbacks; each
+    // attempt is further bounded by its own timeout.
     let budget_ms = route
         .request_timeout_ms
         .unwrap_or(runtime.snapshot.config.limits.request_timeout_ms);
     let overall = Instant::now() + Duration::from_millis(budget_ms);
     let mut last_error: Failure =
         ApiError::unavailable(format!("route {} has no available backend", route.name)).into();
-    for (attempt, &index) in order.iter().enumerate() {
-        let is_last = attempt + 1 == order.len();
+    let mut cursor = Cursor::new(route, order);
+    while let Some(index) = cursor.current() {
+        let another_backend = cursor.another_backend();
         let backend = &route.backends[index];
         let upstream = &runtime.upstreams[backend.provider];
         let provider = &*upstream.config.name;
@@ -63,7 +66,9 @@ pub async fn forward(
         } else {
             backend.model.clone()
         };
-        let pricing = upstream.config.models.get(&*model).map(|m| m.pricing);
+        let catalog = upstream.config.models.get(&*model);
+        let pricing = catalog.map(|m| m.pricing);
+        let window = catalog.and_then(|m| m.context_window);
         context.attempt(&upstream.config.name, model.clone(), pricing);
         let model = &*model;
 
@@ -72,6 +77,7 @@ pub async fn forward(
             Err(error) => {
                 context.attempt_failed("unsupported");
                 last_error = error.into();
+                cursor.move_on();
                 continue;
             }
         };
@@ -79,12 +85,32 @@ pub async fn forward(
             let tokenizer = tokens::Tokenizer::for_model(upstream.config.provider_type, model);
             return tokens::count_locally(inbound, tokenizer);
         }
+        // Context-window fallback (routes with `contextFallback` only): a
+        // request that cannot fit is not sent to be refused.
+        if resilience.has_long_context
+            && endpoint != Endpoint::Embeddings
+            && let Some(window) = window
+            && !fits(inbound, upstream, model, window)?
+        {
+            context.attempt_failed("context_window");
+            cursor.too_long = true;
+            last_error = ApiError::invalid_request(
+                "context_length_exceeded",
+                format!(
+                    "the request is longer than the {window}-token context window of model {model}"
+                ),
+            )
+            .into();
+            cursor.move_on();
+            continue;
+        }
+
         // Only the last backend queues: with another one left, falling back
         // at once beats waiting for a slot here.
         let acquired = upstream
             .acquire(
                 &context.principal,
-                is_last,
+                !another_backend,
                 overall,
                 &context.gateway.metrics,
             )
@@ -101,6 +127,7 @@ pub async fn forward(
                     }
                 };
                 last_error = ApiError::overloaded(format!("provider {provider} {why}")).into();
+                cursor.move_on();
                 continue;
             }
         };
@@ -116,13 +143,13 @@ pub async fn forward(
         // tried whatever its state (as a proxy in panic mode does): skipping
         // it would only replace the provider's own answer with the
         // gateway's.
-        let health = if is_last {
-            Ok(false)
-        } else {
+        let health = if another_backend {
             context
                 .gateway
                 .provider_health
                 .check(&upstream.config, std::time::Instant::now())
+        } else {
+            Ok(false)
         };
         match health {
             Ok(false) => {}
@@ -141,33 +168,21 @@ pub async fn forward(
                     .metrics
                     .count_provider_skip(&upstream.config.name, reason);
                 last_error = error.into();
+                cursor.move_on();
                 continue;
             }
         }
         let request = upstream.request(endpoint, plan, model, stream, body, client_headers)?;
         let started = Instant::now();
-        let provider_limit = started + Duration::from_millis(upstream.config.request_timeout_ms);
-        let deadline = overall.min(provider_limit);
-        let timeout_error = || {
-            let (limit, which) = if provider_limit < overall {
-                (
-                    upstream.config.request_timeout_ms,
-                    "the provider's request timeout",
-                )
-            } else {
-                (budget_ms, "the route's request timeout")
-            };
-            ApiError::timeout(format!(
-                "provider {provider} did not answer within {limit} ms ({which})"
-            ))
-        };
-        let response = match send(upstream.client(), request, deadline).await {
+        let limits = AttemptLimits::new(resilience, upstream, stream, started, overall, budget_ms);
+        let flight = upstream.start_flight();
+        let response = match send(upstream.client(), request, limits.first_output).await {
             Ok(response) => response,
             Err(UpstreamError::Timeout) => {
                 context.attempt_failed("timeout");
                 note_health(context, upstream, false);
-                last_error = timeout_error().into();
-                if Instant::now() < overall && !is_last {
+                last_error = limits.error(provider, true).into();
+                if Instant::now() < overall && cursor.again(Fault::Transient, overall).await {
                     continue;
                 }
                 return Err(last_error);
@@ -186,7 +201,10 @@ pub async fn forward(
                     ))
                 }
                 .into();
-                continue;
+                if cursor.again(Fault::Transient, overall).await {
+                    continue;
+                }
+                return Err(last_error);
             }
         };
         let status = response.status();
@@ -200,9 +218,10 @@ pub async fn forward(
                     "provider {provider} answered a stream request with something other than a stream"
                 ))
                 .into();
-                if is_last {
+                if !another_backend {
                     return Err(last_error);
                 }
+                cursor.move_on();
                 continue;
             }
             if stream {
@@ -216,10 +235,11 @@ pub async fn forward(
                 }
                 let mut setup = StreamSetup {
                     transcoder,
-                    first_chunk_deadline: deadline,
+                    first_chunk_deadline: limits.first_output,
                     idle: route.stream_idle_timeout_ms.map(Duration::from_millis),
-                    stream_deadline: provider_limit,
+                    stream_deadline: limits.attempt,
                     permit,
+                    flight,
                     write_timeout: Duration::from_millis(
                         runtime.snapshot.config.limits.stream_write_timeout_ms,
                     ),
@@ -228,7 +248,8 @@ pub async fn forward(
                 let mut relay = Relay::new(response.into_body(), &mut setup, endpoint);
                 // Nothing is sent until the stream produced something, so a
                 // stream that fails first gets a proper status (and another
-                // backend may still answer).
+                // attempt may still answer). Once output reached the client
+                // it is never retried.
                 match relay.first_output().await {
                     Ok(first) => {
                         note_health(context, upstream, true);
@@ -245,25 +266,31 @@ pub async fn forward(
                         note_health(context, upstream, false);
                         let timed_out = matches!(error, StreamError::Timeout);
                         last_error = if timed_out {
-                            timeout_error().into()
+                            limits.error(provider, true).into()
                         } else {
                             ApiError::bad_gateway(format!(
                                 "provider {provider} ended the stream before any output: {error}"
                             ))
                             .into()
                         };
-                        if is_last || (timed_out && Instant::now() >= overall) {
+                        if timed_out && Instant::now() >= overall {
                             return Err(last_error);
                         }
-                        continue;
+                        drop(setup);
+                        if cursor.again(Fault::Transient, overall).await {
+                            continue;
+                        }
+                        return Err(last_error);
                     }
                 }
             }
             let limited = Limited::new(response.into_body(), MAX_RESPONSE_BODY);
             // Nothing has reached the client yet: a broken, late or
-            // unreadable answer falls back like a failed attempt.
-            let failure: Failure = match tokio::time::timeout_at(deadline, limited.collect()).await
-            {
+            // unreadable answer is retried or falls back like a failed
+            // attempt.
+            let collected = tokio::time::timeout_at(limits.attempt, limited.collect()).await;
+            drop(flight);
+            let failure: Failure = match collected {
                 Ok(Ok(collected)) => {
                     match answer_body(
                         context,
@@ -301,30 +328,52 @@ pub async fn forward(
                 Err(_) => {
                     context.attempt_failed("timeout");
                     note_health(context, upstream, false);
-                    timeout_error().into()
+                    limits.error(provider, false).into()
                 }
             };
-            if is_last || Instant::now() >= overall {
+            if Instant::now() >= overall {
                 return Err(failure);
             }
             last_error = failure;
-            continue;
+            drop(permit);
+            if cursor.again(Fault::Transient, overall).await {
+                continue;
+            }
+            return Err(last_error);
         }
         // The error body is read before deciding: some providers say "your
         // key is wrong" with a 400 (Gemini's API_KEY_INVALID), which is the
         // gateway's fault and worth another backend, like a 401.
         let headers = response.headers().clone();
-        let body = read_error_body(response.into_body(), deadline).await;
+        let body = read_error_body(response.into_body(), limits.attempt).await;
+        drop(flight);
+        drop(permit);
         let status = effective_status(upstream, status, &headers, &body);
         context.attempt_failed(status_reason(status));
-        note_quota(context, upstream, status, &headers);
+        let reset = note_quota(context, upstream, status, &headers);
         // Server errors and a refused key count against the provider; a
         // rate limit is its quota (skipped until the reset), and other
         // client errors are the request's.
         let failed = status.is_server_error() || matches!(status.as_u16(), 401 | 403);
         note_health(context, upstream, !failed);
-        if is_retryable(status) && !is_last {
-            tracing::debug!(%provider, %status, "falling back to the next backend");
+        let go_on = match status.as_u16() {
+            // Asking again will not change the key's answer.
+            401 | 403 => {
+                cursor.move_on();
+                another_backend
+            }
+            429 => cursor.again(Fault::RateLimited(reset), overall).await,
+            s if is_retryable(status) && s >= 500 => cursor.again(Fault::Transient, overall).await,
+            // Too long for this model: the route's larger models may take it.
+            _ if resilience.has_long_context && is_context_overflow(status, &body) => {
+                cursor.too_long = true;
+                cursor.move_on();
+                cursor.current().is_some()
+            }
+            _ => false,
+        };
+        if go_on {
+            tracing::debug!(%provider, %status, "trying again or falling back");
             continue;
         }
         let policy = &runtime.snapshot.config.upstream_errors;
@@ -333,6 +382,187 @@ pub async fn forward(
         return Ok(Answer::Full(response, status));
     }
     Err(last_error)
+}
+
+/// Where a request stands in its attempt order: the backend, how often it
+/// was retried, and whether the request proved too long for the route's
+/// ordinary models (which makes its `contextFallback` models eligible).
+struct Cursor<'a> {
+    route: &'a Route,
+    order: &'a [usize],
+    position: usize,
+    retried: u32,
+    too_long: bool,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(route: &'a Route, order: &'a [usize]) -> Self {
+        Self {
+            route,
+            order,
+            position: 0,
+            retried: 0,
+            too_long: false,
+        }
+    }
+
+    fn eligible(&self, index: usize) -> bool {
+        self.too_long || !self.route.backends[index].long_context
+    }
+
+    /// The backend to try now, skipping long-context models the request
+    /// does not need.
+    fn current(&mut self) -> Option<usize> {
+        while let Some(&index) = self.order.get(self.position) {
+            if self.eligible(index) {
+                return Some(index);
+            }
+            self.position += 1;
+        }
+        None
+    }
+
+    /// True when an eligible backend remains after the current one.
+    fn another_backend(&self) -> bool {
+        self.order
+            .get(self.position + 1..)
+            .is_some_and(|rest| rest.iter().any(|&index| self.eligible(index)))
+    }
+
+    fn move_on(&mut self) {
+        self.position += 1;
+        self.retried = 0;
+    }
+
+    /// After a failed attempt: waits out the backoff and returns true to
+    /// retry the same backend, or moves on and returns whether another
+    /// backend remains.
+    async fn again(&mut self, fault: Fault, overall: Instant) -> bool {
+        let another = self.another_backend();
+        let next = retry::after_failure(
+            &self.route.resilience,
+            self.retried,
+            fault,
+            another,
+            overall.saturating_duration_since(Instant::now()),
+            &mut rand::rng(),
+        );
+        match next {
+            Next::Retry(wait) => {
+                tracing::debug!(
+                    wait_ms = wait.as_millis() as u64,
+                    "retrying the same backend"
+                );
+                tokio::time::sleep(wait).await;
+                self.retried += 1;
+                true
+            }
+            Next::Move => {
+                self.move_on();
+                another
+            }
+        }
+    }
+}
+
+/// One attempt's deadlines: for its first output (headers, and for a
+/// stream its first chunk) and for the whole attempt.
+struct AttemptLimits {
+    first_output: Instant,
+    attempt: Instant,
+    /// Which limit ends the attempt, for the error: milliseconds and name.
+    attempt_limit: (u64, &'static str),
+    first_token_ms: Option<u64>,
+}
+
+impl AttemptLimits {
+    fn new(
+        resilience: &Resilience,
+        upstream: &Upstream,
+        stream: bool,
+        started: Instant,
+        overall: Instant,
+        budget_ms: u64,
+    ) -> Self {
+        let (attempt_ms, which) = match resilience.attempt_timeout_ms {
+            Some(ms) => (ms, "the route's attempt timeout"),
+            None => (
+                upstream.config.request_timeout_ms,
+                "the provider's request timeout",
+            ),
+        };
+        let own = started + Duration::from_millis(attempt_ms);
+        let attempt_limit = if own < overall {
+            (attempt_ms, which)
+        } else {
+            (budget_ms, "the route's request timeout")
+        };
+        let attempt = overall.min(own);
+        let first_token_ms = resilience
+            .first_token_timeout_ms
+            .filter(|&ms| stream && started + Duration::from_millis(ms) < attempt);
+        let first_output = first_token_ms.map_or(attempt, |ms| started + Duration::from_millis(ms));
+        Self {
+            first_output,
+            attempt,
+            attempt_limit,
+            first_token_ms,
+        }
+    }
+
+    /// The timeout error; `first`: nothing had arrived yet.
+    fn error(&self, provider: &str, first: bool) -> ApiError {
+        if first && let Some(ms) = self.first_token_ms {
+            return ApiError::timeout(format!(
+                "provider {provider} sent no output within {ms} ms (the route's first-token timeout)"
+            ));
+        }
+        let (limit, which) = self.attempt_limit;
+        ApiError::timeout(format!(
+            "provider {provider} did not answer within {limit} ms ({which})"
+        ))
+    }
+}
+
+/// False when the request cannot fit `window` tokens of `model`: its
+/// prompt's estimate plus the output it asks for. The byte length bounds
+/// the count from above, so only a body near the window is counted.
+fn fits(
+    inbound: &Inbound<'_>,
+    upstream: &Upstream,
+    model: &str,
+    window: u64,
+) -> Result<bool, Failure> {
+    let canonical = inbound.canonical()?;
+    let output = canonical.request.max_output_tokens().unwrap_or(0);
+    if (inbound.body_len() as u64).saturating_add(output) < window {
+        return Ok(true);
+    }
+    let tokenizer = tokens::Tokenizer::for_model(upstream.config.provider_type, model);
+    let prompt = tokens::estimate(&canonical.request, tokenizer);
+    Ok(prompt.saturating_add(output) <= window)
+}
+
+/// True when a provider refused the request as too long for the model
+/// (OpenAI's `context_length_exceeded`, Anthropic's "prompt is too long",
+/// Gemini's and Bedrock's token-limit messages).
+fn is_context_overflow(status: StatusCode, body: &[u8]) -> bool {
+    if !matches!(status.as_u16(), 400 | 413) {
+        return false;
+    }
+    let text = String::from_utf8_lossy(body).to_ascii_lowercase();
+    [
+        "context_length_exceeded",
+        "maximum context length",
+        "context window",
+        "prompt is too long",
+        "input is too long",
+        "too many input tokens",
+        "exceeds the maximum number of tokens",
+        "input token count",
+    ]
+    .iter()
+    .any(|needle| text.contains(needle))
 }
 
 /// A full success answer, in the client's format, with its usage recorded.
@@ -473,12 +703,13 @@ fn note_quota(
     upstream: &Upstream,
     status: StatusCode,
     headers: &HeaderMap,
-) {
-    if let Some(wait) = crate::providers::health::quota_reset(
+) -> Option<Duration> {
+    let reset = crate::providers::health::quota_reset(
         status.as_u16(),
         headers,
         std::time::SystemTime::now(),
-    ) {
+    );
+    if let Some(wait) = reset {
         tracing::debug!(provider = %upstream.config.name, wait_ms = wait.as_millis() as u64, "provider quota spent");
         context.gateway.provider_health.quota_spent(
             &upstream.config,
@@ -486,6 +717,7 @@ fn note_quota(
             std::time::Instant::now(),
         );
     }
+    reset
 }
 
 /// The reason and the error of an attempt not made (see

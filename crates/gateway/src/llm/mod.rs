@@ -23,6 +23,7 @@ pub mod ingress;
 pub mod jwt;
 pub mod relay;
 pub mod residency;
+pub mod retry;
 pub mod route;
 pub mod sanitize;
 pub mod select;
@@ -191,7 +192,8 @@ async fn pipeline(
             inbound.payload.model = model;
         }
     }
-    let mut order = select::attempt_order(route, &mut rand::rng());
+    let in_flight = |index: usize| runtime.upstreams[route.backends[index].provider].in_flight();
+    let mut order = select::attempt_order(route, in_flight, &mut rand::rng());
     let config = &runtime.snapshot.config;
     let mut held_back = None;
     if let Some(residency) = residency::Residency::of(

@@ -304,6 +304,8 @@ pub struct StreamSetup {
     pub idle: Option<Duration>,
     pub stream_deadline: Instant,
     pub permit: Option<Permit>,
+    /// Counts the stream in flight to its provider until it ends.
+    pub flight: crate::providers::Flight,
     /// How long a client may leave output unread before the stream is ended.
     pub write_timeout: Duration,
     /// Output tokens after which a budget ends the stream.

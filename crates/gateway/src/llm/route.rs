@@ -114,6 +114,7 @@ mod tests {
             stream_idle_timeout_ms: None,
             endpoints: Default::default(),
             tiers: None,
+            resilience: Default::default(),
             allowed_regions: Vec::new(),
         }
     }

@@ -6,8 +6,24 @@ use tollgate_config::snapshot::Route;
 /// The order in which to try a route's backends: priority tiers lowest first;
 /// within a tier a weighted random permutation, so load splits by weight and
 /// a failed backend falls over to its tier-mates before the next tier.
-/// Zero-weight backends are never tried.
-pub fn attempt_order(route: &Route, rng: &mut impl Rng) -> Vec<usize> {
+/// Zero-weight backends are never drawn; the route's long-context models
+/// come last, in the order listed (tried only for a request too long for
+/// the others).
+///
+/// Least in flight (unless the route asks for `Weighted`): each tier's first
+/// backend is the better of two weighted draws, by `in_flight` (this
+/// replica's requests at that backend's provider) relative to weight, the
+/// "power of two choices". A slow or stalling backend accumulates requests
+/// and so draws fewer; idle, the split is exactly by weight (ties keep the
+/// first draw). In-flight count rather than latency: an LLM answer's
+/// latency follows its output length far more than the backend's health,
+/// so a latency average mostly measures which prompts happened to land
+/// where, while requests piling up is the direct sign of a slow backend.
+pub fn attempt_order(
+    route: &Route,
+    in_flight: impl Fn(usize) -> u32,
+    rng: &mut impl Rng,
+) -> Vec<usize> {
     // The common case, one backend: no tiers to sort, nothing to draw.
     if let [only] = route.backends.as_slice() {
         return if only.weight > 0 { vec![0] } else { Vec::new() };
@@ -29,25 +45,76 @@ pub fn attempt_order(route: &Route, rng: &mut impl Rng) -> Vec<usize> {
             .filter(|(_, b)| b.priority == tier && b.weight > 0)
             .map(|(i, b)| (i, b.weight))
             .collect();
+        if pool.len() > 1 && !route.resilience.weighted_only {
+            let first = draw(&pool, rng);
+            let second = draw_other(&pool, first, rng);
+            let (a, b) = (pool[first], pool[second]);
+            // b/w_b < a/w_a, compared without division.
+            let better = if u64::from(in_flight(b.0)) * u64::from(a.1)
+                < u64::from(in_flight(a.0)) * u64::from(b.1)
+            {
+                second
+            } else {
+                first
+            };
+            order.push(pool.swap_remove(better).0);
+        }
         while pool.len() > 1 {
-            let total: u32 = pool.iter().map(|(_, w)| w).sum();
-            let mut pick = rng.random_range(0..total);
-            let position = pool
-                .iter()
-                .position(|(_, w)| {
-                    if pick < *w {
-                        true
-                    } else {
-                        pick -= w;
-                        false
-                    }
-                })
-                .unwrap_or(0);
+            let position = draw(&pool, rng);
             order.push(pool.swap_remove(position).0);
         }
         order.extend(pool.first().map(|(i, _)| *i));
     }
+    if route.resilience.has_long_context {
+        order.extend(
+            route
+                .backends
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| b.long_context)
+                .map(|(i, _)| i),
+        );
+    }
     order
+}
+
+/// A position in `pool` drawn by weight (weights are non-zero).
+fn draw(pool: &[(usize, u32)], rng: &mut impl Rng) -> usize {
+    let total: u32 = pool.iter().map(|(_, w)| w).sum();
+    let mut pick = rng.random_range(0..total);
+    pool.iter()
+        .position(|(_, w)| {
+            if pick < *w {
+                true
+            } else {
+                pick -= w;
+                false
+            }
+        })
+        .unwrap_or(0)
+}
+
+/// A position other than `taken`, drawn by weight.
+fn draw_other(pool: &[(usize, u32)], taken: usize, rng: &mut impl Rng) -> usize {
+    let total: u32 = pool
+        .iter()
+        .enumerate()
+        .filter(|(p, _)| *p != taken)
+        .map(|(_, (_, w))| w)
+        .sum();
+    let mut pick = rng.random_range(0..total);
+    pool.iter()
+        .enumerate()
+        .filter(|(p, _)| *p != taken)
+        .find(|(_, (_, w))| {
+            if pick < *w {
+                true
+            } else {
+                pick -= w;
+                false
+            }
+        })
+        .map_or(taken, |(p, _)| p)
 }
 
 /// Puts the backends of smart-routing tier `chosen` first, keeping the
@@ -62,7 +129,15 @@ pub fn tier_first(order: &mut [usize], route: &Route, chosen: usize) {
             usize::MAX / 2 + (chosen - tier)
         }
     };
-    order.sort_by_key(|&index| rank(route.backends[index].tier));
+    // Long-context models stay last: they are not a tier.
+    order.sort_by_key(|&index| {
+        let backend = &route.backends[index];
+        if backend.long_context {
+            usize::MAX
+        } else {
+            rank(backend.tier)
+        }
+    });
 }
 
 #[cfg(test)]
@@ -82,6 +157,7 @@ mod tests {
             stream_idle_timeout_ms: None,
             endpoints: Default::default(),
             tiers: None,
+            resilience: Default::default(),
             allowed_regions: Vec::new(),
         }
     }
@@ -97,9 +173,68 @@ mod tests {
                 weight,
                 priority,
                 tier: 0,
+                long_context: false,
             })
             .collect();
         r
+    }
+
+    fn idle(_: usize) -> u32 {
+        0
+    }
+
+    #[test]
+    fn the_backend_with_fewer_requests_in_flight_goes_first() {
+        let r = weighted(&[(1, 0), (1, 0)]);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        // Backend 0 has 8 in flight, backend 1 has 1: both are drawn every
+        // time (two of two), so the less loaded one always goes first.
+        let busy = |index: usize| if index == 0 { 8 } else { 1 };
+        for _ in 0..100 {
+            assert_eq!(attempt_order(&r, busy, &mut rng), [1, 0]);
+        }
+        // Relative to weight: 8 in flight at weight 9 beats 1 at weight 1.
+        let r = weighted(&[(9, 0), (1, 0)]);
+        for _ in 0..100 {
+            assert_eq!(attempt_order(&r, busy, &mut rng)[0], 0);
+        }
+        // `Weighted` ignores the load.
+        let mut r = weighted(&[(1, 0), (1, 0)]);
+        r.resilience.weighted_only = true;
+        let firsts = (0..2_000)
+            .filter(|_| attempt_order(&r, busy, &mut rng)[0] == 0)
+            .count();
+        assert!((800..1_200).contains(&firsts), "{firsts}");
+    }
+
+    #[test]
+    fn among_many_the_least_loaded_of_two_draws_wins() {
+        let r = weighted(&[(1, 0), (1, 0), (1, 0), (1, 0)]);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        // Backend 3 is stalled with many requests: it goes first only when
+        // drawn twice, which two distinct draws never do.
+        let load = |index: usize| if index == 3 { 50 } else { 2 };
+        let stalled_first = (0..4_000)
+            .filter(|_| attempt_order(&r, load, &mut rng)[0] == 3)
+            .count();
+        assert_eq!(stalled_first, 0);
+    }
+
+    #[test]
+    fn long_context_models_come_last_whatever_the_tier() {
+        let mut r = weighted(&[(1, 0), (1, 1)]);
+        r.backends.push(Backend {
+            weight: 0,
+            long_context: true,
+            ..r.backends[0].clone()
+        });
+        r.resilience.has_long_context = true;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(2);
+        let mut order = attempt_order(&r, idle, &mut rng);
+        assert_eq!(order, [0, 1, 2]);
+        r.backends[0].tier = 1;
+        tier_first(&mut order, &r, 1);
+        assert_eq!(order, [0, 1, 2]);
     }
 
     #[test]
@@ -107,7 +242,7 @@ mod tests {
         let r = weighted(&[(1, 1), (0, 0), (5, 0), (5, 2)]);
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         for _ in 0..50 {
-            assert_eq!(attempt_order(&r, &mut rng), [2, 0, 3]);
+            assert_eq!(attempt_order(&r, idle, &mut rng), [2, 0, 3]);
         }
     }
 
@@ -116,11 +251,11 @@ mod tests {
         let r = weighted(&[(80, 0), (20, 0)]);
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         let firsts = (0..10_000)
-            .filter(|_| attempt_order(&r, &mut rng)[0] == 0)
+            .filter(|_| attempt_order(&r, idle, &mut rng)[0] == 0)
             .count();
         assert!((7_600..8_400).contains(&firsts), "{firsts}");
         assert_eq!(
-            attempt_order(&r, &mut rng).len(),
+            attempt_order(&r, idle, &mut rng).len(),
             2,
             "the other is the in-tier fallback"
         );
@@ -135,7 +270,7 @@ mod tests {
         }
         let mut rng = rand::rngs::StdRng::seed_from_u64(5);
         for _ in 0..20 {
-            let base = attempt_order(&r, &mut rng);
+            let base = attempt_order(&r, idle, &mut rng);
             let tiers = |order: &[usize]| -> Vec<usize> {
                 order.iter().map(|&i| r.backends[i].tier).collect()
             };
@@ -157,8 +292,8 @@ mod tests {
     #[test]
     fn a_lone_backend_is_tried_unless_its_weight_is_zero() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
-        assert_eq!(attempt_order(&weighted(&[(1, 4)]), &mut rng), [0]);
-        assert!(attempt_order(&weighted(&[(0, 0)]), &mut rng).is_empty());
-        assert!(attempt_order(&route(), &mut rng).is_empty());
+        assert_eq!(attempt_order(&weighted(&[(1, 4)]), idle, &mut rng), [0]);
+        assert!(attempt_order(&weighted(&[(0, 0)]), idle, &mut rng).is_empty());
+        assert!(attempt_order(&route(), idle, &mut rng).is_empty());
     }
 }

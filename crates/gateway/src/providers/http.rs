@@ -161,9 +161,18 @@ impl Clients {
 #[derive(Default)]
 pub struct PermitRegistry {
     by_provider: std::sync::Mutex<HashMap<String, Arc<FairLimiter>>>,
+    in_flight: std::sync::Mutex<HashMap<String, Arc<std::sync::atomic::AtomicU32>>>,
 }
 
 impl PermitRegistry {
+    /// The count of `provider`'s requests in flight on this replica, kept
+    /// across reloads like the limiters (requests started before a reload
+    /// still count, and still subtract themselves when done).
+    pub fn in_flight(&self, provider: &str) -> Arc<std::sync::atomic::AtomicU32> {
+        let mut map = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(provider.to_string()).or_default().clone()
+    }
+
     /// The limiter for `provider` with `limit` slots and `max_share`; a
     /// changed limit or share starts a new one (requests holding slots of the
     /// old one finish undisturbed). `None` when the provider has no cap.

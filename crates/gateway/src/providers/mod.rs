@@ -13,6 +13,7 @@ pub mod health;
 pub mod http;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use ::http::header::{ACCEPT, CONTENT_TYPE, HOST};
@@ -101,9 +102,31 @@ pub struct Upstream {
     /// Pre-parsed passthrough URLs of the OpenAI format (the hot path).
     chat_url: Option<Uri>,
     embeddings_url: Option<Uri>,
+    /// This replica's requests in flight to the provider (balancing).
+    in_flight: Arc<AtomicU32>,
+}
+
+/// One request in flight to a provider; dropping it ends it.
+pub struct Flight(Arc<AtomicU32>);
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Upstream {
+    /// Requests of this replica the provider is answering now.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request in flight until the returned guard is dropped.
+    pub fn start_flight(&self) -> Flight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        Flight(self.in_flight.clone())
+    }
+
     pub fn new(
         config: Provider,
         clients: &Clients,
@@ -133,6 +156,7 @@ impl Upstream {
             ),
             chat_url,
             embeddings_url,
+            in_flight: permits.in_flight(&config.name),
             config,
         })
     }
