@@ -370,6 +370,11 @@ pub struct CircuitBreakerSpec {
     #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new(crate::duration::POSITIVE_DURATION_RULE).message(crate::duration::POSITIVE_DURATION_MESSAGE))]
     pub open_for: Option<String>,
+    /// `false` turns the breaker off: every request tries the provider
+    /// however often it fails (a spent quota is still skipped). Default
+    /// true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]

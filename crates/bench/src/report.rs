@@ -22,6 +22,13 @@ pub const TOLLGATE_BUDGET_MEMORY: &str = "tollgate-budget-memory";
 pub const TOLLGATE_UNBUDGETED_REDIS: &str = "tollgate-unbudgeted-r";
 pub const TOLLGATE_BUDGET_REDIS: &str = "tollgate-budget-redis";
 
+/// The failover set: one process, a route that succeeds first time and
+/// three that fail over from a broken primary.
+pub const TOLLGATE_FIRST_TIME: &str = "tollgate-first-time";
+pub const TOLLGATE_FAILOVER_REFUSED: &str = "tollgate-fo-refused";
+pub const TOLLGATE_FAILOVER_500: &str = "tollgate-fo-500";
+pub const TOLLGATE_FAILOVER_EJECTED: &str = "tollgate-fo-ejected";
+
 /// Label of the translation comparison, in the text and the JSON.
 pub const TRANSLATION_LABEL: &str =
     "translation overhead (OpenAI client → Anthropic provider) vs passthrough";
@@ -382,6 +389,8 @@ pub struct BenchReport {
     pub translation_overhead: Option<TranslationOverhead>,
     /// TokenBudget admission + settle, in memory and in Redis.
     pub budget_overhead: Vec<PairOverhead>,
+    /// A failover against a request that succeeds first time.
+    pub failover_overhead: Vec<PairOverhead>,
     pub summary: Vec<Check>,
     /// The MCP section; `None` when not run (`--sections http`).
     pub mcp: Option<McpReport>,
@@ -431,6 +440,30 @@ impl BenchReport {
             ))
         })
         .collect();
+        let failover_overhead = [
+            (
+                "failover, primary refusing connections (its breaker off: every request tries it)",
+                TOLLGATE_FAILOVER_REFUSED,
+            ),
+            (
+                "failover, primary answering 500 (its breaker off: every request tries it)",
+                TOLLGATE_FAILOVER_500,
+            ),
+            (
+                "failover, primary refusing connections with its breaker on (the default: ejected, skipped)",
+                TOLLGATE_FAILOVER_EJECTED,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(label, variant)| {
+            Some(pair(
+                label,
+                find(TOLLGATE_FIRST_TIME)?,
+                find(variant)?,
+                &meta.open_loop_rates,
+            ))
+        })
+        .collect();
         let summary = summary_checks(&meta, &targets, &comparisons);
         BenchReport {
             meta,
@@ -439,6 +472,7 @@ impl BenchReport {
             tollgate_vs_nginx,
             translation_overhead,
             budget_overhead,
+            failover_overhead,
             summary,
             mcp: None,
         }
@@ -1030,7 +1064,7 @@ impl BenchReport {
         if let Some(t) = &self.translation_overhead {
             render_translation(o, t);
         }
-        for p in &self.budget_overhead {
+        for p in self.budget_overhead.iter().chain(&self.failover_overhead) {
             render_pair(o, p);
         }
     }

@@ -11,7 +11,10 @@ use crate::report::{
     TOLLGATE_BUDGET_MEMORY, TOLLGATE_BUDGET_REDIS, TOLLGATE_TRANSLATED, TOLLGATE_UNBUDGETED,
     TOLLGATE_UNBUDGETED_REDIS, TargetReport,
 };
-use crate::report::{McpReport, McpTarget};
+use crate::report::{
+    McpReport, McpTarget, TOLLGATE_FAILOVER_500, TOLLGATE_FAILOVER_EJECTED,
+    TOLLGATE_FAILOVER_REFUSED, TOLLGATE_FIRST_TIME,
+};
 use crate::targets::{self, MockSource, Process};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -241,7 +244,87 @@ fn run_http(
             }
         }
     }
+    reports.extend(failover_set(rt, plan, workdir, mock_addr, mock_pid));
     reports
+}
+
+/// One tollgate process, four routes interleaved: one whose backend
+/// answers first time, and three whose primary fails so that the shared
+/// mock answers as the fallback (see [`targets::failover_gateway_config`]).
+/// The failing mock's CPU is not counted: only the gateway's.
+fn failover_set(
+    rt: &Runtime,
+    plan: &Plan,
+    workdir: &Path,
+    mock_addr: SocketAddr,
+    mock_pid: u32,
+) -> Vec<TargetReport> {
+    let names = [
+        TOLLGATE_FIRST_TIME,
+        TOLLGATE_FAILOVER_REFUSED,
+        TOLLGATE_FAILOVER_500,
+        TOLLGATE_FAILOVER_EJECTED,
+    ];
+    let skipped = |why: String| {
+        names
+            .iter()
+            .map(|name| TargetReport::skipped(name, why.clone()))
+            .collect()
+    };
+    let failing = targets::start_mock_with(
+        &plan.mock,
+        workdir,
+        "mock-500",
+        &["--error-rate", "1", "--error-status", "500"],
+    );
+    let (mut failing, failing_addr) = match failing {
+        Ok(started) => started,
+        Err(e) => return skipped(format!("the failing mock: {e}")),
+    };
+    // Nobody listens on a port just released: connections are refused.
+    let dead = match targets::free_port() {
+        Ok(port) => SocketAddr::from(([127, 0, 0, 1], port)),
+        Err(e) => return skipped(e.to_string()),
+    };
+    let config = targets::failover_gateway_config(mock_addr, failing_addr, dead);
+    let started =
+        targets::start_tollgate_with(&plan.tollgate_bin, "tollgate-failover", &config, workdir);
+    let (mut p, addr) = match started {
+        Ok(started) => started,
+        Err(e) => {
+            let _ = stop(&mut failing);
+            return skipped(e.to_string());
+        }
+    };
+    let gateway = p.pid();
+    let pids = move || vec![gateway];
+    let target = |name, model| Target {
+        name,
+        addr,
+        model,
+        pids: &pids,
+        mock_pid,
+        key: None,
+    };
+    let mut rs = run_targets(
+        rt,
+        plan,
+        &[
+            target(TOLLGATE_FIRST_TIME, targets::FIRST_TIME_ALIAS),
+            target(TOLLGATE_FAILOVER_REFUSED, targets::FAILOVER_REFUSED_ALIAS),
+            target(TOLLGATE_FAILOVER_500, targets::FAILOVER_500_ALIAS),
+            target(TOLLGATE_FAILOVER_EJECTED, targets::FAILOVER_EJECTED_ALIAS),
+        ],
+    );
+    let shutdown = stop(&mut p);
+    let _ = stop(&mut failing);
+    for r in &mut rs {
+        r.shutdown = Some(shutdown.clone());
+        r.notes.push(format!(
+            "failover set: one process, phases interleaved; {TOLLGATE_FIRST_TIME} = a route whose backend answers, the others fail over to that backend after a primary on {dead} (refused) or a mock answering 500; only the gateway's CPU counts"
+        ));
+    }
+    rs
 }
 
 /// One tollgate process with budgets (in memory, or in `redis`), two

@@ -32,6 +32,15 @@ pub const KEY_UNBUDGETED: &str = "tg-bench-unbudgeted";
 /// Client key whose requests every budget of the pair's config counts.
 pub const KEY_BUDGETED: &str = "tg-bench-budgeted";
 
+/// Route aliases of the failover set: a request that succeeds first time,
+/// and failovers from a primary that refuses connections or answers 500
+/// (breaker off, so every request pays the failed attempt), and from a
+/// refusing primary whose breaker is on (the default: ejected, skipped).
+pub const FIRST_TIME_ALIAS: &str = "first-time";
+pub const FAILOVER_REFUSED_ALIAS: &str = "failover-refused";
+pub const FAILOVER_500_ALIAS: &str = "failover-500";
+pub const FAILOVER_EJECTED_ALIAS: &str = "failover-ejected";
+
 /// A child process that is SIGTERMed (then SIGKILLed) when dropped.
 pub struct Process {
     pub name: String,
@@ -253,6 +262,22 @@ pub enum MockSource {
 }
 
 pub fn start_mock(source: &MockSource, log_dir: &Path) -> Result<(Process, SocketAddr)> {
+    start_mock_with(source, log_dir, "mock", &[])
+}
+
+/// Another mock process named `name`, with `extra` flags (the real mock only).
+pub fn start_mock_with(
+    source: &MockSource,
+    log_dir: &Path,
+    name: &str,
+    extra: &[&str],
+) -> Result<(Process, SocketAddr)> {
+    if !extra.is_empty() && matches!(source, MockSource::Stub) {
+        return Err(BenchError::NotReady {
+            what: name.into(),
+            reason: "the stub mock takes no flags".into(),
+        });
+    }
     let cmd = match source {
         MockSource::Binary(bin) => {
             let mut c = Command::new(bin);
@@ -271,6 +296,7 @@ pub fn start_mock(source: &MockSource, log_dir: &Path) -> Result<(Process, Socke
                 "--anthropic-key",
                 BENCH_ANTHROPIC_KEY,
             ]);
+            c.args(extra);
             c
         }
         MockSource::Stub => {
@@ -279,7 +305,7 @@ pub fn start_mock(source: &MockSource, log_dir: &Path) -> Result<(Process, Socke
             c
         }
     };
-    let (p, l) = spawn_announcing("mock", cmd, log_dir, Duration::from_secs(10))?;
+    let (p, l) = spawn_announcing(name, cmd, log_dir, Duration::from_secs(10))?;
     Ok((p, l.data))
 }
 
@@ -440,6 +466,43 @@ spec:
     )
 }
 
+/// The failover set's gateway: `mock` answers; `dead` is a loopback port
+/// nobody listens on (connections refused); `failing` is a mock that
+/// answers every request 500. Each failover route tries a broken primary,
+/// then `mock`.
+pub fn failover_gateway_config(mock: SocketAddr, failing: SocketAddr, dead: SocketAddr) -> String {
+    let provider = |name: &str, addr: SocketAddr, breaker: &str| {
+        format!(
+            "---\napiVersion: tollgate.dev/v1alpha1\nkind: ModelProvider\nmetadata: {{name: {name}, namespace: default}}\nspec: {{type: Mock, endpoint: \"http://{addr}/v1\"{breaker}}}\n"
+        )
+    };
+    let route = |alias: &str, primary: Option<&str>| {
+        let fallback = "{providerRef: {name: mock}, model: mock-chat, priority: 1}";
+        let backends = match primary {
+            Some(primary) => {
+                format!("[{{providerRef: {{name: {primary}}}, model: mock-chat}}, {fallback}]")
+            }
+            None => "[{providerRef: {name: mock}, model: mock-chat}]".to_string(),
+        };
+        format!(
+            "---\napiVersion: tollgate.dev/v1alpha1\nkind: AIRoute\nmetadata: {{name: {alias}, namespace: default}}\nspec:\n  gatewayRef: {{name: bench}}\n  models: [\"{alias}\"]\n  backends: {backends}\n"
+        )
+    };
+    let off = ", circuitBreaker: {enabled: false}";
+    [
+        "apiVersion: tollgate.dev/v1alpha1\nkind: AIGateway\nmetadata: {name: bench, namespace: default}\nspec: {listener: {port: 8080}, admin: {port: 9090}}\n".to_string(),
+        provider("mock", mock, ""),
+        provider("refusing", dead, off),
+        provider("failing", failing, off),
+        provider("ejected", dead, ""),
+        route(FIRST_TIME_ALIAS, None),
+        route(FAILOVER_REFUSED_ALIAS, Some("refusing")),
+        route(FAILOVER_500_ALIAS, Some("failing")),
+        route(FAILOVER_EJECTED_ALIAS, Some("ejected")),
+    ]
+    .concat()
+}
+
 /// [`gateway_config`] with two client keys and budgets that count only
 /// [`KEY_BUDGETED`]'s requests (never refusing: the limits are far away),
 /// their counters in this process or, with `redis`, in that Redis.
@@ -594,6 +657,45 @@ mod tests {
         assert!(c.contains(r#"models: ["translated"]"#));
         assert!(c.contains("credentials: {secretRef: {name: bench-keys, key: anthropic}}"));
         assert!(c.contains(&format!("anthropic: {BENCH_ANTHROPIC_KEY}")));
+    }
+
+    #[test]
+    fn failover_config_compiles_into_four_routes_with_broken_primaries() {
+        let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+        let text = failover_gateway_config(at(7777), at(7778), at(7779));
+        let mut loaded = tollgate_config::load::Loaded::default();
+        tollgate_config::load::add_documents(&mut loaded, "failover.yaml", &text, &|_| None);
+        assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+        let compiled =
+            tollgate_config::compile(&loaded.resources, &tollgate_config::DigestKey::generate());
+        assert!(
+            compiled.diagnostics.is_empty(),
+            "{:?}",
+            compiled.diagnostics
+        );
+        let config = &compiled.snapshots.values().next().unwrap().config;
+        assert_eq!(config.routes.len(), 4);
+        let primary = |alias: &str| {
+            let route = config.routes.iter().find(|r| r.aliases == [alias]).unwrap();
+            let first = &config.providers[route.backends[0].provider];
+            (first.base_url.clone(), first.circuit_breaker.disabled)
+        };
+        assert_eq!(
+            primary(FIRST_TIME_ALIAS),
+            ("http://127.0.0.1:7777/v1".to_string(), false)
+        );
+        assert_eq!(
+            primary(FAILOVER_REFUSED_ALIAS),
+            ("http://127.0.0.1:7779/v1".to_string(), true)
+        );
+        assert_eq!(
+            primary(FAILOVER_500_ALIAS),
+            ("http://127.0.0.1:7778/v1".to_string(), true)
+        );
+        assert_eq!(
+            primary(FAILOVER_EJECTED_ALIAS),
+            ("http://127.0.0.1:7779/v1".to_string(), false)
+        );
     }
 
     #[test]

@@ -328,6 +328,10 @@ pub struct CircuitBreaker {
     pub error_rate_percent: u32,
     pub min_requests: u32,
     pub open_for_ms: u64,
+    /// `enabled: false`: outcomes are not recorded and the circuit never
+    /// opens. Omitted when false, so snapshots from before it hash the same.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
 }
 
 impl Default for CircuitBreaker {
@@ -337,6 +341,7 @@ impl Default for CircuitBreaker {
             error_rate_percent: 50,
             min_requests: 20,
             open_for_ms: 30_000,
+            disabled: false,
         }
     }
 }

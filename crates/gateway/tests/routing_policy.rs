@@ -343,3 +343,39 @@ async fn a_request_too_long_for_the_model_goes_to_the_larger_one() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn a_disabled_breaker_never_ejects_its_provider() {
+    let dead = {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let manifests = format!(
+        "{GATEWAY}{}{}{}{}",
+        // `provider` sets a high threshold; these two override it.
+        provider("off", &dead, "").replace(
+            "circuitBreaker: {consecutiveFailures: 1000}",
+            "circuitBreaker: {enabled: false}"
+        ),
+        provider("on", &dead, "").replace(
+            "circuitBreaker: {consecutiveFailures: 1000}",
+            "circuitBreaker: {consecutiveFailures: 2}"
+        ),
+        provider("healthy", "{mock}", ""),
+        route(
+            "pair",
+            "pair",
+            "  backends:\n  - {providerRef: {name: off}, model: mock-chat}\n  - {providerRef: {name: on}, model: mock-chat, priority: 1}\n  - {providerRef: {name: healthy}, model: mock-chat, priority: 2}\n"
+        ),
+    );
+    let h = Harness::start(&manifests, &[]).await;
+    for i in 0..6 {
+        let response = chat(&h, "pair", &format!("{i}"), false).await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(provider_of(&response), "healthy");
+    }
+    // Every request tried `off`; `on` was ejected after two failures.
+    assert_eq!(errors(&h, "off", "connect"), 6.0);
+    assert_eq!(errors(&h, "on", "connect"), 2.0);
+    assert_eq!(errors(&h, "on", "circuit_open"), 4.0);
+}

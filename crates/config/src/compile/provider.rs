@@ -354,6 +354,7 @@ fn circuit_breaker(
             .unwrap_or(defaults.min_requests)
             .clamp(1, 32),
         open_for_ms: open_for.ok().flatten().unwrap_or(defaults.open_for_ms),
+        disabled: settings.enabled == Some(false),
     }
 }
 

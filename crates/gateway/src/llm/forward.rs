@@ -672,6 +672,9 @@ fn usage_headers(context: &RequestContext, headers: &mut HeaderMap) {
 /// every request on this replica.
 fn note_health(context: &RequestContext, upstream: &Upstream, success: bool) {
     let config = &upstream.config.circuit_breaker;
+    if config.disabled {
+        return;
+    }
     let policy = crate::breaker::Policy {
         consecutive: config.consecutive_failures,
         error_rate_percent: config.error_rate_percent,
