@@ -39,7 +39,7 @@ pub struct AIRouteSpec {
     /// Model names clients ask for. An entry with `*` is a glob (`gpt-4o*`);
     /// exact names win over globs and are listed by `GET /v1/models`. Backends
     /// without `model` (pass-through) need at least one glob here. When two
-    /// routes of one gateway claim an alias with the same header matches, the
+    /// routes of one gateway claim an alias with the same header (and principal) matches, the
     /// older route keeps it (oldest `creationTimestamp`, then namespace/name)
     /// and the newer one is not accepted (reason `DuplicateAlias`).
     #[schemars(length(max = 64), inner(length(max = 256)))]
@@ -52,6 +52,15 @@ pub struct AIRouteSpec {
     #[schemars(length(max = 16))]
     #[x_kube(validation = Rule::new("self.all(h, self.exists_one(g, g.name.lowerAscii() == h.name.lowerAscii()))").message(HEADERS_UNIQUE_MESSAGE))]
     pub headers: Vec<HeaderMatch>,
+    /// Callers this route serves: the request's principal (API key or JWT
+    /// identity) must match one entry, and an entry matches when every field
+    /// it sets does. Empty: every caller. A route with principals beats one
+    /// without for the same model (as header matches do), so a team can get
+    /// its own backends under a shared alias; an anonymous request (a
+    /// gateway without keys) never matches one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub principals: Vec<PrincipalMatch>,
     /// Where requests go. The lowest `priority` tier is tried first, split by
     /// `weight`; the next tier is the fallback when a tier fails. A backend
     /// without `model` sends upstream the model name the client asked for.
@@ -248,6 +257,35 @@ pub struct HeaderMatch {
     #[x_kube(validation = Rule::new("self.size() <= 4096").message("value must be at most 4096 characters"))]
     pub value: String,
 }
+
+/// Callers a route serves; every field given must match.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("has(self.user) || has(self.team) || has(self.app) || has(self.key) || (has(self.matchLabels) && size(self.matchLabels) > 0)").message(PRINCIPAL_MATCH_EMPTY_MESSAGE))]
+pub struct PrincipalMatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub team: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub app: Option<String>,
+    /// One API key, by the name of its Secret (or `secret/key` for an
+    /// AIGateway `apiKeys` entry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 507))]
+    pub key: Option<String>,
+    /// Principal labels that must all match.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 16))]
+    pub match_labels: std::collections::BTreeMap<String, String>,
+}
+
+/// What both the CEL rule and compile say of an entry that matches anyone.
+pub const PRINCIPAL_MATCH_EMPTY_MESSAGE: &str =
+    "a principal match needs user, team, app, key or matchLabels";
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -462,6 +462,10 @@ pub struct Route {
     pub globs: Vec<String>,
     /// Header name (lower-case) and exact value; all must match.
     pub headers: Vec<(String, String)>,
+    /// Callers served: the principal must match one. Empty: everyone.
+    /// Omitted when empty, so snapshots from before it hash the same.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub principals: Vec<budget::Subject>,
     pub backends: Vec<Backend>,
     pub request_timeout_ms: Option<u64>,
     pub stream_idle_timeout_ms: Option<u64>,
@@ -708,6 +712,7 @@ mod tests {
                 aliases: vec!["m".into()],
                 globs: vec![],
                 headers: vec![],
+                principals: Vec::new(),
                 backends: vec![Backend {
                     provider: 0,
                     model: "m".into(),

@@ -379,3 +379,54 @@ async fn a_disabled_breaker_never_ejects_its_provider() {
     assert_eq!(errors(&h, "on", "connect"), 2.0);
     assert_eq!(errors(&h, "on", "circuit_open"), 4.0);
 }
+
+#[tokio::test]
+async fn a_team_gets_its_own_route_under_a_shared_alias() {
+    let manifests = format!(
+        r#"apiVersion: tollgate.dev/v1alpha1
+kind: AIGateway
+metadata: {{name: gw}}
+spec:
+  apiKeys:
+  - {{secretRef: {{name: keys, key: k}}, principal: {{user: tester, team: research}}}}
+  - {{secretRef: {{name: keys, key: other}}, principal: {{user: sam, team: sales}}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: keys}}
+stringData: {{k: "{{key}}", other: "tg-sales-key"}}
+{}{}{}"#,
+        provider("only", "{mock}", ""),
+        route(
+            "shared",
+            "chat",
+            "  backends:\n  - {providerRef: {name: only}, model: mock-chat}\n"
+        ),
+        route(
+            "research",
+            "chat",
+            "  principals: [{team: research}]\n  backends:\n  - {providerRef: {name: only}, model: mock-claude}\n"
+        ),
+    );
+    let h = Harness::start(&manifests, &[]).await;
+    let served_by = |key: &'static str| {
+        let h = &h;
+        async move {
+            let response = h
+                .client
+                .post(format!("{}/v1/chat/completions", h.url))
+                .bearer_auth(key)
+                .json(&json!({"model": "chat", "messages": [{"role": "user", "content": "hi"}]}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            response.headers()["x-tollgate-route"]
+                .to_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    assert_eq!(served_by(KEY).await, "default/research");
+    assert_eq!(served_by("tg-sales-key").await, "default/shared");
+}

@@ -43,11 +43,13 @@ pub const ANTHROPIC_ENDPOINT: &str = "https://api.anthropic.com/v1";
 pub const GEMINI_ENDPOINT: &str = "https://generativelanguage.googleapis.com/v1beta";
 
 /// (gateway, model alias, header matches): what two routes may not both claim.
-/// Per gateway, per alias: the header matches already routed and by which route.
-/// Looked up once per alias of every route, so keyed for cheap `&str` lookups.
-/// A claim names its route and creation time, for the message.
+/// Per gateway, per alias: the header and principal matches already routed
+/// and by which route. Looked up once per alias of every route, so keyed for
+/// cheap `&str` lookups. A claim names its route and creation time, for the
+/// message.
 type Claim = (String, Option<Timestamp>);
-type AliasClaims = HashMap<ObjectRef, HashMap<String, Vec<(Vec<(String, String)>, Claim)>>>;
+type Matches = (Vec<(String, String)>, Vec<crate::snapshot::budget::Subject>);
+type AliasClaims = HashMap<ObjectRef, HashMap<String, Vec<(Matches, Claim)>>>;
 type Timestamp = k8s_openapi::jiff::Timestamp;
 
 /// The output of [`compile`].
@@ -125,7 +127,9 @@ pub fn compile(resources: &Resources, digest_key: &DigestKey) -> Compiled {
             .chain(&compiled.globs)
             .find_map(|alias| {
                 let owners = claims.get(alias.as_str())?;
-                let (_, owner) = owners.iter().find(|(h, _)| *h == compiled.headers)?;
+                let (_, owner) = owners.iter().find(|((headers, principals), _)| {
+                    *headers == compiled.headers && *principals == compiled.principals
+                })?;
                 Some((alias.clone(), owner.clone()))
             });
         if let Some((alias, (owner, owner_created))) = duplicate {
@@ -145,7 +149,7 @@ pub fn compile(resources: &Resources, digest_key: &DigestKey) -> Compiled {
         }
         for alias in compiled.aliases.iter().chain(&compiled.globs) {
             claims.entry(alias.clone()).or_default().push((
-                compiled.headers.clone(),
+                (compiled.headers.clone(), compiled.principals.clone()),
                 (compiled.name.to_string(), created(route)),
             ));
         }
@@ -309,7 +313,7 @@ fn duplicate_alias_message(
         _ => "which is as old and sorts first by namespace/name",
     };
     format!(
-        "model {alias:?} with the same header matches is already served by AIRoute {owner}, {why}; \
+        "model {alias:?} with the same header and principal matches is already served by AIRoute {owner}, {why}; \
          the oldest route keeps an alias (by creationTimestamp, then namespace/name)"
     )
 }
@@ -773,7 +777,7 @@ mod tests {
         let message = duplicate_alias_message("chat", "default/a", early, late);
         assert_eq!(
             message,
-            "model \"chat\" with the same header matches is already served by AIRoute default/a, \
+            "model \"chat\" with the same header and principal matches is already served by AIRoute default/a, \
              which is older; the oldest route keeps an alias (by creationTimestamp, then namespace/name)"
         );
         let message = duplicate_alias_message("chat", "default/a", None, None);

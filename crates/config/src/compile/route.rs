@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use tollgate_api::conditions::reason;
 use tollgate_api::route::{
     ALIASES_UNIQUE_MESSAGE, BACKEND_TIER_MESSAGE, BACKENDS_WEIGHT_MESSAGE, DEFAULT_TIER_MESSAGE,
-    ENDPOINTS_UNIQUE_MESSAGE, HEADERS_UNIQUE_MESSAGE, PASS_THROUGH_MESSAGE, TIER_EMPTY_MESSAGE,
-    TIER_NAME_MESSAGE, TIER_POLICY_MESSAGE, TIERS_UNIQUE_MESSAGE,
+    ENDPOINTS_UNIQUE_MESSAGE, HEADERS_UNIQUE_MESSAGE, PASS_THROUGH_MESSAGE,
+    PRINCIPAL_MATCH_EMPTY_MESSAGE, TIER_EMPTY_MESSAGE, TIER_NAME_MESSAGE, TIER_POLICY_MESSAGE,
+    TIERS_UNIQUE_MESSAGE,
 };
 use tollgate_api::{AIRoute, ModelKind};
 
@@ -67,6 +68,27 @@ pub(super) fn compile_route(
         headers.push((name, header.value.clone()));
     }
     headers.sort();
+
+    let mut principals = Vec::with_capacity(spec.principals.len());
+    for (index, entry) in spec.principals.iter().enumerate() {
+        let subject = crate::snapshot::budget::Subject {
+            user: entry.user.clone(),
+            team: entry.team.clone(),
+            app: entry.app.clone(),
+            key: entry.key.clone(),
+            match_labels: entry.match_labels.clone(),
+            per_member: None,
+        };
+        if subject == crate::snapshot::budget::Subject::default() {
+            diagnostics.push(Diagnostic::error(
+                &object,
+                format!("spec.principals[{index}]"),
+                reason::INVALID,
+                PRINCIPAL_MATCH_EMPTY_MESSAGE,
+            ));
+        }
+        principals.push(subject);
+    }
 
     let tiers = tiers(spec, &object, diagnostics);
 
@@ -233,6 +255,7 @@ pub(super) fn compile_route(
         aliases,
         globs,
         headers,
+        principals,
         backends,
         request_timeout_ms: request.ok().flatten(),
         stream_idle_timeout_ms: idle.ok().flatten(),
@@ -659,6 +682,35 @@ mod tests {
         let d = &compiled.diagnostics[0];
         assert_eq!(d.field, "spec.contextFallback[0].model");
         assert!(d.message.contains("not in the catalog"), "{}", d.message);
+    }
+
+    #[test]
+    fn routes_for_different_principals_share_an_alias() {
+        let team_route = |name: &str, principals: &str| {
+            format!(
+                "---\napiVersion: tollgate.dev/v1alpha1\nkind: AIRoute\nmetadata: {{name: {name}}}\nspec:\n  gatewayRef: {{name: gw}}\n  models: [chat]\n  principals: {principals}\n  backends: [{{providerRef: {{name: zeta}}, model: m}}]\n"
+            )
+        };
+        let text = format!(
+            "{BASE}{}{}",
+            team_route(
+                "research",
+                "[{team: research}, {user: ann, matchLabels: {tier: gold}}]"
+            ),
+            team_route("sales", "[{team: sales}]"),
+        );
+        let compiled = compile(&load(&text).resources);
+        let (_, research) = clean_route(&compiled, "research");
+        assert_eq!(research.principals.len(), 2);
+        assert_eq!(research.principals[1].user.as_deref(), Some("ann"));
+        let (_, sales) = clean_route(&compiled, "sales");
+        assert_eq!(sales.principals[0].team.as_deref(), Some("sales"));
+
+        // The same principals twice: the newer route loses the alias.
+        let text = format!("{text}{}", team_route("sales-again", "[{team: sales}]"));
+        let compiled = compile(&load(&text).resources);
+        assert_eq!(compiled.diagnostics.len(), 1, "{:?}", compiled.diagnostics);
+        assert_eq!(compiled.diagnostics[0].reason, reason::DUPLICATE_ALIAS);
     }
 
     #[test]

@@ -162,7 +162,11 @@ async fn pipeline(
     let mut inbound = Inbound::parse(&bytes, context.endpoint)?;
     let mut route = runtime
         .routes
-        .find(&inbound.payload.model, &parts.headers)
+        .find(
+            &inbound.payload.model,
+            &parts.headers,
+            context.principal.as_deref(),
+        )
         .ok_or_else(|| ApiError::model_not_found(&inbound.payload.model))?;
     context.route = route.name.clone();
     let served_as = context.endpoint.served_as();
@@ -181,7 +185,7 @@ async fn pipeline(
         if let Some(model) = decision.downgrade_to {
             route = runtime
                 .routes
-                .find(&model, &parts.headers)
+                .find(&model, &parts.headers, context.principal.as_deref())
                 .filter(|r| r.endpoints.contains(served_as))
                 .ok_or_else(|| {
                     ApiError::unavailable(format!(
@@ -257,9 +261,10 @@ async fn models(
     let Some(runtime) = gateway.runtime() else {
         return error(ApiError::not_ready());
     };
-    if let Err(e) = auth::authenticate(&runtime, gateway, headers).await {
-        return error(e);
-    }
+    let principal = match auth::authenticate(&runtime, gateway, headers).await {
+        Ok(principal) => principal,
+        Err(e) => return error(e),
+    };
     let entry = |alias: &str| {
         if anthropic {
             serde_json::json!({"type": "model", "id": alias, "display_name": alias, "created_at": "1970-01-01T00:00:00Z"})
@@ -267,7 +272,9 @@ async fn models(
             serde_json::json!({"id": alias, "object": "model", "created": 0, "owned_by": "tollgate"})
         }
     };
-    let aliases = runtime.routes.visible_aliases(headers);
+    let aliases = runtime
+        .routes
+        .visible_aliases(headers, principal.as_deref());
     let body = match id {
         None if anthropic => serde_json::json!({
             "data": aliases.iter().map(|a| entry(a)).collect::<Vec<_>>(),

@@ -1,17 +1,19 @@
-//! Stage `route`: which AIRoute serves a request (model alias and headers).
+//! Stage `route`: which AIRoute serves a request (model alias, headers and
+//! the caller's principal).
 //! Pure: built once per snapshot, then read by every request.
 
 use std::collections::HashMap;
 
 use http::HeaderMap;
-use tollgate_config::snapshot::{Route, glob_matches};
+use tollgate_config::snapshot::{Principal, Route, glob_matches};
 
 /// Index over a snapshot's routes.
 #[derive(Debug, Default)]
 pub struct RouteTable {
     routes: Vec<Route>,
-    /// Exact alias -> route indices, most specific (most header matches) first,
-    /// then in snapshot precedence order.
+    /// Exact alias -> route indices, most specific (most header matches,
+    /// principal matches counting one) first, then in snapshot precedence
+    /// order.
     exact: HashMap<String, Vec<usize>>,
     /// (pattern, route index), longest literal text first, then most header
     /// matches, then precedence.
@@ -32,12 +34,12 @@ impl RouteTable {
         }
         for candidates in exact.values_mut() {
             // Stable sort keeps precedence order among equals.
-            candidates.sort_by_key(|&i| std::cmp::Reverse(routes[i].headers.len()));
+            candidates.sort_by_key(|&i| std::cmp::Reverse(specificity(&routes[i])));
         }
         globs.sort_by_key(|(pattern, i)| {
             (
                 std::cmp::Reverse(pattern.len() - pattern.matches('*').count()),
-                std::cmp::Reverse(routes[*i].headers.len()),
+                std::cmp::Reverse(specificity(&routes[*i])),
                 *i,
             )
         });
@@ -52,33 +54,39 @@ impl RouteTable {
         &self.routes
     }
 
-    /// The route for `model` given the request headers: exact aliases beat
-    /// globs; within each, more header matches beat fewer.
-    pub fn find(&self, model: &str, headers: &HeaderMap) -> Option<&Route> {
+    /// The route for `model` given the request headers and the caller:
+    /// exact aliases beat globs; within each, more specific matches beat
+    /// fewer.
+    pub fn find(
+        &self,
+        model: &str,
+        headers: &HeaderMap,
+        principal: Option<&Principal>,
+    ) -> Option<&Route> {
         if let Some(candidates) = self.exact.get(model)
             && let Some(&index) = candidates
                 .iter()
-                .find(|&&i| headers_match(&self.routes[i], headers))
+                .find(|&&i| applies(&self.routes[i], headers, principal))
         {
             return Some(&self.routes[index]);
         }
         self.globs
             .iter()
             .find(|(pattern, i)| {
-                glob_matches(pattern, model) && headers_match(&self.routes[*i], headers)
+                glob_matches(pattern, model) && applies(&self.routes[*i], headers, principal)
             })
             .map(|(_, i)| &self.routes[*i])
     }
 
-    /// Exact aliases a caller with these headers can use, sorted.
-    pub fn visible_aliases(&self, headers: &HeaderMap) -> Vec<&str> {
+    /// Exact aliases this caller with these headers can use, sorted.
+    pub fn visible_aliases(&self, headers: &HeaderMap, principal: Option<&Principal>) -> Vec<&str> {
         let mut aliases: Vec<&str> = self
             .exact
             .iter()
             .filter(|(_, candidates)| {
                 candidates
                     .iter()
-                    .any(|&i| headers_match(&self.routes[i], headers))
+                    .any(|&i| applies(&self.routes[i], headers, principal))
             })
             .map(|(alias, _)| alias.as_str())
             .collect();
@@ -87,13 +95,21 @@ impl RouteTable {
     }
 }
 
-fn headers_match(route: &Route, headers: &HeaderMap) -> bool {
-    route.headers.iter().all(|(name, value)| {
+/// How specific a route's matches are: one per header, one for principals.
+fn specificity(route: &Route) -> usize {
+    route.headers.len() + usize::from(!route.principals.is_empty())
+}
+
+/// Whether `route` serves a request with `headers` from `principal`.
+fn applies(route: &Route, headers: &HeaderMap, principal: Option<&Principal>) -> bool {
+    let headers_match = route.headers.iter().all(|(name, value)| {
         headers
             .get_all(name.as_str())
             .iter()
             .any(|v| v.as_bytes() == value.as_bytes())
-    })
+    });
+    headers_match
+        && (route.principals.is_empty() || route.principals.iter().any(|p| p.matches(principal)))
 }
 
 #[cfg(test)]
@@ -109,6 +125,7 @@ mod tests {
                 .iter()
                 .map(|(n, v)| (n.to_string(), v.to_string()))
                 .collect(),
+            principals: Vec::new(),
             backends: vec![],
             request_timeout_ms: None,
             stream_idle_timeout_ms: None,
@@ -140,32 +157,38 @@ mod tests {
     fn exact_beats_glob_and_headers_beat_none() {
         let t = table();
         assert_eq!(
-            t.find("chat", &headers(&[])).unwrap().name.as_ref(),
+            t.find("chat", &headers(&[]), None).unwrap().name.as_ref(),
             "plain"
         );
         assert_eq!(
-            t.find("chat", &headers(&[("x-canary", "yes")]))
+            t.find("chat", &headers(&[("x-canary", "yes")]), None)
                 .unwrap()
                 .name
                 .as_ref(),
             "canary"
         );
         assert_eq!(
-            t.find("chat", &headers(&[("x-canary", "no")]))
+            t.find("chat", &headers(&[("x-canary", "no")]), None)
                 .unwrap()
                 .name
                 .as_ref(),
             "plain"
         );
         assert_eq!(
-            t.find("gpt-4o-mini", &headers(&[])).unwrap().name.as_ref(),
+            t.find("gpt-4o-mini", &headers(&[]), None)
+                .unwrap()
+                .name
+                .as_ref(),
             "narrow"
         );
         assert_eq!(
-            t.find("gpt-3.5", &headers(&[])).unwrap().name.as_ref(),
+            t.find("gpt-3.5", &headers(&[]), None)
+                .unwrap()
+                .name
+                .as_ref(),
             "wide"
         );
-        assert!(t.find("claude", &headers(&[])).is_none());
+        assert!(t.find("claude", &headers(&[]), None).is_none());
     }
 
     #[test]
@@ -174,11 +197,74 @@ mod tests {
             route("a", &["open"], &[], &[]),
             route("b", &["secret"], &[], &[("x-team", "r")]),
         ]);
-        assert_eq!(t.visible_aliases(&headers(&[])), ["open"]);
+        assert_eq!(t.visible_aliases(&headers(&[]), None), ["open"]);
         assert_eq!(
-            t.visible_aliases(&headers(&[("x-team", "r")])),
+            t.visible_aliases(&headers(&[("x-team", "r")]), None),
             ["open", "secret"]
         );
-        assert!(t.find("secret", &headers(&[])).is_none());
+        assert!(t.find("secret", &headers(&[]), None).is_none());
+    }
+
+    fn principal(user: &str, team: Option<&str>) -> Principal {
+        Principal {
+            user: user.into(),
+            team: team.map(str::to_string),
+            app: None,
+            key: String::new(),
+            labels: [("tier".to_string(), "gold".to_string())].into(),
+        }
+    }
+
+    #[test]
+    fn a_teams_route_serves_that_team_and_beats_the_shared_one() {
+        use tollgate_config::snapshot::budget::Subject;
+        let mut research = route("research", &["chat"], &[], &[]);
+        research.principals = vec![
+            Subject {
+                team: Some("research".into()),
+                ..Subject::default()
+            },
+            Subject {
+                user: Some("carol".into()),
+                match_labels: [("tier".to_string(), "gold".to_string())].into(),
+                ..Subject::default()
+            },
+        ];
+        let mut private = route("private", &["secret"], &[], &[]);
+        private.principals = vec![Subject {
+            user: Some("dave".into()),
+            ..Subject::default()
+        }];
+        let t = RouteTable::new(vec![
+            route("shared", &["chat"], &[], &[]),
+            research,
+            private,
+        ]);
+        let no_headers = headers(&[]);
+        let find = |p: Option<&Principal>| t.find("chat", &no_headers, p).unwrap().name.clone();
+        assert_eq!(
+            &*find(Some(&principal("ann", Some("research")))),
+            "research"
+        );
+        assert_eq!(&*find(Some(&principal("bob", Some("sales")))), "shared");
+        assert_eq!(
+            &*find(Some(&principal("carol", None))),
+            "research",
+            "second entry"
+        );
+        assert_eq!(
+            &*find(None),
+            "shared",
+            "anonymous callers match no principals"
+        );
+        assert!(
+            t.find("secret", &no_headers, Some(&principal("ann", None)))
+                .is_none()
+        );
+        assert_eq!(
+            t.visible_aliases(&no_headers, Some(&principal("dave", None))),
+            ["chat", "secret"]
+        );
+        assert_eq!(t.visible_aliases(&no_headers, None), ["chat"]);
     }
 }

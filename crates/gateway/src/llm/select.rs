@@ -152,6 +152,7 @@ mod tests {
             aliases: vec!["m".into()],
             globs: vec![],
             headers: vec![],
+            principals: Vec::new(),
             backends: vec![],
             request_timeout_ms: None,
             stream_idle_timeout_ms: None,
