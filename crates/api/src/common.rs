@@ -52,3 +52,22 @@ pub const REGION_MESSAGE: &str = "a region is lowercase letters, digits and '-',
 pub const REGION_GLOB_RULE: &str =
     "self.all(r, r.matches('^[a-z0-9*]([a-z0-9*-]{0,61}[a-z0-9*])?$'))";
 pub const REGION_GLOB_MESSAGE: &str = "allowed regions are region names or globs such as eu-*";
+
+/// Callers, by their principal: every field given must match.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PrincipalSelector {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub team: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub app: Option<String>,
+    /// Principal labels that must all match.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[schemars(length(max = 16))]
+    pub match_labels: std::collections::BTreeMap<String, String>,
+}

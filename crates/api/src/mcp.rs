@@ -460,23 +460,8 @@ pub struct AccessGrant {
     pub scope: ToolAccess,
 }
 
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct AccessSubject {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 253))]
-    pub user: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 253))]
-    pub team: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 253))]
-    pub app: Option<String>,
-    /// Principal labels that must all match.
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    #[schemars(length(max = 16))]
-    pub match_labels: std::collections::BTreeMap<String, String>,
-}
+/// Whom an access rule covers.
+pub use crate::common::PrincipalSelector as AccessSubject;
 
 /// What both the CEL rule and compile say of a bad path.
 pub const PATH_MESSAGE: &str =

@@ -60,7 +60,8 @@ pub struct AIRouteSpec {
     /// gateway without keys) never matches one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
-    pub principals: Vec<PrincipalMatch>,
+    #[x_kube(validation = Rule::new("self.all(p, has(p.user) || has(p.team) || has(p.app) || (has(p.matchLabels) && size(p.matchLabels) > 0))").message(PRINCIPAL_MATCH_EMPTY_MESSAGE))]
+    pub principals: Vec<crate::common::PrincipalSelector>,
     /// Where requests go. The lowest `priority` tier is tried first, split by
     /// `weight`; the next tier is the fallback when a tier fails. A backend
     /// without `model` sends upstream the model name the client asked for.
@@ -258,34 +259,9 @@ pub struct HeaderMatch {
     pub value: String,
 }
 
-/// Callers a route serves; every field given must match.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[x_kube(validation = Rule::new("has(self.user) || has(self.team) || has(self.app) || has(self.key) || (has(self.matchLabels) && size(self.matchLabels) > 0)").message(PRINCIPAL_MATCH_EMPTY_MESSAGE))]
-pub struct PrincipalMatch {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 253))]
-    pub user: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 253))]
-    pub team: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 253))]
-    pub app: Option<String>,
-    /// One API key, by the name of its Secret (or `secret/key` for an
-    /// AIGateway `apiKeys` entry).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 507))]
-    pub key: Option<String>,
-    /// Principal labels that must all match.
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 16))]
-    pub match_labels: std::collections::BTreeMap<String, String>,
-}
-
 /// What both the CEL rule and compile say of an entry that matches anyone.
 pub const PRINCIPAL_MATCH_EMPTY_MESSAGE: &str =
-    "a principal match needs user, team, app, key or matchLabels";
+    "a principal match needs user, team, app or matchLabels";
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

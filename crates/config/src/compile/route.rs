@@ -75,7 +75,7 @@ pub(super) fn compile_route(
             user: entry.user.clone(),
             team: entry.team.clone(),
             app: entry.app.clone(),
-            key: entry.key.clone(),
+            key: None,
             match_labels: entry.match_labels.clone(),
             per_member: None,
         };
