@@ -182,6 +182,8 @@ pub async fn forward(
                 context.attempt_failed("timeout");
                 note_health(context, upstream, false);
                 last_error = limits.error(provider, true).into();
+                // Nothing is in flight while waiting to retry.
+                drop((flight, permit));
                 if Instant::now() < overall && cursor.again(Fault::Transient, overall).await {
                     continue;
                 }
@@ -201,6 +203,7 @@ pub async fn forward(
                     ))
                 }
                 .into();
+                drop((flight, permit));
                 if cursor.again(Fault::Transient, overall).await {
                     continue;
                 }
@@ -346,8 +349,7 @@ pub async fn forward(
         // gateway's fault and worth another backend, like a 401.
         let headers = response.headers().clone();
         let body = read_error_body(response.into_body(), limits.attempt).await;
-        drop(flight);
-        drop(permit);
+        drop((flight, permit));
         let status = effective_status(upstream, status, &headers, &body);
         context.attempt_failed(status_reason(status));
         let reset = note_quota(context, upstream, status, &headers);
