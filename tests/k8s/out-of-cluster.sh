@@ -6,7 +6,10 @@
 # through the laptop gateway, that the AIGateway's status counts it
 # (connectedGateways 1), that everything listens on loopback only, that
 # stopping the script stops both processes, and that their logs, written to
-# files, carry no colour codes.
+# files, carry no colour codes. A provider that refuses connections opens
+# its circuit breaker on the gateway, which the ModelProvider's status shows
+# (condition CircuitClosed False/CircuitOpen, column Circuit), and closes
+# again once the provider answers.
 #
 #   TOLLGATE_BIN=target/debug/tollgate tests/k8s/out-of-cluster.sh   # last line: "out-of-cluster: N passed, N failed"
 set -euo pipefail
@@ -22,8 +25,10 @@ tollgate="${TOLLGATE_BIN:-$repo/target/debug/tollgate}"
 start_cluster
 k() { "$bin/kubectl" --request-timeout=30s "$@"; }
 
-mapfile -t ports < <(free_ports 5)
+mapfile -t ports < <(free_ports 6)
 mock_port="${ports[0]}" config_port="${ports[1]}" metrics_port="${ports[2]}" listen_port="${ports[3]}" admin_port="${ports[4]}"
+# Nothing listens here until the recovery step: connections are refused.
+flaky_port="${ports[5]}"
 ns=out-of-cluster gw=edge
 
 # The cluster side: CRDs, then an AIGateway whose provider is the local mock.
@@ -61,7 +66,25 @@ metadata: {name: chat, namespace: $ns}
 spec:
   gatewayRef: {name: $gw}
   models: [chat]
-  backends: [{providerRef: {name: mock}, model: mock-chat}]"
+  backends: [{providerRef: {name: mock}, model: mock-chat}]
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: ModelProvider
+metadata: {name: flaky, namespace: $ns}
+spec:
+  type: Mock
+  endpoint: \"http://127.0.0.1:$flaky_port/v1\"
+  circuitBreaker: {consecutiveFailures: 1, openFor: 2s}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: AIRoute
+metadata: {name: resilient, namespace: $ns}
+spec:
+  gatewayRef: {name: $gw}
+  models: [resilient]
+  backends:
+  - {providerRef: {name: flaky}, model: mock-chat, priority: 0}
+  - {providerRef: {name: mock}, model: mock-chat, priority: 1}"
 if k apply -f - <<<"$config" >/dev/null; then ok "AIGateway $ns/$gw, its key, a Mock provider at 127.0.0.1:$mock_port and an AIRoute applied"
 else nok "applying the test configuration"; fi
 
@@ -109,6 +132,56 @@ else nok "AIGateway $ns/$gw status: connectedGateways '${connected}'"; fi
 if k -n "$ns" wait --for=condition=Programmed "aigateway/$gw" --timeout=20s >/dev/null; then
   ok "AIGateway $ns/$gw Programmed=True once the laptop gateway acknowledged its configuration"
 else nok "AIGateway $ns/$gw not Programmed: $(k -n "$ns" get aigateway "$gw" -o jsonpath='{.status.conditions}')"; fi
+
+# Circuit breaker in ModelProvider status: `flaky` refuses connections, so
+# one request through `resilient` opens its breaker (and is answered by the
+# fallback); the gateway reports it and the controller writes the status.
+resilient() {
+  curl -fsS -o /dev/null --max-time 10 "http://127.0.0.1:$listen_port/v1/chat/completions" \
+    -H 'Authorization: Bearer tg-test-key' -H 'Content-Type: application/json' \
+    -d '{"model":"resilient","messages":[{"role":"user","content":"Hello!"}]}'
+}
+circuit_reason() { k -n "$ns" get modelprovider flaky -o jsonpath='{.status.conditions[?(@.type=="CircuitClosed")].reason}' 2>/dev/null || true; }
+if resilient; then ok "a request to the route whose first backend refuses connections is answered by the fallback"
+else nok "a request through route resilient failed"; fi
+reason="" started=$SECONDS
+for _ in $(seq 1 100); do
+  reason="$(circuit_reason)"
+  [[ "$reason" == CircuitOpen ]] && break
+  # Once open for 2s the breaker is half-open: a request opens it again.
+  [[ "$reason" == CircuitHalfOpen ]] && resilient
+  sleep 0.2
+done
+message="$(k -n "$ns" get modelprovider flaky -o jsonpath='{.status.conditions[?(@.type=="CircuitClosed")].message}' || true)"
+if [[ "$reason" == CircuitOpen && "$message" == "circuit open on 1 of 1 gateway replicas ($ns/$gw):"* ]]; then
+  ok "ModelProvider flaky: CircuitClosed False/CircuitOpen in $((SECONDS - started))s: $message"
+else nok "ModelProvider flaky: CircuitClosed reason '${reason}': ${message:-no message}"; fi
+row="$(k -n "$ns" get modelprovider flaky --no-headers -o custom-columns=C:.status.circuit 2>/dev/null || true)"
+header="$(k -n "$ns" get modelprovider flaky 2>/dev/null | head -n1 || true)"
+if [[ "$row" =~ ^(Open|HalfOpen)\ 1/1$ && "$header" == *CIRCUIT* ]]; then ok "kubectl get modelprovider has a CIRCUIT column: $row"
+else nok "kubectl get modelprovider: circuit '${row}', header '${header}'"; fi
+if [[ "$(k -n "$ns" get modelprovider mock -o jsonpath='{.status.circuit}/{.status.conditions[?(@.type=="CircuitClosed")].status}' || true)" == Closed/True ]]; then
+  ok "ModelProvider mock (healthy): circuit Closed, CircuitClosed True"
+else nok "ModelProvider mock: $(k -n "$ns" get modelprovider mock -o jsonpath='{.status}' || true)"; fi
+
+# Recovery: `flaky` answers from now on; after openFor a request probes it,
+# the probe succeeds, the breaker closes and the status follows.
+"$tollgate" mock --listen "127.0.0.1:$flaky_port" >/dev/null 2>"$dir/flaky.log" &
+pids+=($!)
+reason="" started=$SECONDS
+for _ in $(seq 1 60); do
+  resilient || true
+  reason="$(circuit_reason)"
+  [[ "$reason" == CircuitClosed ]] && break
+  sleep 0.5
+done
+if [[ "$reason" == CircuitClosed && "$(k -n "$ns" get modelprovider flaky -o jsonpath='{.status.circuit}' || true)" == Closed ]]; then
+  ok "ModelProvider flaky: CircuitClosed True again $((SECONDS - started))s after it began answering"
+else nok "ModelProvider flaky did not close: reason '${reason}'"; fi
+if k -n "$ns" get events --field-selector involvedObject.name=flaky -o jsonpath='{range .items[*]}{.reason}{"\n"}{end}' 2>/dev/null |
+  sort -u | paste -sd' ' | grep -q 'CircuitClosed.*CircuitOpen\|CircuitOpen.*CircuitClosed'; then
+  ok "Events on ModelProvider flaky: a CircuitOpen Warning and a CircuitClosed recovery"
+else nok "Events on flaky: $(k -n "$ns" get events --field-selector involvedObject.name=flaky -o jsonpath='{range .items[*]}{.type}/{.reason} {end}' || true)"; fi
 
 # Loopback only: every port the two processes listen on is on 127.0.0.1.
 if command -v ss >/dev/null; then

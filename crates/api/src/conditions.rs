@@ -9,6 +9,9 @@ pub const PROGRAMMED: &str = "Programmed";
 /// An MCPServer the controller runs (`spec.run`): its Deployment has
 /// replicas available to serve.
 pub const AVAILABLE: &str = "Available";
+/// A ModelProvider served by a gateway: its circuit breaker is closed on
+/// every connected replica of the gateways that serve it.
+pub const CIRCUIT_CLOSED: &str = "CircuitClosed";
 
 /// Why a condition holds. A `False` condition's reason names the problem.
 pub mod reason {
@@ -38,4 +41,11 @@ pub mod reason {
     pub const SCALED_TO_ZERO: &str = "ScaledToZero";
     /// `Available` False: the controller has not created the Deployment yet.
     pub const DEPLOYMENT_PENDING: &str = "DeploymentPending";
+    /// `CircuitClosed` True: no replica reports the breaker open or probing.
+    pub const CIRCUIT_CLOSED: &str = "CircuitClosed";
+    /// `CircuitClosed` False: open on at least one replica (its requests
+    /// fall back to other backends there).
+    pub const CIRCUIT_OPEN: &str = "CircuitOpen";
+    /// `CircuitClosed` False: open nowhere, but probing on some replica.
+    pub const CIRCUIT_HALF_OPEN: &str = "CircuitHalfOpen";
 }

@@ -23,8 +23,8 @@ pub use gateway::{
 pub use mcp::{MCPServer, MCPServerSpec, MCPServerStatus};
 pub use provider::{
     AnthropicSettings, AwsCredentialsRef, AzureAuthMode, AzureSettings, BedrockSettings, ModelKind,
-    ModelProvider, ModelProviderSpec, ProviderCredentials, ProviderFairness, ProviderNetwork,
-    ProviderType,
+    ModelProvider, ModelProviderSpec, ModelProviderStatus, ProviderCredentials, ProviderFairness,
+    ProviderNetwork, ProviderType,
 };
 pub use route::{
     AIRoute, AIRouteSpec, AIRouteStatus, RouteEndpoint, RouteTier, TierClassifier, TierPolicy,

@@ -16,12 +16,13 @@ use crate::common::{ResourceStatus, SecretKeyRef};
     shortname = "mp",
     category = "tollgate",
     namespaced,
-    status = "ResourceStatus",
+    status = "ModelProviderStatus",
     doc = "A ModelProvider is one upstream LLM API (OpenAI, Anthropic, Azure OpenAI, Bedrock, Gemini, an OpenAI-compatible server such as vLLM or Ollama, or the built-in mock): its endpoint, the Secret holding its credentials, the models it serves and their prices, timeouts and concurrency. AIRoutes send traffic to it.",
     printcolumn = r#"{"name":"Type","type":"string","jsonPath":".spec.type"}"#,
     printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
     printcolumn = r#"{"name":"ResolvedRefs","type":"string","jsonPath":".status.conditions[?(@.type==\"ResolvedRefs\")].status"}"#,
     printcolumn = r#"{"name":"Programmed","type":"string","jsonPath":".status.conditions[?(@.type==\"Programmed\")].status"}"#,
+    printcolumn = r#"{"name":"Circuit","type":"string","jsonPath":".status.circuit"}"#,
     printcolumn = r#"{"name":"Endpoint","type":"string","jsonPath":".spec.endpoint","priority":1}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.status==\"False\")].reason","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
@@ -110,6 +111,21 @@ pub struct ModelProviderSpec {
     /// connect time; type `Mock` allows both.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<ProviderNetwork>,
+}
+
+/// Observed state of a provider: the conditions every kind has, and its
+/// circuit breaker as the gateway replicas that serve it report it.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelProviderStatus {
+    #[serde(flatten)]
+    pub base: ResourceStatus,
+    /// The circuit breaker on the gateway replicas serving the provider:
+    /// `Closed`, `Open 2/3` (open on 2 of 3 replicas), `HalfOpen 1/3` (a
+    /// probe may try it), or both (`Open 1/3, HalfOpen 1/3`). Absent while
+    /// no gateway serves the provider. The `CircuitClosed` condition says more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit: Option<String>,
 }
 
 /// Egress exceptions for one provider.

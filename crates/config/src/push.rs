@@ -11,7 +11,9 @@
 //!   a heartbeat when nothing else was sent for a while;
 //! * gateway → controller ([`GatewayMessage`]): which version it now runs,
 //!   or why it refused one; and every [`USAGE_INTERVAL`] the usage of its
-//!   budget counters, which the controller writes to TokenBudget status.
+//!   budget counters, which the controller writes to TokenBudget status,
+//!   with the providers whose circuit breaker is not closed on this replica
+//!   (for ModelProvider status).
 //!
 //! Snapshot JSON contains no raw newlines (serde_json escapes them in
 //! strings), so one message is one line. Pure: no IO here, so both ends and
@@ -37,6 +39,9 @@ pub const USAGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5
 /// Most counters one usage report carries (the busiest), so a report stays
 /// well under the controller's line limit.
 pub const MAX_REPORTED_COUNTERS: usize = 500;
+
+/// Most providers one report lists as not closed; more is a runaway peer.
+pub const MAX_REPORTED_CIRCUITS: usize = 500;
 
 /// The path a gateway subscribes on.
 pub fn subscribe_path(namespace: &str, name: &str) -> String {
@@ -89,7 +94,33 @@ pub enum GatewayMessage {
         /// Event per incident for all replicas and calls the webhook.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         alerts: Vec<BudgetAlert>,
+        /// Every provider whose circuit breaker is not closed on this
+        /// replica, in full each report: a provider absent is closed. A
+        /// field of `Usage` rather than a message of its own, so a
+        /// controller that predates it ignores it instead of logging an
+        /// unreadable message every report.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        circuits: Vec<ProviderCircuit>,
     },
+}
+
+/// One provider's circuit breaker on the reporting replica.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderCircuit {
+    /// The ModelProvider's name (in the gateway's namespace, as in the snapshot).
+    pub provider: String,
+    pub state: CircuitState,
+}
+
+/// A breaker state other than closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum CircuitState {
+    /// Failing: the provider is skipped until a probe may try it.
+    Open,
+    /// A probe may try the provider (or one is in flight).
+    HalfOpen,
 }
 
 /// A usage-anomaly alert of a TokenBudget.
@@ -183,7 +214,7 @@ pub fn decode_server_line(line: &[u8]) -> Result<Received, FrameError> {
 
 /// One newline-terminated message from the gateway.
 pub fn gateway_frame(message: &GatewayMessage) -> Vec<u8> {
-    // A two-field enum of strings always serializes.
+    // Strings, integers and plain structs always serialize.
     let mut frame = serde_json::to_vec(message).unwrap_or_default();
     frame.push(b'\n');
     frame
@@ -310,6 +341,40 @@ spec:
         assert_eq!(frame.iter().filter(|&&b| b == b'\n').count(), 1);
         let back: GatewayMessage = serde_json::from_slice(frame.trim_ascii_end()).unwrap();
         assert_eq!(back, message);
+    }
+
+    #[test]
+    fn circuits_ride_on_usage_and_stay_optional() {
+        let message = GatewayMessage::Usage {
+            shared: false,
+            counters: Vec::new(),
+            alerts: Vec::new(),
+            circuits: vec![ProviderCircuit {
+                provider: "down".into(),
+                state: CircuitState::HalfOpen,
+            }],
+        };
+        let frame = gateway_frame(&message);
+        let text = std::str::from_utf8(&frame).unwrap();
+        assert!(
+            text.contains(r#""circuits":[{"provider":"down","state":"halfOpen"}]"#),
+            "{text}"
+        );
+        let back: GatewayMessage = serde_json::from_slice(frame.trim_ascii_end()).unwrap();
+        assert_eq!(back, message);
+        // A report of an older gateway (no field) reads as all closed, and
+        // all closed is not written, so an older controller sees what it knows.
+        let old: GatewayMessage =
+            serde_json::from_str(r#"{"type":"usage","shared":true,"counters":[["k",1]]}"#).unwrap();
+        let GatewayMessage::Usage { circuits, .. } = &old else {
+            panic!("usage");
+        };
+        assert!(circuits.is_empty());
+        assert!(
+            !String::from_utf8(gateway_frame(&old))
+                .unwrap()
+                .contains("circuits")
+        );
     }
 
     #[test]

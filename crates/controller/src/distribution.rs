@@ -1,7 +1,7 @@
 //! Which snapshot each gateway fleet should run, who is subscribed, and what
 //! each subscriber reported running. No network IO: the compile loop
 //! publishes, the config server subscribes and records acknowledgements, the
-//! status loop reads [`Hub::tallies`].
+//! status loop reads [`Hub::tallies`], [`Hub::usage`] and [`Hub::circuits`].
 //!
 //! Each gateway has a `watch` channel holding only the newest snapshot frame,
 //! so a slow subscriber skips versions instead of queueing stale ones.
@@ -12,7 +12,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use tokio::sync::{Notify, watch};
-use tollgate_config::push::{BudgetAlert, FrameError, GatewayMessage, snapshot_frame};
+use tollgate_config::push::{
+    BudgetAlert, CircuitState, FrameError, GatewayMessage, MAX_REPORTED_CIRCUITS, ProviderCircuit,
+    snapshot_frame,
+};
 use tollgate_config::{ObjectRef, Snapshot};
 
 /// The pod name of a subscriber that did not say (never deduplicated).
@@ -36,6 +39,14 @@ pub struct Tally {
     pub updated: i32,
 }
 
+/// How many subscribers of a gateway report a provider's circuit breaker
+/// open or half-open; the rest (of `Tally::connected`) report it closed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Circuits {
+    pub open: i32,
+    pub half_open: i32,
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SubscribeError {
     #[error("the controller has not compiled the configuration yet")]
@@ -51,6 +62,8 @@ struct Subscriber {
     running: Option<String>,
     /// Its last budget usage report: (shared, counters).
     usage: Option<(bool, Vec<(String, u64)>)>,
+    /// The providers whose breaker it last reported not closed, sorted.
+    circuits: Vec<ProviderCircuit>,
 }
 
 #[derive(Debug)]
@@ -177,6 +190,7 @@ impl Hub {
                 pod: pod.to_string(),
                 running: None,
                 usage: None,
+                circuits: Vec::new(),
             },
         );
         let updates = channel.latest.subscribe();
@@ -237,6 +251,42 @@ impl Hub {
         out
     }
 
+    /// Per gateway, each provider some subscriber reports not closed, and
+    /// how many do. A subscriber that disconnects no longer counts.
+    pub fn circuits(&self) -> BTreeMap<ObjectRef, BTreeMap<String, Circuits>> {
+        let state = self.state();
+        let mut out: BTreeMap<ObjectRef, BTreeMap<String, Circuits>> = BTreeMap::new();
+        for (gateway, channel) in &state.gateways {
+            for circuit in channel.subscribers.values().flat_map(|s| &s.circuits) {
+                let counts = out
+                    .entry(gateway.clone())
+                    .or_default()
+                    .entry(circuit.provider.clone())
+                    .or_default();
+                match circuit.state {
+                    CircuitState::Open => counts.open += 1,
+                    CircuitState::HalfOpen => counts.half_open += 1,
+                }
+            }
+        }
+        out
+    }
+
+    /// Keeps a subscriber's newest circuit report (bounded: pods are not
+    /// trusted to send few or short names); a change wakes the status writer.
+    fn record_circuits(&self, gateway: &ObjectRef, id: u64, circuits: &[ProviderCircuit]) {
+        let mut circuits: Vec<ProviderCircuit> = circuits
+            .iter()
+            .filter(|c| !c.provider.is_empty() && c.provider.len() <= 253)
+            .take(MAX_REPORTED_CIRCUITS)
+            .cloned()
+            .collect();
+        circuits.sort();
+        // One state per provider: a confused peer must not count twice.
+        circuits.dedup_by(|a, b| a.provider == b.provider);
+        self.update(gateway, id, |s| replace(&mut s.circuits, circuits));
+    }
+
     /// Queues alerts for the status writer (which records Events and calls
     /// webhooks), bounded; pods are not trusted to send few.
     fn record_alerts(&self, gateway: &ObjectRef, alerts: &[BudgetAlert]) {
@@ -262,15 +312,20 @@ impl Hub {
     }
 
     fn record_usage(&self, gateway: &ObjectRef, id: u64, usage: (bool, Vec<(String, u64)>)) {
+        self.update(gateway, id, |s| replace(&mut s.usage, Some(usage)));
+    }
+
+    /// Applies `update` to one subscriber, if it is still subscribed; a
+    /// change (`true`) wakes the status writer.
+    fn update(&self, gateway: &ObjectRef, id: u64, update: impl FnOnce(&mut Subscriber) -> bool) {
         let mut state = self.state();
-        if let Some(subscriber) = state
+        let changed = state
             .gateways
             .get_mut(gateway)
             .and_then(|c| c.subscribers.get_mut(&id))
-            && subscriber.usage.as_ref() != Some(&usage)
-        {
-            subscriber.usage = Some(usage);
-            drop(state);
+            .is_some_and(update);
+        drop(state);
+        if changed {
             self.changed.notify_one();
         }
     }
@@ -292,17 +347,7 @@ impl Hub {
     }
 
     fn record(&self, gateway: &ObjectRef, id: u64, running: Option<String>) {
-        let mut state = self.state();
-        if let Some(subscriber) = state
-            .gateways
-            .get_mut(gateway)
-            .and_then(|c| c.subscribers.get_mut(&id))
-            && subscriber.running != running
-        {
-            subscriber.running = running;
-            drop(state);
-            self.changed.notify_one();
-        }
+        self.update(gateway, id, |s| replace(&mut s.running, running));
     }
 
     fn unsubscribe(&self, gateway: &ObjectRef, id: u64) {
@@ -337,12 +382,14 @@ impl Subscription {
                 shared,
                 counters,
                 alerts,
+                circuits,
             } => {
                 let mut counters = counters.clone();
                 counters.truncate(tollgate_config::push::MAX_REPORTED_COUNTERS);
                 self.hub
                     .record_usage(&self.gateway, self.id, (*shared, counters));
                 self.hub.record_alerts(&self.gateway, alerts);
+                self.hub.record_circuits(&self.gateway, self.id, circuits);
             }
             GatewayMessage::Rejected { hash, error } => {
                 // Both strings come from the pod: bound them before logging.
@@ -365,6 +412,13 @@ impl Drop for Subscription {
     fn drop(&mut self) {
         self.hub.unsubscribe(&self.gateway, self.id);
     }
+}
+
+/// Stores `value` in `slot`; whether that changed it.
+fn replace<T: PartialEq>(slot: &mut T, value: T) -> bool {
+    let changed = *slot != value;
+    *slot = value;
+    changed
 }
 
 /// At most `chars` characters of `text` (cut on a character boundary: the
@@ -517,6 +571,121 @@ spec:
         let _a = hub.subscribe(&gateway("gw"), UNKNOWN_POD).unwrap();
         let _b = hub.subscribe(&gateway("gw"), UNKNOWN_POD).unwrap();
         assert_eq!(hub.tallies()[&gateway("gw")].connected, 3);
+    }
+
+    fn circuit_report(circuits: &[(&str, CircuitState)]) -> GatewayMessage {
+        GatewayMessage::Usage {
+            shared: false,
+            counters: Vec::new(),
+            alerts: Vec::new(),
+            circuits: circuits
+                .iter()
+                .map(|(provider, state)| ProviderCircuit {
+                    provider: provider.to_string(),
+                    state: *state,
+                })
+                .collect(),
+        }
+    }
+
+    /// Whether the status writer was poked since the last call.
+    async fn poked(changed: &Notify) -> bool {
+        tokio::time::timeout(std::time::Duration::from_millis(20), changed.notified())
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn circuits_count_the_replicas_reporting_them_until_they_close_or_leave() {
+        use CircuitState::{HalfOpen, Open};
+        let changed = Arc::new(Notify::new());
+        let hub = Hub::new(changed.clone());
+        hub.publish([&gateway("gw"), &gateway("other")], &snapshots("a"));
+        let one = hub.subscribe(&gateway("gw"), "pod-1").unwrap();
+        let two = hub.subscribe(&gateway("gw"), "pod-2").unwrap();
+        let _three = hub.subscribe(&gateway("gw"), "pod-3").unwrap();
+        poked(&changed).await;
+        assert!(hub.circuits().is_empty(), "nothing reported: all closed");
+
+        one.record(&circuit_report(&[("mock", Open), ("spare", HalfOpen)]));
+        assert!(
+            poked(&changed).await,
+            "a new report wakes the status writer"
+        );
+        two.record(&circuit_report(&[("mock", Open)]));
+        let counts = |hub: &Hub| {
+            hub.circuits()
+                .get(&gateway("gw"))
+                .cloned()
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            counts(&hub),
+            BTreeMap::from([
+                (
+                    "mock".to_string(),
+                    Circuits {
+                        open: 2,
+                        half_open: 0
+                    }
+                ),
+                (
+                    "spare".to_string(),
+                    Circuits {
+                        open: 0,
+                        half_open: 1
+                    }
+                ),
+            ])
+        );
+        poked(&changed).await;
+        two.record(&circuit_report(&[("mock", Open)]));
+        assert!(
+            !poked(&changed).await,
+            "the same report again changes nothing"
+        );
+
+        // pod-1 probes: half-open; pod-2's probe succeeded (absent: closed).
+        one.record(&circuit_report(&[("mock", HalfOpen)]));
+        two.record(&circuit_report(&[]));
+        assert_eq!(
+            counts(&hub),
+            BTreeMap::from([(
+                "mock".to_string(),
+                Circuits {
+                    open: 0,
+                    half_open: 1
+                }
+            )])
+        );
+        assert!(poked(&changed).await);
+
+        // A replica that disconnects takes its report with it.
+        drop(one);
+        assert!(hub.circuits().is_empty());
+
+        // A confused or hostile peer counts once per provider, bounded.
+        let many: Vec<(String, CircuitState)> = (0..MAX_REPORTED_CIRCUITS + 10)
+            .map(|i| (format!("p{i}"), Open))
+            .collect();
+        let many: Vec<(&str, CircuitState)> = many.iter().map(|(p, s)| (p.as_str(), *s)).collect();
+        two.record(&circuit_report(&many));
+        assert_eq!(counts(&hub).len(), MAX_REPORTED_CIRCUITS);
+        two.record(&circuit_report(&[
+            ("mock", Open),
+            ("mock", HalfOpen),
+            ("", Open),
+        ]));
+        assert_eq!(
+            counts(&hub),
+            BTreeMap::from([(
+                "mock".to_string(),
+                Circuits {
+                    open: 1,
+                    half_open: 0
+                }
+            )])
+        );
     }
 
     #[test]

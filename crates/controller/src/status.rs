@@ -10,6 +10,8 @@ use tollgate_api::conditions::{self, reason};
 use tollgate_config::resources::object_ref;
 use tollgate_config::{Compiled, Diagnostic, ObjectRef, Resources};
 
+use crate::distribution::Circuits;
+
 /// Longest condition message written; the API allows 32 KiB, people read less.
 const MAX_MESSAGE: usize = 1024;
 
@@ -39,6 +41,8 @@ pub struct Fleet {
     pub config: crate::distribution::Tally,
     /// Budget counters its pods report, by counter key.
     pub usage: BTreeMap<String, u64>,
+    /// Providers (by name) whose breaker some pod reports not closed.
+    pub circuits: BTreeMap<String, Circuits>,
 }
 
 impl DesiredStatus {
@@ -266,12 +270,31 @@ pub fn desired_statuses(
                 "no served route uses this provider".into(),
             ),
         });
+        // Served: its breaker as the replicas of each serving gateway see it.
+        let mut summary = serde_json::Map::new();
+        let mut extra = Vec::new();
+        if let Some(gateways) = served.providers.get(&key) {
+            let seen: Vec<(&ObjectRef, i32, Circuits)> = gateways
+                .iter()
+                .map(|gateway| {
+                    let fleet = fleets.get(*gateway);
+                    let replicas = fleet.map_or(0, |f| f.config.connected);
+                    let circuits = fleet
+                        .and_then(|f| f.circuits.get(&object.name).copied())
+                        .unwrap_or_default();
+                    (*gateway, replicas, circuits)
+                })
+                .collect();
+            let (column, condition) = circuit_status(&seen);
+            summary.insert("circuit".into(), column.into());
+            extra.push((conditions::CIRCUIT_CLOSED, condition));
+        }
         push(
             object,
             provider.metadata.generation,
             programmed,
-            serde_json::Map::new(),
-            Vec::new(),
+            summary,
+            extra,
         );
     }
     for route in &resources.routes {
@@ -455,6 +478,90 @@ fn mcp_probe_status(
         None => out.extend(previous.map(|state| (CATALOG_CHANGED, state))),
     }
     out
+}
+
+/// A provider's circuit breaker over the connected replicas of the gateways
+/// serving it, each `(gateway, replicas, circuits)`: the `circuit` column
+/// (`Closed`, `Open 2/3`, `HalfOpen 1/3`, `Open 1/3, HalfOpen 1/3`) and the
+/// `CircuitClosed` condition, False while any replica skips or probes it.
+pub fn circuit_status(
+    gateways: &[(&ObjectRef, i32, Circuits)],
+) -> (String, crate::mcp_probe::ConditionState) {
+    // The counts come from two reads of the hub; never more than all.
+    let replicas =
+        |(_, connected, c): &(&ObjectRef, i32, Circuits)| (*connected).max(c.open + c.half_open);
+    let total: i32 = gateways.iter().map(replicas).sum();
+    let open: i32 = gateways.iter().map(|g| g.2.open).sum();
+    let half_open: i32 = gateways.iter().map(|g| g.2.half_open).sum();
+    // "2 of 3 gateway replicas (default/gw), 1 of 2 (default/edge)"
+    let spread = |count: fn(&Circuits) -> i32| {
+        let mut parts = gateways
+            .iter()
+            .filter(|g| count(&g.2) > 0)
+            .enumerate()
+            .map(|(i, g)| {
+                let unit = if i == 0 { " gateway replicas" } else { "" };
+                format!(
+                    "{} of {}{unit} ({}/{})",
+                    count(&g.2),
+                    replicas(g),
+                    g.0.namespace,
+                    g.0.name
+                )
+            });
+        let first = parts.next().unwrap_or_default();
+        parts.fold(first, |text, part| format!("{text}, {part}"))
+    };
+    let mut column = Vec::new();
+    if open > 0 {
+        column.push(format!("Open {open}/{total}"));
+    }
+    if half_open > 0 {
+        column.push(format!("HalfOpen {half_open}/{total}"));
+    }
+    let condition = if open > 0 {
+        let probing = if half_open > 0 {
+            format!("; half-open (probing) on {}", spread(|c| c.half_open))
+        } else {
+            String::new()
+        };
+        (
+            false,
+            reason::CIRCUIT_OPEN,
+            format!(
+                "circuit open on {}{probing}: requests fall back to other backends until a probe succeeds",
+                spread(|c| c.open)
+            ),
+        )
+    } else if half_open > 0 {
+        (
+            false,
+            reason::CIRCUIT_HALF_OPEN,
+            format!(
+                "circuit half-open on {}: a probe request may try the provider; its success closes the circuit",
+                spread(|c| c.half_open)
+            ),
+        )
+    } else if total == 0 {
+        (
+            true,
+            reason::CIRCUIT_CLOSED,
+            "no gateway replica serving the provider is connected to report its circuit"
+                .to_string(),
+        )
+    } else {
+        (
+            true,
+            reason::CIRCUIT_CLOSED,
+            format!("circuit closed on all {total} connected gateway replica(s)"),
+        )
+    };
+    let column = if column.is_empty() {
+        "Closed".to_string()
+    } else {
+        column.join(", ")
+    };
+    (column, condition)
 }
 
 fn now_ms(now: &Time) -> i64 {
@@ -766,7 +873,8 @@ pub struct Note {
 /// describe` never keeps an old Warning as the latest word. `Programmed`
 /// follows from the others and from the gateways, whose coming and going
 /// [`connection_note`] reports on the AIGateway, once, instead of on every
-/// route.
+/// route. `CircuitClosed` warns when the circuit leaves closed, not on each
+/// move between open and half-open.
 pub fn notes(current: Option<&[Condition]>, desired: &[Condition], gateway: bool) -> Vec<Note> {
     let before = |type_: &str| current.and_then(|cs| cs.iter().find(|p| p.type_ == type_));
     let mut out = Vec::new();
@@ -776,11 +884,14 @@ pub fn notes(current: Option<&[Condition]>, desired: &[Condition], gateway: bool
         // Warning for them (a new Deployment is unavailable for a while).
         let programmed =
             condition.type_ == conditions::PROGRAMMED || condition.type_ == conditions::AVAILABLE;
+        // The circuit moves between open and half-open, and its counts
+        // with every replica: warn once when it leaves closed.
+        let circuit = condition.type_ == conditions::CIRCUIT_CLOSED;
         if condition.status == "False" && !programmed {
             let changed = previous.is_none_or(|p| {
                 p.status != condition.status
-                    || p.reason != condition.reason
-                    || p.message != condition.message
+                    || (!circuit
+                        && (p.reason != condition.reason || p.message != condition.message))
             });
             if changed {
                 out.push(Note {
@@ -911,7 +1022,7 @@ spec:
             (object_ref(o), conditions.unwrap_or_default())
         });
         let providers = resources.providers.iter().map(|o| {
-            let conditions = o.status.as_ref().map(|s| s.conditions.clone());
+            let conditions = o.status.as_ref().map(|s| s.base.conditions.clone());
             (object_ref(o), conditions.unwrap_or_default())
         });
         let routes = resources.routes.iter().map(|o| {
@@ -936,6 +1047,17 @@ spec:
         updated: i32,
         servers: &ServerWorkloads,
     ) -> BTreeMap<String, DesiredStatus> {
+        statuses_reporting(manifests, connected, updated, servers, BTreeMap::new())
+    }
+
+    /// As [`statuses_of`], with `gw`'s pods reporting these circuits.
+    fn statuses_reporting(
+        manifests: &str,
+        connected: i32,
+        updated: i32,
+        servers: &ServerWorkloads,
+        circuits: BTreeMap<String, Circuits>,
+    ) -> BTreeMap<String, DesiredStatus> {
         let mut loaded = Loaded::default();
         add_documents(&mut loaded, "t.yaml", manifests, &|_| None);
         let compiled = compile(
@@ -950,6 +1072,7 @@ spec:
                 connected,
                 updated,
             },
+            circuits,
             ..Fleet::default()
         };
         desired_statuses(
@@ -1097,7 +1220,9 @@ spec:
         let all = statuses();
         assert_eq!(all.len(), 6);
         for (name, status) in &all {
-            assert_eq!(status.conditions.len(), 3, "{name}");
+            // A served provider also shows its circuit.
+            let expected = if name == "ModelProvider/mock" { 4 } else { 3 };
+            assert_eq!(status.conditions.len(), expected, "{name}");
             assert!(
                 status
                     .conditions
@@ -1324,6 +1449,143 @@ spec:
         assert_eq!(
             programmed(&serving, "ModelProvider/openai"),
             ("False".into(), reason::SECRET_NOT_FOUND.into())
+        );
+    }
+
+    fn circuits(open: i32, half_open: i32) -> Circuits {
+        Circuits { open, half_open }
+    }
+
+    #[test]
+    fn circuit_status_counts_replicas_open_and_probing() {
+        let gw = ObjectRef::new("AIGateway", "default", "gw");
+        let edge = ObjectRef::new("AIGateway", "default", "edge");
+        let status = |gateways: &[(&ObjectRef, i32, Circuits)]| {
+            let (column, (ok, reason_, message)) = circuit_status(gateways);
+            (column, ok, reason_, message)
+        };
+        assert_eq!(
+            status(&[(&gw, 3, circuits(0, 0))]),
+            (
+                "Closed".to_string(),
+                true,
+                reason::CIRCUIT_CLOSED,
+                "circuit closed on all 3 connected gateway replica(s)".to_string()
+            )
+        );
+        assert_eq!(
+            status(&[(&gw, 3, circuits(2, 0))]),
+            (
+                "Open 2/3".to_string(),
+                false,
+                reason::CIRCUIT_OPEN,
+                "circuit open on 2 of 3 gateway replicas (default/gw): requests fall back to other backends until a probe succeeds".to_string()
+            )
+        );
+        assert_eq!(
+            status(&[(&gw, 3, circuits(0, 1))]),
+            (
+                "HalfOpen 1/3".to_string(),
+                false,
+                reason::CIRCUIT_HALF_OPEN,
+                "circuit half-open on 1 of 3 gateway replicas (default/gw): a probe request may try the provider; its success closes the circuit".to_string()
+            )
+        );
+        // Open anywhere outranks probing elsewhere; each gateway counted apart.
+        let (column, ok, reason_, message) =
+            status(&[(&edge, 2, circuits(0, 1)), (&gw, 3, circuits(1, 1))]);
+        assert_eq!(column, "Open 1/5, HalfOpen 2/5");
+        assert!(!ok);
+        assert_eq!(reason_, reason::CIRCUIT_OPEN);
+        assert_eq!(
+            message,
+            "circuit open on 1 of 3 gateway replicas (default/gw); half-open (probing) on 1 of 2 gateway replicas (default/edge), 1 of 3 (default/gw): requests fall back to other backends until a probe succeeds"
+        );
+        // No replica connected: nothing skips the provider.
+        let (column, ok, reason_, _) = status(&[(&gw, 0, circuits(0, 0))]);
+        assert_eq!(
+            (column.as_str(), ok, reason_),
+            ("Closed", true, reason::CIRCUIT_CLOSED)
+        );
+        // Counts read apart from the connections never exceed them.
+        assert_eq!(status(&[(&gw, 1, circuits(2, 0))]).0, "Open 2/2");
+    }
+
+    #[test]
+    fn a_served_provider_shows_its_circuit_as_the_replicas_report_it() {
+        let of = |connected, reported: &[(&str, Circuits)]| {
+            let reported = reported
+                .iter()
+                .map(|(name, c)| (name.to_string(), *c))
+                .collect();
+            statuses_reporting(
+                MANIFESTS,
+                connected,
+                connected,
+                &ServerWorkloads::new(),
+                reported,
+            )
+        };
+        let circuit = |all: &BTreeMap<String, DesiredStatus>| {
+            let mock = &all["ModelProvider/mock"];
+            let condition = condition(&mock.status, conditions::CIRCUIT_CLOSED).clone();
+            (mock.to_json()["circuit"].clone(), condition)
+        };
+        let (column, closed) = circuit(&of(3, &[]));
+        assert_eq!(column, "Closed");
+        assert_eq!(
+            (closed.status.as_str(), closed.reason.as_str()),
+            ("True", "CircuitClosed")
+        );
+        assert_eq!(closed.observed_generation, Some(1));
+
+        let open = of(3, &[("mock", circuits(2, 0)), ("openai", circuits(3, 0))]);
+        let (column, condition) = circuit(&open);
+        assert_eq!(column, "Open 2/3");
+        assert_eq!(
+            (condition.status.as_str(), condition.reason.as_str()),
+            ("False", "CircuitOpen")
+        );
+        assert!(
+            condition
+                .message
+                .starts_with("circuit open on 2 of 3 gateway replicas (default/gw)")
+        );
+        let unserved = &open["ModelProvider/openai"];
+        assert!(
+            unserved
+                .status
+                .conditions
+                .iter()
+                .all(|c| c.type_ != conditions::CIRCUIT_CLOSED)
+                && unserved.to_json().get("circuit").is_none(),
+            "a provider no gateway serves has no circuit to show"
+        );
+
+        let (column, condition) = circuit(&of(3, &[("mock", circuits(0, 1))]));
+        assert_eq!(column, "HalfOpen 1/3");
+        assert_eq!(condition.reason, "CircuitHalfOpen");
+
+        // Events: a Warning when it leaves closed, none while it moves
+        // between open and half-open, a Normal one when closed again.
+        let closed_all = of(3, &[])["ModelProvider/mock"].status.conditions.clone();
+        let open_all = open["ModelProvider/mock"].status.conditions.clone();
+        let probing = of(3, &[("mock", circuits(0, 1))])["ModelProvider/mock"]
+            .status
+            .conditions
+            .clone();
+        let opened = notes(Some(&closed_all), &open_all, false);
+        assert_eq!(opened.len(), 1, "{opened:?}");
+        assert!(opened[0].warning);
+        assert_eq!(opened[0].reason, "CircuitOpen");
+        assert!(notes(Some(&open_all), &probing, false).is_empty());
+        let reclosed = notes(Some(&probing), &closed_all, false);
+        assert_eq!(reclosed.len(), 1, "{reclosed:?}");
+        assert!(!reclosed[0].warning);
+        assert!(
+            reclosed[0]
+                .message
+                .starts_with("CircuitClosed is True again")
         );
     }
 

@@ -27,7 +27,7 @@ use tollgate_config::compile::DEFAULT_LISTENER_PORT;
 use tollgate_config::{Compiled, DigestKey, ObjectRef, Resources, compile};
 
 use crate::FIELD_MANAGER;
-use crate::distribution::{Hub, Tally};
+use crate::distribution::{Circuits, Hub, Tally};
 use crate::metrics::{Loop, Metrics};
 use crate::status::{
     CONFIRM_INTERVAL, CurrentConditions, DesiredStatus, Fleet, Replicas, ServerWorkloads,
@@ -417,7 +417,13 @@ async fn write_statuses(
         let started = tokio::time::Instant::now();
         let (resources, compiled) = (&pass.resources, &pass.compiled);
         let now = Time(jiff::Timestamp::now());
-        let fleets = fleets(resources, &deployments, &hub.tallies(), &hub.usage());
+        let fleets = fleets(
+            resources,
+            &deployments,
+            &hub.tallies(),
+            &hub.usage(),
+            &hub.circuits(),
+        );
         let servers = server_workloads(resources, &deployments);
         let current = live.read();
         let stale: Vec<DesiredStatus> = desired_statuses(
@@ -650,6 +656,7 @@ fn fleets(
     deployments: &Store<Deployment>,
     tallies: &BTreeMap<ObjectRef, Tally>,
     usage: &BTreeMap<ObjectRef, BTreeMap<String, u64>>,
+    circuits: &BTreeMap<ObjectRef, BTreeMap<String, Circuits>>,
 ) -> BTreeMap<ObjectRef, Fleet> {
     let deployments = deployments.state();
     resources
@@ -677,6 +684,7 @@ fn fleets(
                 endpoint: workload::endpoint(&object.name, &object.namespace, port),
                 config: tallies.get(&object).cloned().unwrap_or_default(),
                 usage: usage.get(&object).cloned().unwrap_or_default(),
+                circuits: circuits.get(&object).cloned().unwrap_or_default(),
             };
             (object, fleet)
         })
@@ -856,15 +864,15 @@ impl HasConditions for tollgate_api::TokenBudgetStatus {
     }
 }
 
-impl HasConditions for tollgate_api::MCPServerStatus {
+impl HasConditions for tollgate_api::ModelProviderStatus {
     fn conditions(&self) -> &[Condition] {
         &self.base.conditions
     }
 }
 
-impl HasConditions for tollgate_api::ResourceStatus {
+impl HasConditions for tollgate_api::MCPServerStatus {
     fn conditions(&self) -> &[Condition] {
-        &self.conditions
+        &self.base.conditions
     }
 }
 

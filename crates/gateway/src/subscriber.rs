@@ -27,7 +27,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tollgate_config::Snapshot;
 use tollgate_config::push::{
-    self, FrameError, GatewayMessage, LineBuffer, LineTooLong, Received, STREAM_IDLE_TIMEOUT,
+    self, FrameError, GatewayMessage, LineBuffer, LineTooLong, ProviderCircuit, Received,
+    STREAM_IDLE_TIMEOUT,
 };
 use tollgate_config::snapshot::{SnapshotError, short_hash as short};
 
@@ -49,6 +50,8 @@ const KEEP_ALIVE: Duration = Duration::from_secs(10);
 const MAX_LINE: usize = 256 * 1024 * 1024;
 /// Error answers are small JSON objects.
 const MAX_ERROR_BODY: usize = 64 * 1024;
+/// Least time between two reports brought forward by breaker changes.
+const MIN_REPORT_GAP: Duration = Duration::from_secs(1);
 
 /// Where the controller is: an `https://host[:port]` URL without a path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -366,6 +369,10 @@ impl Subscriber {
         let mut lines = LineBuffer::default();
         let mut usage_due = tokio::time::interval(push::USAGE_INTERVAL);
         usage_due.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // What this session last reported of the circuits: the controller
+        // forgets a replica's report when its stream ends.
+        let mut circuits_sent = Vec::new();
+        let mut last_report = tokio::time::Instant::now();
         // The idle deadline moves only when the controller sends something,
         // not when a usage report interrupts the wait.
         let mut idle_deadline = tokio::time::Instant::now() + STREAM_IDLE_TIMEOUT;
@@ -373,9 +380,17 @@ impl Subscriber {
             let next = tokio::select! {
                 frame = tokio::time::timeout_at(idle_deadline, body.frame()) => frame,
                 _ = usage_due.tick() => {
-                    if let Some(report) = self.usage_report().await {
+                    last_report = tokio::time::Instant::now();
+                    if let Some(report) = self.usage_report(&mut circuits_sent).await {
                         let _ = acks.send(Bytes::from(push::gateway_frame(&report)));
                     }
+                    continue;
+                }
+                () = self.gateway.provider_health.changed().notified() => {
+                    // A breaker changed: report it now rather than at the next
+                    // tick, but no more than once per MIN_REPORT_GAP however
+                    // often breakers flap.
+                    usage_due.reset_at(last_report + MIN_REPORT_GAP);
                     continue;
                 }
             };
@@ -402,23 +417,33 @@ impl Subscriber {
         }
     }
 
-    /// The usage of the running snapshot's budgets, and the alerts raised
-    /// since the last report (budgets' and MCP agents'), if there is either.
-    async fn usage_report(&self) -> Option<GatewayMessage> {
+    /// The usage of the running snapshot's budgets, the alerts raised since
+    /// the last report (budgets' and MCP agents') and the providers whose
+    /// breaker is not closed, if there is any of them or the circuits
+    /// changed since `circuits_sent` (which is updated).
+    async fn usage_report(
+        &self,
+        circuits_sent: &mut Vec<ProviderCircuit>,
+    ) -> Option<GatewayMessage> {
         let runtime = self.gateway.runtime()?;
-        let budgets: Vec<&str> = runtime
-            .snapshot
-            .config
-            .budgets
-            .iter()
-            .map(|b| &*b.name)
-            .collect();
+        let config = &runtime.snapshot.config;
+        let budgets: Vec<&str> = config.budgets.iter().map(|b| &*b.name).collect();
         let alerts = self.gateway.alerts.drain();
+        let mut circuits = self
+            .gateway
+            .provider_health
+            .circuits(&config.providers, std::time::Instant::now());
+        circuits.truncate(push::MAX_REPORTED_CIRCUITS);
+        // While one is not closed, every report repeats it; once all are
+        // closed, one report says so and then nothing more.
+        let circuits_due = !circuits.is_empty() || circuits != *circuits_sent;
+        circuits_sent.clone_from(&circuits);
         if budgets.is_empty() {
-            return (!alerts.is_empty()).then_some(GatewayMessage::Usage {
+            return (!alerts.is_empty() || circuits_due).then_some(GatewayMessage::Usage {
                 shared: false,
                 counters: Vec::new(),
                 alerts,
+                circuits,
             });
         }
         let (shared, counters) = runtime
@@ -429,6 +454,7 @@ impl Subscriber {
             shared,
             counters,
             alerts,
+            circuits,
         })
     }
 
@@ -719,6 +745,7 @@ impl Drop for Connected<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tollgate_config::push::CircuitState;
 
     const FAILED: SessionReport = SessionReport {
         received_any: false,
@@ -894,6 +921,155 @@ mod tests {
             read_token(&dir.path().join("missing")),
             Err(SubscribeError::Token { .. })
         ));
+    }
+
+    /// A subscriber of a gateway serving providers `up` and `down`.
+    fn subscriber_serving_two_providers(dir: &Path) -> Subscriber {
+        let path = dir.join("config.yaml");
+        std::fs::write(
+            &path,
+            r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: AIGateway
+metadata: {name: gw}
+spec: {}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: ModelProvider
+metadata: {name: up}
+spec: {type: Mock, endpoint: "http://127.0.0.1:9/v1"}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: ModelProvider
+metadata: {name: down}
+spec: {type: Mock, endpoint: "http://127.0.0.1:9/v1"}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: AIRoute
+metadata: {name: chat}
+spec:
+  gatewayRef: {name: gw}
+  models: [chat]
+  backends: [{providerRef: {name: down}, model: m}, {providerRef: {name: up}, model: m}]
+"#,
+        )
+        .unwrap();
+        let (snapshot, _) = crate::standalone::compile_files(
+            &[path],
+            None,
+            &tollgate_config::DigestKey::generate(),
+        )
+        .unwrap();
+        let gateway = Arc::new(Gateway::new(
+            crate::providers::http::Clients::new().unwrap(),
+        ));
+        gateway.install(Runtime::build(snapshot, &gateway).unwrap());
+        Subscriber {
+            options: ControllerOptions {
+                url: "https://127.0.0.1:1".parse().unwrap(),
+                gateway: "gw".parse().unwrap(),
+                token_file: dir.join("token"),
+                ca_file: None,
+                pod_name: "pod-1".into(),
+            },
+            gateway,
+            ports: DefaultedPorts::default(),
+            system_roots: None,
+        }
+    }
+
+    fn reported_circuits(report: Option<GatewayMessage>) -> Option<Vec<(String, CircuitState)>> {
+        match report? {
+            GatewayMessage::Usage { circuits, .. } => Some(
+                circuits
+                    .into_iter()
+                    .map(|c| (c.provider, c.state))
+                    .collect(),
+            ),
+            other => panic!("expected a usage report, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn reports_name_providers_while_their_circuit_is_not_closed() {
+        use crate::breaker::Policy;
+        let dir = tempfile::tempdir().unwrap();
+        let subscriber = subscriber_serving_two_providers(dir.path());
+        let gateway = subscriber.gateway.clone();
+        let runtime = gateway.runtime().unwrap();
+        let provider = |name: &str| {
+            runtime
+                .snapshot
+                .config
+                .providers
+                .iter()
+                .find(|p| &*p.name == name)
+                .unwrap()
+                .clone()
+        };
+        let (down, up) = (provider("down"), provider("up"));
+        let health = &gateway.provider_health;
+        let mut sent = Vec::new();
+        assert_eq!(
+            subscriber.usage_report(&mut sent).await,
+            None,
+            "no budgets, no alerts, all closed: nothing to say"
+        );
+
+        let policy = Policy {
+            consecutive: 2,
+            open_for: Duration::from_secs(600),
+            ..Policy::default()
+        };
+        let now = std::time::Instant::now();
+        health.record(&up, &policy, false, now);
+        assert_eq!(
+            reported_circuits(subscriber.usage_report(&mut sent).await),
+            None,
+            "one failure leaves the circuit closed"
+        );
+        health.record(&down, &policy, false, now);
+        health.record(&down, &policy, false, now);
+        tokio::time::timeout(Duration::from_secs(1), health.changed().notified())
+            .await
+            .expect("a transition wakes the session");
+        let open = vec![("down".to_string(), CircuitState::Open)];
+        assert_eq!(
+            reported_circuits(subscriber.usage_report(&mut sent).await),
+            Some(open.clone())
+        );
+        assert_eq!(
+            reported_circuits(subscriber.usage_report(&mut sent).await),
+            Some(open),
+            "repeated while open"
+        );
+
+        // The probe succeeds: one report without it, then silence.
+        health.record(&down, &policy, true, now);
+        assert_eq!(
+            reported_circuits(subscriber.usage_report(&mut sent).await),
+            Some(Vec::new())
+        );
+        assert_eq!(subscriber.usage_report(&mut sent).await, None);
+
+        // Open for a moment only: half-open once it has passed.
+        let brief = Policy {
+            consecutive: 1,
+            open_for: Duration::from_millis(1),
+            ..Policy::default()
+        };
+        health.record(&up, &brief, false, std::time::Instant::now());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let report = subscriber.usage_report(&mut sent).await;
+        let frame = String::from_utf8(push::gateway_frame(report.as_ref().unwrap())).unwrap();
+        assert!(
+            frame.contains(r#""circuits":[{"provider":"up","state":"halfOpen"}]"#),
+            "{frame}"
+        );
+
+        // A new session starts from nothing: what is open is reported again.
+        let mut fresh = Vec::new();
+        assert!(subscriber.usage_report(&mut fresh).await.is_some());
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::HeaderMap;
+use tollgate_config::push::{CircuitState, ProviderCircuit};
 use tollgate_config::snapshot::Provider;
 
 use crate::breaker::{Breaker, Gate, Policy, State};
@@ -53,6 +54,9 @@ pub struct ProviderHealth {
     entries: Mutex<HashMap<Arc<str>, Entry>>,
     /// `entries.len()`, read without the lock.
     tracked: AtomicUsize,
+    /// Poked when a breaker changes state, so the controller hears of it
+    /// before the next periodic report.
+    changed: tokio::sync::Notify,
 }
 
 impl ProviderHealth {
@@ -106,7 +110,18 @@ impl ProviderHealth {
             entries.remove(&provider.name);
         }
         self.settle(&entries);
-        (before != after).then_some(Transition { to: after })
+        drop(entries);
+        let transition = (before != after).then_some(Transition { to: after });
+        if transition.is_some() {
+            self.changed.notify_one();
+        }
+        transition
+    }
+
+    /// Poked on every breaker transition (a stored permit: one that happens
+    /// while nobody waits is not lost).
+    pub fn changed(&self) -> &tokio::sync::Notify {
+        &self.changed
     }
 
     /// The provider's quota is spent for `wait` (capped at five minutes).
@@ -126,6 +141,37 @@ impl ProviderHealth {
             .collect();
         states.sort_by(|a, b| a.0.cmp(&b.0));
         states
+    }
+
+    /// The providers among `served` whose breaker is not closed now, sorted:
+    /// what this replica reports to the controller. A provider no longer
+    /// served keeps its entry here but is not reported.
+    pub fn circuits<'a>(
+        &self,
+        served: impl IntoIterator<Item = &'a Provider>,
+        now: Instant,
+    ) -> Vec<ProviderCircuit> {
+        if self.tracked.load(Ordering::Relaxed) == 0 {
+            return Vec::new();
+        }
+        let entries = self.lock();
+        let mut out: Vec<ProviderCircuit> = served
+            .into_iter()
+            .filter_map(|provider| {
+                let state = match entries.get(&provider.name)?.breaker.state(now) {
+                    State::Closed => return None,
+                    State::Open => CircuitState::Open,
+                    State::HalfOpen => CircuitState::HalfOpen,
+                };
+                Some(ProviderCircuit {
+                    provider: provider.name.to_string(),
+                    state,
+                })
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
     }
 }
 
@@ -297,6 +343,45 @@ mod tests {
         }
         assert!(health.states(later).is_empty());
         assert_eq!(health.check(&primary, later), Ok(false));
+    }
+
+    #[test]
+    fn circuits_list_served_providers_that_are_not_closed() {
+        let health = ProviderHealth::default();
+        let (open, probing, flaky, gone) = (
+            provider("open"),
+            provider("probing"),
+            provider("flaky"),
+            provider("gone"),
+        );
+        let policy = Policy {
+            consecutive: 2,
+            open_for: Duration::from_secs(10),
+            ..Policy::default()
+        };
+        let t0 = Instant::now();
+        assert!(health.circuits([&open], t0).is_empty());
+        for p in [&open, &open, &gone, &gone, &flaky] {
+            health.record(p, &policy, false, t0);
+        }
+        let t1 = t0 + Duration::from_secs(5);
+        for _ in 0..2 {
+            health.record(&probing, &policy, false, t1);
+        }
+        let later = t0 + Duration::from_secs(10);
+        let circuits = health.circuits([&probing, &flaky, &open, &open], later);
+        let got: Vec<(&str, CircuitState)> = circuits
+            .iter()
+            .map(|c| (c.provider.as_str(), c.state))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("open", CircuitState::HalfOpen),
+                ("probing", CircuitState::Open)
+            ],
+            "sorted, once each; closed (flaky) and unserved (gone) left out"
+        );
     }
 
     #[test]
