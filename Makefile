@@ -5,7 +5,7 @@ TARGET_DIR := $(abspath $(or $(CARGO_TARGET_DIR),target))
 BIN_DEBUG := $(TARGET_DIR)/debug/tollgate
 BIN_RELEASE := $(TARGET_DIR)/release/tollgate
 
-.PHONY: help build run test test-rust test-k8s test-python test-mcp crds lint deny image test-image fmt bench bench-controlplane soak chaos fuzz clean
+.PHONY: help build run test test-rust test-k8s test-python test-mcp crds lint deny image test-image fmt bench bench-controlplane eval-pii soak chaos fuzz clean
 
 help: ## List targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -54,6 +54,9 @@ fmt: ## Format the code
 
 bench: ## Benchmark: mock direct vs nginx vs tollgate side by side (installs nginx-light if missing)
 	bash bench/run.sh
+
+eval-pii: ## PII recognizers vs Presidio on tests/pii/corpus.jsonl: P/R/F1 per type and throughput (PRESIDIO=0: ours only)
+	bash tests/pii/run.sh
 
 bench-controlplane: ## propagation (apply -> served on 3 gateways, p50/p99 over 100 changes, vs a plain watch) and 1,000-route compile/push in a real apiserver
 	$(CARGO) build --release -p tollgate-cli -p tollgate-bench
