@@ -30,7 +30,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let value: Value = serde_json::from_str(&line)?;
         let id = value["id"].clone();
-        let text = value["text"].as_str().ok_or("a line without text")?.to_string();
+        let text = value["text"]
+            .as_str()
+            .ok_or("a line without text")?
+            .to_string();
         lines.push((id, text));
     }
     let recognizers = Recognizers::new();

@@ -313,8 +313,7 @@ impl Recognizers {
                 (10..=11).contains(&digits)
             };
             let glued = bytes.get(m.end()).is_some_and(u8::is_ascii_alphanumeric)
-                || m
-                    .start()
+                || m.start()
                     .checked_sub(1)
                     .and_then(|i| bytes.get(i))
                     .is_some_and(u8::is_ascii_alphanumeric);
@@ -330,9 +329,14 @@ impl Recognizers {
         }
         if memchr::memmem::find(text.as_bytes(), b"-----BEGIN").is_some() {
             for begin in self.private_key_begin.find_iter(text) {
-                let limit = text.floor_char_boundary((begin.start() + MAX_PRIVATE_KEY).min(text.len()));
+                let limit =
+                    text.floor_char_boundary((begin.start() + MAX_PRIVATE_KEY).min(text.len()));
                 if let Some(end) = self.private_key_end.find(&text[begin.end()..limit]) {
-                    found.push(finding(Kind::Secret, begin.start(), begin.end() + end.end()));
+                    found.push(finding(
+                        Kind::Secret,
+                        begin.start(),
+                        begin.end() + end.end(),
+                    ));
                 }
             }
         }
@@ -340,7 +344,7 @@ impl Recognizers {
             // The value starts after the last separator and quote.
             let matched = m.as_str();
             let value_at = matched
-                .rfind(|c| matches!(c, ':' | '=' | '"' | '\'' | ' ' | '\t'))
+                .rfind([':', '=', '"', '\'', ' ', '\t'])
                 .map_or(0, |i| i + 1);
             let value = &matched[value_at..];
             let has_digit = value.bytes().any(|b| b.is_ascii_digit());
@@ -516,7 +520,10 @@ mod tests {
         let text = "Grüße an jörg@example.de — ☎ +49 30 1234567";
         assert_eq!(
             kinds(text),
-            [(Kind::Email, "jörg@example.de"), (Kind::Phone, "+49 30 1234567")]
+            [
+                (Kind::Email, "jörg@example.de"),
+                (Kind::Phone, "+49 30 1234567")
+            ]
         );
     }
 }
