@@ -365,7 +365,7 @@ pub async fn forward(
                 another_backend
             }
             429 => cursor.again(Fault::RateLimited(reset), overall).await,
-            s if is_retryable(status) && s >= 500 => cursor.again(Fault::Transient, overall).await,
+            s if is_transient(s) => cursor.again(Fault::Transient, overall).await,
             // Too long for this model: the route's larger models may take it.
             _ if resilience.has_long_context && is_context_overflow(status, &body) => {
                 cursor.too_long = true;
@@ -753,14 +753,10 @@ fn skipped(provider: &str, skip: crate::providers::health::Skip) -> (&'static st
     }
 }
 
-/// Statuses after which another backend may succeed. 401/403 count: they
-/// mean this provider rejected the gateway's key, not the client's request.
-/// 529 is Anthropic's "overloaded".
-fn is_retryable(status: StatusCode) -> bool {
-    matches!(
-        status.as_u16(),
-        401 | 403 | 429 | 500 | 502 | 503 | 504 | 529
-    )
+/// Server errors after which the same backend, or another, may succeed
+/// (529 is Anthropic's "overloaded"); 501 and the like will not change.
+fn is_transient(status: u16) -> bool {
+    matches!(status, 500 | 502 | 503 | 504 | 529)
 }
 
 fn status_reason(status: StatusCode) -> &'static str {
