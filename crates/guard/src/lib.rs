@@ -4,6 +4,7 @@
 //! guard stage applies them per policy; `examples/pii_eval.rs` measures them
 //! against the labelled corpus under `tests/pii/`.
 
+pub mod injection;
 pub mod pii;
 pub mod redact;
 pub mod validate;
