@@ -42,6 +42,8 @@ impl Verdict {
 pub struct InjectionDetector {
     signals: Vec<Signal>,
     base64_blob: Regex,
+    discussion: Regex,
+    quoted: Regex,
 }
 
 impl Default for InjectionDetector {
@@ -61,7 +63,7 @@ fn signal(name: &'static str, weight: f32, pattern: &str) -> Signal {
 
 impl InjectionDetector {
     pub fn new() -> Self {
-        let instructions = r"(?:instructions?|prompts?|rules?|directions?|guidelines?|directives?|commands?|constraints?|guardrails?|polic(?:y|ies)|programming|messages?|context)";
+        let instructions = r"(?:instructions?|prompts?|rules?|directions?|guidelines?|directives?|commands?|constraints?|guardrails?|polic(?:y|ies)|programming)";
         let earlier =
             r"(?:previous|prior|above|earlier|preceding|initial|original|system|safety|all|your)";
         Self {
@@ -72,6 +74,68 @@ impl InjectionDetector {
                     &format!(
                         r"(?i)\b(?:ignore|disregard|forget|override|bypass|skip|abandon|drop|discard)\b[^.\n]{{0,30}}\b{earlier}\b[^.\n]{{0,25}}\b{instructions}\b"
                     ),
+                ),
+                signal(
+                    "instructions_revoked",
+                    0.7,
+                    &format!(
+                        r"(?i)\b(?:ignore|disregard|forget|bypass)\b\s+(?:the |your |any |all )?{instructions}\s+(?:you (?:were|have been) given|you got|you received|from (?:the )?(?:operator|developer|system))|\b(?:disregard|ignore|forget)\s+(?:everything|all(?: of)? (?:it|that))\s+(?:above|before|earlier|prior|you were told|you've been told)|\b(?:disregard|ignore) it\b[^.\n]{{0,10}}$|\b(?:told|instructed) earlier\b[^.\n]{{0,60}}\b(?:disregard|ignore|forget)|{instructions}\s+(?:you (?:got|were given|received)\s+)?(?:before this (?:message|point)\s+)?(?:are|is|have been|has been|were)\s+(?:now\s+)?(?:void|revoked|cancell?ed|null|obsolete|overridden|replaced|lifted|suspended)|\bstop following\b[^.\n]{{0,20}}\b{instructions}"
+                    ),
+                ),
+                signal(
+                    "filters_disabled",
+                    0.6,
+                    r"(?i)\b(?:content filter(?:ing|s)?|safety (?:filters?|checks?|configuration|settings|guidelines)|guardrails|moderation|restrictions)\b[^.\n]{0,30}\b(?:is|are|has been|have been|was|were)\s+(?:now\s+)?(?:disabled|off|turned off|in test mode|suspended|lifted|removed|whitelisted)|\b(?:whitelisted|approved|cleared) for unrestricted\b|\bwithout (?:any )?(?:content )?(?:filter(?:ing|s)?|refusals?|restrictions|censorship)\b|\bwithout refusal\b|\bsafety checks are disabled\b",
+                ),
+                signal(
+                    "privileged_mode",
+                    0.5,
+                    r"(?i)\b(?:maintenance|developer|debug|god|admin|root|superuser|sudo|unrestricted) mode\b|\bsuperuser (?:ai|assistant|mode)\b|\byou(?:'re| are) not an? (?:assistant|ai assistant|chatbot) any ?more\b|\bno (?:system prompt|operator|ethics filter|content policy|guidelines),? (?:no|and no)\b|\bwith no (?:guidelines|rules|restrictions|ethics|filters?)\b",
+                ),
+                signal(
+                    "secret_request",
+                    0.5,
+                    r"(?:(?i)\b(?:print|list|show|include|reveal|dump|output|paste|return|give me)\b)[^.\n]{0,50}(?:(?i)\benvironment variables\b|\benv vars\b|\b[A-Z][A-Z0-9]*_(?:API_)?(?:KEY|TOKEN|SECRET|PASSWORD|URL)\b|(?i)\bapi keys\b)",
+                ),
+                signal(
+                    "treat_as_instruction",
+                    0.6,
+                    r"(?i)\btreat (?:it|this|that|the (?:result|output|decoded text|string))\b[^.\n]{0,20}\bas (?:your |a |the )?(?:new |top[- ]priority |highest[- ]priority |real )?(?:instructions?|commands?|directive|task|prompt)\b",
+                ),
+                signal(
+                    "vocative_ai",
+                    0.6,
+                    r"(?i)(?:^|[^\w])(?:@assistant|assistant|ai(?: agent| assistant| summarizer| model)?s?|llms?|agents and copilots|copilots?|chatbots?|language models?)\s*[,:]\s*(?:when|whenever|if|please|also|ignore|disregard|do not|don't|you|to continue|include|call|tell|add|the user)\b|\b(?:to|for) any (?:ai|llm|assistant|agent|summari[sz]er|model)s?\b|\battention,? (?:ai|llm|assistant|agent)s?\b",
+                ),
+                signal(
+                    "dangerous_tool",
+                    0.4,
+                    r"(?i)\b(?:call|invoke|use|run|execute|trigger|using)\b[^.\n]{0,30}\b\w*(?:delete|drop|transfer|grant|remove|destroy|wipe|user_role|send_email|shell|terminal|http_post|code interpreter)\w*\b|\brm -rf\b|\bgit push --force\b|/etc/shadow|\.ssh/id_rsa|\bos\.system\(",
+                ),
+                signal(
+                    "skip_confirmation",
+                    0.4,
+                    r"(?i)\b(?:no need to|don't|do not|without)\b[^.\n]{0,15}\b(?:check(?:ing)?|confirm\w*|ask\w*|approv\w*)\b[^.\n]{0,20}|\bskip (?:the )?(?:approval|confirmation|review)\b|\bpre-?approved\b|\bjust skip it\b",
+                ),
+                signal(
+                    "link_exfiltration",
+                    0.5,
+                    r"(?i)\b(?:token|session|conversation|transcript|contents|records|api keys?|system prompt|email address|phone number|payment details)\b[^.\n]{0,80}https?://\S*\?\S*=|https?://\S*\?\S*=[^.\n]{0,80}\b(?:token|session|conversation|transcript|contents|records|api keys?|system prompt)\b|\b(?:in|into|as) a link\b|\bin an html comment\b",
+                ),
+                signal(
+                    "own_prompt",
+                    0.6,
+                    r"(?i)\byour (?:own |actual |full |hidden |original |complete |exact )+system prompt\b|\b(?:encode|base64|list|summari[sz]e)\b[^.\n]{0,20}\byour (?:system prompt|instructions|hidden rules)\b|\b(?:instructions|rules) you were (?:given|configured with)\b|\bhidden (?:rules|instructions|system prompt)\b",
+                ),
+                signal(
+                    "unrestricted_persona",
+                    0.6,
+                    r"(?i)\b(?:an? )?ai (?:without|with no) (?:any )?(?:rules|restrictions|limits|guidelines|content polic(?:y|ies)|filters)\b|\bworld with no (?:content )?(?:polic(?:y|ies)|rules|restrictions)\b|\bnever breaks? character\b|\bopposite of yourself\b|\b(?:answers?|respond to) every (?:question|request) you would (?:refuse|decline)\b",
+                ),
+                signal(
+                    "inline_system",
+                    0.6,
+                    r"\bSYSTEM:\s*(?i:the assistant|assistant|you)\b|(?i:\b(?:set|put) aside\b[^.\n]{0,25}\binstructions\b)|(?i:\bfollow these instead\b)",
                 ),
                 signal(
                     "new_instructions",
@@ -86,12 +150,12 @@ impl InjectionDetector {
                 signal(
                     "prompt_exfiltration",
                     0.7,
-                    r"(?i)\b(?:reveal|print|show|repeat|output|display|tell me|leak|dump|give me|write out|recite|copy)\b[^.\n]{0,30}\b(?:your|the|its|any)\b[^.\n]{0,20}\b(?:system prompt|system message|initial (?:instructions|prompt)|hidden (?:instructions|rules|prompt)|original (?:instructions|prompt)|(?:instructions|text|prompt) (?:above|before this)|developer (?:message|instructions)|confidential instructions)",
+                    r"(?i)\b(?:reveal|print|show|repeat|output|display|tell me|leak|dump|give me|write out|recite|copy|paste(?: back)?|quote|translate|summari[sz]e|what (?:is|are|were))\b[^.\n]{0,30}\b(?:your|the|its|any)\b[^.\n]{0,20}\b(?:system prompt|system message|system instructions|initial (?:instructions|prompt)|hidden (?:instructions|rules|prompt)|original (?:instructions|prompt)|(?:instructions|text|prompt) (?:above|before this)|developer (?:message|instructions)|confidential instructions|(?:first|last) \d+ (?:words|lines|characters) of your (?:prompt|instructions))|\bwhat (?:is|was|are|were) your (?:system )?(?:prompt|instructions)\b|\bwhat the developer (?:wrote|said|put)\b",
                 ),
                 signal(
                     "forged_system_message",
                     0.6,
-                    r"(?i)<\|im_start\|>|<\|(?:system|assistant)\|>|\[/?INST\]|<<SYS>>|</?(?:system|user)>|\[(?:ADMIN|SYSTEM|DEVELOPER)[ _-]?(?:OVERRIDE|MESSAGE|NOTE|INSTRUCTIONS?)?\]|(?:^|\n)\s*#{2,}\s*(?:system|admin|developer)\b|\b(?:system|admin|developer) override\b|\bBEGIN (?:SYSTEM|ADMIN) (?:PROMPT|MESSAGE|INSTRUCTIONS)\b",
+                    r"<\|im_start\|>|<\|(?:system|assistant)\|>|\[/?INST\]|<<SYS>>|(?i:</?(?:system|user)>)|\[(?:ADMIN|SYSTEM|DEVELOPER)[ _-]?(?:OVERRIDE|MESSAGE|NOTE|NOTICE|INSTRUCTIONS?)?\]|(?:^|\n)\s*#{2,}\s*(?i:system|admin|developer)\s*(?i:message|prompt|instructions?|override|note)?\s*:|\b(?:SYSTEM|ADMIN|DEVELOPER) OVERRIDE\b|(?i:\b(?:system|admin|developer) override\s*:)|\bBEGIN (?:SYSTEM|ADMIN) (?:PROMPT|MESSAGE|INSTRUCTIONS)\b|(?i:(?:^|\n)[ -]*developer message\b)|(?i:\bmessage from (?:the )?(?:model provider|openai|anthropic|trust (?:&|and) safety|system administrator|administrator)\b)",
                 ),
                 signal(
                     "addresses_the_ai",
@@ -111,31 +175,55 @@ impl InjectionDetector {
                 signal(
                     "secrecy",
                     0.3,
-                    r"(?i)\b(?:do not|don't|never) (?:tell|inform|mention (?:this )?to|reveal (?:this )?to|alert|notify) the user\b|\bwithout (?:telling|informing|alerting|notifying) the user\b|\bsecretly\b",
+                    r"(?i)\b(?:do not|don't|never) (?:tell|inform|mention (?:this )?to|reveal (?:this )?to|alert|notify) the user\b|\bwithout (?:telling|informing|alerting|notifying) (?:the user|them|her|him)\b|\bsecretly\b|\bquietly\b|\b(?:isn't|is not|aren't|are not|won't be) notified\b|\b(?:don't|do not) mention the (?:link|url|change|transfer)\b",
                 ),
                 signal(
                     "ignore_instructions_translated",
                     0.7,
-                    r"(?i)\bignorier(?:e|en sie)\b[^.\n]{0,30}\b(?:anweisungen|instruktionen|regeln|befehle)\b|\bignore[zr]?\b[^.\n]{0,30}\b(?:instructions|consignes|règles)\b[^.\n]{0,20}\b(?:précédentes|ci-dessus|antérieures)\b|\b(?:ignora|olvida)\b[^.\n]{0,30}\b(?:instrucciones|reglas|indicaciones)\b|忽略.{0,8}(?:指令|指示|说明|规则)|無視.{0,8}(?:指示|命令)",
+                    r"(?i)\bignorier(?:e|en sie)\b[^.\n]{0,30}\b(?:anweisungen|instruktionen|regeln|befehle)\b|\bignore[zr]?\b[^.\n]{0,30}\b(?:instructions|consignes|règles)\b[^.\n]{0,20}\b(?:précédentes|ci-dessus|antérieures)\b|\b(?:ignora|olvida|oublie[zr]?|esqueça|esquece|vergiss|dimentica)\b[^.\n]{0,30}\b(?:instrucciones|reglas|indicaciones|instructions|instruções|regras|anweisungen|istruzioni|règles)\b|忽略.{0,8}(?:指令|指示|说明|规则)|無視.{0,8}(?:指示|命令)",
                 ),
                 signal(
                     "decode_and_follow",
                     0.5,
-                    r"(?i)\b(?:decode|base64|rot13|reverse)\b[^.\n]{0,40}\b(?:follow|execute|obey|do what it says|carry out|run)\b|\b(?:follow|execute|obey)\b[^.\n]{0,40}\b(?:decoded|base64|encoded)\b",
+                    r"(?i)\b(?:decode|base64|rot13|reverse|hex)\b[^.\n]{0,40}\b(?:follow|execute|obey|do what it says|carry out|run|treat it as)\b|\b(?:follow|execute|obey)\b[^.\n]{0,40}\b(?:decoded|base64|encoded|hex)\b",
                 ),
             ],
             base64_blob: Regex::new(r"[A-Za-z0-9+/]{40,}={0,2}").unwrap_or_else(|e| panic!("{e}")),
+            discussion: Regex::new(r"(?i)\b(?:red team\w*|prompt injection|injection|detector|detect\w*|mitigat\w*|attacks?|blog|regex|test cases?|security|incident|jailbreak\w*|phrases?|classif\w*|examples?)\b")
+                .unwrap_or_else(|e| panic!("{e}")),
+            quoted: Regex::new(r#"'[^'\n]{1,200}'|"[^"\n]{1,200}"|`[^`\n]{1,200}`|“[^”\n]{1,200}”"#)
+                .unwrap_or_else(|e| panic!("{e}")),
         }
     }
 
     /// The signals in `text`, and the score they add up to.
     pub fn assess(&self, text: &str) -> Verdict {
+        // Text that discusses attacks may quote one: the quotes are read as
+        // a mention, not an instruction.
+        let unquoted;
+        let text = if self.discussion.is_match(text) && self.quoted.is_match(text) {
+            unquoted = self.quoted.replace_all(text, "\"…\"");
+            &*unquoted
+        } else {
+            text
+        };
         let normalized = normalize(text);
+        // Instructions hidden by a simple transform the text itself names.
+        let lower = text.to_ascii_lowercase();
+        let transformed: Option<String> = if lower.contains("backward") || lower.contains("reverse")
+        {
+            Some(text.chars().rev().collect())
+        } else if lower.contains("rot13") || lower.contains("rot-13") {
+            Some(rot13(text))
+        } else {
+            None
+        };
         let mut signals = Vec::new();
         let mut clear = 1.0f32;
         for signal in &self.signals {
             if signal.pattern.is_match(text)
                 || (normalized.as_deref()).is_some_and(|n| signal.pattern.is_match(n))
+                || (transformed.as_deref()).is_some_and(|t| signal.pattern.is_match(t))
             {
                 signals.push(signal.name);
                 clear *= 1.0 - signal.weight;
@@ -154,6 +242,17 @@ impl InjectionDetector {
             signals,
         }
     }
+}
+
+/// ROT13 of the ASCII letters.
+fn rot13(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            'a'..='z' => (((c as u8 - b'a') + 13) % 26 + b'a') as char,
+            'A'..='Z' => (((c as u8 - b'A') + 13) % 26 + b'A') as char,
+            _ => c,
+        })
+        .collect()
 }
 
 /// Zero-width and bidirectional control characters, which hide text from
@@ -177,6 +276,28 @@ fn normalize(text: &str) -> Option<String> {
             continue;
         }
         folded.push(match c {
+            // Cyrillic and Greek look-alikes of Latin letters.
+            'а' | 'α' => 'a',
+            'е' | 'ε' => 'e',
+            'о' | 'ο' => 'o',
+            'р' | 'ρ' => 'p',
+            'с' => 'c',
+            'у' => 'y',
+            'х' | 'χ' => 'x',
+            'і' | 'ι' => 'i',
+            'ѕ' => 's',
+            'ј' => 'j',
+            'І' => 'I',
+            'О' => 'O',
+            'Е' => 'E',
+            'А' => 'A',
+            'Р' => 'P',
+            'С' => 'C',
+            'Т' => 'T',
+            'Н' => 'H',
+            'К' => 'K',
+            'М' => 'M',
+            'В' => 'B',
             '0' => 'o',
             '1' | '!' | '|' => 'i',
             '3' => 'e',
