@@ -11,6 +11,7 @@ use clap::{ArgGroup, Parser, Subcommand, ValueEnum};
 use tollgate_gateway::standalone::{FileSource, Source};
 use tollgate_gateway::subscriber::{ControllerOptions, ControllerUrl, GatewayId};
 
+mod audit;
 mod controller;
 mod keys;
 mod usage;
@@ -69,6 +70,16 @@ enum Command {
     /// Who drives cost: tokens and USD by user, team, app, key, route,
     /// provider or model, from the gateways' admin ports (`/v1/usage`).
     Usage(usage::UsageArgs),
+    /// Audit logs.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check audit log files' hash chains: report every edited, removed or
+    /// unreadable record by file and line; exit 1 if there is any.
+    Verify(audit::VerifyArgs),
 }
 
 #[derive(Subcommand)]
@@ -217,6 +228,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Audit(AuditCommand::Verify(args)) => audit::verify(&args),
         Command::Keys(KeysCommand::Create(args)) => {
             match keys::create(&args, std::time::SystemTime::now()) {
                 Ok((key, manifest)) => {
