@@ -14,7 +14,7 @@ import anthropic
 import openai
 import pytest
 
-from conftest import CLIENT_TIMEOUT_S, Gateway, _stop_gateway, start
+from conftest import CLIENT_TIMEOUT_S, Gateway, _stop_gateway, start, start_gateway_with
 
 KEY = "tg-routing-sdk"
 RESEARCH_KEY = "tg-routing-research"
@@ -30,8 +30,6 @@ def routing_gateway(mock, workdir) -> Gateway:
     small = start(
         "mock-small", ["mock", "--listen", "127.0.0.1:0", "--context-window", "300"], workdir / "mock-small"
     )
-    gwdir = workdir / "gateway-routing"
-    gwdir.mkdir(parents=True, exist_ok=True)
     config = textwrap.dedent(
         f"""\
         apiVersion: tollgate.dev/v1alpha1
@@ -125,14 +123,8 @@ def routing_gateway(mock, workdir) -> Gateway:
           backends: [{{providerRef: {{name: mock}}, model: mock-claude}}]
         """
     )
-    config_path = gwdir / "tollgate.yaml"
-    config_path.write_text(config)
-    proc = start(
-        "gateway-routing",
-        ["gateway", "--config", str(config_path), "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"],
-        gwdir,
-    )
-    gw = Gateway(proc=proc, config_path=config_path)
+    proc = start_gateway_with("gateway-routing", config, workdir)
+    gw = Gateway(proc=proc, config_path=workdir / "gateway-routing" / "tollgate.yaml")
     yield gw
     _stop_gateway(gw)
     stalled.stop()

@@ -673,23 +673,12 @@ fn usage_headers(context: &RequestContext, headers: &mut HeaderMap) {
 /// Records an attempt's outcome in its provider's circuit breaker, shared by
 /// every request on this replica.
 fn note_health(context: &RequestContext, upstream: &Upstream, success: bool) {
-    let config = &upstream.config.circuit_breaker;
-    if config.disabled {
-        return;
-    }
-    let policy = crate::breaker::Policy {
-        consecutive: config.consecutive_failures,
-        error_rate_percent: config.error_rate_percent,
-        min_samples: config.min_requests,
-        open_for: Duration::from_millis(config.open_for_ms),
-    };
     let gateway = &context.gateway;
-    if let Some(transition) = gateway.provider_health.record(
-        &upstream.config,
-        &policy,
-        success,
-        std::time::Instant::now(),
-    ) {
+    if let Some(transition) =
+        gateway
+            .provider_health
+            .record_outcome(&upstream.config, success, std::time::Instant::now())
+    {
         let provider = &upstream.config.name;
         match transition.to {
             crate::breaker::State::Open => {

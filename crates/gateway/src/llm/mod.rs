@@ -198,30 +198,12 @@ async fn pipeline(
     }
     let in_flight = |index: usize| runtime.upstreams[route.backends[index].provider].in_flight();
     let mut order = select::attempt_order(route, in_flight, &mut rand::rng());
-    let config = &runtime.snapshot.config;
-    let mut held_back = None;
-    if let Some(residency) = residency::Residency::of(
-        &config.allowed_regions,
-        &route.allowed_regions,
+    let held_back = residency::restrict(
+        &runtime.snapshot.config,
+        route,
         context.principal.as_deref(),
-    ) {
-        let before = order.len();
-        order.retain(|&index| {
-            let provider = &config.providers[route.backends[index].provider];
-            residency.permits(provider.data_region.as_deref())
-        });
-        if order.is_empty() && before > 0 {
-            return Err(ApiError::unavailable(format!(
-                "no backend of route {} processes data in a region this request may use ({})",
-                route.name,
-                residency.describe()
-            ))
-            .into());
-        }
-        if order.len() < before {
-            held_back = Some(residency.describe());
-        }
-    }
+        &mut order,
+    )?;
     let tier = route.tiers.as_deref().map(|tiers| {
         let decision = tiers::decide(tiers, &inbound);
         select::tier_first(&mut order, route, decision.tier);

@@ -8,7 +8,7 @@
 //! restricted request never goes there. Unrestricted requests skip all of
 //! this.
 
-use tollgate_config::snapshot::{Principal, glob_matches};
+use tollgate_config::snapshot::{GatewayConfig, Principal, Route, glob_matches};
 
 use super::{Answer, Failure};
 use crate::error::ApiError;
@@ -53,11 +53,9 @@ impl<'a> Residency<'a> {
         let Some(region) = region else {
             return false;
         };
-        let within = |globs: &[&str]| {
-            globs.is_empty() || globs.iter().any(|glob| glob_matches(glob, region))
-        };
-        let strings = |list: &'a [String]| list.iter().map(String::as_str).collect::<Vec<_>>();
-        within(&strings(self.gateway)) && within(&strings(self.route)) && within(&self.principal)
+        within(self.gateway, region)
+            && within(self.route, region)
+            && within(&self.principal, region)
     }
 
     /// The restrictions, for an error message.
@@ -76,6 +74,40 @@ impl<'a> Residency<'a> {
         }
         parts.join("; ")
     }
+}
+
+/// True when `globs` is empty (no restriction) or one matches `region`.
+fn within<S: AsRef<str>>(globs: &[S], region: &str) -> bool {
+    globs.is_empty() || globs.iter().any(|glob| glob_matches(glob.as_ref(), region))
+}
+
+/// Drops from `order` the backends of `route` a restricted request may not
+/// use. `Ok(Some(restrictions))` when some were held back (for
+/// [`held_back`]), `Ok(None)` when none were or nothing restricts the
+/// request, and a 503 when none is left.
+pub fn restrict(
+    config: &GatewayConfig,
+    route: &Route,
+    principal: Option<&Principal>,
+    order: &mut Vec<usize>,
+) -> Result<Option<String>, ApiError> {
+    let Some(residency) = Residency::of(&config.allowed_regions, &route.allowed_regions, principal)
+    else {
+        return Ok(None);
+    };
+    let before = order.len();
+    order.retain(|&index| {
+        let provider = &config.providers[route.backends[index].provider];
+        residency.permits(provider.data_region.as_deref())
+    });
+    if order.is_empty() && before > 0 {
+        return Err(ApiError::unavailable(format!(
+            "no backend of route {} processes data in a region this request may use ({})",
+            route.name,
+            residency.describe()
+        )));
+    }
+    Ok((order.len() < before).then(|| residency.describe()))
 }
 
 /// When every backend a request may use failed and others were held back

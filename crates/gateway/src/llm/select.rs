@@ -46,8 +46,8 @@ pub fn attempt_order(
             .map(|(i, b)| (i, b.weight))
             .collect();
         if pool.len() > 1 && !route.resilience.weighted_only {
-            let first = draw(&pool, rng);
-            let second = draw_other(&pool, first, rng);
+            let first = draw(&pool, None, rng);
+            let second = draw(&pool, Some(first), rng);
             let (a, b) = (pool[first], pool[second]);
             // b/w_b < a/w_a, compared without division.
             let better = if u64::from(in_flight(b.0)) * u64::from(a.1)
@@ -60,7 +60,7 @@ pub fn attempt_order(
             order.push(pool.swap_remove(better).0);
         }
         while pool.len() > 1 {
-            let position = draw(&pool, rng);
+            let position = draw(&pool, None, rng);
             order.push(pool.swap_remove(position).0);
         }
         order.extend(pool.first().map(|(i, _)| *i));
@@ -78,34 +78,17 @@ pub fn attempt_order(
     order
 }
 
-/// A position in `pool` drawn by weight (weights are non-zero).
-fn draw(pool: &[(usize, u32)], rng: &mut impl Rng) -> usize {
-    let total: u32 = pool.iter().map(|(_, w)| w).sum();
+/// A position in `pool` drawn by weight (weights are non-zero), other than
+/// `except`.
+fn draw(pool: &[(usize, u32)], except: Option<usize>, rng: &mut impl Rng) -> usize {
+    let candidates = || {
+        pool.iter()
+            .enumerate()
+            .filter(move |(p, _)| Some(*p) != except)
+    };
+    let total: u32 = candidates().map(|(_, (_, w))| w).sum();
     let mut pick = rng.random_range(0..total);
-    pool.iter()
-        .position(|(_, w)| {
-            if pick < *w {
-                true
-            } else {
-                pick -= w;
-                false
-            }
-        })
-        .unwrap_or(0)
-}
-
-/// A position other than `taken`, drawn by weight.
-fn draw_other(pool: &[(usize, u32)], taken: usize, rng: &mut impl Rng) -> usize {
-    let total: u32 = pool
-        .iter()
-        .enumerate()
-        .filter(|(p, _)| *p != taken)
-        .map(|(_, (_, w))| w)
-        .sum();
-    let mut pick = rng.random_range(0..total);
-    pool.iter()
-        .enumerate()
-        .filter(|(p, _)| *p != taken)
+    candidates()
         .find(|(_, (_, w))| {
             if pick < *w {
                 true
@@ -114,7 +97,7 @@ fn draw_other(pool: &[(usize, u32)], taken: usize, rng: &mut impl Rng) -> usize 
                 false
             }
         })
-        .map_or(taken, |(p, _)| p)
+        .map_or(0, |(p, _)| p)
 }
 
 /// Puts the backends of smart-routing tier `chosen` first, keeping the

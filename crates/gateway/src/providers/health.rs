@@ -87,6 +87,28 @@ impl ProviderHealth {
         }
     }
 
+    /// Records an attempt's outcome under the provider's own breaker
+    /// settings (`spec.circuitBreaker`); nothing when its breaker is off.
+    /// `Some` when the breaker changed state.
+    pub fn record_outcome(
+        &self,
+        provider: &Provider,
+        success: bool,
+        now: Instant,
+    ) -> Option<Transition> {
+        let config = &provider.circuit_breaker;
+        if config.disabled {
+            return None;
+        }
+        let policy = Policy {
+            consecutive: config.consecutive_failures,
+            error_rate_percent: config.error_rate_percent,
+            min_samples: config.min_requests,
+            open_for: Duration::from_millis(config.open_for_ms),
+        };
+        self.record(provider, &policy, success, now)
+    }
+
     /// Records an attempt's outcome; `Some` when the breaker changed state.
     pub fn record(
         &self,
