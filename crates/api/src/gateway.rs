@@ -77,6 +77,17 @@ pub struct AIGatewaySpec {
     #[schemars(length(max = 32), inner(length(max = 63)))]
     #[x_kube(validation = Rule::new(crate::common::REGION_GLOB_RULE).message(crate::common::REGION_GLOB_MESSAGE))]
     pub allowed_regions: Vec<String>,
+    /// Guard policies routes choose by name (`AIRoute.spec.guardPolicy`):
+    /// personal data, secrets, custom rules and prompt injection on input;
+    /// filters on output, streams included.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.all(p, self.exists_one(q, q.name == p.name))").message("guard policy names must be unique"))]
+    pub guard_policies: Vec<crate::guard::GuardPolicySpec>,
+    /// The guard policy of every route that names none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub default_guard_policy: Option<String>,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]

@@ -10,6 +10,7 @@ pub mod common;
 pub mod conditions;
 pub mod duration;
 pub mod gateway;
+pub mod guard;
 pub mod keys;
 pub mod mcp;
 pub mod provider;

@@ -91,6 +91,13 @@ pub struct AIRouteSpec {
     #[schemars(length(max = 32), inner(length(max = 63)))]
     #[x_kube(validation = Rule::new(crate::common::REGION_GLOB_RULE).message(crate::common::REGION_GLOB_MESSAGE))]
     pub allowed_regions: Vec<String>,
+    /// The guard policy (defined on the AIGateway, `spec.guardPolicies`)
+    /// applied to this route's requests and answers; default: the gateway's
+    /// `defaultGuardPolicy`. A route with a policy runs through the canonical
+    /// form (parsed and re-encoded) instead of the byte passthrough.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub guard_policy: Option<String>,
     /// Smart routing: named tiers, cheapest first (for example `cheap`, then
     /// `strong`). Every backend then names its tier (`backends[].tier`), and
     /// `tierPolicy` picks the tier per request from the request itself. The

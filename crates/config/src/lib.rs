@@ -14,6 +14,7 @@ pub mod diagnostics;
 pub mod digest;
 pub mod document;
 pub mod egress;
+pub mod guard;
 pub mod load;
 pub mod mcp_catalog;
 pub mod mcp_wire;

@@ -100,6 +100,18 @@ impl Snapshot {
                 }
             }
         }
+        if let Some(route) = config
+            .routes
+            .iter()
+            .find(|r| r.guard.is_some_and(|g| g >= config.guard_policies.len()))
+        {
+            return Err(SnapshotError::Invalid(format!(
+                "route {} names guard policy #{:?} of {}",
+                route.name,
+                route.guard,
+                config.guard_policies.len()
+            )));
+        }
         for key in &config.api_keys {
             let hex = key.digest.len() == 64 && key.digest.bytes().all(|b| b.is_ascii_hexdigit());
             if !hex {
@@ -171,6 +183,12 @@ pub struct GatewayConfig {
     /// restriction.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_regions: Vec<String>,
+    /// Guard policies, in the gateway's order; routes index into it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub guard_policies: Vec<tollgate_api::guard::GuardPolicySpec>,
+    /// Index of the policy of routes that name none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_guard: Option<usize>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -486,6 +504,9 @@ pub struct Route {
     /// snapshots from before it hash the same.
     #[serde(default, skip_serializing_if = "Resilience::is_default")]
     pub resilience: Resilience,
+    /// Index of the route's guard policy in `guard_policies`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<usize>,
 }
 
 /// How a route retries and spreads its requests.
@@ -728,8 +749,11 @@ mod tests {
                 tiers: None,
                 resilience: Default::default(),
                 allowed_regions: Vec::new(),
+                guard: None,
             }],
             allowed_regions: Vec::new(),
+            guard_policies: Vec::new(),
+            default_guard: None,
         };
         let snapshot = Snapshot::new(config.clone());
         assert!(matches!(

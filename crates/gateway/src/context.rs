@@ -50,6 +50,8 @@ pub struct RequestContext {
     pub first_output: Option<Instant>,
     /// The budget reservation, settled with the actual usage.
     pub admission: Option<Admission>,
+    /// The route's guard policy at work (guarded routes only).
+    pub guard: Option<Box<crate::llm::guard::GuardState>>,
     settled: bool,
 }
 
@@ -67,6 +69,7 @@ impl RequestContext {
             usage: None,
             first_output: None,
             admission: None,
+            guard: None,
             settled: false,
         }
     }
@@ -152,6 +155,9 @@ impl RequestContext {
         }
         self.settle_budgets(status);
         let metrics = &self.gateway.metrics;
+        if let Some(guard) = &self.guard {
+            guard.count(metrics, &self.route);
+        }
         let labels = RequestLabels {
             endpoint: self.endpoint.label(),
             route: self.route.clone(),

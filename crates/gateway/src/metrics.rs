@@ -126,6 +126,19 @@ pub struct ListenerLabels {
     pub listener: &'static str,
 }
 
+/// One guard decision: a finding of a policy's rule acted on.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GuardLabels {
+    pub route: Arc<str>,
+    pub policy: Arc<str>,
+    /// `input` or `output`.
+    pub stage: &'static str,
+    /// The recognizer or rule (`EMAIL`, `PROJECT`, `prompt_injection`).
+    pub rule: Arc<str>,
+    /// `redact`, `mask`, `block` or `flag`.
+    pub action: &'static str,
+}
+
 /// One smart-routing decision: the route, the tier it chose and why.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TierLabels {
@@ -171,6 +184,7 @@ pub struct Metrics {
     pub connections_open: Family<ListenerLabels, Gauge>,
     pub connections_rejected: Family<RejectLabels, Counter>,
     pub route_tier_decisions: Family<TierLabels, Counter>,
+    pub guard_decisions: Family<GuardLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -234,6 +248,12 @@ impl Metrics {
             "route_tier_decisions",
             "Smart-routing decisions by route, chosen tier and reason",
             route_tier_decisions.clone(),
+        );
+        let guard_decisions = Family::<GuardLabels, Counter>::default();
+        registry.register(
+            "guard_decisions",
+            "Guard policy findings acted on, by route, policy, stage, rule and action",
+            guard_decisions.clone(),
         );
         registry.register(
             "connections_open",
@@ -373,6 +393,7 @@ impl Metrics {
             connections_open,
             connections_rejected,
             route_tier_decisions,
+            guard_decisions,
         }
     }
 

@@ -27,6 +27,11 @@ pub enum RuntimeError {
     Invalid(#[from] tollgate_config::snapshot::SnapshotError),
     #[error(transparent)]
     Redis(#[from] RedisStateError),
+    #[error("guard policy {policy}: {error}")]
+    Guard {
+        policy: String,
+        error: tollgate_config::guard::GuardError,
+    },
 }
 
 pub struct Runtime {
@@ -39,6 +44,8 @@ pub struct Runtime {
     pub budget_store: Store,
     /// Seals MCP session ids, under a key every replica derives alike.
     pub mcp_sessions: crate::mcp::session::Sealer,
+    /// Parallel to `snapshot.config.guard_policies`; routes index into it.
+    pub guards: Vec<Arc<tollgate_config::guard::GuardPolicy>>,
 }
 
 impl Runtime {
@@ -64,7 +71,21 @@ impl Runtime {
         if !snapshot.config.budgets.is_empty() {
             preload_tokenizers(&snapshot);
         }
+        let guards = snapshot
+            .config
+            .guard_policies
+            .iter()
+            .map(|spec| {
+                tollgate_config::guard::GuardPolicy::build(spec, crate::llm::guard::recognizers())
+                    .map(Arc::new)
+                    .map_err(|error| RuntimeError::Guard {
+                        policy: spec.name.clone(),
+                        error,
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
+            guards,
             mcp_sessions: crate::mcp::session::Sealer::new(
                 &snapshot.config.digest_key,
                 &snapshot.config.mcp_session_keys,

@@ -23,6 +23,8 @@ pub enum Kind {
     IpAddress,
     /// API keys, tokens, JWTs, private keys.
     Secret,
+    /// A policy's own rule, by its index (see [`crate::Rules::label`]).
+    Custom(u8),
 }
 
 impl Kind {
@@ -46,14 +48,21 @@ impl Kind {
             Kind::Iban => "IBAN",
             Kind::IpAddress => "IP_ADDRESS",
             Kind::Secret => "SECRET",
+            Kind::Custom(_) => "CUSTOM",
         }
+    }
+
+    /// Position in [`Kind::ALL`]; `None` for custom rules.
+    pub fn builtin_index(self) -> Option<usize> {
+        Kind::ALL.iter().position(|k| *k == self)
     }
 
     /// Which finding wins when two overlap: the more specific, validated
     /// kinds first (a card number also looks like a phone number).
     fn priority(self) -> u8 {
         match self {
-            Kind::Secret => 0,
+            // A policy's own rule says what the text is.
+            Kind::Custom(_) | Kind::Secret => 0,
             // An IBAN's checksum covers all of it; a card number may be
             // found inside one.
             Kind::Iban => 1,
@@ -417,7 +426,7 @@ fn not_in_number(text: &str, start: usize, end: usize) -> bool {
 
 /// Sorted by start, overlaps settled: of two overlapping findings the one of
 /// higher priority stays (at equal priority, the longer).
-fn resolve(mut found: Vec<Finding>) -> Vec<Finding> {
+pub(crate) fn resolve(mut found: Vec<Finding>) -> Vec<Finding> {
     if found.len() < 2 {
         return found;
     }

@@ -1,63 +1,39 @@
-//! Acting on findings: redaction (the value replaced by its kind), reversible
-//! masking (the value replaced by a placeholder such as `<EMAIL_1>`, restored
-//! in the answer), and both applied to a stream arriving in chunks with a
-//! bounded hold-back window, so that a value split across chunks is still
-//! found and a placeholder split across chunks is still restored.
+//! Acting on findings in a stream, and undoing masks: reversible masking
+//! replaces a value by a placeholder such as `<EMAIL_1>`, restored in the
+//! answer. Streams arrive in chunks and are scanned with a bounded hold-back
+//! window, so a value split across chunks is still found and a placeholder
+//! split across chunks is still restored.
 
 use std::collections::HashMap;
 
-use crate::pii::{Finding, Kind, Recognizers};
-
-/// `text` with every finding replaced by `[KIND]` (`[EMAIL]`, `[CREDIT_CARD]`).
-pub fn redact(text: &str, findings: &[Finding]) -> String {
-    replace(text, findings, |f, _| format!("[{}]", f.kind.as_str()))
-}
-
-/// `text` with each finding replaced by what `with` makes of it; findings
-/// are ordered by start and do not overlap ([`Recognizers::scan`]).
-fn replace(
-    text: &str,
-    findings: &[Finding],
-    mut with: impl FnMut(&Finding, &str) -> String,
-) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut at = 0;
-    for f in findings {
-        out.push_str(&text[at..f.start]);
-        out.push_str(&with(f, &text[f.start..f.end]));
-        at = f.end;
-    }
-    out.push_str(&text[at..]);
-    out
-}
+use crate::pii::Kind;
+use crate::rules::{Blocked, Rules};
 
 /// The placeholders of one request: the same value gets the same
 /// placeholder every time it appears (in any message), and each placeholder
 /// maps back to its value.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct MaskTable {
     by_value: HashMap<String, String>,
     values: HashMap<String, String>,
-    counters: HashMap<Kind, u32>,
+    counters: HashMap<String, u32>,
 }
 
-/// Longest placeholder: `<` + the longest kind name + `_` + 10 digits + `>`.
-const MAX_PLACEHOLDER: usize = 1 + 11 + 1 + 10 + 1;
+/// Longest placeholder: `<` + the longest rule name + `_` + 10 digits + `>`.
+const MAX_PLACEHOLDER: usize = 1 + crate::rules::MAX_NAME + 1 + 10 + 1;
 
 impl MaskTable {
-    /// `text` with each finding replaced by its placeholder.
-    pub fn mask(&mut self, text: &str, findings: &[Finding]) -> String {
-        replace(text, findings, |f, value| {
-            if let Some(placeholder) = self.by_value.get(value) {
-                return placeholder.clone();
-            }
-            let counter = self.counters.entry(f.kind).or_default();
-            *counter += 1;
-            let placeholder = format!("<{}_{}>", f.kind.as_str(), counter);
-            self.by_value.insert(value.to_string(), placeholder.clone());
-            self.values.insert(placeholder.clone(), value.to_string());
-            placeholder
-        })
+    /// The placeholder for `value`, labelled `label` (`EMAIL`).
+    pub fn placeholder(&mut self, label: &str, value: &str) -> String {
+        if let Some(placeholder) = self.by_value.get(value) {
+            return placeholder.clone();
+        }
+        let counter = self.counters.entry(label.to_string()).or_default();
+        *counter += 1;
+        let placeholder = format!("<{label}_{counter}>");
+        self.by_value.insert(value.to_string(), placeholder.clone());
+        self.values.insert(placeholder.clone(), value.to_string());
+        placeholder
     }
 
     /// True when nothing was masked (the answer needs no unmasking).
@@ -73,7 +49,7 @@ impl MaskTable {
         while let Some(open) = rest.find('<') {
             out.push_str(&rest[..open]);
             let candidate = &rest[open..];
-            let close = candidate[..candidate.len().min(MAX_PLACEHOLDER)].find('>');
+            let close = candidate[..candidate.floor_char_boundary(MAX_PLACEHOLDER)].find('>');
             match close.and_then(|close| self.values.get(&candidate[..=close]).map(|v| (close, v)))
             {
                 Some((close, value)) => {
@@ -124,12 +100,6 @@ impl StreamUnmasker {
     }
 }
 
-/// What a [`StreamScanner`] does with the findings in a stream.
-pub enum StreamAction<'t> {
-    Redact,
-    Mask(&'t mut MaskTable),
-}
-
 /// Finds values in a stream of text chunks, holding back the last `window`
 /// bytes so that a value of up to `window` bytes split across chunks is
 /// seen whole before any of it is emitted.
@@ -151,18 +121,21 @@ impl StreamScanner {
         }
     }
 
-    /// The text that can be emitted after `chunk`, its findings acted on.
+    /// The text that can be emitted after `chunk`, its findings acted on
+    /// (their kinds added to `hits`); `Blocked` when a finding's action is
+    /// block, and nothing of it may be emitted.
     pub fn push(
         &mut self,
-        recognizers: &Recognizers,
-        action: &mut StreamAction<'_>,
+        rules: &Rules,
+        masks: &mut MaskTable,
+        hits: &mut Vec<Kind>,
         chunk: &str,
-    ) -> String {
+    ) -> Result<String, Blocked> {
         self.pending.push_str(chunk);
         if self.pending.len() <= self.window {
-            return String::new();
+            return Ok(String::new());
         }
-        let findings = recognizers.scan(&self.pending);
+        let findings = rules.scan(&self.pending);
         let mut cut = self
             .pending
             .floor_char_boundary(self.pending.len() - self.window);
@@ -170,63 +143,90 @@ impl StreamScanner {
         if let Some(straddling) = findings.iter().find(|f| f.start < cut && cut < f.end) {
             cut = straddling.start;
         }
-        let emitted: Vec<Finding> = findings.into_iter().filter(|f| f.end <= cut).collect();
-        let out = act(&self.pending[..cut], &emitted, action);
+        let emitted: Vec<_> = findings.into_iter().filter(|f| f.end <= cut).collect();
+        let out = rules.act(&self.pending[..cut], &emitted, masks, hits)?;
         self.pending.drain(..cut);
-        out
+        Ok(out)
     }
 
     /// The rest, at the end of the stream.
-    pub fn finish(&mut self, recognizers: &Recognizers, action: &mut StreamAction<'_>) -> String {
+    pub fn finish(
+        &mut self,
+        rules: &Rules,
+        masks: &mut MaskTable,
+        hits: &mut Vec<Kind>,
+    ) -> Result<String, Blocked> {
         let rest = std::mem::take(&mut self.pending);
-        let findings = recognizers.scan(&rest);
-        act(&rest, &findings, action)
-    }
-}
-
-fn act(text: &str, findings: &[Finding], action: &mut StreamAction<'_>) -> String {
-    match action {
-        StreamAction::Redact => redact(text, findings),
-        StreamAction::Mask(table) => table.mask(text, findings),
+        let findings = rules.scan(&rest);
+        rules.act(&rest, &findings, masks, hits)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::pii::Recognizers;
+    use crate::rules::Action;
+
+    fn rules(action: Action) -> Rules {
+        let builtin: Vec<(Kind, Action)> = Kind::ALL.iter().map(|k| (*k, action)).collect();
+        Rules::new(Arc::new(Recognizers::new()), &builtin, &[]).unwrap()
+    }
+
+    fn apply(rules: &Rules, masks: &mut MaskTable, text: &str) -> String {
+        let mut hits = Vec::new();
+        rules
+            .apply(text, masks, &mut hits)
+            .unwrap()
+            .unwrap_or_else(|| text.to_string())
+    }
 
     #[test]
     fn redaction_names_the_kind() {
-        let recognizers = Recognizers::new();
         let text = "card 4111 1111 1111 1111, mail ann@example.com";
         assert_eq!(
-            redact(text, &recognizers.scan(text)),
+            apply(&rules(Action::Redact), &mut MaskTable::default(), text),
             "card [CREDIT_CARD], mail [EMAIL]"
         );
     }
 
     #[test]
     fn masking_is_consistent_and_reversible() {
-        let recognizers = Recognizers::new();
+        let rules = rules(Action::Mask);
         let mut table = MaskTable::default();
-        let first = "Write to ann@example.com and bob@example.com.";
-        let second = "Again: ann@example.com, card 4111111111111111.";
-        let masked_first = table.mask(first, &recognizers.scan(first));
-        let masked_second = table.mask(second, &recognizers.scan(second));
+        let masked_first = apply(
+            &rules,
+            &mut table,
+            "Write to ann@example.com and bob@example.com.",
+        );
+        let masked_second = apply(
+            &rules,
+            &mut table,
+            "Again: ann@example.com, card 4111111111111111.",
+        );
         assert_eq!(masked_first, "Write to <EMAIL_1> and <EMAIL_2>.");
         assert_eq!(masked_second, "Again: <EMAIL_1>, card <CREDIT_CARD_1>.");
         assert_eq!(
             table.unmask("Sent to <EMAIL_2>; <EMAIL_9> and <b>bold</b> stay."),
             "Sent to bob@example.com; <EMAIL_9> and <b>bold</b> stay."
         );
+        // A `<` before multi-byte text near the placeholder bound.
+        assert_eq!(
+            table.unmask("<ééééééééééééééééééééééééé"),
+            "<ééééééééééééééééééééééééé"
+        );
     }
 
     #[test]
     fn placeholders_split_across_chunks_are_restored() {
-        let recognizers = Recognizers::new();
         let mut table = MaskTable::default();
-        let prompt = "My email is ann@example.com";
-        table.mask(prompt, &recognizers.scan(prompt));
+        apply(
+            &rules(Action::Mask),
+            &mut table,
+            "My email is ann@example.com",
+        );
         let answer = "I will write to <EMAIL_1> today, <not a placeholder> ok";
         // Every split of the answer into two chunks, and one byte at a time.
         for split in 1..answer.len() {
@@ -249,44 +249,80 @@ mod tests {
         assert!(out.contains("ann@example.com"));
     }
 
+    fn stream(
+        rules: &Rules,
+        masks: &mut MaskTable,
+        text: &str,
+        chunk_len: usize,
+    ) -> Result<String, Blocked> {
+        let mut scanner = StreamScanner::new(DEFAULT_WINDOW);
+        let mut hits = Vec::new();
+        let mut out = String::new();
+        let mut at = 0;
+        while at < text.len() {
+            let end = text.ceil_char_boundary((at + chunk_len).min(text.len()));
+            out += &scanner.push(rules, masks, &mut hits, &text[at..end])?;
+            assert!(scanner.pending.len() <= DEFAULT_WINDOW + chunk_len + 32);
+            at = end;
+        }
+        out += &scanner.finish(rules, masks, &mut hits)?;
+        Ok(out)
+    }
+
     #[test]
     fn a_card_split_across_chunks_is_redacted_and_nothing_is_lost() {
-        let recognizers = Recognizers::new();
+        let rules = rules(Action::Redact);
         let text = format!(
             "{} pay with 4111 1111 1111 1111 then mail ann@example.com, thanks. {}",
             "lorem ipsum ".repeat(20),
             "dolor sit amet ".repeat(20)
         );
-        let expected = redact(&text, &recognizers.scan(&text));
+        let expected = apply(&rules, &mut MaskTable::default(), &text);
         assert!(expected.contains("[CREDIT_CARD]") && !expected.contains("4111"));
         for chunk_len in [1, 3, 7, 16, 50, 200] {
-            let mut scanner = StreamScanner::new(DEFAULT_WINDOW);
-            let mut out = String::new();
-            let bytes = text.as_bytes();
-            let mut at = 0;
-            while at < bytes.len() {
-                let end = text.ceil_char_boundary((at + chunk_len).min(bytes.len()));
-                out += &scanner.push(&recognizers, &mut StreamAction::Redact, &text[at..end]);
-                assert!(scanner.pending.len() <= DEFAULT_WINDOW + chunk_len + 32);
-                at = end;
-            }
-            out += &scanner.finish(&recognizers, &mut StreamAction::Redact);
+            let out = stream(&rules, &mut MaskTable::default(), &text, chunk_len).unwrap();
             assert_eq!(out, expected, "chunks of {chunk_len}");
         }
     }
 
     #[test]
-    fn masking_a_stream_feeds_the_same_table() {
-        let recognizers = Recognizers::new();
-        let mut table = MaskTable::default();
-        let mut scanner = StreamScanner::new(DEFAULT_WINDOW);
-        let text = format!("{}reach me at +44 20 7946 0958 please", "x".repeat(150));
-        let mut out = String::new();
-        for chunk in text.as_bytes().chunks(10) {
-            let chunk = std::str::from_utf8(chunk).unwrap();
-            out += &scanner.push(&recognizers, &mut StreamAction::Mask(&mut table), chunk);
+    fn a_blocked_value_in_a_stream_is_never_emitted() {
+        let rules = rules(Action::Block);
+        let text = format!("{} card 4111 1111 1111 1111 end", "a".repeat(300));
+        for chunk_len in [1, 5, 64] {
+            let mut scanner = StreamScanner::new(DEFAULT_WINDOW);
+            let (mut masks, mut hits, mut out) = (MaskTable::default(), Vec::new(), String::new());
+            let mut blocked = None;
+            for chunk in text.as_bytes().chunks(chunk_len) {
+                match scanner.push(
+                    &rules,
+                    &mut masks,
+                    &mut hits,
+                    std::str::from_utf8(chunk).unwrap(),
+                ) {
+                    Ok(emitted) => out += &emitted,
+                    Err(b) => {
+                        blocked = Some(b);
+                        break;
+                    }
+                }
+            }
+            let blocked = blocked.or_else(|| scanner.finish(&rules, &mut masks, &mut hits).err());
+            assert_eq!(
+                blocked,
+                Some(Blocked {
+                    kind: Kind::CreditCard
+                })
+            );
+            assert!(!out.contains("4111"), "{out}");
         }
-        out += &scanner.finish(&recognizers, &mut StreamAction::Mask(&mut table));
+    }
+
+    #[test]
+    fn masking_a_stream_feeds_the_same_table() {
+        let mut table = MaskTable::default();
+        let text = format!("{}reach me at +44 20 7946 0958 please", "x".repeat(150));
+        let out = stream(&rules(Action::Mask), &mut table, &text, 10).unwrap();
         assert!(out.ends_with("reach me at <PHONE_1> please"), "{out}");
         assert_eq!(table.unmask(&out), text);
     }

@@ -224,9 +224,16 @@ pub(crate) async fn messages(
             .flatten()
             .map(|s| s.as_ref())
             .collect();
-        let plan = plan_text(seed, behavior.output_tokens, Some(max_tokens), &stops);
-        stop = plan.stop;
-        blocks.push(Block::Text(plan.text));
+        if behavior.echo {
+            let last_user = parsed.messages.iter().rev().find(|m| m.role == "user");
+            let text =
+                crate::config::echo_text(last_user.into_iter().flat_map(|m| m.content.texts()));
+            blocks.push(Block::Text(text));
+        } else {
+            let plan = plan_text(seed, behavior.output_tokens, Some(max_tokens), &stops);
+            stop = plan.stop;
+            blocks.push(Block::Text(plan.text));
+        }
     } else {
         let count = match &req.tool_choice {
             Some(choice) if choice.disable_parallel_tool_use == Some(true) => 1,

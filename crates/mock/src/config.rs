@@ -326,6 +326,10 @@ pub(crate) struct Behavior {
     /// `status` or `error_rate` say; later ones succeed (a transient fault
     /// a retry gets past).
     pub fail_times: Option<u32>,
+    /// The answer repeats the last user message (directives removed), so a
+    /// test sees what reached the provider: what a gateway rewrote in the
+    /// prompt, and what it does to an answer containing given text.
+    pub echo: bool,
 }
 
 /// Upper bound for `parallel_tools`.
@@ -344,10 +348,11 @@ enum Key {
     ParallelTools,
     StreamErrorAfter,
     FailTimes,
+    Echo,
 }
 
 /// Accepted spellings; `-` and `_` are interchangeable (headers use dashes).
-const KEYS: [(&str, Key); 12] = [
+const KEYS: [(&str, Key); 13] = [
     ("ttft_ms", Key::TtftMs),
     ("token_delay_ms", Key::TokenDelayMs),
     ("tokens", Key::Tokens),
@@ -360,6 +365,7 @@ const KEYS: [(&str, Key); 12] = [
     ("parallel_tools", Key::ParallelTools),
     ("stream_error_after", Key::StreamErrorAfter),
     ("fail_times", Key::FailTimes),
+    ("echo", Key::Echo),
 ];
 
 fn lookup_key(raw: &str) -> Option<(&'static str, Key)> {
@@ -392,6 +398,7 @@ impl Behavior {
             parallel_tools: 1,
             stream_error_after: None,
             fail_times: None,
+            echo: false,
         }
     }
 
@@ -506,9 +513,40 @@ impl Behavior {
             Key::ErrorRate => {
                 self.error_rate = parse_rate(value).map_err(|_| invalid("expected 0.0..=1.0"))?
             }
+            Key::Echo => {
+                self.echo = match value {
+                    "1" | "true" | "on" => true,
+                    "0" | "false" | "off" => false,
+                    _ => return Err(invalid("expected 1 or 0")),
+                }
+            }
         }
         Ok(())
     }
+}
+
+/// `texts` joined with `[mock ...]` directives removed and whitespace
+/// trimmed: what an `echo=1` answer says.
+pub(crate) fn echo_text<'a>(texts: impl IntoIterator<Item = &'a str>) -> String {
+    let mut out = String::new();
+    for text in texts {
+        let mut rest = text;
+        while let Some(start) = rest.find("[mock") {
+            let after = &rest[start + 5..];
+            match after.find(']') {
+                Some(end) if after.starts_with(|c: char| c.is_whitespace() || c == ']') => {
+                    out.push_str(&rest[..start]);
+                    rest = &after[end + 1..];
+                }
+                _ => {
+                    out.push_str(&rest[..start + 5]);
+                    rest = after;
+                }
+            }
+        }
+        out.push_str(rest);
+    }
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]
@@ -597,6 +635,17 @@ mod tests {
         assert!(b.apply_directives("[mock parallel_tools=0]").is_err());
         b.apply_directives("[mock stream_error_after=off]").unwrap();
         assert_eq!(b.stream_error_after, None);
+    }
+
+    #[test]
+    fn echo_text_drops_directives_only() {
+        assert_eq!(
+            echo_text([
+                "card 4111 1111 [mock echo=1]  ok",
+                " [mockingbird] <EMAIL_1>"
+            ]),
+            "card 4111 1111 ok [mockingbird] <EMAIL_1>"
+        );
     }
 
     #[test]

@@ -109,6 +109,8 @@ enum Reply {
     },
     /// One call, or several with the `parallel_tools` override.
     ToolCalls(Vec<CallReply>),
+    /// `echo=1`: the last user message, repeated.
+    Echo(String),
 }
 
 struct CallReply {
@@ -121,6 +123,7 @@ impl Reply {
     fn completion_tokens(&self) -> u64 {
         match self {
             Self::Text { tokens, .. } => u64::from(*tokens),
+            Self::Echo(text) => text.split_whitespace().count() as u64,
             Self::ToolCalls(calls) => calls
                 .iter()
                 .map(|c| estimate_tokens(c.arguments.len()).max(1))
@@ -198,7 +201,17 @@ pub(crate) async fn chat_completions(
         model,
         prompt_tokens: prompt.tokens(),
     };
+    let echo = behavior.echo.then(|| {
+        let last_user = messages.iter().rev().find(|m| m.role == "user");
+        crate::config::echo_text(
+            last_user
+                .and_then(|m| m.content.as_ref())
+                .into_iter()
+                .flat_map(Content::texts),
+        )
+    });
     let reply = match tools.is_empty() {
+        _ if echo.is_some() => Reply::Echo(echo.unwrap_or_default()),
         false => tool_call_reply(&tools, seed, behavior.parallel_tools, &mut rng),
         true => {
             let cap = req.max_completion_tokens.or(req.max_tokens);
@@ -372,6 +385,15 @@ fn completion<'a>(meta: &'a ChatMeta<'a>, reply: &'a Reply) -> Completion<'a> {
             },
             *finish_reason,
         ),
+        Reply::Echo(text) => (
+            AssistantMessage {
+                role: "assistant",
+                content: Some(text.clone()),
+                refusal: None,
+                tool_calls: None,
+            },
+            "stop",
+        ),
         Reply::ToolCalls(calls) => (
             AssistantMessage {
                 role: "assistant",
@@ -432,6 +454,7 @@ fn stream_chat(
 
     let pieces = match reply {
         Reply::Text { tokens, .. } => *tokens as usize,
+        Reply::Echo(text) => text.split_whitespace().count(),
         Reply::ToolCalls(calls) => calls
             .iter()
             .map(|c| c.arguments.len().div_ceil(ARGUMENT_FRAGMENT) + 1)
@@ -493,6 +516,23 @@ fn stream_chat(
                 chunk(&mut out, &delta, None, gap(i));
             }
             *finish_reason
+        }
+        Reply::Echo(text) => {
+            chunk(
+                &mut out,
+                &|b| b.extend_from_slice(br#"{"role":"assistant","content":""}"#),
+                None,
+                behavior.ttft,
+            );
+            for (i, piece) in crate::plan::pieces(text).into_iter().enumerate() {
+                let delta = |b: &mut Vec<u8>| {
+                    b.extend_from_slice(b"{\"content\":");
+                    push_json(b, piece);
+                    b.push(b'}');
+                };
+                chunk(&mut out, &delta, None, gap(i));
+            }
+            "stop"
         }
         Reply::ToolCalls(calls) => {
             for (index, call) in calls.iter().enumerate() {

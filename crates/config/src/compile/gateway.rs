@@ -369,7 +369,65 @@ pub(super) fn compile_gateway(
         providers: Vec::new(),
         routes: Vec::new(),
         allowed_regions: spec.allowed_regions.clone(),
+        default_guard: spec
+            .default_guard_policy
+            .as_ref()
+            .and_then(|name| spec.guard_policies.iter().position(|p| &p.name == name)),
+        guard_policies: compile_guard_policies(spec, &object, diagnostics)?,
     })
+}
+
+/// The gateway's guard policies, each built once to find what is wrong
+/// with it. A broken policy stops the whole gateway's new configuration
+/// (the running one stays): serving its routes unguarded is not an option.
+fn compile_guard_policies(
+    spec: &tollgate_api::AIGatewaySpec,
+    object: &crate::diagnostics::ObjectRef,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Vec<tollgate_api::guard::GuardPolicySpec>> {
+    if spec.guard_policies.is_empty() && spec.default_guard_policy.is_none() {
+        return Some(Vec::new());
+    }
+    let recognizers = std::sync::Arc::new(tollgate_guard::Recognizers::new());
+    let mut valid = true;
+    for (index, policy) in spec.guard_policies.iter().enumerate() {
+        if spec.guard_policies[..index]
+            .iter()
+            .any(|p| p.name == policy.name)
+        {
+            valid = false;
+            diagnostics.push(Diagnostic::error(
+                object,
+                format!("spec.guardPolicies[{index}].name"),
+                reason::INVALID,
+                format!(
+                    "guard policy names must be unique: {:?} is used twice",
+                    policy.name
+                ),
+            ));
+        }
+        if let Err(error) = crate::guard::GuardPolicy::build(policy, &recognizers) {
+            valid = false;
+            diagnostics.push(Diagnostic::error(
+                object,
+                format!("spec.guardPolicies[{index}].{}", error.field),
+                reason::INVALID,
+                error.message,
+            ));
+        }
+    }
+    if let Some(default) = &spec.default_guard_policy
+        && !spec.guard_policies.iter().any(|p| &p.name == default)
+    {
+        valid = false;
+        diagnostics.push(Diagnostic::error(
+            object,
+            "spec.defaultGuardPolicy",
+            reason::INVALID,
+            format!("no guard policy {default:?} in spec.guardPolicies"),
+        ));
+    }
+    valid.then(|| spec.guard_policies.clone())
 }
 
 #[cfg(test)]

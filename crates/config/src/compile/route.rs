@@ -250,6 +250,26 @@ pub(super) fn compile_route(
             .unwrap_or_default();
         backends.push(backend);
     }
+    let guard = match &spec.guard_policy {
+        None => gateway.default_guard,
+        Some(name) => match gateway.guard_policies.iter().position(|p| &p.name == name) {
+            Some(index) => Some(index),
+            None => {
+                // Unguarded is not a fallback for a route that asked for a
+                // policy: it is not served until the policy exists.
+                diagnostics.push(Diagnostic::error(
+                    &object,
+                    "spec.guardPolicy",
+                    reason::INVALID,
+                    format!(
+                        "AIGateway {} defines no guard policy {name:?}",
+                        spec.gateway_ref.name
+                    ),
+                ));
+                return None;
+            }
+        },
+    };
     Some(Route {
         name: format!("{}/{}", object.namespace, object.name).into(),
         aliases,
@@ -263,6 +283,7 @@ pub(super) fn compile_route(
         tiers: tiers.map(Box::new),
         allowed_regions: spec.allowed_regions.clone(),
         resilience: resilience?,
+        guard,
     })
 }
 
@@ -612,6 +633,68 @@ mod tests {
         );
         let config = &compiled.snapshots[&gw()].config;
         assert_eq!(config.routes.len(), 1, "the good route still serves");
+    }
+
+    #[test]
+    fn guard_policies_resolve_by_name_with_the_gateway_default() {
+        let guarded = BASE.replace(
+            "    principal: {user: demo, team: platform}\n",
+            "    principal: {user: demo, team: platform}\n  guardPolicies:\n  - {name: strict, input: {pii: {action: Mask}}}\n  - {name: light, output: {pii: {entities: [SECRET]}}}\n  defaultGuardPolicy: light\n",
+        );
+        let route = |name: &str, policy: &str| {
+            format!(
+                "---\napiVersion: tollgate.dev/v1alpha1\nkind: AIRoute\nmetadata: {{name: {name}}}\nspec:\n  gatewayRef: {{name: gw}}\n  models: [{name}]\n{policy}  backends: [{{providerRef: {{name: zeta}}, model: m}}]\n"
+            )
+        };
+        let text = format!(
+            "{guarded}{}{}",
+            route("strict", "  guardPolicy: strict\n"),
+            route("typo", "  guardPolicy: strikt\n")
+        );
+        let compiled = compile(&load(&text).resources);
+        // The route naming a missing policy is not served: unguarded is no
+        // fallback. The others are.
+        assert_eq!(compiled.diagnostics.len(), 1, "{:?}", compiled.diagnostics);
+        let d = &compiled.diagnostics[0];
+        assert_eq!(
+            d.to_string(),
+            "test.yaml:AIRoute/typo: spec.guardPolicy: AIGateway gw defines no guard policy \"strikt\""
+        );
+        let config = &compiled.snapshots[&gw()].config;
+        let guard_of = |name: &str| {
+            config
+                .routes
+                .iter()
+                .find(|r| *r.name == *format!("default/{name}"))
+                .map(|r| r.guard)
+        };
+        assert_eq!(guard_of("strict"), Some(Some(0)));
+        assert_eq!(guard_of("chat"), Some(Some(1)), "the default applies");
+        assert_eq!(guard_of("typo"), None);
+    }
+
+    #[test]
+    fn a_broken_guard_policy_stops_the_gateways_new_config() {
+        let text = BASE.replace(
+            "    principal: {user: demo, team: platform}\n",
+            "    principal: {user: demo, team: platform}\n  guardPolicies:\n  - {name: bad, output: {custom: [{name: X, pattern: '(unclosed'}]}}\n  defaultGuardPolicy: nope\n",
+        );
+        let compiled = compile(&load(&text).resources);
+        let fields: Vec<&str> = compiled
+            .diagnostics
+            .iter()
+            .map(|d| d.field.as_str())
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.guardPolicies[0].output.custom[0]",
+                "spec.defaultGuardPolicy",
+                // The route: its gateway is not accepted.
+                "spec.gatewayRef.name",
+            ]
+        );
+        assert!(!compiled.snapshots.contains_key(&gw()));
     }
 
     /// The gateway's config and route `name` of a compile without diagnostics.

@@ -73,6 +73,8 @@ pub async fn forward(
         let model = &*model;
 
         let plan = match upstream.plan(endpoint) {
+            // A guarded request goes out from its canonical form.
+            Ok(Plan::Passthrough) if inbound.guarded => Plan::Translate,
             Ok(plan) => plan,
             Err(error) => {
                 context.attempt_failed("unsupported");
@@ -213,7 +215,12 @@ pub async fn forward(
         let status = response.status();
         if status.is_success() {
             note_quota(context, upstream, status, response.headers());
-            let head = response_head(route, provider, stream);
+            let mut head = response_head(route, provider, stream);
+            if let Some(flags) = context.guard.as_ref().filter(|g| !g.flags.is_empty())
+                && let Ok(value) = http::HeaderValue::from_str(&flags.flags.join(","))
+            {
+                head.headers_mut().insert(super::guard::FLAGS_HEADER, value);
+            }
             if stream && !upstream.is_stream_answer(response.headers()) {
                 context.attempt_failed("not_a_stream");
                 note_health(context, upstream, false);
@@ -231,6 +238,11 @@ pub async fn forward(
                 let output_allowance = context.admission.as_ref().and_then(|a| a.stream_allowance);
                 let mut transcoder =
                     transcoder(upstream, plan, endpoint, inbound, model, response.headers())?;
+                if let (Transcoder::Translate(translator), Some(guard)) =
+                    (&mut transcoder, &context.guard)
+                {
+                    translator.guard = super::guard::StreamGuard::new(guard);
+                }
                 if output_allowance.is_some()
                     && let Transcoder::OpenAiChat(relay) = transcoder
                 {
@@ -577,8 +589,11 @@ fn answer_body(
     body: Bytes,
 ) -> Result<Bytes, Failure> {
     if plan == Plan::Translate {
-        let answer = upstream.translate_response(&body, model)?;
+        let mut answer = upstream.translate_response(&body, model)?;
         context.usage = answer.usage;
+        if let Some(guard) = &mut context.guard {
+            super::guard::filter_answer(guard, &mut answer);
+        }
         return Ok(Bytes::from(
             context.endpoint.render(&answer, inbound.canonical()?),
         ));

@@ -28,6 +28,9 @@ pub struct Inbound<'a> {
     pub payload: Payload<'a>,
     body: &'a [u8],
     canonical: OnceLock<Result<Canonical, LlmError>>,
+    /// A guard policy applies: the request goes out from its canonical form
+    /// (which the guard may have rewritten), never as the client's bytes.
+    pub guarded: bool,
 }
 
 impl<'a> Inbound<'a> {
@@ -37,7 +40,20 @@ impl<'a> Inbound<'a> {
             payload: Payload::parse(body, endpoint)?,
             body,
             canonical: OnceLock::new(),
+            guarded: false,
         })
+    }
+
+    /// The canonical form to change (guards): the request is then sent
+    /// from it.
+    pub fn canonical_mut(&mut self) -> Result<&mut Canonical, LlmError> {
+        self.canonical()?;
+        self.guarded = true;
+        match self.canonical.get_mut() {
+            Some(Ok(canonical)) => Ok(canonical),
+            Some(Err(error)) => Err(error.clone()),
+            None => Err(LlmError::invalid_request("the request could not be read")),
+        }
     }
 
     /// Size of the body in bytes.

@@ -6,19 +6,21 @@
 //! | ingress | [`ingress`] | read the body within limits; raw top-level fields; canonical form on demand |
 //! | authenticate | [`auth`] | API key → `Principal` |
 //! | route | [`route`] | model alias and headers → AIRoute |
+//! | guard in | [`guard`] | the route's guard policy: PII and secrets redacted, masked or blocked; prompt injection |
 //! | admit | [`admit`] | reserve the estimated cost against TokenBudgets |
 //! | select | [`select`] | backend order: priority tiers, weights |
 //! | tiers | [`tiers`] | smart routing (routes with tiers): the request's tier first |
 //! | provider | [`forward`] | per attempt: passthrough or translate, sign, send, fall back |
-//! | relay | [`relay`] | the answer to the client through the one output hook, streams transcoded |
+//! | relay | [`relay`] | the answer to the client through the one output hook, streams transcoded; guard out |
 //! | settle | [`crate::context`] | status, latency, tokens, cost: once, on every exit |
 //!
-//! Stages still to come (prompt policy, guards, cache) slot in
-//! between route and select without touching the others.
+//! Stages still to come (prompt policy, cache) slot in between route and
+//! select without touching the others.
 
 pub mod admit;
 pub mod auth;
 pub mod forward;
+pub mod guard;
 pub mod ingress;
 pub mod jwt;
 pub mod relay;
@@ -178,6 +180,16 @@ async fn pipeline(
             &served,
         )
         .into());
+    }
+    // Guard in: routes with a policy only (nothing for count_tokens and
+    // embeddings, which have no canonical form to rewrite yet).
+    if let Some(policy) = route.guard.and_then(|index| runtime.guards.get(index))
+        && !matches!(
+            context.endpoint,
+            Endpoint::CountTokens | Endpoint::Embeddings
+        )
+    {
+        guard::inspect_request(context, policy, &mut inbound)?;
     }
     // Budgets: only when the gateway has any (count_tokens is free).
     if !runtime.snapshot.config.budgets.is_empty() && context.endpoint != Endpoint::CountTokens {

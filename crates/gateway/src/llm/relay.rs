@@ -28,6 +28,7 @@ use tollgate_llm::{LlmError, Usage};
 use crate::context::RequestContext;
 use crate::dialect::Endpoint;
 use crate::http::BoxError;
+use crate::llm::guard::StreamGuard;
 use crate::providers::fair::Permit;
 use crate::sse::SseRelay;
 
@@ -139,6 +140,8 @@ pub struct Translator {
     output_chars: u64,
     finished: bool,
     failed: Option<LlmError>,
+    /// The route's guard on the answer (guarded routes only).
+    pub guard: Option<Box<StreamGuard>>,
 }
 
 impl Translator {
@@ -150,6 +153,7 @@ impl Translator {
             output_chars: 0,
             finished: false,
             failed: None,
+            guard: None,
         }
     }
 
@@ -160,11 +164,28 @@ impl Translator {
                 continue;
             }
             match item {
-                StreamItem::Chunk(chunk) => {
+                StreamItem::Chunk(mut chunk) => {
+                    if let Some(guard) = &mut self.guard
+                        && !guard.chunk(&mut chunk)
+                    {
+                        continue;
+                    }
                     self.output_chars += crate::sse::generated_chars(&chunk);
-                    self.encoder.chunk(&chunk, &mut out)
+                    self.encoder.chunk(&chunk, &mut out);
+                    // A blocked answer ends here, properly, whatever the
+                    // provider still sends.
+                    if self.guard.as_ref().is_some_and(|g| g.blocked) {
+                        self.encoder.done(&mut out);
+                        self.finished = true;
+                    }
                 }
                 StreamItem::Done => {
+                    if let Some(guard) = &mut self.guard {
+                        for chunk in guard.flush() {
+                            self.output_chars += crate::sse::generated_chars(&chunk);
+                            self.encoder.chunk(&chunk, &mut out);
+                        }
+                    }
                     self.encoder.done(&mut out);
                     self.finished = true;
                 }
@@ -487,6 +508,12 @@ pub fn start(
         // The provider slot is free as soon as the provider is done.
         drop(permit);
         context.usage = relay.transcoder.usage();
+        if let (Transcoder::Translate(translator), Some(state)) =
+            (&relay.transcoder, &mut context.guard)
+            && let Some(guard) = &translator.guard
+        {
+            guard.settle_into(state);
+        }
         match outcome {
             Outcome::Complete => context.settle(relay.transcoder.final_status()),
             Outcome::Failed(error) => {

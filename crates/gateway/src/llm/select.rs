@@ -142,6 +142,7 @@ mod tests {
             endpoints: Default::default(),
             tiers: None,
             resilience: Default::default(),
+            guard: None,
             allowed_regions: Vec::new(),
         }
     }
