@@ -555,6 +555,33 @@ mod tests {
     }
 
     #[test]
+    fn bad_urls_and_headers_are_refused_when_built() {
+        let webhook = |url: &str, header: &str| {
+            let mut http = HttpDeliveryConfig::default();
+            http.headers.insert(header.into(), "v".into());
+            SinkConfig::Webhook(crate::config::WebhookSinkConfig {
+                name: None,
+                url: url.into(),
+                http,
+            })
+        };
+        let build = |config| Delivery::build(&config, "gw").map(|_| ());
+        assert!(matches!(
+            build(webhook("ftp://host/x", "X-A")),
+            Err(BuildError::Url { .. })
+        ));
+        assert!(matches!(
+            build(webhook("not a url", "X-A")),
+            Err(BuildError::Url { .. })
+        ));
+        assert!(matches!(
+            build(webhook("http://127.0.0.1:1/x", "bad header")),
+            Err(BuildError::Header { .. })
+        ));
+        assert!(build(webhook("http://127.0.0.1:1/x", "Authorization")).is_ok());
+    }
+
+    #[test]
     fn rotated_files_are_numbered_after_the_name() {
         assert_eq!(
             rotated_path(Path::new("/var/log/audit.log"), 3),
