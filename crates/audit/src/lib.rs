@@ -11,11 +11,27 @@
 //! verified is reported so it can be compared with what the sink received),
 //! or a whole chain rewritten from some point on by someone who can write
 //! the file (anchor the latest hash elsewhere for that).
+//!
+//! The pure part (this file) seals and verifies; [`AuditLog`] is the IO
+//! edge that spools sealed records durably and delivers them to sinks.
 
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
+
+mod config;
+mod deliver;
+mod sink;
+mod spool;
+
+pub use config::{
+    AuditConfig, FileSinkConfig, HttpDeliveryConfig, OtlpSinkConfig, SinkConfig, StdoutSinkConfig,
+    WebhookSinkConfig,
+};
+pub use deliver::{BuildError, SinkError};
+pub use sink::{AuditError, AuditLog, AuditStats, SinkStats};
+pub use spool::RecoverError;
 
 /// `prev` of a replica's first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -42,6 +58,11 @@ impl Chain {
             seq,
             prev: prev.into(),
         }
+    }
+
+    /// The seq of the last record sealed (0 before the first).
+    pub fn seq(&self) -> u64 {
+        self.seq
     }
 
     /// `fields` made the next record: `replica`, `seq`, `prev` and `hash`
