@@ -84,6 +84,10 @@ pub struct AIGatewaySpec {
     #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new("self.all(p, self.exists_one(q, q.name == p.name))").message("guard policy names must be unique"))]
     pub guard_policies: Vec<crate::guard::GuardPolicySpec>,
+    /// Tamper-evident audit records of every LLM request and MCP tool call,
+    /// and where they go.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<crate::audit::AuditSpec>,
     /// The guard policy of every route that names none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 63))]

@@ -5,6 +5,7 @@
 //! reads. Value rules live in the schema as CEL (`x-kubernetes-validations`)
 //! so the apiserver and `tollgate validate` enforce exactly the same rules.
 
+pub mod audit;
 pub mod budget;
 pub mod common;
 pub mod conditions;

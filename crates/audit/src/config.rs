@@ -137,6 +137,15 @@ pub struct StdoutSinkConfig {
     pub batch_size: usize,
 }
 
+impl Default for StdoutSinkConfig {
+    fn default() -> Self {
+        Self {
+            name: None,
+            batch_size: default_local_batch(),
+        }
+    }
+}
+
 /// `path` and, once it reaches `maxBytes`, `path.1` .. `path.{maxFiles}`
 /// (`.1` the newest); read oldest first they verify as one chain.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -153,6 +162,20 @@ pub struct FileSinkConfig {
     pub fsync: bool,
     #[serde(default = "default_local_batch")]
     pub batch_size: usize,
+}
+
+impl FileSinkConfig {
+    /// A file sink at `path` with the default rotation.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            name: None,
+            path: path.into(),
+            max_bytes: default_file_max_bytes(),
+            max_files: default_max_files(),
+            fsync: true,
+            batch_size: default_local_batch(),
+        }
+    }
 }
 
 fn default_local_batch() -> usize {

@@ -7,6 +7,10 @@
 //! recomputing its hash breaks the next record's `prev`. [`verify`] reports
 //! each of these with the line it was found on.
 //!
+//! Numbers in records should be integers (or decimal strings): a float's
+//! text may not survive a JSON parser and encoder bit for bit, and the hash
+//! covers it.
+//!
 //! What a chain alone cannot show: records cut off the end (the last one
 //! verified is reported so it can be compared with what the sink received),
 //! or a whole chain rewritten from some point on by someone who can write

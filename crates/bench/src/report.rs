@@ -29,6 +29,11 @@ pub const TOLLGATE_FAILOVER_REFUSED: &str = "tollgate-fo-refused";
 pub const TOLLGATE_FAILOVER_500: &str = "tollgate-fo-500";
 pub const TOLLGATE_FAILOVER_EJECTED: &str = "tollgate-fo-ejected";
 
+/// The guard pair: one process, the same backend without and with a
+/// typical guard policy.
+pub const TOLLGATE_UNGUARDED: &str = "tollgate-unguarded";
+pub const TOLLGATE_GUARDED: &str = "tollgate-guarded";
+
 /// Label of the translation comparison, in the text and the JSON.
 pub const TRANSLATION_LABEL: &str =
     "translation overhead (OpenAI client → Anthropic provider) vs passthrough";
@@ -391,6 +396,8 @@ pub struct BenchReport {
     pub budget_overhead: Vec<PairOverhead>,
     /// A failover against a request that succeeds first time.
     pub failover_overhead: Vec<PairOverhead>,
+    /// A typical guard policy against none.
+    pub guard_overhead: Vec<PairOverhead>,
     pub summary: Vec<Check>,
     /// The MCP section; `None` when not run (`--sections http`).
     pub mcp: Option<McpReport>,
@@ -464,6 +471,15 @@ impl BenchReport {
             ))
         })
         .collect();
+        let guard_overhead = match (find(TOLLGATE_UNGUARDED), find(TOLLGATE_GUARDED)) {
+            (Some(base), Some(variant)) => vec![pair(
+                "guard policy (input: every recognizer redacting, a deny list, injection flagged; output: cards, SSNs, secrets redacted, the deny list blocking) vs none",
+                base,
+                variant,
+                &meta.open_loop_rates,
+            )],
+            _ => Vec::new(),
+        };
         let summary = summary_checks(&meta, &targets, &comparisons);
         BenchReport {
             meta,
@@ -473,6 +489,7 @@ impl BenchReport {
             translation_overhead,
             budget_overhead,
             failover_overhead,
+            guard_overhead,
             summary,
             mcp: None,
         }
@@ -1064,7 +1081,12 @@ impl BenchReport {
         if let Some(t) = &self.translation_overhead {
             render_translation(o, t);
         }
-        for p in self.budget_overhead.iter().chain(&self.failover_overhead) {
+        for p in self
+            .budget_overhead
+            .iter()
+            .chain(&self.failover_overhead)
+            .chain(&self.guard_overhead)
+        {
             render_pair(o, p);
         }
     }

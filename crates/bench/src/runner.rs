@@ -13,7 +13,7 @@ use crate::report::{
 };
 use crate::report::{
     McpReport, McpTarget, TOLLGATE_FAILOVER_500, TOLLGATE_FAILOVER_EJECTED,
-    TOLLGATE_FAILOVER_REFUSED, TOLLGATE_FIRST_TIME,
+    TOLLGATE_FAILOVER_REFUSED, TOLLGATE_FIRST_TIME, TOLLGATE_GUARDED, TOLLGATE_UNGUARDED,
 };
 use crate::targets::{self, MockSource, Process};
 use std::future::Future;
@@ -245,7 +245,80 @@ fn run_http(
         }
     }
     reports.extend(failover_set(rt, plan, workdir, mock_addr, mock_pid));
+    reports.extend(guard_pair(rt, plan, workdir, mock_addr, mock_pid));
     reports
+}
+
+/// One tollgate process, two routes to the same backend interleaved: no
+/// guard policy, and a typical one (see [`targets::guard_gateway_config`]).
+fn guard_pair(
+    rt: &Runtime,
+    plan: &Plan,
+    workdir: &Path,
+    mock_addr: SocketAddr,
+    mock_pid: u32,
+) -> Vec<TargetReport> {
+    let note = format!(
+        "guard pair: one process, phases interleaved; {TOLLGATE_GUARDED} runs the same requests as {TOLLGATE_UNGUARDED} through a typical guard policy (canonical parse and re-encode, input and output scans, stream hold-back); only the gateway's CPU counts"
+    );
+    one_process_set(
+        rt,
+        plan,
+        workdir,
+        mock_pid,
+        ("tollgate-guard", &targets::guard_gateway_config(mock_addr)),
+        &[
+            (TOLLGATE_UNGUARDED, targets::UNGUARDED_ALIAS),
+            (TOLLGATE_GUARDED, targets::GUARDED_ALIAS),
+        ],
+        &note,
+    )
+}
+
+/// One tollgate process (`process`: its name and configuration) serving
+/// `routes` (target name, model alias), whose phases run interleaved; each
+/// report gets `note`. Only the gateway's CPU counts.
+fn one_process_set(
+    rt: &Runtime,
+    plan: &Plan,
+    workdir: &Path,
+    mock_pid: u32,
+    process: (&str, &str),
+    routes: &[(&'static str, &'static str)],
+    note: &str,
+) -> Vec<TargetReport> {
+    let (name, config) = process;
+    let (mut p, addr) =
+        match targets::start_tollgate_with(&plan.tollgate_bin, name, config, workdir) {
+            Ok(started) => started,
+            Err(e) => {
+                let why = e.to_string();
+                return routes
+                    .iter()
+                    .map(|(target, _)| TargetReport::skipped(target, why.clone()))
+                    .collect();
+            }
+        };
+    let gateway = p.pid();
+    let pids = move || vec![gateway];
+    let targets: Vec<Target> = routes
+        .iter()
+        .map(|&(name, model)| Target {
+            name,
+            addr,
+            model,
+            pids: &pids,
+            mock_pid,
+            key: None,
+        })
+        .collect();
+    let mut rs = run_targets(rt, plan, &targets);
+    let shutdown = stop(&mut p);
+    for r in &mut rs {
+        r.shutdown = Some(shutdown.clone());
+        r.notes.push(note.to_string());
+    }
+    rs
 }
 
 /// One tollgate process, four routes interleaved: one whose backend
@@ -286,44 +359,27 @@ fn failover_set(
         Ok(port) => SocketAddr::from(([127, 0, 0, 1], port)),
         Err(e) => return skipped(e.to_string()),
     };
-    let config = targets::failover_gateway_config(mock_addr, failing_addr, dead);
-    let started =
-        targets::start_tollgate_with(&plan.tollgate_bin, "tollgate-failover", &config, workdir);
-    let (mut p, addr) = match started {
-        Ok(started) => started,
-        Err(e) => {
-            let _ = stop(&mut failing);
-            return skipped(e.to_string());
-        }
-    };
-    let gateway = p.pid();
-    let pids = move || vec![gateway];
-    let target = |name, model| Target {
-        name,
-        addr,
-        model,
-        pids: &pids,
-        mock_pid,
-        key: None,
-    };
-    let mut rs = run_targets(
+    let note = format!(
+        "failover set: one process, phases interleaved; {TOLLGATE_FIRST_TIME} = a route whose backend answers, the others fail over to that backend after a primary on {dead} (refused) or a mock answering 500; only the gateway's CPU counts"
+    );
+    let rs = one_process_set(
         rt,
         plan,
+        workdir,
+        mock_pid,
+        (
+            "tollgate-failover",
+            &targets::failover_gateway_config(mock_addr, failing_addr, dead),
+        ),
         &[
-            target(TOLLGATE_FIRST_TIME, targets::FIRST_TIME_ALIAS),
-            target(TOLLGATE_FAILOVER_REFUSED, targets::FAILOVER_REFUSED_ALIAS),
-            target(TOLLGATE_FAILOVER_500, targets::FAILOVER_500_ALIAS),
-            target(TOLLGATE_FAILOVER_EJECTED, targets::FAILOVER_EJECTED_ALIAS),
+            (TOLLGATE_FIRST_TIME, targets::FIRST_TIME_ALIAS),
+            (TOLLGATE_FAILOVER_REFUSED, targets::FAILOVER_REFUSED_ALIAS),
+            (TOLLGATE_FAILOVER_500, targets::FAILOVER_500_ALIAS),
+            (TOLLGATE_FAILOVER_EJECTED, targets::FAILOVER_EJECTED_ALIAS),
         ],
+        &note,
     );
-    let shutdown = stop(&mut p);
     let _ = stop(&mut failing);
-    for r in &mut rs {
-        r.shutdown = Some(shutdown.clone());
-        r.notes.push(format!(
-            "failover set: one process, phases interleaved; {TOLLGATE_FIRST_TIME} = a route whose backend answers, the others fail over to that backend after a primary on {dead} (refused) or a mock answering 500; only the gateway's CPU counts"
-        ));
-    }
     rs
 }
 

@@ -40,6 +40,10 @@ pub const FIRST_TIME_ALIAS: &str = "first-time";
 pub const FAILOVER_REFUSED_ALIAS: &str = "failover-refused";
 pub const FAILOVER_500_ALIAS: &str = "failover-500";
 pub const FAILOVER_EJECTED_ALIAS: &str = "failover-ejected";
+/// Route aliases of the guard pair: the same backend without and with a
+/// typical guard policy.
+pub const UNGUARDED_ALIAS: &str = "unguarded";
+pub const GUARDED_ALIAS: &str = "guarded";
 
 /// A child process that is SIGTERMed (then SIGKILLed) when dropped.
 pub struct Process {
@@ -503,6 +507,25 @@ pub fn failover_gateway_config(mock: SocketAddr, failing: SocketAddr, dead: Sock
     .concat()
 }
 
+/// The guard pair's gateway: two routes to `mock`, one with a typical
+/// policy (every built-in recognizer redacting on input, a custom deny list,
+/// prompt injection flagged; output redacting cards, SSNs and secrets and
+/// blocking the deny list), one with none.
+pub fn guard_gateway_config(mock: SocketAddr) -> String {
+    let route = |alias: &str, policy: &str| {
+        format!(
+            "---\napiVersion: tollgate.dev/v1alpha1\nkind: AIRoute\nmetadata: {{name: {alias}, namespace: default}}\nspec:\n  gatewayRef: {{name: bench}}\n  models: [\"{alias}\"]\n{policy}  backends: [{{providerRef: {{name: mock}}, model: mock-chat}}]\n"
+        )
+    };
+    [
+        "apiVersion: tollgate.dev/v1alpha1\nkind: AIGateway\nmetadata: {name: bench, namespace: default}\nspec:\n  listener: {port: 8080}\n  admin: {port: 9090}\n  guardPolicies:\n  - name: typical\n    input:\n      pii: {action: Redact}\n      custom: [{name: CODENAME, words: [bluebird, kestrel, nightjar], action: Block}]\n      injection: {action: Flag}\n    output:\n      pii: {entities: [CREDIT_CARD, US_SSN, SECRET]}\n      custom: [{name: CODENAME, words: [bluebird, kestrel, nightjar], action: Block}]\n".to_string(),
+        format!("---\napiVersion: tollgate.dev/v1alpha1\nkind: ModelProvider\nmetadata: {{name: mock, namespace: default}}\nspec: {{type: Mock, endpoint: \"http://{mock}/v1\"}}\n"),
+        route(UNGUARDED_ALIAS, ""),
+        route(GUARDED_ALIAS, "  guardPolicy: typical\n"),
+    ]
+    .concat()
+}
+
 /// [`gateway_config`] with two client keys and budgets that count only
 /// [`KEY_BUDGETED`]'s requests (never refusing: the limits are far away),
 /// their counters in this process or, with `redis`, in that Redis.
@@ -657,6 +680,32 @@ mod tests {
         assert!(c.contains(r#"models: ["translated"]"#));
         assert!(c.contains("credentials: {secretRef: {name: bench-keys, key: anthropic}}"));
         assert!(c.contains(&format!("anthropic: {BENCH_ANTHROPIC_KEY}")));
+    }
+
+    #[test]
+    fn guard_config_compiles_into_an_unguarded_and_a_guarded_route() {
+        let text = guard_gateway_config(SocketAddr::from(([127, 0, 0, 1], 7777)));
+        let mut loaded = tollgate_config::load::Loaded::default();
+        tollgate_config::load::add_documents(&mut loaded, "guard.yaml", &text, &|_| None);
+        assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+        let compiled =
+            tollgate_config::compile(&loaded.resources, &tollgate_config::DigestKey::generate());
+        assert!(
+            compiled.diagnostics.is_empty(),
+            "{:?}",
+            compiled.diagnostics
+        );
+        let config = &compiled.snapshots.values().next().unwrap().config;
+        let guard = |alias: &str| {
+            config
+                .routes
+                .iter()
+                .find(|r| r.aliases == [alias])
+                .unwrap()
+                .guard
+        };
+        assert_eq!(guard(UNGUARDED_ALIAS), None);
+        assert_eq!(guard(GUARDED_ALIAS), Some(0));
     }
 
     #[test]

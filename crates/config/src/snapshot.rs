@@ -189,6 +189,37 @@ pub struct GatewayConfig {
     /// Index of the policy of routes that name none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_guard: Option<usize>,
+    /// Audit records and their sinks; `None`: no records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<Audit>,
+}
+
+/// `spec.audit`, with defaults applied and header Secrets resolved.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Audit {
+    pub content: tollgate_api::audit::AuditContent,
+    pub spool_path: String,
+    pub spool_max_bytes: u64,
+    pub sinks: Vec<AuditSink>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditSink {
+    pub kind: tollgate_api::audit::AuditSinkType,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_files: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<(String, Credential)>,
+    pub timeout_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -754,6 +785,7 @@ mod tests {
             allowed_regions: Vec::new(),
             guard_policies: Vec::new(),
             default_guard: None,
+            audit: None,
         };
         let snapshot = Snapshot::new(config.clone());
         assert!(matches!(

@@ -37,6 +37,9 @@ pub const DEFAULT_CPU_TARGET: i32 = 70;
 /// Audience of the pods' projected token, checked by the controller's TokenReview.
 pub const TOKEN_AUDIENCE: &str = "tollgate.dev/controller";
 const TOKEN_DIR: &str = "/var/run/secrets/tollgate.dev/token";
+/// Writable state of a gateway pod: the audit spool's default directory
+/// (`/var/lib/tollgate/audit`) is below it.
+const STATE_DIR: &str = "/var/lib/tollgate";
 /// Where the controller's CA certificate is mounted in gateway pods.
 const CONTROLLER_CA_DIR: &str = "/etc/tollgate/controller-ca";
 
@@ -135,7 +138,7 @@ pub fn render(gateway: &AIGateway, settings: &RenderSettings) -> Result<Workload
         ..ConfigMap::default()
     };
 
-    let container = Container {
+    let mut container = Container {
         name: "gateway".into(),
         image: Some(
             workload
@@ -210,6 +213,24 @@ pub fn render(gateway: &AIGateway, settings: &RenderSettings) -> Result<Workload
         ]),
         ..Container::default()
     };
+    let mut volumes = Vec::new();
+    // The audit spool needs a writable directory (the root filesystem is
+    // read-only). An emptyDir keeps it across container restarts; records
+    // not yet delivered when the pod is deleted are lost with it.
+    if gateway.spec.audit.is_some() {
+        if let Some(mounts) = &mut container.volume_mounts {
+            mounts.push(VolumeMount {
+                name: "state".into(),
+                mount_path: STATE_DIR.into(),
+                ..VolumeMount::default()
+            });
+        }
+        volumes.push(Volume {
+            name: "state".into(),
+            empty_dir: Some(k8s_openapi::api::core::v1::EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        });
+    }
 
     let pod = PodSpec {
         service_account_name: Some(object_name.clone()),
@@ -218,31 +239,36 @@ pub fn render(gateway: &AIGateway, settings: &RenderSettings) -> Result<Workload
         termination_grace_period_seconds: Some(60),
         security_context: Some(non_root_pod()),
         containers: vec![container],
-        volumes: Some(vec![
-            Volume {
-                name: "controller-token".into(),
-                projected: Some(ProjectedVolumeSource {
-                    sources: Some(vec![VolumeProjection {
-                        service_account_token: Some(ServiceAccountTokenProjection {
-                            audience: Some(TOKEN_AUDIENCE.into()),
-                            expiration_seconds: Some(3600),
-                            path: "token".into(),
-                        }),
-                        ..VolumeProjection::default()
-                    }]),
-                    ..ProjectedVolumeSource::default()
-                }),
-                ..Volume::default()
-            },
-            Volume {
-                name: "controller-ca".into(),
-                config_map: Some(ConfigMapVolumeSource {
-                    name: controller_ca_name(&name),
-                    ..ConfigMapVolumeSource::default()
-                }),
-                ..Volume::default()
-            },
-        ]),
+        volumes: Some(
+            vec![
+                Volume {
+                    name: "controller-token".into(),
+                    projected: Some(ProjectedVolumeSource {
+                        sources: Some(vec![VolumeProjection {
+                            service_account_token: Some(ServiceAccountTokenProjection {
+                                audience: Some(TOKEN_AUDIENCE.into()),
+                                expiration_seconds: Some(3600),
+                                path: "token".into(),
+                            }),
+                            ..VolumeProjection::default()
+                        }]),
+                        ..ProjectedVolumeSource::default()
+                    }),
+                    ..Volume::default()
+                },
+                Volume {
+                    name: "controller-ca".into(),
+                    config_map: Some(ConfigMapVolumeSource {
+                        name: controller_ca_name(&name),
+                        ..ConfigMapVolumeSource::default()
+                    }),
+                    ..Volume::default()
+                },
+            ]
+            .into_iter()
+            .chain(volumes)
+            .collect(),
+        ),
         topology_spread_constraints: Some(vec![TopologySpreadConstraint {
             max_skew: 1,
             topology_key: "kubernetes.io/hostname".into(),

@@ -52,6 +52,8 @@ pub struct RequestContext {
     pub admission: Option<Admission>,
     /// The route's guard policy at work (guarded routes only).
     pub guard: Option<Box<crate::llm::guard::GuardState>>,
+    /// What the request's audit record captures (`spec.audit` only).
+    pub audit: Option<Box<crate::audit::Capture>>,
     settled: bool,
 }
 
@@ -59,7 +61,7 @@ impl RequestContext {
     pub fn new(gateway: Arc<Gateway>, endpoint: Endpoint) -> Self {
         gateway.metrics.in_flight.inc();
         Self {
-            gateway,
+            gateway: gateway.clone(),
             endpoint,
             started: Instant::now(),
             principal: None,
@@ -70,6 +72,10 @@ impl RequestContext {
             first_output: None,
             admission: None,
             guard: None,
+            audit: gateway
+                .audit
+                .current()
+                .map(|auditor| Box::new(crate::audit::Capture::new(auditor))),
             settled: false,
         }
     }
@@ -154,6 +160,9 @@ impl RequestContext {
             return;
         }
         self.settle_budgets(status);
+        if let Some(capture) = self.audit.take() {
+            self.write_audit(&capture, status);
+        }
         let metrics = &self.gateway.metrics;
         if let Some(guard) = &self.guard {
             guard.count(metrics, &self.route);
@@ -199,6 +208,88 @@ impl RequestContext {
                 .inc_by(cost);
         }
         self.record_principal_usage(usage.prompt_tokens, usage.completion_tokens, cost);
+    }
+
+    /// The request's audit record: who, what, the guard's decisions,
+    /// tokens, cost, latency, and the bodies' hashes (and content).
+    fn write_audit(&self, capture: &crate::audit::Capture, status: u16) {
+        use serde_json::{Value, json};
+        let mut record = serde_json::Map::new();
+        record.insert("kind".into(), json!("llm.request"));
+        record.insert(
+            "principal".into(),
+            match &self.principal {
+                Some(p) => json!({"user": p.user, "team": p.team, "app": p.app, "key": p.key}),
+                None => Value::Null,
+            },
+        );
+        record.insert("endpoint".into(), json!(self.endpoint.label()));
+        record.insert("route".into(), json!(&*self.route));
+        record.insert("provider".into(), json!(&*self.provider()));
+        record.insert("model".into(), json!(&*self.model()));
+        record.insert("status".into(), json!(status));
+        let failed: Vec<Value> = self
+            .attempts
+            .iter()
+            .filter_map(|a| {
+                a.failure
+                    .map(|f| json!({"provider": &*a.provider, "model": &*a.model, "failure": f}))
+            })
+            .collect();
+        if !failed.is_empty() {
+            record.insert("failedAttempts".into(), Value::Array(failed));
+        }
+        let decision = match &self.guard {
+            None => "allowed",
+            Some(guard) => {
+                let actions = |action: &str| guard.decisions.iter().any(|d| d.action == action);
+                let decisions: Vec<Value> = guard
+                    .decisions
+                    .iter()
+                    .map(|d| json!({"stage": d.stage, "rule": &*d.rule, "action": d.action, "count": d.count}))
+                    .collect();
+                record.insert(
+                    "guard".into(),
+                    json!({"policy": guard.policy.name, "decisions": decisions}),
+                );
+                if actions("block") {
+                    "blocked"
+                } else if actions("redact") || actions("mask") {
+                    "redacted"
+                } else if actions("flag") {
+                    "flagged"
+                } else {
+                    "allowed"
+                }
+            }
+        };
+        record.insert("decision".into(), json!(decision));
+        if let Some(usage) = &self.usage {
+            let cached = usage.cached_tokens();
+            record.insert(
+                "tokens".into(),
+                json!({"input": usage.prompt_tokens, "output": usage.completion_tokens, "cachedInput": cached}),
+            );
+            if let Some(pricing) = self.pricing {
+                // A decimal string: floats do not survive every JSON
+                // round trip bit for bit, and the record's hash covers it.
+                let cost = pricing.cost(usage.prompt_tokens, cached, usage.completion_tokens);
+                record.insert("costUsd".into(), json!(format!("{cost:.9}")));
+            }
+        }
+        // Whole microseconds: integers hash the same after any re-encoding.
+        record.insert(
+            "latencyUs".into(),
+            json!(self.started.elapsed().as_micros() as u64),
+        );
+        if let Some(first) = self.first_output {
+            record.insert(
+                "ttftUs".into(),
+                json!((first - self.started).as_micros() as u64),
+            );
+        }
+        capture.fields(&mut record);
+        capture.auditor.record(record);
     }
 
     /// Cost by who asked, for `/v1/usage` and the per-team metric; nothing

@@ -7,6 +7,7 @@
 //! so a reload never changes a request half way.
 
 pub mod alerts;
+pub mod audit;
 pub mod breaker;
 pub mod context;
 pub mod dialect;

@@ -126,6 +126,12 @@ pub struct ListenerLabels {
     pub listener: &'static str,
 }
 
+/// One audit sink.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuditSinkLabels {
+    pub sink: String,
+}
+
 /// One guard decision: a finding of a policy's rule acted on.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GuardLabels {
@@ -185,6 +191,14 @@ pub struct Metrics {
     pub connections_rejected: Family<RejectLabels, Counter>,
     pub route_tier_decisions: Family<TierLabels, Counter>,
     pub guard_decisions: Family<GuardLabels, Counter>,
+    pub audit_records: Counter,
+    pub audit_records_lost: Counter,
+    pub audit_spool_bytes: Gauge,
+    pub audit_sink_delivered: Family<AuditSinkLabels, Counter>,
+    pub audit_sink_lost: Family<AuditSinkLabels, Counter>,
+    pub audit_sink_backlog: Family<AuditSinkLabels, Gauge>,
+    /// Last totals read from the audit log, so counters advance by deltas.
+    pub audit_seen: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -254,6 +268,42 @@ impl Metrics {
             "guard_decisions",
             "Guard policy findings acted on, by route, policy, stage, rule and action",
             guard_decisions.clone(),
+        );
+        let audit_records = Counter::default();
+        registry.register(
+            "audit_records",
+            "Audit records sealed into this replica's chain",
+            audit_records.clone(),
+        );
+        let audit_records_lost = Counter::default();
+        registry.register(
+            "audit_records_lost",
+            "Audit records lost before the spool: no audit log running (being reconfigured or unable to start) or its queue full",
+            audit_records_lost.clone(),
+        );
+        let audit_spool_bytes = Gauge::default();
+        registry.register(
+            "audit_spool_bytes",
+            "Bytes in the audit spool (bounded by spec.audit.spool.maxBytes)",
+            audit_spool_bytes.clone(),
+        );
+        let audit_sink_delivered = Family::<AuditSinkLabels, Counter>::default();
+        registry.register(
+            "audit_sink_delivered_records",
+            "Audit records a sink acknowledged",
+            audit_sink_delivered.clone(),
+        );
+        let audit_sink_lost = Family::<AuditSinkLabels, Counter>::default();
+        registry.register(
+            "audit_sink_lost_records",
+            "Audit records a sink never got: dropped from the full spool while it was down",
+            audit_sink_lost.clone(),
+        );
+        let audit_sink_backlog = Family::<AuditSinkLabels, Gauge>::default();
+        registry.register(
+            "audit_sink_backlog_records",
+            "Audit records spooled and not yet delivered to a sink",
+            audit_sink_backlog.clone(),
         );
         registry.register(
             "connections_open",
@@ -394,6 +444,13 @@ impl Metrics {
             connections_rejected,
             route_tier_decisions,
             guard_decisions,
+            audit_records,
+            audit_records_lost,
+            audit_spool_bytes,
+            audit_sink_delivered,
+            audit_sink_lost,
+            audit_sink_backlog,
+            audit_seen: Default::default(),
         }
     }
 

@@ -180,6 +180,8 @@ pub struct Gateway {
     pub mcp_legacy_sessions: crate::mcp::LegacySessions,
     /// Warnings that could repeat per request pass through here.
     pub log_throttle: LogThrottle,
+    /// This replica's audit log (`spec.audit`); outlives reloads.
+    pub audit: Arc<crate::audit::Audit>,
     draining: AtomicBool,
 }
 
@@ -192,6 +194,7 @@ impl Gateway {
             permits: PermitRegistry::default(),
             counters: Arc::default(),
             log_throttle: LogThrottle::default(),
+            audit: Arc::default(),
             alerts: crate::alerts::AlertHub::default(),
             usage: crate::usage::UsageLedger::default(),
             mcp_catalog: crate::mcp::Catalog::default(),
@@ -214,8 +217,12 @@ impl Gateway {
     }
 
     /// Swaps in a new runtime; requests already running keep the old one.
+    /// Installs `runtime` as the configuration in force. Call it on a
+    /// tokio runtime that lives as long as the gateway: the audit log's
+    /// tasks run there.
     pub fn install(&self, runtime: Runtime) {
         self.mcp_legacy.update(&runtime.snapshot.config.mcp_servers);
+        self.audit.configure(runtime.snapshot.config.audit.as_ref());
         self.current.store(Some(Arc::new(runtime)));
     }
 

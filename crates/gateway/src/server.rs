@@ -476,8 +476,10 @@ pub async fn admin(gateway: Arc<Gateway>, request: Request<Incoming>) -> Respons
 fn admin_response(gateway: &Gateway, request: &Request<Incoming>) -> Response<ResponseBody> {
     match (request.method(), request.uri().path()) {
         (&Method::GET, "/metrics") => {
-            let mut response =
-                Response::new(box_body(Full::new(Bytes::from(gateway.metrics.encode()))));
+            let mut response = {
+                gateway.audit.publish(&gateway.metrics);
+                Response::new(box_body(Full::new(Bytes::from(gateway.metrics.encode()))))
+            };
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static(

@@ -218,6 +218,8 @@ pub fn run(options: Options) -> Result<(), StandaloneError> {
                 workers,
                 "configuration loaded"
             );
+            // On the control runtime: the audit log's tasks live there.
+            let _runtime = control.enter();
             gateway.install(Runtime::build(snapshot, &gateway)?);
         }
         None => tracing::info!(
@@ -322,6 +324,9 @@ pub fn run(options: Options) -> Result<(), StandaloneError> {
         if let Some(feed) = feed.transpose()? {
             feed.finish().await;
         }
+        // Every request has settled: flush the audit spool to the sinks
+        // (what cannot be delivered in time stays spooled for next start).
+        gateway.audit.shutdown(options.drain_timeout).await;
         Ok(())
     });
     tracing::info!("stopped");

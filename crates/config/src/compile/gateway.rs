@@ -374,6 +374,104 @@ pub(super) fn compile_gateway(
             .as_ref()
             .and_then(|name| spec.guard_policies.iter().position(|p| &p.name == name)),
         guard_policies: compile_guard_policies(spec, &object, diagnostics)?,
+        audit: match &spec.audit {
+            Some(audit) => Some(compile_audit(audit, secrets, &object, diagnostics)?),
+            None => None,
+        },
+    })
+}
+
+/// Default of `spec.audit.spool.path`.
+pub const DEFAULT_AUDIT_SPOOL: &str = "/var/lib/tollgate/audit";
+/// Default of `spec.audit.spool.maxBytes`.
+pub const DEFAULT_AUDIT_SPOOL_BYTES: u64 = 256 * 1024 * 1024;
+/// Default of an audit sink's `timeout`.
+pub const DEFAULT_AUDIT_TIMEOUT_MS: u64 = 10_000;
+
+fn compile_audit(
+    spec: &tollgate_api::audit::AuditSpec,
+    secrets: &SecretIndex,
+    object: &crate::diagnostics::ObjectRef,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<snapshot::Audit> {
+    let mut valid = true;
+    let mut sinks = Vec::with_capacity(spec.sinks.len());
+    for (index, sink) in spec.sinks.iter().enumerate() {
+        let field = format!("spec.audit.sinks[{index}]");
+        let timeout_ms = match parse_duration_ms(
+            sink.timeout.as_ref(),
+            Some(DEFAULT_AUDIT_TIMEOUT_MS),
+            object,
+            &format!("{field}.timeout"),
+            diagnostics,
+        ) {
+            Ok(ms) => ms.unwrap_or(DEFAULT_AUDIT_TIMEOUT_MS),
+            Err(()) => {
+                valid = false;
+                0
+            }
+        };
+        let mut headers = Vec::with_capacity(sink.headers.len());
+        for (h, header) in sink.headers.iter().enumerate() {
+            let value = match (&header.value, &header.secret_ref) {
+                (Some(value), _) => Ok(value.clone()),
+                (None, Some(reference)) => secrets
+                    .value(&object.namespace, reference)
+                    .map_err(|(_, message)| message),
+                (None, None) => Err("a header has exactly one of value and secretRef".into()),
+            };
+            match value {
+                Ok(value)
+                    if http::HeaderName::from_bytes(header.name.as_bytes()).is_ok()
+                        && http::HeaderValue::from_str(value.trim()).is_ok() =>
+                {
+                    headers.push((
+                        header.name.clone(),
+                        snapshot::Credential(value.trim().to_string()),
+                    ));
+                }
+                Ok(_) => {
+                    valid = false;
+                    diagnostics.push(Diagnostic::error(
+                        object,
+                        format!("{field}.headers[{h}]"),
+                        reason::INVALID,
+                        "not a valid HTTP header name and value",
+                    ));
+                }
+                Err(message) => {
+                    valid = false;
+                    diagnostics.push(Diagnostic::error(
+                        object,
+                        format!("{field}.headers[{h}].secretRef"),
+                        reason::SECRET_NOT_FOUND,
+                        message,
+                    ));
+                }
+            }
+        }
+        sinks.push(snapshot::AuditSink {
+            kind: sink.kind,
+            name: sink
+                .name
+                .clone()
+                .unwrap_or_else(|| sink.kind.as_str().to_string()),
+            path: sink.path.clone(),
+            max_bytes: sink.max_bytes,
+            max_files: sink.max_files,
+            url: sink.url.clone(),
+            headers,
+            timeout_ms,
+        });
+    }
+    let spool = spec.spool.clone().unwrap_or_default();
+    valid.then(|| snapshot::Audit {
+        content: spec.content,
+        spool_path: spool
+            .path
+            .unwrap_or_else(|| DEFAULT_AUDIT_SPOOL.to_string()),
+        spool_max_bytes: spool.max_bytes.unwrap_or(DEFAULT_AUDIT_SPOOL_BYTES),
+        sinks,
     })
 }
 

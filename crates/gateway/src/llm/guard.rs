@@ -412,6 +412,10 @@ impl StreamGuard {
 
     /// The stream ended: chunks with what is still held, per choice.
     pub fn flush(&mut self) -> Vec<ChatChunk> {
+        // After a block what is held stays held.
+        if self.blocked {
+            return Vec::new();
+        }
         let policy = self.policy.clone();
         let open: Vec<u32> = self
             .choices

@@ -161,6 +161,9 @@ async fn pipeline(
     context.principal = auth::authenticate(&runtime, &context.gateway, &parts.headers).await?;
     let limit = runtime.snapshot.config.limits.max_request_body_bytes;
     let bytes = ingress::read_body(body, &parts.headers, limit).await?;
+    if let Some(audit) = &mut context.audit {
+        audit.request_bytes(&bytes);
+    }
     let mut inbound = Inbound::parse(&bytes, context.endpoint)?;
     let mut route = runtime
         .routes

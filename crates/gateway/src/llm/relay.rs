@@ -45,6 +45,9 @@ impl Output {
         if streamed && !bytes.is_empty() {
             context.output_started();
         }
+        if let Some(audit) = &mut context.audit {
+            audit.response_bytes(&bytes);
+        }
         bytes
     }
 }
@@ -165,19 +168,21 @@ impl Translator {
             }
             match item {
                 StreamItem::Chunk(mut chunk) => {
-                    if let Some(guard) = &mut self.guard
-                        && !guard.chunk(&mut chunk)
-                    {
-                        continue;
+                    if let Some(guard) = &mut self.guard {
+                        // After a block nothing more of the answer goes
+                        // out, but its usage still does (it is what the
+                        // client pays and budgets count).
+                        if guard.blocked {
+                            chunk.choices.clear();
+                            if chunk.usage.is_none() {
+                                continue;
+                            }
+                        } else if !guard.chunk(&mut chunk) {
+                            continue;
+                        }
                     }
                     self.output_chars += crate::sse::generated_chars(&chunk);
                     self.encoder.chunk(&chunk, &mut out);
-                    // A blocked answer ends here, properly, whatever the
-                    // provider still sends.
-                    if self.guard.as_ref().is_some_and(|g| g.blocked) {
-                        self.encoder.done(&mut out);
-                        self.finished = true;
-                    }
                 }
                 StreamItem::Done => {
                     if let Some(guard) = &mut self.guard {

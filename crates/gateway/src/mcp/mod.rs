@@ -112,7 +112,14 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Respon
     };
     let outcome = seen.outcome(response.status());
     let elapsed = started.elapsed();
-    audit(&runtime, &seen, outcome, response.status(), elapsed);
+    audit(
+        &gateway,
+        &runtime,
+        &seen,
+        outcome,
+        response.status(),
+        elapsed,
+    );
     let labels = crate::metrics::McpLabels {
         server: seen.server,
         method: seen.method,
@@ -221,9 +228,43 @@ fn audited(method: &str) -> bool {
 /// One audit record (tracing target `tollgate::audit`): who, which server
 /// and tool, the gateway's decision, the outcome, the latency and the
 /// arguments' shape with what was redacted; never argument values.
-fn audit(runtime: &Runtime, seen: &Seen, outcome: &str, status: StatusCode, elapsed: Duration) {
+fn audit(
+    gateway: &Gateway,
+    runtime: &Runtime,
+    seen: &Seen,
+    outcome: &str,
+    status: StatusCode,
+    elapsed: Duration,
+) {
     if !audited(seen.method) {
         return;
+    }
+    if runtime.snapshot.config.audit.is_some() {
+        let mut record = serde_json::Map::new();
+        record.insert("kind".into(), "mcp.call".into());
+        record.insert("server".into(), serde_json::json!(&*seen.server));
+        record.insert("method".into(), serde_json::json!(seen.method));
+        if !seen.tool.is_empty() {
+            record.insert("tool".into(), serde_json::json!(seen.tool));
+        }
+        record.insert("caller".into(), serde_json::json!(seen.caller));
+        record.insert(
+            "decision".into(),
+            serde_json::json!(if seen.reached { "allowed" } else { "refused" }),
+        );
+        record.insert("outcome".into(), serde_json::json!(outcome));
+        record.insert("status".into(), serde_json::json!(status.as_u16()));
+        record.insert(
+            "latencyUs".into(),
+            serde_json::json!(elapsed.as_micros() as u64),
+        );
+        if let Some(arguments) = &seen.arguments {
+            record.insert("argumentsShape".into(), arguments.clone());
+        }
+        if !seen.redacted.is_empty() {
+            record.insert("redacted".into(), serde_json::json!(seen.redacted));
+        }
+        gateway.audit.record(record);
     }
     let gateway = &runtime.snapshot.config.gateway;
     let arguments = seen
