@@ -59,6 +59,14 @@ pub struct ContentRules {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     pub custom: Vec<CustomRuleSpec>,
+    /// Streams only: bytes of an answer held back before they are released
+    /// (default 128), so a value split across chunks is seen whole. The
+    /// first visible text waits for this much output (at 50 tokens a second,
+    /// 128 bytes are about half a second); values longer than it (a PEM
+    /// key) are only found when they arrive within one chunk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 4096").message("streamHoldBack is between 0 and 4096 bytes"))]
+    pub stream_hold_back: Option<u32>,
 }
 
 /// Which built-in kinds to look for, and the action for each.

@@ -19,7 +19,12 @@ pub struct GuardPolicy {
     pub injection: Option<Injection>,
     /// Rules on the answer; `None`: the answer is not filtered.
     pub output: Option<Rules>,
+    /// Bytes of a streamed answer held back for the output rules.
+    pub stream_hold_back: usize,
 }
+
+/// Default of `output.streamHoldBack`.
+pub const DEFAULT_STREAM_HOLD_BACK: usize = tollgate_guard::DEFAULT_WINDOW;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Injection {
@@ -63,16 +68,22 @@ impl GuardPolicy {
                     .map_or(tollgate_guard::injection::DEFAULT_THRESHOLD, |t| t as f32),
             });
         let output = match &spec.output {
-            Some(ContentRules { pii, custom }) => {
+            Some(ContentRules { pii, custom, .. }) => {
                 rules(recognizers, pii.as_ref(), custom, "output", Side::Output)?
             }
             None => None,
         };
+        let stream_hold_back = spec
+            .output
+            .as_ref()
+            .and_then(|o| o.stream_hold_back)
+            .map_or(DEFAULT_STREAM_HOLD_BACK, |bytes| bytes as usize);
         Ok(Self {
             name: spec.name.clone(),
             input,
             injection,
             output,
+            stream_hold_back,
         })
     }
 }

@@ -15,8 +15,7 @@ use std::sync::{Arc, LazyLock};
 use tollgate_config::guard::GuardPolicy;
 use tollgate_guard::injection::InjectionDetector;
 use tollgate_guard::{
-    Action, Blocked, DEFAULT_WINDOW, Kind, MaskTable, Recognizers, Rules, StreamScanner,
-    StreamUnmasker,
+    Action, Blocked, Kind, MaskTable, Recognizers, Rules, StreamScanner, StreamUnmasker,
 };
 use tollgate_llm::canonical::{
     ChatChunk, ChatResponse, Content, ContentPart, Message, Role, finish,
@@ -374,7 +373,7 @@ impl StreamGuard {
             None => {
                 self.choices.push(ChoiceFilter {
                     index,
-                    scanner: StreamScanner::new(DEFAULT_WINDOW),
+                    scanner: StreamScanner::new(policy.stream_hold_back),
                     unmasker: StreamUnmasker::default(),
                     ended: false,
                 });
