@@ -133,6 +133,7 @@ mod tests {
             tiers: None,
             resilience: Default::default(),
             guard: None,
+            prompts: None,
             allowed_regions: Vec::new(),
         }
     }
