@@ -14,6 +14,7 @@ pub mod gateway;
 pub mod guard;
 pub mod keys;
 pub mod mcp;
+pub mod prompt;
 pub mod provider;
 pub mod route;
 

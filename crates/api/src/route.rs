@@ -128,6 +128,11 @@ pub struct AIRouteSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 8))]
     pub context_fallback: Vec<ContextFallbackBackend>,
+    /// Prompt management: versioned templates with variables, decorators
+    /// and context fetched from URLs, applied to every chat request of the
+    /// route before guards and budgets see it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompts: Option<crate::prompt::RoutePrompts>,
 }
 
 /// What both the CEL rule and compile say of backends and tiers that disagree.

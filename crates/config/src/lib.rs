@@ -18,6 +18,7 @@ pub mod guard;
 pub mod load;
 pub mod mcp_catalog;
 pub mod mcp_wire;
+pub mod prompt;
 pub mod push;
 pub mod resources;
 pub mod schema;

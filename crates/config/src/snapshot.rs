@@ -15,6 +15,7 @@ use crate::digest::DigestKey;
 
 pub mod budget;
 pub mod mcp;
+pub mod prompt;
 pub use budget::Budget;
 pub use mcp::McpServer;
 
@@ -99,6 +100,17 @@ impl Snapshot {
                     )));
                 }
             }
+        }
+        if let Some(route) = config.routes.iter().find(|r| {
+            r.prompts.as_ref().is_some_and(|p| {
+                p.default_version
+                    .is_some_and(|index| index >= p.templates.len())
+            })
+        }) {
+            return Err(SnapshotError::Invalid(format!(
+                "route {} names a default prompt version past its templates",
+                route.name
+            )));
         }
         if let Some(route) = config
             .routes
@@ -538,6 +550,11 @@ pub struct Route {
     /// Index of the route's guard policy in `guard_policies`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guard: Option<usize>,
+    /// Prompt templates, decorators and context; `None` costs a request
+    /// nothing. Omitted when absent, so snapshots from before it hash the
+    /// same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompts: Option<Box<prompt::Prompts>>,
 }
 
 /// How a route retries and spreads its requests.
@@ -781,6 +798,7 @@ mod tests {
                 resilience: Default::default(),
                 allowed_regions: Vec::new(),
                 guard: None,
+                prompts: None,
             }],
             allowed_regions: Vec::new(),
             guard_policies: Vec::new(),

@@ -153,6 +153,35 @@ pub struct TierLabels {
     pub reason: &'static str,
 }
 
+/// One prompt render: the route, the template version (empty for none, and
+/// for a version the route does not have), and how it ended (`ok`,
+/// `version_not_found`, `version_conflict`, `variable_missing`,
+/// `invalid_variables`, `render_failed`, `context_unavailable`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PromptRenderLabels {
+    pub route: Arc<str>,
+    pub version: Arc<str>,
+    pub outcome: &'static str,
+}
+
+/// One fetch of a prompt context source (its URL without query), and how
+/// it ended: `ok`, `timeout`, `too_large`, `status`, `error`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ContextFetchLabels {
+    pub source: Arc<str>,
+    pub outcome: &'static str,
+}
+
+/// A request of `route` that went without an optional context `source`
+/// (`unavailable`), or was served the last copy of a source whose refresh
+/// failed (`stale`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ContextUseLabels {
+    pub route: Arc<str>,
+    pub source: Arc<str>,
+    pub outcome: &'static str,
+}
+
 /// Why a connection was closed as soon as it was accepted (or not accepted).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RejectLabels {
@@ -199,6 +228,9 @@ pub struct Metrics {
     pub audit_sink_backlog: Family<AuditSinkLabels, Gauge>,
     /// Last totals read from the audit log, so counters advance by deltas.
     pub audit_seen: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    pub prompt_renders: Family<PromptRenderLabels, Counter>,
+    pub prompt_context_fetches: Family<ContextFetchLabels, Counter>,
+    pub prompt_context_degraded: Family<ContextUseLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -304,6 +336,24 @@ impl Metrics {
             "audit_sink_backlog_records",
             "Audit records spooled and not yet delivered to a sink",
             audit_sink_backlog.clone(),
+        );
+        let prompt_renders = Family::<PromptRenderLabels, Counter>::default();
+        registry.register(
+            "prompt_renders",
+            "Prompt template renders by route, version and outcome",
+            prompt_renders.clone(),
+        );
+        let prompt_context_fetches = Family::<ContextFetchLabels, Counter>::default();
+        registry.register(
+            "prompt_context_fetches",
+            "Fetches of prompt context sources by source and outcome (cache hits are not fetches)",
+            prompt_context_fetches.clone(),
+        );
+        let prompt_context_degraded = Family::<ContextUseLabels, Counter>::default();
+        registry.register(
+            "prompt_context_degraded",
+            "Requests served without an optional context source (unavailable) or with the last copy of one that failed to refresh (stale), by route and source",
+            prompt_context_degraded.clone(),
         );
         registry.register(
             "connections_open",
@@ -451,6 +501,9 @@ impl Metrics {
             audit_sink_lost,
             audit_sink_backlog,
             audit_seen: Default::default(),
+            prompt_renders,
+            prompt_context_fetches,
+            prompt_context_degraded,
         }
     }
 

@@ -26,6 +26,11 @@ pub struct Payload<'a> {
 }
 
 impl<'a> Payload<'a> {
+    /// Whether the body has the top-level field `name`.
+    pub fn has_field(&self, name: &str) -> bool {
+        self.fields.contains_key(name)
+    }
+
     /// Parses the top level and checks what the gateway needs before routing;
     /// the provider validates the rest.
     pub fn parse(bytes: &'a [u8], endpoint: Endpoint) -> Result<Self, ApiError> {

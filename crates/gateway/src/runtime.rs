@@ -1,6 +1,7 @@
 //! Per-snapshot state: built once when a snapshot is swapped in, then shared
 //! read-only by every request that started under it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -27,6 +28,11 @@ pub enum RuntimeError {
     Invalid(#[from] tollgate_config::snapshot::SnapshotError),
     #[error(transparent)]
     Redis(#[from] RedisStateError),
+    #[error("route {route}: spec.prompts.{error}")]
+    Prompt {
+        route: String,
+        error: tollgate_config::prompt::PromptError,
+    },
     #[error("guard policy {policy}: {error}")]
     Guard {
         policy: String,
@@ -46,6 +52,8 @@ pub struct Runtime {
     pub mcp_sessions: crate::mcp::session::Sealer,
     /// Parallel to `snapshot.config.guard_policies`; routes index into it.
     pub guards: Vec<Arc<tollgate_config::guard::GuardPolicy>>,
+    /// The prompts of the routes that have any, by route name.
+    pub prompts: HashMap<Arc<str>, crate::llm::prompt::RoutePrompts>,
 }
 
 impl Runtime {
@@ -84,7 +92,22 @@ impl Runtime {
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let prompts = snapshot
+            .config
+            .routes
+            .iter()
+            .filter_map(|route| Some((route, route.prompts.as_deref()?)))
+            .map(|(route, prompts)| {
+                crate::llm::prompt::RoutePrompts::build(prompts)
+                    .map(|built| (route.name.clone(), built))
+                    .map_err(|error| RuntimeError::Prompt {
+                        route: route.name.to_string(),
+                        error,
+                    })
+            })
+            .collect::<Result<HashMap<_, _>, _>>()?;
         Ok(Self {
+            prompts,
             guards,
             mcp_sessions: crate::mcp::session::Sealer::new(
                 &snapshot.config.digest_key,
@@ -159,6 +182,8 @@ pub struct Gateway {
     pub throttles: Arc<crate::state::throttle::Throttles>,
     /// Token issuers' key sets, by URL; outlive reloads.
     pub jwks: crate::llm::jwt::JwksCache,
+    /// Prompt context sources' texts, by URL; outlive reloads.
+    pub prompt_context: crate::llm::prompt::context::ContextCache,
     /// Cost by principal, for `/v1/usage`.
     pub usage: crate::usage::UsageLedger,
     /// MCP tools' read-only hints, as last listed.
@@ -206,6 +231,7 @@ impl Gateway {
             mcp_eras: crate::mcp::Eras::default(),
             mcp_legacy_sessions: crate::mcp::LegacySessions::default(),
             jwks: crate::llm::jwt::JwksCache::default(),
+            prompt_context: crate::llm::prompt::context::ContextCache::default(),
             throttles: Arc::default(),
             draining: AtomicBool::new(false),
         }
@@ -217,12 +243,17 @@ impl Gateway {
     }
 
     /// Swaps in a new runtime; requests already running keep the old one.
-    /// Installs `runtime` as the configuration in force. Call it on a
-    /// tokio runtime that lives as long as the gateway: the audit log's
-    /// tasks run there.
+    /// Call it on a tokio runtime that lives as long as the gateway: the
+    /// audit log's tasks run there.
     pub fn install(&self, runtime: Runtime) {
         self.mcp_legacy.update(&runtime.snapshot.config.mcp_servers);
         self.audit.configure(runtime.snapshot.config.audit.as_ref());
+        self.prompt_context.retain(
+            runtime
+                .prompts
+                .values()
+                .flat_map(|prompts| prompts.context.iter().map(|(source, _)| source)),
+        );
         self.current.store(Some(Arc::new(runtime)));
     }
 

@@ -20,6 +20,7 @@ use crate::snapshot::{GatewayConfig, Provider, Snapshot};
 mod budget;
 mod gateway;
 mod mcp;
+mod prompt;
 mod provider;
 mod route;
 
@@ -655,6 +656,10 @@ mod tests {
     fn cel_rules_and_compile_agree() {
         use serde_json::json;
         use tollgate_api::duration::POSITIVE_DURATION_MESSAGE;
+        use tollgate_api::prompt::{
+            CONTEXT_URL_MESSAGE, DEFAULT_VERSION_MESSAGE, VARIABLE_NAME_MESSAGE, VERSION_MESSAGE,
+            VERSIONS_UNIQUE_MESSAGE,
+        };
         use tollgate_api::provider::ENDPOINT_MESSAGE;
         use tollgate_api::route::{
             ALIASES_UNIQUE_MESSAGE, BACKENDS_WEIGHT_MESSAGE, HEADERS_UNIQUE_MESSAGE,
@@ -723,6 +728,57 @@ mod tests {
                 "timeouts": {"streamIdle": "0ms"}}),
                 ),
                 "spec.timeouts.streamIdle",
+                POSITIVE_DURATION_MESSAGE,
+            ),
+            (
+                route(
+                    json!({"gatewayRef": {"name": "gw"}, "models": ["a"], "backends": backend,
+                "prompts": {"templates": [{"version": "v1", "messages": [{"role": "system", "content": "x"}]}], "defaultVersion": "v2"}}),
+                ),
+                "spec.prompts",
+                DEFAULT_VERSION_MESSAGE,
+            ),
+            (
+                route(
+                    json!({"gatewayRef": {"name": "gw"}, "models": ["a"], "backends": backend,
+                "prompts": {"templates": [
+                    {"version": "v1", "messages": [{"role": "system", "content": "x"}]},
+                    {"version": "v1", "messages": [{"role": "system", "content": "y"}]}]}}),
+                ),
+                "spec.prompts.templates",
+                VERSIONS_UNIQUE_MESSAGE,
+            ),
+            (
+                route(
+                    json!({"gatewayRef": {"name": "gw"}, "models": ["a"], "backends": backend,
+                "prompts": {"templates": [{"version": "v@1", "messages": [{"role": "system", "content": "x"}]}]}}),
+                ),
+                "spec.prompts.templates[0].version",
+                VERSION_MESSAGE,
+            ),
+            (
+                route(
+                    json!({"gatewayRef": {"name": "gw"}, "models": ["a"], "backends": backend,
+                "prompts": {"templates": [{"version": "v1", "messages": [{"role": "system", "content": "x"}],
+                    "variables": {"principal": "me"}}]}}),
+                ),
+                "spec.prompts.templates[0].variables",
+                VARIABLE_NAME_MESSAGE,
+            ),
+            (
+                route(
+                    json!({"gatewayRef": {"name": "gw"}, "models": ["a"], "backends": backend,
+                "prompts": {"context": [{"url": "http://user:pw@docs/p.txt"}]}}),
+                ),
+                "spec.prompts.context[0].url",
+                CONTEXT_URL_MESSAGE,
+            ),
+            (
+                route(
+                    json!({"gatewayRef": {"name": "gw"}, "models": ["a"], "backends": backend,
+                "prompts": {"context": [{"url": "http://docs/p.txt", "cacheFor": "0s"}]}}),
+                ),
+                "spec.prompts.context[0].cacheFor",
                 POSITIVE_DURATION_MESSAGE,
             ),
             (

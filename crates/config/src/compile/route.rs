@@ -207,6 +207,12 @@ pub(super) fn compile_route(
     let long_context = context_fallback(spec, &object, providers, diagnostics);
     let resilience = resilience(spec, &object, !long_context.is_empty(), diagnostics);
 
+    let prompts = spec
+        .prompts
+        .as_ref()
+        .map(|p| super::prompt::prompts(p, &object, diagnostics).map(Box::new))
+        .transpose();
+
     let timeouts = spec.timeouts.clone().unwrap_or_default();
     let request = parse_duration_ms(
         timeouts.request.as_ref(),
@@ -284,6 +290,7 @@ pub(super) fn compile_route(
         allowed_regions: spec.allowed_regions.clone(),
         resilience: resilience?,
         guard,
+        prompts: prompts.ok()?,
     })
 }
 
@@ -815,6 +822,64 @@ mod tests {
         assert_eq!(d.field, "spec.backends[0].model");
         assert!(d.message.contains("glob"), "{}", d.message);
         assert_eq!(compiled.snapshots[&gw()].config.routes.len(), 1);
+    }
+
+    #[test]
+    fn prompts_compile_to_data_and_a_broken_template_is_reported_on_its_field() {
+        let route = |name: &str, content: &str| {
+            format!(
+                "---\napiVersion: tollgate.dev/v1alpha1\nkind: AIRoute\nmetadata: {{name: {name}}}\nspec:\n  gatewayRef: {{name: gw}}\n  models: [{name}]\n  backends: [{{providerRef: {{name: zeta}}, model: m}}]\n  prompts:\n    templates:\n    - version: v1\n      messages:\n      - {{role: system, content: \"fine {{{{ x }}}}\"}}\n      - {{role: user, content: \"{content}\"}}\n      variables: {{x: one}}\n    defaultVersion: v1\n    decorators: [{{position: Append, role: user, content: \"{{{{ principal.user }}}}\"}}]\n    context: [{{url: \"http://127.0.0.1:8000/policy.txt?v=2\", required: false}}]\n"
+            )
+        };
+        let text = format!(
+            "{BASE}{}{}",
+            route("good", "Hello {{ x }}"),
+            route("broken", "{{ x ")
+        );
+        let compiled = compile(&load(&text).resources);
+        assert_eq!(compiled.diagnostics.len(), 1, "{:?}", compiled.diagnostics);
+        let d = &compiled.diagnostics[0];
+        assert_eq!(d.object.as_ref().unwrap().name, "broken");
+        assert_eq!(d.field, "spec.prompts.templates[0].messages[1].content");
+        assert!(d.message.starts_with("syntax error"), "{}", d.message);
+        let (config, good) = clean_route_of(&compiled, "good");
+        let prompts = good.prompts.as_deref().unwrap();
+        assert_eq!(prompts.default_version, Some(0));
+        assert_eq!(prompts.templates[0].variables["x"], "one");
+        let source = &prompts.context[0];
+        assert_eq!(
+            (
+                source.max_bytes,
+                source.timeout_ms,
+                source.cache_for_ms,
+                source.required
+            ),
+            (65_536, 2_000, 60_000, false)
+        );
+        assert!(
+            !config.routes.iter().any(|r| r.name.ends_with("broken")),
+            "a broken template never reaches a gateway"
+        );
+        // A route without prompts has none in its snapshot (hashes as before).
+        let (_, chat) = clean_route_of(&compiled, "chat");
+        assert!(chat.prompts.is_none());
+    }
+
+    /// Like `clean_route`, ignoring other routes' diagnostics.
+    fn clean_route_of<'a>(
+        compiled: &'a super::super::Compiled,
+        name: &str,
+    ) -> (
+        &'a crate::snapshot::GatewayConfig,
+        &'a crate::snapshot::Route,
+    ) {
+        let config = &compiled.snapshots[&gw()].config;
+        let route = config
+            .routes
+            .iter()
+            .find(|r| *r.name == *format!("default/{name}"))
+            .unwrap();
+        (config, route)
     }
 
     fn route_endpoints(

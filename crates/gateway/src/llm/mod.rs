@@ -5,7 +5,8 @@
 //! | --- | --- | --- |
 //! | ingress | [`ingress`] | read the body within limits; raw top-level fields; canonical form on demand |
 //! | authenticate | [`auth`] | API key → `Principal` |
-//! | route | [`route`] | model alias and headers → AIRoute |
+//! | route | [`route`] | model alias and headers → AIRoute (and `ALIAS@VERSION` → a prompt version) |
+//! | prompt | [`prompt`] | the route's prompts: template version, variables, decorators, context injection |
 //! | guard in | [`guard`] | the route's guard policy: PII and secrets redacted, masked or blocked; prompt injection |
 //! | admit | [`admit`] | reserve the estimated cost against TokenBudgets |
 //! | select | [`select`] | backend order: priority tiers, weights |
@@ -14,8 +15,8 @@
 //! | relay | [`relay`] | the answer to the client through the one output hook, streams transcoded; guard out |
 //! | settle | [`crate::context`] | status, latency, tokens, cost: once, on every exit |
 //!
-//! Stages still to come (prompt policy, cache) slot in between route and
-//! select without touching the others.
+//! Stages still to come (cache) slot in between route and select without
+//! touching the others.
 
 pub mod admit;
 pub mod auth;
@@ -23,6 +24,7 @@ pub mod forward;
 pub mod guard;
 pub mod ingress;
 pub mod jwt;
+pub mod prompt;
 pub mod relay;
 pub mod residency;
 pub mod retry;
@@ -165,14 +167,20 @@ async fn pipeline(
         audit.request_bytes(&bytes);
     }
     let mut inbound = Inbound::parse(&bytes, context.endpoint)?;
-    let mut route = runtime
+    let (mut route, versioned) = runtime
         .routes
-        .find(
+        .find_versioned(
             &inbound.payload.model,
             &parts.headers,
             context.principal.as_deref(),
         )
         .ok_or_else(|| ApiError::model_not_found(&inbound.payload.model))?;
+    // `ALIAS@VERSION`: the alias goes on (to pass-through backends too).
+    let versioned = versioned.map(|(alias, version)| (alias.to_string(), version.to_string()));
+    let version_in_model = versioned.map(|(alias, version)| {
+        inbound.payload.model = alias;
+        version
+    });
     context.route = route.name.clone();
     let served_as = context.endpoint.served_as();
     if !route.endpoints.contains(served_as) {
@@ -183,6 +191,24 @@ async fn pipeline(
             &served,
         )
         .into());
+    }
+    // Prompt: routes with prompts only, on the endpoints with messages.
+    if route.prompts.is_some()
+        && matches!(
+            context.endpoint,
+            Endpoint::ChatCompletions | Endpoint::Responses | Endpoint::Messages
+        )
+        && let Some(prompts) = runtime.prompts.get(&route.name)
+    {
+        prompt::apply(
+            context,
+            &route.name,
+            prompts,
+            version_in_model.as_deref(),
+            &parts.headers,
+            &mut inbound,
+        )
+        .await?;
     }
     // Guard in: routes with a policy only (nothing for count_tokens and
     // embeddings, which have no canonical form to rewrite yet).

@@ -63,13 +63,53 @@ impl RouteTable {
         headers: &HeaderMap,
         principal: Option<&Principal>,
     ) -> Option<&Route> {
-        if let Some(candidates) = self.exact.get(model)
-            && let Some(&index) = candidates
-                .iter()
-                .find(|&&i| applies(&self.routes[i], headers, principal))
-        {
-            return Some(&self.routes[index]);
+        self.find_exact(model, headers, principal)
+            .or_else(|| self.find_glob(model, headers, principal))
+    }
+
+    /// Like [`find`](Self::find), and `ALIAS@VERSION` names the prompt
+    /// version `VERSION` of the route of `ALIAS`, if that route has prompts.
+    /// An exact alias with `@` wins over the split; the split wins over
+    /// globs (so a catch-all glob does not swallow versioned names). The
+    /// second value is the split `(alias, version)`.
+    pub fn find_versioned<'m>(
+        &self,
+        model: &'m str,
+        headers: &HeaderMap,
+        principal: Option<&Principal>,
+    ) -> Option<(&Route, Option<(&'m str, &'m str)>)> {
+        if let Some(route) = self.find_exact(model, headers, principal) {
+            return Some((route, None));
         }
+        if let Some((alias, version)) = super::prompt::split_version(model)
+            && let Some(route) = self.find(alias, headers, principal)
+            && route.prompts.is_some()
+        {
+            return Some((route, Some((alias, version))));
+        }
+        self.find_glob(model, headers, principal)
+            .map(|route| (route, None))
+    }
+
+    fn find_exact(
+        &self,
+        model: &str,
+        headers: &HeaderMap,
+        principal: Option<&Principal>,
+    ) -> Option<&Route> {
+        let candidates = self.exact.get(model)?;
+        candidates
+            .iter()
+            .find(|&&i| applies(&self.routes[i], headers, principal))
+            .map(|&index| &self.routes[index])
+    }
+
+    fn find_glob(
+        &self,
+        model: &str,
+        headers: &HeaderMap,
+        principal: Option<&Principal>,
+    ) -> Option<&Route> {
         self.globs
             .iter()
             .find(|(pattern, i)| {
@@ -133,8 +173,41 @@ mod tests {
             tiers: None,
             resilience: Default::default(),
             guard: None,
+            prompts: None,
             allowed_regions: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_versioned_name_finds_the_route_with_prompts() {
+        let mut bot = route("bot", &["support-bot"], &[], &[]);
+        bot.prompts = Some(Box::default());
+        let t = RouteTable::new(vec![
+            bot,
+            route("plain", &["plain"], &[], &[]),
+            route("at", &["team@bot"], &[], &[]),
+            route("catch-all", &[], &["*"], &[]),
+        ]);
+        let h = headers(&[]);
+        let find = |model: &'static str| {
+            t.find_versioned(model, &h, None)
+                .map(|(r, split)| (r.name.to_string(), split))
+        };
+        assert_eq!(
+            find("support-bot@v3"),
+            Some(("bot".into(), Some(("support-bot", "v3")))),
+            "the split beats the catch-all glob"
+        );
+        assert_eq!(find("support-bot"), Some(("bot".into(), None)));
+        assert_eq!(
+            find("team@bot"),
+            Some(("at".into(), None)),
+            "an exact alias with @ wins"
+        );
+        // A route without prompts has no versions: the glob takes the name.
+        assert_eq!(find("plain@v3"), Some(("catch-all".into(), None)));
+        let no_glob = RouteTable::new(vec![route("plain", &["plain"], &[], &[])]);
+        assert!(no_glob.find_versioned("plain@v3", &h, None).is_none());
     }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {

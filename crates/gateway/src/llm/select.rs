@@ -143,6 +143,7 @@ mod tests {
             tiers: None,
             resilience: Default::default(),
             guard: None,
+            prompts: None,
             allowed_regions: Vec::new(),
         }
     }
