@@ -160,8 +160,8 @@ pub struct PromptDecorator {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PromptContextSource {
     /// Where the text is fetched (GET; a 2xx answer with a UTF-8 body).
-    /// Loopback addresses may be used; link-local and cloud metadata
-    /// addresses are refused.
+    /// Loopback addresses are refused unless `allowLoopback`; link-local
+    /// and cloud metadata addresses always are.
     #[schemars(length(max = 2048))]
     #[x_kube(validation = Rule::new(CONTEXT_URL_RULE).message(CONTEXT_URL_MESSAGE))]
     pub url: String,
@@ -193,6 +193,11 @@ pub struct PromptContextSource {
     /// `tollgate_prompt_context_degraded_total{outcome="unavailable"}`.
     #[serde(default = "default_required")]
     pub required: bool,
+    /// Allow a loopback address (a sidecar). Off by default: a route's
+    /// author could otherwise read the gateway's own admin port into a
+    /// prompt.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_loopback: bool,
 }
 
 fn default_required() -> bool {

@@ -5,7 +5,10 @@
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use common::{Harness, json_body, metric_sum, read_all, sse_events};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 const MANIFESTS: &str = r#"apiVersion: tollgate.dev/v1alpha1
@@ -29,6 +32,10 @@ spec:
     input: {injection: {action: Block}}
   - name: injection-flag
     input: {injection: {action: Flag}}
+  - name: short-hold
+    output:
+      pii: {entities: [CREDIT_CARD]}
+      streamHoldBack: 32
 ---
 apiVersion: v1
 kind: Secret
@@ -56,6 +63,7 @@ async fn harness() -> Harness {
         ("output", Some("output")),
         ("injection-block", Some("injection-block")),
         ("injection-flag", Some("injection-flag")),
+        ("short-hold", Some("short-hold")),
         ("plain", None),
     ] {
         manifests += &route(name, policy);
@@ -280,4 +288,48 @@ async fn prompt_injection_is_blocked_or_flagged() {
 
     let (status, _) = chat(&h, "injection-block", "What is the capital of France?").await;
     assert_eq!(status, 200);
+}
+
+/// When the first text of a stream reaches the client, against a mock
+/// sending a word every 20 ms.
+async fn first_text_after(h: &Harness, model: &str, text: &str) -> Duration {
+    let started = Instant::now();
+    let response = h
+        .post("/v1/chat/completions")
+        .json(&json!({"model": model, "stream": true,
+            "messages": [{"role": "user", "content": text}]}))
+        .send()
+        .await
+        .unwrap();
+    let mut body = response.bytes_stream();
+    let mut seen = String::new();
+    while let Some(chunk) = body.next().await {
+        seen.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        if seen.contains("\"content\":\"")
+            && seen
+                .split("\"content\":\"")
+                .skip(1)
+                .any(|rest| !rest.starts_with('"'))
+        {
+            return started.elapsed();
+        }
+    }
+    panic!("no text in {seen}");
+}
+
+#[tokio::test]
+async fn the_hold_back_delays_the_first_text_by_its_size_and_no_more() {
+    let h = harness().await;
+    let words: Vec<String> = (0..60).map(|i| format!("word{i:02}")).collect();
+    let text = format!("{} [mock echo=1 token_delay_ms=20]", words.join(" "));
+    let plain = first_text_after(&h, "plain", &text).await;
+    let short = first_text_after(&h, "short-hold", &text).await;
+    let default = first_text_after(&h, "output", &text).await;
+    // 7 bytes a word: 128 bytes are ~19 words (~380 ms at 20 ms a word),
+    // 32 bytes ~5 words (~100 ms).
+    eprintln!("first text: no policy {plain:?}, hold-back 32 B {short:?}, 128 B {default:?}");
+    assert!(short > plain, "{short:?} vs {plain:?}");
+    assert!(default > short, "{default:?} vs {short:?}");
+    assert!(default >= Duration::from_millis(250), "{default:?}");
+    assert!(default < Duration::from_millis(2000), "{default:?}");
 }

@@ -183,8 +183,9 @@ struct Setup {
 }
 
 fn manifests(files: SocketAddr, support: &str) -> String {
-    let source =
-        |path: &str, extra: &str| format!("    - {{url: \"http://{files}{path}\"{extra}}}\n");
+    let source = |path: &str, extra: &str| {
+        format!("    - {{url: \"http://{files}{path}\", allowLoopback: true{extra}}}\n")
+    };
     let mut text = GATEWAY.to_string();
     text += &route("support-bot", "capture", "capture-chat", Some(support));
     text += &route("plain", "capture", "capture-chat", None);
@@ -227,6 +228,14 @@ fn manifests(files: SocketAddr, support: &str) -> String {
         "capture",
         "capture-chat",
         Some(&context(&source("/gone.txt", ""))),
+    );
+    text += &route(
+        "ctx-loopback-refused",
+        "capture",
+        "capture-chat",
+        Some(&format!(
+            "\n    context:\n    - {{url: \"http://{files}/policy.txt\"}}\n"
+        )),
     );
     text += &route(
         "ctx-big",
@@ -684,6 +693,17 @@ async fn context_failures_required_fail_the_request_optional_are_skipped() {
     // A failure is remembered for a few seconds: no new fetch per request
     // (the optional source above is the same URL and cap, so it shares it).
     assert_eq!(s.files.hits("/gone.txt"), 1, "one fetch for three requests");
+
+    // A loopback source without allowLoopback: refused (the gateway's own
+    // ports are loopback), and nothing was fetched.
+    let hits = s.files.hits("/policy.txt");
+    let (status, body) = chat(
+        h,
+        json!({"model": "ctx-loopback-refused", "messages": user("Hi")}),
+    )
+    .await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(s.files.hits("/policy.txt"), hits);
 
     // Larger than maxBytes: refused, never cut short.
     let (status, body) = chat(h, json!({"model": "ctx-big", "messages": user("Hi")})).await;

@@ -137,6 +137,7 @@ pub(super) fn prompts(
                 cache_for_ms,
                 role: source.role,
                 required: source.required,
+                allow_loopback: source.allow_loopback,
             });
         }
     }

@@ -58,4 +58,6 @@ pub struct ContextSource {
     pub cache_for_ms: u64,
     pub role: PromptRole,
     pub required: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_loopback: bool,
 }

@@ -59,10 +59,12 @@ pub struct Fetched {
     pub stale: bool,
 }
 
-/// Context copies by (URL, cap); kept across reloads, like key sets.
+/// Context copies by (URL, cap, loopback allowed): a source that may not
+/// reach loopback never gets a copy one that may fetched. Kept across
+/// reloads, like key sets.
 #[derive(Default)]
 pub struct ContextCache {
-    slots: Mutex<HashMap<(String, u64), Arc<Slot>>>,
+    slots: Mutex<HashMap<(String, u64, bool), Arc<Slot>>>,
 }
 
 #[derive(Default)]
@@ -104,12 +106,14 @@ impl ContextCache {
     /// Forgets the sources no longer configured (a reload); requests still
     /// using one keep their copy.
     pub fn retain<'a>(&self, sources: impl IntoIterator<Item = &'a ContextSource>) {
-        let keep: std::collections::HashSet<(&str, u64)> = sources
+        let keep: std::collections::HashSet<(&str, u64, bool)> = sources
             .into_iter()
-            .map(|s| (s.url.as_str(), s.max_bytes))
+            .map(|s| (s.url.as_str(), s.max_bytes, s.allow_loopback))
             .collect();
         let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        slots.retain(|(url, max_bytes), _| keep.contains(&(url.as_str(), *max_bytes)));
+        slots.retain(|(url, max_bytes, loopback), _| {
+            keep.contains(&(url.as_str(), *max_bytes, *loopback))
+        });
     }
 
     /// The text of `source`: a fresh copy, else fetched now (or a stale copy
@@ -124,7 +128,7 @@ impl ContextCache {
         let slot = {
             let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
             slots
-                .entry((source.url.clone(), source.max_bytes))
+                .entry((source.url.clone(), source.max_bytes, source.allow_loopback))
                 .or_default()
                 .clone()
         };
@@ -202,13 +206,26 @@ pub fn source_label(url: &str) -> Arc<str> {
 /// One GET of `source`, within its timeout and cap.
 async fn fetch(source: &ContextSource, clients: &Clients) -> Result<String, FetchError> {
     let failed = |e: String| FetchError::Failed(e);
-    // Like key sets: loopback sidecars yes, cloud metadata never.
+    // Cloud metadata never; loopback (the gateway's own ports) only when
+    // the source says so.
     let policy = EgressPolicy {
-        allow_loopback: true,
+        allow_loopback: source.allow_loopback,
         allow_link_local: false,
     };
+    // The resolver applies the policy to names; an address written in the
+    // URL is checked here.
+    let uri: http::Uri = source
+        .url
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| failed(e.to_string()))?;
+    if let Err(class) = policy.check_host(uri.host().unwrap_or_default()) {
+        let (what, _) = class.describe();
+        return Err(failed(format!(
+            "{what} may not be reached (allowLoopback allows loopback)"
+        )));
+    }
     let client = clients.pooled(source.timeout_ms, policy);
-    let request = http::Request::get(&source.url)
+    let request = http::Request::get(uri)
         .header(http::header::ACCEPT, "text/plain, text/markdown, */*")
         .body(http_body_util::Full::new(Bytes::new()))
         .map_err(|e| failed(e.to_string()))?;
@@ -263,6 +280,7 @@ mod tests {
             cache_for_ms: 1,
             role: tollgate_api::prompt::PromptRole::System,
             required: true,
+            allow_loopback: false,
         };
         let cache = ContextCache::default();
         for (url, max) in [("http://a/1", 10), ("http://a/1", 20), ("http://b/2", 10)] {
@@ -270,13 +288,13 @@ mod tests {
                 .slots
                 .lock()
                 .unwrap()
-                .insert((url.to_string(), max), Arc::default());
+                .insert((url.to_string(), max, false), Arc::default());
         }
         cache.retain([&source("http://a/1", 20)]);
         let slots = cache.slots.lock().unwrap();
         assert_eq!(
             slots.keys().collect::<Vec<_>>(),
-            [&("http://a/1".to_string(), 20)]
+            [&("http://a/1".to_string(), 20, false)]
         );
     }
 
