@@ -183,6 +183,31 @@ pub struct InjectionGuard {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self > 0.0 && self <= 1.0").message("threshold is a score above 0 and at most 1"))]
     pub threshold: Option<f64>,
+    /// An LLM judge asked about the messages the heuristics let through
+    /// (user messages and tool results), catching what phrasing rules miss.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge: Option<JudgeSpec>,
+}
+
+/// An LLM classifier behind a ModelProvider of this namespace. The provider
+/// must satisfy the gateway's `allowedRegions`: what it is sent is the
+/// prompt itself.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JudgeSpec {
+    pub provider_ref: crate::common::LocalObjectReference,
+    /// The model asked (any chat model; answers with a JSON verdict).
+    #[schemars(length(min = 1, max = 256))]
+    pub model: String,
+    /// How long the gateway waits for a verdict (default 2s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16))]
+    pub timeout: Option<String>,
+    /// A judge that fails, times out or answers nonsense: `Open` lets the
+    /// request through (counted), `Closed` refuses it with 503 (default
+    /// `Open`).
+    #[serde(default)]
+    pub on_failure: crate::budget::FailureMode,
 }
 
 #[derive(

@@ -26,11 +26,25 @@ pub struct GuardPolicy {
 /// Default of `output.streamHoldBack`.
 pub const DEFAULT_STREAM_HOLD_BACK: usize = tollgate_guard::DEFAULT_WINDOW;
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Injection {
     pub block: bool,
     pub threshold: f32,
+    pub judge: Option<Judge>,
 }
+
+/// An LLM judge: a ModelProvider of the gateway's snapshot by name.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Judge {
+    pub provider: String,
+    pub model: String,
+    pub timeout_ms: u64,
+    /// Refuse the request when the judge cannot answer.
+    pub fail_closed: bool,
+}
+
+/// Default of a judge's `timeout`.
+pub const DEFAULT_JUDGE_TIMEOUT_MS: u64 = 2_000;
 
 /// What is wrong with a policy, and where.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -61,12 +75,16 @@ impl GuardPolicy {
             .input
             .as_ref()
             .and_then(|i| i.injection.as_ref())
-            .map(|i| Injection {
-                block: i.action == InjectionAction::Block,
-                threshold: i
-                    .threshold
-                    .map_or(tollgate_guard::injection::DEFAULT_THRESHOLD, |t| t as f32),
-            });
+            .map(|i| -> Result<Injection, GuardError> {
+                Ok(Injection {
+                    block: i.action == InjectionAction::Block,
+                    threshold: i
+                        .threshold
+                        .map_or(tollgate_guard::injection::DEFAULT_THRESHOLD, |t| t as f32),
+                    judge: i.judge.as_ref().map(judge).transpose()?,
+                })
+            })
+            .transpose()?;
         let output = match &spec.output {
             Some(ContentRules { pii, custom, .. }) => {
                 rules(recognizers, pii.as_ref(), custom, "output", Side::Output)?
@@ -86,6 +104,27 @@ impl GuardPolicy {
             stream_hold_back,
         })
     }
+}
+
+fn judge(spec: &tollgate_api::guard::JudgeSpec) -> Result<Judge, GuardError> {
+    let timeout_ms = match &spec.timeout {
+        None => DEFAULT_JUDGE_TIMEOUT_MS,
+        Some(text) => match tollgate_api::duration::parse(text) {
+            Ok(d) if !d.is_zero() => u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+            _ => {
+                return Err(GuardError {
+                    field: "input.injection.judge.timeout".into(),
+                    message: tollgate_api::duration::POSITIVE_DURATION_MESSAGE.into(),
+                });
+            }
+        },
+    };
+    Ok(Judge {
+        provider: spec.provider_ref.name.clone(),
+        model: spec.model.clone(),
+        timeout_ms,
+        fail_closed: spec.on_failure == tollgate_api::budget::FailureMode::Closed,
+    })
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -209,7 +248,8 @@ mod tests {
             policy.injection,
             Some(Injection {
                 block: false,
-                threshold: 0.7
+                threshold: 0.7,
+                judge: None,
             })
         );
     }

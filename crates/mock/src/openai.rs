@@ -201,14 +201,32 @@ pub(crate) async fn chat_completions(
         model,
         prompt_tokens: prompt.tokens(),
     };
-    let echo = behavior.echo.then(|| {
-        let last_user = messages.iter().rev().find(|m| m.role == "user");
-        crate::config::echo_text(
-            last_user
-                .and_then(|m| m.content.as_ref())
-                .into_iter()
-                .flat_map(Content::texts),
-        )
+    // A guard's LLM judge: the mock stands in for the remote classifier
+    // with a few phrase rules of its own (see `judge_verdict`).
+    let judged = messages
+        .first()
+        .filter(|m| m.role == "system")
+        .and_then(|m| m.content.as_ref())
+        .filter(|c| c.texts().any(|t| t.starts_with(JUDGE_MARKER)))
+        .and_then(|_| messages.iter().rev().find(|m| m.role == "user"))
+        .map(|m| {
+            judge_verdict(
+                &m.content
+                    .iter()
+                    .flat_map(Content::texts)
+                    .collect::<String>(),
+            )
+        });
+    let echo = judged.or_else(|| {
+        behavior.echo.then(|| {
+            let last_user = messages.iter().rev().find(|m| m.role == "user");
+            crate::config::echo_text(
+                last_user
+                    .and_then(|m| m.content.as_ref())
+                    .into_iter()
+                    .flat_map(Content::texts),
+            )
+        })
     });
     let reply = match tools.is_empty() {
         _ if echo.is_some() => Reply::Echo(echo.unwrap_or_default()),
@@ -790,6 +808,33 @@ pub(crate) fn model(state: &State, id: &str) -> Result<Response<MockBody>, ApiEr
     err.param = Some(Cow::Borrowed("model"));
     err.code = Some("model_not_found");
     Err(err)
+}
+
+/// How a guard's judge request starts (the gateway's `judge::INSTRUCTIONS`).
+const JUDGE_MARKER: &str = "You are a prompt-injection classifier";
+
+/// The stand-in judge's verdict on `text`: injection when it contains one
+/// of a few override phrases. Deterministic, and deliberately different
+/// from the gateway's own heuristics.
+fn judge_verdict(text: &str) -> String {
+    const PHRASES: [&str; 10] = [
+        "ignore all",
+        "ignore previous",
+        "ignore your",
+        "disregard",
+        "system prompt",
+        "you are now",
+        "developer mode",
+        "jailbreak",
+        "new instructions",
+        "forget everything",
+    ];
+    let lower = text.to_lowercase();
+    let hit = PHRASES.iter().any(|p| lower.contains(p));
+    format!(
+        "{{\"injection\": {hit}, \"confidence\": {}}}",
+        if hit { "0.9" } else { "0.1" }
+    )
 }
 
 #[cfg(test)]

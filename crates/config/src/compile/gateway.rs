@@ -381,6 +381,86 @@ pub(super) fn compile_gateway(
     })
 }
 
+/// Adds the ModelProviders the guard policies' judges call to the
+/// gateway's providers. Each must exist, be valid, and lie within the
+/// gateway's `allowedRegions` (a judge is sent the prompt itself). `false`
+/// when one does not: the gateway's new configuration stops there.
+pub(super) fn add_guard_providers(
+    config: &mut GatewayConfig,
+    providers: &BTreeMap<crate::diagnostics::ObjectRef, Option<snapshot::Provider>>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> bool {
+    let object = config.gateway.clone();
+    let mut valid = true;
+    for (index, policy) in config.guard_policies.clone().iter().enumerate() {
+        let Some(judge) = policy
+            .input
+            .as_ref()
+            .and_then(|i| i.injection.as_ref())
+            .and_then(|i| i.judge.as_ref())
+        else {
+            continue;
+        };
+        let field = format!("spec.guardPolicies[{index}].input.injection.judge.providerRef.name");
+        let reference = crate::diagnostics::ObjectRef::new(
+            "ModelProvider",
+            &object.namespace,
+            &judge.provider_ref.name,
+        );
+        let provider = match providers.get(&reference) {
+            Some(Some(provider)) => provider,
+            found => {
+                valid = false;
+                let message = if found.is_some() {
+                    format!(
+                        "ModelProvider {:?} is invalid; see its diagnostics",
+                        reference.name
+                    )
+                } else {
+                    format!(
+                        "ModelProvider {:?} not found in namespace {}",
+                        reference.name, reference.namespace
+                    )
+                };
+                diagnostics.push(Diagnostic::error(
+                    &object,
+                    field,
+                    reason::PROVIDER_NOT_FOUND,
+                    message,
+                ));
+                continue;
+            }
+        };
+        let within = config.allowed_regions.is_empty()
+            || provider.data_region.as_deref().is_some_and(|region| {
+                config
+                    .allowed_regions
+                    .iter()
+                    .any(|glob| snapshot::glob_matches(glob, region))
+            });
+        if !within {
+            valid = false;
+            diagnostics.push(Diagnostic::error(
+                &object,
+                field,
+                reason::INVALID,
+                format!(
+                    "the judge's ModelProvider {:?} (dataRegion {}) is outside the gateway's allowedRegions {:?}: it would be sent prompts",
+                    reference.name,
+                    provider.data_region.as_deref().unwrap_or("unset"),
+                    config.allowed_regions
+                ),
+            ));
+            continue;
+        }
+        if !config.providers.iter().any(|p| p.name == provider.name) {
+            let at = config.providers.partition_point(|p| p.name < provider.name);
+            config.providers.insert(at, provider.clone());
+        }
+    }
+    valid
+}
+
 /// Default of `spec.audit.spool.path`.
 pub const DEFAULT_AUDIT_SPOOL: &str = "/var/lib/tollgate/audit";
 /// Default of `spec.audit.spool.maxBytes`.

@@ -83,7 +83,10 @@ pub fn compile(resources: &Resources, digest_key: &DigestKey) -> Compiled {
 
     let mut gateways: BTreeMap<ObjectRef, GatewayConfig> = BTreeMap::new();
     for gateway in sorted(&resources.gateways) {
-        if let Some(config) = compile_gateway(gateway, &secrets, digest_key, &mut out.diagnostics) {
+        if let Some(mut config) =
+            compile_gateway(gateway, &secrets, digest_key, &mut out.diagnostics)
+            && gateway::add_guard_providers(&mut config, &providers, &mut out.diagnostics)
+        {
             gateways.insert(object_ref(gateway), config);
         }
     }

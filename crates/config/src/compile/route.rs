@@ -681,6 +681,44 @@ mod tests {
     }
 
     #[test]
+    fn a_judge_must_exist_and_stay_within_the_gateways_regions() {
+        let with = |judge: &str, regions: &str| {
+            BASE.replace(
+                "    principal: {user: demo, team: platform}\n",
+                &format!("    principal: {{user: demo, team: platform}}\n  guardPolicies:\n  - {{name: j, input: {{injection: {{judge: {{providerRef: {{name: {judge}}}, model: m}}}}}}}}\n{regions}"),
+            )
+        };
+        // Resolved: the judge's provider joins the gateway's providers.
+        let compiled = compile(&load(&with("alpha", "")).resources);
+        assert!(
+            compiled.diagnostics.is_empty(),
+            "{:?}",
+            compiled.diagnostics
+        );
+        let judge_field = "spec.guardPolicies[0].input.injection.judge.providerRef.name";
+        let errors_on_judge = |text: String| {
+            let compiled = compile(&load(&text).resources);
+            compiled
+                .diagnostics
+                .iter()
+                .filter(|d| d.field == judge_field)
+                .map(|d| d.message.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            errors_on_judge(with("nope", "")),
+            ["ModelProvider \"nope\" not found in namespace default"]
+        );
+        // A judge is sent prompts: outside the allowed regions it is refused.
+        let outside = errors_on_judge(with("alpha", "  allowedRegions: [eu-*]\n"));
+        assert_eq!(outside.len(), 1, "{outside:?}");
+        assert!(
+            outside[0].contains("outside the gateway's allowedRegions"),
+            "{outside:?}"
+        );
+    }
+
+    #[test]
     fn a_broken_guard_policy_stops_the_gateways_new_config() {
         let text = BASE.replace(
             "    principal: {user: demo, team: platform}\n",

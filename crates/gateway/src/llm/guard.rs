@@ -130,16 +130,86 @@ fn add(
 /// Guard in: applies `policy` to the request. The request is then sent in
 /// its (possibly rewritten) canonical form; a blocked one is refused with a
 /// 400 in the client's error shape.
-pub fn inspect_request(
+pub async fn inspect_request(
     context: &mut RequestContext,
+    runtime: &crate::runtime::Runtime,
     policy: &Arc<GuardPolicy>,
     inbound: &mut Inbound<'_>,
 ) -> Result<(), ApiError> {
     let mut state = GuardState::new(policy.clone());
-    let outcome = inspect(&mut state, inbound);
+    let mut outcome = inspect(&mut state, inbound);
+    // The judge sees what the provider would: the rewritten messages.
+    if outcome.is_ok() {
+        outcome = ask_judge(&mut state, runtime, inbound).await;
+    }
     // Counted and kept whatever the outcome: a block is a decision too.
     context.guard = Some(Box::new(state));
     outcome
+}
+
+/// The policy's LLM judge on the user messages and tool results the
+/// heuristics let through. A judge that cannot answer lets the request
+/// through (`Open`, counted) or refuses it with 503 (`Closed`).
+async fn ask_judge(
+    state: &mut GuardState,
+    runtime: &crate::runtime::Runtime,
+    inbound: &mut Inbound<'_>,
+) -> Result<(), ApiError> {
+    let policy = state.policy.clone();
+    let Some(injection) = &policy.injection else {
+        return Ok(());
+    };
+    let Some(judge) = &injection.judge else {
+        return Ok(());
+    };
+    if state.flags.contains(&"prompt_injection") {
+        return Ok(());
+    }
+    let canonical = inbound
+        .canonical()
+        .map_err(|error| ApiError::invalid_request("invalid_request", error.message))?;
+    let judged: Vec<String> = canonical
+        .request
+        .messages
+        .iter()
+        .filter(|m| matches!(m.role, Role::User | Role::Tool))
+        .map(message_text)
+        .filter(|t| !t.trim().is_empty())
+        .collect();
+    if judged.is_empty() {
+        return Ok(());
+    }
+    match super::judge::ask(runtime, judge, &judged.join("\n\n")).await {
+        Ok(verdict) if verdict.injection && verdict.confidence >= injection.threshold => {
+            if injection.block {
+                state.record_one("input", "prompt_injection_judge", "block");
+                return Err(ApiError::invalid_request(
+                    "prompt_injection_detected",
+                    format!(
+                        "The request was blocked by guard policy {:?}: its judge reads it as a prompt injection (confidence {:.2}).",
+                        policy.name, verdict.confidence
+                    ),
+                ));
+            }
+            state.record_one("input", "prompt_injection_judge", "flag");
+            state.flags.push("prompt_injection");
+            Ok(())
+        }
+        Ok(_) => Ok(()),
+        Err(why) if judge.fail_closed => {
+            state.record_one("input", "judge_unavailable", "block");
+            tracing::warn!(policy = %policy.name, %why, "guard judge failed: request refused (onFailure: Closed)");
+            Err(ApiError::unavailable(format!(
+                "Guard policy {:?} could not get a verdict from its judge, and refuses requests without one.",
+                policy.name
+            )))
+        }
+        Err(why) => {
+            state.record_one("input", "judge_unavailable", "allow");
+            tracing::warn!(policy = %policy.name, %why, "guard judge failed: request let through (onFailure: Open)");
+            Ok(())
+        }
+    }
 }
 
 fn inspect(state: &mut GuardState, inbound: &mut Inbound<'_>) -> Result<(), ApiError> {
@@ -148,7 +218,7 @@ fn inspect(state: &mut GuardState, inbound: &mut Inbound<'_>) -> Result<(), ApiE
         .canonical_mut()
         .map_err(|error| ApiError::invalid_request("invalid_request", error.message))?;
     let messages = &mut canonical.request.messages;
-    if let Some(injection) = policy.injection {
+    if let Some(injection) = &policy.injection {
         for message in messages.iter() {
             if !matches!(message.role, Role::User | Role::Tool) {
                 continue;

@@ -23,6 +23,7 @@ pub mod auth;
 pub mod forward;
 pub mod guard;
 pub mod ingress;
+pub mod judge;
 pub mod jwt;
 pub mod prompt;
 pub mod relay;
@@ -218,7 +219,7 @@ async fn pipeline(
             Endpoint::CountTokens | Endpoint::Embeddings
         )
     {
-        guard::inspect_request(context, policy, &mut inbound)?;
+        guard::inspect_request(context, &runtime, policy, &mut inbound).await?;
     }
     // Budgets: only when the gateway has any (count_tokens is free).
     if !runtime.snapshot.config.budgets.is_empty() && context.endpoint != Endpoint::CountTokens {
