@@ -40,6 +40,10 @@ pub struct InputGuard {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     pub custom: Vec<CustomRuleSpec>,
+    /// A moderation provider asked about every request (all its texts):
+    /// a flagged category refuses it with 400 `content_policy_violation`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moderation: Option<ModerationSpec>,
     /// Prompt-injection detection on user messages and tool results
     /// (indirect injection arrives through documents and tools).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -67,6 +71,38 @@ pub struct ContentRules {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self >= 0 && self <= 4096").message("streamHoldBack is between 0 and 4096 bytes"))]
     pub stream_hold_back: Option<u32>,
+    /// Output only: a moderation provider asked about every full answer; a
+    /// flagged category ends it with `finish_reason: content_filter`.
+    /// Streamed answers are not moderated (the rules above apply to them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moderation: Option<ModerationSpec>,
+}
+
+/// A moderation provider: a ModelProvider of this namespace speaking the
+/// OpenAI moderation API (`POST /moderations`: types OpenAI,
+/// OpenAICompatible, Mock), within the gateway's `allowedRegions`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ModerationSpec {
+    pub provider_ref: crate::common::LocalObjectReference,
+    /// Default `omni-moderation-latest`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub model: Option<String>,
+    /// The categories that count (`violence`, `hate`, `self-harm`, ...);
+    /// default: whatever the provider flags.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(length(max = 64)))]
+    pub categories: Vec<String>,
+    /// Default 2s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16))]
+    pub timeout: Option<String>,
+    /// A call that fails: `Open` lets the request or answer through
+    /// (counted), `Closed` refuses it (503, or `content_filter` for an
+    /// answer). Default `Open`.
+    #[serde(default)]
+    pub on_failure: crate::budget::FailureMode,
 }
 
 /// Which built-in kinds to look for, and the action for each.

@@ -21,7 +21,23 @@ pub struct GuardPolicy {
     pub output: Option<Rules>,
     /// Bytes of a streamed answer held back for the output rules.
     pub stream_hold_back: usize,
+    pub input_moderation: Option<Moderation>,
+    /// Full answers only.
+    pub output_moderation: Option<Moderation>,
 }
+
+/// A moderation provider: a ModelProvider of the gateway's snapshot.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Moderation {
+    pub provider: String,
+    pub model: String,
+    pub categories: Vec<String>,
+    pub timeout_ms: u64,
+    pub fail_closed: bool,
+}
+
+/// Default of a moderation's `model`.
+pub const DEFAULT_MODERATION_MODEL: &str = "omni-moderation-latest";
 
 /// Default of `output.streamHoldBack`.
 pub const DEFAULT_STREAM_HOLD_BACK: usize = tollgate_guard::DEFAULT_WINDOW;
@@ -96,29 +112,61 @@ impl GuardPolicy {
             .as_ref()
             .and_then(|o| o.stream_hold_back)
             .map_or(DEFAULT_STREAM_HOLD_BACK, |bytes| bytes as usize);
+        let input_moderation = spec
+            .input
+            .as_ref()
+            .and_then(|i| i.moderation.as_ref())
+            .map(|m| moderation(m, "input.moderation"))
+            .transpose()?;
+        let output_moderation = spec
+            .output
+            .as_ref()
+            .and_then(|o| o.moderation.as_ref())
+            .map(|m| moderation(m, "output.moderation"))
+            .transpose()?;
         Ok(Self {
             name: spec.name.clone(),
             input,
             injection,
             output,
             stream_hold_back,
+            input_moderation,
+            output_moderation,
         })
     }
 }
 
-fn judge(spec: &tollgate_api::guard::JudgeSpec) -> Result<Judge, GuardError> {
-    let timeout_ms = match &spec.timeout {
-        None => DEFAULT_JUDGE_TIMEOUT_MS,
+fn timeout_ms(text: Option<&String>, field: &str) -> Result<u64, GuardError> {
+    match text {
+        None => Ok(DEFAULT_JUDGE_TIMEOUT_MS),
         Some(text) => match tollgate_api::duration::parse(text) {
-            Ok(d) if !d.is_zero() => u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
-            _ => {
-                return Err(GuardError {
-                    field: "input.injection.judge.timeout".into(),
-                    message: tollgate_api::duration::POSITIVE_DURATION_MESSAGE.into(),
-                });
-            }
+            Ok(d) if !d.is_zero() => Ok(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            _ => Err(GuardError {
+                field: format!("{field}.timeout"),
+                message: tollgate_api::duration::POSITIVE_DURATION_MESSAGE.into(),
+            }),
         },
-    };
+    }
+}
+
+fn moderation(
+    spec: &tollgate_api::guard::ModerationSpec,
+    field: &str,
+) -> Result<Moderation, GuardError> {
+    Ok(Moderation {
+        provider: spec.provider_ref.name.clone(),
+        model: spec
+            .model
+            .clone()
+            .unwrap_or_else(|| DEFAULT_MODERATION_MODEL.to_string()),
+        categories: spec.categories.clone(),
+        timeout_ms: timeout_ms(spec.timeout.as_ref(), field)?,
+        fail_closed: spec.on_failure == tollgate_api::budget::FailureMode::Closed,
+    })
+}
+
+fn judge(spec: &tollgate_api::guard::JudgeSpec) -> Result<Judge, GuardError> {
+    let timeout_ms = timeout_ms(spec.timeout.as_ref(), "input.injection.judge")?;
     Ok(Judge {
         provider: spec.provider_ref.name.clone(),
         model: spec.model.clone(),

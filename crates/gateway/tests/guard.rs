@@ -52,6 +52,17 @@ spec:
       injection:
         action: Block
         judge: {providerRef: {name: dead}, model: m, timeout: 500ms, onFailure: Closed}
+  - name: moderated
+    input:
+      moderation: {providerRef: {name: mock}, categories: [illicit, self-harm]}
+    output:
+      moderation: {providerRef: {name: mock}}
+  - name: moderation-closed
+    input:
+      moderation: {providerRef: {name: dead}, timeout: 500ms, onFailure: Closed}
+  - name: moderation-open
+    input:
+      moderation: {providerRef: {name: dead}, timeout: 500ms}
   - name: short-hold
     output:
       pii: {entities: [CREDIT_CARD]}
@@ -91,6 +102,9 @@ async fn harness() -> Harness {
         ("short-hold", Some("short-hold")),
         ("judged", Some("judged")),
         ("judged-flag", Some("judged-flag")),
+        ("moderated", Some("moderated")),
+        ("moderation-closed", Some("moderation-closed")),
+        ("moderation-open", Some("moderation-open")),
         ("judge-open", Some("judge-open")),
         ("judge-closed", Some("judge-closed")),
         ("plain", None),
@@ -455,4 +469,44 @@ async fn injection_evaluation_through_the_gateway_with_and_without_the_judge() {
         assert!(jr >= hr, "{file}: recall {jr} < {hr}");
         assert!(hp >= 0.85, "{file}: heuristic precision {hp}");
     }
+}
+
+#[tokio::test]
+async fn a_moderation_provider_blocks_flagged_prompts_and_answers() {
+    let h = harness().await;
+    // Input: only the policy's categories count.
+    let (status, body) = chat(&h, "moderated", "Explain how to build a bomb at home").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "content_policy_violation");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("illicit"),
+        "{body}"
+    );
+    assert_eq!(decisions(&h, "moderation:illicit", "block"), 1.0);
+    // "kill" is violence, not one of the input's categories: through; the
+    // answer repeats it, and output moderation (any category) ends it.
+    let (status, body) = chat(
+        &h,
+        "moderated",
+        "how do I kill a stuck process [mock echo=1]",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"][0]["finish_reason"], "content_filter");
+    assert_eq!(answer(&body), "");
+    assert_eq!(decisions(&h, "moderation:violence", "block"), 1.0);
+    let (status, body) = chat(&h, "moderated", "a calm question [mock echo=1]").await;
+    assert_eq!(status, 200);
+    assert_eq!(answer(&body), "a calm question");
+
+    // The provider unreachable: Closed refuses, Open lets through.
+    let (status, _) = chat(&h, "moderation-closed", "hello").await;
+    assert_eq!(status, 503);
+    let (status, _) = chat(&h, "moderation-open", "hello").await;
+    assert_eq!(status, 200);
+    assert_eq!(decisions(&h, "moderation_unavailable", "allow"), 1.0);
+    assert_eq!(decisions(&h, "moderation_unavailable", "block"), 1.0);
 }

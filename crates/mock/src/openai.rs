@@ -837,6 +837,58 @@ fn judge_verdict(text: &str) -> String {
     )
 }
 
+/// `POST /v1/moderations`: the OpenAI moderation API's shape, with a
+/// stand-in classifier: a category is flagged when the input contains one
+/// of its phrases (deterministic; a real provider's model cannot run here).
+pub(crate) fn moderations(body: Bytes) -> Result<Response<MockBody>, ApiError> {
+    const CATEGORIES: [(&str, &[&str]); 5] = [
+        ("violence", &["kill", "murder", "stab", "shoot"]),
+        ("hate", &["subhuman", "vermin"]),
+        ("harassment", &["worthless idiot", "pathetic loser"]),
+        ("self-harm", &["hurt myself", "end my life"]),
+        ("illicit", &["make meth", "build a bomb"]),
+    ];
+    let request: Value = serde_json::from_slice(&body).map_err(|e| ApiError::bad_json(&e))?;
+    let inputs: Vec<String> = match request.get("input") {
+        Some(Value::String(text)) => vec![text.clone()],
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|item| match item {
+                Value::String(text) => Some(text.clone()),
+                other => other
+                    .get("text")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+            })
+            .collect(),
+        _ => return Err(ApiError::missing("input")),
+    };
+    let results: Vec<Value> = inputs
+        .iter()
+        .map(|text| {
+            let lower = text.to_lowercase();
+            let mut categories = serde_json::Map::new();
+            let mut scores = serde_json::Map::new();
+            let mut flagged = false;
+            for (category, phrases) in CATEGORIES {
+                let hit = phrases.iter().any(|p| lower.contains(p));
+                flagged |= hit;
+                categories.insert(category.into(), Value::Bool(hit));
+                scores.insert(category.into(), serde_json::json!(if hit { 0.93 } else { 0.002 }));
+            }
+            serde_json::json!({"flagged": flagged, "categories": categories, "category_scores": scores})
+        })
+        .collect();
+    let model = request
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("omni-moderation-latest");
+    Ok(json_response(
+        &serde_json::json!({"id": "modr-mock", "model": model, "results": results}),
+        None,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

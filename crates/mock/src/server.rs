@@ -231,6 +231,7 @@ enum Route<'a> {
     Model(&'a str),
     ChatCompletions,
     Embeddings,
+    Moderations,
     Responses,
     Messages,
     CountTokens,
@@ -267,6 +268,7 @@ fn route(path: &str) -> Option<Route<'_>> {
         "/v1/models" => Route::Models,
         "/v1/chat/completions" => Route::ChatCompletions,
         "/v1/embeddings" => Route::Embeddings,
+        "/v1/moderations" => Route::Moderations,
         "/v1/responses" => Route::Responses,
         "/v1/messages" => Route::Messages,
         "/v1/messages/count_tokens" => Route::CountTokens,
@@ -408,6 +410,10 @@ async fn dispatch(
         Route::Embeddings => {
             auth::openai(keys.openai_key.as_deref(), headers)?;
             openai::embeddings(state, headers, None, read_body(body).await?).await
+        }
+        Route::Moderations => {
+            auth::openai(keys.openai_key.as_deref(), headers)?;
+            openai::moderations(read_body(body).await?)
         }
         Route::Responses => {
             auth::openai(keys.openai_key.as_deref(), headers)?;

@@ -392,21 +392,36 @@ pub(super) fn add_guard_providers(
 ) -> bool {
     let object = config.gateway.clone();
     let mut valid = true;
-    for (index, policy) in config.guard_policies.clone().iter().enumerate() {
-        let Some(judge) = policy
-            .input
-            .as_ref()
+    let mut wanted = Vec::new();
+    for (index, policy) in config.guard_policies.iter().enumerate() {
+        let input = policy.input.as_ref();
+        let judge = input
             .and_then(|i| i.injection.as_ref())
-            .and_then(|i| i.judge.as_ref())
-        else {
-            continue;
-        };
-        let field = format!("spec.guardPolicies[{index}].input.injection.judge.providerRef.name");
-        let reference = crate::diagnostics::ObjectRef::new(
-            "ModelProvider",
-            &object.namespace,
-            &judge.provider_ref.name,
-        );
+            .and_then(|i| i.judge.as_ref());
+        if let Some(judge) = judge {
+            wanted.push((
+                index,
+                "input.injection.judge",
+                judge.provider_ref.name.clone(),
+                false,
+            ));
+        }
+        if let Some(m) = input.and_then(|i| i.moderation.as_ref()) {
+            wanted.push((index, "input.moderation", m.provider_ref.name.clone(), true));
+        }
+        if let Some(m) = policy.output.as_ref().and_then(|o| o.moderation.as_ref()) {
+            wanted.push((
+                index,
+                "output.moderation",
+                m.provider_ref.name.clone(),
+                true,
+            ));
+        }
+    }
+    for (index, what, name, moderation) in wanted {
+        let field = format!("spec.guardPolicies[{index}].{what}.providerRef.name");
+        let reference =
+            crate::diagnostics::ObjectRef::new("ModelProvider", &object.namespace, &name);
         let provider = match providers.get(&reference) {
             Some(Some(provider)) => provider,
             found => {
@@ -431,6 +446,27 @@ pub(super) fn add_guard_providers(
                 continue;
             }
         };
+        // The OpenAI moderation API: OpenAI-format providers only.
+        use tollgate_api::ProviderType as T;
+        if moderation
+            && !matches!(
+                provider.provider_type,
+                T::OpenAI | T::OpenAICompatible | T::Mock
+            )
+        {
+            valid = false;
+            diagnostics.push(Diagnostic::error(
+                &object,
+                field,
+                reason::INVALID,
+                format!(
+                    "ModelProvider {:?} is of type {}: moderation needs the OpenAI moderation API (types OpenAI, OpenAICompatible, Mock)",
+                    reference.name,
+                    provider.provider_type.as_str()
+                ),
+            ));
+            continue;
+        }
         let within = config.allowed_regions.is_empty()
             || provider.data_region.as_deref().is_some_and(|region| {
                 config
@@ -445,7 +481,7 @@ pub(super) fn add_guard_providers(
                 field,
                 reason::INVALID,
                 format!(
-                    "the judge's ModelProvider {:?} (dataRegion {}) is outside the gateway's allowedRegions {:?}: it would be sent prompts",
+                    "the {what} ModelProvider {:?} (dataRegion {}) is outside the gateway's allowedRegions {:?}: it would be sent prompts",
                     reference.name,
                     provider.data_region.as_deref().unwrap_or("unset"),
                     config.allowed_regions

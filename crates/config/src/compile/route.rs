@@ -709,6 +709,19 @@ mod tests {
             errors_on_judge(with("nope", "")),
             ["ModelProvider \"nope\" not found in namespace default"]
         );
+        // Moderation speaks the OpenAI moderation API.
+        let moderation = BASE.replace(
+            "    principal: {user: demo, team: platform}\n",
+            "    principal: {user: demo, team: platform}\n  guardPolicies:\n  - {name: m, input: {moderation: {providerRef: {name: claude}}}}\n",
+        ) + "---\napiVersion: tollgate.dev/v1alpha1\nkind: ModelProvider\nmetadata: {name: claude}\nspec: {type: Anthropic, credentials: {secretRef: {name: keys, key: openai}}}\n";
+        let compiled = compile(&load(&moderation).resources);
+        assert!(
+            compiled.diagnostics.iter().any(|d| d.field
+                == "spec.guardPolicies[0].input.moderation.providerRef.name"
+                && d.message.contains("OpenAI moderation API")),
+            "{:?}",
+            compiled.diagnostics
+        );
         // A judge is sent prompts: outside the allowed regions it is refused.
         let outside = errors_on_judge(with("alpha", "  allowedRegions: [eu-*]\n"));
         assert_eq!(outside.len(), 1, "{outside:?}");

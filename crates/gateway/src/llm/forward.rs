@@ -309,12 +309,15 @@ pub async fn forward(
                 Ok(Ok(collected)) => {
                     match answer_body(
                         context,
+                        runtime,
                         upstream,
                         plan,
                         inbound,
                         model,
                         collected.to_bytes(),
-                    ) {
+                    )
+                    .await
+                    {
                         Ok(body) => {
                             note_health(context, upstream, true);
                             let body = Output::emit(context, body, false);
@@ -580,8 +583,9 @@ fn is_context_overflow(status: StatusCode, body: &[u8]) -> bool {
 }
 
 /// A full success answer, in the client's format, with its usage recorded.
-fn answer_body(
+async fn answer_body(
     context: &mut RequestContext,
+    runtime: &Runtime,
     upstream: &Upstream,
     plan: Plan,
     inbound: &Inbound<'_>,
@@ -592,6 +596,7 @@ fn answer_body(
         let mut answer = upstream.translate_response(&body, model)?;
         context.usage = answer.usage;
         if let Some(guard) = &mut context.guard {
+            super::guard::moderate_answer(guard, runtime, &mut answer).await;
             super::guard::filter_answer(guard, &mut answer);
         }
         return Ok(Bytes::from(

@@ -138,13 +138,121 @@ pub async fn inspect_request(
 ) -> Result<(), ApiError> {
     let mut state = GuardState::new(policy.clone());
     let mut outcome = inspect(&mut state, inbound);
-    // The judge sees what the provider would: the rewritten messages.
+    // The judge and the moderation provider see what the provider would:
+    // the rewritten messages.
     if outcome.is_ok() {
         outcome = ask_judge(&mut state, runtime, inbound).await;
+    }
+    if outcome.is_ok() {
+        outcome = moderate_request(&mut state, runtime, inbound).await;
     }
     // Counted and kept whatever the outcome: a block is a decision too.
     context.guard = Some(Box::new(state));
     outcome
+}
+
+/// The policy's input moderation over every text of the request.
+async fn moderate_request(
+    state: &mut GuardState,
+    runtime: &crate::runtime::Runtime,
+    inbound: &mut Inbound<'_>,
+) -> Result<(), ApiError> {
+    let policy = state.policy.clone();
+    let Some(moderation) = &policy.input_moderation else {
+        return Ok(());
+    };
+    let canonical = inbound
+        .canonical()
+        .map_err(|error| ApiError::invalid_request("invalid_request", error.message))?;
+    let text: Vec<String> = canonical
+        .request
+        .messages
+        .iter()
+        .map(message_text)
+        .collect();
+    match super::moderation::ask(runtime, moderation, &text.join("\n\n")).await {
+        Ok(categories) if categories.is_empty() => Ok(()),
+        Ok(categories) => {
+            for category in &categories {
+                state.record_one("input", &format!("moderation:{category}"), "block");
+            }
+            Err(ApiError::invalid_request(
+                "content_policy_violation",
+                format!(
+                    "The request was blocked by guard policy {:?}: its moderation flags {}.",
+                    policy.name,
+                    categories.join(", ")
+                ),
+            ))
+        }
+        Err(why) => moderation_failed(state, moderation, "input", &why).map_err(|()| {
+            ApiError::unavailable(format!(
+                "Guard policy {:?} could not get an answer from its moderation provider, and refuses requests without one.",
+                policy.name
+            ))
+        }),
+    }
+}
+
+/// A moderation call failed: counted; `Err` when the policy fails closed.
+fn moderation_failed(
+    state: &mut GuardState,
+    moderation: &tollgate_config::guard::Moderation,
+    stage: &'static str,
+    why: &str,
+) -> Result<(), ()> {
+    let action = if moderation.fail_closed {
+        "block"
+    } else {
+        "allow"
+    };
+    state.record_one(stage, "moderation_unavailable", action);
+    tracing::warn!(policy = %state.policy.name, stage, %why, action, "guard moderation failed");
+    if moderation.fail_closed {
+        Err(())
+    } else {
+        Ok(())
+    }
+}
+
+/// Guard out on a full answer: the policy's output moderation. A flagged
+/// (or, failing closed, unmoderated) choice loses its content and ends with
+/// `content_filter`.
+pub async fn moderate_answer(
+    state: &mut GuardState,
+    runtime: &crate::runtime::Runtime,
+    answer: &mut ChatResponse,
+) {
+    let policy = state.policy.clone();
+    let Some(moderation) = &policy.output_moderation else {
+        return;
+    };
+    let text: Vec<String> = answer
+        .choices
+        .iter()
+        .map(|c| message_text(&c.message))
+        .collect();
+    let text = text.join("\n\n");
+    if text.trim().is_empty() {
+        return;
+    }
+    let blocked = match super::moderation::ask(runtime, moderation, &text).await {
+        Ok(categories) => {
+            for category in &categories {
+                state.record_one("output", &format!("moderation:{category}"), "block");
+            }
+            !categories.is_empty()
+        }
+        Err(why) => moderation_failed(state, moderation, "output", &why).is_err(),
+    };
+    if blocked {
+        for choice in &mut answer.choices {
+            choice.message.content = Some(Content::Text(String::new()));
+            choice.message.tool_calls = None;
+            choice.finish_reason = Some(finish::CONTENT_FILTER.into());
+        }
+        answer.native_stop = None;
+    }
 }
 
 /// The policy's LLM judge on the user messages and tool results the

@@ -53,6 +53,32 @@ pub fn question(model: &str, text: &str) -> Result<ChatRequest, String> {
     .map_err(|e| e.to_string())
 }
 
+/// One guard call to `upstream` within `timeout_ms`: the successful
+/// answer's body (at most `max` bytes), or why there is none. Shared by the
+/// judge and the moderation provider.
+pub async fn exchange(
+    upstream: &crate::providers::Upstream,
+    request: http::Request<http_body_util::Full<Bytes>>,
+    timeout_ms: u64,
+    max: usize,
+) -> Result<Bytes, String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
+    let response = crate::providers::http::send(upstream.client(), request, deadline)
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status();
+    let collected =
+        tokio::time::timeout_at(deadline, Limited::new(response.into_body(), max).collect())
+            .await
+            .map_err(|_| "timed out".to_string())?
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+    if !status.is_success() {
+        return Err(format!("answered {}", status.as_u16()));
+    }
+    Ok(collected)
+}
+
 /// The verdict in the judge's answer text: the JSON object in it (models
 /// sometimes wrap it in prose or a code fence). `None` for anything else.
 pub fn read_verdict(answer: &str) -> Option<Verdict> {
@@ -99,22 +125,7 @@ pub async fn ask(runtime: &Runtime, judge: &Judge, text: &str) -> Result<Verdict
             &HeaderMap::new(),
         )
         .map_err(|e| e.to_string())?;
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(judge.timeout_ms);
-    let response = crate::providers::http::send(upstream.client(), request, deadline)
-        .await
-        .map_err(|e| e.to_string())?;
-    let status = response.status();
-    let collected = tokio::time::timeout_at(
-        deadline,
-        Limited::new(response.into_body(), MAX_ANSWER).collect(),
-    )
-    .await
-    .map_err(|_| "timed out".to_string())?
-    .map_err(|e| e.to_string())?
-    .to_bytes();
-    if !status.is_success() {
-        return Err(format!("answered {}", status.as_u16()));
-    }
+    let collected = exchange(upstream, request, judge.timeout_ms, MAX_ANSWER).await?;
     let answer = upstream
         .translate_response(&collected, &judge.model)
         .map_err(|e| e.message)?;

@@ -25,6 +25,7 @@ pub mod guard;
 pub mod ingress;
 pub mod judge;
 pub mod jwt;
+pub mod moderation;
 pub mod prompt;
 pub mod relay;
 pub mod residency;

@@ -273,9 +273,38 @@ impl Upstream {
                 }
             }
         }
-        let mut request = builder
+        let request = builder
             .body(Full::new(body.clone()))
             .map_err(|e| ApiError::bad_gateway(format!("cannot build provider request: {e}")))?;
+        self.authorized(request, &body)
+    }
+
+    /// `POST {base}/moderations` (the OpenAI moderation API) with `body`.
+    pub fn moderation_request(&self, body: Bytes) -> Result<Request<Full<Bytes>>, ApiError> {
+        if !matches!(self.wire, Wire::OpenAi { .. }) {
+            return Err(ApiError::bad_gateway(format!(
+                "provider {} does not speak the OpenAI moderation API",
+                self.config.name
+            )));
+        }
+        let uri = format!("{}/moderations", self.config.base_url)
+            .parse::<Uri>()
+            .map_err(|_| bad_url())?;
+        let request = Request::post(uri)
+            .header(CONTENT_TYPE, "application/json")
+            .header(ACCEPT, "application/json")
+            .body(Full::new(body.clone()))
+            .map_err(|e| ApiError::bad_gateway(format!("cannot build provider request: {e}")))?;
+        self.authorized(request, &body)
+    }
+
+    /// `request` with this provider's credentials: a header, or a SigV4
+    /// signature over `body`.
+    fn authorized(
+        &self,
+        mut request: Request<Full<Bytes>>,
+        body: &Bytes,
+    ) -> Result<Request<Full<Bytes>>, ApiError> {
         match &self.auth {
             Auth::None => {}
             Auth::Bearer(value) => {
@@ -301,7 +330,7 @@ impl Upstream {
                     "POST",
                     &uri.to_string(),
                     &signed_headers,
-                    &body,
+                    body,
                     credentials,
                     region,
                     "bedrock",
