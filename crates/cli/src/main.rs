@@ -310,11 +310,7 @@ fn gateway_options(args: GatewayArgs) -> Result<tollgate_gateway::standalone::Op
 
 /// The pod name when `POD_NAME` is not set: in Kubernetes the hostname is the pod's name.
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|name| name.trim().to_string())
-        .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| "unknown".to_string())
+    tollgate_gateway::audit::hostname().unwrap_or_else(|| "unknown".to_string())
 }
 
 fn write_crds(dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {

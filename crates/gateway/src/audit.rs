@@ -57,13 +57,16 @@ pub fn replica_name() -> String {
     std::env::var("POD_NAME")
         .ok()
         .filter(|name| !name.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .ok()
-                .map(|name| name.trim().to_string())
-                .filter(|name| !name.is_empty())
-        })
+        .or_else(hostname)
         .unwrap_or_else(|| "tollgate".to_string())
+}
+
+/// The machine's hostname (in Kubernetes, the pod's name).
+pub fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
 }
 
 impl Audit {

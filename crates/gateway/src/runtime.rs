@@ -57,6 +57,18 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// The provider `name` of this snapshot, ready to call (guard judges
+    /// and moderation providers name theirs).
+    pub fn upstream_named(&self, name: &str) -> Result<&Upstream, String> {
+        self.snapshot
+            .config
+            .providers
+            .iter()
+            .position(|p| *p.name == *name)
+            .map(|index| &self.upstreams[index])
+            .ok_or_else(|| format!("provider {name} is not configured"))
+    }
+
     pub fn build(snapshot: Snapshot, gateway: &Gateway) -> Result<Self, RuntimeError> {
         // Backends index `upstreams` on the request path: check them first.
         snapshot.validate()?;

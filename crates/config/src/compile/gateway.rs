@@ -419,33 +419,14 @@ pub(super) fn add_guard_providers(
         }
     }
     for (index, what, name, moderation) in wanted {
-        let field = format!("spec.guardPolicies[{index}].{what}.providerRef.name");
-        let reference =
-            crate::diagnostics::ObjectRef::new("ModelProvider", &object.namespace, &name);
-        let provider = match providers.get(&reference) {
-            Some(Some(provider)) => provider,
-            found => {
-                valid = false;
-                let message = if found.is_some() {
-                    format!(
-                        "ModelProvider {:?} is invalid; see its diagnostics",
-                        reference.name
-                    )
-                } else {
-                    format!(
-                        "ModelProvider {:?} not found in namespace {}",
-                        reference.name, reference.namespace
-                    )
-                };
-                diagnostics.push(Diagnostic::error(
-                    &object,
-                    field,
-                    reason::PROVIDER_NOT_FOUND,
-                    message,
-                ));
-                continue;
-            }
+        let at = format!("spec.guardPolicies[{index}].{what}");
+        let Some(provider) =
+            super::route::resolve_provider(providers, &object, &name, &at, diagnostics)
+        else {
+            valid = false;
+            continue;
         };
+        let field = format!("{at}.providerRef.name");
         // The OpenAI moderation API: OpenAI-format providers only.
         use tollgate_api::ProviderType as T;
         if moderation
@@ -461,7 +442,7 @@ pub(super) fn add_guard_providers(
                 reason::INVALID,
                 format!(
                     "ModelProvider {:?} is of type {}: moderation needs the OpenAI moderation API (types OpenAI, OpenAICompatible, Mock)",
-                    reference.name,
+                    name,
                     provider.provider_type.as_str()
                 ),
             ));
@@ -482,7 +463,7 @@ pub(super) fn add_guard_providers(
                 reason::INVALID,
                 format!(
                     "the {what} ModelProvider {:?} (dataRegion {}) is outside the gateway's allowedRegions {:?}: it would be sent prompts",
-                    reference.name,
+                    name,
                     provider.data_region.as_deref().unwrap_or("unset"),
                     config.allowed_regions
                 ),

@@ -296,7 +296,7 @@ pub(super) fn compile_route(
 
 /// The ModelProvider `name` of the route's namespace, or a diagnostic on
 /// `field` saying why not.
-fn resolve_provider<'a>(
+pub(super) fn resolve_provider<'a>(
     providers: &'a BTreeMap<ObjectRef, Option<Provider>>,
     object: &ObjectRef,
     name: &str,

@@ -161,9 +161,7 @@ async fn moderate_request(
     let Some(moderation) = &policy.input_moderation else {
         return Ok(());
     };
-    let canonical = inbound
-        .canonical()
-        .map_err(|error| ApiError::invalid_request("invalid_request", error.message))?;
+    let canonical = inbound.canonical().map_err(unreadable)?;
     let text: Vec<String> = canonical
         .request
         .messages
@@ -273,9 +271,7 @@ async fn ask_judge(
     if state.flags.contains(&"prompt_injection") {
         return Ok(());
     }
-    let canonical = inbound
-        .canonical()
-        .map_err(|error| ApiError::invalid_request("invalid_request", error.message))?;
+    let canonical = inbound.canonical().map_err(unreadable)?;
     let judged: Vec<String> = canonical
         .request
         .messages
@@ -322,9 +318,7 @@ async fn ask_judge(
 
 fn inspect(state: &mut GuardState, inbound: &mut Inbound<'_>) -> Result<(), ApiError> {
     let policy = state.policy.clone();
-    let canonical = inbound
-        .canonical_mut()
-        .map_err(|error| ApiError::invalid_request("invalid_request", error.message))?;
+    let canonical = inbound.canonical_mut().map_err(unreadable)?;
     let messages = &mut canonical.request.messages;
     if let Some(injection) = &policy.injection {
         for message in messages.iter() {
@@ -380,6 +374,11 @@ fn inspect(state: &mut GuardState, inbound: &mut Inbound<'_>) -> Result<(), ApiE
             ),
         )
     })
+}
+
+/// A request the canonical form cannot read, in the client's shape.
+fn unreadable(error: tollgate_llm::LlmError) -> ApiError {
+    ApiError::invalid_request("invalid_request", error.message)
 }
 
 fn role_name(role: Role) -> &'static str {

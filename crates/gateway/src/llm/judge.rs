@@ -103,14 +103,7 @@ pub fn read_verdict(answer: &str) -> Option<Verdict> {
 
 /// Asks `judge` about `text`; `Err` says why there is no verdict.
 pub async fn ask(runtime: &Runtime, judge: &Judge, text: &str) -> Result<Verdict, String> {
-    let index = runtime
-        .snapshot
-        .config
-        .providers
-        .iter()
-        .position(|p| *p.name == *judge.provider)
-        .ok_or_else(|| format!("provider {} is not configured", judge.provider))?;
-    let upstream = &runtime.upstreams[index];
+    let upstream = runtime.upstream_named(&judge.provider)?;
     let request = question(&judge.model, text)?;
     let body = upstream
         .translate_request(&request, &judge.model)

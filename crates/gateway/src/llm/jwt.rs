@@ -389,14 +389,7 @@ async fn fetch(url: &str, clients: &Clients) -> Result<Vec<Key>, JwtError> {
         allow_loopback: true,
         allow_link_local: false,
     };
-    // The resolver applies the policy to names; an address written in the
-    // URL (169.254.169.254) is checked here.
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|e: http::uri::InvalidUri| fail(e.to_string()))?;
-    if let Err(class) = policy.check_host(uri.host().unwrap_or_default()) {
-        return Err(fail(format!("{} may not be reached", class.describe().0)));
-    }
+    let uri = crate::providers::http::reachable_uri(url, policy).map_err(fail)?;
     let client = clients.pooled(JWKS_TIMEOUT.as_millis() as u64, policy);
     let request = http::Request::get(uri)
         .header(http::header::ACCEPT, "application/json")

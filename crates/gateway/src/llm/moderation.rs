@@ -47,14 +47,7 @@ pub async fn ask(
     moderation: &Moderation,
     text: &str,
 ) -> Result<Vec<String>, String> {
-    let index = runtime
-        .snapshot
-        .config
-        .providers
-        .iter()
-        .position(|p| *p.name == *moderation.provider)
-        .ok_or_else(|| format!("provider {} is not configured", moderation.provider))?;
-    let upstream = &runtime.upstreams[index];
+    let upstream = runtime.upstream_named(&moderation.provider)?;
     let text = &text[..text.floor_char_boundary(MAX_MODERATED)];
     let body = json!({"model": moderation.model, "input": text}).to_string();
     let request = upstream

@@ -234,6 +234,19 @@ impl Clients {
 }
 
 /// Sends `request` and waits for the response head until `deadline`.
+/// `url` parsed, with its host as written checked against `policy`: the
+/// resolver applies the policy to names, so an address literal
+/// (`169.254.169.254`) is checked here.
+pub fn reachable_uri(url: &str, policy: EgressPolicy) -> Result<http::Uri, String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| e.to_string())?;
+    policy
+        .check_host(uri.host().unwrap_or_default())
+        .map_err(|class| format!("{} may not be reached", class.describe().0))?;
+    Ok(uri)
+}
+
 pub async fn send(
     client: HttpClient,
     request: Request<Full<Bytes>>,

@@ -212,18 +212,8 @@ async fn fetch(source: &ContextSource, clients: &Clients) -> Result<String, Fetc
         allow_loopback: source.allow_loopback,
         allow_link_local: false,
     };
-    // The resolver applies the policy to names; an address written in the
-    // URL is checked here.
-    let uri: http::Uri = source
-        .url
-        .parse()
-        .map_err(|e: http::uri::InvalidUri| failed(e.to_string()))?;
-    if let Err(class) = policy.check_host(uri.host().unwrap_or_default()) {
-        let (what, _) = class.describe();
-        return Err(failed(format!(
-            "{what} may not be reached (allowLoopback allows loopback)"
-        )));
-    }
+    let uri = crate::providers::http::reachable_uri(&source.url, policy)
+        .map_err(|why| failed(format!("{why} (allowLoopback allows loopback)")))?;
     let client = clients.pooled(source.timeout_ms, policy);
     let request = http::Request::get(uri)
         .header(http::header::ACCEPT, "text/plain, text/markdown, */*")
