@@ -9,7 +9,8 @@
 # files, carry no colour codes. A provider that refuses connections opens
 # its circuit breaker on the gateway, which the ModelProvider's status shows
 # (condition CircuitClosed False/CircuitOpen, column Circuit), and closes
-# again once the provider answers.
+# again once the provider answers. A route reads prompt context from a
+# ConfigMap: a missing one shows in its status, an edit reaches requests.
 #
 #   TOLLGATE_BIN=target/debug/tollgate tests/k8s/out-of-cluster.sh   # last line: "out-of-cluster: N passed, N failed"
 set -euo pipefail
@@ -182,6 +183,55 @@ if k -n "$ns" get events --field-selector involvedObject.name=flaky -o jsonpath=
   sort -u | paste -sd' ' | grep -q 'CircuitClosed.*CircuitOpen\|CircuitOpen.*CircuitClosed'; then
   ok "Events on ModelProvider flaky: a CircuitOpen Warning and a CircuitClosed recovery"
 else nok "Events on flaky: $(k -n "$ns" get events --field-selector involvedObject.name=flaky -o jsonpath='{range .items[*]}{.type}/{.reason} {end}' || true)"; fi
+# Prompt context from a ConfigMap: a route naming a missing one reports it
+# in its status; once the ConfigMap exists its text reaches the prompt (the
+# mock's echo repeats the last user message, here the injected context),
+# and an edit to it reaches the next requests without touching the route.
+ctx_route="apiVersion: tollgate.dev/v1alpha1
+kind: AIRoute
+metadata: {name: ctx, namespace: $ns}
+spec:
+  gatewayRef: {name: $gw}
+  models: [ctx]
+  backends: [{providerRef: {name: mock}, model: mock-chat}]
+  prompts:
+    context: [{configMapKeyRef: {name: refund-policy, key: text}, role: user}]"
+policy() {
+  k -n "$ns" create configmap refund-policy --from-literal=text="Refund policy, edition $1. [mock echo=1]" \
+    --dry-run=client -o yaml | k apply --server-side --force-conflicts -f - >/dev/null
+}
+ctx_answer() {
+  curl -fsS --max-time 10 "http://127.0.0.1:$listen_port/v1/chat/completions" \
+    -H 'Authorization: Bearer tg-test-key' -H 'Content-Type: application/json' \
+    -d '{"model":"ctx","messages":[{"role":"system","content":"Answer briefly."}]}' |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["choices"][0]["message"]["content"])' 2>/dev/null || true
+}
+k apply -f - <<<"$ctx_route" >/dev/null || true
+reason=""
+for _ in $(seq 1 100); do
+  reason="$(k -n "$ns" get airoute ctx -o jsonpath='{.status.conditions[?(@.type=="ResolvedRefs")].reason}')" || true
+  [[ "$reason" == ConfigMapNotFound ]] && break
+  sleep 0.2
+done
+if [[ "$reason" == ConfigMapNotFound ]]; then ok "AIRoute ctx naming a missing ConfigMap: ResolvedRefs False/ConfigMapNotFound"
+else nok "AIRoute ctx: ResolvedRefs reason '${reason}': $(k -n "$ns" get airoute ctx -o jsonpath='{.status.conditions}' || true)"; fi
+# Waits (bounded) until route ctx answers with edition $1 of the policy.
+await_edition() {
+  answer=""
+  for _ in $(seq 1 100); do
+    answer="$(ctx_answer)"
+    [[ "$answer" == "Refund policy, edition $1." ]] && return 0
+    sleep 0.2
+  done
+  return 1
+}
+policy 1
+if await_edition 1; then ok "ConfigMap created: its text is injected into route ctx's prompt"
+else nok "route ctx after the ConfigMap was created answered '${answer}'"; fi
+started=$SECONDS
+policy 2
+if await_edition 2; then ok "ConfigMap edited: the new text reaches route ctx's prompt in $((SECONDS - started))s, the route unchanged"
+else nok "route ctx after the ConfigMap edit answered '${answer}'"; fi
 
 # Loopback only: every port the two processes listen on is on 127.0.0.1.
 if command -v ss >/dev/null; then

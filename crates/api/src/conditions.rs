@@ -22,6 +22,23 @@ pub mod reason {
     pub const PROVIDER_NOT_FOUND: &str = "ProviderNotFound";
     pub const GATEWAY_NOT_FOUND: &str = "GatewayNotFound";
     pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+    pub const CONFIG_MAP_NOT_FOUND: &str = "ConfigMapNotFound";
+    /// An MCPServer a route names is missing, invalid, or served by
+    /// another gateway.
+    pub const MCP_SERVER_NOT_FOUND: &str = "MCPServerNotFound";
+    /// Reasons that mean "a reference does not resolve" rather than
+    /// "invalid".
+    pub const REFERENCES: [&str; 5] = [
+        PROVIDER_NOT_FOUND,
+        GATEWAY_NOT_FOUND,
+        SECRET_NOT_FOUND,
+        CONFIG_MAP_NOT_FOUND,
+        MCP_SERVER_NOT_FOUND,
+    ];
+    /// Whether `reason` is one of [`REFERENCES`].
+    pub fn is_reference(reason: &str) -> bool {
+        REFERENCES.contains(&reason)
+    }
     pub const DUPLICATE_ALIAS: &str = "DuplicateAlias";
     pub const PROGRAMMED: &str = "Programmed";
     /// Valid and compiled, but no gateway process is connected to serve it.

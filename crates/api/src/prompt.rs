@@ -1,5 +1,5 @@
 //! `AIRoute.spec.prompts`: prompt templates with versions and variables,
-//! decorators, and context fetched from URLs, applied to a route's requests
+//! decorators, and context from URLs, ConfigMaps and MCP resources, applied to a route's requests
 //! before they go out (and before the guard sees them).
 
 use std::collections::BTreeMap;
@@ -40,10 +40,11 @@ pub struct RoutePrompts {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub decorators: Vec<PromptDecorator>,
-    /// Text fetched from URLs and injected as messages (after the
-    /// template's, before the client's). Fetched copies are kept for
-    /// `cacheFor`, so a request does not wait for a fetch unless the copy is
-    /// stale. The text is used as it is, never rendered as a template.
+    /// Text from URLs, ConfigMaps or MCP resources, injected as messages
+    /// (after the template's, before the client's). Fetched copies are
+    /// kept for `cacheFor`, so a request does not wait for a fetch unless
+    /// the copy is stale. The text is used as it is, never rendered as a
+    /// template.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 8))]
     pub context: Vec<PromptContextSource>,
@@ -155,22 +156,43 @@ pub struct PromptDecorator {
     pub content: String,
 }
 
-/// Text fetched from a URL and injected as a message.
+/// Text injected as a message: fetched from a URL, read from a ConfigMap,
+/// or read from an MCP server's resource. Exactly one of `url`,
+/// `configMapKeyRef` and `mcpResource`.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new(CONTEXT_ONE_SOURCE_RULE).message(CONTEXT_ONE_SOURCE_MESSAGE))]
+#[x_kube(validation = Rule::new("!has(self.allowLoopback) || !self.allowLoopback || has(self.url)").message(CONTEXT_LOOPBACK_MESSAGE))]
+#[x_kube(validation = Rule::new("!has(self.configMapKeyRef) || (!has(self.timeout) && !has(self.cacheFor))").message(CONTEXT_CONFIG_MAP_TIMING_MESSAGE))]
 pub struct PromptContextSource {
     /// Where the text is fetched (GET; a 2xx answer with a UTF-8 body).
     /// Loopback addresses are refused unless `allowLoopback`; link-local
     /// and cloud metadata addresses always are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]
     #[x_kube(validation = Rule::new(CONTEXT_URL_RULE).message(CONTEXT_URL_MESSAGE))]
-    pub url: String,
-    /// Largest body accepted, in bytes (default 65536, at most 1 MiB). A
-    /// larger body is a failed fetch, never cut short.
+    pub url: Option<String>,
+    /// A key of a ConfigMap in the route's namespace. Its value is read
+    /// when the configuration is compiled and travels with it: a change to
+    /// the ConfigMap reaches the gateways like any configuration change
+    /// (no fetch on the request path, so no `timeout` or `cacheFor`). A
+    /// missing ConfigMap or key keeps a required source's route from being
+    /// served; an optional one is left out, with a warning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_key_ref: Option<ConfigMapKeyRef>,
+    /// A resource of an MCPServer the route's gateway serves, read with
+    /// `resources/read` through the gateway's own MCP client (the
+    /// MCPServer's credential, failover and circuit breaker). Text contents
+    /// are joined with blank lines; a resource with binary contents only
+    /// is a failed read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp_resource: Option<McpResourceRef>,
+    /// Largest text accepted, in bytes (default 65536, at most 1 MiB). A
+    /// larger text is a failed read, never cut short.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self >= 1 && self <= 1048576").message("maxBytes must be between 1 and 1048576"))]
     pub max_bytes: Option<u64>,
-    /// Deadline of one fetch (default 2s).
+    /// Deadline of one fetch or read (default 2s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new(crate::duration::POSITIVE_DURATION_RULE).message(crate::duration::POSITIVE_DURATION_MESSAGE))]
@@ -187,18 +209,70 @@ pub struct PromptContextSource {
     /// The role of the injected message (default `system`).
     #[serde(default)]
     pub role: PromptRole,
-    /// A source that cannot be fetched fails the request with 502
+    /// A source that cannot be read fails the request with 502
     /// `prompt_context_unavailable` (default `true`); when `false` it is
     /// left out and counted in
     /// `tollgate_prompt_context_degraded_total{outcome="unavailable"}`.
     #[serde(default = "default_required")]
     pub required: bool,
-    /// Allow a loopback address (a sidecar). Off by default: a route's
-    /// author could otherwise read the gateway's own admin port into a
-    /// prompt.
+    /// Allow a loopback address (a sidecar) for `url`. Off by default: a
+    /// route's author could otherwise read the gateway's own admin port
+    /// into a prompt.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_loopback: bool,
 }
+
+/// CEL rule: a context source names exactly one origin.
+pub const CONTEXT_ONE_SOURCE_RULE: &str = "(has(self.url) ? 1 : 0) + (has(self.configMapKeyRef) ? 1 : 0) + (has(self.mcpResource) ? 1 : 0) == 1";
+
+/// What both the CEL rule and compile say of a source naming none or several origins.
+pub const CONTEXT_ONE_SOURCE_MESSAGE: &str =
+    "a context source has exactly one of url, configMapKeyRef and mcpResource";
+
+/// What both the CEL rule and compile say of `allowLoopback` without a URL.
+pub const CONTEXT_LOOPBACK_MESSAGE: &str = "allowLoopback applies to url sources only";
+
+/// What both the CEL rule and compile say of timing on a ConfigMap source.
+pub const CONTEXT_CONFIG_MAP_TIMING_MESSAGE: &str =
+    "a configMapKeyRef source is read with the configuration: timeout and cacheFor do not apply";
+
+/// A key of a ConfigMap in the route's namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConfigMapKeyRef {
+    /// Name of the ConfigMap.
+    #[schemars(length(max = 253))]
+    #[x_kube(validation = Rule::new("self.size() > 0 && self.size() <= 253").message("name must be 1-253 characters"))]
+    pub name: String,
+    /// Key within its `data`.
+    #[schemars(length(max = 253))]
+    #[x_kube(validation = Rule::new("self.size() > 0 && self.size() <= 253").message("key must be 1-253 characters"))]
+    pub key: String,
+}
+
+/// A resource of an MCPServer, by URI.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct McpResourceRef {
+    /// Name of an MCPServer in the route's namespace, served by the
+    /// route's gateway.
+    #[schemars(length(max = 253))]
+    #[x_kube(validation = Rule::new("self.size() > 0 && self.size() <= 253").message("server must be 1-253 characters"))]
+    pub server: String,
+    /// The resource's URI, as the server lists it (`file:///policy.md`,
+    /// `docs://handbook/refunds`).
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = Rule::new(MCP_RESOURCE_URI_RULE).message(MCP_RESOURCE_URI_MESSAGE))]
+    pub uri: String,
+}
+
+/// CEL rule of a resource URI: a scheme, then no spaces (compile also
+/// refuses other whitespace).
+pub const MCP_RESOURCE_URI_RULE: &str = "self.matches('^[A-Za-z][A-Za-z0-9+.-]*:[^ ]+$')";
+
+/// What both the CEL rule and compile say of a malformed resource URI.
+pub const MCP_RESOURCE_URI_MESSAGE: &str =
+    "uri must be an absolute URI (a scheme such as file: or docs: and no whitespace)";
 
 fn default_required() -> bool {
     true

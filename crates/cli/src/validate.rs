@@ -36,13 +36,17 @@ pub fn run(paths: &[PathBuf], references: References) -> ExitCode {
         .filter_map(|d| apply_references(d.clone(), references))
         .collect();
     if references != References::Error {
-        // Secrets elsewhere must not hide what depends on them (a route
-        // against its provider's catalog): compile again with stand-ins and
-        // take the errors that are not about references from there.
+        // Secrets and ConfigMaps elsewhere must not hide what depends on
+        // them (a route against its provider's catalog): compile again with
+        // stand-ins and take the errors that are not about references from
+        // there.
         let mut resources = loaded.resources.clone();
         resources
             .secrets
             .extend(tollgate_config::resources::stand_in_secrets(&resources));
+        resources
+            .config_maps
+            .extend(tollgate_config::resources::stand_in_config_maps(&resources));
         let with_stand_ins = compile(&resources, &tollgate_config::DigestKey::generate());
         diagnostics.retain(|d| is_reference(d) || !compiled.diagnostics.contains(d));
         diagnostics.extend(
@@ -72,10 +76,7 @@ pub fn run(paths: &[PathBuf], references: References) -> ExitCode {
 
 /// Whether a diagnostic is about something the files point at but do not hold.
 fn is_reference(diagnostic: &Diagnostic) -> bool {
-    matches!(
-        diagnostic.reason.as_str(),
-        reason::PROVIDER_NOT_FOUND | reason::GATEWAY_NOT_FOUND | reason::SECRET_NOT_FOUND
-    )
+    reason::is_reference(&diagnostic.reason)
 }
 
 /// Drops or downgrades an unresolved reference as `mode` says; others pass.

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Resource;
 use kube::core::cel::{CompiledSchema, Validator, compile_schema};
 use serde::de::DeserializeOwned;
@@ -26,6 +26,7 @@ pub enum Document {
     Budget(Box<TokenBudget>),
     McpServer(Box<MCPServer>),
     Secret(Box<Secret>),
+    ConfigMap(Box<ConfigMap>),
 }
 
 impl Document {
@@ -37,6 +38,7 @@ impl Document {
             Document::Budget(o) => crate::resources::object_ref(o.as_ref()),
             Document::McpServer(o) => crate::resources::object_ref(o.as_ref()),
             Document::Secret(o) => crate::resources::object_ref(o.as_ref()),
+            Document::ConfigMap(o) => crate::resources::object_ref(o.as_ref()),
         }
     }
 }
@@ -114,6 +116,7 @@ pub fn check(value: Value, env: &dyn Fn(&str) -> Option<String>) -> Checked {
         ("v1", "Secret") => typed::<Secret>(value)
             .and_then(|s| expand_secret(s, env))
             .map(|o| Document::Secret(Box::new(o))),
+        ("v1", "ConfigMap") => typed::<ConfigMap>(value).map(|o| Document::ConfigMap(Box::new(o))),
         _ => {
             return Checked {
                 document: None,

@@ -183,6 +183,7 @@ fn add(loaded: &mut Loaded, origin: &str, document: Document) {
         Document::Budget(o) => resources.budgets.push(*o),
         Document::McpServer(o) => resources.mcp_servers.push(*o),
         Document::Secret(o) => resources.secrets.push(*o),
+        Document::ConfigMap(o) => resources.config_maps.push(*o),
     }
 }
 

@@ -2,8 +2,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
+use tollgate_api::prompt::ConfigMapKeyRef;
 use tollgate_api::{AIGateway, AIRoute, MCPServer, ModelProvider, TokenBudget};
 
 use crate::diagnostics::ObjectRef;
@@ -20,6 +22,8 @@ pub struct Resources {
     pub budgets: Vec<TokenBudget>,
     pub mcp_servers: Vec<MCPServer>,
     pub secrets: Vec<Secret>,
+    /// ConfigMaps that routes read prompt context from.
+    pub config_maps: Vec<ConfigMap>,
     /// Where each object was read from (file path), for diagnostics.
     pub origins: BTreeMap<ObjectRef, String>,
 }
@@ -85,6 +89,68 @@ pub fn referenced_secrets(
 pub fn is_compile_input(secret: &Secret, referenced: &BTreeSet<(String, String)>) -> bool {
     crate::compile::is_labelled_key(secret)
         || referenced.contains(&(namespace_of(secret), secret.name_any()))
+}
+
+/// The ConfigMaps (namespace, name) that routes read prompt context from:
+/// the only ones compile reads.
+pub fn referenced_config_maps(routes: &[AIRoute]) -> BTreeSet<(String, String)> {
+    routes
+        .iter()
+        .flat_map(|route| {
+            let namespace = namespace_of(route);
+            config_map_refs(route).map(move |r| (namespace.clone(), r.name.clone()))
+        })
+        .collect()
+}
+
+/// The ConfigMap keys a route's context sources name.
+fn config_map_refs(route: &AIRoute) -> impl Iterator<Item = &ConfigMapKeyRef> {
+    route
+        .spec
+        .prompts
+        .iter()
+        .flat_map(|p| &p.context)
+        .filter_map(|source| source.config_map_key_ref.as_ref())
+}
+
+/// Stand-ins for the ConfigMaps that routes name but `resources` lacks,
+/// each holding every key named (a one-word text), as
+/// [`stand_in_secrets`] does for Secrets. Never for serving.
+pub fn stand_in_config_maps(resources: &Resources) -> Vec<ConfigMap> {
+    let present: BTreeSet<(String, String)> = resources
+        .config_maps
+        .iter()
+        .map(|c| (namespace_of(c), c.name_any()))
+        .collect();
+    let mut wanted: BTreeMap<(String, String), BTreeMap<String, String>> = BTreeMap::new();
+    for route in &resources.routes {
+        let namespace = namespace_of(route);
+        for reference in config_map_refs(route) {
+            let key = (namespace.clone(), reference.name.clone());
+            if !present.contains(&key) {
+                wanted
+                    .entry(key)
+                    .or_default()
+                    .insert(reference.key.clone(), "stand-in".to_string());
+            }
+        }
+    }
+    wanted
+        .into_iter()
+        .map(|((namespace, name), data)| ConfigMap {
+            metadata: stand_in_meta(namespace, name),
+            data: Some(data),
+            ..Default::default()
+        })
+        .collect()
+}
+
+fn stand_in_meta(namespace: String, name: String) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: Some(namespace),
+        ..Default::default()
+    }
 }
 
 /// Stand-ins for the Secrets that providers and gateways name but
@@ -155,11 +221,7 @@ pub fn stand_in_secrets(resources: &Resources) -> Vec<Secret> {
                 })
                 .collect();
             Secret {
-                metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-                    name: Some(name),
-                    namespace: Some(namespace),
-                    ..Default::default()
-                },
+                metadata: stand_in_meta(namespace, name),
                 data: Some(data),
                 ..Default::default()
             }

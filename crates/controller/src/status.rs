@@ -687,23 +687,11 @@ enum Programmed {
 
 /// A diagnostic's reason as a static condition reason.
 fn reason_of(diagnostic: &Diagnostic) -> &'static str {
-    [
-        reason::PROVIDER_NOT_FOUND,
-        reason::GATEWAY_NOT_FOUND,
-        reason::SECRET_NOT_FOUND,
-        reason::DUPLICATE_ALIAS,
-    ]
-    .into_iter()
-    .find(|r| *r == diagnostic.reason)
-    .unwrap_or(reason::INVALID)
-}
-
-/// Reasons that mean "a reference does not resolve" rather than "invalid".
-fn is_reference_problem(reason_: &str) -> bool {
-    matches!(
-        reason_,
-        reason::PROVIDER_NOT_FOUND | reason::GATEWAY_NOT_FOUND | reason::SECRET_NOT_FOUND
-    )
+    reason::REFERENCES
+        .into_iter()
+        .chain([reason::DUPLICATE_ALIAS])
+        .find(|r| *r == diagnostic.reason)
+        .unwrap_or(reason::INVALID)
 }
 
 fn conditions_for(
@@ -715,7 +703,7 @@ fn conditions_for(
 ) -> Vec<Condition> {
     let (refs, invalid): (Vec<&Diagnostic>, Vec<&Diagnostic>) = problems
         .iter()
-        .partition(|d| is_reference_problem(&d.reason));
+        .partition(|d| reason::is_reference(&d.reason));
     let accepted = match invalid.first() {
         None => (
             true,

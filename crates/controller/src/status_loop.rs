@@ -1,4 +1,5 @@
-//! Watches AIGateway, ModelProvider, AIRoute and Secret; after each burst of
+//! Watches AIGateway, ModelProvider, AIRoute, TokenBudget, MCPServer, Secret
+//! and ConfigMap; after each burst of
 //! changes compiles the whole set once, publishes each gateway's snapshot to
 //! its subscribed pods, and server-side-applies the status of every object
 //! whose conditions changed.
@@ -12,7 +13,7 @@ use crate::mcp_probe::Probe;
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
@@ -64,6 +65,8 @@ struct Stores {
     budgets: Store<TokenBudget>,
     mcp_servers: Store<MCPServer>,
     secrets: Store<Secret>,
+    /// ConfigMaps, for prompt context routes read from them.
+    config_maps: Store<ConfigMap>,
     /// The Deployments the controller applies (gateways', operator-run MCP
     /// servers'), for replica counts in AIGateway and MCPServer status.
     deployments: Store<Deployment>,
@@ -89,13 +92,29 @@ impl Stores {
             .filter(|s| tollgate_config::resources::is_compile_input(s, &referenced))
             .map(|s| (*s).clone())
             .collect();
+        let routes = clone(self.routes.state());
+        // Likewise only the ConfigMaps routes read context from.
+        let wanted = tollgate_config::resources::referenced_config_maps(&routes);
+        let config_maps = self
+            .config_maps
+            .state()
+            .into_iter()
+            .filter(|c| {
+                wanted.contains(&(
+                    tollgate_config::resources::namespace_of(c.as_ref()),
+                    c.name_any(),
+                ))
+            })
+            .map(|c| (*c).clone())
+            .collect();
         Resources {
             gateways,
             providers,
-            routes: clone(self.routes.state()),
+            routes,
             budgets: clone(self.budgets.state()),
             mcp_servers,
             secrets,
+            config_maps,
             origins: Default::default(),
         }
     }
@@ -151,6 +170,12 @@ pub async fn run(
             watcher::Config::default(),
             false,
         ),
+        config_maps: watch::<ConfigMap>(
+            client.clone(),
+            changed.clone(),
+            watcher::Config::default(),
+            false,
+        ),
         deployments: watch::<Deployment>(
             client.clone(),
             changed.clone(),
@@ -166,6 +191,7 @@ pub async fn run(
         stores.budgets.wait_until_ready().await,
         stores.mcp_servers.wait_until_ready().await,
         stores.secrets.wait_until_ready().await,
+        stores.config_maps.wait_until_ready().await,
         stores.deployments.wait_until_ready().await,
     ] {
         if ready.is_err() {

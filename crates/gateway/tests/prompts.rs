@@ -792,3 +792,125 @@ async fn context_copies_expire_and_a_failed_refresh_serves_the_last_copy() {
         "{metrics}"
     );
 }
+
+/// Context from a ConfigMap (read with the configuration, so an edit
+/// reaches requests by reload) and from MCP resources read through the
+/// gateway's own MCP client: on a backend speaking both eras (a pooled
+/// session) and on a modern-only one (sessionless), each read once and
+/// cached; an unknown resource fails a required source and is skipped for
+/// an optional one.
+#[tokio::test]
+async fn context_from_a_config_map_and_mcp_resources() {
+    let (capture, capture_addr) = Server::start(provider_answer).await;
+    let modern_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let modern = format!("http://{}", modern_listener.local_addr().unwrap());
+    let _modern = common::spawn_mock(modern_listener, &["--mcp-era", "modern"]);
+    let manifests = |edition: &str| {
+        let mut text = GATEWAY.replace("{capture}", &capture_addr.to_string());
+        text += &format!(
+            "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: policy}}\ndata:\n  refunds: \"Refund policy, edition {edition}.\"\n"
+        );
+        text += "---\napiVersion: tollgate.dev/v1alpha1\nkind: MCPServer\nmetadata: {name: notes}\nspec: {gatewayRef: {name: gw}, url: \"{mock}/mcp\"}\n";
+        text += &format!(
+            "---\napiVersion: tollgate.dev/v1alpha1\nkind: MCPServer\nmetadata: {{name: modern-notes}}\nspec: {{gatewayRef: {{name: gw}}, url: \"{modern}/mcp\"}}\n"
+        );
+        let mcp = |server: &str, uri: &str, extra: &str| {
+            format!("    - {{mcpResource: {{server: {server}, uri: \"{uri}\"}}{extra}}}\n")
+        };
+        text += &route(
+            "ctx-sources",
+            "capture",
+            "capture-chat",
+            Some(&context(&format!(
+                "    - {{configMapKeyRef: {{name: policy, key: refunds}}}}\n{}",
+                mcp("notes", "mock://notes/readme", ", role: user")
+            ))),
+        );
+        text += &route(
+            "ctx-modern",
+            "capture",
+            "capture-chat",
+            Some(&context(&mcp("modern-notes", "mock://notes/readme", ""))),
+        );
+        text += &route(
+            "ctx-unknown",
+            "capture",
+            "capture-chat",
+            Some(&context(&mcp("notes", "mock://notes/none", ""))),
+        );
+        text += &route(
+            "ctx-unknown-optional",
+            "capture",
+            "capture-chat",
+            Some(&context(&mcp(
+                "notes",
+                "mock://notes/none",
+                ", required: false",
+            ))),
+        );
+        text
+    };
+    let h = Harness::start(&manifests("1"), &[]).await;
+    const NOTES: &str = "The mock MCP server's notes.";
+
+    for question in ["Refund?", "Again?"] {
+        let (status, body) = chat(
+            &h,
+            json!({"model": "ctx-sources", "messages": user(question)}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            sent(&capture),
+            pairs(&[
+                ("system", "Refund policy, edition 1."),
+                ("user", NOTES),
+                ("user", question),
+            ])
+        );
+    }
+    let (status, body) = chat(&h, json!({"model": "ctx-modern", "messages": user("Hi")})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(sent(&capture), pairs(&[("system", NOTES), ("user", "Hi")]));
+    let metrics = h.metrics();
+    for server in ["notes", "modern-notes"] {
+        let source = format!("source=\"mcp:default/{server}:mock://notes/readme\",outcome=\"ok\"");
+        assert_eq!(metric_sum(&metrics, &source), 1.0, "read once: {metrics}");
+    }
+
+    let (status, body) = chat(&h, json!({"model": "ctx-unknown", "messages": user("Hi")})).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(
+        body["error"]["code"], "prompt_context_unavailable",
+        "{body}"
+    );
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("mcp:default/notes:mock://notes/none")
+            && message.contains("Resource not found"),
+        "{message}"
+    );
+    let (status, body) = chat(
+        &h,
+        json!({"model": "ctx-unknown-optional", "messages": user("Hi")}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(sent(&capture), pairs(&[("user", "Hi")]));
+
+    // The ConfigMap changes: the next configuration carries the new text.
+    h.reload(&manifests("2"));
+    let (status, body) = chat(
+        &h,
+        json!({"model": "ctx-sources", "messages": user("Now?")}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        sent(&capture)[0],
+        (
+            "system".to_string(),
+            "Refund policy, edition 2.".to_string()
+        )
+    );
+}

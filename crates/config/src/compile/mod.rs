@@ -71,6 +71,7 @@ impl Compiled {
 pub fn compile(resources: &Resources, digest_key: &DigestKey) -> Compiled {
     let mut out = Compiled::default();
     let secrets = SecretIndex::new(&resources.secrets);
+    let config_maps = prompt::ConfigMapIndex::new(&resources.config_maps);
 
     let mut providers: BTreeMap<ObjectRef, Option<Provider>> = BTreeMap::new();
     for provider in sorted(&resources.providers) {
@@ -89,6 +90,54 @@ pub fn compile(resources: &Resources, digest_key: &DigestKey) -> Compiled {
         {
             gateways.insert(object_ref(gateway), config);
         }
+    }
+
+    // MCPServers before routes: a route's context may read their resources.
+    for server in sorted(&resources.mcp_servers) {
+        let server_ref = object_ref(server);
+        let compiled = compile_mcp_server(server, &secrets, &mut out.diagnostics);
+        let Some(gateway) = named_gateway(
+            &mut gateways,
+            &server_ref,
+            &server.spec.gateway_ref.name,
+            &resources.gateways,
+            &mut out.diagnostics,
+        ) else {
+            continue;
+        };
+        let Some(compiled) = compiled else { continue };
+        if let Some(owner) = gateway.mcp_servers.iter().find(|s| s.path == compiled.path) {
+            out.diagnostics.push(Diagnostic::error(
+                &server_ref,
+                "spec.path",
+                reason::INVALID,
+                format!(
+                    "path /mcp/{} is already served by MCPServer {} (which sorts first by namespace/name)",
+                    compiled.path, owner.name
+                ),
+            ));
+            continue;
+        }
+        let prefix_owner = compiled.aggregation.as_ref().and_then(|mine| {
+            gateway.mcp_servers.iter().find(|s| {
+                s.aggregation
+                    .as_ref()
+                    .is_some_and(|theirs| theirs.prefix == mine.prefix)
+            })
+        });
+        if let (Some(owner), Some(mine)) = (prefix_owner, &compiled.aggregation) {
+            out.diagnostics.push(Diagnostic::error(
+                &server_ref,
+                "spec.aggregation.prefix",
+                reason::INVALID,
+                format!(
+                    "prefix {:?} is already used in /mcp by MCPServer {} (which sorts first by namespace/name)",
+                    mine.prefix, owner.name
+                ),
+            ));
+            continue;
+        }
+        gateway.mcp_servers.push(compiled);
     }
 
     // Gateways named by routes but missing or invalid, by reference.
@@ -121,7 +170,13 @@ pub fn compile(resources: &Resources, digest_key: &DigestKey) -> Compiled {
                 },
             }
         };
-        let Some(compiled) = compile_route(route, &providers, gateway, &mut out.diagnostics) else {
+        let Some(compiled) = compile_route(
+            route,
+            &providers,
+            &config_maps,
+            gateway,
+            &mut out.diagnostics,
+        ) else {
             continue;
         };
         let claims = claimed.entry(gateway_ref.clone()).or_default();
@@ -183,53 +238,6 @@ pub fn compile(resources: &Resources, digest_key: &DigestKey) -> Compiled {
         };
         check_downgrade_target(&compiled, &budget_ref, serves, &mut out.diagnostics);
         gateway.budgets.push(compiled);
-    }
-
-    for server in sorted(&resources.mcp_servers) {
-        let server_ref = object_ref(server);
-        let compiled = compile_mcp_server(server, &secrets, &mut out.diagnostics);
-        let Some(gateway) = named_gateway(
-            &mut gateways,
-            &server_ref,
-            &server.spec.gateway_ref.name,
-            &resources.gateways,
-            &mut out.diagnostics,
-        ) else {
-            continue;
-        };
-        let Some(compiled) = compiled else { continue };
-        if let Some(owner) = gateway.mcp_servers.iter().find(|s| s.path == compiled.path) {
-            out.diagnostics.push(Diagnostic::error(
-                &server_ref,
-                "spec.path",
-                reason::INVALID,
-                format!(
-                    "path /mcp/{} is already served by MCPServer {} (which sorts first by namespace/name)",
-                    compiled.path, owner.name
-                ),
-            ));
-            continue;
-        }
-        let prefix_owner = compiled.aggregation.as_ref().and_then(|mine| {
-            gateway.mcp_servers.iter().find(|s| {
-                s.aggregation
-                    .as_ref()
-                    .is_some_and(|theirs| theirs.prefix == mine.prefix)
-            })
-        });
-        if let (Some(owner), Some(mine)) = (prefix_owner, &compiled.aggregation) {
-            out.diagnostics.push(Diagnostic::error(
-                &server_ref,
-                "spec.aggregation.prefix",
-                reason::INVALID,
-                format!(
-                    "prefix {:?} is already used in /mcp by MCPServer {} (which sorts first by namespace/name)",
-                    mine.prefix, owner.name
-                ),
-            ));
-            continue;
-        }
-        gateway.mcp_servers.push(compiled);
     }
 
     for (key, mut config) in gateways {
@@ -660,7 +668,9 @@ mod tests {
         use serde_json::json;
         use tollgate_api::duration::POSITIVE_DURATION_MESSAGE;
         use tollgate_api::prompt::{
-            CONTEXT_URL_MESSAGE, DEFAULT_VERSION_MESSAGE, VARIABLE_NAME_MESSAGE, VERSION_MESSAGE,
+            CONTEXT_CONFIG_MAP_TIMING_MESSAGE, CONTEXT_LOOPBACK_MESSAGE,
+            CONTEXT_ONE_SOURCE_MESSAGE, CONTEXT_URL_MESSAGE, DEFAULT_VERSION_MESSAGE,
+            MCP_RESOURCE_URI_MESSAGE, VARIABLE_NAME_MESSAGE, VERSION_MESSAGE,
             VERSIONS_UNIQUE_MESSAGE,
         };
         use tollgate_api::provider::ENDPOINT_MESSAGE;
@@ -783,6 +793,41 @@ mod tests {
                 ),
                 "spec.prompts.context[0].cacheFor",
                 POSITIVE_DURATION_MESSAGE,
+            ),
+            (
+                route(
+                    json!({"gatewayRef": {"name": "gw"}, "models": ["a"], "backends": backend,
+                "prompts": {"context": [{"url": "http://docs/p.txt",
+                    "configMapKeyRef": {"name": "policy", "key": "text"}}]}}),
+                ),
+                "spec.prompts.context[0]",
+                CONTEXT_ONE_SOURCE_MESSAGE,
+            ),
+            (
+                route(
+                    json!({"gatewayRef": {"name": "gw"}, "models": ["a"], "backends": backend,
+                "prompts": {"context": [{"mcpResource": {"server": "docs", "uri": "docs://a"},
+                    "allowLoopback": true}]}}),
+                ),
+                "spec.prompts.context[0]",
+                CONTEXT_LOOPBACK_MESSAGE,
+            ),
+            (
+                route(
+                    json!({"gatewayRef": {"name": "gw"}, "models": ["a"], "backends": backend,
+                "prompts": {"context": [{"configMapKeyRef": {"name": "policy", "key": "text"},
+                    "cacheFor": "10s"}]}}),
+                ),
+                "spec.prompts.context[0]",
+                CONTEXT_CONFIG_MAP_TIMING_MESSAGE,
+            ),
+            (
+                route(
+                    json!({"gatewayRef": {"name": "gw"}, "models": ["a"], "backends": backend,
+                "prompts": {"context": [{"mcpResource": {"server": "docs", "uri": "no scheme"}}]}}),
+                ),
+                "spec.prompts.context[0].mcpResource.uri",
+                MCP_RESOURCE_URI_MESSAGE,
             ),
             (
                 gateway(json!({"listener": {"port": 9090}})),

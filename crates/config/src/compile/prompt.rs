@@ -2,17 +2,25 @@
 //! sources checked and defaulted, and every template compiled once, so a
 //! broken template is reported on its route and never reaches a gateway.
 
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::ResourceExt;
 use tollgate_api::conditions::reason;
 use tollgate_api::prompt::{
-    CONTEXT_URL_MESSAGE, DEFAULT_VERSION_MESSAGE, MAX_CONTEXT_BYTES, RoutePrompts,
-    VARIABLE_NAME_MESSAGE, VERSION_MESSAGE, VERSIONS_UNIQUE_MESSAGE,
+    CONTEXT_CONFIG_MAP_TIMING_MESSAGE, CONTEXT_LOOPBACK_MESSAGE, CONTEXT_ONE_SOURCE_MESSAGE,
+    CONTEXT_URL_MESSAGE, ConfigMapKeyRef, DEFAULT_VERSION_MESSAGE, MAX_CONTEXT_BYTES,
+    MCP_RESOURCE_URI_MESSAGE, PromptContextSource, RoutePrompts, VARIABLE_NAME_MESSAGE,
+    VERSION_MESSAGE, VERSIONS_UNIQUE_MESSAGE,
 };
 
 use super::parse_duration_ms;
 use crate::diagnostics::{Diagnostic, ObjectRef};
 use crate::prompt::PromptSet;
+use crate::resources::namespace_of;
+use crate::snapshot::McpServer;
 use crate::snapshot::prompt::{
-    ContextSource, PromptDecorator, PromptMessage, PromptTemplate, Prompts,
+    ContextFrom, ContextSource, PromptDecorator, PromptMessage, PromptTemplate, Prompts,
 };
 
 /// Default cap on a context body.
@@ -25,6 +33,7 @@ pub const DEFAULT_CONTEXT_CACHE_MS: u64 = 60_000;
 /// The route's prompts, compiled; `Err` after a diagnostic.
 pub(super) fn prompts(
     spec: &RoutePrompts,
+    refs: &ContextRefs<'_>,
     object: &ObjectRef,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Result<Prompts, ()> {
@@ -100,13 +109,6 @@ pub(super) fn prompts(
     let mut context = Vec::with_capacity(spec.context.len());
     for (index, source) in spec.context.iter().enumerate() {
         let field = format!("spec.prompts.context[{index}]");
-        if !is_context_url(&source.url) {
-            invalid(
-                diagnostics,
-                format!("{field}.url"),
-                CONTEXT_URL_MESSAGE.into(),
-            );
-        }
         let max_bytes = source.max_bytes.unwrap_or(DEFAULT_CONTEXT_MAX_BYTES);
         if !(1..=MAX_CONTEXT_BYTES).contains(&max_bytes) {
             invalid(
@@ -129,15 +131,17 @@ pub(super) fn prompts(
             &format!("{field}.cacheFor"),
             diagnostics,
         );
+        let Some(from) = context_from(source, &field, max_bytes, refs, object, diagnostics) else {
+            continue;
+        };
         if let (Ok(Some(timeout_ms)), Ok(Some(cache_for_ms))) = (timeout, cache_for) {
             context.push(ContextSource {
-                url: source.url.clone(),
+                from,
                 max_bytes,
                 timeout_ms,
                 cache_for_ms,
                 role: source.role,
                 required: source.required,
-                allow_loopback: source.allow_loopback,
             });
         }
     }
@@ -163,10 +167,202 @@ pub(super) fn prompts(
             error.message,
         );
     }
-    if diagnostics.len() > errors_before {
+    if diagnostics[errors_before..]
+        .iter()
+        .any(Diagnostic::is_error)
+    {
         return Err(());
     }
     Ok(prompts)
+}
+
+/// What context sources may refer to: the ConfigMaps compile was given and
+/// the MCPServers the route's gateway serves.
+pub(super) struct ContextRefs<'a> {
+    pub config_maps: &'a ConfigMapIndex<'a>,
+    /// `namespace/name` of each MCPServer the gateway serves.
+    pub mcp_servers: &'a [McpServer],
+}
+
+/// ConfigMaps by namespace and name.
+pub(super) struct ConfigMapIndex<'a> {
+    by_name: BTreeMap<(String, String), &'a ConfigMap>,
+}
+
+impl<'a> ConfigMapIndex<'a> {
+    pub fn new(config_maps: &'a [ConfigMap]) -> Self {
+        Self {
+            by_name: config_maps
+                .iter()
+                .map(|c| ((namespace_of(c), c.name_any()), c))
+                .collect(),
+        }
+    }
+
+    /// The text under `key` of ConfigMap `name` (its `data`; binary data is
+    /// not text).
+    fn text(&self, namespace: &str, reference: &ConfigMapKeyRef) -> Result<&'a str, String> {
+        let config_map = self
+            .by_name
+            .get(&(namespace.to_string(), reference.name.clone()))
+            .ok_or_else(|| {
+                format!(
+                    "ConfigMap {:?} not found in namespace {namespace}",
+                    reference.name
+                )
+            })?;
+        if let Some(text) = config_map
+            .data
+            .as_ref()
+            .and_then(|data| data.get(&reference.key))
+        {
+            return Ok(text);
+        }
+        let binary = config_map
+            .binary_data
+            .as_ref()
+            .is_some_and(|data| data.contains_key(&reference.key));
+        Err(if binary {
+            format!(
+                "ConfigMap {:?} holds key {:?} in binaryData; context is text (data)",
+                reference.name, reference.key
+            )
+        } else {
+            format!(
+                "ConfigMap {:?} has no key {:?}",
+                reference.name, reference.key
+            )
+        })
+    }
+}
+
+/// A context source's origin, checked and resolved; `None` when it is
+/// left out (after an error, or a warning for an optional source).
+fn context_from(
+    source: &PromptContextSource,
+    field: &str,
+    max_bytes: u64,
+    refs: &ContextRefs<'_>,
+    object: &ObjectRef,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<ContextFrom> {
+    let mut error = |field: String, reason: &str, message: String| {
+        diagnostics.push(Diagnostic::error(object, field, reason, message));
+        None
+    };
+    let origins = [
+        source.url.is_some(),
+        source.config_map_key_ref.is_some(),
+        source.mcp_resource.is_some(),
+    ];
+    if origins.iter().filter(|set| **set).count() != 1 {
+        return error(
+            field.to_string(),
+            reason::INVALID,
+            CONTEXT_ONE_SOURCE_MESSAGE.into(),
+        );
+    }
+    if source.allow_loopback && source.url.is_none() {
+        return error(
+            format!("{field}.allowLoopback"),
+            reason::INVALID,
+            CONTEXT_LOOPBACK_MESSAGE.into(),
+        );
+    }
+    if let Some(url) = &source.url {
+        if !is_context_url(url) {
+            return error(
+                format!("{field}.url"),
+                reason::INVALID,
+                CONTEXT_URL_MESSAGE.into(),
+            );
+        }
+        return Some(ContextFrom::Url {
+            url: url.clone(),
+            allow_loopback: source.allow_loopback,
+        });
+    }
+    if let Some(reference) = &source.config_map_key_ref {
+        if source.timeout.is_some() || source.cache_for.is_some() {
+            return error(
+                field.to_string(),
+                reason::INVALID,
+                CONTEXT_CONFIG_MAP_TIMING_MESSAGE.into(),
+            );
+        }
+        let field = format!("{field}.configMapKeyRef");
+        let text = match refs.config_maps.text(&object.namespace, reference) {
+            Ok(text) => text,
+            // An optional source is left out: the route still serves.
+            Err(message) if !source.required => {
+                diagnostics.push(Diagnostic::warning(
+                    object,
+                    field,
+                    reason::CONFIG_MAP_NOT_FOUND,
+                    format!("{message}; the optional context source is left out"),
+                ));
+                return None;
+            }
+            Err(message) => return error(field, reason::CONFIG_MAP_NOT_FOUND, message),
+        };
+        if text.len() as u64 > max_bytes {
+            return error(
+                field,
+                reason::INVALID,
+                format!(
+                    "ConfigMap {:?} key {:?} holds {} bytes, more than maxBytes ({max_bytes})",
+                    reference.name,
+                    reference.key,
+                    text.len()
+                ),
+            );
+        }
+        return Some(ContextFrom::Text {
+            text: text.to_string(),
+            origin: format!(
+                "configmap/{}/{}/{}",
+                object.namespace, reference.name, reference.key
+            ),
+        });
+    }
+    let resource = source.mcp_resource.as_ref()?;
+    let field = format!("{field}.mcpResource");
+    if !is_resource_uri(&resource.uri) {
+        return error(
+            format!("{field}.uri"),
+            reason::INVALID,
+            MCP_RESOURCE_URI_MESSAGE.into(),
+        );
+    }
+    let server = format!("{}/{}", object.namespace, resource.server);
+    if !refs.mcp_servers.iter().any(|s| *s.name == *server) {
+        return error(
+            format!("{field}.server"),
+            reason::MCP_SERVER_NOT_FOUND,
+            format!(
+                "MCPServer {:?} in namespace {} is not served by the route's gateway (missing, invalid, or attached to another AIGateway)",
+                resource.server, object.namespace
+            ),
+        );
+    }
+    Some(ContextFrom::McpResource {
+        server,
+        uri: resource.uri.clone(),
+    })
+}
+
+/// An absolute URI as the CEL rule has it, and no whitespace at all.
+fn is_resource_uri(uri: &str) -> bool {
+    let Some((scheme, rest)) = uri.split_once(':') else {
+        return false;
+    };
+    uri.len() <= 2048
+        && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '.' | '-'))
+        && !rest.is_empty()
+        && !rest.chars().any(char::is_whitespace)
 }
 
 /// `^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`, as the CEL rule says.

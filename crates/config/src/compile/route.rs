@@ -20,6 +20,7 @@ use crate::snapshot::{Backend, Endpoints, GatewayConfig, Provider, Resilience, R
 pub(super) fn compile_route(
     route: &AIRoute,
     providers: &BTreeMap<ObjectRef, Option<Provider>>,
+    config_maps: &super::prompt::ConfigMapIndex<'_>,
     gateway: &mut GatewayConfig,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<Route> {
@@ -210,7 +211,13 @@ pub(super) fn compile_route(
     let prompts = spec
         .prompts
         .as_ref()
-        .map(|p| super::prompt::prompts(p, &object, diagnostics).map(Box::new))
+        .map(|p| {
+            let refs = super::prompt::ContextRefs {
+                config_maps,
+                mcp_servers: &gateway.mcp_servers,
+            };
+            super::prompt::prompts(p, &refs, &object, diagnostics).map(Box::new)
+        })
         .transpose();
 
     let timeouts = spec.timeouts.clone().unwrap_or_default();
@@ -914,6 +921,115 @@ mod tests {
         // A route without prompts has none in its snapshot (hashes as before).
         let (_, chat) = clean_route_of(&compiled, "chat");
         assert!(chat.prompts.is_none());
+    }
+
+    #[test]
+    fn context_from_config_maps_and_mcp_resources_resolves_at_compile() {
+        use crate::snapshot::prompt::ContextFrom;
+        use tollgate_api::conditions::reason;
+        let route = |name: &str, context: &str| {
+            format!(
+                "---\napiVersion: tollgate.dev/v1alpha1\nkind: AIRoute\nmetadata: {{name: {name}}}\nspec:\n  gatewayRef: {{name: gw}}\n  models: [{name}]\n  backends: [{{providerRef: {{name: zeta}}, model: m}}]\n  prompts:\n    context: {context}\n"
+            )
+        };
+        let text = [
+            BASE.to_string(),
+            "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: policy}\ndata: {refunds: \"Refunds within 30 days.\"}\nbinaryData: {logo: AAAA}\n".into(),
+            "---\napiVersion: tollgate.dev/v1alpha1\nkind: MCPServer\nmetadata: {name: docs}\nspec:\n  gatewayRef: {name: gw}\n  url: http://127.0.0.1:9/mcp\n".into(),
+            route(
+                "both",
+                "[{configMapKeyRef: {name: policy, key: refunds}, role: user}, {mcpResource: {server: docs, uri: \"docs://handbook\"}, maxBytes: 100}]",
+            ),
+            route("missing", "[{configMapKeyRef: {name: nope, key: refunds}}]"),
+            route("optional", "[{configMapKeyRef: {name: nope, key: refunds}, required: false}]"),
+            route("binary", "[{configMapKeyRef: {name: policy, key: logo}}]"),
+            route("large", "[{configMapKeyRef: {name: policy, key: refunds}, maxBytes: 5}]"),
+            route("other-server", "[{mcpResource: {server: tickets, uri: \"docs://a\"}}]"),
+        ]
+        .concat();
+        let compiled = compile(&load(&text).resources);
+        let problems: Vec<(&str, &str, &str, bool)> = compiled
+            .diagnostics
+            .iter()
+            .map(|d| {
+                (
+                    d.object.as_ref().map_or("", |o| o.name.as_str()),
+                    d.field.as_str(),
+                    d.reason.as_str(),
+                    d.is_error(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            problems,
+            [
+                (
+                    "binary",
+                    "spec.prompts.context[0].configMapKeyRef",
+                    reason::CONFIG_MAP_NOT_FOUND,
+                    true
+                ),
+                (
+                    "large",
+                    "spec.prompts.context[0].configMapKeyRef",
+                    reason::INVALID,
+                    true
+                ),
+                (
+                    "missing",
+                    "spec.prompts.context[0].configMapKeyRef",
+                    reason::CONFIG_MAP_NOT_FOUND,
+                    true
+                ),
+                (
+                    "optional",
+                    "spec.prompts.context[0].configMapKeyRef",
+                    reason::CONFIG_MAP_NOT_FOUND,
+                    false
+                ),
+                (
+                    "other-server",
+                    "spec.prompts.context[0].mcpResource.server",
+                    reason::MCP_SERVER_NOT_FOUND,
+                    true
+                ),
+            ],
+            "{:?}",
+            compiled.diagnostics
+        );
+        assert!(compiled.diagnostics[0].message.contains("binaryData"));
+        let config = &compiled.snapshots[&gw()].config;
+        let served: Vec<&str> = config.routes.iter().map(|r| r.name.as_ref()).collect();
+        assert!(
+            served.contains(&"default/both") && served.contains(&"default/optional"),
+            "{served:?}"
+        );
+        for refused in ["binary", "large", "missing", "other-server"] {
+            assert!(
+                !served.contains(&format!("default/{refused}").as_str()),
+                "{refused} is not served"
+            );
+        }
+        let (_, both) = clean_route_of(&compiled, "both");
+        let context = &both.prompts.as_deref().unwrap().context;
+        assert_eq!(
+            context[0].from,
+            ContextFrom::Text {
+                text: "Refunds within 30 days.".into(),
+                origin: "configmap/default/policy/refunds".into()
+            }
+        );
+        assert_eq!(context[0].role, tollgate_api::prompt::PromptRole::User);
+        assert_eq!(
+            context[1].from,
+            ContextFrom::McpResource {
+                server: "default/docs".into(),
+                uri: "docs://handbook".into()
+            }
+        );
+        assert_eq!(context[1].max_bytes, 100);
+        let (_, optional) = clean_route_of(&compiled, "optional");
+        assert!(optional.prompts.as_deref().unwrap().context.is_empty());
     }
 
     /// Like `clean_route`, ignoring other routes' diagnostics.

@@ -52,12 +52,37 @@ pub struct PromptDecorator {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ContextSource {
-    pub url: String,
+    pub from: ContextFrom,
     pub max_bytes: u64,
     pub timeout_ms: u64,
     pub cache_for_ms: u64,
     pub role: PromptRole,
     pub required: bool,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub allow_loopback: bool,
+}
+
+/// Where a context source's text comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ContextFrom {
+    /// Fetched with a GET.
+    #[serde(rename_all = "camelCase")]
+    Url {
+        url: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        allow_loopback: bool,
+    },
+    /// Read from a ConfigMap when the configuration was compiled.
+    #[serde(rename_all = "camelCase")]
+    Text {
+        text: String,
+        /// `configmap/NAMESPACE/NAME/KEY`, for metrics and messages.
+        origin: String,
+    },
+    /// Read with `resources/read` from an MCPServer of the gateway.
+    #[serde(rename_all = "camelCase")]
+    McpResource {
+        /// `namespace/name` of the MCPServer ([`super::McpServer::name`]).
+        server: String,
+        uri: String,
+    },
 }

@@ -50,7 +50,8 @@ pub const MAX_RENDERED_BYTES: usize = 256 * 1024;
 /// the context sources with their labels.
 pub struct RoutePrompts {
     pub set: PromptSet,
-    /// Each source with its label (URL without query) for metrics and errors.
+    /// Each source with its label (a URL without query, the ConfigMap or
+    /// the MCP resource) for metrics and errors.
     pub context: Vec<(ContextSource, Arc<str>)>,
 }
 
@@ -61,7 +62,7 @@ impl RoutePrompts {
             context: prompts
                 .context
                 .iter()
-                .map(|source| (source.clone(), context::source_label(&source.url)))
+                .map(|source| (source.clone(), context::source_label(&source.from)))
                 .collect(),
         })
     }
@@ -453,11 +454,10 @@ async fn prepare(
     let mut injected = Vec::with_capacity(prompts.context.len());
     if !prompts.context.is_empty() {
         let gateway = &context.gateway;
-        let fetches = prompts.context.iter().map(|(source, label)| {
-            gateway
-                .prompt_context
-                .get(source, label, &gateway.clients, &gateway.metrics)
-        });
+        let fetches = prompts
+            .context
+            .iter()
+            .map(|(source, label)| gateway.prompt_context.get(source, label, gateway));
         let results = futures_util::future::join_all(fetches).await;
         for ((source, label), result) in prompts.context.iter().zip(results) {
             let degraded = |outcome: &'static str| {

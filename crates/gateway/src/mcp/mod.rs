@@ -42,6 +42,7 @@ pub use backend::Breakers;
 use backend::{BackendSession, backend_failed};
 use jsonrpc::Message;
 use translate::Speech;
+pub(crate) use translate::read_resource;
 pub use translate::{Eras, LegacySessions};
 
 /// Request headers passed on to the backend as they are.

@@ -198,6 +198,9 @@ async fn discover(
         .map(|exchanged| exchanged.result)
 }
 
+/// How [`exchange`] reports a JSON-RPC error answer.
+const ANSWERED_WITH_ERROR: &str = "it answered with an error";
+
 /// A backend's answer to a request the gateway made itself.
 struct Exchanged {
     result: Value,
@@ -242,7 +245,7 @@ async fn exchange(
     if let Some(error) = answer.get("error") {
         let text = error.get("message").and_then(Value::as_str).unwrap_or("");
         return Err(BackendError::Unusable(format!(
-            "it answered with an error: {text}"
+            "{ANSWERED_WITH_ERROR}: {text}"
         )));
     }
     Ok(Exchanged {
@@ -525,6 +528,99 @@ async fn converted(
         }
     }
     out
+}
+
+/// The gateway's own description, for requests it makes for itself
+/// (prompt context): no capabilities, so a backend asks it nothing.
+fn own_client() -> ClientMeta {
+    ClientMeta {
+        c: json!({}),
+        i: json!({"name": "tollgate-gateway", "version": env!("CARGO_PKG_VERSION")}),
+    }
+}
+
+/// Reads resource `uri` of `server` for the gateway itself and returns
+/// the `resources/read` result. A backend that speaks the session era (or
+/// both) is read in the gateway's pooled session, opened once and reused; a
+/// modern-only one (it refuses `initialize`) with a sessionless request.
+/// The MCPServer's credential, failover and circuit breaker apply as for
+/// any client.
+pub(crate) async fn read_resource(
+    gateway: &Gateway,
+    server: &McpServer,
+    uri: &str,
+) -> Result<Value, String> {
+    const READ_ID: &str = "tollgate-context";
+    let client = own_client();
+    let body = json!({"jsonrpc": "2.0", "id": READ_ID, "method": "resources/read",
+        "params": {"uri": uri}});
+    let modern = || {
+        let message = revisions::to_modern(&body, &client);
+        let headers = modern_headers("resources/read", Some(uri));
+        async move {
+            exchange(gateway, server, &headers, None, Target::Any, &message, true)
+                .await
+                .map(|exchanged| exchanged.result)
+        }
+    };
+    if gateway.mcp_eras.of(server) == Some(Era::Modern) {
+        return modern().await.map_err(|e| e.to_string());
+    }
+    let key = LegacySessions::key(server, None, &client);
+    // A pooled session the backend has since forgotten is opened again, once.
+    let mut last = String::new();
+    for _ in 0..2 {
+        let pooled = match legacy_session(gateway, server, &key, &client).await {
+            Ok(pooled) => pooled,
+            Err(
+                error @ (BackendError::NotSent(_)
+                | BackendError::CircuitOpen(_)
+                | BackendError::Timeout),
+            ) => {
+                return Err(error.to_string());
+            }
+            // `initialize` refused: a modern-only backend?
+            Err(error) => {
+                if confirm_modern_only(gateway, server, &client)
+                    .await
+                    .is_some()
+                {
+                    return modern().await.map_err(|e| e.to_string());
+                }
+                return Err(error.to_string());
+            }
+        };
+        let mut headers = base_headers();
+        if let Ok(version) = HeaderValue::from_str(&pooled.version) {
+            headers.insert("mcp-protocol-version", version);
+        }
+        let target = pooled_target(&pooled);
+        match exchange(
+            gateway,
+            server,
+            &headers,
+            pooled.id.as_deref(),
+            target,
+            &body,
+            true,
+        )
+        .await
+        {
+            Ok(exchanged) => return Ok(exchanged.result),
+            // The backend's own answer (an unknown resource): final.
+            Err(BackendError::Unusable(text)) if text.starts_with(ANSWERED_WITH_ERROR) => {
+                return Err(text);
+            }
+            Err(error @ (BackendError::CircuitOpen(_) | BackendError::Timeout)) => {
+                return Err(error.to_string());
+            }
+            Err(error) => {
+                gateway.mcp_legacy_sessions.forget(&key);
+                last = error.to_string();
+            }
+        }
+    }
+    Err(last)
 }
 
 /// A modern client's `server/discover` for a legacy backend: answered from

@@ -1,6 +1,8 @@
-//! Prompt context sources: text fetched from a URL, capped, kept for
-//! `cacheFor` and shared by every request and route that names the same
-//! URL and cap. The IO edge of the prompt stage.
+//! Prompt context sources: text fetched from a URL or read from an MCP
+//! server's resource, capped, kept for `cacheFor` and shared by every
+//! request and route that names the same source and cap; text from a
+//! ConfigMap came with the configuration and is used as it is. The IO edge
+//! of the prompt stage.
 //!
 //! At most one fetch of a source runs at a time: requests that need a copy
 //! wait for it, requests that hold a stale copy are served it while the
@@ -17,10 +19,11 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use tokio::time::Instant;
 use tollgate_config::egress::EgressPolicy;
-use tollgate_config::snapshot::prompt::ContextSource;
+use tollgate_config::snapshot::prompt::{ContextFrom, ContextSource};
 
-use crate::metrics::{ContextFetchLabels, Metrics};
+use crate::metrics::ContextFetchLabels;
 use crate::providers::http::Clients;
+use crate::runtime::Gateway;
 
 /// How long a failed first fetch is remembered (at most `cacheFor`).
 pub const FAILURE_BACKOFF: Duration = Duration::from_secs(5);
@@ -36,6 +39,8 @@ pub enum FetchError {
     Status(u16),
     #[error("the body is not UTF-8 text")]
     NotText,
+    #[error("the resource has no text contents")]
+    NoTextContents,
     #[error("{0}")]
     Failed(String),
 }
@@ -46,7 +51,7 @@ impl FetchError {
             FetchError::Timeout(_) => "timeout",
             FetchError::TooLarge(_) => "too_large",
             FetchError::Status(_) => "status",
-            FetchError::NotText | FetchError::Failed(_) => "error",
+            FetchError::NotText | FetchError::NoTextContents | FetchError::Failed(_) => "error",
         }
     }
 }
@@ -59,12 +64,12 @@ pub struct Fetched {
     pub stale: bool,
 }
 
-/// Context copies by (URL, cap, loopback allowed): a source that may not
-/// reach loopback never gets a copy one that may fetched. Kept across
-/// reloads, like key sets.
+/// Context copies by origin and cap (a URL's origin includes whether it
+/// may reach loopback, so a source that may not never gets a copy one that
+/// may fetched). Kept across reloads, like key sets.
 #[derive(Default)]
 pub struct ContextCache {
-    slots: Mutex<HashMap<(String, u64, bool), Arc<Slot>>>,
+    slots: Mutex<HashMap<(ContextFrom, u64), Arc<Slot>>>,
 }
 
 #[derive(Default)]
@@ -106,14 +111,12 @@ impl ContextCache {
     /// Forgets the sources no longer configured (a reload); requests still
     /// using one keep their copy.
     pub fn retain<'a>(&self, sources: impl IntoIterator<Item = &'a ContextSource>) {
-        let keep: std::collections::HashSet<(&str, u64, bool)> = sources
+        let keep: std::collections::HashSet<(&ContextFrom, u64)> = sources
             .into_iter()
-            .map(|s| (s.url.as_str(), s.max_bytes, s.allow_loopback))
+            .map(|s| (&s.from, s.max_bytes))
             .collect();
         let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        slots.retain(|(url, max_bytes, loopback), _| {
-            keep.contains(&(url.as_str(), *max_bytes, *loopback))
-        });
+        slots.retain(|(from, max_bytes), _| keep.contains(&(from, *max_bytes)));
     }
 
     /// The text of `source`: a fresh copy, else fetched now (or a stale copy
@@ -122,13 +125,18 @@ impl ContextCache {
         &self,
         source: &ContextSource,
         label: &Arc<str>,
-        clients: &Clients,
-        metrics: &Metrics,
+        gateway: &Gateway,
     ) -> Result<Fetched, FetchError> {
+        if let ContextFrom::Text { text, .. } = &source.from {
+            return Ok(Fetched {
+                text: Arc::from(text.as_str()),
+                stale: false,
+            });
+        }
         let slot = {
             let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
             slots
-                .entry((source.url.clone(), source.max_bytes, source.allow_loopback))
+                .entry((source.from.clone(), source.max_bytes))
                 .or_default()
                 .clone()
         };
@@ -158,8 +166,18 @@ impl ContextCache {
                 }
             }
         };
-        let result = fetch(source, clients).await;
-        metrics
+        let result = match &source.from {
+            ContextFrom::Url {
+                url,
+                allow_loopback,
+            } => fetch(url, *allow_loopback, source, &gateway.clients).await,
+            ContextFrom::McpResource { server, uri } => {
+                read_resource(gateway, server, uri, source).await
+            }
+            ContextFrom::Text { text, .. } => Ok(text.clone()),
+        };
+        gateway
+            .metrics
             .prompt_context_fetches
             .get_or_create(&ContextFetchLabels {
                 source: label.clone(),
@@ -186,9 +204,21 @@ impl ContextCache {
     }
 }
 
-/// The URL as metrics and messages name it: without user info and query,
-/// which may carry credentials.
-pub fn source_label(url: &str) -> Arc<str> {
+/// A source as metrics and messages name it: a URL without user info and
+/// query (which may carry credentials), `configmap/NAMESPACE/NAME/KEY`,
+/// or `mcp:NAMESPACE/NAME:URI`.
+pub fn source_label(from: &ContextFrom) -> Arc<str> {
+    match from {
+        ContextFrom::Url { url, .. } => url_label(url),
+        ContextFrom::Text { origin, .. } => Arc::from(origin.as_str()),
+        ContextFrom::McpResource { server, uri } => {
+            let uri = uri.split_once('?').map_or(uri.as_str(), |(path, _)| path);
+            Arc::from(format!("mcp:{server}:{uri}"))
+        }
+    }
+}
+
+fn url_label(url: &str) -> Arc<str> {
     let Ok(uri) = url.parse::<http::Uri>() else {
         return Arc::from("");
     };
@@ -203,16 +233,70 @@ pub fn source_label(url: &str) -> Arc<str> {
     ))
 }
 
-/// One GET of `source`, within its timeout and cap.
-async fn fetch(source: &ContextSource, clients: &Clients) -> Result<String, FetchError> {
+/// One `resources/read` of `uri` on MCPServer `server` (as the current
+/// configuration has it), within the source's timeout and cap: the text
+/// contents joined with blank lines.
+async fn read_resource(
+    gateway: &Gateway,
+    server: &str,
+    uri: &str,
+    source: &ContextSource,
+) -> Result<String, FetchError> {
+    let runtime = gateway
+        .runtime()
+        .ok_or_else(|| FetchError::Failed("the gateway has no configuration".into()))?;
+    let server = runtime
+        .snapshot
+        .config
+        .mcp_servers
+        .iter()
+        .find(|s| &*s.name == server)
+        .ok_or_else(|| FetchError::Failed(format!("MCPServer {server} is not served")))?;
+    let result = tokio::time::timeout(
+        Duration::from_millis(source.timeout_ms),
+        crate::mcp::read_resource(gateway, server, uri),
+    )
+    .await
+    .map_err(|_| FetchError::Timeout(source.timeout_ms))?
+    .map_err(FetchError::Failed)?;
+    resource_text(&result, source.max_bytes)
+}
+
+/// The text contents of a `resources/read` result, joined with blank
+/// lines, at most `max_bytes` in all.
+fn resource_text(result: &serde_json::Value, max_bytes: u64) -> Result<String, FetchError> {
+    let texts: Vec<&str> = result
+        .get("contents")
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|content| content.get("text")?.as_str())
+        .collect();
+    if texts.is_empty() {
+        return Err(FetchError::NoTextContents);
+    }
+    let text = texts.join("\n\n");
+    if text.len() as u64 > max_bytes {
+        return Err(FetchError::TooLarge(max_bytes));
+    }
+    Ok(text)
+}
+
+/// One GET of `url`, within the source's timeout and cap.
+async fn fetch(
+    url: &str,
+    allow_loopback: bool,
+    source: &ContextSource,
+    clients: &Clients,
+) -> Result<String, FetchError> {
     let failed = |e: String| FetchError::Failed(e);
     // Cloud metadata never; loopback (the gateway's own ports) only when
     // the source says so.
     let policy = EgressPolicy {
-        allow_loopback: source.allow_loopback,
+        allow_loopback,
         allow_link_local: false,
     };
-    let uri = crate::providers::http::reachable_uri(&source.url, policy)
+    let uri = crate::providers::http::reachable_uri(url, policy)
         .map_err(|why| failed(format!("{why} (allowLoopback allows loopback)")))?;
     let client = clients.pooled(source.timeout_ms, policy);
     let request = http::Request::get(uri)
@@ -263,40 +347,88 @@ mod tests {
 
     #[test]
     fn a_reload_forgets_sources_no_longer_configured() {
-        let source = |url: &str, max_bytes| ContextSource {
+        let url = |url: &str| ContextFrom::Url {
             url: url.into(),
+            allow_loopback: false,
+        };
+        let mcp = ContextFrom::McpResource {
+            server: "default/docs".into(),
+            uri: "docs://a".into(),
+        };
+        let source = |from: ContextFrom, max_bytes| ContextSource {
+            from,
             max_bytes,
             timeout_ms: 1,
             cache_for_ms: 1,
             role: tollgate_api::prompt::PromptRole::System,
             required: true,
-            allow_loopback: false,
         };
         let cache = ContextCache::default();
-        for (url, max) in [("http://a/1", 10), ("http://a/1", 20), ("http://b/2", 10)] {
+        for (from, max) in [
+            (url("http://a/1"), 10),
+            (url("http://a/1"), 20),
+            (url("http://b/2"), 10),
+            (mcp.clone(), 10),
+        ] {
             cache
                 .slots
                 .lock()
                 .unwrap()
-                .insert((url.to_string(), max, false), Arc::default());
+                .insert((from, max), Arc::default());
         }
-        cache.retain([&source("http://a/1", 20)]);
+        cache.retain([&source(url("http://a/1"), 20), &source(mcp.clone(), 10)]);
         let slots = cache.slots.lock().unwrap();
+        let mut kept: Vec<_> = slots
+            .keys()
+            .map(|(from, max)| (source_label(from), *max))
+            .collect();
+        kept.sort();
         assert_eq!(
-            slots.keys().collect::<Vec<_>>(),
-            [&("http://a/1".to_string(), 20, false)]
+            kept,
+            [
+                (Arc::from("http://a/1"), 20),
+                (Arc::from("mcp:default/docs:docs://a"), 10)
+            ]
         );
     }
 
     #[test]
     fn labels_drop_credentials_and_queries() {
+        let url = |url: &str| ContextFrom::Url {
+            url: url.into(),
+            allow_loopback: true,
+        };
         assert_eq!(
-            &*source_label("https://docs.example.com:8443/policy.txt?token=s3cret"),
+            &*source_label(&url(
+                "https://docs.example.com:8443/policy.txt?token=s3cret"
+            )),
             "https://docs.example.com:8443/policy.txt"
         );
         assert_eq!(
-            &*source_label("http://127.0.0.1:8000/p"),
+            &*source_label(&url("http://127.0.0.1:8000/p")),
             "http://127.0.0.1:8000/p"
+        );
+        let mcp = ContextFrom::McpResource {
+            server: "team/docs".into(),
+            uri: "docs://handbook?token=x".into(),
+        };
+        assert_eq!(&*source_label(&mcp), "mcp:team/docs:docs://handbook");
+    }
+
+    #[test]
+    fn resource_text_joins_text_contents_within_the_cap() {
+        let result = serde_json::json!({"contents": [
+            {"uri": "docs://a", "mimeType": "text/markdown", "text": "first"},
+            {"uri": "docs://a.png", "mimeType": "image/png", "blob": "iVBORw0KGgo="},
+            {"uri": "docs://b", "text": "second"}
+        ]});
+        assert_eq!(resource_text(&result, 100).unwrap(), "first\n\nsecond");
+        assert_eq!(resource_text(&result, 10), Err(FetchError::TooLarge(10)));
+        let binary = serde_json::json!({"contents": [{"uri": "x", "blob": "AAAA"}]});
+        assert_eq!(resource_text(&binary, 100), Err(FetchError::NoTextContents));
+        assert_eq!(
+            resource_text(&serde_json::json!({}), 100),
+            Err(FetchError::NoTextContents)
         );
     }
 }
