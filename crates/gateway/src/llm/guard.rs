@@ -581,17 +581,18 @@ pub fn filter_answer(state: &mut GuardState, answer: &mut ChatResponse) {
 pub type ModerationCall =
     Pin<Box<dyn Future<Output = Result<Vec<String>, String>> + Send + 'static>>;
 
-/// Text of a streamed answer before each call that precedes it, sent as
-/// context so a phrase cut by a window boundary is judged whole.
+/// Bytes of already passed text sent before each window as context, so a
+/// phrase cut by a window boundary is judged whole.
 const MODERATION_CONTEXT: usize = 1024;
 
 /// Guard out on a stream. Per choice the text goes through the output rules
 /// with a hold-back window (a value split across chunks is still found);
 /// with output moderation it is then held until a moderation call passed
-/// it (in windows of `streamWindow` bytes, and at the choice's end); last,
-/// placeholders are restored in the text and in tool-call arguments. What
-/// is still held is released at the choice's end. A blocked or flagged
-/// answer ends with `content_filter` and the stream with it.
+/// it (in windows of `streamModerationWindow` bytes, and at the choice's
+/// end); last, placeholders are restored in the text and in tool-call
+/// arguments. What is still held is released at the choice's end. A
+/// blocked or flagged answer ends with `content_filter` and the stream with
+/// it.
 pub struct StreamGuard {
     policy: Arc<GuardPolicy>,
     masks: MaskTable,
@@ -600,7 +601,7 @@ pub struct StreamGuard {
     /// Decisions beyond the rules' hits (moderation).
     decisions: Vec<Decision>,
     /// The stream was cut by a block: nothing more is sent.
-    pub blocked: bool,
+    blocked: bool,
     /// Identity of the stream's chunks, for chunks the guard adds.
     id: String,
     model: String,
