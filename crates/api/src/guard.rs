@@ -71,11 +71,21 @@ pub struct ContentRules {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self >= 0 && self <= 4096").message("streamHoldBack is between 0 and 4096 bytes"))]
     pub stream_hold_back: Option<u32>,
-    /// Output only: a moderation provider asked about every full answer; a
-    /// flagged category ends it with `finish_reason: content_filter`.
-    /// Streamed answers are not moderated (the rules above apply to them).
+    /// Output only: a moderation provider asked about every answer; a
+    /// flagged category ends it with `finish_reason: content_filter`
+    /// (Anthropic `stop_reason: refusal`). A streamed answer's text is held
+    /// until a call passed it, window by window (`streamModerationWindow`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub moderation: Option<ModerationSpec>,
+    /// Output with `moderation`, streams only: bytes of an answer's text
+    /// per moderation call (default 256), each sent with the 1 KiB before
+    /// it as context. No text reaches the client before a call passed it,
+    /// so the first visible text waits for `streamHoldBack` plus this much
+    /// output plus one call, and text then arrives in windows; a smaller
+    /// window shows text sooner and makes more calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 16 && self <= 16384").message("streamModerationWindow is between 16 and 16384 bytes"))]
+    pub stream_moderation_window: Option<u32>,
 }
 
 /// A moderation provider: a ModelProvider of this namespace speaking the

@@ -22,8 +22,9 @@ pub struct GuardPolicy {
     /// Bytes of a streamed answer held back for the output rules.
     pub stream_hold_back: usize,
     pub input_moderation: Option<Moderation>,
-    /// Full answers only.
     pub output_moderation: Option<Moderation>,
+    /// Bytes of a streamed answer's text per output moderation call.
+    pub stream_moderation_window: usize,
 }
 
 /// A moderation provider: a ModelProvider of the gateway's snapshot.
@@ -38,6 +39,9 @@ pub struct Moderation {
 
 /// Default of a moderation's `model`.
 pub const DEFAULT_MODERATION_MODEL: &str = "omni-moderation-latest";
+
+/// Default of `output.streamModerationWindow`.
+pub const DEFAULT_STREAM_MODERATION_WINDOW: usize = 256;
 
 /// Default of `output.streamHoldBack`.
 pub const DEFAULT_STREAM_HOLD_BACK: usize = tollgate_guard::DEFAULT_WINDOW;
@@ -112,6 +116,13 @@ impl GuardPolicy {
             .as_ref()
             .and_then(|o| o.stream_hold_back)
             .map_or(DEFAULT_STREAM_HOLD_BACK, |bytes| bytes as usize);
+        let stream_moderation_window = spec
+            .output
+            .as_ref()
+            .and_then(|o| o.stream_moderation_window)
+            .map_or(DEFAULT_STREAM_MODERATION_WINDOW, |bytes| {
+                (bytes as usize).max(1)
+            });
         let input_moderation = spec
             .input
             .as_ref()
@@ -132,6 +143,7 @@ impl GuardPolicy {
             stream_hold_back,
             input_moderation,
             output_moderation,
+            stream_moderation_window,
         })
     }
 }

@@ -16,6 +16,9 @@ use crate::llm::tokens::Tokenizer;
 
 pub struct Payload<'a> {
     fields: BTreeMap<String, &'a RawValue>,
+    /// Fields a stage rewrote (the guard, on embeddings input): sent
+    /// instead of the client's.
+    rewritten: BTreeMap<String, Box<RawValue>>,
     pub model: String,
     pub stream: bool,
     /// The client itself asked for `stream_options.include_usage`.
@@ -29,6 +32,21 @@ impl<'a> Payload<'a> {
     /// Whether the body has the top-level field `name`.
     pub fn has_field(&self, name: &str) -> bool {
         self.fields.contains_key(name)
+    }
+
+    /// The top-level field `name` as it will be sent.
+    pub fn field(&self, name: &str) -> Option<&RawValue> {
+        match self.rewritten.get(name) {
+            Some(value) => Some(value),
+            None => self.fields.get(name).copied(),
+        }
+    }
+
+    /// Sends `value` as the top-level field `name` (which the body has).
+    pub fn rewrite(&mut self, name: &str, value: Box<RawValue>) {
+        if self.fields.contains_key(name) {
+            self.rewritten.insert(name.to_string(), value);
+        }
     }
 
     /// Parses the top level and checks what the gateway needs before routing;
@@ -98,6 +116,7 @@ impl<'a> Payload<'a> {
             == Some(true);
         Ok(Self {
             fields,
+            rewritten: BTreeMap::new(),
             model,
             stream: stream && endpoint.can_stream(),
             client_wants_usage,
@@ -126,7 +145,7 @@ impl<'a> Payload<'a> {
     /// Tokens of an embeddings request's `input`: text as `tokenizer`
     /// counts it, token arrays at their length.
     pub fn embedding_input_tokens(&self, tokenizer: Tokenizer) -> u64 {
-        let Some(raw) = self.fields.get("input") else {
+        let Some(raw) = self.field("input") else {
             return 0;
         };
         match serde_json::from_str::<Value>(raw.get()) {
@@ -212,8 +231,12 @@ impl Serialize for UpstreamBody<'_, '_> {
         for (key, value) in fields {
             let replaced =
                 key == "model" || (key == "stream_options" && self.stream_options.is_some());
-            if !replaced {
-                map.serialize_entry(key, value)?;
+            if replaced {
+                continue;
+            }
+            match self.payload.rewritten.get(key) {
+                Some(value) => map.serialize_entry(key, value)?,
+                None => map.serialize_entry(key, value)?,
             }
         }
         map.end()

@@ -67,6 +67,20 @@ spec:
     output:
       pii: {entities: [CREDIT_CARD]}
       streamHoldBack: 32
+  - name: moderated-window
+    output:
+      moderation: {providerRef: {name: mock}}
+      streamModerationWindow: 64
+  - name: output-moderation-open
+    output:
+      moderation: {providerRef: {name: dead}, timeout: 500ms}
+  - name: output-moderation-closed
+    output:
+      moderation: {providerRef: {name: dead}, timeout: 500ms, onFailure: Closed}
+  - name: mask-json
+    input:
+      pii: {action: Mask}
+      custom: [{name: QUOTED, pattern: 'K"[0-9]{4}\\[0-9]{2}', action: Mask}]
 ---
 apiVersion: v1
 kind: Secret
@@ -80,14 +94,27 @@ spec: {type: Mock, endpoint: "{mock}/v1"}
 ---
 apiVersion: tollgate.dev/v1alpha1
 kind: ModelProvider
+metadata: {name: claude}
+spec:
+  type: Anthropic
+  endpoint: "{mock}/v1"
+  network: {allowLoopback: true}
+  credentials: {secretRef: {name: keys, key: k}}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: ModelProvider
 metadata: {name: dead}
 spec: {type: Mock, endpoint: "http://127.0.0.1:1/v1"}
 "#;
 
 fn route(name: &str, policy: Option<&str>) -> String {
+    routed(name, policy, "mock", "mock-chat")
+}
+
+fn routed(name: &str, policy: Option<&str>, provider: &str, model: &str) -> String {
     let policy = policy.map_or(String::new(), |p| format!("  guardPolicy: {p}\n"));
     format!(
-        "---\napiVersion: tollgate.dev/v1alpha1\nkind: AIRoute\nmetadata: {{name: {name}}}\nspec:\n  gatewayRef: {{name: gw}}\n  models: [{name}]\n{policy}  backends: [{{providerRef: {{name: mock}}, model: mock-chat}}]\n"
+        "---\napiVersion: tollgate.dev/v1alpha1\nkind: AIRoute\nmetadata: {{name: {name}}}\nspec:\n  gatewayRef: {{name: gw}}\n  models: [{name}]\n{policy}  backends: [{{providerRef: {{name: {provider}}}, model: {model}}}]\n"
     )
 }
 
@@ -107,9 +134,23 @@ async fn harness() -> Harness {
         ("moderation-open", Some("moderation-open")),
         ("judge-open", Some("judge-open")),
         ("judge-closed", Some("judge-closed")),
+        ("moderated-window", Some("moderated-window")),
+        ("output-moderation-open", Some("output-moderation-open")),
+        ("output-moderation-closed", Some("output-moderation-closed")),
+        ("mask-json", Some("mask-json")),
         ("plain", None),
     ] {
         manifests += &route(name, policy);
+    }
+    for (name, policy, provider, model) in [
+        ("embed", None, "mock", "mock-embed"),
+        ("embed-redact", Some("redact"), "mock", "mock-embed"),
+        ("embed-mask", Some("mask"), "mock", "mock-embed"),
+        ("claude", None, "claude", "mock-claude"),
+        ("claude-redact", Some("redact"), "claude", "mock-claude"),
+        ("claude-mask", Some("mask"), "claude", "mock-claude"),
+    ] {
+        manifests += &routed(name, policy, provider, model);
     }
     Harness::start(&manifests, &[]).await
 }
@@ -260,14 +301,13 @@ async fn output_filters_work_on_streams_split_across_chunks() {
     assert_eq!(decisions(&h, "CODENAME", "block"), 2.0);
 }
 
-#[tokio::test]
-async fn anthropic_streams_are_unmasked_and_well_formed() {
-    let h = harness().await;
+/// A well-formed Anthropic stream's events for `text`, and its text.
+async fn anthropic_stream(h: &Harness, model: &str, text: &str) -> (Vec<(String, Value)>, String) {
     let response = h
         .post("/v1/messages")
         .header("anthropic-version", "2023-06-01")
-        .json(&json!({"model": "mask", "max_tokens": 200, "stream": true,
-            "messages": [{"role": "user", "content": format!("{PROMPT} [mock echo=1]")}]}))
+        .json(&json!({"model": model, "max_tokens": 500, "stream": true,
+            "messages": [{"role": "user", "content": text}]}))
         .send()
         .await
         .unwrap();
@@ -280,6 +320,13 @@ async fn anthropic_streams_are_unmasked_and_well_formed() {
         .filter(|(n, _)| n == "content_block_delta")
         .filter_map(|(_, e)| e["delta"]["text"].as_str())
         .collect();
+    (events, text)
+}
+
+#[tokio::test]
+async fn anthropic_streams_are_unmasked_and_well_formed() {
+    let h = harness().await;
+    let (_, text) = anthropic_stream(&h, "mask", &format!("{PROMPT} [mock echo=1]")).await;
     assert_eq!(text, PROMPT);
 }
 
@@ -360,14 +407,26 @@ async fn first_text_after(h: &Harness, model: &str, text: &str) -> Duration {
     panic!("no text in {seen}");
 }
 
+/// When the first text reaches the client on each of `models`, for an
+/// echo of `words` words sent one every 20 ms.
+async fn first_texts<const N: usize>(
+    h: &Harness,
+    words: usize,
+    models: [&str; N],
+) -> [Duration; N] {
+    let words: Vec<String> = (0..words).map(|i| format!("word{i:02}")).collect();
+    let text = format!("{} [mock echo=1 token_delay_ms=20]", words.join(" "));
+    let mut times = [Duration::ZERO; N];
+    for (time, model) in times.iter_mut().zip(models) {
+        *time = first_text_after(h, model, &text).await;
+    }
+    times
+}
+
 #[tokio::test]
 async fn the_hold_back_delays_the_first_text_by_its_size_and_no_more() {
     let h = harness().await;
-    let words: Vec<String> = (0..60).map(|i| format!("word{i:02}")).collect();
-    let text = format!("{} [mock echo=1 token_delay_ms=20]", words.join(" "));
-    let plain = first_text_after(&h, "plain", &text).await;
-    let short = first_text_after(&h, "short-hold", &text).await;
-    let default = first_text_after(&h, "output", &text).await;
+    let [plain, short, default] = first_texts(&h, 60, ["plain", "short-hold", "output"]).await;
     // 7 bytes a word: 128 bytes are ~19 words (~380 ms at 20 ms a word),
     // 32 bytes ~5 words (~100 ms).
     eprintln!("first text: no policy {plain:?}, hold-back 32 B {short:?}, 128 B {default:?}");
@@ -509,4 +568,433 @@ async fn a_moderation_provider_blocks_flagged_prompts_and_answers() {
     assert_eq!(status, 200);
     assert_eq!(decisions(&h, "moderation_unavailable", "allow"), 1.0);
     assert_eq!(decisions(&h, "moderation_unavailable", "block"), 1.0);
+}
+
+/// Posts `body` to `path` (as an Anthropic client on `/v1/messages*`).
+async fn send(h: &Harness, path: &str, body: &Value) -> reqwest::Response {
+    let mut request = h.post(path).json(body);
+    if path.starts_with("/v1/messages") {
+        request = request.header("anthropic-version", "2023-06-01");
+    }
+    request.send().await.unwrap()
+}
+
+/// The events of a streamed chat answer to `text` (usage asked for).
+async fn chat_events(h: &Harness, model: &str, text: &str) -> Vec<Value> {
+    let response = send(
+        h,
+        "/v1/chat/completions",
+        &json!({"model": model, "stream": true,
+            "stream_options": {"include_usage": true},
+            "messages": [{"role": "user", "content": text}]}),
+    )
+    .await;
+    let events = sse_events(response).await;
+    assert_eq!(events.last().map(|(_, v)| v.clone()), Some(json!("[DONE]")));
+    events.into_iter().map(|(_, v)| v).collect()
+}
+
+/// The text and the finish reason of a chat stream's events.
+fn streamed(events: &[Value]) -> (String, String) {
+    let mut text = String::new();
+    let mut finish = String::new();
+    for event in events {
+        if let Some(content) = event["choices"][0]["delta"]["content"].as_str() {
+            text += content;
+        }
+        if let Some(reason) = event["choices"][0]["finish_reason"].as_str() {
+            finish = reason.to_string();
+        }
+    }
+    (text, finish)
+}
+
+fn has_usage(events: &[Value]) -> bool {
+    events.iter().any(|e| {
+        e["usage"]["completion_tokens"]
+            .as_u64()
+            .is_some_and(|n| n > 0)
+    })
+}
+
+/// An answer whose flagged words ("kill", violence to the mock's
+/// moderation stand-in) come after `before` words.
+fn violent(before: usize) -> String {
+    format!(
+        "{}how do I kill a stuck process {} [mock echo=1]",
+        "alpha ".repeat(before),
+        "omega ".repeat(40)
+    )
+}
+
+#[tokio::test]
+async fn streamed_answers_are_moderated_before_the_client_reads_them() {
+    let h = harness().await;
+    // Flagged after ~480 bytes: earlier windows went out, the flagged one
+    // never does; the stream ends with content_filter and its usage.
+    for model in ["moderated", "moderated-window"] {
+        let events = chat_events(&h, model, &violent(80)).await;
+        let (text, finish) = streamed(&events);
+        assert_eq!(finish, "content_filter", "{model}: {text}");
+        assert!(!text.contains("kill"), "{model}: {text}");
+        assert!(text.starts_with("alpha alpha"), "{model}: {text}");
+        assert!(has_usage(&events), "{model}: {events:?}");
+    }
+    assert_eq!(decisions(&h, "moderation:violence", "block"), 2.0);
+    // Flagged in the first window: nothing of the answer goes out.
+    let events = chat_events(&h, "moderated", &violent(0)).await;
+    let (text, finish) = streamed(&events);
+    assert_eq!((text.as_str(), finish.as_str()), ("", "content_filter"));
+
+    // A clean answer arrives whole, over many windows.
+    let clean: Vec<String> = (0..120).map(|i| format!("calm{i:03}")).collect();
+    let clean = clean.join(" ");
+    for model in ["moderated", "moderated-window"] {
+        let events = chat_events(&h, model, &format!("{clean} [mock echo=1]")).await;
+        assert_eq!(streamed(&events), (clean.clone(), "stop".to_string()));
+        assert!(has_usage(&events));
+    }
+    assert_eq!(decisions(&h, "moderation:violence", "block"), 3.0);
+
+    // Anthropic clients: the same refusal, as stop_reason refusal, with
+    // the usage in message_delta.
+    let (events, text) = anthropic_stream(&h, "moderated-window", &violent(80)).await;
+    assert!(
+        text.starts_with("alpha alpha") && !text.contains("kill"),
+        "{text}"
+    );
+    let (_, delta) = events
+        .iter()
+        .find(|(n, _)| n == "message_delta")
+        .expect("a message_delta");
+    assert_eq!(delta["delta"]["stop_reason"], "refusal", "{delta}");
+    assert!(
+        delta["usage"]["output_tokens"].as_u64().unwrap() > 0,
+        "{delta}"
+    );
+    assert_eq!(decisions(&h, "moderation:violence", "block"), 4.0);
+}
+
+#[tokio::test]
+async fn a_dead_moderation_provider_on_a_stream_follows_on_failure() {
+    let h = harness().await;
+    let clean: Vec<String> = (0..80).map(|i| format!("calm{i:03}")).collect();
+    let clean = clean.join(" ");
+    // Open: the answer arrives whole (the stream stops asking after the
+    // first failure), counted once.
+    let started = Instant::now();
+    let events = chat_events(
+        &h,
+        "output-moderation-open",
+        &format!("{clean} [mock echo=1]"),
+    )
+    .await;
+    assert_eq!(streamed(&events), (clean.clone(), "stop".to_string()));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(decisions(&h, "moderation_unavailable", "allow"), 1.0);
+    // Closed: nothing unmoderated goes out; content_filter, usage kept.
+    let events = chat_events(
+        &h,
+        "output-moderation-closed",
+        &format!("{clean} [mock echo=1]"),
+    )
+    .await;
+    let (text, finish) = streamed(&events);
+    assert_eq!((text.as_str(), finish.as_str()), ("", "content_filter"));
+    assert!(has_usage(&events));
+    assert_eq!(decisions(&h, "moderation_unavailable", "block"), 1.0);
+}
+
+#[tokio::test]
+async fn moderation_delays_the_first_text_by_its_window_and_one_call() {
+    let h = harness().await;
+    let [plain, small, default] =
+        first_texts(&h, 80, ["plain", "moderated-window", "moderated"]).await;
+    // 7 bytes a word: 64 bytes are ~10 words (~200 ms at 20 ms a word),
+    // 256 bytes ~37 words (~730 ms); a loopback call adds little.
+    eprintln!("first text: no policy {plain:?}, moderated 64 B {small:?}, 256 B {default:?}");
+    assert!(small > plain, "{small:?} vs {plain:?}");
+    assert!(default > small, "{default:?} vs {small:?}");
+    assert!(default >= Duration::from_millis(500), "{default:?}");
+    assert!(default < Duration::from_millis(3000), "{default:?}");
+}
+
+/// Two tools whose arguments (the mock fills in a schema's `const`) name
+/// the placeholders the request's values were masked to.
+fn placeholder_tools() -> Value {
+    json!([
+        {"type": "function", "function": {"name": "send_mail", "parameters": {"type": "object",
+            "properties": {"to": {"const": "<EMAIL_1>"}, "ref": {"const": "<QUOTED_1>"},
+                // Ends the arguments inside what may be a placeholder: held
+                // until the call is over, and out before the next one opens.
+                "zz": {"const": "a <b"}}}}},
+        {"type": "function", "function": {"name": "log", "parameters": {"type": "object",
+            "properties": {"note": {"const": "sent to <EMAIL_1> <b>"}}}}}
+    ])
+}
+
+const TOOL_PROMPT: &str = "Mail ann@example.com about K\"1234\\56 [mock parallel_tools=2]";
+
+fn check_arguments(name: &str, arguments: &str) {
+    let parsed: Value =
+        serde_json::from_str(arguments).unwrap_or_else(|e| panic!("{name}: {e}: {arguments}"));
+    match name {
+        "send_mail" => {
+            assert_eq!(parsed["to"], "ann@example.com", "{arguments}");
+            assert_eq!(parsed["ref"], "K\"1234\\56", "{arguments}");
+            assert_eq!(parsed["zz"], "a <b", "{arguments}");
+        }
+        _ => assert_eq!(parsed["note"], "sent to ann@example.com <b>", "{arguments}"),
+    }
+}
+
+#[tokio::test]
+async fn masked_values_are_restored_in_tool_call_arguments() {
+    let h = harness().await;
+    let request = |stream: bool| {
+        json!({"model": "mask-json", "stream": stream, "tools": placeholder_tools(),
+            "messages": [{"role": "user", "content": TOOL_PROMPT}]})
+    };
+    // OpenAI, full.
+    let response = send(&h, "/v1/chat/completions", &request(false)).await;
+    let (status, body) = json_body(response).await;
+    assert_eq!(status, 200, "{body}");
+    let calls = body["choices"][0]["message"]["tool_calls"]
+        .as_array()
+        .unwrap();
+    assert_eq!(calls.len(), 2, "{body}");
+    for call in calls {
+        check_arguments(
+            call["function"]["name"].as_str().unwrap(),
+            call["function"]["arguments"].as_str().unwrap(),
+        );
+    }
+    assert_eq!(decisions(&h, "QUOTED", "mask"), 1.0);
+
+    // OpenAI, streamed: the mock sends arguments 8 bytes at a time, so the
+    // placeholders are split across deltas.
+    let response = send(&h, "/v1/chat/completions", &request(true)).await;
+    let events = sse_events(response).await;
+    let mut calls: Vec<(String, String)> = Vec::new();
+    for (_, event) in &events {
+        for call in event["choices"][0]["delta"]["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let index = call["index"].as_u64().unwrap() as usize;
+            if calls.len() <= index {
+                calls.resize(index + 1, (String::new(), String::new()));
+            }
+            if let Some(name) = call["function"]["name"].as_str() {
+                calls[index].0 = name.to_string();
+            }
+            calls[index].1 += call["function"]["arguments"].as_str().unwrap_or_default();
+        }
+    }
+    assert_eq!(calls.len(), 2, "{events:?}");
+    for (name, arguments) in &calls {
+        check_arguments(name, arguments);
+    }
+
+    // Anthropic, full and streamed (input_json_delta).
+    let anthropic_tools: Vec<Value> = placeholder_tools()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(
+            |t| json!({"name": t["function"]["name"], "input_schema": t["function"]["parameters"]}),
+        )
+        .collect();
+    let request = |stream: bool| {
+        json!({"model": "mask-json", "max_tokens": 200, "stream": stream,
+            "tools": anthropic_tools,
+            "messages": [{"role": "user", "content": TOOL_PROMPT}]})
+    };
+    let response = send(&h, "/v1/messages", &request(false)).await;
+    let (status, body) = json_body(response).await;
+    assert_eq!(status, 200, "{body}");
+    let uses: Vec<&Value> = body["content"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["type"] == "tool_use")
+        .collect();
+    assert_eq!(uses.len(), 2, "{body}");
+    for block in uses {
+        check_arguments(block["name"].as_str().unwrap(), &block["input"].to_string());
+    }
+    let response = send(&h, "/v1/messages", &request(true)).await;
+    let events = sse_events(response).await;
+    let mut blocks: Vec<(u64, String, String)> = Vec::new();
+    for (name, event) in &events {
+        let index = event["index"].as_u64().unwrap_or_default();
+        if name == "content_block_start" && event["content_block"]["type"] == "tool_use" {
+            let tool = event["content_block"]["name"].as_str().unwrap().to_string();
+            blocks.push((index, tool, String::new()));
+        }
+        if name == "content_block_delta" && event["delta"]["type"] == "input_json_delta" {
+            let block = blocks
+                .iter_mut()
+                .find(|b| b.0 == index)
+                .expect("an open block");
+            block.2 += event["delta"]["partial_json"].as_str().unwrap();
+            // Deltas only go to the block still open (the last one started).
+            assert_eq!(blocks.last().map(|b| b.0), Some(index), "{events:?}");
+        }
+    }
+    assert_eq!(blocks.len(), 2, "{events:?}");
+    for (_, name, arguments) in &blocks {
+        check_arguments(name, arguments);
+    }
+}
+
+async fn embedding(h: &Harness, model: &str, input: Value) -> (u16, Value) {
+    json_body(
+        send(
+            h,
+            "/v1/embeddings",
+            &json!({"model": model, "input": input}),
+        )
+        .await,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn embeddings_input_is_guarded_with_mask_acting_as_redact() {
+    let h = harness().await;
+    // The mock's vectors follow the text: the guarded route's vector for
+    // the prompt is the plain route's for the redacted prompt.
+    let (_, sent) = embedding(&h, "embed", json!("Mail ann@example.com today")).await;
+    let (_, redacted) = embedding(&h, "embed", json!("Mail [EMAIL] today")).await;
+    assert_ne!(
+        sent["data"][0]["embedding"],
+        redacted["data"][0]["embedding"]
+    );
+    for model in ["embed-redact", "embed-mask"] {
+        let (status, body) = embedding(
+            &h,
+            model,
+            json!(["Mail ann@example.com today", "nothing here"]),
+        )
+        .await;
+        assert_eq!(status, 200, "{model}: {body}");
+        assert_eq!(
+            body["data"][0]["embedding"], redacted["data"][0]["embedding"],
+            "{model}"
+        );
+        let (_, untouched) = embedding(&h, "embed", json!("nothing here")).await;
+        assert_eq!(
+            body["data"][1]["embedding"],
+            untouched["data"][0]["embedding"]
+        );
+    }
+    assert_eq!(decisions(&h, "EMAIL", "redact"), 2.0);
+    assert_eq!(decisions(&h, "EMAIL", "mask"), 0.0);
+    // Blocked values and unreadable token ids are refused.
+    let (status, body) = embedding(
+        &h,
+        "embed-mask",
+        json!("key sk-proj-AbCdEfGhIjKlMnOpQrStUvWx0123"),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "content_policy_violation");
+    let (status, body) = embedding(&h, "embed-redact", json!([[1, 2, 3]])).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("token ids")
+    );
+    let (status, _) = embedding(&h, "embed", json!([[1, 2, 3]])).await;
+    assert_eq!(status, 200);
+}
+
+async fn count_tokens(h: &Harness, model: &str, text: &str) -> (u16, Value) {
+    json_body(
+        send(
+            h,
+            "/v1/messages/count_tokens",
+            &json!({"model": model, "messages": [{"role": "user", "content": text}]}),
+        )
+        .await,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn count_tokens_requests_are_guarded() {
+    let h = harness().await;
+    let text = "Mail ann.longer.name@example.com about the report please";
+    let redacted = "Mail [EMAIL] about the report please";
+    // Counted remotely (Anthropic) and locally: what is counted is what
+    // the provider would be sent.
+    for (plain, guarded) in [("claude", "claude-redact"), ("plain", "redact")] {
+        let (status, original) = count_tokens(&h, plain, text).await;
+        assert_eq!(status, 200, "{original}");
+        let (_, expected) = count_tokens(&h, plain, redacted).await;
+        let (status, counted) = count_tokens(&h, guarded, text).await;
+        assert_eq!(status, 200, "{guarded}: {counted}");
+        assert_eq!(
+            counted["input_tokens"], expected["input_tokens"],
+            "{guarded}"
+        );
+        assert_ne!(
+            counted["input_tokens"], original["input_tokens"],
+            "{guarded}"
+        );
+    }
+    // A blocked value is refused, in Anthropic's error shape.
+    let (status, body) = count_tokens(
+        &h,
+        "claude-mask",
+        "key sk-proj-AbCdEfGhIjKlMnOpQrStUvWx0123",
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["type"], "error");
+    // Messages through the Anthropic provider are guarded too.
+    let response = send(
+        &h,
+        "/v1/messages",
+        &json!({"model": "claude-mask", "max_tokens": 100,
+            "messages": [{"role": "user", "content": format!("{PROMPT} [mock echo=1]")}]}),
+    )
+    .await;
+    let (status, body) = json_body(response).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["content"][0]["text"], PROMPT);
+}
+
+#[tokio::test]
+async fn responses_api_input_is_guarded() {
+    let h = harness().await;
+    let request = |model: &str, stream: bool| {
+        json!({"model": model, "stream": stream,
+            "instructions": "Be brief, ann@example.com.",
+            "input": [{"role": "user", "content": format!("{PROMPT} [mock echo=1]")}]})
+    };
+    let (status, body) =
+        json_body(send(&h, "/v1/responses", &request("redact", false)).await).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["output"][0]["content"][0]["text"],
+        "Mail [EMAIL] about card [CREDIT_CARD] for EMP-004211"
+    );
+    // Instructions and input both scanned: the address twice.
+    assert_eq!(decisions(&h, "EMAIL", "redact"), 2.0);
+    let (status, body) = json_body(send(&h, "/v1/responses", &request("mask", false)).await).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["output"][0]["content"][0]["text"], PROMPT);
+    let response = send(&h, "/v1/responses", &request("mask", true)).await;
+    let events = sse_events(response).await;
+    let text: String = events
+        .iter()
+        .filter(|(n, _)| n == "response.output_text.delta")
+        .filter_map(|(_, e)| e["delta"].as_str())
+        .collect();
+    assert_eq!(text, PROMPT);
 }

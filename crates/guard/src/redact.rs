@@ -44,6 +44,17 @@ impl MaskTable {
     /// `text` with every known placeholder restored to its value; unknown
     /// `<…>` text is left as it is.
     pub fn unmask(&self, text: &str) -> String {
+        self.restore(text, false)
+    }
+
+    /// [`unmask`](Self::unmask) for JSON text (tool-call arguments): a
+    /// placeholder stands inside a JSON string there, so its value goes in
+    /// escaped (a quote, backslash or newline in it would break the JSON).
+    pub fn unmask_json(&self, text: &str) -> String {
+        self.restore(text, true)
+    }
+
+    fn restore(&self, text: &str, json: bool) -> String {
         let mut out = String::with_capacity(text.len());
         let mut rest = text;
         while let Some(open) = rest.find('<') {
@@ -52,6 +63,10 @@ impl MaskTable {
             let close = candidate[..candidate.floor_char_boundary(MAX_PLACEHOLDER)].find('>');
             match close.and_then(|close| self.values.get(&candidate[..=close]).map(|v| (close, v)))
             {
+                Some((close, value)) if json => {
+                    escape_json(value, &mut out);
+                    rest = &candidate[close + 1..];
+                }
                 Some((close, value)) => {
                     out.push_str(value);
                     rest = &candidate[close + 1..];
@@ -67,15 +82,42 @@ impl MaskTable {
     }
 }
 
+/// Appends `value` escaped as the inside of a JSON string.
+fn escape_json(value: &str, out: &mut String) {
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => {
+                let _ = std::fmt::Write::write_fmt(out, format_args!("\\u{:04x}", u32::from(c)));
+            }
+            c => out.push(c),
+        }
+    }
+}
+
 /// Restores placeholders in a stream of text chunks. A chunk ending inside
 /// what may be a placeholder (`<EMA`) is held back until the next chunk
 /// settles it; at most [`MAX_PLACEHOLDER`] bytes are ever held.
 #[derive(Debug, Default)]
 pub struct StreamUnmasker {
     pending: String,
+    /// The text is JSON (streamed tool-call arguments): values go in escaped.
+    json: bool,
 }
 
 impl StreamUnmasker {
+    /// An unmasker for streamed JSON text (tool-call arguments).
+    pub fn json() -> Self {
+        Self {
+            pending: String::new(),
+            json: true,
+        }
+    }
+
     /// The text that can be emitted after `chunk`.
     pub fn push(&mut self, table: &MaskTable, chunk: &str) -> String {
         self.pending.push_str(chunk);
@@ -90,13 +132,13 @@ impl StreamUnmasker {
             .unwrap_or(self.pending.len());
         let ready: String = self.pending[..hold_from].to_string();
         self.pending.drain(..hold_from);
-        table.unmask(&ready)
+        table.restore(&ready, self.json)
     }
 
     /// What is still held, at the end of the stream.
     pub fn finish(&mut self, table: &MaskTable) -> String {
         let rest = std::mem::take(&mut self.pending);
-        table.unmask(&rest)
+        table.restore(&rest, self.json)
     }
 }
 
@@ -144,7 +186,7 @@ impl StreamScanner {
             cut = straddling.start;
         }
         let emitted: Vec<_> = findings.into_iter().filter(|f| f.end <= cut).collect();
-        let out = rules.act(&self.pending[..cut], &emitted, masks, hits)?;
+        let out = rules.act(&self.pending[..cut], &emitted, Some(masks), hits)?;
         self.pending.drain(..cut);
         Ok(out)
     }
@@ -158,7 +200,7 @@ impl StreamScanner {
     ) -> Result<String, Blocked> {
         let rest = std::mem::take(&mut self.pending);
         let findings = rules.scan(&rest);
-        rules.act(&rest, &findings, masks, hits)
+        rules.act(&rest, &findings, Some(masks), hits)
     }
 }
 
@@ -168,7 +210,7 @@ mod tests {
 
     use super::*;
     use crate::pii::Recognizers;
-    use crate::rules::Action;
+    use crate::rules::{Action, CustomRule, Matcher};
 
     fn rules(action: Action) -> Rules {
         let builtin: Vec<(Kind, Action)> = Kind::ALL.iter().map(|k| (*k, action)).collect();
@@ -247,6 +289,33 @@ mod tests {
         }
         out += &unmasker.finish(&table);
         assert!(out.contains("ann@example.com"));
+    }
+
+    #[test]
+    fn values_restored_into_json_are_escaped_whole_or_streamed() {
+        let custom = [CustomRule {
+            name: "QUOTED".into(),
+            matcher: Matcher::Pattern(r#"K"[0-9]{4}\\[0-9]{2}"#.into()),
+            action: Action::Mask,
+        }];
+        let rules = Rules::new(Arc::new(Recognizers::new()), &[], &custom).unwrap();
+        let mut table = MaskTable::default();
+        assert_eq!(
+            apply(&rules, &mut table, "ref K\"1234\\56\n"),
+            "ref <QUOTED_1>\n"
+        );
+        let arguments = r#"{"ref": "<QUOTED_1>", "note": "<b>"}"#;
+        let expected = r#"{"ref": "K\"1234\\56", "note": "<b>"}"#;
+        assert_eq!(table.unmask_json(arguments), expected);
+        let parsed: serde_json::Value = serde_json::from_str(expected).unwrap();
+        assert_eq!(parsed["ref"], "K\"1234\\56");
+        for split in 1..arguments.len() {
+            let mut unmasker = StreamUnmasker::json();
+            let mut out = unmasker.push(&table, &arguments[..split]);
+            out += &unmasker.push(&table, &arguments[split..]);
+            out += &unmasker.finish(&table);
+            assert_eq!(out, expected, "split at {split}");
+        }
     }
 
     fn stream(

@@ -163,15 +163,26 @@ impl Rules {
         if findings.is_empty() {
             return Ok(None);
         }
-        self.act(text, &findings, masks, hits).map(Some)
+        self.act(text, &findings, Some(masks), hits).map(Some)
     }
 
-    /// `text` with `findings` (from [`Rules::scan`]) acted on.
+    /// [`apply`](Self::apply) where masking acts as redaction: for text
+    /// nothing will be restored into (embeddings input).
+    pub fn redact(&self, text: &str, hits: &mut Vec<Kind>) -> Result<Option<String>, Blocked> {
+        let findings = self.scan(text);
+        if findings.is_empty() {
+            return Ok(None);
+        }
+        self.act(text, &findings, None, hits).map(Some)
+    }
+
+    /// `text` with `findings` (from [`Rules::scan`]) acted on; without
+    /// `masks`, masking acts as redaction.
     pub(crate) fn act(
         &self,
         text: &str,
         findings: &[Finding],
-        masks: &mut MaskTable,
+        mut masks: Option<&mut MaskTable>,
         hits: &mut Vec<Kind>,
     ) -> Result<String, Blocked> {
         if let Some(blocked) = findings
@@ -187,8 +198,8 @@ impl Rules {
             hits.push(f.kind);
             out.push_str(&text[at..f.start]);
             let label = self.label(f.kind);
-            match self.action(f.kind) {
-                Some(Action::Mask) => {
+            match (self.action(f.kind), masks.as_deref_mut()) {
+                (Some(Action::Mask), Some(masks)) => {
                     out.push_str(&masks.placeholder(label, &text[f.start..f.end]))
                 }
                 _ => {

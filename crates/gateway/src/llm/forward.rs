@@ -38,7 +38,7 @@ const MAX_RESPONSE_BODY: usize = 256 * 1024 * 1024;
 
 pub async fn forward(
     context: &mut RequestContext,
-    runtime: &Runtime,
+    runtime: &Arc<Runtime>,
     route: &Route,
     inbound: &Inbound<'_>,
     order: &[usize],
@@ -134,6 +134,9 @@ pub async fn forward(
             }
         };
         let body = match plan {
+            Plan::Translate if endpoint == Endpoint::CountTokens => {
+                Bytes::from(upstream.translate_count_tokens(&inbound.canonical()?.request, model)?)
+            }
             Plan::Translate => {
                 Bytes::from(upstream.translate_request(&inbound.canonical()?.request, model)?)
             }
@@ -241,7 +244,7 @@ pub async fn forward(
                 if let (Transcoder::Translate(translator), Some(guard)) =
                     (&mut transcoder, &context.guard)
                 {
-                    translator.guard = super::guard::StreamGuard::new(guard);
+                    translator.guard = super::guard::StreamGuard::new(guard, runtime);
                 }
                 if output_allowance.is_some()
                     && let Transcoder::OpenAiChat(relay) = transcoder
@@ -592,7 +595,9 @@ async fn answer_body(
     model: &str,
     body: Bytes,
 ) -> Result<Bytes, Failure> {
-    if plan == Plan::Translate {
+    // A guarded count_tokens went out translated, but its answer is a
+    // count in the client's own format.
+    if plan == Plan::Translate && context.endpoint != Endpoint::CountTokens {
         let mut answer = upstream.translate_response(&body, model)?;
         context.usage = answer.usage;
         if let Some(guard) = &mut context.guard {

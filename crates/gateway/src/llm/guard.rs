@@ -6,10 +6,16 @@
 //! included) is scanned, acted on (redact, mask, block), and checked for
 //! prompt injection; the request then goes out translated from that form.
 //! The answer is filtered in the same form: a full answer at once, a stream
-//! chunk by chunk with a bounded hold-back window ([`StreamGuard`]), and
-//! masked values are restored for the client. A route without a policy never
-//! reaches this module and keeps the byte passthrough.
+//! chunk by chunk with a bounded hold-back window ([`StreamGuard`], which
+//! also holds a moderated stream's text until a moderation call passed it),
+//! and masked values are restored for the client, in text and tool-call
+//! arguments. Embeddings input gets the input rules alone
+//! ([`inspect_embeddings`]). A route without a policy never reaches this
+//! module and keeps the byte passthrough.
 
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, LazyLock};
 
 use tollgate_config::guard::GuardPolicy;
@@ -18,7 +24,8 @@ use tollgate_guard::{
     Action, Blocked, Kind, MaskTable, Recognizers, Rules, StreamScanner, StreamUnmasker,
 };
 use tollgate_llm::canonical::{
-    ChatChunk, ChatResponse, Content, ContentPart, Message, Role, finish,
+    ChatChunk, ChatResponse, ChunkChoice, Content, ContentPart, FunctionCallDelta, Message, Role,
+    ToolCallDelta, finish,
 };
 
 use super::ingress::Inbound;
@@ -70,7 +77,7 @@ impl GuardState {
 
     /// Adds `hits` of `rules` on `stage` to the decisions.
     fn record(&mut self, stage: &'static str, rules: &Rules, hits: &[Kind]) {
-        record(&mut self.decisions, stage, rules, hits);
+        record(&mut self.decisions, stage, rules, hits, true);
     }
 
     fn record_one(&mut self, stage: &'static str, rule: &str, action: &'static str) {
@@ -95,11 +102,18 @@ impl GuardState {
     }
 }
 
-fn record(decisions: &mut Vec<Decision>, stage: &'static str, rules: &Rules, hits: &[Kind]) {
+/// `masking`: a mask rule masked (else it redacted, as on embeddings).
+fn record(
+    decisions: &mut Vec<Decision>,
+    stage: &'static str,
+    rules: &Rules,
+    hits: &[Kind],
+    masking: bool,
+) {
     for kind in hits {
         let action = match rules.action(*kind) {
             Some(Action::Block) => "block",
-            Some(Action::Mask) => "mask",
+            Some(Action::Mask) if masking => "mask",
             _ => "redact",
         };
         add(decisions, stage, rules.label(*kind), action, 1);
@@ -137,13 +151,17 @@ pub async fn inspect_request(
     inbound: &mut Inbound<'_>,
 ) -> Result<(), ApiError> {
     let mut state = GuardState::new(policy.clone());
-    let mut outcome = inspect(&mut state, inbound);
+    // count_tokens sends the text to be counted, not answered: the input
+    // rules apply (the provider sees what a Messages request would send),
+    // injection checks and moderation do not (no model acts on it).
+    let answered = inbound.endpoint != crate::dialect::Endpoint::CountTokens;
+    let mut outcome = inspect(&mut state, inbound, answered);
     // The judge and the moderation provider see what the provider would:
     // the rewritten messages.
-    if outcome.is_ok() {
+    if outcome.is_ok() && answered {
         outcome = ask_judge(&mut state, runtime, inbound).await;
     }
-    if outcome.is_ok() {
+    if outcome.is_ok() && answered {
         outcome = moderate_request(&mut state, runtime, inbound).await;
     }
     // Counted and kept whatever the outcome: a block is a decision too.
@@ -183,7 +201,14 @@ async fn moderate_request(
                 ),
             ))
         }
-        Err(why) => moderation_failed(state, moderation, "input", &why).map_err(|()| {
+        Err(why) => moderation_failed(
+            &mut state.decisions,
+            &policy.name,
+            moderation,
+            "input",
+            &why,
+        )
+        .map_err(|()| {
             ApiError::unavailable(format!(
                 "Guard policy {:?} could not get an answer from its moderation provider, and refuses requests without one.",
                 policy.name
@@ -194,7 +219,8 @@ async fn moderate_request(
 
 /// A moderation call failed: counted; `Err` when the policy fails closed.
 fn moderation_failed(
-    state: &mut GuardState,
+    decisions: &mut Vec<Decision>,
+    policy: &str,
     moderation: &tollgate_config::guard::Moderation,
     stage: &'static str,
     why: &str,
@@ -204,8 +230,8 @@ fn moderation_failed(
     } else {
         "allow"
     };
-    state.record_one(stage, "moderation_unavailable", action);
-    tracing::warn!(policy = %state.policy.name, stage, %why, action, "guard moderation failed");
+    add(decisions, stage, "moderation_unavailable", action, 1);
+    tracing::warn!(policy, stage, %why, action, "guard moderation failed");
     if moderation.fail_closed {
         Err(())
     } else {
@@ -241,7 +267,14 @@ pub async fn moderate_answer(
             }
             !categories.is_empty()
         }
-        Err(why) => moderation_failed(state, moderation, "output", &why).is_err(),
+        Err(why) => moderation_failed(
+            &mut state.decisions,
+            &policy.name,
+            moderation,
+            "output",
+            &why,
+        )
+        .is_err(),
     };
     if blocked {
         for choice in &mut answer.choices {
@@ -316,11 +349,15 @@ async fn ask_judge(
     }
 }
 
-fn inspect(state: &mut GuardState, inbound: &mut Inbound<'_>) -> Result<(), ApiError> {
+fn inspect(
+    state: &mut GuardState,
+    inbound: &mut Inbound<'_>,
+    answered: bool,
+) -> Result<(), ApiError> {
     let policy = state.policy.clone();
     let canonical = inbound.canonical_mut().map_err(unreadable)?;
     let messages = &mut canonical.request.messages;
-    if let Some(injection) = &policy.injection {
+    if let Some(injection) = policy.injection.as_ref().filter(|_| answered) {
         for message in messages.iter() {
             if !matches!(message.role, Role::User | Role::Tool) {
                 continue;
@@ -353,7 +390,7 @@ fn inspect(state: &mut GuardState, inbound: &mut Inbound<'_>) -> Result<(), ApiE
     let mut hits = Vec::new();
     let mut outcome = Ok(());
     for message in messages.iter_mut() {
-        outcome = each_text(message, |text| {
+        outcome = each_text(message, |text, _| {
             if let Some(changed) = rules.apply(text, &mut state.masks, &mut hits)? {
                 *text = changed;
             }
@@ -364,16 +401,94 @@ fn inspect(state: &mut GuardState, inbound: &mut Inbound<'_>) -> Result<(), ApiE
         }
     }
     state.record("input", rules, &hits);
-    outcome.map_err(|Blocked { kind }| {
-        ApiError::invalid_request(
-            "content_policy_violation",
-            format!(
-                "The request was blocked by guard policy {:?}: it contains {}.",
-                policy.name,
-                rules.label(kind)
-            ),
-        )
-    })
+    outcome.map_err(|Blocked { kind }| blocked_input(&policy, rules, kind))
+}
+
+/// A request refused for what it contains, in the client's shape.
+fn blocked_input(policy: &GuardPolicy, rules: &Rules, kind: Kind) -> ApiError {
+    ApiError::invalid_request(
+        "content_policy_violation",
+        format!(
+            "The request was blocked by guard policy {:?}: it contains {}.",
+            policy.name,
+            rules.label(kind)
+        ),
+    )
+}
+
+/// Guard in on an embeddings request: the policy's input rules on every
+/// text of `input`. Masking acts as redaction (there is no answer text to
+/// restore a value into); token arrays cannot be read and are refused when
+/// the policy has input rules. Injection checks and moderation do not
+/// apply: no model acts on the text or answers it.
+pub fn inspect_embeddings(
+    context: &mut RequestContext,
+    policy: &Arc<GuardPolicy>,
+    inbound: &mut Inbound<'_>,
+) -> Result<(), ApiError> {
+    let mut state = GuardState::new(policy.clone());
+    let outcome = embeddings_input(&mut state, inbound);
+    context.guard = Some(Box::new(state));
+    outcome
+}
+
+/// Why an embeddings input was not let through.
+enum Refused {
+    Blocked(Blocked),
+    /// Token ids: nothing to scan.
+    Tokens,
+}
+
+fn embeddings_input(state: &mut GuardState, inbound: &mut Inbound<'_>) -> Result<(), ApiError> {
+    let policy = state.policy.clone();
+    let Some(rules) = &policy.input else {
+        return Ok(());
+    };
+    let Some(raw) = inbound.payload.field("input") else {
+        return Ok(());
+    };
+    let mut input: serde_json::Value = serde_json::from_str(raw.get())
+        .map_err(|e| ApiError::invalid_request("invalid_request", e.to_string()))?;
+    let mut hits = Vec::new();
+    let mut changed = false;
+    let mut scan = |text: &mut String| -> Result<(), Refused> {
+        if let Some(redacted) = rules.redact(text, &mut hits).map_err(Refused::Blocked)? {
+            *text = redacted;
+            changed = true;
+        }
+        Ok(())
+    };
+    let outcome = match &mut input {
+        serde_json::Value::String(text) => scan(text),
+        serde_json::Value::Array(items) => items.iter_mut().try_for_each(|item| match item {
+            serde_json::Value::String(text) => scan(text),
+            serde_json::Value::Number(_) | serde_json::Value::Array(_) => Err(Refused::Tokens),
+            // Left to the provider to refuse.
+            _ => Ok(()),
+        }),
+        _ => Ok(()),
+    };
+    record(&mut state.decisions, "input", rules, &hits, false);
+    match outcome {
+        Err(Refused::Blocked(Blocked { kind })) => Err(blocked_input(&policy, rules, kind)),
+        Err(Refused::Tokens) => {
+            state.record_one("input", "token_input", "block");
+            Err(ApiError::invalid_request(
+                "content_policy_violation",
+                format!(
+                    "Guard policy {:?} reads the text it lets through: send embeddings input as text, not token ids.",
+                    policy.name
+                ),
+            ))
+        }
+        Ok(()) if changed => {
+            let rewritten = serde_json::value::to_raw_value(&input)
+                .map_err(|e| ApiError::invalid_request("invalid_request", e.to_string()))?;
+            inbound.payload.rewrite("input", rewritten);
+            Ok(())
+        }
+        Ok(()) => Ok(()),
+    }
 }
 
 /// A request the canonical form cannot read, in the client's shape.
@@ -398,24 +513,24 @@ fn message_text(message: &Message) -> String {
 }
 
 /// Calls `f` on every text of a message: its content, its text parts, and
-/// the arguments of its tool calls.
+/// the arguments of its tool calls (`true`: the text is JSON).
 fn each_text(
     message: &mut Message,
-    mut f: impl FnMut(&mut String) -> Result<(), Blocked>,
+    mut f: impl FnMut(&mut String, bool) -> Result<(), Blocked>,
 ) -> Result<(), Blocked> {
     match &mut message.content {
-        Some(Content::Text(text)) => f(text)?,
+        Some(Content::Text(text)) => f(text, false)?,
         Some(Content::Parts(parts)) => {
             for part in parts {
                 if let ContentPart::Text { text, .. } = part {
-                    f(text)?;
+                    f(text, false)?;
                 }
             }
         }
         None => {}
     }
     for call in message.tool_calls.iter_mut().flatten() {
-        f(&mut call.function.arguments)?;
+        f(&mut call.function.arguments, true)?;
     }
     Ok(())
 }
@@ -430,7 +545,7 @@ pub fn filter_answer(state: &mut GuardState, answer: &mut ChatResponse) {
             // Output rules never mask: a scratch table keeps the request's
             // placeholders apart.
             let mut scratch = MaskTable::default();
-            let outcome = each_text(&mut choice.message, |text| {
+            let outcome = each_text(&mut choice.message, |text, _| {
                 if let Some(changed) = rules.apply(text, &mut scratch, &mut hits)? {
                     *text = changed;
                 }
@@ -445,8 +560,13 @@ pub fn filter_answer(state: &mut GuardState, answer: &mut ChatResponse) {
         }
         if !state.masks.is_empty() {
             let masks = &state.masks;
-            let _ = each_text(&mut choice.message, |text| {
-                *text = masks.unmask(text);
+            let _ = each_text(&mut choice.message, |text, json| {
+                // Arguments are JSON: a restored value goes in escaped.
+                *text = if json {
+                    masks.unmask_json(text)
+                } else {
+                    masks.unmask(text)
+                };
                 Ok(())
             });
         }
@@ -456,180 +576,516 @@ pub fn filter_answer(state: &mut GuardState, answer: &mut ChatResponse) {
     }
 }
 
-/// Guard out on a stream: each choice's text goes through the output rules
-/// with a hold-back window (a value split across chunks is still found),
-/// then through an unmasker; what is still held is released at the choice's
-/// end. A blocked choice ends with `content_filter` and the stream with it.
+/// A stream's moderation call in flight, polled by the relay: the flagged
+/// categories, or why there is no answer.
+pub type ModerationCall =
+    Pin<Box<dyn Future<Output = Result<Vec<String>, String>> + Send + 'static>>;
+
+/// Bytes of already passed text sent before each window as context, so a
+/// phrase cut by a window boundary is judged whole.
+const MODERATION_CONTEXT: usize = 1024;
+
+/// Guard out on a stream. Per choice the text goes through the output rules
+/// with a hold-back window (a value split across chunks is still found);
+/// with output moderation it is then held until a moderation call passed
+/// it (in windows of `streamModerationWindow` bytes, and at the choice's
+/// end); last, placeholders are restored in the text and in tool-call
+/// arguments. What is still held is released at the choice's end. A
+/// blocked or flagged answer ends with `content_filter` and the stream with
+/// it.
 pub struct StreamGuard {
     policy: Arc<GuardPolicy>,
     masks: MaskTable,
     choices: Vec<ChoiceFilter>,
     hits: Vec<Kind>,
+    /// Decisions beyond the rules' hits (moderation).
+    decisions: Vec<Decision>,
     /// The stream was cut by a block: nothing more is sent.
-    pub blocked: bool,
+    blocked: bool,
     /// Identity of the stream's chunks, for chunks the guard adds.
     id: String,
     model: String,
     created: u64,
+    /// Output moderation, while it runs (none after a block, or after a
+    /// failed call of a policy that fails open).
+    moderation: Option<StreamModeration>,
+}
+
+struct StreamModeration {
+    runtime: Arc<crate::runtime::Runtime>,
+    config: Arc<tollgate_config::guard::Moderation>,
+    window: usize,
+    /// Chunks waiting for their text to pass moderation, in stream order.
+    held: VecDeque<Held>,
+    /// The call in flight: its choice, and where its text ends.
+    asking: Option<(u32, usize)>,
+}
+
+struct Held {
+    chunk: ChatChunk,
+    /// Per choice in the chunk: the offset its text ends at.
+    ends: Vec<(u32, usize)>,
+    /// The stream's end: the choices' unmaskers are emptied.
+    closing: bool,
 }
 
 struct ChoiceFilter {
     index: u32,
     scanner: StreamScanner,
     unmasker: StreamUnmasker,
+    /// Per tool call (by index): its arguments' unmasker.
+    tools: Vec<(u32, StreamUnmasker)>,
+    /// Its finish reason (or the stream's end) was seen.
     ended: bool,
+    /// Its finish reason went out to the client.
+    closed: bool,
+    /// Moderation: bytes of its (filtered) text so far, up to where a call
+    /// may moderate, and up to where calls passed it.
+    seen: usize,
+    sealed: usize,
+    passed: usize,
+    /// Its text from `passed` to `seen`.
+    unmoderated: String,
+    /// The end of what passed, sent before the next window.
+    context: String,
+}
+
+impl ChoiceFilter {
+    fn new(index: u32, hold_back: usize) -> Self {
+        Self {
+            index,
+            scanner: StreamScanner::new(hold_back),
+            unmasker: StreamUnmasker::default(),
+            tools: Vec::new(),
+            ended: false,
+            closed: false,
+            seen: 0,
+            sealed: 0,
+            passed: 0,
+            unmoderated: String::new(),
+            context: String::new(),
+        }
+    }
+
+    /// Text filtered by the output rules joins what awaits moderation.
+    fn hold(&mut self, text: &str, window: usize) {
+        self.unmoderated.push_str(text);
+        self.seen += text.len();
+        if self.ended || self.seen - self.sealed >= window {
+            self.sealed = self.seen;
+        }
+    }
+
+    /// A call passed the text up to `upto`: it becomes context.
+    fn pass(&mut self, upto: usize) {
+        let upto = upto.clamp(self.passed, self.seen);
+        self.context
+            .extend(self.unmoderated.drain(..upto - self.passed));
+        self.passed = upto;
+        if self.context.len() > MODERATION_CONTEXT {
+            let cut = self
+                .context
+                .ceil_char_boundary(self.context.len() - MODERATION_CONTEXT);
+            self.context.drain(..cut);
+        }
+    }
+
+    /// Restores placeholders in one delta of this choice; `closing` empties
+    /// the unmaskers (the choice ends).
+    fn unmask(
+        &mut self,
+        masks: &MaskTable,
+        delta: &mut tollgate_llm::canonical::Delta,
+        closing: bool,
+    ) {
+        if let Some(text) = delta.content.take() {
+            let mut out = self.unmasker.push(masks, &text);
+            if closing {
+                out += &self.unmasker.finish(masks);
+            }
+            delta.content = (!out.is_empty()).then_some(out);
+        } else if closing {
+            let out = self.unmasker.finish(masks);
+            delta.content = (!out.is_empty()).then_some(out);
+        }
+        let mut calls = Vec::new();
+        for mut call in delta.tool_calls.take().into_iter().flatten() {
+            if !self.tools.iter().any(|(index, _)| *index == call.index) {
+                // A new call: what earlier ones hold goes first (an
+                // Anthropic client's block for them closes here).
+                Self::tails(masks, &mut self.tools, &mut calls);
+                self.tools.push((call.index, StreamUnmasker::json()));
+            }
+            if let Some(arguments) = call.function.as_mut().and_then(|f| f.arguments.as_mut())
+                && let Some((_, unmasker)) = self.tools.iter_mut().find(|(i, _)| *i == call.index)
+            {
+                *arguments = unmasker.push(masks, arguments);
+            }
+            calls.push(call);
+        }
+        if closing {
+            Self::tails(masks, &mut self.tools, &mut calls);
+        }
+        delta.tool_calls = (!calls.is_empty()).then_some(calls);
+    }
+
+    /// What the tool calls' unmaskers still hold, as argument deltas.
+    fn tails(
+        masks: &MaskTable,
+        tools: &mut [(u32, StreamUnmasker)],
+        calls: &mut Vec<ToolCallDelta>,
+    ) {
+        for (index, unmasker) in tools {
+            let tail = unmasker.finish(masks);
+            if !tail.is_empty() {
+                calls.push(ToolCallDelta {
+                    index: *index,
+                    function: Some(FunctionCallDelta {
+                        arguments: Some(tail),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                });
+            }
+        }
+    }
 }
 
 impl StreamGuard {
-    /// `None` when there is nothing to do on output (no output rules and
-    /// nothing masked).
-    pub fn new(state: &GuardState) -> Option<Box<Self>> {
-        if state.policy.output.is_none() && state.masks.is_empty() {
+    /// `None` when there is nothing to do on output (no output rules, no
+    /// output moderation and nothing masked).
+    pub fn new(state: &GuardState, runtime: &Arc<crate::runtime::Runtime>) -> Option<Box<Self>> {
+        let policy = &state.policy;
+        if policy.output.is_none() && policy.output_moderation.is_none() && state.masks.is_empty() {
             return None;
         }
+        let moderation = policy
+            .output_moderation
+            .as_ref()
+            .map(|config| StreamModeration {
+                runtime: runtime.clone(),
+                config: Arc::new(config.clone()),
+                window: policy.stream_moderation_window,
+                held: VecDeque::new(),
+                asking: None,
+            });
         Some(Box::new(Self {
-            policy: state.policy.clone(),
+            policy: policy.clone(),
             masks: state.masks.clone(),
             choices: Vec::new(),
             hits: Vec::new(),
+            decisions: Vec::new(),
             blocked: false,
             id: String::new(),
             model: String::new(),
             created: 0,
+            moderation,
         }))
     }
 
-    /// Filters one chunk in place. `false`: nothing is left of it to send.
-    pub fn chunk(&mut self, chunk: &mut ChatChunk) -> bool {
+    /// Filters one chunk; what may go to the client now is added to `out`.
+    pub fn push(&mut self, mut chunk: ChatChunk, out: &mut Vec<ChatChunk>) {
+        if self.blocked {
+            // After a block no more of the answer goes out, but its usage
+            // still does (it is what the client pays and budgets count).
+            return usage_only(chunk, out);
+        }
         if self.id.is_empty() {
             self.id.clone_from(&chunk.id);
             self.model.clone_from(&chunk.model);
             self.created = chunk.created;
         }
-        let policy = self.policy.clone();
         for choice in &mut chunk.choices {
             let ends = choice.finish_reason.is_some();
             let text = choice.delta.content.take().unwrap_or_default();
-            match self.release(&policy, choice.index, &text, ends) {
-                Ok(out) => choice.delta.content = (!out.is_empty()).then_some(out),
+            match self.filter(choice.index, &text, ends) {
+                Ok(text) => choice.delta.content = (!text.is_empty()).then_some(text),
                 Err(Blocked { .. }) => {
-                    choice.delta.content = None;
-                    choice.delta.tool_calls = None;
-                    choice.finish_reason = Some(finish::CONTENT_FILTER.into());
-                    self.blocked = true;
+                    self.block(out);
+                    return usage_only(chunk, out);
                 }
             }
         }
-        if self.blocked {
-            chunk.native_stop = None;
-        }
-        chunk.usage.is_some()
-            || chunk.choices.iter().any(|c| {
-                c.finish_reason.is_some()
-                    || c.delta.role.is_some()
-                    || c.delta.content.is_some()
-                    || c.delta.tool_calls.is_some()
-                    || c.delta.reasoning_content.is_some()
-                    || c.delta.refusal.is_some()
-                    || c.delta.thinking_signature.is_some()
-                    || !c.delta.extra.is_empty()
-            })
+        self.pass_on(chunk, false, out);
     }
 
-    /// Text of choice `index` that may go out after `text`; all that is
-    /// held when the choice `ends`.
-    fn release(
-        &mut self,
-        policy: &GuardPolicy,
-        index: u32,
-        text: &str,
-        ends: bool,
-    ) -> Result<String, Blocked> {
-        let at = match self.choices.iter().position(|c| c.index == index) {
-            Some(at) => at,
-            None => {
-                self.choices.push(ChoiceFilter {
-                    index,
-                    scanner: StreamScanner::new(policy.stream_hold_back),
-                    unmasker: StreamUnmasker::default(),
-                    ended: false,
+    /// After the output rules: held for moderation, or unmasked and out.
+    fn pass_on(&mut self, chunk: ChatChunk, closing: bool, out: &mut Vec<ChatChunk>) {
+        match &mut self.moderation {
+            Some(moderation) => {
+                let mut ends = Vec::with_capacity(chunk.choices.len());
+                for choice in &chunk.choices {
+                    let at = choice_at(&mut self.choices, &self.policy, choice.index);
+                    let filter = &mut self.choices[at];
+                    filter.ended |= closing;
+                    filter.hold(
+                        choice.delta.content.as_deref().unwrap_or_default(),
+                        moderation.window,
+                    );
+                    ends.push((choice.index, filter.seen));
+                }
+                moderation.held.push_back(Held {
+                    chunk,
+                    ends,
+                    closing,
                 });
-                self.choices.len() - 1
+                self.release(out);
             }
-        };
+            None => self.unmask_out(chunk, closing, out),
+        }
+    }
+
+    /// The held chunks whose text passed, in order.
+    fn release(&mut self, out: &mut Vec<ChatChunk>) {
+        loop {
+            let Some(moderation) = &mut self.moderation else {
+                return;
+            };
+            let ready = moderation.held.front().is_some_and(|held| {
+                held.ends.iter().all(|(index, end)| {
+                    self.choices
+                        .iter()
+                        .any(|c| c.index == *index && c.passed >= *end)
+                })
+            });
+            if !ready {
+                return;
+            }
+            let Some(held) = moderation.held.pop_front() else {
+                return;
+            };
+            self.unmask_out(held.chunk, held.closing, out);
+        }
+    }
+
+    fn unmask_out(&mut self, mut chunk: ChatChunk, closing: bool, out: &mut Vec<ChatChunk>) {
+        for choice in &mut chunk.choices {
+            let at = choice_at(&mut self.choices, &self.policy, choice.index);
+            let filter = &mut self.choices[at];
+            let ends = closing || choice.finish_reason.is_some();
+            if !self.masks.is_empty() {
+                filter.unmask(&self.masks, &mut choice.delta, ends);
+            }
+            filter.closed |= choice.finish_reason.is_some();
+        }
+        if worth_sending(&chunk) {
+            out.push(chunk);
+        }
+    }
+
+    /// Text of choice `index` that the output rules let out after `text`;
+    /// all that is held when the choice `ends`.
+    fn filter(&mut self, index: u32, text: &str, ends: bool) -> Result<String, Blocked> {
+        let at = choice_at(&mut self.choices, &self.policy, index);
         let choice = &mut self.choices[at];
         if ends {
             choice.ended = true;
         }
-        let mut out = match &policy.output {
-            Some(rules) => {
-                // Output rules never mask: a scratch table keeps the
-                // request's placeholders apart.
-                let mut scratch = MaskTable::default();
-                let mut out = choice
-                    .scanner
-                    .push(rules, &mut scratch, &mut self.hits, text)?;
-                if ends {
-                    out += &choice.scanner.finish(rules, &mut scratch, &mut self.hits)?;
-                }
-                out
-            }
-            None => text.to_string(),
+        let Some(rules) = &self.policy.output else {
+            return Ok(text.to_string());
         };
-        if !self.masks.is_empty() {
-            let mut restored = choice.unmasker.push(&self.masks, &out);
-            if ends {
-                restored += &choice.unmasker.finish(&self.masks);
-            }
-            out = restored;
+        // Output rules never mask: a scratch table keeps the request's
+        // placeholders apart.
+        let mut scratch = MaskTable::default();
+        let mut out = choice
+            .scanner
+            .push(rules, &mut scratch, &mut self.hits, text)?;
+        if ends {
+            out += &choice.scanner.finish(rules, &mut scratch, &mut self.hits)?;
         }
         Ok(out)
     }
 
-    /// The stream ended: chunks with what is still held, per choice.
-    pub fn flush(&mut self) -> Vec<ChatChunk> {
-        // After a block what is held stays held.
+    /// The provider's stream ended: what the choices that saw no finish
+    /// reason still hold goes on (to the client, or to moderation).
+    pub fn end(&mut self, out: &mut Vec<ChatChunk>) {
         if self.blocked {
-            return Vec::new();
+            return;
         }
-        let policy = self.policy.clone();
-        let open: Vec<u32> = self
-            .choices
-            .iter()
-            .filter(|c| !c.ended)
-            .map(|c| c.index)
-            .collect();
-        let mut chunks = Vec::new();
-        for index in open {
-            let mut chunk = ChatChunk {
-                id: self.id.clone(),
-                object: "chat.completion.chunk".into(),
-                created: self.created,
-                model: self.model.clone(),
-                ..Default::default()
-            };
-            let mut choice = tollgate_llm::canonical::ChunkChoice {
-                index,
-                ..Default::default()
-            };
-            match self.release(&policy, index, "", true) {
-                Ok(out) if out.is_empty() => continue,
-                Ok(out) => choice.delta.content = Some(out),
-                Err(Blocked { .. }) => {
-                    choice.finish_reason = Some(finish::CONTENT_FILTER.into());
-                    self.blocked = true;
-                }
+        for index in self.indices(|c| !c.ended) {
+            let mut chunk = self.chunk_for(index);
+            match self.filter(index, "", true) {
+                Ok(text) => chunk.choices[0].delta.content = (!text.is_empty()).then_some(text),
+                Err(Blocked { .. }) => return self.block(out),
             }
-            chunk.choices.push(choice);
-            chunks.push(chunk);
+            self.pass_on(chunk, true, out);
         }
-        chunks
     }
 
-    /// What the output rules found, for the request's decisions.
+    /// Something is held for moderation: the stream's end waits for it.
+    pub fn holding(&self) -> bool {
+        self.moderation
+            .as_ref()
+            .is_some_and(|m| !m.held.is_empty() || m.asking.is_some())
+    }
+
+    /// The next moderation call, when one is due and none is in flight.
+    pub fn next_call(&mut self) -> Option<ModerationCall> {
+        let moderation = self.moderation.as_mut()?;
+        if moderation.asking.is_some() {
+            return None;
+        }
+        let choice = self.choices.iter().find(|c| c.sealed > c.passed)?;
+        // The window, cut so that context and window fit one call.
+        let room = super::moderation::MAX_MODERATED - MODERATION_CONTEXT;
+        let window = &choice.unmoderated[..choice
+            .unmoderated
+            .floor_char_boundary((choice.sealed - choice.passed).min(room))];
+        let upto = choice.passed + window.len();
+        let text = format!("{}{window}", choice.context);
+        moderation.asking = Some((choice.index, upto));
+        let runtime = moderation.runtime.clone();
+        let config = moderation.config.clone();
+        Some(Box::pin(async move {
+            super::moderation::ask(&runtime, &config, &text).await
+        }))
+    }
+
+    /// A moderation call answered: its text is released, or the stream is
+    /// ended (flagged, or failing closed without an answer).
+    pub fn answered(&mut self, verdict: Result<Vec<String>, String>, out: &mut Vec<ChatChunk>) {
+        let Some(moderation) = &mut self.moderation else {
+            return;
+        };
+        let Some((index, upto)) = moderation.asking.take() else {
+            return;
+        };
+        let config = moderation.config.clone();
+        match verdict {
+            Ok(categories) if categories.is_empty() => {
+                if let Some(choice) = self.choices.iter_mut().find(|c| c.index == index) {
+                    choice.pass(upto);
+                }
+                self.release(out);
+            }
+            Ok(categories) => {
+                for category in &categories {
+                    add(
+                        &mut self.decisions,
+                        "output",
+                        &format!("moderation:{category}"),
+                        "block",
+                        1,
+                    );
+                }
+                self.block(out);
+            }
+            Err(why) => {
+                if moderation_failed(
+                    &mut self.decisions,
+                    &self.policy.name,
+                    &config,
+                    "output",
+                    &why,
+                )
+                .is_err()
+                {
+                    return self.block(out);
+                }
+                // Failing open: the rest of the stream goes unmoderated
+                // rather than waiting for a provider that just failed at
+                // every window.
+                for choice in &mut self.choices {
+                    choice.pass(choice.seen);
+                }
+                self.release(out);
+                self.moderation = None;
+            }
+        }
+    }
+
+    /// Ends the answer: every choice not yet closed gets `content_filter`;
+    /// held text is dropped, held usage still goes out.
+    fn block(&mut self, out: &mut Vec<ChatChunk>) {
+        self.blocked = true;
+        for index in self.indices(|c| !c.closed) {
+            let mut chunk = self.chunk_for(index);
+            chunk.choices[0].finish_reason = Some(finish::CONTENT_FILTER.into());
+            out.push(chunk);
+        }
+        for choice in &mut self.choices {
+            choice.closed = true;
+        }
+        if let Some(moderation) = self.moderation.take() {
+            for held in moderation.held {
+                usage_only(held.chunk, out);
+            }
+        }
+    }
+
+    /// The indices of the choices `pick` picks.
+    fn indices(&self, pick: impl Fn(&ChoiceFilter) -> bool) -> Vec<u32> {
+        self.choices
+            .iter()
+            .filter(|c| pick(c))
+            .map(|c| c.index)
+            .collect()
+    }
+
+    /// An empty chunk of this stream for choice `index`.
+    fn chunk_for(&self, index: u32) -> ChatChunk {
+        ChatChunk {
+            id: self.id.clone(),
+            object: "chat.completion.chunk".into(),
+            created: self.created,
+            model: self.model.clone(),
+            choices: vec![ChunkChoice {
+                index,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    /// What the output rules and moderation decided, for the request's
+    /// decisions.
     pub fn settle_into(&self, state: &mut GuardState) {
         if let Some(rules) = &self.policy.output {
             state.record("output", rules, &self.hits);
         }
+        for decision in &self.decisions {
+            add(
+                &mut state.decisions,
+                decision.stage,
+                &decision.rule,
+                decision.action,
+                decision.count,
+            );
+        }
     }
+}
+
+/// The position of choice `index`'s filter, added on first sight.
+fn choice_at(choices: &mut Vec<ChoiceFilter>, policy: &GuardPolicy, index: u32) -> usize {
+    match choices.iter().position(|c| c.index == index) {
+        Some(at) => at,
+        None => {
+            choices.push(ChoiceFilter::new(index, policy.stream_hold_back));
+            choices.len() - 1
+        }
+    }
+}
+
+/// `chunk` without its choices, if it carries usage.
+fn usage_only(mut chunk: ChatChunk, out: &mut Vec<ChatChunk>) {
+    chunk.choices.clear();
+    chunk.native_stop = None;
+    if chunk.usage.is_some() {
+        out.push(chunk);
+    }
+}
+
+/// Whether anything is left of `chunk` to send.
+fn worth_sending(chunk: &ChatChunk) -> bool {
+    chunk.usage.is_some()
+        || chunk.choices.iter().any(|c| {
+            c.finish_reason.is_some()
+                || c.delta.role.is_some()
+                || c.delta.content.is_some()
+                || c.delta.tool_calls.is_some()
+                || c.delta.reasoning_content.is_some()
+                || c.delta.refusal.is_some()
+                || c.delta.thinking_signature.is_some()
+                || !c.delta.extra.is_empty()
+        })
 }

@@ -212,15 +212,13 @@ async fn pipeline(
         )
         .await?;
     }
-    // Guard in: routes with a policy only (nothing for count_tokens and
-    // embeddings, which have no canonical form to rewrite yet).
-    if let Some(policy) = route.guard.and_then(|index| runtime.guards.get(index))
-        && !matches!(
-            context.endpoint,
-            Endpoint::CountTokens | Endpoint::Embeddings
-        )
-    {
-        guard::inspect_request(context, &runtime, policy, &mut inbound).await?;
+    // Guard in: routes with a policy only, on every endpoint that sends the
+    // client's text to a provider.
+    if let Some(policy) = route.guard.and_then(|index| runtime.guards.get(index)) {
+        match context.endpoint {
+            Endpoint::Embeddings => guard::inspect_embeddings(context, policy, &mut inbound)?,
+            _ => guard::inspect_request(context, &runtime, policy, &mut inbound).await?,
+        }
     }
     // Budgets: only when the gateway has any (count_tokens is free).
     if !runtime.snapshot.config.budgets.is_empty() && context.endpoint != Endpoint::CountTokens {

@@ -28,7 +28,7 @@ use tollgate_llm::{LlmError, Usage};
 use crate::context::RequestContext;
 use crate::dialect::Endpoint;
 use crate::http::BoxError;
-use crate::llm::guard::StreamGuard;
+use crate::llm::guard::{ModerationCall, StreamGuard};
 use crate::providers::fair::Permit;
 use crate::sse::SseRelay;
 
@@ -141,6 +141,9 @@ pub struct Translator {
     pub encoder: Box<dyn StreamEncoder>,
     items: Vec<StreamItem>,
     output_chars: u64,
+    /// The provider's final event was seen.
+    done_seen: bool,
+    /// The client's final event went out (after what moderation held).
     finished: bool,
     failed: Option<LlmError>,
     /// The route's guard on the answer (guarded routes only).
@@ -154,6 +157,7 @@ impl Translator {
             encoder,
             items: Vec::new(),
             output_chars: 0,
+            done_seen: false,
             finished: false,
             failed: None,
             guard: None,
@@ -162,46 +166,78 @@ impl Translator {
 
     fn encode(&mut self) -> Option<Bytes> {
         let mut out = BytesMut::new();
-        for item in self.items.drain(..) {
-            if self.finished || self.failed.is_some() {
+        let mut released = Vec::new();
+        let mut items = std::mem::take(&mut self.items);
+        for item in items.drain(..) {
+            if self.done_seen || self.failed.is_some() {
                 continue;
             }
             match item {
-                StreamItem::Chunk(mut chunk) => {
-                    if let Some(guard) = &mut self.guard {
-                        // After a block nothing more of the answer goes
-                        // out, but its usage still does (it is what the
-                        // client pays and budgets count).
-                        if guard.blocked {
-                            chunk.choices.clear();
-                            if chunk.usage.is_none() {
-                                continue;
-                            }
-                        } else if !guard.chunk(&mut chunk) {
-                            continue;
-                        }
-                    }
-                    self.output_chars += crate::sse::generated_chars(&chunk);
-                    self.encoder.chunk(&chunk, &mut out);
-                }
+                StreamItem::Chunk(chunk) => match &mut self.guard {
+                    Some(guard) => guard.push(chunk, &mut released),
+                    None => released.push(chunk),
+                },
                 StreamItem::Done => {
                     if let Some(guard) = &mut self.guard {
-                        for chunk in guard.flush() {
-                            self.output_chars += crate::sse::generated_chars(&chunk);
-                            self.encoder.chunk(&chunk, &mut out);
-                        }
+                        guard.end(&mut released);
                     }
-                    self.encoder.done(&mut out);
-                    self.finished = true;
+                    self.done_seen = true;
                 }
                 StreamItem::Error(error) => {
-                    // The provider's own error, told in the client's format.
+                    self.write(&mut released, &mut out);
+                    // The provider's own error, told in the client's format
+                    // (text still held for moderation never goes out).
                     self.encoder.error(&error, &mut out);
                     self.failed = Some(error);
                 }
             }
         }
+        self.items = items;
+        self.write(&mut released, &mut out);
         (!out.is_empty()).then(|| out.freeze())
+    }
+
+    /// Encodes `chunks`, then the final event once it is seen and nothing
+    /// is held for moderation.
+    fn write(&mut self, chunks: &mut Vec<tollgate_llm::ChatChunk>, out: &mut BytesMut) {
+        if self.failed.is_some() {
+            return;
+        }
+        for chunk in chunks.drain(..) {
+            self.output_chars += crate::sse::generated_chars(&chunk);
+            self.encoder.chunk(&chunk, out);
+        }
+        if self.done_seen && !self.finished && !self.guard.as_ref().is_some_and(|g| g.holding()) {
+            self.encoder.done(out);
+            self.finished = true;
+        }
+    }
+
+    /// The next moderation call of the stream's guard, if one is due.
+    fn moderation_call(&mut self) -> Option<ModerationCall> {
+        if self.finished || self.failed.is_some() {
+            return None;
+        }
+        self.guard.as_mut()?.next_call()
+    }
+
+    /// A moderation call answered: what it releases, encoded.
+    fn moderated(&mut self, verdict: Result<Vec<String>, String>) -> Option<Bytes> {
+        if self.finished || self.failed.is_some() {
+            return None;
+        }
+        let mut released = Vec::new();
+        if let Some(guard) = &mut self.guard {
+            guard.answered(verdict, &mut released);
+        }
+        let mut out = BytesMut::new();
+        self.write(&mut released, &mut out);
+        (!out.is_empty()).then(|| out.freeze())
+    }
+
+    /// Text is held for moderation (the stream's end waits for it).
+    fn holding(&self) -> bool {
+        self.failed.is_none() && self.guard.as_ref().is_some_and(|g| g.holding())
     }
 }
 
@@ -255,7 +291,7 @@ impl Transcoder {
                 let verdict = translator.decoder.finish(&mut translator.items);
                 let rest = translator.encode();
                 let verdict = match verdict {
-                    Ok(()) if translator.finished || translator.failed.is_some() => Ok(()),
+                    Ok(()) if translator.done_seen || translator.failed.is_some() => Ok(()),
                     _ => Err(StreamError::Truncated),
                 };
                 (rest, verdict)
@@ -268,8 +304,30 @@ impl Transcoder {
         match self {
             Transcoder::OpenAiChat(relay) => relay.finished(),
             Transcoder::Observe(observer) => observer.finished || observer.failed.is_some(),
-            Transcoder::Translate(translator) => translator.finished || translator.failed.is_some(),
+            Transcoder::Translate(translator) => {
+                translator.done_seen || translator.failed.is_some()
+            }
         }
+    }
+
+    /// The next moderation call a guarded stream needs (translated streams
+    /// only: guarded routes always translate).
+    fn moderation_call(&mut self) -> Option<ModerationCall> {
+        match self {
+            Transcoder::Translate(translator) => translator.moderation_call(),
+            _ => None,
+        }
+    }
+
+    fn moderated(&mut self, verdict: Result<Vec<String>, String>) -> Option<Bytes> {
+        match self {
+            Transcoder::Translate(translator) => translator.moderated(verdict),
+            _ => None,
+        }
+    }
+
+    fn holding(&self) -> bool {
+        matches!(self, Transcoder::Translate(translator) if translator.holding())
     }
 
     /// The status to settle a stream that ended at its final event with.
@@ -352,6 +410,11 @@ pub struct Relay {
     /// Generated characters after which the stream is ended (budget).
     allowance_chars: Option<u64>,
     allowance_tokens: u64,
+    /// The guard's moderation call in flight (moderated streams only).
+    moderating: Option<ModerationCall>,
+    /// The provider is done but moderation still holds text: how the
+    /// stream ends once it is out.
+    ended: Option<Result<(), StreamError>>,
 }
 
 /// One step of a relay.
@@ -379,6 +442,28 @@ impl Relay {
             // The same four characters a token the estimate uses.
             allowance_chars: setup.output_allowance.map(|t| t.saturating_mul(4)),
             allowance_tokens: setup.output_allowance.unwrap_or(0),
+            moderating: None,
+            ended: None,
+        }
+    }
+
+    /// Output for the client; past the budget, this read's whole events go
+    /// out, then the stream ends with an error event.
+    fn data(&mut self, out: Bytes) -> Step {
+        if self
+            .allowance_chars
+            .is_some_and(|max| self.transcoder.output_chars() > max)
+            && !self.transcoder.finished()
+        {
+            self.after_tail = Some(Err(StreamError::BudgetExceeded(self.allowance_tokens)));
+        }
+        Step::Data(out)
+    }
+
+    /// Starts the guard's next moderation call when one is due.
+    fn moderate(&mut self) {
+        if self.moderating.is_none() {
+            self.moderating = self.transcoder.moderation_call();
         }
     }
 
@@ -403,6 +488,31 @@ impl Relay {
             None => {}
         }
         loop {
+            // A moderation verdict releases held text (or ends the answer);
+            // the provider is read on meanwhile, so the call overlaps with
+            // generation.
+            if let Some(call) = &mut self.moderating
+                && let Poll::Ready(verdict) = call.as_mut().poll(cx)
+            {
+                self.moderating = None;
+                let out = self.transcoder.moderated(verdict);
+                self.moderate();
+                if let Some(out) = out {
+                    return Poll::Ready(self.data(out));
+                }
+                continue;
+            }
+            if self.ended.is_some() {
+                if self.moderating.is_some() && self.transcoder.holding() {
+                    // The call's waker brings us back; it has its timeout.
+                    return Poll::Pending;
+                }
+                self.moderating = None;
+                return Poll::Ready(match self.ended.take() {
+                    Some(Err(error)) => Step::Fail(error),
+                    _ => Step::End,
+                });
+            }
             match Pin::new(&mut self.upstream).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     let Ok(data) = frame.into_data() else {
@@ -410,20 +520,9 @@ impl Relay {
                     };
                     let pushed = self.transcoder.push(data);
                     self.rearm_timer();
+                    self.moderate();
                     match pushed {
-                        Ok(Some(out)) => {
-                            // Past the budget: this read's whole events go
-                            // out, then the stream ends with an error event.
-                            if self
-                                .allowance_chars
-                                .is_some_and(|max| self.transcoder.output_chars() > max)
-                                && !self.transcoder.finished()
-                            {
-                                self.after_tail =
-                                    Some(Err(StreamError::BudgetExceeded(self.allowance_tokens)));
-                            }
-                            return Poll::Ready(Step::Data(out));
-                        }
+                        Ok(Some(out)) => return Poll::Ready(self.data(out)),
                         Ok(None) => {}
                         Err(error) => return Poll::Ready(Step::Fail(error)),
                     }
@@ -433,6 +532,15 @@ impl Relay {
                 }
                 Poll::Ready(None) => {
                     let (rest, verdict) = self.transcoder.finish();
+                    self.moderate();
+                    if verdict.is_ok() && self.transcoder.holding() {
+                        // A complete answer whose end moderation still holds.
+                        self.ended = Some(verdict);
+                        match rest {
+                            Some(rest) => return Poll::Ready(Step::Data(rest)),
+                            None => continue,
+                        }
+                    }
                     return Poll::Ready(match (rest, verdict) {
                         // The tail first; the verdict is the next step.
                         (Some(rest), verdict) => {
@@ -447,6 +555,10 @@ impl Relay {
                     if self.timer.as_mut().poll(cx).is_ready() {
                         if self.transcoder.finished() {
                             // Complete answer; the provider just never closed.
+                            if self.transcoder.holding() {
+                                self.ended = Some(Ok(()));
+                                continue;
+                            }
                             return Poll::Ready(Step::End);
                         }
                         return Poll::Ready(Step::Fail(StreamError::Timeout));

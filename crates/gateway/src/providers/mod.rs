@@ -421,6 +421,19 @@ impl Upstream {
         }
     }
 
+    /// A count_tokens body in this provider's format, from the canonical
+    /// request (a guarded one): only Anthropic counts remotely.
+    pub fn translate_count_tokens(
+        &self,
+        request: &ChatRequest,
+        model: &str,
+    ) -> Result<Vec<u8>, LlmError> {
+        match self.wire {
+            Wire::Anthropic => tollgate_llm::anthropic::provider::count_tokens_body(request, model),
+            _ => self.translate_request(request, model),
+        }
+    }
+
     /// A provider's full response in canonical form.
     pub fn translate_response(&self, body: &[u8], model: &str) -> Result<ChatResponse, LlmError> {
         match self.wire {

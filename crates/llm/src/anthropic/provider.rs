@@ -82,6 +82,20 @@ pub fn request_body(request: &ChatRequest, model: &str) -> Result<Vec<u8>, LlmEr
     Ok(to_json(&messages_request(request, model)?))
 }
 
+/// A `count_tokens` body for `request`: the Messages body without the
+/// generation settings, which count_tokens refuses.
+pub fn count_tokens_body(request: &ChatRequest, model: &str) -> Result<Vec<u8>, LlmError> {
+    let mut body = messages_request(request, model)?;
+    body.max_tokens = None;
+    body.stream = None;
+    body.stop_sequences = None;
+    body.temperature = None;
+    body.top_p = None;
+    body.top_k = None;
+    body.metadata = None;
+    Ok(to_json(&body))
+}
+
 fn messages_request(request: &ChatRequest, model: &str) -> Result<MessagesRequest, LlmError> {
     if request.n.is_some_and(|n| n > 1) {
         return Err(invalid("Anthropic returns one choice: n must be 1", "n"));
