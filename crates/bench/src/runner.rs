@@ -82,6 +82,12 @@ pub fn run(plan: &Plan, workdir: &Path) -> Result<BenchReport> {
         .enable_all()
         .build()?;
 
+    // Binaries as read from disk, not as the build just wrote them (see
+    // drop_from_page_cache): it shows in the RSS figures.
+    targets::drop_from_page_cache(&plan.tollgate_bin);
+    if let MockSource::Binary(bin) = &plan.mock {
+        targets::drop_from_page_cache(bin);
+    }
     // One mock for all targets: every target talks to the same backend
     // process, and the mock never restarts between targets.
     let (mut mock, mock_addr) = targets::start_mock(&plan.mock, workdir)?;

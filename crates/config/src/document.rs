@@ -3,12 +3,11 @@
 //! of the CRD schema. Pure: the environment lookup is passed in.
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::Resource;
 use kube::core::cel::{CompiledSchema, Validator, compile_schema};
+use kube::{CustomResourceExt, Resource};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tollgate_api::{AIGateway, AIRoute, MCPServer, ModelProvider, TokenBudget};
@@ -50,8 +49,9 @@ pub struct Checked {
     pub diagnostics: Vec<Diagnostic>,
 }
 
-/// Validates one parsed manifest. `env` resolves `${NAME}` in Secret `stringData`.
-pub fn check(value: Value, env: &dyn Fn(&str) -> Option<String>) -> Checked {
+/// Validates one parsed manifest. `env` resolves `${NAME}` in Secret
+/// `stringData`; `schemas` holds the CRD schemas built so far by this load.
+pub fn check(value: Value, env: &dyn Fn(&str) -> Option<String>, schemas: &mut Schemas) -> Checked {
     let api_version = value
         .get("apiVersion")
         .and_then(Value::as_str)
@@ -106,17 +106,25 @@ pub fn check(value: Value, env: &dyn Fn(&str) -> Option<String>) -> Checked {
         );
     }
     let result = match (api_version.as_str(), kind.as_str()) {
-        (_, "AIGateway") => typed::<AIGateway>(value).map(|o| Document::Gateway(Box::new(o))),
-        (_, "ModelProvider") => {
-            typed::<ModelProvider>(value).map(|o| Document::Provider(Box::new(o)))
+        (_, "AIGateway") => {
+            custom::<AIGateway>(value, schemas).map(|o| Document::Gateway(Box::new(o)))
         }
-        (_, "AIRoute") => typed::<AIRoute>(value).map(|o| Document::Route(Box::new(o))),
-        (_, "TokenBudget") => typed::<TokenBudget>(value).map(|o| Document::Budget(Box::new(o))),
-        (_, "MCPServer") => typed::<MCPServer>(value).map(|o| Document::McpServer(Box::new(o))),
-        ("v1", "Secret") => typed::<Secret>(value)
+        (_, "ModelProvider") => {
+            custom::<ModelProvider>(value, schemas).map(|o| Document::Provider(Box::new(o)))
+        }
+        (_, "AIRoute") => custom::<AIRoute>(value, schemas).map(|o| Document::Route(Box::new(o))),
+        (_, "TokenBudget") => {
+            custom::<TokenBudget>(value, schemas).map(|o| Document::Budget(Box::new(o)))
+        }
+        (_, "MCPServer") => {
+            custom::<MCPServer>(value, schemas).map(|o| Document::McpServer(Box::new(o)))
+        }
+        ("v1", "Secret") => typed::<Secret>(value, None)
             .and_then(|s| expand_secret(s, env))
             .map(|o| Document::Secret(Box::new(o))),
-        ("v1", "ConfigMap") => typed::<ConfigMap>(value).map(|o| Document::ConfigMap(Box::new(o))),
+        ("v1", "ConfigMap") => {
+            typed::<ConfigMap>(value, None).map(|o| Document::ConfigMap(Box::new(o)))
+        }
         _ => {
             return Checked {
                 document: None,
@@ -156,13 +164,21 @@ pub fn check(value: Value, env: &dyn Fn(&str) -> Option<String>) -> Checked {
 
 type Problems = Vec<(String, String)>;
 
+/// A Tollgate kind, checked against its CRD's schema.
+fn custom<K>(value: Value, schemas: &mut Schemas) -> Result<K, Problems>
+where
+    K: DeserializeOwned + CustomResourceExt + Resource<DynamicType = ()>,
+{
+    typed(value, schemas.get::<K>())
+}
+
 /// The schema (every unknown field, type, enum and required field), then
 /// CEL, then typed deserialization, which would stop at the first error.
-fn typed<K>(value: Value) -> Result<K, Problems>
+fn typed<K>(value: Value, schema: Option<&KindSchema>) -> Result<K, Problems>
 where
-    K: DeserializeOwned + Resource<DynamicType = ()>,
+    K: DeserializeOwned,
 {
-    if let Some(kind) = schemas().get(K::kind(&()).as_ref()) {
+    if let Some(kind) = schema {
         let found = schema::check(&kind.schema, &value);
         // CEL on a wrongly shaped object reports noise, not the user's mistake.
         let shaped = !found.iter().any(|p| p.structural);
@@ -192,27 +208,38 @@ struct KindSchema {
     rules: CompiledSchema,
 }
 
-/// The schema of each Tollgate CRD, by kind, built once.
-fn schemas() -> &'static BTreeMap<String, KindSchema> {
-    static SCHEMAS: OnceLock<BTreeMap<String, KindSchema>> = OnceLock::new();
-    SCHEMAS.get_or_init(|| {
-        tollgate_api::crds()
-            .into_iter()
-            .filter_map(|crd| {
-                let schema = crd
-                    .spec
-                    .versions
-                    .first()?
-                    .schema
-                    .as_ref()?
-                    .open_api_v3_schema
-                    .as_ref()?;
-                let schema = serde_json::to_value(schema).ok()?;
+/// The CRD schemas one load has needed, each built (generated, and its CEL
+/// rules compiled) the first time a document of its kind is checked. A kind
+/// no document uses costs nothing, and the schemas go when the load does:
+/// a gateway reads its files at start and when they change, and would
+/// otherwise hold every kind's schema (over 1 MiB) for its whole life.
+#[derive(Default)]
+pub struct Schemas {
+    by_kind: BTreeMap<String, Option<KindSchema>>,
+}
+
+impl std::fmt::Debug for Schemas {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.by_kind.keys()).finish()
+    }
+}
+
+impl Schemas {
+    fn get<K>(&mut self) -> Option<&KindSchema>
+    where
+        K: CustomResourceExt + Resource<DynamicType = ()>,
+    {
+        self.by_kind
+            .entry(K::kind(&()).into_owned())
+            .or_insert_with(|| {
+                let crd = K::crd();
+                let version = crd.spec.versions.into_iter().next()?;
+                let schema = serde_json::to_value(version.schema?.open_api_v3_schema?).ok()?;
                 let rules = compile_schema(&schema);
-                Some((crd.spec.names.kind.clone(), KindSchema { schema, rules }))
+                Some(KindSchema { schema, rules })
             })
-            .collect()
-    })
+            .as_ref()
+    }
 }
 
 /// Moves `stringData` into `data` (as the apiserver does), resolving `${NAME}`
@@ -281,7 +308,7 @@ mod tests {
     }
 
     fn errors(value: Value) -> Vec<String> {
-        check(value, &no_env)
+        check(value, &no_env, &mut Schemas::default())
             .diagnostics
             .iter()
             .map(|d| d.to_string())
@@ -299,6 +326,7 @@ mod tests {
                 json!({"gatewayRef": {"name": "gw"}, "models": ["chat"], "backends": [{"providerRef": {"name": "p"}, "model": "m"}]}),
             ),
             &no_env,
+            &mut Schemas::default(),
         );
         assert!(checked.diagnostics.is_empty(), "{:?}", checked.diagnostics);
         let Some(Document::Route(r)) = checked.document else {
@@ -623,6 +651,7 @@ mod tests {
         let checked = check(
             json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"}}),
             &no_env,
+            &mut Schemas::default(),
         );
         assert!(checked.document.is_none());
         assert_eq!(checked.diagnostics[0].severity, Severity::Warning);
@@ -632,7 +661,8 @@ mod tests {
     fn secrets_expand_env_and_report_missing() {
         let env = |name: &str| (name == "KEY").then(|| "sk-123".to_string());
         let value = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "stringData": {"apiKey": "${KEY}"}});
-        let Some(Document::Secret(secret)) = check(value, &env).document else {
+        let Some(Document::Secret(secret)) = check(value, &env, &mut Schemas::default()).document
+        else {
             panic!("no secret")
         };
         assert_eq!(secret.data.unwrap()["apiKey"].0, b"sk-123");

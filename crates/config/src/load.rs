@@ -28,6 +28,8 @@ pub struct Loaded {
     pub diagnostics: Vec<Diagnostic>,
     /// The files read, for watching.
     pub files: Vec<PathBuf>,
+    /// The CRD schemas this load has built so far (see [`document::Schemas`]).
+    schemas: document::Schemas,
 }
 
 impl Loaded {
@@ -60,6 +62,8 @@ pub fn load_paths_with_env(
             loaded.files.push(file);
         }
     }
+    // Every file is read: nothing needs the schemas any more.
+    loaded.schemas = document::Schemas::default();
     Ok(loaded)
 }
 
@@ -150,7 +154,7 @@ pub fn add_documents(
                 continue;
             }
         };
-        let checked = document::check(value, env);
+        let checked = document::check(value, env, &mut loaded.schemas);
         for mut diagnostic in checked.diagnostics {
             diagnostic.origin = Some(origin.to_string());
             loaded.diagnostics.push(diagnostic);

@@ -840,8 +840,9 @@ mod tests {
                 POSITIVE_DURATION_MESSAGE,
             ),
         ];
+        let mut schemas = crate::document::Schemas::default();
         for (value, field, message) in cases {
-            let checked = crate::document::check(value.clone(), &|_| None);
+            let checked = crate::document::check(value.clone(), &|_| None, &mut schemas);
             assert!(
                 checked
                     .diagnostics

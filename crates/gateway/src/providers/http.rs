@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -20,6 +20,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::connect::dns::{GaiResolver, Name};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{VerifierBuilderError, WebPkiServerVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio::time::Instant;
 use tollgate_config::egress::EgressPolicy;
 
@@ -122,13 +126,16 @@ pub struct Clients {
 
 impl Clients {
     pub fn new() -> Result<Self, ClientError> {
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ClientError::Tls(std::io::Error::other(e)))?
-        .with_root_certificates(root_store())
-        .with_no_client_auth();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ClientError::Tls(std::io::Error::other(e)))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(LazyWebPki {
+                provider,
+                verifier: OnceLock::new(),
+            }))
+            .with_no_client_auth();
         Ok(Self {
             tls: Arc::new(config),
         })
@@ -205,6 +212,79 @@ thread_local! {
     /// This thread's connection pools, by connect timeout in milliseconds
     /// and egress policy.
     static POOLS: RefCell<HashMap<(u64, EgressPolicy), HttpClient>> = RefCell::new(HashMap::new());
+}
+
+/// rustls's WebPKI verifier on [`root_store`], built at the first TLS
+/// handshake: reading and parsing the system's CA bundle costs memory and
+/// start-up time that a gateway whose providers are all plain HTTP (a mock,
+/// a local model server, a sidecar) would pay for nothing. Every check is
+/// the WebPKI verifier's own.
+#[derive(Debug)]
+struct LazyWebPki {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    verifier: OnceLock<Result<Arc<WebPkiServerVerifier>, VerifierBuilderError>>,
+}
+
+impl LazyWebPki {
+    fn verifier(&self) -> Result<&WebPkiServerVerifier, rustls::Error> {
+        let built = self.verifier.get_or_init(|| {
+            WebPkiServerVerifier::builder_with_provider(
+                Arc::new(root_store()),
+                self.provider.clone(),
+            )
+            .build()
+        });
+        match built {
+            Ok(verifier) => Ok(verifier),
+            Err(error) => Err(rustls::Error::General(format!(
+                "no TLS root certificates: {error}"
+            ))),
+        }
+    }
+}
+
+impl ServerCertVerifier for LazyWebPki {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.verifier()?.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.verifier()?.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.verifier()?.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        // The WebPKI verifier's schemes are its provider's: no roots needed.
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
 
 /// Native roots honour corporate CAs; the bundled set covers minimal images.
