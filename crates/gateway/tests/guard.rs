@@ -756,18 +756,10 @@ async fn masked_values_are_restored_in_tool_call_arguments() {
             "messages": [{"role": "user", "content": TOOL_PROMPT}]})
     };
     // OpenAI, full.
-    let response = send(&h, "/v1/chat/completions", &request(false)).await;
-    let (status, body) = json_body(response).await;
-    assert_eq!(status, 200, "{body}");
-    let calls = body["choices"][0]["message"]["tool_calls"]
-        .as_array()
-        .unwrap();
-    assert_eq!(calls.len(), 2, "{body}");
-    for call in calls {
-        check_arguments(
-            call["function"]["name"].as_str().unwrap(),
-            call["function"]["arguments"].as_str().unwrap(),
-        );
+    let calls = full_tool_calls(&h, &request(false)).await;
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    for (name, arguments) in &calls {
+        check_arguments(name, arguments);
     }
     assert_eq!(decisions(&h, "QUOTED", "mask"), 1.0);
 
@@ -775,37 +767,14 @@ async fn masked_values_are_restored_in_tool_call_arguments() {
     // placeholders are split across deltas.
     let response = send(&h, "/v1/chat/completions", &request(true)).await;
     let events = sse_events(response).await;
-    let mut calls: Vec<(String, String)> = Vec::new();
-    for (_, event) in &events {
-        for call in event["choices"][0]["delta"]["tool_calls"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
-            let index = call["index"].as_u64().unwrap() as usize;
-            if calls.len() <= index {
-                calls.resize(index + 1, (String::new(), String::new()));
-            }
-            if let Some(name) = call["function"]["name"].as_str() {
-                calls[index].0 = name.to_string();
-            }
-            calls[index].1 += call["function"]["arguments"].as_str().unwrap_or_default();
-        }
-    }
+    let calls = streamed_calls(&events);
     assert_eq!(calls.len(), 2, "{events:?}");
     for (name, arguments) in &calls {
         check_arguments(name, arguments);
     }
 
     // Anthropic, full and streamed (input_json_delta).
-    let anthropic_tools: Vec<Value> = placeholder_tools()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(
-            |t| json!({"name": t["function"]["name"], "input_schema": t["function"]["parameters"]}),
-        )
-        .collect();
+    let anthropic_tools = anthropic_tools(&placeholder_tools());
     let request = |stream: bool| {
         json!({"model": "mask-json", "max_tokens": 200, "stream": stream,
             "tools": anthropic_tools,
@@ -826,8 +795,68 @@ async fn masked_values_are_restored_in_tool_call_arguments() {
     }
     let response = send(&h, "/v1/messages", &request(true)).await;
     let events = sse_events(response).await;
+    let blocks = streamed_tool_uses(&events);
+    assert_eq!(blocks.len(), 2, "{events:?}");
+    for (name, arguments) in &blocks {
+        check_arguments(name, arguments);
+    }
+}
+
+/// The tool calls of a full OpenAI answer to `request`: (name, arguments).
+async fn full_tool_calls(h: &Harness, request: &Value) -> Vec<(String, String)> {
+    let (status, body) = json_body(send(h, "/v1/chat/completions", request).await).await;
+    assert_eq!(status, 200, "{body}");
+    body["choices"][0]["message"]["tool_calls"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no tool calls: {body}"))
+        .iter()
+        .map(|call| {
+            let function = &call["function"];
+            let text = |field: &str| function[field].as_str().unwrap_or_default().to_string();
+            (text("name"), text("arguments"))
+        })
+        .collect()
+}
+
+/// OpenAI tool definitions as Anthropic tools.
+fn anthropic_tools(tools: &Value) -> Vec<Value> {
+    tools
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(
+            |t| json!({"name": t["function"]["name"], "input_schema": t["function"]["parameters"]}),
+        )
+        .collect()
+}
+
+/// The tool calls of an OpenAI stream: (name, arguments) by index.
+fn streamed_calls(events: &[(String, Value)]) -> Vec<(String, String)> {
+    let mut calls: Vec<(String, String)> = Vec::new();
+    for (_, event) in events {
+        for call in event["choices"][0]["delta"]["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let index = call["index"].as_u64().unwrap() as usize;
+            if calls.len() <= index {
+                calls.resize(index + 1, (String::new(), String::new()));
+            }
+            if let Some(name) = call["function"]["name"].as_str() {
+                calls[index].0 = name.to_string();
+            }
+            calls[index].1 += call["function"]["arguments"].as_str().unwrap_or_default();
+        }
+    }
+    calls
+}
+
+/// The tool_use blocks of an Anthropic stream: (name, input JSON), checking
+/// that argument deltas only go to the block still open.
+fn streamed_tool_uses(events: &[(String, Value)]) -> Vec<(String, String)> {
     let mut blocks: Vec<(u64, String, String)> = Vec::new();
-    for (name, event) in &events {
+    for (name, event) in events {
         let index = event["index"].as_u64().unwrap_or_default();
         if name == "content_block_start" && event["content_block"]["type"] == "tool_use" {
             let tool = event["content_block"]["name"].as_str().unwrap().to_string();
@@ -839,14 +868,117 @@ async fn masked_values_are_restored_in_tool_call_arguments() {
                 .find(|b| b.0 == index)
                 .expect("an open block");
             block.2 += event["delta"]["partial_json"].as_str().unwrap();
-            // Deltas only go to the block still open (the last one started).
             assert_eq!(blocks.last().map(|b| b.0), Some(index), "{events:?}");
         }
     }
-    assert_eq!(blocks.len(), 2, "{events:?}");
-    for (_, name, arguments) in &blocks {
-        check_arguments(name, arguments);
+    blocks
+        .into_iter()
+        .map(|(_, name, json)| (name, json))
+        .collect()
+}
+
+/// Two tools whose arguments carry a card number and an SSN, the second
+/// past a filler longer than the hold-back window.
+fn card_tools(extra: &str) -> Value {
+    json!([
+        {"type": "function", "function": {"name": "pay", "parameters": {"type": "object",
+            "properties": {"card": {"const": "4111 1111 1111 1111"}}}}},
+        {"type": "function", "function": {"name": "file", "parameters": {"type": "object",
+            "properties": {"note": {"const": format!("{} SSN 536-22-1234 {extra}", "filler ".repeat(30))}}}}}
+    ])
+}
+
+fn check_redacted(name: &str, arguments: &str) {
+    let parsed: Value =
+        serde_json::from_str(arguments).unwrap_or_else(|e| panic!("{name}: {e}: {arguments}"));
+    match name {
+        "pay" => assert_eq!(parsed["card"], "[CREDIT_CARD]", "{arguments}"),
+        _ => {
+            let note = parsed["note"].as_str().unwrap();
+            assert!(note.ends_with(" SSN [US_SSN] done"), "{arguments}");
+            assert!(note.starts_with("filler filler"), "{arguments}");
+        }
     }
+}
+
+#[tokio::test]
+async fn output_rules_cover_tool_call_arguments_full_and_streamed() {
+    let h = harness().await;
+    let request = |stream: bool, tools: Value| {
+        json!({"model": "output", "stream": stream, "tools": tools,
+            "messages": [{"role": "user", "content": "Pay and file it. [mock parallel_tools=2]"}]})
+    };
+    // Full answer.
+    let calls = full_tool_calls(&h, &request(false, card_tools("done"))).await;
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    for (name, arguments) in &calls {
+        check_redacted(name, arguments);
+    }
+
+    // OpenAI stream: arguments come 8 bytes at a time, the card across
+    // three deltas.
+    let response = send(
+        &h,
+        "/v1/chat/completions",
+        &request(true, card_tools("done")),
+    )
+    .await;
+    let events = sse_events(response).await;
+    let calls = streamed_calls(&events);
+    assert_eq!(calls.len(), 2, "{events:?}");
+    for (name, arguments) in &calls {
+        check_redacted(name, arguments);
+    }
+    let all = format!("{events:?}");
+    assert!(!all.contains("4111") && !all.contains("536-22"), "{all}");
+
+    // Anthropic stream: the blocks stay in order and well formed.
+    let anthropic = |tools: &Value| {
+        json!({"model": "output", "max_tokens": 200, "stream": true,
+            "tools": anthropic_tools(tools),
+            "messages": [{"role": "user", "content": "Pay and file it. [mock parallel_tools=2]"}]})
+    };
+    let response = send(&h, "/v1/messages", &anthropic(&card_tools("done"))).await;
+    let events = sse_events(response).await;
+    assert_eq!(events.last().map(|(n, _)| n.as_str()), Some("message_stop"));
+    let blocks = streamed_tool_uses(&events);
+    assert_eq!(blocks.len(), 2, "{events:?}");
+    for (name, arguments) in &blocks {
+        check_redacted(name, arguments);
+    }
+    assert_eq!(decisions(&h, "CREDIT_CARD", "redact"), 3.0);
+    assert_eq!(decisions(&h, "US_SSN", "redact"), 3.0);
+
+    // A blocked word in a streamed argument ends the answer with
+    // content_filter before any of it goes out, and usage still arrives.
+    let response = send(
+        &h,
+        "/v1/chat/completions",
+        &json!({"model": "output", "stream": true, "stream_options": {"include_usage": true},
+            "tools": card_tools("bluebird done"),
+            "messages": [{"role": "user", "content": "Pay and file it. [mock parallel_tools=2]"}]}),
+    )
+    .await;
+    let events = sse_events(response).await;
+    let all = format!("{events:?}");
+    assert!(!all.contains("bluebird"), "{all}");
+    let finishes: Vec<&str> = events
+        .iter()
+        .filter_map(|(_, e)| e["choices"][0]["finish_reason"].as_str())
+        .collect();
+    assert_eq!(finishes, ["content_filter"], "{all}");
+    assert!(
+        events
+            .iter()
+            .any(|(_, e)| e["usage"]["total_tokens"].is_u64()),
+        "{all}"
+    );
+    let response = send(&h, "/v1/messages", &anthropic(&card_tools("bluebird done"))).await;
+    let events = sse_events(response).await;
+    let all = format!("{events:?}");
+    assert!(!all.contains("bluebird"), "{all}");
+    assert!(all.contains("refusal"), "{all}");
+    assert_eq!(events.last().map(|(n, _)| n.as_str()), Some("message_stop"));
 }
 
 async fn embedding(h: &Harness, model: &str, input: Value) -> (u16, Value) {

@@ -585,8 +585,9 @@ pub type ModerationCall =
 /// phrase cut by a window boundary is judged whole.
 const MODERATION_CONTEXT: usize = 1024;
 
-/// Guard out on a stream. Per choice the text goes through the output rules
-/// with a hold-back window (a value split across chunks is still found);
+/// Guard out on a stream. Per choice the text, and each tool call's
+/// arguments, go through the output rules with a hold-back window (a value
+/// split across chunks is still found);
 /// with output moderation it is then held until a moderation call passed
 /// it (in windows of `streamModerationWindow` bytes, and at the choice's
 /// end); last, placeholders are restored in the text and in tool-call
@@ -633,6 +634,8 @@ struct ChoiceFilter {
     index: u32,
     scanner: StreamScanner,
     unmasker: StreamUnmasker,
+    /// Per tool call (by index): its arguments' scanner (output rules).
+    tool_scanners: Vec<(u32, StreamScanner)>,
     /// Per tool call (by index): its arguments' unmasker.
     tools: Vec<(u32, StreamUnmasker)>,
     /// Its finish reason (or the stream's end) was seen.
@@ -656,6 +659,7 @@ impl ChoiceFilter {
             index,
             scanner: StreamScanner::new(hold_back),
             unmasker: StreamUnmasker::default(),
+            tool_scanners: Vec::new(),
             tools: Vec::new(),
             ended: false,
             closed: false,
@@ -738,14 +742,7 @@ impl ChoiceFilter {
         for (index, unmasker) in tools {
             let tail = unmasker.finish(masks);
             if !tail.is_empty() {
-                calls.push(ToolCallDelta {
-                    index: *index,
-                    function: Some(FunctionCallDelta {
-                        arguments: Some(tail),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                });
+                calls.push(argument_delta(*index, tail));
             }
         }
     }
@@ -798,8 +795,27 @@ impl StreamGuard {
         for choice in &mut chunk.choices {
             let ends = choice.finish_reason.is_some();
             let text = choice.delta.content.take().unwrap_or_default();
-            match self.filter(choice.index, &text, ends) {
-                Ok(text) => choice.delta.content = (!text.is_empty()).then_some(text),
+            let calls = choice.delta.tool_calls.take();
+            // Text before a tool call is whole: what the scanner holds of
+            // it goes out before the call opens (an Anthropic client's text
+            // block closes there). Some servers send an empty `tool_calls`
+            // in every delta: that opens nothing.
+            let flush = ends || calls.as_ref().is_some_and(|calls| !calls.is_empty());
+            let filtered = self
+                .filter(choice.index, &text, flush, ends)
+                .and_then(|text| {
+                    let calls = match calls {
+                        Some(calls) => self.filter_calls(choice.index, calls, ends)?,
+                        None if ends => self.filter_calls(choice.index, Vec::new(), true)?,
+                        None => Vec::new(),
+                    };
+                    Ok((text, calls))
+                });
+            match filtered {
+                Ok((text, calls)) => {
+                    choice.delta.content = (!text.is_empty()).then_some(text);
+                    choice.delta.tool_calls = (!calls.is_empty()).then_some(calls);
+                }
                 Err(Blocked { .. }) => {
                     self.block(out);
                     return usage_only(chunk, out);
@@ -874,8 +890,15 @@ impl StreamGuard {
     }
 
     /// Text of choice `index` that the output rules let out after `text`;
-    /// all that is held when the choice `ends`.
-    fn filter(&mut self, index: u32, text: &str, ends: bool) -> Result<String, Blocked> {
+    /// with `flush`, all that is held (the choice `ends`, or a tool call
+    /// follows).
+    fn filter(
+        &mut self,
+        index: u32,
+        text: &str,
+        flush: bool,
+        ends: bool,
+    ) -> Result<String, Blocked> {
         let at = choice_at(&mut self.choices, &self.policy, index);
         let choice = &mut self.choices[at];
         if ends {
@@ -890,8 +913,46 @@ impl StreamGuard {
         let mut out = choice
             .scanner
             .push(rules, &mut scratch, &mut self.hits, text)?;
-        if ends {
+        if flush {
             out += &choice.scanner.finish(rules, &mut scratch, &mut self.hits)?;
+        }
+        Ok(out)
+    }
+
+    /// Tool-call deltas of choice `index` after the output rules: each
+    /// call's arguments are scanned like text, with a hold-back window of
+    /// their own; what a call holds goes out before the next call opens,
+    /// and at the choice's end (`ends`). A delta left with nothing to say
+    /// is dropped.
+    fn filter_calls(
+        &mut self,
+        index: u32,
+        calls: Vec<ToolCallDelta>,
+        ends: bool,
+    ) -> Result<Vec<ToolCallDelta>, Blocked> {
+        let Some(rules) = &self.policy.output else {
+            return Ok(calls);
+        };
+        let at = choice_at(&mut self.choices, &self.policy, index);
+        let scanners = &mut self.choices[at].tool_scanners;
+        let mut scratch = MaskTable::default();
+        let mut out = Vec::with_capacity(calls.len() + 1);
+        for mut call in calls {
+            if !scanners.iter().any(|(i, _)| *i == call.index) {
+                argument_tails(rules, scanners, &mut scratch, &mut self.hits, &mut out)?;
+                scanners.push((call.index, StreamScanner::new(self.policy.stream_hold_back)));
+            }
+            if let Some(arguments) = call.function.as_mut().and_then(|f| f.arguments.as_mut())
+                && let Some((_, scanner)) = scanners.iter_mut().find(|(i, _)| *i == call.index)
+            {
+                *arguments = scanner.push(rules, &mut scratch, &mut self.hits, arguments)?;
+            }
+            if says_something(&call) {
+                out.push(call);
+            }
+        }
+        if ends {
+            argument_tails(rules, scanners, &mut scratch, &mut self.hits, &mut out)?;
         }
         Ok(out)
     }
@@ -904,8 +965,15 @@ impl StreamGuard {
         }
         for index in self.indices(|c| !c.ended) {
             let mut chunk = self.chunk_for(index);
-            match self.filter(index, "", true) {
-                Ok(text) => chunk.choices[0].delta.content = (!text.is_empty()).then_some(text),
+            let held = self
+                .filter(index, "", true, true)
+                .and_then(|text| Ok((text, self.filter_calls(index, Vec::new(), true)?)));
+            match held {
+                Ok((text, calls)) => {
+                    let delta = &mut chunk.choices[0].delta;
+                    delta.content = (!text.is_empty()).then_some(text);
+                    delta.tool_calls = (!calls.is_empty()).then_some(calls);
+                }
                 Err(Blocked { .. }) => return self.block(out),
             }
             self.pass_on(chunk, true, out);
@@ -1064,6 +1132,45 @@ fn choice_at(choices: &mut Vec<ChoiceFilter>, policy: &GuardPolicy, index: u32) 
             choices.len() - 1
         }
     }
+}
+
+/// What the tool calls' argument scanners still hold, as argument deltas.
+fn argument_tails(
+    rules: &Rules,
+    scanners: &mut [(u32, StreamScanner)],
+    scratch: &mut MaskTable,
+    hits: &mut Vec<Kind>,
+    out: &mut Vec<ToolCallDelta>,
+) -> Result<(), Blocked> {
+    for (index, scanner) in scanners {
+        let tail = scanner.finish(rules, scratch, hits)?;
+        if !tail.is_empty() {
+            out.push(argument_delta(*index, tail));
+        }
+    }
+    Ok(())
+}
+
+/// A delta adding `arguments` to tool call `index`.
+fn argument_delta(index: u32, arguments: String) -> ToolCallDelta {
+    ToolCallDelta {
+        index,
+        function: Some(FunctionCallDelta {
+            arguments: Some(arguments),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Whether a tool-call delta carries anything once its arguments were
+/// scanned (an id, a type, a name, or argument text).
+fn says_something(call: &ToolCallDelta) -> bool {
+    call.id.is_some()
+        || call.kind.is_some()
+        || call.function.as_ref().is_some_and(|f| {
+            f.name.is_some() || f.arguments.as_ref().is_some_and(|a| !a.is_empty())
+        })
 }
 
 /// `chunk` without its choices, if it carries usage.
