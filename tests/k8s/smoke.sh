@@ -86,6 +86,18 @@ spec:
 refused "endpoint http://" "$nohost" 'spec.endpoint' \
   'spec.endpoint: Invalid value: "http://": endpoint must be an http:// or https:// URL with a host'
 
+# 3b'. A guard policy's moderation window without output moderation.
+window='apiVersion: tollgate.dev/v1alpha1
+kind: AIGateway
+metadata:
+  name: lonely-window
+spec:
+  guardPolicies:
+  - name: p
+    output: {streamModerationWindow: 64}'
+refused "streamModerationWindow without moderation" "$window" 'spec.guardPolicies\[0\].output' \
+  "streamModerationWindow sets the window of output moderation: it needs moderation"
+
 # 3c. Rules new with item 13.5: duplicate aliases and header names, a
 # listener on the admin port's default, a zero timeout, a catalog model twice.
 dupes='apiVersion: tollgate.dev/v1alpha1

@@ -53,6 +53,7 @@ pub struct InputGuard {
 /// Recognizers and rules for one direction.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("!has(self.streamModerationWindow) || has(self.moderation)").message("streamModerationWindow sets the window of output moderation: it needs moderation"))]
 pub struct ContentRules {
     /// The built-in recognizers (with validators: Luhn, IBAN checksum, SSN
     /// rules, ...).

@@ -523,6 +523,24 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_moderation_window_needs_output_moderation() {
+        let gateway = |output: Value| {
+            json!({"apiVersion": "tollgate.dev/v1alpha1", "kind": "AIGateway", "metadata": {"name": "gw"},
+                "spec": {"guardPolicies": [{"name": "p", "output": output}]}})
+        };
+        let errs = errors(gateway(json!({"streamModerationWindow": 64})));
+        assert!(
+            errs.iter().any(|e| e.contains(
+                "spec.guardPolicies[0].output: streamModerationWindow sets the window of output moderation: it needs moderation"
+            )),
+            "{errs:?}"
+        );
+        let moderated =
+            json!({"streamModerationWindow": 64, "moderation": {"providerRef": {"name": "m"}}});
+        assert_eq!(errors(gateway(moderated)), Vec::<String>::new());
+    }
+
     fn provider(spec: Value) -> Value {
         json!({"apiVersion": "tollgate.dev/v1alpha1", "kind": "ModelProvider", "metadata": {"name": "p"}, "spec": spec})
     }
