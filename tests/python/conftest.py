@@ -308,6 +308,15 @@ class Gateway:
             **kwargs,
         )
 
+    def anthropic(self, api_key: str = API_KEY, **kwargs) -> anthropic.Anthropic:
+        return anthropic.Anthropic(
+            base_url=self.data_url,
+            api_key=api_key,
+            max_retries=0,
+            timeout=CLIENT_TIMEOUT_S,
+            **kwargs,
+        )
+
 
 def _start_gateway(name: str, mock: Proc, workdir: Path, *, fallback: bool) -> Gateway:
     workdir.mkdir(parents=True, exist_ok=True)
@@ -550,15 +559,6 @@ def formats_backend(alias: str, mock_url: str, *, bad_credentials: bool = False)
 @dataclass
 class FormatsGateway(Gateway):
     """The gateway with one route per provider format."""
-
-    def anthropic(self, api_key: str = API_KEY, **kwargs) -> anthropic.Anthropic:
-        return anthropic.Anthropic(
-            base_url=self.data_url,
-            api_key=api_key,
-            max_retries=0,
-            timeout=CLIENT_TIMEOUT_S,
-            **kwargs,
-        )
 
 
 @pytest.fixture(scope="session")

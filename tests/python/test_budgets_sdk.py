@@ -14,7 +14,7 @@ import anthropic
 import openai
 import pytest
 
-from conftest import CLIENT_TIMEOUT_S, Gateway, _stop_gateway, start
+from conftest import Gateway, _stop_gateway, start
 
 KEY = "tg-budget-sdk"
 THROTTLED_KEY = "tg-throttled-sdk"
@@ -108,9 +108,7 @@ def test_spent_budget_is_a_rate_limit_error_in_both_sdks(budget_gateway):
     assert "default/research" in refused.value.message
     assert int(refused.value.response.headers["retry-after"]) >= 1
 
-    messages = anthropic.Anthropic(
-        base_url=budget_gateway.data_url, api_key=KEY, max_retries=0, timeout=CLIENT_TIMEOUT_S
-    )
+    messages = budget_gateway.anthropic(KEY)
     with pytest.raises(anthropic.RateLimitError) as refused:
         messages.messages.create(
             model="chat", max_tokens=16, messages=[{"role": "user", "content": "hi"}]

@@ -14,7 +14,7 @@ import anthropic
 import openai
 import pytest
 
-from conftest import CLIENT_TIMEOUT_S, Gateway, _stop_gateway, start_gateway_with
+from conftest import Gateway, _stop_gateway, start_gateway_with
 
 KEY = "tg-guard-sdk"
 ECHO = " [mock echo=1]"
@@ -101,17 +101,13 @@ def guard_gateway(mock, workdir) -> Gateway:
 
 @pytest.fixture()
 def oai(guard_gateway) -> openai.OpenAI:
-    with openai.OpenAI(
-        base_url=f"{guard_gateway.data_url}/v1", api_key=KEY, max_retries=0, timeout=CLIENT_TIMEOUT_S
-    ) as client:
+    with guard_gateway.client(KEY) as client:
         yield client
 
 
 @pytest.fixture()
 def claude(guard_gateway) -> anthropic.Anthropic:
-    with anthropic.Anthropic(
-        base_url=guard_gateway.data_url, api_key=KEY, max_retries=0, timeout=CLIENT_TIMEOUT_S
-    ) as client:
+    with guard_gateway.anthropic(KEY) as client:
         yield client
 
 

@@ -15,7 +15,7 @@ import anthropic
 import openai
 import pytest
 
-from conftest import CLIENT_TIMEOUT_S, Gateway, _stop_gateway, start_gateway_with
+from conftest import Gateway, _stop_gateway, start_gateway_with
 
 KEY = "tg-prompts-sdk"
 ONLY_SYSTEM = [{"role": "system", "content": "Be brief."}]
@@ -97,17 +97,13 @@ def prompts_gateway(mock, workdir) -> Gateway:
 
 @pytest.fixture()
 def oai(prompts_gateway) -> openai.OpenAI:
-    with openai.OpenAI(
-        base_url=f"{prompts_gateway.data_url}/v1", api_key=KEY, max_retries=0, timeout=CLIENT_TIMEOUT_S
-    ) as client:
+    with prompts_gateway.client(KEY) as client:
         yield client
 
 
 @pytest.fixture()
 def claude(prompts_gateway) -> anthropic.Anthropic:
-    with anthropic.Anthropic(
-        base_url=prompts_gateway.data_url, api_key=KEY, max_retries=0, timeout=CLIENT_TIMEOUT_S
-    ) as client:
+    with prompts_gateway.anthropic(KEY) as client:
         yield client
 
 

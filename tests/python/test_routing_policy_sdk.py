@@ -14,7 +14,7 @@ import anthropic
 import openai
 import pytest
 
-from conftest import CLIENT_TIMEOUT_S, Gateway, _stop_gateway, start, start_gateway_with
+from conftest import Gateway, _stop_gateway, start, start_gateway_with
 
 KEY = "tg-routing-sdk"
 RESEARCH_KEY = "tg-routing-research"
@@ -132,9 +132,7 @@ def routing_gateway(mock, workdir) -> Gateway:
 
 
 def _openai(gw: Gateway, key: str = KEY) -> openai.OpenAI:
-    return openai.OpenAI(
-        base_url=f"{gw.data_url}/v1", api_key=key, max_retries=0, timeout=CLIENT_TIMEOUT_S
-    )
+    return gw.client(key)
 
 
 def test_transient_failures_are_retried_by_the_gateway(routing_gateway):
@@ -157,9 +155,7 @@ def test_transient_failures_are_retried_by_the_gateway(routing_gateway):
 
 
 def test_anthropic_clients_get_the_retried_answer(routing_gateway):
-    client = anthropic.Anthropic(
-        base_url=routing_gateway.data_url, api_key=KEY, max_retries=0, timeout=CLIENT_TIMEOUT_S
-    )
+    client = routing_gateway.anthropic(KEY)
     message = client.messages.create(
         model="claude-retrying",
         max_tokens=32,
